@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI routes, problem+json errors, (later) SSE and Socket.IO."""

@@ -1,0 +1,70 @@
+"""The ASGI application: `create_app(settings, database_url)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from zapgate import __version__
+from zapgate.api import problems
+from zapgate.api.routes import admin, health
+from zapgate.db.manager import ConnectionManager
+from zapgate.log import get_logger
+from zapgate.services.clients import ClientService
+from zapgate.settings import Settings
+
+log = get_logger(__name__)
+
+NO_CLIENT_HINT = (
+    "no client yet: create one with `zapgate clients create ID`, "
+    "or POST /admin/clients with the admin key (ZAPGATE_ADMIN_KEY)"
+)
+
+DESCRIPTION = """
+A self-hosted, multi-tenant WhatsApp gateway.
+
+Every `/whatsapp` route takes the client's API key in `X-API-Key` (or `Authorization: Bearer <key>`);
+`/admin` routes take `ZAPGATE_ADMIN_KEY`. Errors are `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    """Build the application; its lifespan opens the pool, migrates the registry and closes both."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = ConnectionManager(
+            database_url,
+            pool_size=settings.db_pool_size,
+            pool_timeout=settings.db_pool_timeout,
+            health_interval=settings.db_health_interval,
+            idle_timeout=settings.db_idle_timeout,
+        )
+        await manager.start()
+        try:
+            await manager.migrate_registry()
+            clients = ClientService(manager)
+            if await clients.count() == 0:
+                log.warning("clients.none", hint=NO_CLIENT_HINT)
+            app.state.manager = manager
+            app.state.clients = clients
+            yield
+        finally:
+            await manager.close()
+
+    app = FastAPIOffline(
+        title="zapgate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url="/docs/static",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    return app

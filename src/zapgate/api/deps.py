@@ -1,0 +1,57 @@
+"""Dependencies shared by the routes: the services of the running app and the credentials of a request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from zapgate.db.manager import ConnectionManager
+from zapgate.errors import AuthenticationFailed, PermissionDenied
+from zapgate.services.clients import ClientService, admin_key_matches
+from zapgate.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_manager(request: Request) -> ConnectionManager:
+    """Return the app's ConnectionManager."""
+    manager: ConnectionManager = request.app.state.manager
+    return manager
+
+
+def get_client_service(request: Request) -> ClientService:
+    """Return the app's ClientService."""
+    service: ClientService = request.app.state.clients
+    return service
+
+
+def presented_key(
+    x_api_key: Annotated[str | None, Header(description="An API key (or use Authorization: Bearer).")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str | None:
+    """Return the key a request carries in `X-API-Key` or `Authorization: Bearer`."""
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+def require_admin(
+    settings: Annotated[Settings, Depends(get_settings)],
+    key: Annotated[str | None, Depends(presented_key)],
+) -> None:
+    """Let the request through only with the admin key."""
+    if settings.admin_key is None:
+        raise PermissionDenied("the admin API is disabled: set ZAPGATE_ADMIN_KEY to enable it")
+    if not admin_key_matches(settings.admin_key.get_secret_value(), key):
+        raise AuthenticationFailed("missing or wrong admin key")
+
+
+Manager = Annotated[ConnectionManager, Depends(get_manager)]
+Clients = Annotated[ClientService, Depends(get_client_service)]

@@ -1,0 +1,109 @@
+"""problem+json (RFC 9457) for every error: the one place HTTP status codes are chosen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zapgate.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ZapgateError,
+)
+from zapgate.log import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: list[tuple[type[ZapgateError], int]] = [
+    (InvalidRequest, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (AuthenticationFailed, 401),
+    (PermissionDenied, 403),
+    (DatabaseUnavailable, 503),
+    (DatabaseError, 503),
+]
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Invalid request",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def status_for(exc: ZapgateError) -> int:
+    """Return the HTTP status that answers `exc`."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def problem(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
+    """Return a problem+json response."""
+    body = {
+        "type": f"https://zapgate.dev/problems/{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": 'Bearer realm="zapgate"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of `app` with problem+json."""
+
+    async def on_zapgate_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ZapgateError)
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message)
+        return problem(status, exc.message, exc.code)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"field": _field(tuple(error.get("loc", ()))), "message": str(error.get("msg", "invalid"))}
+            for error in exc.errors()
+        ]
+        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+        return problem(422, detail or "invalid request", "validation_failed", errors=errors)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail), f"http_{exc.status_code}")
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("http.unhandled", path=request.url.path, error=repr(exc), exc_info=exc)
+        return problem(500, "internal error; it has been logged", "internal_error")
+
+    app.add_exception_handler(ZapgateError, on_zapgate_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,216 @@
+"""The `zapgate` command: serve, migrate and manage clients. Thin calls into services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from typing import Any, NoReturn, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from zapgate import __version__
+from zapgate.errors import InvalidRequest, ZapgateError
+from zapgate.log import configure_logging
+from zapgate.settings import Settings, describe_settings_error
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"zapgate: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        _fail(describe_settings_error(exc), 2)
+
+
+def _database(settings: Settings) -> AbstractContextManager[str]:
+    from zapgate.db.embedded import open_database
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"ZAPGATE_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror}", 2)
+    return open_database(settings.database_url, settings.data_dir)
+
+
+def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the database, run `action(client_service)` and close everything; errors become one line."""
+    from zapgate.db.manager import ConnectionManager
+    from zapgate.services.clients import ClientService
+
+    async def main(url: str) -> T:
+        async with ConnectionManager(url, pool_size=2, pool_timeout=settings.db_pool_timeout) as manager:
+            await manager.migrate_registry()
+            return await action(ClientService(manager))
+
+    try:
+        with _database(settings) as url:
+            return asyncio.run(main(url))
+    except InvalidRequest as exc:
+        _fail(exc.message, 2)
+    except ZapgateError as exc:
+        _fail(exc.message, 1)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zapgate")
+def main() -> None:
+    """zapgate: a self-hosted, multi-tenant WhatsApp gateway."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on [ZAPGATE_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [ZAPGATE_PORT, default 8000].")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API (and, when DATABASE_URL is unset, an embedded PostgreSQL)."""
+    import uvicorn
+
+    from zapgate.api.app import create_app
+
+    settings = _settings(host=host, port=port)
+    configure_logging(settings.log_level, settings.log_format)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so that the embedded
+    # PostgreSQL is left (and stopped) on the way out instead of the process dying on the spot
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        with _database(settings) as url:
+            app = create_app(settings, url)
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=settings.log_level == "debug",
+                timeout_graceful_shutdown=10,
+            )
+    except ZapgateError as exc:
+        _fail(exc.message)
+
+
+@main.command()
+def migrate() -> None:
+    """Migrate the registry and every registered client's schema to the newest revision."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def action(service: Any) -> int:
+        clients = await service.list()
+        for client in clients:
+            await service.ensure_schema(client.client_id)
+        return len(clients)
+
+    count = _run_with_services(settings, action)
+    click.echo(f"registry and {count} client schema(s) at the newest revision")
+
+
+@main.group()
+def clients() -> None:
+    """Create, list, re-key and delete clients (tenants)."""
+
+
+def _quiet_settings() -> Settings:
+    settings = _settings()
+    configure_logging("warning" if settings.log_level in {"debug", "info"} else settings.log_level, settings.log_format)
+    return settings
+
+
+def _print_key(issued: Any, as_json: bool, verb: str) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "clientId": issued.client.client_id,
+                    "createdAt": issued.client.created_at.isoformat(),
+                    "apiKey": issued.api_key,
+                }
+            )
+        )
+        return
+    click.echo(f"client {issued.client.client_id} {verb}")
+    click.echo(f"API key (shown only now, store it safely): {issued.api_key}")
+
+
+@clients.command("create")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def clients_create(client_id: str, as_json: bool) -> None:
+    """Register CLIENT_ID, create its schema and print its API key."""
+    from zapgate.domain.ids import client_id as valid_client_id
+
+    try:
+        valid_client_id(client_id)  # refused before anything starts
+    except InvalidRequest as exc:
+        _fail(exc.message, 2)
+    issued = _run_with_services(_quiet_settings(), lambda service: service.create(client_id))
+    _print_key(issued, as_json, "created")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def clients_list(as_json: bool) -> None:
+    """List the registered clients."""
+    found = _run_with_services(_quiet_settings(), lambda service: service.list())
+    if as_json:
+        rows = [
+            {
+                "clientId": c.client_id,
+                "createdAt": c.created_at.isoformat(),
+                "keyPrefixes": list(c.key_prefixes),
+            }
+            for c in found
+        ]
+        click.echo(json.dumps(rows))
+        return
+    if not found:
+        click.echo("no clients yet: create one with `zapgate clients create ID`")
+        return
+    click.echo(f"{'CLIENT':<48}  {'CREATED':<25}  KEYS")
+    for c in found:
+        created = c.created_at.isoformat(timespec="seconds")
+        click.echo(f"{c.client_id:<48}  {created:<25}  {', '.join(p + '…' for p in c.key_prefixes)}")
+
+
+@clients.command("rotate-key")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def clients_rotate_key(client_id: str, as_json: bool) -> None:
+    """Revoke every key of CLIENT_ID and print a new one."""
+    from zapgate.domain.ids import client_id as valid_client_id
+
+    try:
+        valid_client_id(client_id)
+    except InvalidRequest as exc:
+        _fail(exc.message, 2)
+    issued = _run_with_services(_quiet_settings(), lambda service: service.rotate_key(client_id))
+    _print_key(issued, as_json, "has a new key; the old ones no longer work")
+
+
+@clients.command("delete")
+@click.argument("client_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def clients_delete(client_id: str, yes: bool) -> None:
+    """Delete CLIENT_ID with its keys and all its data (its schema is dropped)."""
+    from zapgate.domain.ids import client_id as valid_client_id
+
+    try:
+        valid_client_id(client_id)
+    except InvalidRequest as exc:
+        _fail(exc.message, 2)
+    if not yes and not click.confirm(f"Delete client {client_id} and all its data?", default=False, err=True):
+        _fail("aborted, nothing deleted", 1)
+    _run_with_services(_quiet_settings(), lambda service: service.delete(client_id))
+    click.echo(f"client {client_id} deleted")

@@ -1,0 +1,1 @@
+"""The data layer: the shared pool, the ConnectionManager, tables, repositories and migrations."""

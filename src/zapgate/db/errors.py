@@ -1,0 +1,48 @@
+"""Map driver and SQLAlchemy errors to zapgate's error tree, once, at the edge of db/."""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
+
+from zapgate.errors import DatabaseError, DatabaseUnavailable, DuplicateRecord, InvalidRequest, ZapgateError
+
+_UNIQUE_VIOLATION = "23505"
+_FOREIGN_KEY_VIOLATION = "23503"
+_CHECK_VIOLATION = "23514"
+_NOT_NULL_VIOLATION = "23502"
+# class 08 (connection exception) and 57P0x (server shutting down / crashed)
+_UNAVAILABLE_PREFIXES = ("08", "57P")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def translate(exc: BaseException) -> ZapgateError | None:
+    """Return the zapgate error for a database failure, or None if `exc` is not one."""
+    if isinstance(exc, ZapgateError):
+        return None
+    if isinstance(exc, sa_exc.TimeoutError):
+        return DatabaseError("database pool exhausted: no connection became free in time")
+    if isinstance(exc, sa_exc.DBAPIError):
+        state = _sqlstate(exc)
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        if state == _UNIQUE_VIOLATION:
+            return DuplicateRecord("a record with this key already exists", detail=detail)
+        if state in {_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION, _NOT_NULL_VIOLATION}:
+            return InvalidRequest(f"rejected by the database: {detail}", sqlstate=state)
+        if exc.connection_invalidated or (state is not None and state.startswith(_UNAVAILABLE_PREFIXES)):
+            return DatabaseUnavailable(f"database unavailable: {detail}")
+        if state is None and isinstance(getattr(exc, "orig", None), OSError | ConnectionError):
+            return DatabaseUnavailable(f"database unavailable: {detail}")
+        return DatabaseError(f"database error: {detail}", sqlstate=state)
+    if isinstance(exc, OSError | ConnectionError):
+        return DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return DatabaseError(f"database error: {exc}")
+    return None

@@ -1,0 +1,382 @@
+"""The ConnectionManager: one bounded pool for every client, each transaction bound to its client's schema.
+
+The seed's API in Python:
+
+    handle = await manager.get_connection("acme")           # schema client_acme created + migrated on first use
+    messages = await handle.message.find_many(session_id=s.id, include_contact=True)
+    session = await manager.execute_transaction("acme", lambda tx: tx.session.create(...))
+    health = await manager.check_single_connection("acme")
+
+A schema is never formatted into SQL: it is bound as a parameter of `set_config('search_path', $1, true)`,
+which lasts until the end of the transaction, so a pooled connection never carries a schema to its next user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.schema import DropSchema
+
+from zapgate.background import TaskGroup
+from zapgate.db import migrate
+from zapgate.db.errors import translate
+from zapgate.db.repositories import Repositories
+from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
+from zapgate.log import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+_SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
+_SELECT_ONE = text("SELECT 1")
+
+
+def async_url(url: str) -> str:
+    """Return `url` with the asyncpg driver named (postgres:// and postgresql:// are accepted)."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHealth:
+    """The answer of `check_single_connection`: truthy when the client's schema answers at the newest revision."""
+
+    client_id: str
+    schema: str
+    healthy: bool
+    latency_ms: float
+    revision: str | None
+    error: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.healthy
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """How the shared pool is used right now."""
+
+    size: int
+    checked_out: int
+    idle: int
+    handles: int
+    healthy: bool
+    health_check_failures: int
+
+
+class _TransactionExecutor:
+    """Runs repository operations inside one open transaction."""
+
+    def __init__(self, manager: ConnectionManager, conn: AsyncConnection, schema: SchemaName) -> None:
+        self._manager, self._conn, self._schema = manager, conn, schema
+
+    async def run(self, op: str, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await fn(self._conn)
+        except BaseException as exc:
+            self._manager._log_operation(op, self._schema, started, exc)
+            raise _translated(exc) from exc
+        self._manager._log_operation(op, self._schema, started, None)
+        return result
+
+
+class _AutocommitExecutor:
+    """Runs each repository operation in a transaction of its own."""
+
+    def __init__(self, manager: ConnectionManager, handle: ClientConnection) -> None:
+        self._manager, self._handle = manager, handle
+
+    async def run(self, op: str, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        self._handle.touch()
+        async with self._manager._transaction(self._handle.schema, op) as conn:
+            return await fn(conn)
+
+
+class Transaction(Repositories):
+    """The `tx` of `execute_transaction`: the client's repositories, all in one transaction."""
+
+    def __init__(self, manager: ConnectionManager, conn: AsyncConnection, schema: SchemaName) -> None:
+        super().__init__(_TransactionExecutor(manager, conn, schema))
+        self.connection = conn
+        self.schema = schema
+
+
+class ClientConnection(Repositories):
+    """The handle `get_connection` returns: the client's repositories, each call its own transaction."""
+
+    def __init__(self, manager: ConnectionManager, client: ClientId) -> None:
+        super().__init__(_AutocommitExecutor(manager, self))
+        self.client_id = client
+        self.schema = schema_for(client)
+        self.last_used = time.monotonic()
+
+    def touch(self) -> None:
+        """Mark the handle as used now (idle handles are evicted)."""
+        self.last_used = time.monotonic()
+
+
+def _translated(exc: BaseException) -> BaseException:
+    return translate(exc) or exc
+
+
+class ConnectionManager:
+    """Serve every client's schema from one bounded pool; check the server's health and evict idle handles."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        pool_timeout: float = 30.0,
+        health_interval: float = 30.0,
+        idle_timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.pool_size = pool_size
+        self.health_interval = health_interval
+        self.idle_timeout = idle_timeout
+        self._engine: AsyncEngine = create_async_engine(
+            async_url(url),
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+            connect_args={
+                "timeout": connect_timeout,
+                "server_settings": {"application_name": "zapgate"},
+            },
+        )
+        self._connect_timeout = connect_timeout
+        self._handles: dict[ClientId, ClientConnection] = {}
+        self._ready: set[ClientId] = set()
+        self._preparing: dict[ClientId, asyncio.Future[None]] = {}
+        self._tasks = TaskGroup("db")
+        self._healthy = True
+        self._health_failures = 0
+        self._down_since: float | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The shared SQLAlchemy engine (for the registry and for tests)."""
+        return self._engine
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed health check until the next one that succeeds."""
+        return self._healthy
+
+    async def start(self) -> None:
+        """Start the health check and the eviction of idle handles."""
+        self._tasks.spawn(self._health_loop(), name="health")
+        self._tasks.spawn(self._eviction_loop(), name="evict")
+
+    async def close(self) -> None:
+        """Stop the background tasks and close every pooled connection."""
+        await self._tasks.close()
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> ConnectionManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the seed's API -------------------------------------------------------------------------------
+
+    async def get_connection(self, client: str) -> ClientConnection:
+        """Return the handle of `client`, creating and migrating its schema on first use."""
+        cid = client_id(client)
+        await self._ensure_schema(cid)
+        handle = self._handles.get(cid)
+        if handle is None:
+            handle = self._handles[cid] = ClientConnection(self, cid)
+        handle.touch()
+        return handle
+
+    async def execute_transaction(self, client: str, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run `fn(tx)` in one transaction in `client`'s schema; roll everything back if it raises."""
+        cid = client_id(client)
+        await self._ensure_schema(cid)
+        if (handle := self._handles.get(cid)) is not None:
+            handle.touch()
+        schema = schema_for(cid)
+        async with self._transaction(schema, "transaction") as conn:
+            return await fn(Transaction(self, conn, schema))
+
+    async def check_single_connection(self, client: str) -> ClientHealth:
+        """Check that `client`'s schema answers and is at the newest revision (never creates it)."""
+        cid = client_id(client)
+        schema = schema_for(cid)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._connect_timeout), self._engine.connect() as conn:
+                async with conn.begin():
+                    revision = await migrate.current_revision(conn, schema)
+        except Exception as exc:
+            error = translate(exc) or exc
+            return ClientHealth(cid, schema, False, _ms(started), None, str(error) or type(error).__name__)
+        head = migrate.head_revision(migrate.TENANT)
+        if revision is None:
+            return ClientHealth(cid, schema, False, _ms(started), None, "schema not created yet")
+        problem = None if revision == head else f"schema at revision {revision}, expected {head}"
+        return ClientHealth(cid, schema, problem is None, _ms(started), revision, problem)
+
+    # -- administration -------------------------------------------------------------------------------
+
+    async def migrate_registry(self) -> None:
+        """Create and migrate the registry schema `zapgate`."""
+        await self._migrate(REGISTRY_SCHEMA, migrate.REGISTRY)
+
+    @asynccontextmanager
+    async def registry_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Open a transaction whose unqualified names resolve in the registry schema."""
+        async with self._transaction(REGISTRY_SCHEMA, "registry") as conn:
+            yield conn
+
+    async def drop_client_schema(self, client: str, conn: AsyncConnection | None = None) -> None:
+        """Drop `client`'s schema and everything in it, and forget its handle."""
+        cid = client_id(client)
+        statement = DropSchema(schema_for(cid), cascade=True, if_exists=True)
+        if conn is None:
+            async with self._transaction(schema_for(cid), "drop_schema") as own:
+                await own.execute(statement)
+        else:
+            await conn.execute(statement)
+        self.forget(cid)
+
+    def forget(self, client: str) -> None:
+        """Drop what this process remembers of `client` (its handle and that its schema is ready)."""
+        cid = ClientId(client)
+        self._handles.pop(cid, None)
+        self._ready.discard(cid)
+
+    async def check_health(self) -> bool:
+        """Run one health check now; update `healthy` and return it."""
+        try:
+            async with asyncio.timeout(self._connect_timeout), self._engine.connect() as conn:
+                await conn.execute(_SELECT_ONE)
+        except Exception as exc:
+            self._health_failures += 1
+            if self._healthy:
+                self._down_since = time.monotonic()
+                log.error("db.unhealthy", error=str(translate(exc) or exc) or type(exc).__name__)
+            self._healthy = False
+            return False
+        if not self._healthy:
+            down_for = time.monotonic() - (self._down_since or time.monotonic())
+            log.info("db.recovered", down_for_s=round(down_for, 3))
+            self._healthy = True
+        return True
+
+    def pool_status(self) -> PoolStatus:
+        """Describe the pool's use right now."""
+        pool = self._engine.pool
+        assert isinstance(pool, AsyncAdaptedQueuePool)
+        return PoolStatus(
+            size=pool.size(),
+            checked_out=pool.checkedout(),
+            idle=pool.checkedin(),
+            handles=len(self._handles),
+            healthy=self._healthy,
+            health_check_failures=self._health_failures,
+        )
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        """Evict handles unused for `idle_timeout` seconds; return their client ids."""
+        cutoff = (time.monotonic() if now is None else now) - self.idle_timeout
+        evicted = [cid for cid, handle in self._handles.items() if handle.last_used < cutoff]
+        for cid in evicted:
+            self.forget(cid)
+        if evicted:
+            log.info("db.handles_evicted", count=len(evicted), remaining=len(self._handles))
+        return list(evicted)
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(self, schema: SchemaName, op: str) -> AsyncIterator[AsyncConnection]:
+        started = time.perf_counter()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(_SET_SEARCH_PATH, {"schema": schema})
+                yield conn
+        except BaseException as exc:
+            self._log_operation(op, schema, started, exc)
+            raise _translated(exc) from exc
+        self._log_operation(op, schema, started, None)
+
+    def _log_operation(self, op: str, schema: str, started: float, exc: BaseException | None) -> None:
+        duration_ms = _ms(started)
+        if exc is None:
+            log.debug("db.operation", op=op, schema=schema, duration_ms=duration_ms, outcome="ok")
+        elif isinstance(exc, asyncio.CancelledError):
+            log.info("db.operation", op=op, schema=schema, duration_ms=duration_ms, outcome="cancelled")
+        else:
+            log.warning(
+                "db.operation",
+                op=op,
+                schema=schema,
+                duration_ms=duration_ms,
+                outcome="error",
+                error=repr(exc),
+            )
+
+    async def _ensure_schema(self, cid: ClientId) -> None:
+        if cid in self._ready:
+            return
+        pending = self._preparing.get(cid)
+        if pending is None:
+            pending = self._preparing[cid] = asyncio.get_running_loop().create_future()
+            try:
+                await self._migrate(schema_for(cid), migrate.TENANT)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: waiters, if any, get it from their own await
+                raise
+            else:
+                self._ready.add(cid)
+                pending.set_result(None)
+            finally:
+                del self._preparing[cid]
+        else:
+            await asyncio.shield(pending)
+
+    async def _migrate(self, schema: SchemaName, location: Any) -> None:
+        started = time.perf_counter()
+        head = migrate.head_revision(location)
+        try:
+            async with self._engine.begin() as conn:
+                if await migrate.current_revision(conn, schema) == head:
+                    return
+            async with self._engine.begin() as conn:
+                await migrate.upgrade_schema(conn, schema, location)
+        except BaseException as exc:
+            self._log_operation("migrate", schema, started, exc)
+            raise _translated(exc) from exc
+        log.info("db.migrated", schema=schema, revision=head, duration_ms=_ms(started))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await self.check_health()
+
+    async def _eviction_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(max(self.idle_timeout / 5, 0.05), 60.0))
+            self.evict_idle()
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,524 @@
+"""Repositories over one client's tables: what the seed's Prisma snippets do, returning domain records.
+
+Each repository runs its statements through an `Executor`: a `ClientConnection` handle runs every call in
+a transaction of its own (like a Prisma client), a `Transaction` runs them all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+from sqlalchemy import RowMapping, Select, and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zapgate.db.tables import contacts, events, messages, sessions
+from zapgate.domain.ids import new_id
+from zapgate.domain.records import Contact, Direction, Event, Message, MessageStatus, Session
+from zapgate.errors import ContactNotFound, InvalidRequest, MessageNotFound, SessionNotFound
+
+T = TypeVar("T")
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+
+UNSET: Final = _Unset.UNSET
+"""Marks an `update` argument that was not given (None means "set to NULL")."""
+
+
+class Executor(Protocol):
+    """Runs one repository operation on a connection bound to the client's schema."""
+
+    async def run(self, op: str, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+
+
+def _changes(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not UNSET}
+
+
+def _session(row: RowMapping) -> Session:
+    return Session(
+        id=row["id"],
+        session_id=row["session_id"],
+        client_id=row["client_id"],
+        status=row["status"],
+        qr_code=row["qr_code"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _contact(row: RowMapping, prefix: str = "") -> Contact:
+    return Contact(
+        id=row[prefix + "id"],
+        session_id=row[prefix + "session_id"],
+        phone_number=row[prefix + "phone_number"],
+        name=row[prefix + "name"],
+        profile_pic=row[prefix + "profile_pic"],
+        is_group=row[prefix + "is_group"],
+    )
+
+
+def _message(row: RowMapping, *, with_contact: bool = False) -> Message:
+    return Message(
+        id=row["id"],
+        session_id=row["session_id"],
+        contact_id=row["contact_id"],
+        message_id=row["message_id"],
+        content=row["content"],
+        type=row["type"],
+        direction=Direction(row["direction"]),
+        status=MessageStatus(row["status"]),
+        timestamp=row["timestamp"],
+        contact=_contact(row, "contact__") if with_contact else None,
+    )
+
+
+def _event(row: RowMapping) -> Event:
+    return Event(
+        id=row["id"],
+        session_id=row["session_id"],
+        type=row["type"],
+        payload=dict(row["payload"]),
+        created_at=row["created_at"],
+    )
+
+
+def _limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 0:
+        raise InvalidRequest("limit must not be negative", limit=limit)
+    return limit
+
+
+class SessionRepository:
+    """The client's WhatsApp sessions (the seed's `tx.session`)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def create(
+        self, *, session_id: str, client_id: str, status: str = "disconnected", qr_code: str | None = None
+    ) -> Session:
+        """Insert a session; raise DuplicateRecord if `session_id` is taken."""
+        stmt = (
+            insert(sessions)
+            .values(id=new_id(), session_id=session_id, client_id=client_id, status=status, qr_code=qr_code)
+            .returning(*sessions.c)
+        )
+
+        async def run(conn: AsyncConnection) -> Session:
+            return _session((await conn.execute(stmt)).mappings().one())
+
+        return await self._x.run("sessions.create", run)
+
+    async def find_unique(self, session_id: str) -> Session | None:
+        """Return the session called `session_id`, or None."""
+        stmt = select(sessions).where(sessions.c.session_id == session_id)
+
+        async def run(conn: AsyncConnection) -> Session | None:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            return None if row is None else _session(row)
+
+        return await self._x.run("sessions.find_unique", run)
+
+    async def find_many(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        order_by: Literal["created_at", "updated_at", "session_id"] = "created_at",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Return sessions, optionally only those in `status` (one or several), in the order asked."""
+        stmt = select(sessions)
+        if isinstance(status, str):
+            stmt = stmt.where(sessions.c.status == status)
+        elif status is not None:
+            stmt = stmt.where(sessions.c.status.in_(list(status)))
+        column = sessions.c[order_by]
+        stmt = stmt.order_by(column.desc() if descending else column.asc(), sessions.c.id)
+        stmt = stmt.limit(_limit(limit)).offset(offset)
+
+        async def run(conn: AsyncConnection) -> list[Session]:
+            return [_session(row) for row in (await conn.execute(stmt)).mappings()]
+
+        return await self._x.run("sessions.find_many", run)
+
+    async def update(
+        self, session_id: str, *, status: str | _Unset = UNSET, qr_code: str | _Unset | None = UNSET
+    ) -> Session:
+        """Change the given fields of `session_id` (and `updated_at`); raise SessionNotFound if absent."""
+        stmt = (
+            update(sessions)
+            .where(sessions.c.session_id == session_id)
+            .values(**_changes(status=status, qr_code=qr_code), updated_at=func.now())
+            .returning(*sessions.c)
+        )
+
+        async def run(conn: AsyncConnection) -> Session:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise SessionNotFound(f"session {session_id!r} not found", session_id=session_id)
+            return _session(row)
+
+        return await self._x.run("sessions.update", run)
+
+    async def delete(self, session_id: str) -> Session:
+        """Delete `session_id` with its contacts and messages; raise SessionNotFound if absent."""
+        stmt = delete(sessions).where(sessions.c.session_id == session_id).returning(*sessions.c)
+
+        async def run(conn: AsyncConnection) -> Session:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise SessionNotFound(f"session {session_id!r} not found", session_id=session_id)
+            return _session(row)
+
+        return await self._x.run("sessions.delete", run)
+
+    async def count(self, *, status: str | None = None) -> int:
+        """Return how many sessions there are (in `status`, if given)."""
+        stmt = select(func.count()).select_from(sessions)
+        if status is not None:
+            stmt = stmt.where(sessions.c.status == status)
+
+        async def run(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).scalar_one())
+
+        return await self._x.run("sessions.count", run)
+
+
+class ContactRepository:
+    """The chat partners of the client's sessions (the seed's `tx.contact`)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def create(
+        self,
+        *,
+        session_id: str,
+        phone_number: str,
+        name: str | None = None,
+        profile_pic: str | None = None,
+        is_group: bool = False,
+    ) -> Contact:
+        """Insert a contact of session row `session_id`; raise DuplicateRecord if the number is known."""
+        stmt = (
+            insert(contacts)
+            .values(
+                id=new_id(),
+                session_id=session_id,
+                phone_number=phone_number,
+                name=name,
+                profile_pic=profile_pic,
+                is_group=is_group,
+            )
+            .returning(*contacts.c)
+        )
+
+        async def run(conn: AsyncConnection) -> Contact:
+            return _contact((await conn.execute(stmt)).mappings().one())
+
+        return await self._x.run("contacts.create", run)
+
+    async def upsert(
+        self, *, session_id: str, phone_number: str, name: str | None = None, is_group: bool = False
+    ) -> Contact:
+        """Return the contact for (`session_id`, `phone_number`), creating it or refreshing its name."""
+        values = pg_insert(contacts).values(
+            id=new_id(), session_id=session_id, phone_number=phone_number, name=name, is_group=is_group
+        )
+        stmt = values.on_conflict_do_update(
+            index_elements=[contacts.c.session_id, contacts.c.phone_number],
+            set_={"name": func.coalesce(values.excluded.name, contacts.c.name)},
+        ).returning(*contacts.c)
+
+        async def run(conn: AsyncConnection) -> Contact:
+            return _contact((await conn.execute(stmt)).mappings().one())
+
+        return await self._x.run("contacts.upsert", run)
+
+    async def find_unique(self, contact_id: str) -> Contact | None:
+        """Return the contact with row id `contact_id`, or None."""
+        stmt = select(contacts).where(contacts.c.id == contact_id)
+
+        async def run(conn: AsyncConnection) -> Contact | None:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            return None if row is None else _contact(row)
+
+        return await self._x.run("contacts.find_unique", run)
+
+    async def find_many(
+        self,
+        *,
+        session_id: str | None = None,
+        phone_number: str | None = None,
+        is_group: bool | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Contact]:
+        """Return contacts matching every filter given, ordered by phone number."""
+        conditions = []
+        if session_id is not None:
+            conditions.append(contacts.c.session_id == session_id)
+        if phone_number is not None:
+            conditions.append(contacts.c.phone_number == phone_number)
+        if is_group is not None:
+            conditions.append(contacts.c.is_group == is_group)
+        stmt = (
+            select(contacts)
+            .where(and_(True, *conditions))
+            .order_by(contacts.c.phone_number, contacts.c.id)
+            .limit(_limit(limit))
+            .offset(offset)
+        )
+
+        async def run(conn: AsyncConnection) -> list[Contact]:
+            return [_contact(row) for row in (await conn.execute(stmt)).mappings()]
+
+        return await self._x.run("contacts.find_many", run)
+
+    async def update(
+        self,
+        contact_id: str,
+        *,
+        name: str | _Unset | None = UNSET,
+        profile_pic: str | _Unset | None = UNSET,
+        is_group: bool | _Unset = UNSET,
+    ) -> Contact:
+        """Change the given fields of contact `contact_id`; raise ContactNotFound if absent."""
+        values = _changes(name=name, profile_pic=profile_pic, is_group=is_group)
+        if not values:
+            raise InvalidRequest("nothing to update: name, profile_pic or is_group expected")
+        stmt = update(contacts).where(contacts.c.id == contact_id).values(**values).returning(*contacts.c)
+
+        async def run(conn: AsyncConnection) -> Contact:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise ContactNotFound(f"contact {contact_id!r} not found", contact_id=contact_id)
+            return _contact(row)
+
+        return await self._x.run("contacts.update", run)
+
+    async def delete(self, contact_id: str) -> Contact:
+        """Delete contact `contact_id` and its messages; raise ContactNotFound if absent."""
+        stmt = delete(contacts).where(contacts.c.id == contact_id).returning(*contacts.c)
+
+        async def run(conn: AsyncConnection) -> Contact:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise ContactNotFound(f"contact {contact_id!r} not found", contact_id=contact_id)
+            return _contact(row)
+
+        return await self._x.run("contacts.delete", run)
+
+
+_MESSAGE_WITH_CONTACT = [*messages.c, *(column.label("contact__" + column.name) for column in contacts.c)]
+
+
+class MessageRepository:
+    """Messages sent and received by the client's sessions (the seed's `tx.message`)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def create(
+        self,
+        *,
+        session_id: str,
+        contact_id: str,
+        message_id: str,
+        content: str,
+        direction: Direction | str,
+        type: str = "text",
+        status: MessageStatus | str = MessageStatus.PENDING,
+        timestamp: datetime | None = None,
+    ) -> Message:
+        """Insert a message; raise DuplicateRecord if `message_id` is taken."""
+        try:
+            direction, status = Direction(direction), MessageStatus(status)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        stmt = (
+            insert(messages)
+            .values(
+                id=new_id(),
+                session_id=session_id,
+                contact_id=contact_id,
+                message_id=message_id,
+                content=content,
+                type=type,
+                direction=direction.value,
+                status=status.value,
+                timestamp=timestamp or datetime.now(UTC),
+            )
+            .returning(*messages.c)
+        )
+
+        async def run(conn: AsyncConnection) -> Message:
+            return _message((await conn.execute(stmt)).mappings().one())
+
+        return await self._x.run("messages.create", run)
+
+    async def find_unique(self, message_id: str, *, include_contact: bool = False) -> Message | None:
+        """Return the message whose `message_id` is given, or None."""
+        stmt = self._select(include_contact).where(messages.c.message_id == message_id)
+
+        async def run(conn: AsyncConnection) -> Message | None:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            return None if row is None else _message(row, with_contact=include_contact)
+
+        return await self._x.run("messages.find_unique", run)
+
+    async def find_many(
+        self,
+        *,
+        session_id: str | None = None,
+        contact_id: str | None = None,
+        direction: Direction | str | None = None,
+        status: MessageStatus | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_contact: bool = False,
+        newest_first: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Message]:
+        """Return messages matching every filter given, newest first unless told otherwise."""
+        conditions = []
+        if session_id is not None:
+            conditions.append(messages.c.session_id == session_id)
+        if contact_id is not None:
+            conditions.append(messages.c.contact_id == contact_id)
+        if direction is not None:
+            conditions.append(messages.c.direction == str(direction))
+        if status is not None:
+            conditions.append(messages.c.status == str(status))
+        if since is not None:
+            conditions.append(messages.c.timestamp >= since)
+        if until is not None:
+            conditions.append(messages.c.timestamp < until)
+        order = (
+            (messages.c.timestamp.desc(), messages.c.id.desc())
+            if newest_first
+            else (messages.c.timestamp.asc(), messages.c.id.asc())
+        )
+        stmt = (
+            self._select(include_contact)
+            .where(and_(True, *conditions))
+            .order_by(*order)
+            .limit(_limit(limit))
+            .offset(offset)
+        )
+
+        async def run(conn: AsyncConnection) -> list[Message]:
+            rows = (await conn.execute(stmt)).mappings()
+            return [_message(row, with_contact=include_contact) for row in rows]
+
+        return await self._x.run("messages.find_many", run)
+
+    async def update(
+        self,
+        message_id: str,
+        *,
+        status: MessageStatus | str | _Unset = UNSET,
+        content: str | _Unset = UNSET,
+    ) -> Message:
+        """Change the given fields of `message_id`; raise MessageNotFound if absent."""
+        if status is not UNSET:
+            try:
+                status = MessageStatus(status).value
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from exc
+        values = _changes(status=status, content=content)
+        if not values:
+            raise InvalidRequest("nothing to update: status or content expected")
+        stmt = update(messages).where(messages.c.message_id == message_id).values(**values).returning(*messages.c)
+
+        async def run(conn: AsyncConnection) -> Message:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise MessageNotFound(f"message {message_id!r} not found", message_id=message_id)
+            return _message(row)
+
+        return await self._x.run("messages.update", run)
+
+    async def delete(self, message_id: str) -> Message:
+        """Delete the message `message_id`; raise MessageNotFound if absent."""
+        stmt = delete(messages).where(messages.c.message_id == message_id).returning(*messages.c)
+
+        async def run(conn: AsyncConnection) -> Message:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            if row is None:
+                raise MessageNotFound(f"message {message_id!r} not found", message_id=message_id)
+            return _message(row)
+
+        return await self._x.run("messages.delete", run)
+
+    @staticmethod
+    def _select(include_contact: bool) -> Select[Any]:
+        if include_contact:
+            return select(*_MESSAGE_WITH_CONTACT).join(contacts, contacts.c.id == messages.c.contact_id)
+        return select(messages)
+
+
+class EventRepository:
+    """The client's event log: appended in id order, read from a cursor."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def append(self, *, type: str, session_id: str | None = None, payload: dict[str, Any]) -> Event:
+        """Append one event and return it with its id."""
+        stmt = insert(events).values(session_id=session_id, type=type, payload=payload).returning(*events.c)
+
+        async def run(conn: AsyncConnection) -> Event:
+            return _event((await conn.execute(stmt)).mappings().one())
+
+        return await self._x.run("events.append", run)
+
+    async def list_after(
+        self,
+        after_id: int = 0,
+        *,
+        session_id: str | None = None,
+        types: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Return up to `limit` events with an id greater than `after_id`, oldest first."""
+        stmt = select(events).where(events.c.id > after_id)
+        if session_id is not None:
+            stmt = stmt.where(events.c.session_id == session_id)
+        if types is not None:
+            stmt = stmt.where(events.c.type.in_(list(types)))
+        stmt = stmt.order_by(events.c.id).limit(_limit(limit))
+
+        async def run(conn: AsyncConnection) -> list[Event]:
+            return [_event(row) for row in (await conn.execute(stmt)).mappings()]
+
+        return await self._x.run("events.list_after", run)
+
+    async def last_id(self) -> int:
+        """Return the id of the newest event, or 0 when the log is empty."""
+        stmt = select(func.coalesce(func.max(events.c.id), 0))
+
+        async def run(conn: AsyncConnection) -> int:
+            return int((await conn.execute(stmt)).scalar_one())
+
+        return await self._x.run("events.last_id", run)
+
+
+class Repositories:
+    """The four repositories of one client, named as in the seed (`tx.session`, `tx.message`, ...)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.session = SessionRepository(executor)
+        self.contact = ContactRepository(executor)
+        self.message = MessageRepository(executor)
+        self.event = EventRepository(executor)

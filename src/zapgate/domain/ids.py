@@ -1,0 +1,42 @@
+"""Identifiers and their validation: the only door a client id passes through."""
+
+from __future__ import annotations
+
+import re
+from typing import NewType
+
+from cuid2 import Cuid
+
+from zapgate.errors import InvalidClientId
+
+ClientId = NewType("ClientId", str)
+SessionId = NewType("SessionId", str)
+SchemaName = NewType("SchemaName", str)
+
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_]{0,47}$"
+_CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9_]{0,47}", re.ASCII)
+SCHEMA_PREFIX = "client_"
+REGISTRY_SCHEMA = SchemaName("zapgate")
+
+_cuid = Cuid(length=25)
+
+
+def client_id(value: object) -> ClientId:
+    """Return `value` as a ClientId, or raise InvalidClientId saying what a client id must look like."""
+    if not isinstance(value, str) or _CLIENT_ID.fullmatch(value) is None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise InvalidClientId(
+            f"invalid client id {shown}: expected 1-48 characters of a-z, 0-9 and _, starting with a letter or digit",
+            value=value,
+        )
+    return ClientId(value)
+
+
+def schema_for(client: ClientId) -> SchemaName:
+    """Return the PostgreSQL schema that holds `client`'s data."""
+    return SchemaName(SCHEMA_PREFIX + client_id(client))
+
+
+def new_id() -> str:
+    """Return a new collision-resistant row id (cuid2, as the seed's `cuid()`)."""
+    return _cuid.generate()

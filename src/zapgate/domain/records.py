@@ -1,0 +1,87 @@
+"""The records a client's schema holds, as the seed models them (Session, Contact, Message) plus the event log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    """Which way a message travelled."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageStatus(StrEnum):
+    """Where a message is on its way; `pending` until a worker hands it to WhatsApp."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    PLAYED = "played"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One WhatsApp number connected by a client (the seed's `Session`)."""
+
+    id: str
+    session_id: str
+    client_id: str
+    status: str
+    qr_code: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A chat partner of a session: a phone number or a group (the seed's `Contact`)."""
+
+    id: str
+    session_id: str
+    phone_number: str
+    name: str | None
+    profile_pic: str | None
+    is_group: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A text (or summarised other kind) sent or received by a session (the seed's `Message`)."""
+
+    id: str
+    session_id: str
+    contact_id: str
+    message_id: str
+    content: str
+    type: str
+    direction: Direction
+    status: MessageStatus
+    timestamp: datetime
+    contact: Contact | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a client's event log; ids only ever increase."""
+
+    id: int
+    session_id: str | None
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A tenant of the gateway, as the registry knows it."""
+
+    client_id: str
+    created_at: datetime
+    key_prefixes: tuple[str, ...] = ()

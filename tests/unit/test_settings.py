@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from zapgate.settings import Settings, describe_settings_error
+
+ENV_NAMES = [
+    "WHATSAPP_SESSION_TIMEOUT",
+    "WHATSAPP_MAX_SESSIONS",
+    "WHATSAPP_QR_TIMEOUT",
+    "DATABASE_URL",
+    "ZAPGATE_DATA_DIR",
+    "ZAPGATE_ADMIN_KEY",
+    "ZAPGATE_HOST",
+    "ZAPGATE_PORT",
+    "ZAPGATE_LOG_LEVEL",
+    "ZAPGATE_LOG_FORMAT",
+    "ZAPGATE_DB_POOL_SIZE",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_the_seeds() -> None:
+    settings = Settings()
+    assert settings.session_timeout_ms == 300_000
+    assert settings.max_sessions == 10
+    assert settings.qr_timeout_ms == 60_000
+    assert settings.database_url is None
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.db_pool_size == 20
+    assert settings.db_health_interval == 30.0
+    assert settings.db_idle_timeout == 300.0
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("WHATSAPP_MAX_SESSIONS=25\nZAPGATE_LOG_FORMAT=JSON\n")
+    monkeypatch.setenv("ZAPGATE_PORT", "9001")
+    monkeypatch.setenv("ZAPGATE_ADMIN_KEY", "s3cret-s3cret-s3cret")
+    settings = Settings()
+    assert settings.max_sessions == 25
+    assert settings.log_format == "json"
+    assert settings.port == 9001
+    assert settings.admin_key is not None
+    assert settings.admin_key.get_secret_value() == "s3cret-s3cret-s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("ZAPGATE_PORT", "abc", "ZAPGATE_PORT: Input should be a valid integer"),
+        ("ZAPGATE_PORT", "70000", "ZAPGATE_PORT: Input should be less than or equal to 65535"),
+        ("WHATSAPP_MAX_SESSIONS", "0", "WHATSAPP_MAX_SESSIONS: Input should be greater than or equal to 1"),
+        ("WHATSAPP_QR_TIMEOUT", "soon", "WHATSAPP_QR_TIMEOUT: Input should be a valid integer"),
+        ("WHATSAPP_SESSION_TIMEOUT", "10", "WHATSAPP_SESSION_TIMEOUT: Input should be greater than or equal to 1000"),
+        ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: expected a PostgreSQL URL"),
+        ("ZAPGATE_LOG_LEVEL", "loud", "ZAPGATE_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error'"),
+        ("ZAPGATE_LOG_FORMAT", "xml", "ZAPGATE_LOG_FORMAT: Input should be 'console' or 'json'"),
+        ("ZAPGATE_ADMIN_KEY", "short", "ZAPGATE_ADMIN_KEY: expected at least 16 characters"),
+    ],
+)
+def test_invalid_values_give_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    line = describe_settings_error(caught.value)
+    assert "\n" not in line
+    assert line.startswith("invalid configuration: ")
+    assert expected in line
+    if name == "ZAPGATE_ADMIN_KEY":
+        assert value not in line  # a secret is never echoed
+
+
+def test_postgres_urls_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ["postgres://u@h/db", "postgresql://u:p@h:5432/db", "postgresql+asyncpg://u@h/db"]:
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert Settings().database_url == url
