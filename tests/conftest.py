@@ -21,7 +21,7 @@ from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import configure_logging
 
-configure_logging("warning")
+configure_logging("warning", cache_loggers=False)
 
 
 def plain_url(url: str) -> str:

@@ -11,8 +11,26 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """Route structlog (and the standard library's loggers) to stderr at `level`, as console lines or JSON."""
+class _StderrLogger:
+    """Write each rendered line to whatever `sys.stderr` is at the time (it is replaced under test)."""
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def configure_logging(level: str = "info", fmt: str = "console", *, cache_loggers: bool = True) -> None:
+    """Route structlog (and the standard library's loggers) to stderr at `level`, as console lines or JSON.
+
+    With `cache_loggers` (the default, and fastest), loggers keep the level they first logged with;
+    tests that reconfigure logging turn it off.
+    """
     numeric = _LEVELS[level]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -29,8 +47,8 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=_StderrLogger,
+        cache_logger_on_first_use=cache_loggers,
     )
     logging.basicConfig(
         level=max(numeric, logging.INFO), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"

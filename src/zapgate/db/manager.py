@@ -151,7 +151,8 @@ class ConnectionManager:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=pool_timeout,
-            pool_pre_ping=True,
+            # no pre-ping: it costs a round trip per transaction; a connection found dead invalidates the
+            # whole pool (SQLAlchemy), and the health check reconnects after an outage
             connect_args={
                 "timeout": connect_timeout,
                 "server_settings": {"application_name": "zapgate"},
@@ -265,8 +266,12 @@ class ConnectionManager:
     async def check_health(self) -> bool:
         """Run one health check now; update `healthy` and return it."""
         try:
-            async with asyncio.timeout(self._connect_timeout), self._engine.connect() as conn:
-                await conn.execute(_SELECT_ONE)
+            try:
+                await self._ping()
+            except Exception:
+                # the first connection may have died with the server: SQLAlchemy has now invalidated the
+                # pool, so a second attempt tells a dead server from a stale connection
+                await self._ping()
         except Exception as exc:
             self._health_failures += 1
             if self._healthy:
@@ -279,6 +284,10 @@ class ConnectionManager:
             log.info("db.recovered", down_for_s=round(down_for, 3))
             self._healthy = True
         return True
+
+    async def _ping(self) -> None:
+        async with asyncio.timeout(self._connect_timeout), self._engine.connect() as conn:
+            await conn.execute(_SELECT_ONE)
 
     def pool_status(self) -> PoolStatus:
         """Describe the pool's use right now."""

@@ -6,7 +6,10 @@ Each schema's `alembic_version` table lives in that schema: the migration transa
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import io
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +71,46 @@ async def upgrade_schema(conn: AsyncConnection, schema: SchemaName, location: Pa
     )
     await conn.execute(CreateSchema(schema, if_not_exists=True))
     await conn.execute(_SET_SEARCH_PATH, {"schema": schema})
-    await conn.run_sync(_run_alembic, location, target)
+    if target == "head" and not await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+        # a new schema: run every revision as the one script alembic renders for it, in one round trip
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute(install_script(location))
+        return
+    # alembic's `op` and `context` are process-wide proxies: two migrations interleaving on one event loop
+    # would send each other's DDL to the wrong connection, so this process runs one at a time
+    async with _alembic_lock():
+        await conn.run_sync(_run_alembic, location, target)
+
+
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _alembic_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+@functools.cache
+def install_script(location: Path) -> str:
+    """Return the SQL that alembic renders (offline mode) to take an empty schema to head.
+
+    It names no schema: it runs wherever the transaction's search_path points.
+    """
+    config, script = _scripts(location)
+    buffer = io.StringIO()
+
+    def upgrade(rev: Any, context: Any) -> Any:
+        return script._upgrade_revs("head", rev)
+
+    with EnvironmentContext(config, script, fn=upgrade, as_sql=True, starting_rev=None, destination_rev="head") as env:
+        env.configure(dialect_name="postgresql", output_buffer=buffer, transactional_ddl=False)
+        with env.begin_transaction():
+            env.run_migrations()
+    return buffer.getvalue()
 
 
 def _run_alembic(sync_conn: Connection, location: Path, target: str) -> None:

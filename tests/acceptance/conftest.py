@@ -1,0 +1,43 @@
+"""Fixtures of the acceptance tests: a clean environment and `zapgate serve` processes that never outlive a test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.support import ServeFactory, ServeProcess, free_port
+
+
+@pytest.fixture
+def clear_zapgate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Remove every zapgate variable from the environment and run in an empty folder (no stray .env)."""
+    for name in list(os.environ):
+        if name.startswith(("ZAPGATE_", "WHATSAPP_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+async def serve_process(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    """Build `zapgate serve` processes (started by the test); any left running are stopped afterwards."""
+    made: list[ServeProcess] = []
+
+    def factory(
+        *args: str, env: Mapping[str, str], cwd: Path | None = None, host: str = "127.0.0.1", port: int | None = None
+    ) -> ServeProcess:
+        """`zapgate serve ARGS` answering on http://HOST:PORT (a free port, passed as --port, unless given)."""
+        if port is None:
+            port = free_port()
+            args = (*args, "--port", str(port))
+        log_dir = tmp_path / f"serve-logs-{len(made)}"
+        log_dir.mkdir()
+        process = ServeProcess(list(args), env, cwd or tmp_path, log_dir, f"http://{host}:{port}")
+        made.append(process)
+        return process
+
+    yield factory
+    for process in made:
+        await process.kill()

@@ -1,0 +1,222 @@
+"""Running zapgate for real: the CLI and `serve` as subprocesses, the app under uvicorn in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from zapgate.api.app import create_app
+from zapgate.settings import Settings
+
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+CLIENT_ID_RULE = "expected 1-48 characters of a-z, 0-9 and _, starting with a letter or digit"
+
+# each is refused by the one client id validator (and must never reach the database)
+BAD_CLIENT_IDS = ["Acme", "a'b", 'a"b', "a;b", "a-b", "..", "a b", "a" * 49, "", "açme"]
+
+SERVE_START_DEADLINE = 60.0  # seconds: the embedded PostgreSQL may need an initdb first
+SERVE_STOP_DEADLINE = 30.0  # seconds
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """Return this process's environment without any zapgate setting, plus `extra`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("ZAPGATE_", "WHATSAPP_")) and name != "DATABASE_URL"
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished CLI run printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+
+CliRunner = Callable[..., Awaitable[Result]]
+
+
+async def run_zapgate(*args: str, env: Mapping[str, str], cwd: Path, within: float = 60.0) -> Result:
+    """Run `python -m zapgate ARGS` to completion."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zapgate",
+        *args,
+        env=dict(env),
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+async def query(database_url: str, sql: str, *params: object) -> list[asyncpg.Record]:
+    """Run one query on `database_url` with a connection of its own."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql, *params))
+    finally:
+        await conn.close()
+
+
+async def client_schemas(database_url: str) -> list[str]:
+    """Return the names of every client schema in the database."""
+    rows = await query(database_url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'client%' ORDER BY 1")
+    return [row["nspname"] for row in rows]
+
+
+async def registered_clients(database_url: str) -> list[str]:
+    """Return the client ids in the registry (empty if the registry does not exist yet)."""
+    exists = await query(database_url, "SELECT to_regclass('zapgate.clients') IS NOT NULL AS present")
+    if not exists[0]["present"]:
+        return []
+    rows = await query(database_url, "SELECT client_id FROM zapgate.clients ORDER BY 1")
+    return [row["client_id"] for row in rows]
+
+
+class ServeProcess:
+    """`zapgate serve` in a subprocess, its output captured in files."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path, log_dir: Path, base_url: str) -> None:
+        self.args, self.env, self.cwd, self.base_url = args, dict(env), cwd, base_url
+        self._log_dir = log_dir
+        self._proc: asyncio.subprocess.Process | None = None
+        self._files: list[IO[bytes]] = []
+        self._stderr_path: Path | None = None
+        self._runs = 0
+
+    @property
+    def stderr(self) -> str:
+        """Everything the current (or last) run wrote on stderr so far."""
+        return "" if self._stderr_path is None else self._stderr_path.read_text(errors="replace")
+
+    async def start(self) -> None:
+        self._runs += 1
+        stdout = (self._log_dir / f"serve-{self._runs}.out").open("wb")
+        self._stderr_path = self._log_dir / f"serve-{self._runs}.err"
+        stderr = self._stderr_path.open("wb")
+        self._files += [stdout, stderr]
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "zapgate",
+            "serve",
+            *self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+    async def wait_healthy(self, deadline: float = SERVE_START_DEADLINE) -> None:
+        """Poll GET /health until it answers 200; fail with the server's stderr if it exits or takes too long."""
+        assert self._proc is not None
+        give_up = time.monotonic() + deadline
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as http:
+            while True:
+                if self._proc.returncode is not None:
+                    pytest.fail(f"zapgate serve exited with {self._proc.returncode}:\n{self.stderr}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/health")).status_code == 200:
+                        return
+                if time.monotonic() > give_up:
+                    pytest.fail(f"zapgate serve did not answer /health within {deadline} s:\n{self.stderr}")
+                await asyncio.sleep(0.1)
+
+    async def stop(self, within: float = SERVE_STOP_DEADLINE) -> int:
+        """Send SIGTERM and wait for the process to exit; return its exit code."""
+        assert self._proc is not None
+        if self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), within)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+                pytest.fail(f"zapgate serve did not exit within {within} s of SIGTERM:\n{self.stderr}")
+        self._close_files()
+        assert self._proc.returncode is not None
+        return self._proc.returncode
+
+    async def kill(self) -> None:
+        """Make sure nothing is left running (teardown after a failed test)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), SERVE_STOP_DEADLINE)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for file in self._files:
+            file.close()
+        self._files.clear()
+
+
+ServeFactory = Callable[..., ServeProcess]
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, database_url: str) -> AsyncIterator[str]:
+    """Serve `create_app(settings, database_url)` with uvicorn on a free loopback port; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=port, log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        give_up = time.monotonic() + 30.0
+        while not server.started:
+            if task.done():
+                task.result()  # raises the startup error
+                pytest.fail("uvicorn stopped before it started")
+            if time.monotonic() > give_up:
+                pytest.fail("uvicorn did not start within 30 s")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30.0)

@@ -1,0 +1,140 @@
+"""Client schemas match the models, whether created new or upgraded from the previous revision."""
+
+from typing import Any
+
+import asyncpg
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, text
+
+from tests.conftest import plain_url
+from zapgate.db import migrate
+from zapgate.db.manager import ConnectionManager
+from zapgate.db.tables import registry_metadata, tenant_metadata
+from zapgate.domain.ids import SchemaName
+
+
+def _diff(sync_conn: Connection, metadata: Any) -> list[Any]:
+    opts: dict[str, Any] = {"compare_type": True, "compare_server_default": True}
+    if metadata.schema is not None:  # the registry names its schema; client tables do not
+        opts["include_schemas"] = True
+        opts["include_name"] = lambda name, kind, parent: (
+            (kind != "schema" or name == metadata.schema) and (name != "alembic_version")
+        )
+    context = MigrationContext.configure(sync_conn, opts=opts)
+    return list(compare_metadata(context, metadata))
+
+
+async def _schema_diff(manager: ConnectionManager, schema: str, metadata: Any) -> list[Any]:
+    async with manager.engine.begin() as conn:
+        await conn.execute(text("SELECT set_config('search_path', :s, true)"), {"s": schema})
+        return await conn.run_sync(_diff, metadata)
+
+
+async def _columns(url: str, schema: str) -> dict[str, list[str]]:
+    admin = await asyncpg.connect(plain_url(url))
+    try:
+        rows = await admin.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = $1 "
+            "ORDER BY table_name, ordinal_position",
+            schema,
+        )
+    finally:
+        await admin.close()
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["table_name"], []).append(row["column_name"])
+    return found
+
+
+async def test_a_new_client_schema_matches_the_models(manager: ConnectionManager, database_url: str) -> None:
+    await manager.get_connection("fresh")
+    assert await _schema_diff(manager, "client_fresh", tenant_metadata) == []
+    columns = await _columns(database_url, "client_fresh")
+    assert columns["sessions"] == ["id", "session_id", "client_id", "status", "qr_code", "created_at", "updated_at"]
+    assert columns["messages"] == [
+        "id",
+        "session_id",
+        "contact_id",
+        "message_id",
+        "content",
+        "type",
+        "direction",
+        "status",
+        "timestamp",
+    ]
+    health = await manager.check_single_connection("fresh")
+    assert health and health.revision == migrate.head_revision(migrate.TENANT)
+
+
+async def test_the_registry_matches_its_models(manager: ConnectionManager) -> None:
+    assert await _schema_diff(manager, "zapgate", registry_metadata) == []
+
+
+async def test_the_messages_of_a_session_newest_first_use_the_index(manager: ConnectionManager) -> None:
+    db = await manager.get_connection("acme")
+    session = await db.session.create(session_id="s", client_id="acme")
+    async with manager.engine.begin() as conn:
+        await conn.execute(text("SELECT set_config('search_path', 'client_acme', true)"))
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            row[0]
+            for row in await conn.execute(
+                text("EXPLAIN SELECT * FROM messages WHERE session_id = :s ORDER BY timestamp DESC, id DESC LIMIT 50"),
+                {"s": session.id},
+            )
+        )
+    assert "ix_messages_session_id_timestamp" in plan
+    assert "Sort" not in plan
+
+
+async def test_a_schema_at_the_previous_revision_upgrades_and_keeps_its_rows(
+    manager: ConnectionManager, database_url: str
+) -> None:
+    schema = SchemaName("client_legacy")
+    async with manager.engine.begin() as conn:
+        await migrate.upgrade_schema(conn, schema, migrate.TENANT, target="0001")
+    async with manager.engine.begin() as conn:
+        assert await migrate.current_revision(conn, schema) == "0001"
+        await conn.execute(text("SELECT set_config('search_path', 'client_legacy', true)"))
+        await conn.execute(text("INSERT INTO sessions (id, session_id, client_id) VALUES ('row1', 'old', 'legacy')"))
+    assert "events" not in await _columns(database_url, "client_legacy")
+
+    # first use by the manager upgrades it
+    db = await manager.get_connection("legacy")
+    old = await db.session.find_unique("old")
+    assert old is not None and old.status == "disconnected"
+    event = await db.event.append(type="status-change", session_id="old", payload={"status": "qr"})
+    assert event.id >= 1
+    assert await _schema_diff(manager, "client_legacy", tenant_metadata) == []
+    async with manager.engine.begin() as conn:
+        assert await migrate.current_revision(conn, schema) == migrate.head_revision(migrate.TENANT)
+
+
+async def test_new_and_upgraded_schemas_are_identical(manager: ConnectionManager, database_url: str) -> None:
+    await manager.get_connection("made_new")
+    async with manager.engine.begin() as conn:
+        await migrate.upgrade_schema(conn, SchemaName("client_made_old"), migrate.TENANT, target="0001")
+    await manager.get_connection("made_old")
+    admin = await asyncpg.connect(plain_url(database_url))
+    try:
+        query = """
+            SELECT c.relname, c.relkind, pg_get_indexdef(i.indexrelid) AS idx, con.conname,
+                   pg_get_constraintdef(con.oid) AS condef
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_index i ON i.indexrelid = c.oid
+            LEFT JOIN pg_constraint con ON con.conrelid = c.oid
+            WHERE n.nspname = $1 ORDER BY 1, 4
+        """
+        new = [
+            tuple(str(v).replace("client_made_new", "S") for v in r)
+            for r in await admin.fetch(query, "client_made_new")
+        ]
+        old = [
+            tuple(str(v).replace("client_made_old", "S") for v in r)
+            for r in await admin.fetch(query, "client_made_old")
+        ]
+    finally:
+        await admin.close()
+    assert new == old
+    assert len(new) > 10
