@@ -36,10 +36,11 @@ def _settings(**overrides: Any) -> Settings:
 def _database(settings: Settings) -> AbstractContextManager[str]:
     from zapgate.db.embedded import open_database
 
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _fail(f"ZAPGATE_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror}", 2)
+    if settings.database_url is None:
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"ZAPGATE_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror}", 2)
     return open_database(settings.database_url, settings.data_dir)
 
 
@@ -63,7 +64,7 @@ def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise SystemExit(0)  # a requested stop is a clean stop
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

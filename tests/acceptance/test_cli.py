@@ -135,11 +135,6 @@ async def test_unknown_clients_fail_with_an_error_line(cli: CliRunner) -> None:
     assert_error_line(deleted, returncode=1, mentions="client 'nosuch' not found")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ConnectionManager._transaction logs every error raised inside a registry transaction, "
-    "ClientExists/ClientNotFound included, as a `db.operation` warning, which the CLI prints above its error line",
-)
 async def test_a_refused_command_prints_only_its_error_line(cli: CliRunner) -> None:
     issued_key(await cli("clients", "create", "acme"))
 

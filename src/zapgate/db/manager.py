@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -31,6 +31,7 @@ from zapgate.db import migrate
 from zapgate.db.errors import translate
 from zapgate.db.repositories import Repositories
 from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
+from zapgate.errors import DatabaseError, ZapgateError
 from zapgate.log import get_logger
 
 T = TypeVar("T")
@@ -85,7 +86,7 @@ class _TransactionExecutor:
             result = await fn(self._conn)
         except BaseException as exc:
             self._manager._log_operation(op, self._schema, started, exc)
-            raise _translated(exc) from exc
+            _reraise(exc)
         self._manager._log_operation(op, self._schema, started, None)
         return result
 
@@ -125,8 +126,12 @@ class ClientConnection(Repositories):
         self.last_used = time.monotonic()
 
 
-def _translated(exc: BaseException) -> BaseException:
-    return translate(exc) or exc
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise the zapgate error for `exc` (chained to it), or `exc` itself when it is not a database error."""
+    translated = translate(exc)
+    if translated is None:
+        raise exc
+    raise translated from exc
 
 
 class ConnectionManager:
@@ -323,7 +328,7 @@ class ConnectionManager:
                 yield conn
         except BaseException as exc:
             self._log_operation(op, schema, started, exc)
-            raise _translated(exc) from exc
+            _reraise(exc)
         self._log_operation(op, schema, started, None)
 
     def _log_operation(self, op: str, schema: str, started: float, exc: BaseException | None) -> None:
@@ -332,6 +337,9 @@ class ConnectionManager:
             log.debug("db.operation", op=op, schema=schema, duration_ms=duration_ms, outcome="ok")
         elif isinstance(exc, asyncio.CancelledError):
             log.info("db.operation", op=op, schema=schema, duration_ms=duration_ms, outcome="cancelled")
+        elif _is_refusal(exc):
+            # the caller's own mistake (a taken key, an unknown id): whoever handles it reports it
+            log.info("db.operation", op=op, schema=schema, duration_ms=duration_ms, outcome="error", error=repr(exc))
         else:
             log.warning(
                 "db.operation",
@@ -373,7 +381,7 @@ class ConnectionManager:
                 await migrate.upgrade_schema(conn, schema, location)
         except BaseException as exc:
             self._log_operation("migrate", schema, started, exc)
-            raise _translated(exc) from exc
+            _reraise(exc)
         log.info("db.migrated", schema=schema, revision=head, duration_ms=_ms(started))
 
     async def _health_loop(self) -> None:
@@ -385,6 +393,11 @@ class ConnectionManager:
         while True:
             await asyncio.sleep(min(max(self.idle_timeout / 5, 0.05), 60.0))
             self.evict_idle()
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    error = translate(exc) or exc
+    return isinstance(error, ZapgateError) and not isinstance(error, DatabaseError)
 
 
 def _ms(started: float) -> float:
