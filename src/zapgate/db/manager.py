@@ -39,6 +39,7 @@ log = get_logger(__name__)
 
 _SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
 _SELECT_ONE = text("SELECT 1")
+RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
 
 
 def async_url(url: str) -> str:
@@ -156,6 +157,9 @@ class ConnectionManager:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=pool_timeout,
+            # a server process caches the catalog of every schema it touched; renewing connections
+            # now and then bounds that memory when thousands of clients share the pool
+            pool_recycle=RECYCLE_AFTER,
             # no pre-ping: it costs a round trip per transaction; a connection found dead invalidates the
             # whole pool (SQLAlchemy), and the health check reconnects after an outage
             connect_args={
