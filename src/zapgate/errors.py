@@ -10,7 +10,8 @@
     │   └── MessageNotFound
     ├── Conflict                    the request collides with existing state
     │   ├── ClientExists
-    │   └── DuplicateRecord         a unique key (session id, message id, ...) is taken
+    │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
+    │   └── InvalidTransition       a session status change its state machine does not allow
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
     └── DatabaseError               the database failed us (retryable unless said otherwise)
@@ -93,6 +94,12 @@ class DuplicateRecord(Conflict):
     """A unique key (session id, message id, ...) is already taken."""
 
     code = "duplicate_record"
+
+
+class InvalidTransition(Conflict):
+    """A session status change that the session state machine does not allow."""
+
+    code = "invalid_transition"
 
 
 class AuthenticationFailed(ZapgateError):

@@ -1,0 +1,209 @@
+"""The engine seam: one protocol every engine implements, and the events every engine emits.
+
+An engine hosts many sessions in one worker process. It is told to start, stop, log out, send and look up;
+it reports everything else as `EngineEvent`s, delivered in order, on the worker's event loop, through the
+callback it was built with. Engines never touch the database: the worker stores what they report.
+Vendor types (neonize protobufs, ...) never leave the engine's module; errors leave as `EngineError`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Protocol
+
+from zapgate.domain.records import MessageStatus
+from zapgate.domain.sessions import SessionStatus
+from zapgate.errors import ZapgateError
+
+
+class StartMode(StrEnum):
+    """How a session starts."""
+
+    QR = "qr"  # a new pairing by QR code
+    PAIRING_CODE = "pairing_code"  # a new pairing by a code typed on the phone (needs the phone number)
+    RESTORE = "restore"  # an existing pairing, from the stored keys
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """Names one session across the whole gateway."""
+
+    client_id: str
+    session_id: str
+
+    def __str__(self) -> str:
+        return f"{self.client_id}/{self.session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """Everything an engine needs to start a session."""
+
+    ref: SessionRef
+    mode: StartMode
+    phone_number: str | None = None  # digits with country code; required for PAIRING_CODE
+    qr_timeout: float = 60.0  # seconds each QR code lives
+    max_qr_codes: int = 5  # unscanned codes before the session ends as qr_timeout
+
+
+# -- events -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QrCode:
+    """A QR code to show: `code` is the raw string a phone scans."""
+
+    ref: SessionRef
+    code: str
+    expires_at: datetime
+    sequence: int  # 1 for the first code of this pairing, then 2, 3, ...
+
+
+@dataclass(frozen=True, slots=True)
+class PairingCode:
+    """A code to type on the phone (WhatsApp > Linked devices > Link with phone number)."""
+
+    ref: SessionRef
+    code: str
+    phone_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The session moved to `status`; `jid`/`phone_number` name the linked account once known."""
+
+    ref: SessionRef
+    status: SessionStatus
+    reason: str | None = None
+    jid: str | None = None
+    phone_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message that arrived for the session (or was sent from the linked phone itself, `from_me`)."""
+
+    ref: SessionRef
+    message_id: str
+    chat_jid: str  # the chat's phone JID (or group JID) when known, else its LID
+    chat_lid: str | None  # the chat's LID when known
+    sender_jid: str  # who wrote it (differs from chat_jid in groups)
+    type: str  # "text" for text and extended text; else the kind ("image", "audio", ...)
+    text: str  # the text, or a summary of what the message holds
+    timestamp: datetime
+    push_name: str | None = None
+    is_group: bool = False
+    from_me: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Messages the session sent reached a new status (delivered, read, played)."""
+
+    ref: SessionRef
+    message_ids: tuple[str, ...]
+    status: MessageStatus
+    chat_jid: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFailure:
+    """Something went wrong that the user should hear about (the session's status may not change)."""
+
+    ref: SessionRef
+    code: str
+    message: str
+    retryable: bool = False
+
+
+EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure
+EventSink = Callable[[EngineEvent], None]
+
+
+# -- answers ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A message WhatsApp accepted."""
+
+    message_id: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JidLookup:
+    """What WhatsApp says about a phone number: is it there, and under which JID."""
+
+    phone_number: str
+    on_whatsapp: bool
+    jid: str | None = None
+    lid: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+class EngineError(ZapgateError):
+    """An engine could not do what it was asked."""
+
+    code = "engine_error"
+    retryable = True
+
+
+class NotConnected(EngineError):
+    """The session has no live connection right now (a send waits for it)."""
+
+    code = "session_not_connected"
+
+
+class SendRejected(EngineError):
+    """WhatsApp refused this message; sending it again will not help."""
+
+    code = "send_rejected"
+    retryable = False
+
+
+class UnknownSession(EngineError):
+    """This engine does not host that session."""
+
+    code = "session_not_hosted"
+    retryable = False
+
+
+# -- the protocol -------------------------------------------------------------------------------------
+
+
+class Engine(Protocol):
+    """What every engine does. One instance serves many sessions in one worker."""
+
+    name: ClassVar[str]
+
+    async def start(self, request: StartRequest) -> None:
+        """Begin connecting the session; progress (QR codes, status changes) arrives as events."""
+
+    async def stop(self, ref: SessionRef) -> None:
+        """Disconnect the session, keeping its keys (it can be restored). No-op if not hosted."""
+
+    async def logout(self, ref: SessionRef) -> None:
+        """Unlink the session from the phone and delete its keys. Final."""
+
+    async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
+        """Send `text` to JID `to` under the caller's `message_id` (a resend reuses it, so it arrives once)."""
+
+    async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
+        """Ask WhatsApp whether `phone_number` is on it and under which JID."""
+
+    async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
+        """Request a pairing code for `phone_number` (also emitted as a PairingCode event)."""
+
+    def hosts(self, ref: SessionRef) -> bool:
+        """Return whether this engine currently hosts the session."""
+
+    async def close(self) -> None:
+        """Stop every session (keeping keys) and release the engine's resources."""
