@@ -51,8 +51,9 @@ async def test_a_new_client_schema_matches_the_models(manager: ConnectionManager
     await manager.get_connection("fresh")
     assert await _schema_diff(manager, "client_fresh", tenant_metadata) == []
     columns = await _columns(database_url, "client_fresh")
-    assert columns["sessions"] == ["id", "session_id", "client_id", "status", "qr_code", "created_at", "updated_at"]
-    assert columns["messages"] == [
+    # the seed's fields first, then what hosting sessions added
+    assert columns["sessions"][:7] == ["id", "session_id", "client_id", "status", "qr_code", "created_at", "updated_at"]
+    assert columns["messages"][:9] == [
         "id",
         "session_id",
         "contact_id",

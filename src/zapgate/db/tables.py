@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     MetaData,
     Table,
     Text,
@@ -49,6 +50,12 @@ sessions = Table(
     Column("qr_code", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("engine", Text, nullable=False, server_default=text("'whatsmeow'")),
+    Column("phone_number", Text, nullable=True),  # the linked account's number
+    Column("jid", Text, nullable=True),  # the linked device's JID
+    Column("pairing_code", Text, nullable=True),
+    Column("qr_expires_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
 )
 
 contacts = Table(
@@ -75,6 +82,10 @@ messages = Table(
     Column("direction", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("chat_jid", Text, nullable=True),  # the JID it went to or came from
+    Column("error", Text, nullable=True),  # why it failed
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
 )
 # "the messages of a session, newest first" reads this index forwards
@@ -83,6 +94,15 @@ Index(
     messages.c.session_id,
     messages.c.timestamp.desc(),
     messages.c.id.desc(),
+)
+
+# the outbound queue: a worker claims a session's pending messages oldest first
+Index(
+    "ix_messages_pending",
+    messages.c.session_id,
+    messages.c.timestamp,
+    messages.c.id,
+    postgresql_where=text("status = 'pending' AND direction = 'outbound'"),
 )
 
 events = Table(
@@ -116,5 +136,78 @@ api_keys = Table(
     ),
     Column("key_hash", Text, nullable=False, unique=True),
     Column("prefix", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+workers = Table(
+    "workers",
+    registry_metadata,
+    Column("worker_id", Text, primary_key=True),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# one row per session that exists: what its owner wants (desired, mode, generation) and who hosts it (lease)
+placements = Table(
+    "placements",
+    registry_metadata,
+    Column(
+        "client_id",
+        Text,
+        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("session_id", Text, primary_key=True),
+    Column("engine", Text, nullable=False),
+    Column("desired", Text, nullable=False, server_default=text("'running'")),
+    Column("mode", Text, nullable=False, server_default=text("'qr'")),
+    Column("pairing_phone", Text, nullable=True),
+    Column("generation", Integer, nullable=False, server_default=text("0")),
+    Column("worker_id", Text, nullable=True, index=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("desired IN ('running', 'stopped', 'logged_out')", name="desired"),
+)
+
+sandbox_phones = Table(
+    "sandbox_phones",
+    registry_metadata,
+    Column("phone", Text, primary_key=True),
+    Column(
+        "client_id",
+        Text,
+        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("session_id", Text, nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+sandbox_mail = Table(
+    "sandbox_mail",
+    registry_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("envelope", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
+
+# whatsmeow's keys of each client live in schema `wm_<client>` owned by its own login role (db/keystore.py)
+keystores = Table(
+    "keystores",
+    registry_metadata,
+    Column(
+        "client_id",
+        Text,
+        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("role_name", Text, nullable=False),
+    Column("password", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )

@@ -45,6 +45,7 @@ class StartRequest:
     ref: SessionRef
     mode: StartMode
     phone_number: str | None = None  # digits with country code; required for PAIRING_CODE
+    jid: str | None = None  # the linked device's JID; required for RESTORE
     qr_timeout: float = 60.0  # seconds each QR code lives
     max_qr_codes: int = 5  # unscanned codes before the session ends as qr_timeout
 
