@@ -2,7 +2,9 @@
 
     ZapgateError                    anything zapgate raises on purpose
     ├── InvalidRequest              the caller's input is malformed (never retried)
-    │   └── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
+    │   ├── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
+    │   └── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
+    ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
     │   ├── ClientNotFound
     │   ├── SessionNotFound
@@ -46,6 +48,18 @@ class InvalidClientId(InvalidRequest):
     """A client id that does not match ^[a-z0-9][a-z0-9_]{0,47}$."""
 
     code = "invalid_client_id"
+
+
+class InvalidSessionId(InvalidRequest):
+    """A session id that does not match ^[A-Za-z0-9_-]{1,64}$."""
+
+    code = "invalid_session_id"
+
+
+class SessionNotConnected(ZapgateError):
+    """The session is in a state from which nothing will be sent without someone's action."""
+
+    code = "session_not_connected"
 
 
 class NotFound(ZapgateError):

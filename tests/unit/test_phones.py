@@ -21,7 +21,12 @@ def test_phone_numbers_are_sanitised_never_rewritten(raw: str, phone: str) -> No
 
 @pytest.mark.parametrize(
     "jid",
-    ["5511999999999@s.whatsapp.net", "5511999999999:12@s.whatsapp.net", "123456789012345@lid", "120363012345678901@g.us"],
+    [
+        "5511999999999@s.whatsapp.net",
+        "5511999999999:12@s.whatsapp.net",
+        "123456789012345@lid",
+        "120363012345678901@g.us",
+    ],
 )
 def test_jids_are_taken_as_given(jid: str) -> None:
     recipient = parse_recipient(jid)

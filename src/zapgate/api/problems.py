@@ -17,6 +17,7 @@ from zapgate.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    SessionNotConnected,
     ZapgateError,
 )
 from zapgate.log import get_logger
@@ -29,6 +30,7 @@ _STATUS: list[tuple[type[ZapgateError], int]] = [
     (InvalidRequest, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (SessionNotConnected, 409),
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (DatabaseUnavailable, 503),

@@ -50,6 +50,12 @@ def _session(row: RowMapping) -> Session:
         qr_code=row["qr_code"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        engine=row["engine"],
+        phone_number=row["phone_number"],
+        jid=row["jid"],
+        pairing_code=row["pairing_code"],
+        qr_expires_at=row["qr_expires_at"],
+        last_error=row["last_error"],
     )
 
 
@@ -76,6 +82,9 @@ def _message(row: RowMapping, *, with_contact: bool = False) -> Message:
         status=MessageStatus(row["status"]),
         timestamp=row["timestamp"],
         contact=_contact(row, "contact__") if with_contact else None,
+        chat_jid=row["chat_jid"],
+        error=row["error"],
+        sent_at=row["sent_at"],
     )
 
 
@@ -87,6 +96,10 @@ def _event(row: RowMapping) -> Event:
         payload=dict(row["payload"]),
         created_at=row["created_at"],
     )
+
+
+def _in_session(session_id: str | None) -> list[Any]:
+    return [] if session_id is None else [messages.c.session_id == session_id]
 
 
 def _limit(limit: int | None) -> int | None:
@@ -102,12 +115,20 @@ class SessionRepository:
         self._x = executor
 
     async def create(
-        self, *, session_id: str, client_id: str, status: str = "disconnected", qr_code: str | None = None
+        self,
+        *,
+        session_id: str,
+        client_id: str,
+        status: str = "disconnected",
+        qr_code: str | None = None,
+        engine: str = "whatsmeow",
     ) -> Session:
         """Insert a session; raise DuplicateRecord if `session_id` is taken."""
         stmt = (
             insert(sessions)
-            .values(id=new_id(), session_id=session_id, client_id=client_id, status=status, qr_code=qr_code)
+            .values(
+                id=new_id(), session_id=session_id, client_id=client_id, status=status, qr_code=qr_code, engine=engine
+            )
             .returning(*sessions.c)
         )
 
@@ -151,13 +172,31 @@ class SessionRepository:
         return await self._x.run("sessions.find_many", run)
 
     async def update(
-        self, session_id: str, *, status: str | _Unset = UNSET, qr_code: str | _Unset | None = UNSET
+        self,
+        session_id: str,
+        *,
+        status: str | _Unset = UNSET,
+        qr_code: str | _Unset | None = UNSET,
+        qr_expires_at: datetime | _Unset | None = UNSET,
+        phone_number: str | _Unset | None = UNSET,
+        jid: str | _Unset | None = UNSET,
+        pairing_code: str | _Unset | None = UNSET,
+        last_error: str | _Unset | None = UNSET,
     ) -> Session:
         """Change the given fields of `session_id` (and `updated_at`); raise SessionNotFound if absent."""
+        changes = _changes(
+            status=status,
+            qr_code=qr_code,
+            qr_expires_at=qr_expires_at,
+            phone_number=phone_number,
+            jid=jid,
+            pairing_code=pairing_code,
+            last_error=last_error,
+        )
         stmt = (
             update(sessions)
             .where(sessions.c.session_id == session_id)
-            .values(**_changes(status=status, qr_code=qr_code), updated_at=func.now())
+            .values(**changes, updated_at=func.now())
             .returning(*sessions.c)
         )
 
@@ -366,9 +405,56 @@ class MessageRepository:
 
         return await self._x.run("messages.create", run)
 
-    async def find_unique(self, message_id: str, *, include_contact: bool = False) -> Message | None:
-        """Return the message whose `message_id` is given, or None."""
-        stmt = self._select(include_contact).where(messages.c.message_id == message_id)
+    async def insert_if_new(
+        self,
+        *,
+        session_id: str,
+        contact_id: str,
+        message_id: str,
+        content: str,
+        direction: str,
+        type: str,
+        status: str,
+        timestamp: datetime,
+        chat_jid: str | None,
+    ) -> bool:
+        """Insert a message unless its `message_id` is known; return whether it was inserted."""
+        stmt = (
+            pg_insert(messages)
+            .values(
+                id=new_id(),
+                session_id=session_id,
+                contact_id=contact_id,
+                message_id=message_id,
+                content=content,
+                type=type,
+                direction=direction,
+                status=status,
+                timestamp=timestamp,
+                chat_jid=chat_jid,
+            )
+            .on_conflict_do_nothing(index_elements=[messages.c.session_id, messages.c.message_id])
+            .returning(messages.c.id)
+        )
+
+        async def run(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).one_or_none() is not None
+
+        return await self._x.run("messages.insert_if_new", run)
+
+    async def find_unique(
+        self, message_id: str, *, session_id: str | None = None, include_contact: bool = False
+    ) -> Message | None:
+        """Return the message whose `message_id` is given (in session row `session_id`, if given), or None.
+
+        A message id is unique per session; without `session_id` the first match (oldest) is returned.
+        """
+        stmt = (
+            self._select(include_contact)
+            .where(messages.c.message_id == message_id, *_in_session(session_id))
+            .order_by(messages.c.timestamp, messages.c.id)
+            .limit(1)
+        )
 
         async def run(conn: AsyncConnection) -> Message | None:
             row = (await conn.execute(stmt)).mappings().one_or_none()
@@ -427,6 +513,7 @@ class MessageRepository:
         self,
         message_id: str,
         *,
+        session_id: str | None = None,
         status: MessageStatus | str | _Unset = UNSET,
         content: str | _Unset = UNSET,
     ) -> Message:
@@ -449,9 +536,11 @@ class MessageRepository:
 
         return await self._x.run("messages.update", run)
 
-    async def delete(self, message_id: str) -> Message:
-        """Delete the message `message_id`; raise MessageNotFound if absent."""
-        stmt = delete(messages).where(messages.c.message_id == message_id).returning(*messages.c)
+    async def delete(self, message_id: str, *, session_id: str | None = None) -> Message:
+        """Delete the message `message_id` (in session row `session_id`, if given); raise MessageNotFound."""
+        stmt = (
+            delete(messages).where(messages.c.message_id == message_id, *_in_session(session_id)).returning(*messages.c)
+        )
 
         async def run(conn: AsyncConnection) -> Message:
             row = (await conn.execute(stmt)).mappings().one_or_none()

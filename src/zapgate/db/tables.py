@@ -76,7 +76,7 @@ messages = Table(
     Column("id", Text, primary_key=True),
     Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("contact_id", Text, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("message_id", Text, nullable=False, unique=True),
+    Column("message_id", Text, nullable=False, index=True),
     Column("content", Text, nullable=False),
     Column("type", Text, nullable=False, server_default=text("'text'")),
     Column("direction", Text, nullable=False),
@@ -87,6 +87,7 @@ messages = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
+    UniqueConstraint("session_id", "message_id"),
 )
 # "the messages of a session, newest first" reads this index forwards
 Index(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import NewType
 
 from cuid2 import Cuid
 
-from zapgate.errors import InvalidClientId
+from zapgate.errors import InvalidClientId, InvalidSessionId
 
 ClientId = NewType("ClientId", str)
 SessionId = NewType("SessionId", str)
@@ -17,6 +18,9 @@ CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_]{0,47}$"
 _CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9_]{0,47}", re.ASCII)
 SCHEMA_PREFIX = "client_"
 REGISTRY_SCHEMA = SchemaName("zapgate")
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 _cuid = Cuid(length=25)
 
@@ -30,6 +34,21 @@ def client_id(value: object) -> ClientId:
             value=value,
         )
     return ClientId(value)
+
+
+def session_id(value: object) -> SessionId:
+    """Return `value` as a SessionId, or raise InvalidSessionId saying what a session id must look like."""
+    if not isinstance(value, str) or _SESSION_ID.fullmatch(value) is None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise InvalidSessionId(
+            f"invalid session id {shown}: expected 1-64 characters of A-Z, a-z, 0-9, _ and -", value=value
+        )
+    return SessionId(value)
+
+
+def new_message_id() -> str:
+    """Return a new WhatsApp message id (the form WhatsApp Web uses: 3EB0 and 20 hex digits)."""
+    return "3EB0" + secrets.token_hex(10).upper()
 
 
 def schema_for(client: ClientId) -> SchemaName:

@@ -37,6 +37,12 @@ class Session:
     qr_code: str | None
     created_at: datetime
     updated_at: datetime
+    engine: str = "whatsmeow"
+    phone_number: str | None = None  # the linked account's number
+    jid: str | None = None  # the linked device's JID
+    pairing_code: str | None = None
+    qr_expires_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,9 @@ class Message:
     status: MessageStatus
     timestamp: datetime
     contact: Contact | None = None
+    chat_jid: str | None = None
+    error: str | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

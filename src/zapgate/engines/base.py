@@ -189,7 +189,10 @@ class Engine(Protocol):
         """Begin connecting the session; progress (QR codes, status changes) arrives as events."""
 
     async def stop(self, ref: SessionRef) -> None:
-        """Disconnect the session, keeping its keys (it can be restored). No-op if not hosted."""
+        """Disconnect the session, keeping its keys (it can be restored). No-op if not hosted.
+
+        Emits no status: the caller knows why it stops the session (request, timeout, shutdown) and records it.
+        """
 
     async def logout(self, ref: SessionRef) -> None:
         """Unlink the session from the phone and delete its keys. Final."""

@@ -191,7 +191,6 @@ class SandboxEngine:
             return
         for task in list(session.tasks):
             task.cancel()
-        self._set_status(session, SessionStatus.STOPPED)
 
     async def logout(self, ref: SessionRef) -> None:
         session = self._sessions.pop(ref, None)

@@ -1,7 +1,7 @@
 """Session hosting: workers, placements (desired state + lease) and the sandbox network's phones and mail.
 
 Revision ID: r0003
-Revises: r0001 (r0002 once the keystores land)
+Revises: r0002
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "r0003"
-down_revision = "r0001"
+down_revision = "r0002"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,5 @@
-"""What hosting sessions needs: the engine, the linked account, the current QR, delivery details of messages.
+"""What hosting sessions needs: the engine, the linked account, the current QR, delivery details of messages,
+and message ids unique per session.
 
 Revision ID: 0003
 Revises: 0002
@@ -27,6 +28,11 @@ def upgrade() -> None:
         "messages",
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     )
+    # a WhatsApp message id is unique per session, not per client: two sessions of one client that talk to
+    # each other hold the same id, once outbound and once inbound
+    op.drop_constraint("uq_messages_message_id", "messages", type_="unique")
+    op.create_unique_constraint("uq_messages_session_id_message_id", "messages", ["session_id", "message_id"])
+    op.create_index("ix_messages_message_id", "messages", ["message_id"])
     op.create_index(
         "ix_messages_pending",
         "messages",
@@ -37,6 +43,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_messages_pending", table_name="messages")
+    op.drop_index("ix_messages_message_id", table_name="messages")
+    op.drop_constraint("uq_messages_session_id_message_id", "messages", type_="unique")
+    op.create_unique_constraint("uq_messages_message_id", "messages", ["message_id"])
     for column in ("updated_at", "sent_at", "error", "chat_jid"):
         op.drop_column("messages", column)
     for column in ("last_error", "qr_expires_at", "pairing_code", "jid", "phone_number", "engine"):

@@ -1,0 +1,107 @@
+"""PostgreSQL LISTEN/NOTIFY: wake-ups between processes (the rows themselves are the truth).
+
+Publishing goes through the caller's transaction (`pg_notify` is delivered at commit); listening needs a
+connection of its own, outside the pool, since a listening connection cannot be shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zapgate.log import get_logger
+
+log = get_logger(__name__)
+
+OUTBOUND = "zapgate_outbound"  # payload: "client/session" with new pending messages
+PLACEMENTS = "zapgate_placements"  # payload: "client/session" whose desired state changed
+SANDBOX = "zapgate_sandbox"  # payload: the address that got mail
+CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX)
+
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None:
+    """Queue a notification on `channel`; it is delivered when `conn`'s transaction commits."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    await conn.execute(_NOTIFY, {"channel": channel, "payload": payload[:7000]})
+
+
+def libpq_url(url: str) -> str:
+    """Return `url` in the form asyncpg connects with (no SQLAlchemy driver name)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Listener:
+    """One connection listening on our channels; each channel wakes an asyncio.Event.
+
+    It reconnects by itself after the server goes away, and wakes everyone then (they may have missed
+    notifications, so they look at the rows again).
+    """
+
+    def __init__(self, url: str, channels: Iterable[str] = CHANNELS, *, retry_every: float = 1.0) -> None:
+        self._url = libpq_url(url)
+        self._channels = tuple(channels)
+        self._events = {channel: asyncio.Event() for channel in self._channels}
+        self._retry_every = retry_every
+        self._task: asyncio.Task[None] | None = None
+        self.payloads: dict[str, list[str]] = {channel: [] for channel in self._channels}
+
+    def event(self, channel: str) -> asyncio.Event:
+        """The event that `channel`'s notifications set (clear it before looking at the rows)."""
+        return self._events[channel]
+
+    async def start(self) -> None:
+        """Connect and listen (retrying in the background if the server is away)."""
+        self._task = asyncio.create_task(self._run(), name="db.listener")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _received(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        box = self.payloads[channel]
+        if len(box) < 10_000:
+            box.append(payload)
+        self._events[channel].set()
+
+    def _wake_all(self) -> None:
+        for event in self._events.values():
+            event.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(self._url, server_settings={"application_name": "zapgate-listener"})
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("db.listener_unavailable", error=str(exc))
+                await asyncio.sleep(self._retry_every)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            try:
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._received)
+                self._wake_all()
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    if not lost.is_set() and conn.is_closed():
+                        lost.set()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("db.listener_lost", error=str(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            self._wake_all()
+            await asyncio.sleep(self._retry_every)

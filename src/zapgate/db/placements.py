@@ -1,0 +1,196 @@
+"""Placements: one registry row per session — what its owner wants, and which worker holds its lease."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import TextClause, delete, func, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zapgate.db.tables import placements, workers
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A session as the workers see it."""
+
+    client_id: str
+    session_id: str
+    engine: str
+    desired: str  # running | stopped | logged_out
+    mode: str  # qr | pairing_code | restore
+    pairing_phone: str | None
+    generation: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+
+
+def _placement(row: object) -> Placement:
+    return Placement(
+        client_id=row.client_id,  # type: ignore[attr-defined]
+        session_id=row.session_id,  # type: ignore[attr-defined]
+        engine=row.engine,  # type: ignore[attr-defined]
+        desired=row.desired,  # type: ignore[attr-defined]
+        mode=row.mode,  # type: ignore[attr-defined]
+        pairing_phone=row.pairing_phone,  # type: ignore[attr-defined]
+        generation=row.generation,  # type: ignore[attr-defined]
+        worker_id=row.worker_id,  # type: ignore[attr-defined]
+        lease_expires_at=row.lease_expires_at,  # type: ignore[attr-defined]
+    )
+
+
+async def insert(
+    conn: AsyncConnection, client_id: str, session_id: str, engine: str, mode: str, pairing_phone: str | None
+) -> None:
+    """Place a new session: a worker will pick it up."""
+    await conn.execute(
+        pg_insert(placements).values(
+            client_id=client_id, session_id=session_id, engine=engine, mode=mode, pairing_phone=pairing_phone
+        )
+    )
+
+
+async def get(conn: AsyncConnection, client_id: str, session_id: str) -> Placement | None:
+    """Return the placement of one session."""
+    row = (
+        await conn.execute(
+            select(placements).where(placements.c.client_id == client_id, placements.c.session_id == session_id)
+        )
+    ).one_or_none()
+    return None if row is None else _placement(row)
+
+
+async def want(
+    conn: AsyncConnection,
+    client_id: str,
+    session_id: str,
+    *,
+    desired: str,
+    mode: str | None = None,
+    pairing_phone: str | None = None,
+) -> Placement | None:
+    """Change what the owner wants of a session; a new generation makes its worker act on it."""
+    values: dict[str, object] = {
+        "desired": desired,
+        "generation": placements.c.generation + 1,
+        "updated_at": func.now(),
+    }
+    if mode is not None:
+        values["mode"] = mode
+        values["pairing_phone"] = pairing_phone
+    row = (
+        await conn.execute(
+            update(placements)
+            .where(placements.c.client_id == client_id, placements.c.session_id == session_id)
+            .values(**values)
+            .returning(*placements.c)
+        )
+    ).one_or_none()
+    return None if row is None else _placement(row)
+
+
+async def remove(conn: AsyncConnection, client_id: str, session_id: str) -> None:
+    """Forget a deleted session (its worker stops it at the next lease renewal)."""
+    await conn.execute(
+        delete(placements).where(placements.c.client_id == client_id, placements.c.session_id == session_id)
+    )
+
+
+async def claim(
+    conn: AsyncConnection, worker_id: str, engines: Sequence[str], room: int, lease_ttl: float
+) -> list[Placement]:
+    """Take up to `room` sessions that want to run and have no live lease (oldest first)."""
+    if room <= 0:
+        return []
+    free = (
+        select(placements.c.client_id, placements.c.session_id)
+        .where(
+            placements.c.desired == "running",
+            placements.c.engine.in_(list(engines)),
+            or_(placements.c.worker_id.is_(None), placements.c.lease_expires_at < func.now()),
+        )
+        .order_by(placements.c.created_at)
+        .limit(room)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(placements)
+        .where(tuple_(placements.c.client_id, placements.c.session_id).in_(free))
+        .values(worker_id=worker_id, lease_expires_at=func.now() + _seconds(lease_ttl))
+        .returning(*placements.c)
+    )
+    return [_placement(row) for row in await conn.execute(stmt)]
+
+
+async def renew(conn: AsyncConnection, worker_id: str, lease_ttl: float) -> list[Placement]:
+    """Extend every lease `worker_id` holds; return its placements as they stand now."""
+    stmt = (
+        update(placements)
+        .where(placements.c.worker_id == worker_id)
+        .values(lease_expires_at=func.now() + _seconds(lease_ttl))
+        .returning(*placements.c)
+    )
+    return [_placement(row) for row in await conn.execute(stmt)]
+
+
+async def release(conn: AsyncConnection, worker_id: str, client_id: str, session_id: str) -> None:
+    """Give up the lease on one session."""
+    await conn.execute(
+        update(placements)
+        .where(
+            placements.c.client_id == client_id,
+            placements.c.session_id == session_id,
+            placements.c.worker_id == worker_id,
+        )
+        .values(worker_id=None, lease_expires_at=None)
+    )
+
+
+async def settle(conn: AsyncConnection, client_id: str, session_id: str, desired: str) -> None:
+    """Record that a session came to rest (stopped, failed, logged out): no worker should start it."""
+    await conn.execute(
+        update(placements)
+        .where(placements.c.client_id == client_id, placements.c.session_id == session_id)
+        .values(desired=desired, worker_id=None, lease_expires_at=None, updated_at=func.now())
+    )
+
+
+async def unplaced(conn: AsyncConnection, engines: Sequence[str]) -> list[Placement]:
+    """Return the sessions that want to run but no live worker holds."""
+    stmt = select(placements).where(
+        placements.c.desired == "running",
+        placements.c.engine.in_(list(engines)),
+        or_(placements.c.worker_id.is_(None), placements.c.lease_expires_at < func.now()),
+    )
+    return [_placement(row) for row in await conn.execute(stmt)]
+
+
+async def heartbeat(conn: AsyncConnection, worker_id: str, hostname: str, pid: int, capacity: int) -> None:
+    """Record that `worker_id` is alive."""
+    stmt = pg_insert(workers).values(worker_id=worker_id, hostname=hostname, pid=pid, capacity=capacity)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[workers.c.worker_id], set_={"heartbeat_at": func.now(), "capacity": capacity}
+        )
+    )
+
+
+async def forget_worker(conn: AsyncConnection, worker_id: str) -> None:
+    """Remove a stopping worker and free its leases at once."""
+    await conn.execute(
+        update(placements).where(placements.c.worker_id == worker_id).values(worker_id=None, lease_expires_at=None)
+    )
+    await conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
+
+
+async def live_workers(conn: AsyncConnection, within: float) -> int:
+    """Return how many workers sent a heartbeat in the last `within` seconds."""
+    stmt = select(func.count()).select_from(workers).where(workers.c.heartbeat_at > func.now() - _seconds(within))
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+def _seconds(value: float) -> TextClause:
+    return text("make_interval(secs => :secs)").bindparams(secs=value)

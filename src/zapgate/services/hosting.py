@@ -1,0 +1,678 @@
+"""The worker: hosts sessions on engines, holds their leases, sends what is pending, stores what arrives.
+
+    placements ──claim──► Worker ──start/stop/logout──► Engine ──events──► Worker ──► client schema
+       (registry)           │  ▲                                             (status, QR, messages,
+                            │  └── renew leases, read desired state            receipts, event log)
+                            └── pending messages (FOR UPDATE SKIP LOCKED) ──send──► Engine
+
+A session is hosted by the worker holding its lease; a worker that dies stops renewing, and another
+claims the session once the lease has expired and restores it from its keys. Everything an engine
+reports is stored in one transaction, event row included, before anything else happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import segno
+from sqlalchemy import and_, func, select, update
+
+from zapgate.background import TaskGroup
+from zapgate.db import notify, placements
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.notify import Listener
+from zapgate.db.placements import Placement
+from zapgate.db.tables import messages
+from zapgate.domain.events import EventType
+from zapgate.domain.phones import GROUP_SERVER, jid_user, phone_jid
+from zapgate.domain.records import MessageStatus
+from zapgate.domain.sessions import SessionStatus, can_transition
+from zapgate.engines.base import (
+    Engine,
+    EngineError,
+    EngineEvent,
+    EngineFailure,
+    InboundMessage,
+    NotConnected,
+    PairingCode,
+    QrCode,
+    Receipt,
+    SendRejected,
+    SessionRef,
+    StartMode,
+    StartRequest,
+    StatusChanged,
+)
+from zapgate.engines.sandbox import SandboxEngine
+from zapgate.errors import SessionNotFound
+from zapgate.log import get_logger
+from zapgate.services.sandbox import PostgresSandboxNetwork
+
+log = get_logger(__name__)
+
+LEASE_TTL = 10.0  # seconds a lease lives without renewal
+SEND_BATCH = 200  # pending messages claimed at once per session
+
+# a status only ever moves forward along this order (a late "sent" never undoes "read")
+_STATUS_RANK = {
+    MessageStatus.PENDING: 0,
+    MessageStatus.FAILED: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.DELIVERED: 3,
+    MessageStatus.READ: 4,
+    MessageStatus.PLAYED: 5,
+}
+# statuses after which a session rests until someone starts it again
+_RESTING = {
+    SessionStatus.STOPPED: "stopped",
+    SessionStatus.FAILED: "stopped",
+    SessionStatus.QR_TIMEOUT: "stopped",
+    SessionStatus.LOGGED_OUT: "logged_out",
+}
+
+
+@dataclass
+class _Hosted:
+    placement: Placement
+    session_row_id: str
+    started_generation: int
+    status: SessionStatus = SessionStatus.CREATED
+    last_active: float = field(default_factory=time.monotonic)
+    sending: bool = False
+
+
+def qr_data_url(code: str) -> str:
+    """Return `code` as a PNG data URL (what a browser shows as the QR image)."""
+    return str(segno.make(code, error="l").png_data_uri(scale=6, border=2))
+
+
+class Worker:
+    """Host up to `capacity` sessions of the given engines."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        database_url: str,
+        engines: Sequence[str] = ("sandbox",),
+        *,
+        capacity: int = 10,
+        lease_ttl: float = LEASE_TTL,
+        qr_timeout: float = 60.0,
+        max_qr_codes: int = 5,
+        session_timeout: float = 300.0,
+        poll_interval: float = 1.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._manager = manager
+        self._capacity = capacity
+        self._lease_ttl = lease_ttl
+        self._qr_timeout = qr_timeout
+        self._max_qr_codes = max_qr_codes
+        self._session_timeout = session_timeout
+        self._poll = poll_interval
+        self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._listener = Listener(database_url)
+        self._engines: dict[str, Engine] = {name: self._make_engine(name) for name in engines}
+        self._hosted: dict[SessionRef, _Hosted] = {}
+        self._tasks = TaskGroup("worker")
+        self._wake_outbound = asyncio.Event()
+        self._stopping = False
+
+    def _make_engine(self, name: str) -> Engine:
+        if name == "sandbox":
+            network = PostgresSandboxNetwork(self._manager, self._listener.event(notify.SANDBOX))
+            return SandboxEngine(self._events.put_nowait, network)
+        raise ValueError(f"unknown engine {name!r}")
+
+    @property
+    def hosted(self) -> dict[SessionRef, SessionStatus]:
+        """The sessions this worker hosts, with their statuses."""
+        return {ref: hosted.status for ref, hosted in self._hosted.items()}
+
+    def engine(self, name: str) -> Engine:
+        """Return the engine called `name`."""
+        return self._engines[name]
+
+    async def start(self) -> None:
+        """Announce the worker and start its loops."""
+        await self._listener.start()
+        async with self._manager.registry_transaction() as conn:
+            await placements.heartbeat(conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity)
+        self._tasks.spawn(self._consume_events(), name="events")
+        self._tasks.spawn(self._lease_loop(), name="leases")
+        self._tasks.spawn(self._placement_loop(), name="placements")
+        self._tasks.spawn(self._outbound_loop(), name="outbound")
+        log.info("worker.started", worker_id=self.worker_id, capacity=self._capacity, engines=list(self._engines))
+
+    async def close(self) -> None:
+        """Stop every hosted session (keys kept), free the leases at once and stop the loops.
+
+        The sessions keep wanting to run: another worker claims them at once and restores them.
+        """
+        self._stopping = True
+        for ref, hosted in list(self._hosted.items()):
+            if hosted.status in {
+                SessionStatus.CONNECTED,
+                SessionStatus.CONNECTING,
+                SessionStatus.QR,
+                SessionStatus.PAIRING,
+            }:
+                reason = "its worker stopped; another worker takes it over"
+                self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.DISCONNECTED, reason=reason))
+        for name, engine in self._engines.items():
+            with contextlib.suppress(Exception):
+                await engine.close()
+            log.debug("worker.engine_closed", engine=name)
+        await asyncio.sleep(0)
+        await self._drain_events()
+        await self._tasks.close()
+        with contextlib.suppress(Exception):
+            async with self._manager.registry_transaction() as conn:
+                await placements.forget_worker(conn, self.worker_id)
+        await self._listener.close()
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+    # -- placement: claim, renew, reconcile -------------------------------------------------------------
+
+    async def _placement_loop(self) -> None:
+        wake = self._listener.event(notify.PLACEMENTS)
+        while True:
+            wake.clear()
+            try:
+                await self._claim()
+            except Exception as exc:
+                log.warning("worker.claim_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._poll)
+            await self._reconcile_now()
+
+    async def _claim(self) -> None:
+        room = self._capacity - len(self._hosted)
+        async with self._manager.registry_transaction() as conn:
+            claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
+            waiting = [] if claimed or room > 0 else await placements.unplaced(conn, list(self._engines))
+        for placement in claimed:
+            await self._host(placement)
+        for placement in waiting:
+            await self._mark_unplaced(placement)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                await self._reconcile_now()
+                self._close_idle_sessions()
+            except Exception as exc:
+                log.warning("worker.renew_failed", error=repr(exc))
+
+    async def _reconcile_now(self) -> None:
+        async with self._manager.registry_transaction() as conn:
+            await placements.heartbeat(conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity)
+            current = {
+                SessionRef(p.client_id, p.session_id): p
+                for p in await placements.renew(conn, self.worker_id, self._lease_ttl)
+            }
+        for ref, hosted in list(self._hosted.items()):
+            placement = current.get(ref)
+            if placement is None:  # deleted, or our lease was taken over after we stalled
+                await self._unhost(ref, stop=True)
+            elif placement.desired == "stopped":
+                await self._unhost(ref, stop=True, reason="stopped on request")
+            elif placement.desired == "logged_out":
+                await self._logout(ref)
+            elif placement.generation != hosted.started_generation:
+                hosted.placement = placement
+                await self._start_engine(ref, hosted)
+
+    async def _host(self, placement: Placement) -> None:
+        ref = SessionRef(placement.client_id, placement.session_id)
+        try:
+            db = await self._manager.get_connection(placement.client_id)
+            session = await db.session.find_unique(placement.session_id)
+        except Exception as exc:
+            log.warning("worker.host_failed", session=str(ref), error=repr(exc))
+            await self._release(ref)
+            return
+        if session is None:
+            await self._release(ref)
+            return
+        hosted = self._hosted[ref] = _Hosted(placement, session.id, placement.generation, SessionStatus(session.status))
+        await self._start_engine(ref, hosted, jid=session.jid)
+
+    async def _start_engine(self, ref: SessionRef, hosted: _Hosted, jid: str | None = None) -> None:
+        placement = hosted.placement
+        engine = self._engines[placement.engine]
+        if engine.hosts(ref):
+            await engine.stop(ref)
+        if jid is None:
+            db = await self._manager.get_connection(ref.client_id)
+            session = await db.session.find_unique(ref.session_id)
+            jid = session.jid if session else None
+        mode = StartMode(placement.mode)
+        if mode is StartMode.RESTORE and not jid:
+            mode = StartMode.QR
+        if mode is not StartMode.RESTORE and jid and placement.mode != "pairing_code":
+            mode = StartMode.RESTORE  # a linked session is restored, never paired again behind its back
+        hosted.started_generation = placement.generation
+        hosted.last_active = time.monotonic()
+        request = StartRequest(
+            ref=ref,
+            mode=mode,
+            phone_number=placement.pairing_phone,
+            jid=jid,
+            qr_timeout=self._qr_timeout,
+            max_qr_codes=self._max_qr_codes,
+        )
+        log.info("worker.session_starting", session=str(ref), engine=placement.engine, mode=mode.value)
+        try:
+            await engine.start(request)
+        except EngineError as exc:
+            self._events.put_nowait(EngineFailure(ref=ref, code=exc.code, message=exc.message))
+            self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.FAILED, reason=exc.message))
+        except Exception as exc:
+            self._events.put_nowait(EngineFailure(ref=ref, code="start_failed", message=str(exc)))
+            self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.FAILED, reason=str(exc)))
+
+    async def _unhost(self, ref: SessionRef, *, stop: bool, reason: str | None = None) -> None:
+        """Stop hosting `ref`; with a `reason`, record it as stopped (it rests until restarted)."""
+        hosted = self._hosted.pop(ref, None)
+        if hosted is None:
+            return
+        if stop:
+            with contextlib.suppress(Exception):
+                await self._engines[hosted.placement.engine].stop(ref)
+        if reason is not None:
+            self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.STOPPED, reason=reason))
+        else:
+            await self._release(ref)
+
+    async def _logout(self, ref: SessionRef) -> None:
+        hosted = self._hosted.get(ref)
+        if hosted is None:
+            return
+        engine = self._engines[hosted.placement.engine]
+        try:
+            await engine.logout(ref)
+        except EngineError as exc:
+            self._events.put_nowait(EngineFailure(ref=ref, code=exc.code, message=exc.message))
+            self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.LOGGED_OUT, reason="logged out"))
+
+    async def _release(self, ref: SessionRef) -> None:
+        with contextlib.suppress(Exception):
+            async with self._manager.registry_transaction() as conn:
+                await placements.release(conn, self.worker_id, ref.client_id, ref.session_id)
+
+    async def _mark_unplaced(self, placement: Placement) -> None:
+        ref = SessionRef(placement.client_id, placement.session_id)
+        reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None or session.status == SessionStatus.UNPLACED:
+                return
+            if not can_transition(SessionStatus(session.status), SessionStatus.UNPLACED):
+                return
+            await tx.session.update(ref.session_id, status=SessionStatus.UNPLACED.value, last_error=reason)
+            await _append(
+                tx,
+                ref,
+                EventType.STATUS_CHANGE,
+                {"status": "unplaced", "previousStatus": session.status, "reason": reason},
+            )
+            await _append(tx, ref, EventType.ERROR, {"code": "no_capacity", "message": reason})
+
+        with contextlib.suppress(Exception):
+            await self._manager.execute_transaction(ref.client_id, work)
+
+    def _close_idle_sessions(self) -> None:
+        now = time.monotonic()
+        for ref, hosted in list(self._hosted.items()):
+            if now - hosted.last_active > self._session_timeout:
+                reason = f"inactive for {self._session_timeout:g} s (WHATSAPP_SESSION_TIMEOUT)"
+                if hosted.status in {SessionStatus.QR, SessionStatus.PAIRING, SessionStatus.CONNECTING}:
+                    reason = f"not paired within {self._session_timeout:g} s (WHATSAPP_SESSION_TIMEOUT)"
+                log.info("worker.session_timeout", session=str(ref), reason=reason)
+                hosted.last_active = now
+                self._tasks.spawn(self._time_out(ref, reason), name="timeout")
+
+    async def _time_out(self, ref: SessionRef, reason: str) -> None:
+        await self._unhost(ref, stop=True, reason=reason)
+
+    # -- events: everything an engine reports is stored first -------------------------------------------
+
+    async def _consume_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            await self._store_safely(event)
+
+    async def _drain_events(self) -> None:
+        while not self._events.empty():
+            await self._store_safely(self._events.get_nowait())
+
+    async def _store_safely(self, event: EngineEvent) -> None:
+        for attempt in range(5):
+            try:
+                await self._store(event)
+                return
+            except SessionNotFound:
+                return  # deleted meanwhile
+            except Exception as exc:
+                log.warning("worker.store_failed", kind=type(event).__name__, attempt=attempt, error=repr(exc))
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        log.error("worker.event_lost", kind=type(event).__name__, session=str(event.ref))
+
+    async def _store(self, event: EngineEvent) -> None:
+        hosted = self._hosted.get(event.ref)
+        if hosted is not None:
+            hosted.last_active = time.monotonic()
+        if isinstance(event, StatusChanged):
+            await self._store_status(event)
+        elif isinstance(event, QrCode):
+            await self._store_qr(event)
+        elif isinstance(event, PairingCode):
+            await self._store_pairing_code(event)
+        elif isinstance(event, InboundMessage):
+            await self._store_inbound(event)
+        elif isinstance(event, Receipt):
+            await self._store_receipt(event)
+        elif isinstance(event, EngineFailure):
+            await self._store_failure(event)
+
+    async def _store_status(self, event: StatusChanged) -> None:
+        ref = event.ref
+        hosted = self._hosted.get(ref)
+
+        async def work(tx: Transaction) -> str:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            previous = SessionStatus(session.status)
+            if not can_transition(previous, event.status):
+                log.warning("session.odd_transition", session=str(ref), previous=previous.value, new=event.status.value)
+            changes = _status_changes(event)
+            await tx.session.update(ref.session_id, **changes)
+            if previous != event.status:
+                payload = {
+                    "status": event.status.value,
+                    "previousStatus": previous.value,
+                    "reason": event.reason,
+                    "engine": session.engine,
+                    "phoneNumber": changes.get("phone_number", session.phone_number),
+                }
+                await _append(tx, ref, EventType.STATUS_CHANGE, payload)
+            resting = _RESTING.get(event.status)
+            if resting is not None:
+                await placements.settle(tx.connection, ref.client_id, ref.session_id, resting)
+            if event.status is SessionStatus.CONNECTED:
+                await notify.notify(tx.connection, notify.OUTBOUND, f"{ref.client_id}/{ref.session_id}")
+            return previous.value
+
+        await self._manager.execute_transaction(ref.client_id, work)
+        if hosted is not None:
+            hosted.status = event.status
+            if event.status in _RESTING:
+                self._hosted.pop(ref, None)
+            elif event.status is SessionStatus.CONNECTED:
+                self._wake_outbound.set()
+
+    async def _store_qr(self, event: QrCode) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.update(ref.session_id, qr_code=event.code, qr_expires_at=event.expires_at)
+            await _append(
+                tx,
+                ref,
+                EventType.QR_CODE,
+                {
+                    "qr": event.code,
+                    "qrDataUrl": qr_data_url(event.code),
+                    "expiresAt": event.expires_at.isoformat(),
+                    "sequence": event.sequence,
+                    "engine": session.engine,
+                },
+            )
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_pairing_code(self, event: PairingCode) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.update(ref.session_id, pairing_code=event.code)
+            payload = {"code": event.code, "phoneNumber": event.phone_number, "engine": session.engine}
+            await _append(tx, ref, EventType.PAIRING_CODE, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_inbound(self, event: InboundMessage) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            is_group = event.is_group or event.chat_jid.endswith("@" + GROUP_SERVER)
+            key = (
+                event.chat_jid
+                if is_group or not event.chat_jid.endswith("@s.whatsapp.net")
+                else jid_user(event.chat_jid)
+            )
+            contact = await tx.contact.upsert(
+                session_id=session.id,
+                phone_number=key,
+                name=None if event.from_me else event.push_name,
+                is_group=is_group,
+            )
+            inserted = await tx.message.insert_if_new(
+                session_id=session.id,
+                contact_id=contact.id,
+                message_id=event.message_id,
+                content=event.text,
+                type=event.type,
+                direction="outbound" if event.from_me else "inbound",
+                status=MessageStatus.SENT.value if event.from_me else MessageStatus.DELIVERED.value,
+                timestamp=event.timestamp,
+                chat_jid=event.chat_jid,
+            )
+            if not inserted:
+                return  # seen before (WhatsApp redelivers): stored once, announced once
+            await _append(
+                tx,
+                ref,
+                EventType.MESSAGE_RECEIVED,
+                {
+                    "messageId": event.message_id,
+                    "from": key,
+                    "chatJid": event.chat_jid,
+                    "chatLid": event.chat_lid,
+                    "senderJid": event.sender_jid,
+                    "pushName": event.push_name,
+                    "type": event.type,
+                    "text": event.text,
+                    "isGroup": is_group,
+                    "fromMe": event.from_me,
+                    "timestamp": event.timestamp.isoformat(),
+                    "engine": session.engine,
+                },
+            )
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_receipt(self, event: Receipt) -> None:
+        ref = event.ref
+        lower = [s.value for s, rank in _STATUS_RANK.items() if rank < _STATUS_RANK[event.status]]
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            session_row_id = session.id
+            stmt = (
+                update(messages)
+                .where(
+                    and_(
+                        messages.c.session_id == session_row_id,
+                        messages.c.message_id.in_(list(event.message_ids)),
+                        messages.c.direction == "outbound",
+                        messages.c.status.in_(lower),
+                    )
+                )
+                .values(status=event.status.value, updated_at=func.now())
+                .returning(messages.c.message_id)
+            )
+            changed = [row.message_id for row in await tx.connection.execute(stmt)]
+            for message_id in changed:
+                await _append(
+                    tx,
+                    ref,
+                    EventType.MESSAGE_STATUS,
+                    {"messageId": message_id, "status": event.status.value, "timestamp": event.timestamp.isoformat()},
+                )
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_failure(self, event: EngineFailure) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            await tx.session.update(ref.session_id, last_error=event.message)
+            payload = {"code": event.code, "message": event.message, "retryable": event.retryable}
+            await _append(tx, ref, EventType.ERROR, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    # -- outbound: pending rows, in order, each sent under its own WhatsApp id ---------------------------
+
+    async def _outbound_loop(self) -> None:
+        wake = self._listener.event(notify.OUTBOUND)
+        while True:
+            wake.clear()
+            self._wake_outbound.clear()
+            for ref, hosted in list(self._hosted.items()):
+                if hosted.status is SessionStatus.CONNECTED and not hosted.sending:
+                    hosted.sending = True
+                    self._tasks.spawn(self._send_pending(ref, hosted), name="send")
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self._wake_outbound.wait())]
+            await asyncio.wait(waits, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _send_pending(self, ref: SessionRef, hosted: _Hosted) -> None:
+        try:
+            while hosted.status is SessionStatus.CONNECTED and self._hosted.get(ref) is hosted:
+                sent = await self._manager.execute_transaction(
+                    ref.client_id, lambda tx: self._send_batch(tx, ref, hosted)
+                )
+                if sent < SEND_BATCH:
+                    return
+        except Exception as exc:
+            log.warning("worker.send_failed", session=str(ref), error=repr(exc))
+        finally:
+            hosted.sending = False
+
+    async def _send_batch(self, tx: Transaction, ref: SessionRef, hosted: _Hosted) -> int:
+        pending = (
+            select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
+            .where(
+                messages.c.session_id == hosted.session_row_id,
+                messages.c.status == MessageStatus.PENDING.value,
+                messages.c.direction == "outbound",
+            )
+            .order_by(messages.c.timestamp, messages.c.id)
+            .limit(SEND_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await tx.connection.execute(pending)).all()
+        if not rows:
+            return 0
+        engine = self._engines[hosted.placement.engine]
+        contacts = {c.id: c for c in await tx.contact.find_many(session_id=hosted.session_row_id)}
+        handled = 0
+        for row in rows:
+            contact = contacts.get(row.contact_id)
+            to = row.chat_jid or (contact.phone_number if contact else "")
+            if "@" not in to:
+                to = phone_jid(to)
+            try:
+                result = await engine.send_text(ref, to, row.content, row.message_id)
+            except NotConnected:
+                break  # stays pending: it goes out after the reconnection
+            except SendRejected as exc:
+                await self._record_send(tx, ref, hosted, row.message_id, MessageStatus.FAILED, to, error=exc.message)
+            except EngineError as exc:
+                if not exc.retryable:
+                    await self._record_send(
+                        tx, ref, hosted, row.message_id, MessageStatus.FAILED, to, error=exc.message
+                    )
+                else:
+                    log.warning("worker.send_retry_later", session=str(ref), error=exc.message)
+                    break
+            else:
+                await self._record_send(
+                    tx, ref, hosted, row.message_id, MessageStatus.SENT, to, sent_at=result.timestamp
+                )
+            handled += 1
+            hosted.last_active = time.monotonic()
+        return handled
+
+    async def _record_send(
+        self,
+        tx: Transaction,
+        ref: SessionRef,
+        hosted: _Hosted,
+        message_id: str,
+        status: MessageStatus,
+        chat_jid: str,
+        *,
+        sent_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        stmt = (
+            update(messages)
+            .where(
+                messages.c.session_id == hosted.session_row_id,
+                messages.c.message_id == message_id,
+                messages.c.status == MessageStatus.PENDING.value,
+            )
+            .values(status=status.value, chat_jid=chat_jid, sent_at=sent_at, error=error, updated_at=func.now())
+            .returning(messages.c.message_id)
+        )
+        if (await tx.connection.execute(stmt)).one_or_none() is None:
+            return  # a receipt overtook the send: it already moved on
+        payload: dict[str, Any] = {"messageId": message_id, "status": status.value}
+        if error:
+            payload["error"] = error
+        if sent_at:
+            payload["timestamp"] = sent_at.isoformat()
+        await _append(tx, ref, EventType.MESSAGE_STATUS, payload)
+
+
+def _status_changes(event: StatusChanged) -> dict[str, Any]:
+    """Return what a status change changes on the session row."""
+    changes: dict[str, Any] = {"status": event.status.value}
+    if event.status is not SessionStatus.QR:
+        changes.update(qr_code=None, qr_expires_at=None)
+    if event.status is SessionStatus.CONNECTED:
+        changes.update(pairing_code=None, last_error=None)
+        if event.jid:
+            changes.update(jid=event.jid, phone_number=event.phone_number or jid_user(event.jid))
+    elif event.status in {SessionStatus.FAILED, SessionStatus.DISCONNECTED, SessionStatus.QR_TIMEOUT}:
+        changes.update(last_error=event.reason)
+    elif event.status is SessionStatus.LOGGED_OUT:
+        changes.update(jid=None, pairing_code=None)
+    return changes
+
+
+async def _append(tx: Transaction, ref: SessionRef, kind: EventType, payload: dict[str, Any]) -> None:
+    await tx.event.append(type=kind.value, session_id=ref.session_id, payload={"sessionId": ref.session_id, **payload})

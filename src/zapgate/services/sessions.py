@@ -1,0 +1,265 @@
+"""Sessions as a client sees them: create, inspect, restart, log out, delete; send texts; drive the sandbox.
+
+Every call validates its input first and changes nothing when it refuses. What a worker must act on is
+written to the session's placement (desired state, mode, generation) and announced with NOTIFY; the hosting
+worker does the rest and reports back through the session row and the event log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from zapgate.db import notify, placements
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.events import EventType
+from zapgate.domain.ids import client_id as valid_client_id
+from zapgate.domain.ids import new_message_id
+from zapgate.domain.ids import session_id as valid_session_id
+from zapgate.domain.phones import MAX_TEXT_LENGTH, mask, parse_recipient
+from zapgate.domain.records import Direction, Message, MessageStatus, Session
+from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
+from zapgate.engines.base import SessionRef
+from zapgate.engines.sandbox import phone_address, session_address
+from zapgate.errors import DuplicateRecord, InvalidRequest, SessionNotConnected, SessionNotFound
+from zapgate.log import get_logger
+from zapgate.services.sandbox import PostgresSandboxNetwork
+
+log = get_logger(__name__)
+
+ENGINES = ("whatsmeow", "sandbox")
+SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A session with where it runs."""
+
+    session: Session
+    desired: str
+    worker_id: str | None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest("message: a text of 1 to 4096 characters is required")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidRequest(f"message: at most {MAX_TEXT_LENGTH} characters ({len(value)} given)")
+    return value
+
+
+class SessionService:
+    """The services-level API of sessions, used by the HTTP API, Socket.IO and the CLI."""
+
+    def __init__(self, manager: ConnectionManager, *, default_engine: str = "whatsmeow") -> None:
+        self._manager = manager
+        self._default_engine = default_engine
+        self._sandbox = PostgresSandboxNetwork(manager)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def create(
+        self, client: str, session: str, *, engine: str | None = None, phone_number: str | None = None
+    ) -> Session:
+        """Create a session and ask a worker to start it: by QR code, or by pairing code for `phone_number`."""
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        engine = engine or self._default_engine
+        if engine not in ENGINES:
+            raise InvalidRequest(f"engine: expected one of {', '.join(ENGINES)}", engine=engine)
+        pairing_phone = None
+        if phone_number is not None:
+            recipient = parse_recipient(phone_number)
+            if recipient.phone is None:
+                raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
+            pairing_phone = recipient.phone
+
+        async def work(tx: Transaction) -> Session:
+            if await tx.session.find_unique(sid) is not None:
+                raise DuplicateRecord(f"session {sid!r} already exists", session_id=sid)
+            created = await tx.session.create(session_id=sid, client_id=cid, status="created", engine=engine)
+            mode = "pairing_code" if pairing_phone else "qr"
+            await placements.insert(tx.connection, cid, sid, engine, mode, pairing_phone)
+            await _event(tx, sid, EventType.STATUS_CHANGE, {"status": "created", "engine": engine})
+            await notify.notify(tx.connection, notify.PLACEMENTS, f"{cid}/{sid}")
+            return created
+
+        created = await self._manager.execute_transaction(cid, work)
+        log.info("session.created", client_id=cid, session_id=sid, engine=engine, pairing=mask(pairing_phone))
+        return created
+
+    async def get(self, client: str, session: str) -> SessionView:
+        """Return one session; raise SessionNotFound."""
+        cid, sid = valid_client_id(client), valid_session_id(session)
+
+        async def work(tx: Transaction) -> SessionView:
+            found = await tx.session.find_unique(sid)
+            if found is None:
+                raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            placement = await placements.get(tx.connection, cid, sid)
+            if placement is None:
+                return SessionView(found, "stopped", None)
+            return SessionView(found, placement.desired, placement.worker_id)
+
+        return await self._manager.execute_transaction(cid, work)
+
+    async def list(self, client: str) -> list[Session]:
+        """Return the client's sessions, oldest first."""
+        handle = await self._manager.get_connection(valid_client_id(client))
+        return await handle.session.find_many()
+
+    async def restart(self, client: str, session: str) -> SessionView:
+        """Start the session again: restored from its keys when linked, else a new pairing by QR code."""
+        return await self._want(client, session, desired="running", restart=True)
+
+    async def stop(self, client: str, session: str) -> SessionView:
+        """Disconnect the session, keeping its keys."""
+        return await self._want(client, session, desired="stopped")
+
+    async def logout(self, client: str, session: str) -> SessionView:
+        """Unlink the session from the phone and delete its keys (final; a restart pairs anew)."""
+        return await self._want(client, session, desired="logged_out")
+
+    async def request_pairing_code(self, client: str, session: str, phone_number: str) -> SessionView:
+        """Restart the pairing with a code for `phone_number` (the code arrives as a pairing-code event)."""
+        recipient = parse_recipient(phone_number)
+        if recipient.phone is None:
+            raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
+        view = await self.get(client, session)
+        if view.session.status == SessionStatus.CONNECTED:
+            raise InvalidRequest("the session is linked already: log it out to pair another phone")
+        return await self._want(client, session, desired="running", mode="pairing_code", pairing_phone=recipient.phone)
+
+    async def delete(self, client: str, session: str) -> None:
+        """Delete the session with its contacts and messages; its worker stops it."""
+        cid, sid = valid_client_id(client), valid_session_id(session)
+
+        async def work(tx: Transaction) -> Session:
+            deleted = await tx.session.delete(sid)
+            await placements.remove(tx.connection, cid, sid)
+            await notify.notify(tx.connection, notify.PLACEMENTS, f"{cid}/{sid}")
+            return deleted
+
+        deleted = await self._manager.execute_transaction(cid, work)
+        if deleted.engine == "sandbox" and deleted.phone_number:
+            await self._sandbox.unlink(deleted.phone_number, SessionRef(cid, sid))
+        log.info("session.deleted", client_id=cid, session_id=sid)
+
+    async def _want(
+        self,
+        client: str,
+        session: str,
+        *,
+        desired: str,
+        restart: bool = False,
+        mode: str | None = None,
+        pairing_phone: str | None = None,
+    ) -> SessionView:
+        cid, sid = valid_client_id(client), valid_session_id(session)
+
+        async def work(tx: Transaction) -> SessionView:
+            found = await tx.session.find_unique(sid)
+            if found is None:
+                raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            chosen_mode = mode
+            if restart:
+                chosen_mode = "restore" if found.jid and found.status != SessionStatus.LOGGED_OUT else "qr"
+            placement = await placements.want(
+                tx.connection, cid, sid, desired=desired, mode=chosen_mode, pairing_phone=pairing_phone
+            )
+            if placement is None:  # created before placements existed: place it now
+                await placements.insert(tx.connection, cid, sid, found.engine, chosen_mode or "qr", pairing_phone)
+                placement = await placements.want(tx.connection, cid, sid, desired=desired)
+            await notify.notify(tx.connection, notify.PLACEMENTS, f"{cid}/{sid}")
+            assert placement is not None
+            return SessionView(found, placement.desired, placement.worker_id)
+
+        return await self._manager.execute_transaction(cid, work)
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    async def send_text(self, client: str, session: str, to: str, text: str) -> Message:
+        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it."""
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        recipient = parse_recipient(to)
+        body = _text(text)
+
+        async def work(tx: Transaction) -> Message:
+            found = await tx.session.find_unique(sid)
+            if found is None:
+                raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            if SessionStatus(found.status) not in CAN_QUEUE_SENDS:
+                raise SessionNotConnected(
+                    f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
+                    status=found.status,
+                )
+            contact = await tx.contact.upsert(
+                session_id=found.id, phone_number=recipient.key, is_group=recipient.is_group
+            )
+            message = await tx.message.create(
+                session_id=found.id,
+                contact_id=contact.id,
+                message_id=new_message_id(),
+                content=body,
+                direction=Direction.OUTBOUND,
+                status=MessageStatus.PENDING,
+                timestamp=datetime.now(UTC),
+            )
+            await notify.notify(tx.connection, notify.OUTBOUND, f"{cid}/{sid}")
+            return message
+
+        return await self._manager.execute_transaction(cid, work)
+
+    # -- the sandbox ----------------------------------------------------------------------------------
+
+    async def sandbox_scan(self, client: str, session: str, phone_number: str) -> None:
+        """A simulated phone with `phone_number` scans the session's current QR code."""
+        ref, _ = await self._sandbox_session(client, session)
+        recipient = parse_recipient(phone_number)
+        if recipient.phone is None:
+            raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
+        await self._sandbox.post(session_address(ref), {"kind": "scan", "phone": recipient.phone})
+
+    async def sandbox_enter_code(self, client: str, session: str, code: str) -> None:
+        """The simulated phone types the pairing code."""
+        ref, _ = await self._sandbox_session(client, session)
+        if not isinstance(code, str) or not 1 <= len(code) <= 16:
+            raise InvalidRequest("code: the pairing code shown for the session is expected")
+        await self._sandbox.post(session_address(ref), {"kind": "enter_code", "code": code})
+
+    async def sandbox_inject(self, client: str, session: str, from_number: str, text: str) -> str:
+        """Deliver a text from any number to the session (as if that phone wrote it); return its message id."""
+        ref, found = await self._sandbox_session(client, session)
+        sender = parse_recipient(from_number)
+        if sender.phone is None:
+            raise InvalidRequest("from: a phone number with country code is expected")
+        body = _text(text)
+        message_id = new_message_id()
+        mail: dict[str, Any] = {
+            "kind": "message",
+            "id": message_id,
+            "from": sender.phone,
+            "to": found.phone_number,
+            "text": body,
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
+        address = phone_address(found.phone_number) if found.phone_number else session_address(ref)
+        await self._sandbox.post(address, mail)
+        return message_id
+
+    async def sandbox_fault(self, client: str, session: str, fault: str) -> None:
+        """Inject a fault: drop_connection, logout (from the phone) or reject_next_send."""
+        ref, _ = await self._sandbox_session(client, session)
+        if fault not in SANDBOX_FAULTS:
+            raise InvalidRequest(f"fault: expected one of {', '.join(SANDBOX_FAULTS)}", fault=fault)
+        await self._sandbox.post(session_address(ref), {"kind": "fault", "fault": fault})
+
+    async def _sandbox_session(self, client: str, session: str) -> tuple[SessionRef, Session]:
+        view = await self.get(client, session)
+        if view.session.engine != "sandbox":
+            raise InvalidRequest(f"session {session!r} runs on {view.session.engine}, not on the sandbox")
+        return SessionRef(view.session.client_id, view.session.session_id), view.session
+
+
+async def _event(tx: Transaction, session_id: str, kind: EventType, payload: dict[str, Any]) -> None:
+    await tx.event.append(type=kind.value, session_id=session_id, payload={"sessionId": session_id, **payload})

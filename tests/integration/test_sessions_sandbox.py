@@ -1,0 +1,272 @@
+"""Sessions end to end on the sandbox: services + a worker + the engine + PostgreSQL."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from zapgate.db.manager import ConnectionManager
+from zapgate.domain.records import MessageStatus
+from zapgate.errors import (
+    DuplicateRecord,
+    InvalidRequest,
+    InvalidSessionId,
+    SessionNotConnected,
+    SessionNotFound,
+)
+from zapgate.services.clients import ClientService
+from zapgate.services.hosting import Worker
+from zapgate.services.sessions import SessionService
+
+PHONE_A, PHONE_B = "5511999990001", "5511999990002"
+
+
+@pytest.fixture
+async def sessions(manager: ConnectionManager) -> SessionService:
+    await ClientService(manager).create("acme")
+    return SessionService(manager, default_engine="sandbox")
+
+
+@pytest.fixture
+async def worker(manager: ConnectionManager, database_url: str) -> AsyncIterator[Worker]:
+    worker = Worker(manager, database_url, ("sandbox",), capacity=5, lease_ttl=3, qr_timeout=5, poll_interval=0.2)
+    await worker.start()
+    yield worker
+    await worker.close()
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    async with asyncio.timeout(within):
+        while True:
+            result = await check()
+            if result:
+                return result
+            await asyncio.sleep(0.05)
+
+
+async def status_of(sessions: SessionService, session_id: str) -> str:
+    return str((await sessions.get("acme", session_id)).session.status)
+
+
+async def events_of(manager: ConnectionManager, session_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    db = await manager.get_connection("acme")
+    return [(e.type, e.payload) for e in await db.event.list_after(session_id=session_id, limit=10_000)]
+
+
+async def connect(sessions: SessionService, session_id: str, phone: str) -> None:
+    await sessions.create("acme", session_id)
+    await eventually(lambda: _has_qr(sessions, session_id))
+    await sessions.sandbox_scan("acme", session_id, phone)
+    await eventually(lambda: _is(sessions, session_id, "connected"))
+
+
+async def _has_qr(sessions: SessionService, session_id: str) -> bool:
+    return (await sessions.get("acme", session_id)).session.qr_code is not None
+
+
+async def _is(sessions: SessionService, session_id: str, status: str) -> bool:
+    return await status_of(sessions, session_id) == status
+
+
+async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionService, worker: Worker) -> None:
+    created = await sessions.create("acme", "alice")
+    assert created.status == "created" and created.engine == "sandbox"
+    await eventually(lambda: _has_qr(sessions, "alice"))
+    view = await sessions.get("acme", "alice")
+    assert view.session.status == "qr" and view.worker_id == worker.worker_id
+    assert view.session.qr_code and view.session.qr_code.startswith("sandbox@acme/alice")
+    assert view.session.qr_expires_at is not None
+
+    await sessions.sandbox_scan("acme", "alice", PHONE_A)
+    await eventually(lambda: _is(sessions, "alice", "connected"))
+    alice = (await sessions.get("acme", "alice")).session
+    assert (alice.phone_number, alice.jid, alice.qr_code) == (PHONE_A, f"{PHONE_A}@s.whatsapp.net", None)
+
+    await connect(sessions, "bob", PHONE_B)
+    message = await sessions.send_text("acme", "alice", f"+{PHONE_B[:2]} {PHONE_B[2:]}", "Olá, Bob!")
+    assert message.status == "pending" and message.message_id.startswith("3EB0")
+
+    db = await manager.get_connection("acme")
+
+    async def read_by_bob() -> bool:
+        found = await db.message.find_unique(message.message_id)
+        return found is not None and found.status == MessageStatus.READ and found.direction == "outbound"
+
+    await eventually(read_by_bob)
+    sent = await db.message.find_unique(message.message_id)
+    assert sent is not None and sent.sent_at is not None and sent.chat_jid == f"{PHONE_B}@s.whatsapp.net"
+
+    # bob's side: the same WhatsApp id arrived as an inbound message of session bob
+    bob = (await sessions.get("acme", "bob")).session
+    inbound = await db.message.find_many(session_id=bob.id, direction="inbound", include_contact=True)
+    assert [(m.message_id, m.content) for m in inbound] == [(message.message_id, "Olá, Bob!")]
+    assert inbound[0].contact is not None and inbound[0].contact.phone_number == PHONE_A
+
+    statuses = [p["status"] for t, p in await events_of(manager, "alice") if t == "message-status"]
+    assert statuses == ["sent", "delivered", "read"]
+    received = [p for t, p in await events_of(manager, "bob") if t == "message-received"]
+    assert len(received) == 1 and received[0]["text"] == "Olá, Bob!" and received[0]["engine"] == "sandbox"
+
+    # an inbound message from any number
+    injected = await sessions.sandbox_inject("acme", "alice", "+44 7700 900123", "hello from the UK")
+    await eventually(lambda: db.message.find_unique(injected))
+
+    await sessions.logout("acme", "alice")
+    await eventually(lambda: _is(sessions, "alice", "logged_out"))
+    alice = (await sessions.get("acme", "alice")).session
+    assert alice.jid is None
+    with pytest.raises(SessionNotConnected):
+        await sessions.send_text("acme", "alice", PHONE_B, "after logout")
+
+    changes = [p["status"] for t, p in await events_of(manager, "alice") if t == "status-change"]
+    assert changes == ["created", "connecting", "qr", "connecting", "connected", "logged_out"]
+    qr_events = [p for t, p in await events_of(manager, "alice") if t == "qr-code"]
+    assert qr_events and qr_events[0]["qrDataUrl"].startswith("data:image/png;base64,")
+
+
+async def test_messages_accepted_while_disconnected_go_out_after_reconnecting(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    await connect(sessions, "alice", PHONE_A)
+    await sessions.stop("acme", "alice")
+    await eventually(lambda: _is(sessions, "alice", "stopped"))
+    with pytest.raises(SessionNotConnected):
+        await sessions.send_text("acme", "alice", "5521988887777", "stopped sessions refuse")
+    await sessions.restart("acme", "alice")
+    await eventually(lambda: _is(sessions, "alice", "connected"))  # restored from its link, no QR
+
+    await sessions.sandbox_fault("acme", "alice", "drop_connection")
+    ids = [(await sessions.send_text("acme", "alice", "5521988887777", f"m{i}")).message_id for i in range(5)]
+    db = await manager.get_connection("acme")
+
+    async def all_read() -> bool:
+        found = [await db.message.find_unique(i) for i in ids]
+        return all(m is not None and m.status == "read" for m in found)
+
+    await eventually(all_read)
+    sent_order = [
+        p["messageId"] for t, p in await events_of(manager, "alice") if t == "message-status" and p["status"] == "sent"
+    ]
+    assert sent_order == ids  # in the order accepted
+
+
+async def test_send_failures_are_recorded_with_the_reason(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    await connect(sessions, "alice", PHONE_A)
+    await sessions.sandbox_fault("acme", "alice", "reject_next_send")
+    await asyncio.sleep(0.3)
+    first = await sessions.send_text("acme", "alice", "5521988887777", "rejected")
+    second = await sessions.send_text("acme", "alice", "5521988887777", "fine")
+    db = await manager.get_connection("acme")
+
+    async def settled() -> bool:
+        a, b = await db.message.find_unique(first.message_id), await db.message.find_unique(second.message_id)
+        return a is not None and b is not None and a.status == "failed" and b.status == "read"
+
+    await eventually(settled)
+    failed = await db.message.find_unique(first.message_id)
+    assert failed is not None and failed.error and "rejected" in failed.error
+
+
+async def test_bad_input_to_every_call_is_typed_and_changes_nothing(
+    manager: ConnectionManager, sessions: SessionService
+) -> None:
+    await sessions.create("acme", "alice")
+    before = await events_of(manager)
+    with pytest.raises(DuplicateRecord):
+        await sessions.create("acme", "alice")
+    for bad in ["", "a b", "a/b", "x" * 65, "ação", "a;b"]:
+        with pytest.raises(InvalidSessionId):
+            await sessions.create("acme", bad)
+    with pytest.raises(InvalidRequest):
+        await sessions.create("acme", "other", engine="baileys")
+    with pytest.raises(InvalidRequest):
+        await sessions.create("acme", "other", phone_number="12")
+    with pytest.raises(SessionNotFound):
+        await sessions.get("acme", "missing")
+    with pytest.raises(SessionNotFound):
+        await sessions.send_text("acme", "missing", PHONE_B, "x")
+    for to in ["", "123", "55 11 9999x9999", "abc@example.com"]:
+        with pytest.raises(InvalidRequest):
+            await sessions.send_text("acme", "alice", to, "x")
+    for text in ["", "   ", "x" * 4097, None]:
+        with pytest.raises(InvalidRequest):
+            await sessions.send_text("acme", "alice", PHONE_B, text)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        await sessions.sandbox_fault("acme", "alice", "explode")
+    with pytest.raises(SessionNotFound):
+        await sessions.delete("acme", "missing")
+    with pytest.raises(SessionNotFound):
+        await sessions.restart("acme", "missing")
+    assert [s.session_id for s in await sessions.list("acme")] == ["alice"]
+    assert await events_of(manager) == before
+    db = await manager.get_connection("acme")
+    assert await db.message.find_many() == []
+    # 4096 characters is the limit, not one more
+    accepted = await sessions.send_text("acme", "alice", PHONE_B, "x" * 4096)
+    assert len(accepted.content) == 4096
+
+
+async def test_delete_removes_the_session_and_its_worker_stops_it(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    await connect(sessions, "alice", PHONE_A)
+    await sessions.delete("acme", "alice")
+    with pytest.raises(SessionNotFound):
+        await sessions.get("acme", "alice")
+    await eventually(lambda: _not_hosted(worker))
+    assert await sessions.list("acme") == []
+
+
+async def _not_hosted(worker: Worker) -> bool:
+    return not worker.hosted
+
+
+async def test_qr_timeout(manager: ConnectionManager, sessions: SessionService, database_url: str) -> None:
+    worker = Worker(manager, database_url, ("sandbox",), qr_timeout=0.1, max_qr_codes=3, poll_interval=0.2)
+    await worker.start()
+    try:
+        await sessions.create("acme", "alice")
+        await eventually(lambda: _is(sessions, "alice", "qr_timeout"))
+    finally:
+        await worker.close()
+    qr = [p["sequence"] for t, p in await events_of(manager, "alice") if t == "qr-code"]
+    assert qr == [1, 2, 3]
+    view = await sessions.get("acme", "alice")
+    assert view.desired == "stopped" and view.worker_id is None and view.session.qr_code is None
+
+
+async def test_sessions_beyond_capacity_are_unplaced_then_placed(
+    manager: ConnectionManager, sessions: SessionService, database_url: str
+) -> None:
+    worker = Worker(manager, database_url, ("sandbox",), capacity=1, qr_timeout=5, poll_interval=0.2)
+    await worker.start()
+    try:
+        await sessions.create("acme", "first")
+        await eventually(lambda: _has_qr(sessions, "first"))
+        await sessions.create("acme", "second")
+        await eventually(lambda: _is(sessions, "second", "unplaced"))
+        errors = [p for t, p in await events_of(manager, "second") if t == "error"]
+        assert errors and errors[0]["code"] == "no_capacity" and "WHATSAPP_MAX_SESSIONS" in errors[0]["message"]
+        await sessions.stop("acme", "first")
+        await eventually(lambda: _has_qr(sessions, "second"))
+    finally:
+        await worker.close()
+
+
+async def test_idle_sessions_are_closed_after_the_session_timeout(
+    manager: ConnectionManager, sessions: SessionService, database_url: str
+) -> None:
+    worker = Worker(
+        manager, database_url, ("sandbox",), session_timeout=0.5, lease_ttl=0.6, qr_timeout=5, poll_interval=0.2
+    )
+    await worker.start()
+    try:
+        await sessions.create("acme", "alice")
+        await eventually(lambda: _is(sessions, "alice", "stopped"))
+    finally:
+        await worker.close()
+    changes = [p for t, p in await events_of(manager, "alice") if t == "status-change"]
+    assert "WHATSAPP_SESSION_TIMEOUT" in (changes[-1]["reason"] or "")
