@@ -87,19 +87,71 @@ def serve(host: str | None, port: int | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so that the embedded
     # PostgreSQL is left (and stopped) on the way out instead of the process dying on the spot
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    from zapgate.supervisor import WorkerSupervisor, worker_environment
+
     try:
         with _database(settings) as url:
             app = create_app(settings, url)
-            uvicorn.run(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=settings.log_level == "debug",
-                timeout_graceful_shutdown=10,
-            )
+            supervisor = WorkerSupervisor(settings.workers, worker_environment(url))
+            supervisor.start()
+            try:
+                uvicorn.run(
+                    app,
+                    host=settings.host,
+                    port=settings.port,
+                    log_config=None,
+                    access_log=settings.log_level == "debug",
+                    timeout_graceful_shutdown=10,
+                )
+            finally:
+                supervisor.stop()
     except ZapgateError as exc:
         _fail(exc.message)
+
+
+@main.command()
+def worker() -> None:
+    """Host sessions: claim them, keep their WhatsApp connections, send and receive (`serve` starts these)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        with _database(settings) as url:
+            asyncio.run(_run_worker(settings, url))
+    except ZapgateError as exc:
+        _fail(exc.message)
+
+
+async def _run_worker(settings: Settings, url: str) -> None:
+    from zapgate.db.manager import ConnectionManager
+    from zapgate.services.hosting import Worker, available_engines
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with ConnectionManager(
+        url,
+        pool_size=min(settings.db_pool_size, 10),
+        pool_timeout=settings.db_pool_timeout,
+        health_interval=settings.db_health_interval,
+        idle_timeout=settings.db_idle_timeout,
+    ) as manager:
+        await manager.migrate_registry()
+        worker = Worker(
+            manager,
+            url,
+            available_engines(),
+            capacity=settings.max_sessions,
+            lease_ttl=settings.lease_ttl,
+            qr_timeout=settings.qr_timeout_ms / 1000,
+            max_qr_codes=settings.max_qr_codes,
+            session_timeout=settings.session_timeout_ms / 1000,
+        )
+        await worker.start()
+        try:
+            await stop.wait()
+        finally:
+            await worker.close()
 
 
 @main.command()

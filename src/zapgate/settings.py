@@ -36,12 +36,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias="ZAPGATE_LOG_LEVEL")
     log_format: Literal["console", "json"] = Field("console", validation_alias="ZAPGATE_LOG_FORMAT")
 
+    workers: int = Field(1, ge=0, le=64, validation_alias="ZAPGATE_WORKERS")  # started by `zapgate serve`
+    default_engine: Literal["whatsmeow", "sandbox"] = Field("whatsmeow", validation_alias="ZAPGATE_DEFAULT_ENGINE")
+    lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
+    max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
+
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds
     db_idle_timeout: float = Field(300.0, gt=0, validation_alias="ZAPGATE_DB_IDLE_TIMEOUT")  # seconds
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "default_engine", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -127,6 +127,12 @@ class ServeProcess:
         self._runs = 0
 
     @property
+    def pid(self) -> int:
+        """The process id of the running server."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def stderr(self) -> str:
         """Everything the current (or last) run wrote on stderr so far."""
         return "" if self._stderr_path is None else self._stderr_path.read_text(errors="replace")

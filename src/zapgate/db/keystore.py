@@ -5,8 +5,8 @@ filter, so one superuser connection would give only the first client tables. Eac
 login role of its own owning schema `wm_<client>` (not `client_<client>`: the client's schema is Alembic's and
 must hold only our tables, and the key role needs no privilege on the client's data). No role can read
 another's keys. Roles and schemas are created by the server-side functions of registry revision r0002, which
-receive the client id as a bound parameter and quote names with format('%I'): nothing here formats a name
-into SQL. Passwords are random and kept in `zapgate.keystores`, so any worker can rebuild the DSN.
+receive the client id as a bound parameter and quote names on the server (quote_ident): nothing here formats
+a name into SQL. Passwords are random and kept in `zapgate.keystores`, so any worker can rebuild the DSN.
 """
 
 from __future__ import annotations

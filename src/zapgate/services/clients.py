@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from zapgate.db.keystore import drop_keystore
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.registry import ClientRegistry
 from zapgate.domain.ids import ClientId, client_id
@@ -102,6 +103,7 @@ class ClientService:
         async with self._manager.registry_transaction() as conn:
             if not await ClientRegistry(conn).delete_client(cid):
                 raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
+            await drop_keystore(conn, cid)  # its WhatsApp keys (whatsmeow's role and schema) go too
             await self._manager.drop_client_schema(cid, conn)
         self._manager.forget(cid)
         log.info("client.deleted", client_id=cid)

@@ -28,6 +28,7 @@ from sqlalchemy import and_, func, select, update
 
 from zapgate.background import TaskGroup
 from zapgate.db import notify, placements
+from zapgate.db.keystore import provision_keystore
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
 from zapgate.db.placements import Placement
@@ -51,6 +52,7 @@ from zapgate.engines.base import (
     StartMode,
     StartRequest,
     StatusChanged,
+    UnknownSession,
 )
 from zapgate.engines.sandbox import SandboxEngine
 from zapgate.errors import SessionNotFound
@@ -90,6 +92,16 @@ class _Hosted:
     sending: bool = False
 
 
+def available_engines() -> tuple[str, ...]:
+    """Return the engines this installation can run (whatsmeow needs neonize and its Go library)."""
+    try:
+        import zapgate.engines.whatsmeow  # noqa: F401
+    except ImportError as exc:
+        log.warning("worker.whatsmeow_unavailable", error=str(exc))
+        return ("sandbox",)
+    return ("sandbox", "whatsmeow")
+
+
 def qr_data_url(code: str) -> str:
     """Return `code` as a PNG data URL (what a browser shows as the QR image)."""
     return str(segno.make(code, error="l").png_data_uri(scale=6, border=2))
@@ -122,6 +134,8 @@ class Worker:
         self._poll = poll_interval
         self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._listener = Listener(database_url)
+        self._database_url = database_url
+        self._keystore_dsns: dict[str, str] = {}
         self._engines: dict[str, Engine] = {name: self._make_engine(name) for name in engines}
         self._hosted: dict[SessionRef, _Hosted] = {}
         self._tasks = TaskGroup("worker")
@@ -132,7 +146,18 @@ class Worker:
         if name == "sandbox":
             network = PostgresSandboxNetwork(self._manager, self._listener.event(notify.SANDBOX))
             return SandboxEngine(self._events.put_nowait, network)
+        if name == "whatsmeow":
+            from zapgate.engines.whatsmeow import WhatsmeowEngine
+
+            return WhatsmeowEngine(self._events.put_nowait, self._keystore_dsns.__getitem__)
         raise ValueError(f"unknown engine {name!r}")
+
+    async def _provision_keystore(self, client: str) -> None:
+        """Make sure whatsmeow has this client's key store (a role and schema of its own) and its DSN."""
+        if client in self._keystore_dsns:
+            return
+        async with self._manager.registry_transaction() as conn:
+            self._keystore_dsns[client] = await provision_keystore(conn, client, self._database_url)
 
     @property
     def hosted(self) -> dict[SessionRef, SessionStatus]:
@@ -246,7 +271,8 @@ class Worker:
         if session is None:
             await self._release(ref)
             return
-        hosted = self._hosted[ref] = _Hosted(placement, session.id, placement.generation, SessionStatus(session.status))
+        # whatever the row says, nothing is connected here until the engine reports it
+        hosted = self._hosted[ref] = _Hosted(placement, session.id, placement.generation, SessionStatus.CREATED)
         await self._start_engine(ref, hosted, jid=session.jid)
 
     async def _start_engine(self, ref: SessionRef, hosted: _Hosted, jid: str | None = None) -> None:
@@ -275,6 +301,8 @@ class Worker:
         )
         log.info("worker.session_starting", session=str(ref), engine=placement.engine, mode=mode.value)
         try:
+            if placement.engine == "whatsmeow":
+                await self._provision_keystore(ref.client_id)
             await engine.start(request)
         except EngineError as exc:
             self._events.put_nowait(EngineFailure(ref=ref, code=exc.code, message=exc.message))
@@ -288,6 +316,7 @@ class Worker:
         hosted = self._hosted.pop(ref, None)
         if hosted is None:
             return
+        log.info("worker.session_released", session=str(ref), reason=reason or "no longer ours")
         if stop:
             with contextlib.suppress(Exception):
                 await self._engines[hosted.placement.engine].stop(ref)
@@ -606,8 +635,8 @@ class Worker:
                 to = phone_jid(to)
             try:
                 result = await engine.send_text(ref, to, row.content, row.message_id)
-            except NotConnected:
-                break  # stays pending: it goes out after the reconnection
+            except (NotConnected, UnknownSession):
+                break  # stays pending: it goes out after the (re)connection
             except SendRejected as exc:
                 await self._record_send(tx, ref, hosted, row.message_id, MessageStatus.FAILED, to, error=exc.message)
             except EngineError as exc:
@@ -620,7 +649,14 @@ class Worker:
                     break
             else:
                 await self._record_send(
-                    tx, ref, hosted, row.message_id, MessageStatus.SENT, to, sent_at=result.timestamp
+                    tx,
+                    ref,
+                    hosted,
+                    row.message_id,
+                    MessageStatus.SENT,
+                    to,
+                    sent_at=result.timestamp,
+                    assigned_id=result.message_id,
                 )
             handled += 1
             hosted.last_active = time.monotonic()
@@ -637,7 +673,12 @@ class Worker:
         *,
         sent_at: datetime | None = None,
         error: str | None = None,
+        assigned_id: str | None = None,
     ) -> None:
+        values: dict[str, Any] = {}
+        if assigned_id and assigned_id != message_id:
+            # the engine could not send under our id (neonize 0.5): receipts will name WhatsApp's
+            values["message_id"] = assigned_id
         stmt = (
             update(messages)
             .where(
@@ -645,12 +686,16 @@ class Worker:
                 messages.c.message_id == message_id,
                 messages.c.status == MessageStatus.PENDING.value,
             )
-            .values(status=status.value, chat_jid=chat_jid, sent_at=sent_at, error=error, updated_at=func.now())
+            .values(
+                status=status.value, chat_jid=chat_jid, sent_at=sent_at, error=error, updated_at=func.now(), **values
+            )
             .returning(messages.c.message_id)
         )
         if (await tx.connection.execute(stmt)).one_or_none() is None:
             return  # a receipt overtook the send: it already moved on
-        payload: dict[str, Any] = {"messageId": message_id, "status": status.value}
+        payload: dict[str, Any] = {"messageId": values.get("message_id", message_id), "status": status.value}
+        if "message_id" in values:
+            payload["requestedMessageId"] = message_id
         if error:
             payload["error"] = error
         if sent_at:

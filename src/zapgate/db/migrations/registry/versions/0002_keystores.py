@@ -1,7 +1,8 @@
 """Keystores: one PostgreSQL login role per client owning schema `wm_<client>` for whatsmeow's keys.
 
 The two functions create and drop a client's role and schema on the server side: names arrive as
-arguments and are quoted with format('%I'), so no client id is ever formatted into SQL by the application.
+arguments and are quoted on the server (quote_ident/quote_literal; `format` would need '%', which alembic's
+offline script rendering doubles), so no client id is ever formatted into SQL by the application.
 The role name carries a hash of the database name because roles are shared by every database of a server.
 
 Revision ID: r0002
@@ -35,17 +36,18 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(r));
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-        EXECUTE format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                       'PASSWORD %L', r, p_password);
+        EXECUTE 'ALTER ROLE ' || quote_ident(r) || ' WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                || 'NOBYPASSRLS PASSWORD ' || quote_literal(p_password);
     ELSE
-        EXECUTE format('CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                       'NOINHERIT PASSWORD %L', r, p_password);
+        EXECUTE 'CREATE ROLE ' || quote_ident(r) || ' WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                || 'NOBYPASSRLS NOINHERIT PASSWORD ' || quote_literal(p_password);
     END IF;
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, r);
-    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', s, r);
-    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', s);
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), r);
-    EXECUTE format('ALTER ROLE %I IN DATABASE %I SET search_path TO %I', r, current_database(), s);
+    EXECUTE 'CREATE SCHEMA IF NOT EXISTS ' || quote_ident(s) || ' AUTHORIZATION ' || quote_ident(r);
+    EXECUTE 'ALTER SCHEMA ' || quote_ident(s) || ' OWNER TO ' || quote_ident(r);
+    EXECUTE 'REVOKE ALL ON SCHEMA ' || quote_ident(s) || ' FROM PUBLIC';
+    EXECUTE 'GRANT CONNECT ON DATABASE ' || quote_ident(current_database()) || ' TO ' || quote_ident(r);
+    EXECUTE 'ALTER ROLE ' || quote_ident(r) || ' IN DATABASE ' || quote_ident(current_database())
+            || ' SET search_path TO ' || quote_ident(s);
     RETURN r;
 END
 $fn$
@@ -63,12 +65,12 @@ BEGIN
         RAISE EXCEPTION 'invalid client id' USING ERRCODE = '22023';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(r));
-    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+    EXECUTE 'DROP SCHEMA IF EXISTS ' || quote_ident(s) || ' CASCADE';
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
         -- a worker may still hold the role's connections: end them so the keys cannot be written again
         PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = r AND pid <> pg_backend_pid();
-        EXECUTE format('DROP OWNED BY %I', r);
-        EXECUTE format('DROP ROLE %I', r);
+        EXECUTE 'DROP OWNED BY ' || quote_ident(r);
+        EXECUTE 'DROP ROLE ' || quote_ident(r);
     END IF;
 END
 $fn$

@@ -1,0 +1,833 @@
+"""The whatsmeow engine: real WhatsApp through neonize (whatsmeow, the Go library, bundled). The only neonize import.
+
+Threads, and why:
+
+- Each session runs on a thread of ours (`zapgate-wm-<ref>`) that sits in neonize's blocking `connect()` for
+  the life of one connection attempt, then applies our reconnection policy (bounded retries, backoff).
+- Go calls back (QR codes, events) on that client's Go-owned thread; callbacks only translate protobufs into
+  EngineEvents and hand them to the event loop with `call_soon_threadsafe` (one producer per session keeps
+  their order). No handler blocks on the loop, and no executor thread is pinned by a live session.
+- Calls into Go from the API (send, lookup, pairing, logout) run on a small executor of ours.
+
+neonize's Go core keeps process-global maps (clients, stop signals, event channels) without locks: a start or
+stop writing them while another thread reads them aborts the process (`fatal error: concurrent map writes`).
+`_GATE` is a readers-writer gate around every entry into Go: calls that only read the maps share it; the
+start phase of `connect()` (until Go has written its maps: first QR code, first event, or return) and every
+`Stop` hold it exclusively. Go's own reads of the maps after a pairing (before the first event) are covered
+the same way, from the login-status callback to the first event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import subprocess
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+with warnings.catch_warnings():
+    # neonize's import runs `uname -a` through os.popen and never closes it
+    warnings.simplefilter("ignore", ResourceWarning)
+    from neonize.client import ClientFactory, NewClient
+    from neonize.exc import NeonizeError
+    from neonize.proto import Neonize_pb2 as pb
+    from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
+    from neonize.utils.enum import ClientName, ClientType
+
+    # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
+    for leaked in list(getattr(subprocess, "_active", None) or ()):
+        leaked.wait(timeout=5)
+    getattr(subprocess, "_cleanup", lambda: None)()
+    gc.collect()
+
+from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
+from zapgate.domain.records import MessageStatus
+from zapgate.domain.sessions import SessionStatus
+from zapgate.engines.base import (
+    EngineError,
+    EngineEvent,
+    EngineFailure,
+    EventSink,
+    InboundMessage,
+    JidLookup,
+    NotConnected,
+    PairingCode,
+    QrCode,
+    Receipt,
+    SendRejected,
+    SendResult,
+    SessionRef,
+    StartMode,
+    StartRequest,
+    StatusChanged,
+    UnknownSession,
+)
+from zapgate.log import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+START_GATE_TIMEOUT = 20.0  # seconds a start may hold the gate before it is released anyway (a hung dial)
+PAIRING_WAIT = 30.0  # seconds request_pairing_code waits for the socket to come up
+GO_CALL_THREADS = 4  # executor threads calling into Go for the API
+
+_ME_CODE = 0  # neonize's event code for "this device" (sets client.me, no handler)
+_RECEIPT_STATUS = {
+    pb.Receipt.DELIVERED: MessageStatus.DELIVERED,
+    pb.Receipt.READ: MessageStatus.READ,
+    pb.Receipt.PLAYED: MessageStatus.PLAYED,
+}
+# message fields that carry no content of their own
+_NOT_CONTENT = frozenset({"messageContextInfo", "senderKeyDistributionMessage"})
+# wrappers whose inner `message` is the content
+_WRAPPERS = frozenset(
+    {
+        "ephemeralMessage",
+        "viewOnceMessage",
+        "viewOnceMessageV2",
+        "viewOnceMessageV2Extension",
+        "documentWithCaptionMessage",
+        "editedMessage",
+    }
+)
+_CAPTIONED = ("caption", "text", "name", "title", "conversation")
+
+
+class StartRejected(EngineError):
+    """The start request lacks what its mode needs (a jid to restore, a phone number for a pairing code)."""
+
+    code = "start_rejected"
+    retryable = False
+
+
+class _Gate:
+    """A readers-writer gate: many readers of Go's maps at once, or one writer alone (writers go first).
+
+    Released by count, not by owner: a start takes it on its session thread and Go's callback gives it back.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_shared(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        self.acquire_shared()
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.acquire_exclusive()
+        try:
+            yield
+        finally:
+            self.release_exclusive()
+
+
+_GATE = _Gate()  # process-wide, as Go's maps are
+
+
+class _GoReturnWatch:
+    """neonize's handle on the Go library, calling `on_return` as soon as the blocking `Neonize` returns."""
+
+    def __init__(self, library: Any, on_return: Callable[[], None]) -> None:
+        self._library = library
+        self._on_return = on_return
+
+    def Neonize(self, *args: Any) -> Any:  # the Go export's name
+        try:
+            return self._library.Neonize(*args)
+        finally:
+            self._on_return()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._library, name)
+
+
+def jid_string(jid: Any, *, device: bool = True) -> str | None:
+    """Return a neonize JID as whatsmeow spells it (`user[:device]@server`), or None if it is empty."""
+    if not jid.User and not jid.Server:
+        return None
+    if not jid.User:
+        return str(jid.Server)
+    if device and jid.Device:
+        return f"{jid.User}:{jid.Device}@{jid.Server}"
+    return f"{jid.User}@{jid.Server}"
+
+
+def parse_jid(value: str) -> Any:
+    """Return the neonize JID for `user[:device]@server`."""
+    user, _, server = value.partition("@")
+    user, _, device = user.partition(":")
+    return pb.JID(User=user, Server=server or USER_SERVER, Device=int(device or 0), RawAgent=0, Integrator=0)
+
+
+def _timestamp(value: int) -> datetime:
+    seconds = value / 1000 if value > 10**11 else value  # neonize sends MessageInfo in ms, receipts in s
+    return datetime.fromtimestamp(seconds, UTC) if value else datetime.now(UTC)
+
+
+def _content(message: Any) -> tuple[str, str] | None:
+    """Return (type, text) of a waE2E.Message, or None when it holds nothing a user would call a message."""
+    for _ in range(4):  # wrappers nest at most a few levels
+        fields = [(f.name, v) for f, v in message.ListFields() if f.name not in _NOT_CONTENT]
+        if not fields:
+            return None
+        name, value = fields[0]
+        if name in _WRAPPERS and hasattr(value, "message"):
+            message = value.message
+            continue
+        if name == "conversation":
+            return "text", str(value)
+        if name == "extendedTextMessage":
+            return "text", str(value.text)
+        if name == "protocolMessage":
+            return None  # revokes, key shares, history notices: not messages
+        kind = name.removesuffix("Message")
+        if name == "reactionMessage":
+            return "reaction", str(value.text)
+        text = next((str(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
+        return kind, text or f"[{kind}]"
+    return None
+
+
+def _chat_ids(source: Any) -> tuple[str, str | None, str]:
+    """Return (chat_jid, chat_lid, sender_jid) of a MessageSource: phone JIDs preferred, LIDs alongside."""
+    chat = jid_string(source.Chat, device=False) or ""
+    sender = jid_string(source.Sender, device=False) or chat
+    sender_alt = jid_string(source.SenderAlt, device=False)
+    if source.Chat.Server == GROUP_SERVER or source.IsGroup:
+        if source.Sender.Server == LID_SERVER and sender_alt and source.SenderAlt.Server == USER_SERVER:
+            sender = sender_alt
+        return chat, None, sender
+    # a one-to-one chat: the other side's alternative JID is in SenderAlt (incoming) or RecipientAlt (mine)
+    alt = jid_string(source.RecipientAlt if source.IsFromMe else source.SenderAlt, device=False)
+    if source.Chat.Server == LID_SERVER:
+        lid = chat
+        if alt and alt.endswith("@" + USER_SERVER):
+            chat = alt
+        if not source.IsFromMe:
+            sender = chat
+        return chat, lid, sender
+    lid_alt = alt if alt and alt.endswith("@" + LID_SERVER) else None
+    if sender.endswith("@" + LID_SERVER) and not source.IsFromMe:
+        sender = chat
+    return chat, lid_alt, sender
+
+
+def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
+    """Return the InboundMessage a neonize Message event carries (None for protocol-only messages)."""
+    content = _content(event.Message)
+    if content is None:
+        return None
+    info = event.Info
+    source = info.MessageSource
+    chat, lid, sender = _chat_ids(source)
+    return InboundMessage(
+        ref=ref,
+        message_id=str(info.ID),
+        chat_jid=chat,
+        chat_lid=lid,
+        sender_jid=sender,
+        type=content[0],
+        text=content[1],
+        timestamp=_timestamp(int(info.Timestamp)),
+        push_name=str(info.Pushname) or None,
+        is_group=bool(source.IsGroup),
+        from_me=bool(source.IsFromMe),
+    )
+
+
+def translate_receipt(ref: SessionRef, event: Any) -> Receipt | None:
+    """Return the Receipt a neonize Receipt event carries (None for kinds users do not see)."""
+    status = _RECEIPT_STATUS.get(event.Type)
+    if status is None or not event.MessageIDs:
+        return None
+    chat, _, _ = _chat_ids(event.MessageSource)
+    return Receipt(
+        ref=ref,
+        message_ids=tuple(str(i) for i in event.MessageIDs),
+        status=status,
+        chat_jid=chat,
+        timestamp=_timestamp(int(event.Timestamp)),
+    )
+
+
+def _reason(value: Any) -> str:
+    try:
+        return str(pb.ConnectFailureReason.Name(value)).lower()
+    except ValueError:
+        return str(value)
+
+
+@dataclass(eq=False)
+class _Session:
+    """One hosted session: its request, its thread, its current Go client and what we know of it."""
+
+    request: StartRequest
+    dsn: str
+    jid: str | None = None
+    lid: str | None = None
+    status: SessionStatus = SessionStatus.CONNECTING
+    client: Any = None  # the NewClient of the current attempt
+    attempt: int = 0
+    go_live: bool = False  # Go's maps hold this client: API calls may reach it (changes under the gate only)
+    socket_up: bool = False  # a QR code arrived in this attempt: the socket is open
+    connected: bool = False
+    qr_seq: int = 0
+    halt: str | None = None  # why the current attempt is being ended (first reason wins)
+    terminal: bool = False  # a final status was emitted; nothing more is
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    finished: Future[None] = field(default_factory=Future)
+    holds_gate: bool = False
+    gate_mutex: threading.Lock = field(default_factory=threading.Lock)
+    gate_timer: threading.Timer | None = None
+    qr_timer: asyncio.TimerHandle | None = None
+    pairing_code: str | None = None
+
+    @property
+    def ref(self) -> SessionRef:
+        return self.request.ref
+
+    def take_gate(self) -> None:
+        """Hold the gate exclusively while Go writes (or reads unguarded) its maps for this client."""
+        with self.gate_mutex:
+            if self.holds_gate:
+                return
+        _GATE.acquire_exclusive()
+        with self.gate_mutex:
+            self.holds_gate = True
+            self.gate_timer = threading.Timer(START_GATE_TIMEOUT, self._gate_overdue)
+            self.gate_timer.daemon = True
+            self.gate_timer.start()
+
+    def drop_gate(self) -> None:
+        with self.gate_mutex:
+            if not self.holds_gate:
+                return
+            self.holds_gate = False
+            if self.gate_timer is not None:
+                self.gate_timer.cancel()
+                self.gate_timer = None
+        _GATE.release_exclusive()
+
+    def _gate_overdue(self) -> None:
+        log.warning("whatsmeow.gate_overdue", session=str(self.ref), seconds=START_GATE_TIMEOUT)
+        self.drop_gate()
+
+
+class WhatsmeowEngine:
+    """Host WhatsApp sessions through whatsmeow, each client's keys in its own PostgreSQL keystore."""
+
+    name: ClassVar[str] = "whatsmeow"
+
+    def __init__(
+        self,
+        on_event: EventSink,
+        keystore_dsn: Callable[[str], str],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        reconnect_attempts: int = 3,
+        backoff_base: float = 1.0,
+    ) -> None:
+        self._on_event = on_event
+        self._keystore_dsn = keystore_dsn
+        self._given_loop = loop
+        self._loop = loop
+        self._reconnect_attempts = reconnect_attempts
+        self._backoff_base = backoff_base
+        self._sessions: dict[SessionRef, _Session] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(GO_CALL_THREADS, thread_name_prefix="zapgate-wm-go")
+
+    # -- the protocol ---------------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest) -> None:
+        """Begin connecting the session on a thread of its own; progress arrives as events."""
+        self._bind_loop()
+        if request.mode is StartMode.PAIRING_CODE and not request.phone_number:
+            raise StartRejected("a pairing code start needs the phone number", session=str(request.ref))
+        if request.mode is StartMode.RESTORE and not request.jid:
+            raise StartRejected("a restore needs the session's linked jid", session=str(request.ref))
+        with self._lock:
+            existing = self._sessions.get(request.ref)
+            if existing is not None and not existing.finished.done():
+                return
+            session = _Session(request=request, dsn=self._keystore_dsn(request.ref.client_id), jid=request.jid)
+            self._sessions[request.ref] = session
+        self._status(session, SessionStatus.CONNECTING)
+        thread = threading.Thread(target=self._run, args=(session,), name=f"zapgate-wm-{request.ref}", daemon=True)
+        thread.start()
+
+    async def stop(self, ref: SessionRef) -> None:
+        """Disconnect the session, keeping its keys. No-op if not hosted."""
+        session = self._session(ref)
+        if session is None:
+            return
+        session.stop_requested.set()
+        await self._halt(session, "stopped")
+        await asyncio.wrap_future(session.finished)
+
+    async def logout(self, ref: SessionRef) -> None:
+        """Unlink the device from the phone (whatsmeow deletes its keys) and end the session. Final."""
+        session = self._hosted(ref)
+        await self._go(session, lambda client: client.logout())
+        if not session.terminal:
+            self._status(session, SessionStatus.LOGGED_OUT, reason="logout", final=True)
+        session.stop_requested.set()
+        await self._halt(session, "logged_out")
+        await asyncio.wrap_future(session.finished)
+
+    async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
+        """Send `text` to JID `to`.
+
+        neonize 0.5.x cannot send under a chosen id (its SendMessage passes no SendRequestExtra.ID to
+        whatsmeow), so the returned `message_id` is the one WhatsApp used, which receipts will name.
+        """
+        session = self._hosted(ref)
+        message = wa.Message(conversation=text)
+        response = await self._go(session, lambda client: client.send_message(parse_jid(to), message))
+        sent_id = str(response.ID)
+        if sent_id != message_id:
+            log.info("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
+        return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)))
+
+    async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
+        """Ask WhatsApp (IsOnWhatsApp) whether `phone_number` is on it and under which JID (digits as given)."""
+        session = self._hosted(ref)
+
+        def lookup(client: Any) -> JidLookup:
+            answers = list(client.is_on_whatsapp(phone_number))
+            if not answers or not answers[0].IsIn:
+                return JidLookup(phone_number=phone_number, on_whatsapp=False)
+            jid = answers[0].JID
+            lid = None
+            try:
+                lid = jid_string(client.get_lid_from_pn(jid), device=False)
+            except NeonizeError:
+                pass  # the LID is a bonus; the store may not know it yet
+            extra = {"verified_name": str(answers[0].VerifiedName.Details.verifiedName)}
+            return JidLookup(
+                phone_number=phone_number,
+                on_whatsapp=True,
+                jid=jid_string(jid, device=False),
+                lid=lid,
+                extra={k: v for k, v in extra.items() if v},
+            )
+
+        return await self._go(session, lookup)
+
+    async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
+        """Request a pairing code once the socket is up (after the first QR code); also emitted as an event."""
+        session = self._hosted(ref)
+        attempt = session.attempt
+        waited = 0.0
+        while not session.socket_up:
+            between_attempts = session.client is None or session.status is SessionStatus.DISCONNECTED
+            gone = session.finished.done() or session.attempt != attempt or session.halt
+            if between_attempts or gone or waited >= PAIRING_WAIT:
+                raise NotConnected("the session has no open socket to pair on", session=str(ref))
+            await asyncio.sleep(0.05)
+            waited += 0.05
+        return await self._go(session, lambda client: self._pair_phone(session, client, phone_number))
+
+    def hosts(self, ref: SessionRef) -> bool:
+        """Return whether this engine currently hosts the session."""
+        return self._session(ref) is not None
+
+    async def close(self) -> None:
+        """Stop every session (keeping keys) and release the engine's threads."""
+        with self._lock:
+            refs = list(self._sessions)
+        await asyncio.gather(*(self.stop(ref) for ref in refs))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- beyond the protocol --------------------------------------------------------------------------
+
+    def is_connected(self, ref: SessionRef) -> bool:
+        """Ask Go whether the session's socket is connected (any thread may call this)."""
+        session = self._session(ref)
+        client = session.client if session is not None else None
+        if client is None:
+            return False
+        with _GATE.shared():
+            return bool(client.is_connected)  # nil-safe in Go even before the client is registered
+
+    # -- the session thread ---------------------------------------------------------------------------
+
+    def _run(self, session: _Session) -> None:
+        failures = 0
+        try:
+            while not session.stop_requested.is_set():
+                outcome, reason = self._attempt(session)
+                if outcome != "retry":
+                    break
+                failures = 0 if session.connected else failures + 1
+                retrying = failures <= self._reconnect_attempts and not session.stop_requested.is_set()
+                code = "connection_lost" if session.connected else "connect_failed"
+                self._emit(EngineFailure(session.ref, code, reason, retryable=retrying))
+                if not retrying:
+                    if not session.stop_requested.is_set():
+                        self._status(session, SessionStatus.FAILED, reason=reason, final=True)
+                    break
+                self._status(session, SessionStatus.DISCONNECTED, reason=reason)
+                if session.stop_requested.wait(self._backoff_base * 2 ** (failures - 1)):
+                    break
+                self._status(session, SessionStatus.CONNECTING)
+            if session.stop_requested.is_set() and not session.terminal:
+                session.terminal = True  # stopped on request: the caller records why (base.Engine.stop)
+        except BaseException as exc:  # the thread must never die silently
+            log.error("whatsmeow.session_crashed", session=str(session.ref), error=repr(exc), exc_info=exc)
+            if not session.terminal:
+                self._status(session, SessionStatus.FAILED, reason="engine_error", final=True)
+        finally:
+            with self._lock:
+                if self._sessions.get(session.ref) is session:
+                    del self._sessions[session.ref]
+            session.finished.set_result(None)
+
+    def _attempt(self, session: _Session) -> tuple[str, str]:
+        """Run one connection until Go returns; answer "retry" or a final outcome, and why."""
+        session.attempt += 1
+        session.halt = None
+        session.socket_up = session.connected = False
+        session.qr_seq = 0
+        restore = session.jid is not None
+        if restore and not self._device_stored(session):
+            self._emit(EngineFailure(session.ref, "keys_not_found", "no stored keys for this session's jid"))
+            self._status(session, SessionStatus.FAILED, reason="keys_not_found", final=True)
+            return "final", "keys_not_found"
+        client = self._new_client(session, restore)
+        session.client = client
+        error = ""
+        session.take_gate()
+        try:
+            client.connect()
+        except NeonizeError as exc:
+            error = str(exc)
+        except Exception as exc:  # neonize raises plain errors too; the session decides what follows
+            error = repr(exc)
+        finally:
+            session.drop_gate()
+            self._stop_client(session, client, final=True)
+        if session.terminal or session.halt in ("stopped", "logged_out", "qr_timeout", "fatal"):
+            return "final", session.halt or "final"
+        return "retry", error or session.halt or "disconnected"
+
+    def _new_client(self, session: _Session, restore: bool) -> Any:
+        uuid = f"{session.ref}#{session.attempt}"
+        if restore:
+            assert session.jid is not None
+            client = NewClient(session.dsn, jid=parse_jid(session.jid), uuid=uuid)
+            client.uuid = uuid.encode()  # neonize keys a client by its jid's user when given one: keep ours unique
+        else:
+            client = NewClient(session.dsn, uuid=uuid, new_device=True)
+        for event_type in (
+            pb.PairStatus,
+            pb.Connected,
+            pb.KeepAliveTimeout,
+            pb.LoggedOut,
+            pb.StreamReplaced,
+            pb.TemporaryBan,
+            pb.ConnectFailure,
+            pb.ClientOutdated,
+            pb.Disconnected,
+            pb.Message,
+            pb.Receipt,
+        ):
+            client.event(event_type)(self._handler(session))
+        client.event.qr(lambda _client, code: self._on_qr(session, code))
+        inner = client.event.execute
+
+        def execute(uuid: int, binary: int, size: int, code: int) -> None:
+            try:
+                inner(uuid, binary, size, code)
+            except Exception as exc:  # an exception must not unwind into Go
+                log.error("whatsmeow.event_failed", session=str(session.ref), code=code, error=repr(exc))
+            finally:
+                if code == _ME_CODE:
+                    self._on_me(session, client)
+
+        def login_status(_uuid: int, status: int) -> None:
+            self._on_login_status(session, ctypes.string_at(status).decode(errors="replace"))
+
+        client.event.execute = execute
+        client._NewClient__onLoginStatus = login_status  # neonize prints these; we act on them
+        # neonize notices Neonize's return by polling every 0.2 s: give the gate back the moment Go returns
+        client._NewClient__client = _GoReturnWatch(client._NewClient__client, session.drop_gate)
+        return client
+
+    def _device_stored(self, session: _Session) -> bool:
+        with _GATE.shared():
+            devices = ClientFactory.get_all_devices_from_db(session.dsn)
+        wanted = (session.jid or "").split("@")[0]
+        return any(str(device.JID.User) == wanted for device in devices)
+
+    def _stop_client(self, session: _Session, client: Any, *, final: bool) -> None:
+        """Cancel `client` in Go (Stop: writes Go's maps, so exclusively)."""
+        with _GATE.exclusive():
+            if final:
+                session.go_live = False
+            client.stop()
+        if final:
+            client._stop_finalizer.detach()  # its Stop at garbage collection would run outside the gate
+            session.client = None
+
+    # -- callbacks from Go (the session's Go-owned thread) ---------------------------------------------
+
+    def _handler(self, session: _Session) -> Callable[[Any, Any], None]:
+        def handle(_client: Any, event: Any) -> None:
+            self._on_event_proto(session, event)
+
+        return handle
+
+    def _on_me(self, session: _Session, client: Any) -> None:
+        session.go_live = True
+        me = client.me
+        if me is not None and me.HasField("JID") and me.JID.User:
+            session.jid = jid_string(me.JID)
+            if me.HasField("LID") and me.LID.User:
+                session.lid = jid_string(me.LID, device=False)
+        session.drop_gate()
+
+    def _on_login_status(self, session: _Session, status: str) -> None:
+        # the QR loop ended: Go reads its maps before the first event, so hold the gate until then
+        session.take_gate()
+        if status == "timeout":
+            self._qr_timeout(session, "whatsapp ended the qr codes")
+
+    def _on_qr(self, session: _Session, data: bytes | str) -> None:
+        session.go_live = True
+        session.socket_up = True
+        session.drop_gate()
+        if session.terminal or session.halt:
+            return
+        code = data.decode() if isinstance(data, bytes) else data
+        request = session.request
+        session.qr_seq += 1
+        sequence = session.qr_seq
+        if sequence > request.max_qr_codes:
+            self._qr_timeout(session, f"{request.max_qr_codes} qr codes were not scanned")
+            return
+        if request.mode is StartMode.PAIRING_CODE:
+            if sequence == 1 and request.phone_number:
+                phone = request.phone_number
+                self._executor.submit(self._pair_in_background, session, phone)
+        else:
+            self._emit(QrCode(session.ref, code, datetime.now(UTC) + timedelta(seconds=request.qr_timeout), sequence))
+            if sequence == 1:
+                self._status(session, SessionStatus.QR)
+        self._call_on_loop(self._arm_qr_timer, session, sequence)
+
+    def _on_event_proto(self, session: _Session, event: Any) -> None:
+        ref = session.ref
+        if isinstance(event, pb.Message):
+            message = translate_message(ref, event)
+            if message is not None:
+                self._emit(message)
+        elif isinstance(event, pb.Receipt):
+            receipt = translate_receipt(ref, event)
+            if receipt is not None:
+                self._emit(receipt)
+        else:
+            self._on_connection_event(session, event)
+
+    def _on_connection_event(self, session: _Session, event: Any) -> None:
+        ref = session.ref
+        if isinstance(event, pb.Connected):
+            session.connected = True
+            self._cancel_qr_timer(session)
+            phone = session.jid.split("@")[0].split(":")[0] if session.jid else None
+            self._status(session, SessionStatus.CONNECTED, jid=session.jid, phone_number=phone)
+        elif isinstance(event, pb.PairStatus):
+            self._on_pair_status(session, event)
+        elif isinstance(event, pb.LoggedOut):
+            reason = _reason(event.Reason)
+            if not session.terminal:
+                self._status(session, SessionStatus.LOGGED_OUT, reason=reason, final=True)
+            self._halt_soon(session, "logged_out")
+        elif isinstance(event, (pb.Disconnected, pb.ConnectFailure)):
+            if isinstance(event, pb.ConnectFailure):
+                reason = f"connect_failure: {_reason(event.Reason)} {event.Message}".strip()
+            else:
+                reason = "disconnected"
+            self._halt_soon(session, reason)
+        elif isinstance(event, (pb.StreamReplaced, pb.TemporaryBan, pb.ClientOutdated)):
+            kind = type(event).__name__
+            self._emit(EngineFailure(ref, kind.lower(), f"whatsapp ended the session: {kind}"))
+            if not session.terminal:
+                self._status(session, SessionStatus.FAILED, reason=kind.lower(), final=True)
+            self._halt_soon(session, "fatal")
+        elif isinstance(event, pb.KeepAliveTimeout):
+            self._emit(EngineFailure(ref, "keepalive_timeout", "whatsapp stopped answering keepalives", True))
+
+    def _on_pair_status(self, session: _Session, event: Any) -> None:
+        if event.Status == pb.PairStatus.SUCCESS:
+            session.jid = jid_string(event.ID)
+            self._cancel_qr_timer(session)
+            phone = event.ID.User or None
+            self._status(session, SessionStatus.CONNECTING, reason="paired", jid=session.jid, phone_number=phone)
+        else:
+            self._emit(EngineFailure(session.ref, "pair_failed", event.Error or "pairing failed", True))
+
+    # -- pairing codes and QR expiry ------------------------------------------------------------------
+
+    def _pair_phone(self, session: _Session, client: Any, phone_number: str) -> str:
+        code = str(client.PairPhone(phone_number, True, ClientName.LINUX, ClientType.CHROME))
+        session.pairing_code = code
+        self._emit(PairingCode(session.ref, code, phone_number))
+        self._status(session, SessionStatus.PAIRING)
+        return code
+
+    def _pair_in_background(self, session: _Session, phone_number: str) -> None:
+        try:
+            self._go_call(session, lambda client: self._pair_phone(session, client, phone_number))
+        except EngineError as exc:
+            self._emit(EngineFailure(session.ref, "pairing_code_failed", exc.message, exc.retryable))
+
+    def _arm_qr_timer(self, session: _Session, sequence: int) -> None:
+        self._cancel_qr_timer(session)
+        assert self._loop is not None
+        session.qr_timer = self._loop.call_later(session.request.qr_timeout, self._qr_expired, session, sequence)
+
+    def _cancel_qr_timer(self, session: _Session) -> None:
+        timer = session.qr_timer
+        if timer is not None:
+            session.qr_timer = None
+            self._call_on_loop(timer.cancel)
+
+    def _qr_expired(self, session: _Session, sequence: int) -> None:
+        if session.qr_seq == sequence and sequence >= session.request.max_qr_codes and not session.connected:
+            self._qr_timeout(session, f"{sequence} qr codes expired unscanned")
+
+    def _qr_timeout(self, session: _Session, reason: str) -> None:
+        if session.terminal or session.connected or session.jid:
+            return
+        self._status(session, SessionStatus.QR_TIMEOUT, reason=reason, final=True)
+        self._halt_soon(session, "qr_timeout")
+
+    # -- calls into Go --------------------------------------------------------------------------------
+
+    def _go_call(self, session: _Session, fn: Callable[[Any], T]) -> T:
+        """Call `fn(client)` under the shared gate, translating neonize's errors (on an executor thread)."""
+        with _GATE.shared():
+            client = session.client
+            if client is None or not session.go_live or session.halt:
+                raise NotConnected("the session has no live connection", session=str(session.ref))
+            try:
+                return fn(client)
+            except NeonizeError as exc:
+                raise _translate_error(exc, session.ref) from exc
+
+    async def _go(self, session: _Session, fn: Callable[[Any], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._go_call, session, fn)
+
+    async def _halt(self, session: _Session, reason: str) -> None:
+        await asyncio.wrap_future(self._halt_soon(session, reason))
+
+    def _halt_soon(self, session: _Session, reason: str) -> Future[None]:
+        """End the session's current attempt (Go's `Stop`, exclusively, on an executor thread)."""
+        if session.halt is None:
+            session.halt = reason
+        client = session.client
+
+        def halt() -> None:
+            if client is not None:
+                self._stop_client(session, client, final=False)
+
+        return self._executor.submit(halt)
+
+    # -- events out -----------------------------------------------------------------------------------
+
+    def _status(self, session: _Session, status: SessionStatus, *, final: bool = False, **data: Any) -> None:
+        if session.terminal:
+            return
+        session.terminal = final
+        session.status = status
+        self._emit(StatusChanged(session.ref, status, **data))
+
+    def _emit(self, event: EngineEvent) -> None:
+        self._call_on_loop(self._deliver, event)
+
+    def _deliver(self, event: EngineEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception as exc:  # one bad consumer must not stop the others' events
+            log.error("whatsmeow.sink_failed", event_type=type(event).__name__, error=repr(exc), exc_info=exc)
+
+    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            log.warning("whatsmeow.no_event_loop", call=getattr(fn, "__name__", "?"))
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed between the check and the call
+            log.warning("whatsmeow.event_loop_closed", call=getattr(fn, "__name__", "?"))
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        if self._given_loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    def _session(self, ref: SessionRef) -> _Session | None:
+        with self._lock:
+            return self._sessions.get(ref)
+
+    def _hosted(self, ref: SessionRef) -> _Session:
+        session = self._session(ref)
+        if session is None:
+            raise UnknownSession("this worker does not host the session", session=str(ref))
+        return session
+
+
+def _translate_error(exc: NeonizeError, ref: SessionRef) -> EngineError:
+    """Map a neonize error to ours (whatsmeow's errors arrive as text only)."""
+    text = str(exc)
+    lowered = text.lower()
+    if any(s in lowered for s in ("not connected", "not logged in", "websocket", "timed out", "context canceled")):
+        return NotConnected(f"whatsapp is not reachable: {text}", session=str(ref))
+    if any(s in lowered for s in ("invalid jid", "unknown server", "server returned error 4", "not on whatsapp")):
+        return SendRejected(f"whatsapp refused: {text}", session=str(ref))
+    return EngineError(f"whatsmeow failed: {text}", session=str(ref))
