@@ -572,6 +572,17 @@ class EventRepository:
 
         return await self._x.run("events.append", run)
 
+    async def append_many(self, entries: Sequence[tuple[str, str | None, dict[str, Any]]]) -> None:
+        """Append events given as (type, session_id, payload), in this order (ids increase along it)."""
+        if not entries:
+            return
+        rows = [{"type": kind, "session_id": session, "payload": payload} for kind, session, payload in entries]
+
+        async def run(conn: AsyncConnection) -> None:
+            await conn.execute(insert(events), rows)
+
+        await self._x.run("events.append_many", run)
+
     async def list_after(
         self,
         after_id: int = 0,

@@ -18,13 +18,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import segno
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import select, text
 
 from zapgate.background import TaskGroup
 from zapgate.db import notify, placements
@@ -32,7 +33,7 @@ from zapgate.db.keystore import provision_keystore
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
 from zapgate.db.placements import Placement
-from zapgate.db.tables import messages
+from zapgate.db.tables import contacts, messages
 from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER, jid_user, phone_jid
 from zapgate.domain.records import MessageStatus
@@ -62,6 +63,7 @@ from zapgate.services.sandbox import PostgresSandboxNetwork
 log = get_logger(__name__)
 
 LEASE_TTL = 10.0  # seconds a lease lives without renewal
+EVENT_BATCH = 500  # engine events stored per round (runs of receipts share a transaction)
 SEND_BATCH = 200  # pending messages claimed at once per session
 
 # a status only ever moves forward along this order (a late "sent" never undoes "read")
@@ -381,17 +383,40 @@ class Worker:
 
     async def _consume_events(self) -> None:
         while True:
-            event = await self._events.get()
-            await self._store_safely(event)
+            batch = [await self._events.get()]
+            while len(batch) < EVENT_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            await self._store_batch(batch)
 
     async def _drain_events(self) -> None:
+        batch = []
         while not self._events.empty():
-            await self._store_safely(self._events.get_nowait())
+            batch.append(self._events.get_nowait())
+        await self._store_batch(batch)
 
-    async def _store_safely(self, event: EngineEvent) -> None:
+    async def _store_batch(self, batch: list[EngineEvent]) -> None:
+        """Store events in their order; a run of receipts of one client goes in one transaction."""
+        start = 0
+        while start < len(batch):
+            event = batch[start]
+            end = start + 1
+            if isinstance(event, Receipt):
+                while (
+                    end < len(batch)
+                    and isinstance(batch[end], Receipt)
+                    and batch[end].ref.client_id == event.ref.client_id
+                ):
+                    end += 1
+                receipts = [item for item in batch[start:end] if isinstance(item, Receipt)]
+                await self._with_retries(partial(self._store_receipts, receipts), event)
+            else:
+                await self._with_retries(partial(self._store, event), event)
+            start = end
+
+    async def _with_retries(self, store: Callable[[], Awaitable[None]], event: EngineEvent) -> None:
         for attempt in range(5):
             try:
-                await self._store(event)
+                await store()
                 return
             except SessionNotFound:
                 return  # deleted meanwhile
@@ -413,7 +438,7 @@ class Worker:
         elif isinstance(event, InboundMessage):
             await self._store_inbound(event)
         elif isinstance(event, Receipt):
-            await self._store_receipt(event)
+            await self._store_receipts([event])
         elif isinstance(event, EngineFailure):
             await self._store_failure(event)
 
@@ -538,38 +563,69 @@ class Worker:
 
         await self._manager.execute_transaction(ref.client_id, work)
 
-    async def _store_receipt(self, event: Receipt) -> None:
-        ref = event.ref
-        lower = [s.value for s, rank in _STATUS_RANK.items() if rank < _STATUS_RANK[event.status]]
+    async def _store_receipts(self, receipts: list[Receipt]) -> None:
+        """Move messages forward by receipts (never backwards), with one message-status event per step."""
+        client = receipts[0].ref.client_id
+        for receipt in receipts:
+            if (hosted := self._hosted.get(receipt.ref)) is not None:
+                hosted.last_active = time.monotonic()
 
         async def work(tx: Transaction) -> None:
-            session = await tx.session.find_unique(ref.session_id)
-            if session is None:
-                raise SessionNotFound(f"session {ref} not found")
-            session_row_id = session.id
-            stmt = (
-                update(messages)
-                .where(
-                    and_(
-                        messages.c.session_id == session_row_id,
-                        messages.c.message_id.in_(list(event.message_ids)),
-                        messages.c.direction == "outbound",
-                        messages.c.status.in_(lower),
-                    )
-                )
-                .values(status=event.status.value, updated_at=func.now())
-                .returning(messages.c.message_id)
+            rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
+            reported: dict[tuple[str, str], list[Receipt]] = {}
+            best: dict[tuple[str, str], MessageStatus] = {}
+            for receipt in receipts:
+                row = rows.get(receipt.ref.session_id)
+                if row is None:
+                    continue
+                for message_id in receipt.message_ids:
+                    key = (row, message_id)
+                    reported.setdefault(key, []).append(receipt)
+                    if key not in best or _STATUS_RANK[receipt.status] > _STATUS_RANK[best[key]]:
+                        best[key] = receipt.status
+            if not best:
+                return
+            keys = list(best)
+            result = await tx.connection.execute(
+                _ADVANCE,
+                {
+                    "rows": [row for row, _ in keys],
+                    "ids": [message_id for _, message_id in keys],
+                    "statuses": [best[key].value for key in keys],
+                    "order": _STATUS_ORDER,
+                },
             )
-            changed = [row.message_id for row in await tx.connection.execute(stmt)]
-            for message_id in changed:
-                await _append(
-                    tx,
-                    ref,
-                    EventType.MESSAGE_STATUS,
-                    {"messageId": message_id, "status": event.status.value, "timestamp": event.timestamp.isoformat()},
-                )
+            entries = []
+            for changed in result:
+                key = (changed.session_id, changed.message_id)
+                reached = _STATUS_RANK[MessageStatus(changed.old_status)]
+                for receipt in reported[key]:
+                    if _STATUS_RANK[receipt.status] > reached:
+                        reached = _STATUS_RANK[receipt.status]
+                        payload = {
+                            "sessionId": receipt.ref.session_id,
+                            "messageId": changed.message_id,
+                            "status": receipt.status.value,
+                            "timestamp": receipt.timestamp.isoformat(),
+                        }
+                        entries.append((EventType.MESSAGE_STATUS.value, receipt.ref.session_id, payload))
+            await tx.event.append_many(entries)
 
-        await self._manager.execute_transaction(ref.client_id, work)
+        await self._manager.execute_transaction(client, work)
+
+    async def _session_rows(self, tx: Transaction, client: str, session_ids: set[str]) -> dict[str, str]:
+        """Return the row ids of `client`'s named sessions (known ones from memory)."""
+        found = {}
+        for session_id in session_ids:
+            hosted = self._hosted.get(SessionRef(client, session_id))
+            if hosted is not None:
+                found[session_id] = hosted.session_row_id
+        missing = session_ids - set(found)
+        for session_id in missing:
+            session = await tx.session.find_unique(session_id)
+            if session is not None:
+                found[session_id] = session.id
+        return found
 
     async def _store_failure(self, event: EngineFailure) -> None:
         ref = event.ref
@@ -611,6 +667,7 @@ class Worker:
             hosted.sending = False
 
     async def _send_batch(self, tx: Transaction, ref: SessionRef, hosted: _Hosted) -> int:
+        """Send the oldest pending messages of one session in order; record the outcomes at once."""
         pending = (
             select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
             .where(
@@ -626,81 +683,123 @@ class Worker:
         if not rows:
             return 0
         engine = self._engines[hosted.placement.engine]
-        contacts = {c.id: c for c in await tx.contact.find_many(session_id=hosted.session_row_id)}
-        handled = 0
+        contact_ids = list({row.contact_id for row in rows if not row.chat_jid})
+        numbers = await _contact_numbers(tx, contact_ids)
+        outcomes: list[_Outcome] = []
         for row in rows:
-            contact = contacts.get(row.contact_id)
-            to = row.chat_jid or (contact.phone_number if contact else "")
+            to = row.chat_jid or numbers.get(row.contact_id, "")
             if "@" not in to:
                 to = phone_jid(to)
             try:
                 result = await engine.send_text(ref, to, row.content, row.message_id)
             except (NotConnected, UnknownSession):
                 break  # stays pending: it goes out after the (re)connection
-            except SendRejected as exc:
-                await self._record_send(tx, ref, hosted, row.message_id, MessageStatus.FAILED, to, error=exc.message)
             except EngineError as exc:
-                if not exc.retryable:
-                    await self._record_send(
-                        tx, ref, hosted, row.message_id, MessageStatus.FAILED, to, error=exc.message
-                    )
-                else:
+                if exc.retryable and not isinstance(exc, SendRejected):
                     log.warning("worker.send_retry_later", session=str(ref), error=exc.message)
                     break
+                outcomes.append(_Outcome(row.message_id, row.message_id, MessageStatus.FAILED, to, None, exc.message))
             else:
-                await self._record_send(
-                    tx,
-                    ref,
-                    hosted,
-                    row.message_id,
-                    MessageStatus.SENT,
-                    to,
-                    sent_at=result.timestamp,
-                    assigned_id=result.message_id,
+                outcomes.append(
+                    _Outcome(row.message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None)
                 )
-            handled += 1
             hosted.last_active = time.monotonic()
-        return handled
+        await self._record_sends(tx, ref, hosted, outcomes)
+        return len(outcomes)
 
-    async def _record_send(
-        self,
-        tx: Transaction,
-        ref: SessionRef,
-        hosted: _Hosted,
-        message_id: str,
-        status: MessageStatus,
-        chat_jid: str,
-        *,
-        sent_at: datetime | None = None,
-        error: str | None = None,
-        assigned_id: str | None = None,
-    ) -> None:
-        values: dict[str, Any] = {}
-        if assigned_id and assigned_id != message_id:
-            # the engine could not send under our id (neonize 0.5): receipts will name WhatsApp's
-            values["message_id"] = assigned_id
-        stmt = (
-            update(messages)
-            .where(
-                messages.c.session_id == hosted.session_row_id,
-                messages.c.message_id == message_id,
-                messages.c.status == MessageStatus.PENDING.value,
-            )
-            .values(
-                status=status.value, chat_jid=chat_jid, sent_at=sent_at, error=error, updated_at=func.now(), **values
-            )
-            .returning(messages.c.message_id)
+    async def _record_sends(self, tx: Transaction, ref: SessionRef, hosted: _Hosted, outcomes: list[_Outcome]) -> None:
+        if not outcomes:
+            return
+        result = await tx.connection.execute(
+            _RECORD_SENDS,
+            {
+                "row": hosted.session_row_id,
+                "ids": [o.message_id for o in outcomes],
+                "new_ids": [o.assigned_id for o in outcomes],
+                "statuses": [o.status.value for o in outcomes],
+                "chats": [o.chat_jid for o in outcomes],
+                "sent_at": [o.sent_at for o in outcomes],
+                "errors": [o.error for o in outcomes],
+            },
         )
-        if (await tx.connection.execute(stmt)).one_or_none() is None:
-            return  # a receipt overtook the send: it already moved on
-        payload: dict[str, Any] = {"messageId": values.get("message_id", message_id), "status": status.value}
-        if "message_id" in values:
-            payload["requestedMessageId"] = message_id
-        if error:
-            payload["error"] = error
-        if sent_at:
-            payload["timestamp"] = sent_at.isoformat()
-        await _append(tx, ref, EventType.MESSAGE_STATUS, payload)
+        recorded = {row.requested for row in result}
+        entries = []
+        for outcome in outcomes:
+            if outcome.message_id not in recorded:
+                continue  # a receipt overtook the send: it already moved on
+            payload: dict[str, Any] = {
+                "sessionId": ref.session_id,
+                "messageId": outcome.assigned_id,
+                "status": outcome.status.value,
+            }
+            if outcome.assigned_id != outcome.message_id:
+                # the engine could not send under our id (neonize 0.5): receipts will name WhatsApp's
+                payload["requestedMessageId"] = outcome.message_id
+            if outcome.error:
+                payload["error"] = outcome.error
+            if outcome.sent_at:
+                payload["timestamp"] = outcome.sent_at.isoformat()
+            entries.append((EventType.MESSAGE_STATUS.value, ref.session_id, payload))
+        await tx.event.append_many(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    message_id: str
+    assigned_id: str
+    status: MessageStatus
+    chat_jid: str
+    sent_at: datetime | None
+    error: str | None
+
+
+async def _contact_numbers(tx: Transaction, contact_ids: list[str]) -> dict[str, str]:
+    if not contact_ids:
+        return {}
+    rows = await tx.connection.execute(
+        select(contacts.c.id, contacts.c.phone_number).where(contacts.c.id.in_(contact_ids))
+    )
+    return {row.id: row.phone_number for row in rows}
+
+
+_STATUS_ORDER = [status.value for status in sorted(_STATUS_RANK, key=_STATUS_RANK.__getitem__)]
+
+# move each (session row, message id) to its status if that is further along; return the old status
+_ADVANCE = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:rows AS text[]), CAST(:ids AS text[]), CAST(:statuses AS text[]))
+            AS i(session_row, message_id, status)
+    ), target AS (
+        SELECT m.id, m.status AS old_status, i.status AS new_status
+        FROM messages m JOIN input i ON m.session_id = i.session_row AND m.message_id = i.message_id
+        WHERE m.direction = 'outbound'
+          AND array_position(CAST(:order AS text[]), m.status) < array_position(CAST(:order AS text[]), i.status)
+        FOR UPDATE OF m
+    )
+    UPDATE messages m SET status = t.new_status, updated_at = now()
+    FROM target t WHERE m.id = t.id
+    RETURNING m.session_id, m.message_id, t.old_status
+    """
+)
+
+# record the outcome of sends that are still pending (a receipt may have overtaken one)
+_RECORD_SENDS = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:new_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
+            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[])
+        ) AS i(message_id, new_message_id, status, chat_jid, sent_at, error)
+    )
+    UPDATE messages m
+    SET status = i.status, message_id = i.new_message_id, chat_jid = i.chat_jid, sent_at = i.sent_at,
+        error = i.error, updated_at = now()
+    FROM input i
+    WHERE m.session_id = :row AND m.message_id = i.message_id AND m.status = 'pending'
+    RETURNING i.message_id AS requested
+    """
+)
 
 
 def _status_changes(event: StatusChanged) -> dict[str, Any]:
