@@ -44,14 +44,20 @@ def _database(settings: Settings) -> AbstractContextManager[str]:
     return open_database(settings.database_url, settings.data_dir)
 
 
-def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the database, run `action(client_service)` and close everything; errors become one line."""
+def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]], *, sessions: bool = False) -> T:
+    """Open the database, run `action(service)` and close everything; errors become one line.
+
+    The service is the ClientService, or with `sessions` the SessionService.
+    """
     from zapgate.db.manager import ConnectionManager
     from zapgate.services.clients import ClientService
+    from zapgate.services.sessions import SessionService
 
     async def main(url: str) -> T:
         async with ConnectionManager(url, pool_size=2, pool_timeout=settings.db_pool_timeout) as manager:
             await manager.migrate_registry()
+            if sessions:
+                return await action(SessionService(manager, default_engine=settings.default_engine))
             return await action(ClientService(manager))
 
     try:
@@ -267,3 +273,110 @@ def clients_delete(client_id: str, yes: bool) -> None:
         _fail("aborted, nothing deleted", 1)
     _run_with_services(_quiet_settings(), lambda service: service.delete(client_id))
     click.echo(f"client {client_id} deleted")
+
+
+@main.group()
+def sessions() -> None:
+    """Create, inspect and drive sessions (WhatsApp numbers) of a client; pair sandbox sessions."""
+
+
+def _session_line(session: Any) -> str:
+    phone = session.phone_number or "-"
+    updated = f"{session.updated_at:%Y-%m-%d %H:%M:%S}"
+    return f"{session.session_id:<24}  {session.status:<12}  {session.engine:<9}  {phone:<16}  {updated}"
+
+
+def _sessions_call(action: Callable[[Any], Awaitable[T]]) -> T:
+    return _run_with_services(_quiet_settings(), action, sessions=True)
+
+
+@sessions.command("create")
+@click.argument("client_id")
+@click.argument("session_id")
+@click.option("--engine", type=click.Choice(["whatsmeow", "sandbox"]), help="Default: ZAPGATE_DEFAULT_ENGINE.")
+@click.option("--phone", "phone_number", help="Pair by a code for this number instead of by QR code.")
+def sessions_create(client_id: str, session_id: str, engine: str | None, phone_number: str | None) -> None:
+    """Create SESSION_ID for CLIENT_ID; a worker starts it (QR code, or pairing code with --phone)."""
+    created = _sessions_call(lambda s: s.create(client_id, session_id, engine=engine, phone_number=phone_number))
+    click.echo(f"session {created.session_id} created on {created.engine}; a worker starts it now")
+
+
+@sessions.command("list")
+@click.argument("client_id")
+def sessions_list(client_id: str) -> None:
+    """List CLIENT_ID's sessions."""
+    found = _sessions_call(lambda s: s.list(client_id))
+    if not found:
+        click.echo("no sessions yet: create one with `zapgate sessions create CLIENT SESSION`")
+        return
+    click.echo(f"{'SESSION':<24}  {'STATUS':<12}  {'ENGINE':<9}  {'PHONE':<16}  UPDATED")
+    for session in found:
+        click.echo(_session_line(session))
+
+
+@sessions.command("show")
+@click.argument("client_id")
+@click.argument("session_id")
+def sessions_show(client_id: str, session_id: str) -> None:
+    """Show a session; while it shows a QR code, print it to scan from the terminal."""
+    import segno
+
+    view = _sessions_call(lambda s: s.get(client_id, session_id))
+    session = view.session
+    click.echo(_session_line(session))
+    if session.last_error:
+        click.echo(f"last error: {session.last_error}")
+    if session.pairing_code:
+        click.echo(f"pairing code: {session.pairing_code}")
+    if session.qr_code:
+        segno.make(session.qr_code, error="l").terminal(compact=True)
+        click.echo(f"QR code valid until {session.qr_expires_at:%H:%M:%S}")
+
+
+@sessions.command("send")
+@click.argument("client_id")
+@click.argument("session_id")
+@click.argument("to")
+@click.argument("text")
+def sessions_send(client_id: str, session_id: str, to: str, text: str) -> None:
+    """Send TEXT to TO (a phone number with country code, or a JID); prints the message id."""
+    message = _sessions_call(lambda s: s.send_text(client_id, session_id, to, text))
+    click.echo(f"{message.message_id} {message.status}")
+
+
+def _session_action(name: str, verb: str, doc: str) -> None:
+    @sessions.command(name)
+    @click.argument("client_id")
+    @click.argument("session_id")
+    def command(client_id: str, session_id: str) -> None:
+        _sessions_call(lambda s: getattr(s, verb)(client_id, session_id))
+        click.echo(f"session {session_id}: {name} requested")
+
+    command.__doc__ = doc
+
+
+_session_action("restart", "restart", "Start the session again (restored from its keys when linked).")
+_session_action("stop", "stop", "Disconnect the session, keeping its keys.")
+_session_action("logout", "logout", "Unlink the session from the phone and delete its keys.")
+_session_action("delete", "delete", "Delete the session with its contacts and messages.")
+
+
+@sessions.command("scan")
+@click.argument("client_id")
+@click.argument("session_id")
+@click.argument("phone")
+def sessions_scan(client_id: str, session_id: str, phone: str) -> None:
+    """Sandbox: a simulated phone with number PHONE scans the session's QR code."""
+    _sessions_call(lambda s: s.sandbox_scan(client_id, session_id, phone))
+    click.echo(f"the simulated phone {phone} scanned the QR code of {session_id}")
+
+
+@sessions.command("inject")
+@click.argument("client_id")
+@click.argument("session_id")
+@click.argument("sender")
+@click.argument("text")
+def sessions_inject(client_id: str, session_id: str, sender: str, text: str) -> None:
+    """Sandbox: deliver TEXT to the session as if SENDER's phone wrote it."""
+    message_id = _sessions_call(lambda s: s.sandbox_inject(client_id, session_id, sender, text))
+    click.echo(message_id)

@@ -226,3 +226,33 @@ async def test_version_is_printed_by_the_installed_command(tmp_path: Path) -> No
 
     as_module = await run_zapgate("--version", env=clean_environ(), cwd=tmp_path)
     assert as_module.stdout.strip() == f"zapgate, version {__version__}"
+
+
+async def test_sessions_commands(cli: CliRunner) -> None:
+    issued_key(await cli("clients", "create", "acme"))
+    created = await cli("sessions", "create", "acme", "alice", "--engine", "sandbox")
+    assert created.returncode == 0, created.stderr
+    assert "session alice created on sandbox" in created.stdout
+    listed = await cli("sessions", "list", "acme")
+    assert listed.returncode == 0 and re.search(r"^alice\s+created\s+sandbox", listed.stdout, re.MULTILINE)
+    sent = await cli("sessions", "send", "acme", "alice", "+55 11 99999-0002", "olá")
+    assert sent.returncode == 0 and re.fullmatch(r"3EB0[0-9A-F]{20} pending\n", sent.stdout)
+
+    bad = await asyncio.gather(
+        cli("sessions", "create", "acme", "a b"),
+        cli("sessions", "create", "acme", "alice"),
+        cli("sessions", "create", "Acme", "x"),
+        cli("sessions", "send", "acme", "alice", "123", "x"),
+        cli("sessions", "send", "acme", "alice", "5511999990002", "x" * 4097),
+        cli("sessions", "show", "acme", "nobody"),
+        cli("sessions", "scan", "acme", "alice", "not-a-number"),
+    )
+    assert_error_line(bad[0], returncode=2, mentions="invalid session id")
+    assert_error_line(bad[1], returncode=1, mentions="already exists")
+    assert_error_line(bad[2], returncode=2, mentions=CLIENT_ID_RULE)
+    assert_error_line(bad[3], returncode=2, mentions="invalid phone number")
+    assert_error_line(bad[4], returncode=2, mentions="at most 4096 characters")
+    assert_error_line(bad[5], returncode=1, mentions="not found")
+    assert_error_line(bad[6], returncode=2, mentions="invalid phone number")
+    relisted = await cli("sessions", "list", "acme")
+    assert relisted.stdout == listed.stdout  # nothing changed
