@@ -8,6 +8,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -345,3 +346,30 @@ async def test_qr_codes_then_timeout_and_logged_out_and_drops() -> None:
     await asyncio.sleep(0.05)
     assert dropped.session.halt == "disconnected"  # the session thread then applies the reconnection policy
     await engine.close()
+
+
+async def test_go_waits_until_a_message_is_stored_before_whatsapp_hears_it_was_received() -> None:
+    # whatsmeow acknowledges a message when the event handler returns: it must not return before the
+    # worker stored it (the event's ack), or a crash in between would lose the message for good
+    events: list[EngineEvent] = []
+    engine = WhatsmeowEngine(events.append, lambda c: ":memory:")
+    engine._loop = asyncio.get_running_loop()
+    fed = _Fed(engine, StartRequest(SessionRef("acme", "s1"), StartMode.QR, qr_timeout=30))
+    phone = _jid("5511988887777")
+    returned = threading.Event()
+
+    def deliver_from_go_thread() -> None:
+        fed.event(_message(_source(phone, phone), wa.Message(conversation="hold me")))
+        returned.set()
+
+    thread = threading.Thread(target=deliver_from_go_thread)
+    thread.start()
+    await _until(lambda: any(isinstance(e, InboundMessage) for e in events))
+    await asyncio.sleep(0.2)
+    assert not returned.is_set()  # Go is still held: nothing acknowledged to WhatsApp yet
+    inbound = next(e for e in events if isinstance(e, InboundMessage))
+    assert inbound.ack is not None
+    inbound.ack()  # the worker stored it
+    await asyncio.to_thread(returned.wait, 5)
+    assert returned.is_set()
+    thread.join(5)

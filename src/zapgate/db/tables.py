@@ -195,6 +195,9 @@ sandbox_mail = Table(
     Column("address", Text, nullable=False),
     Column("envelope", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # mail handed to a worker stays until that worker stored what it carried (then it is deleted);
+    # if the worker dies first, the mail is handed out again after this moment
+    Column("taken_until", DateTime(timezone=True), nullable=True),
 )
 Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
 

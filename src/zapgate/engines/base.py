@@ -98,6 +98,9 @@ class InboundMessage:
     push_name: str | None = None
     is_group: bool = False
     from_me: bool = False
+    # called once the message is stored: an engine that can hold it (not acknowledge it to WhatsApp,
+    # or keep it in the sandbox's mailbox) until then gets it again after a crash instead of losing it
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class Receipt:
     status: MessageStatus
     chat_jid: str
     timestamp: datetime
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)  # as InboundMessage.ack
 
 
 @dataclass(frozen=True, slots=True)

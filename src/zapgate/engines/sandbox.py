@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -89,8 +90,15 @@ class SandboxNetwork(Protocol):
     async def post(self, address: str, mail: Mail) -> None:
         """Leave `mail` in the mailbox at `address`."""
 
-    async def collect(self, addresses: Collection[str]) -> list[tuple[str, Mail]]:
-        """Take the waiting mail of `addresses`, oldest first."""
+    async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
+        """Hand out the waiting mail of `addresses`, oldest first, as (mail id, address, mail).
+
+        Mail handed out stays in the mailbox until acknowledged; unacknowledged mail is handed out again
+        after a while (its taker may have died before storing what it carried).
+        """
+
+    async def ack(self, mail_ids: Collection[int]) -> None:
+        """Delete mail that has been dealt with."""
 
     async def wait_for_mail(self, at_most: float) -> None:
         """Return when mail may have arrived, or after `at_most` seconds."""
@@ -101,8 +109,10 @@ class LocalSandboxNetwork:
 
     def __init__(self) -> None:
         self._links: dict[str, SessionRef] = {}
-        self._boxes: dict[str, deque[Mail]] = {}
+        self._boxes: dict[str, deque[tuple[int, Mail]]] = {}
         self._arrived = asyncio.Event()
+        self._ids = itertools.count(1)
+        self.unacknowledged: dict[int, Mail] = {}
 
     async def link(self, phone: str, ref: SessionRef) -> None:
         current = self._links.get(phone)
@@ -118,16 +128,21 @@ class LocalSandboxNetwork:
         return self._links.get(phone)
 
     async def post(self, address: str, mail: Mail) -> None:
-        self._boxes.setdefault(address, deque()).append(mail)
+        self._boxes.setdefault(address, deque()).append((next(self._ids), mail))
         self._arrived.set()
 
-    async def collect(self, addresses: Collection[str]) -> list[tuple[str, Mail]]:
-        taken: list[tuple[str, Mail]] = []
+    async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
+        taken: list[tuple[int, str, Mail]] = []
         for address in addresses:
             box = self._boxes.pop(address, None)
             if box:
-                taken.extend((address, mail) for mail in box)
-        return taken
+                taken.extend((mail_id, address, mail) for mail_id, mail in box)
+        self.unacknowledged.update((mail_id, mail) for mail_id, _, mail in taken)
+        return sorted(taken, key=lambda item: item[0])
+
+    async def ack(self, mail_ids: Collection[int]) -> None:
+        for mail_id in mail_ids:
+            self.unacknowledged.pop(mail_id, None)
 
     async def wait_for_mail(self, at_most: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -160,6 +175,7 @@ class SandboxEngine:
         self._reconnect_delay = reconnect_delay
         self._sessions: dict[SessionRef, _Session] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
 
     # -- the Engine protocol ------------------------------------------------------------------------------
 
@@ -284,23 +300,25 @@ class SandboxEngine:
                 if session.phone is not None and session.status is SessionStatus.CONNECTED:
                     addresses.append(phone_address(session.phone))
             try:
-                for address, mail in await self._network.collect(addresses) if addresses else []:
-                    await self._deliver(address, mail)
+                for mail_id, address, mail in await self._network.collect(addresses) if addresses else []:
+                    await self._deliver(mail_id, address, mail)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the network (database) may be briefly away: try again later
                 log.warning("sandbox.mail_failed", error=repr(exc))
             await self._network.wait_for_mail(MAIL_POLL_INTERVAL)
 
-    async def _deliver(self, address: str, mail: Mail) -> None:
+    async def _deliver(self, mail_id: int, address: str, mail: Mail) -> None:
         kind = mail.get("kind")
         session = self._addressee(address)
         if session is None:
             await self._network.post(address, mail)  # not ours (any more): leave it for whoever hosts it
+            await self._network.ack([mail_id])
             return
         if kind == "message":
-            await self._receive(session, mail)
-        elif kind == "receipt":
+            await self._receive(session, mail, self._acker(mail_id))
+            return
+        if kind == "receipt":
             self._emit(
                 Receipt(
                     ref=session.ref,
@@ -308,9 +326,25 @@ class SandboxEngine:
                     status=MessageStatus(mail["status"]),
                     chat_jid=f"{mail['from']}@{USER_SERVER}",
                     timestamp=datetime.fromisoformat(mail["timestamp"]),
+                    ack=self._acker(mail_id),
                 )
             )
-        elif kind == "scan":
+            return
+        await self._control(session, kind, mail)
+        await self._network.ack([mail_id])
+
+    def _acker(self, mail_id: int) -> Callable[[], None]:
+        """Return the callback that deletes mail `mail_id` once what it carried is stored."""
+
+        def ack() -> None:
+            task = asyncio.get_running_loop().create_task(self._network.ack([mail_id]))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+        return ack
+
+    async def _control(self, session: _Session, kind: object, mail: Mail) -> None:
+        if kind == "scan":
             await self._scanned(session, str(mail["phone"]))
         elif kind == "enter_code":
             await self._code_entered(session, str(mail["code"]))
@@ -327,7 +361,7 @@ class SandboxEngine:
                 return session
         return None
 
-    async def _receive(self, session: _Session, mail: Mail) -> None:
+    async def _receive(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> None:
         sender = str(mail["from"])
         sender_jid = f"{sender}@{USER_SERVER}"
         self._emit(
@@ -341,6 +375,7 @@ class SandboxEngine:
                 text=str(mail["text"]),
                 timestamp=datetime.fromisoformat(mail["timestamp"]),
                 push_name=mail.get("push_name"),
+                ack=ack,
             )
         )
         if await self._network.linked_session(sender) is not None and session.phone is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import gc
 import subprocess
 import threading
@@ -72,6 +73,8 @@ from zapgate.engines.base import (
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
+
+STORE_WAIT = 30.0  # seconds Go's event thread waits for a message or receipt to be stored
 T = TypeVar("T")
 
 START_GATE_TIMEOUT = 20.0  # seconds a start may hold the gate before it is released anyway (a hung dial)
@@ -663,13 +666,27 @@ class WhatsmeowEngine:
         if isinstance(event, pb.Message):
             message = translate_message(ref, event)
             if message is not None:
-                self._emit(message)
+                self._emit_and_wait_until_stored(message)
         elif isinstance(event, pb.Receipt):
             receipt = translate_receipt(ref, event)
             if receipt is not None:
-                self._emit(receipt)
+                self._emit_and_wait_until_stored(receipt)
         else:
             self._on_connection_event(session, event)
+
+    def _emit_and_wait_until_stored(self, event: InboundMessage | Receipt) -> None:
+        """Hand `event` over and hold Go's thread until it is stored: whatsmeow acknowledges a message to
+        WhatsApp when this handler returns, and an acknowledged message is never delivered again."""
+        try:
+            on_loop_thread = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop runs in this thread: Go's own thread, as it should be
+            on_loop_thread = False
+        stored = threading.Event()
+        self._emit(dataclasses.replace(event, ack=stored.set))
+        if on_loop_thread:
+            return  # fed from the event loop itself (tests): waiting here would wait forever
+        if not stored.wait(STORE_WAIT):
+            log.warning("whatsmeow.store_wait_expired", session=str(event.ref), kind=type(event).__name__)
 
     def _on_connection_event(self, session: _Session, event: Any) -> None:
         ref = session.ref

@@ -92,6 +92,8 @@ class _Hosted:
     status: SessionStatus = SessionStatus.CREATED
     last_active: float = field(default_factory=time.monotonic)
     sending: bool = False
+    in_flight: set[str] = field(default_factory=set)  # message ids sent but not yet recorded as sent
+    deferred: list[Receipt] = field(default_factory=list)  # receipts that overtook their send
 
 
 def available_engines() -> tuple[str, ...]:
@@ -413,22 +415,29 @@ class Worker:
                 await self._with_retries(partial(self._store, event), event)
             start = end
 
-    async def _with_retries(self, store: Callable[[], Awaitable[None]], event: EngineEvent) -> None:
+    async def _with_retries(self, store: Callable[[], Awaitable[list[Ack]]], event: EngineEvent) -> None:
+        """Store, retrying while the database is away; then acknowledge what was stored."""
         for attempt in range(5):
             try:
-                await store()
-                return
+                acks = await store()
             except SessionNotFound:
-                return  # deleted meanwhile
+                acks = _acks(event)  # deleted meanwhile: nothing to keep
             except Exception as exc:
                 log.warning("worker.store_failed", kind=type(event).__name__, attempt=attempt, error=repr(exc))
                 await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        log.error("worker.event_lost", kind=type(event).__name__, session=str(event.ref))
+                continue
+            for ack in acks:
+                ack()
+            return
+        # not acknowledged: an engine that can (the sandbox; whatsmeow up to its wait) hands it over again
+        log.error("worker.event_not_stored", kind=type(event).__name__, session=str(event.ref))
 
-    async def _store(self, event: EngineEvent) -> None:
+    async def _store(self, event: EngineEvent) -> list[Ack]:
         hosted = self._hosted.get(event.ref)
         if hosted is not None:
             hosted.last_active = time.monotonic()
+        if isinstance(event, Receipt):
+            return await self._store_receipts([event])
         if isinstance(event, StatusChanged):
             await self._store_status(event)
         elif isinstance(event, QrCode):
@@ -437,10 +446,9 @@ class Worker:
             await self._store_pairing_code(event)
         elif isinstance(event, InboundMessage):
             await self._store_inbound(event)
-        elif isinstance(event, Receipt):
-            await self._store_receipts([event])
         elif isinstance(event, EngineFailure):
             await self._store_failure(event)
+        return _acks(event)
 
     async def _store_status(self, event: StatusChanged) -> None:
         ref = event.ref
@@ -563,12 +571,15 @@ class Worker:
 
         await self._manager.execute_transaction(ref.client_id, work)
 
-    async def _store_receipts(self, receipts: list[Receipt]) -> None:
-        """Move messages forward by receipts (never backwards), with one message-status event per step."""
+    async def _store_receipts(self, receipts: list[Receipt]) -> list[Ack]:
+        """Move messages forward by receipts (never backwards), with one message-status event per step.
+
+        Returns the acknowledgements of the receipts stored (deferred ones are acknowledged later).
+        """
         client = receipts[0].ref.client_id
-        for receipt in receipts:
-            if (hosted := self._hosted.get(receipt.ref)) is not None:
-                hosted.last_active = time.monotonic()
+        receipts = self._not_overtaking(receipts)
+        if not receipts:
+            return []
 
         async def work(tx: Transaction) -> None:
             rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
@@ -612,6 +623,22 @@ class Worker:
             await tx.event.append_many(entries)
 
         await self._manager.execute_transaction(client, work)
+        return [ack for receipt in receipts for ack in _acks(receipt)]
+
+    def _not_overtaking(self, receipts: list[Receipt]) -> list[Receipt]:
+        """Return the receipts that may be stored now; defer those whose message is still being sent."""
+        ready = []
+        for receipt in receipts:
+            hosted = self._hosted.get(receipt.ref)
+            if hosted is None:
+                ready.append(receipt)
+                continue
+            hosted.last_active = time.monotonic()
+            if hosted.in_flight.intersection(receipt.message_ids):
+                hosted.deferred.append(receipt)  # stored once its send is recorded: sent, then delivered
+            else:
+                ready.append(receipt)
+        return ready
 
     async def _session_rows(self, tx: Transaction, client: str, session_ids: set[str]) -> dict[str, str]:
         """Return the row ids of `client`'s named sessions (known ones from memory)."""
@@ -654,20 +681,38 @@ class Worker:
                 waiting.cancel()
 
     async def _send_pending(self, ref: SessionRef, hosted: _Hosted) -> None:
+        """Send the session's pending messages, oldest first, in batches.
+
+        Each batch is claimed in a short transaction (FOR UPDATE SKIP LOCKED), sent with no transaction
+        open (a send may wait on the network; an engine may need the database itself), then recorded.
+        A crash in between leaves the rows pending: they are sent again under the same message ids.
+        """
         try:
             while hosted.status is SessionStatus.CONNECTED and self._hosted.get(ref) is hosted:
-                sent = await self._manager.execute_transaction(
-                    ref.client_id, lambda tx: self._send_batch(tx, ref, hosted)
-                )
-                if sent < SEND_BATCH:
+                batch = await self._manager.execute_transaction(ref.client_id, partial(self._claim_batch, hosted))
+                if not batch:
+                    return
+                hosted.in_flight = {message_id for message_id, _, _ in batch}
+                try:
+                    outcomes = await self._send_rows(ref, hosted, batch)
+                    await self._manager.execute_transaction(
+                        ref.client_id, partial(self._record_sends, ref=ref, hosted=hosted, outcomes=outcomes)
+                    )
+                finally:
+                    hosted.in_flight = set()
+                    # receipts that arrived before their message was recorded as sent are stored after it
+                    for receipt in hosted.deferred:
+                        self._events.put_nowait(receipt)
+                    hosted.deferred = []
+                if len(outcomes) < len(batch) or len(batch) < SEND_BATCH:
                     return
         except Exception as exc:
             log.warning("worker.send_failed", session=str(ref), error=repr(exc))
         finally:
             hosted.sending = False
 
-    async def _send_batch(self, tx: Transaction, ref: SessionRef, hosted: _Hosted) -> int:
-        """Send the oldest pending messages of one session in order; record the outcomes at once."""
+    async def _claim_batch(self, hosted: _Hosted, tx: Transaction) -> list[tuple[str, str, str]]:
+        """Return the oldest pending messages of the session as (message id, text, recipient JID)."""
         pending = (
             select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
             .where(
@@ -680,34 +725,35 @@ class Worker:
             .with_for_update(skip_locked=True)
         )
         rows = (await tx.connection.execute(pending)).all()
-        if not rows:
-            return 0
-        engine = self._engines[hosted.placement.engine]
-        contact_ids = list({row.contact_id for row in rows if not row.chat_jid})
-        numbers = await _contact_numbers(tx, contact_ids)
-        outcomes: list[_Outcome] = []
+        numbers = await _contact_numbers(tx, list({row.contact_id for row in rows if not row.chat_jid}))
+        batch = []
         for row in rows:
             to = row.chat_jid or numbers.get(row.contact_id, "")
-            if "@" not in to:
-                to = phone_jid(to)
+            batch.append((row.message_id, row.content, to if "@" in to else phone_jid(to)))
+        return batch
+
+    async def _send_rows(self, ref: SessionRef, hosted: _Hosted, batch: list[tuple[str, str, str]]) -> list[_Outcome]:
+        """Send in order until the session cannot send any more; return what happened to each."""
+        engine = self._engines[hosted.placement.engine]
+        outcomes: list[_Outcome] = []
+        for message_id, content, to in batch:
             try:
-                result = await engine.send_text(ref, to, row.content, row.message_id)
+                result = await engine.send_text(ref, to, content, message_id)
             except (NotConnected, UnknownSession):
                 break  # stays pending: it goes out after the (re)connection
             except EngineError as exc:
                 if exc.retryable and not isinstance(exc, SendRejected):
                     log.warning("worker.send_retry_later", session=str(ref), error=exc.message)
                     break
-                outcomes.append(_Outcome(row.message_id, row.message_id, MessageStatus.FAILED, to, None, exc.message))
+                outcomes.append(_Outcome(message_id, message_id, MessageStatus.FAILED, to, None, exc.message))
             else:
-                outcomes.append(
-                    _Outcome(row.message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None)
-                )
+                outcomes.append(_Outcome(message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None))
             hosted.last_active = time.monotonic()
-        await self._record_sends(tx, ref, hosted, outcomes)
-        return len(outcomes)
+        return outcomes
 
-    async def _record_sends(self, tx: Transaction, ref: SessionRef, hosted: _Hosted, outcomes: list[_Outcome]) -> None:
+    async def _record_sends(
+        self, tx: Transaction, *, ref: SessionRef, hosted: _Hosted, outcomes: list[_Outcome]
+    ) -> None:
         if not outcomes:
             return
         result = await tx.connection.execute(
@@ -800,6 +846,15 @@ _RECORD_SENDS = text(
     RETURNING i.message_id AS requested
     """
 )
+
+
+Ack = Callable[[], None]
+
+
+def _acks(event: EngineEvent) -> list[Ack]:
+    """Return the acknowledgement an event carries, if any."""
+    ack = event.ack if isinstance(event, InboundMessage | Receipt) else None
+    return [ack] if ack is not None else []
 
 
 def _status_changes(event: StatusChanged) -> dict[str, Any]:

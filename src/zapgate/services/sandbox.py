@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Collection
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from zapgate.db import notify
@@ -15,6 +16,9 @@ from zapgate.db.tables import sandbox_mail, sandbox_phones
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import Mail, PhoneInUse
 
+MAIL_LEASE = 10.0  # seconds handed-out mail waits for its acknowledgement before it is handed out again
+DIRECTORY_TTL = 1.0  # seconds a phone-directory answer is reused (one lookup per send would dominate sends)
+
 
 class PostgresSandboxNetwork:
     """`SandboxNetwork` over the registry tables `sandbox_phones` and `sandbox_mail`."""
@@ -22,8 +26,10 @@ class PostgresSandboxNetwork:
     def __init__(self, manager: ConnectionManager, wake: asyncio.Event | None = None) -> None:
         self._manager = manager
         self._wake = wake or asyncio.Event()
+        self._directory: dict[str, tuple[float, SessionRef | None]] = {}
 
     async def link(self, phone: str, ref: SessionRef) -> None:
+        self._directory.pop(phone, None)
         stmt = (
             pg_insert(sandbox_phones)
             .values(phone=phone, client_id=ref.client_id, session_id=ref.session_id)
@@ -42,6 +48,7 @@ class PostgresSandboxNetwork:
             raise PhoneInUse(f"sandbox phone {phone} is already linked to another session")
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
+        self._directory.pop(phone, None)
         async with self._manager.registry_transaction() as conn:
             await conn.execute(
                 delete(sandbox_phones).where(
@@ -52,6 +59,9 @@ class PostgresSandboxNetwork:
             )
 
     async def linked_session(self, phone: str) -> SessionRef | None:
+        known = self._directory.get(phone)
+        if known is not None and time.monotonic() - known[0] < DIRECTORY_TTL:
+            return known[1]
         async with self._manager.registry_transaction() as conn:
             row = (
                 await conn.execute(
@@ -60,31 +70,45 @@ class PostgresSandboxNetwork:
                     )
                 )
             ).one_or_none()
-        return None if row is None else SessionRef(row.client_id, row.session_id)
+        found = None if row is None else SessionRef(row.client_id, row.session_id)
+        if len(self._directory) > 10_000:
+            self._directory.clear()
+        self._directory[phone] = (time.monotonic(), found)
+        return found
 
     async def post(self, address: str, mail: Mail) -> None:
         async with self._manager.registry_transaction() as conn:
             await conn.execute(insert(sandbox_mail).values(address=address, envelope=mail))
             await notify.notify(conn, notify.SANDBOX, address)
 
-    async def collect(self, addresses: Collection[str]) -> list[tuple[str, Mail]]:
+    async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         if not addresses:
             return []
         waiting = (
             select(sandbox_mail.c.id)
-            .where(sandbox_mail.c.address.in_(list(addresses)))
+            .where(
+                sandbox_mail.c.address.in_(list(addresses)),
+                or_(sandbox_mail.c.taken_until.is_(None), sandbox_mail.c.taken_until < func.now()),
+            )
             .order_by(sandbox_mail.c.id)
             .limit(1000)
             .with_for_update(skip_locked=True)
         )
         stmt = (
-            delete(sandbox_mail)
+            update(sandbox_mail)
             .where(sandbox_mail.c.id.in_(waiting.scalar_subquery()))
+            .values(taken_until=func.now() + text("make_interval(secs => :lease)").bindparams(lease=MAIL_LEASE))
             .returning(sandbox_mail.c.id, sandbox_mail.c.address, sandbox_mail.c.envelope)
         )
         async with self._manager.registry_transaction() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [(row.address, dict(row.envelope)) for row in sorted(rows, key=lambda r: r.id)]
+        return [(row.id, row.address, dict(row.envelope)) for row in sorted(rows, key=lambda r: r.id)]
+
+    async def ack(self, mail_ids: Collection[int]) -> None:
+        if not mail_ids:
+            return
+        async with self._manager.registry_transaction() as conn:
+            await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.id.in_(list(mail_ids))))
 
     async def wait_for_mail(self, at_most: float) -> None:
         with contextlib.suppress(TimeoutError):

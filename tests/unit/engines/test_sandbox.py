@@ -240,3 +240,17 @@ async def test_mail_for_a_phone_waits_until_its_session_is_online(
     inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage))
     assert isinstance(inbound, InboundMessage) and inbound.message_id == "M-AWAY"
     assert phone_address(PHONE_B) == "phone:5511999990002"
+
+
+async def test_mail_stays_until_what_it_carries_is_stored(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "keep me", "M-KEEP")
+    inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage))
+    assert isinstance(inbound, InboundMessage) and inbound.ack is not None
+    assert [m["id"] for m in network.unacknowledged.values() if m["kind"] == "message"] == ["M-KEEP"]
+    inbound.ack()  # the worker stored it
+    await asyncio.sleep(0.01)
+    assert not [m for m in network.unacknowledged.values() if m["kind"] == "message"]
