@@ -24,21 +24,17 @@ import itertools
 import os
 import random
 import secrets
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
+from support import percentile, run_on, verdict  # benchmarks/support.py, beside this script
 from zapgate.db import migrate
-from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.log import configure_logging
 
@@ -95,15 +91,6 @@ class ScenarioResult:
     @property
     def tps(self) -> float:
         return self.transactions / self.seconds
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of `values` (`fraction` in 0..1), or NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, round(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 class ConnectionMonitor:
@@ -251,10 +238,6 @@ async def run_scenario(
     )
 
 
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT MET"
-
-
 def report(
     args: argparse.Namespace,
     setup: Creation,
@@ -315,7 +298,7 @@ def report(
     )
 
 
-async def benchmark(url: str, args: argparse.Namespace) -> None:
+async def benchmark(url: str, *, args: argparse.Namespace) -> None:
     """Set the clients up, run every scenario, print the report."""
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
     counts = sorted(set(args.clients) | ({10_000} if args.with_10k else set()))
@@ -347,37 +330,6 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
     finally:
         await monitor_conn.close()
     report(args, setup, alone_ms, results, server_version, load_before)
-
-
-async def on_fresh_database(server_url: str, args: argparse.Namespace) -> None:
-    """Create a database `zg_bench_<random>` on `server_url`, benchmark it, and drop it."""
-    admin = make_url(server_url).set(drivername="postgresql")
-    name = f"zg_bench_{secrets.token_hex(4)}"
-    admin_dsn = admin.render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin_dsn, server_settings={"application_name": MONITOR_APP_NAME})
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: zg_bench_ + hex
-        print(f"database {name} created on {admin.host}:{admin.port or 5432}", flush=True)
-        try:
-            await benchmark(admin.set(database=name).render_as_string(hide_password=False), args)
-        finally:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            print(f"database {name} dropped")
-    finally:
-        await conn.close()
-
-
-def on_embedded_server(args: argparse.Namespace) -> None:
-    """Benchmark a fresh embedded PostgreSQL in a temporary folder under /tmp, removed at the end."""
-    folder = Path(tempfile.mkdtemp(prefix="zg-bench-", dir="/tmp"))
-    server = EmbeddedPostgres(folder)
-    try:
-        url = server.start()
-        print(f"embedded PostgreSQL in {folder}", flush=True)
-        asyncio.run(benchmark(url, args))
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def client_counts(value: str) -> list[int]:
@@ -415,10 +367,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging("warning")  # the manager logs every operation at debug and every migration at info
-    if args.database_url:
-        asyncio.run(on_fresh_database(args.database_url, args))
-    else:
-        on_embedded_server(args)
+    run_on(args.database_url, partial(benchmark, args=args))
 
 
 if __name__ == "__main__":

@@ -270,3 +270,33 @@ async def test_idle_sessions_are_closed_after_the_session_timeout(
         await worker.close()
     changes = [p for t, p in await events_of(manager, "alice") if t == "status-change"]
     assert "WHATSAPP_SESSION_TIMEOUT" in (changes[-1]["reason"] or "")
+
+
+async def test_sessions_on_different_workers_message_each_other(
+    manager: ConnectionManager, sessions: SessionService, database_url: str
+) -> None:
+    first = Worker(manager, database_url, ("sandbox",), capacity=1, qr_timeout=5, poll_interval=0.2)
+    second = Worker(manager, database_url, ("sandbox",), capacity=1, qr_timeout=5, poll_interval=0.2)
+    await first.start()
+    await second.start()
+    try:
+        await connect(sessions, "alice", PHONE_A)
+        await connect(sessions, "bob", PHONE_B)
+        hosts = {(await sessions.get("acme", sid)).worker_id for sid in ("alice", "bob")}
+        assert hosts == {first.worker_id, second.worker_id}  # one each
+        to_bob = await sessions.send_text("acme", "alice", PHONE_B, "across workers")
+        db = await manager.get_connection("acme")
+
+        async def read() -> bool:
+            found = await db.message.find_unique(
+                to_bob.message_id, session_id=(await sessions.get("acme", "alice")).session.id
+            )
+            return found is not None and found.status == "read"
+
+        await eventually(read)
+        reply = await sessions.send_text("acme", "bob", PHONE_A, "and back")
+        alice_row = (await sessions.get("acme", "alice")).session.id
+        await eventually(lambda: db.message.find_unique(reply.message_id, session_id=alice_row))
+    finally:
+        await first.close()
+        await second.close()
