@@ -610,6 +610,12 @@ class Worker:
             for changed in result:
                 key = (changed.session_id, changed.message_id)
                 reached = _STATUS_RANK[MessageStatus(changed.old_status)]
+                if changed.old_status == MessageStatus.PENDING.value:
+                    # its receipt came before its send was recorded (a worker died in between): it was sent
+                    first = reported[key][0]
+                    payload = {"sessionId": first.ref.session_id, "messageId": changed.message_id, "status": "sent"}
+                    entries.append((EventType.MESSAGE_STATUS.value, first.ref.session_id, payload))
+                    reached = _STATUS_RANK[MessageStatus.SENT]
                 for receipt in reported[key]:
                     if _STATUS_RANK[receipt.status] > reached:
                         reached = _STATUS_RANK[receipt.status]
@@ -823,7 +829,7 @@ _ADVANCE = text(
           AND array_position(CAST(:order AS text[]), m.status) < array_position(CAST(:order AS text[]), i.status)
         FOR UPDATE OF m
     )
-    UPDATE messages m SET status = t.new_status, updated_at = now()
+    UPDATE messages m SET status = t.new_status, sent_at = COALESCE(m.sent_at, now()), updated_at = now()
     FROM target t WHERE m.id = t.id
     RETURNING m.session_id, m.message_id, t.old_status
     """
