@@ -20,20 +20,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from typing import Any
 
 import segno
-from sqlalchemy import select, text
 
 from zapgate.background import TaskGroup
-from zapgate.db import notify, placements
+from zapgate.db import notify, outbound, placements
 from zapgate.db.keystore import provision_keystore
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
+from zapgate.db.outbound import PendingMessage, SendOutcome
 from zapgate.db.placements import Placement
-from zapgate.db.tables import contacts, messages
 from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER, jid_user, phone_jid
 from zapgate.domain.records import MessageStatus
@@ -66,15 +64,7 @@ LEASE_TTL = 10.0  # seconds a lease lives without renewal
 EVENT_BATCH = 500  # engine events stored per round (runs of receipts share a transaction)
 SEND_BATCH = 200  # pending messages claimed at once per session
 
-# a status only ever moves forward along this order (a late "sent" never undoes "read")
-_STATUS_RANK = {
-    MessageStatus.PENDING: 0,
-    MessageStatus.FAILED: 1,
-    MessageStatus.SENT: 2,
-    MessageStatus.DELIVERED: 3,
-    MessageStatus.READ: 4,
-    MessageStatus.PLAYED: 5,
-}
+_STATUS_RANK = outbound.RANK  # a status only ever moves forward (a late "sent" never undoes "read")
 # statuses after which a session rests until someone starts it again
 _RESTING = {
     SessionStatus.STOPPED: "stopped",
@@ -597,20 +587,12 @@ class Worker:
             if not best:
                 return
             keys = list(best)
-            result = await tx.connection.execute(
-                _ADVANCE,
-                {
-                    "rows": [row for row, _ in keys],
-                    "ids": [message_id for _, message_id in keys],
-                    "statuses": [best[key].value for key in keys],
-                    "order": _STATUS_ORDER,
-                },
-            )
+            changed_rows = await outbound.advance(tx.connection, [(row, mid, best[(row, mid)]) for row, mid in keys])
             entries = []
-            for changed in result:
-                key = (changed.session_id, changed.message_id)
-                reached = _STATUS_RANK[MessageStatus(changed.old_status)]
-                if changed.old_status == MessageStatus.PENDING.value:
+            for changed in changed_rows:
+                key = (changed.session_row, changed.message_id)
+                reached = _STATUS_RANK[changed.old_status]
+                if changed.old_status is MessageStatus.PENDING:
                     # its receipt came before its send was recorded (a worker died in between): it was sent
                     first = reported[key][0]
                     payload = {"sessionId": first.ref.session_id, "messageId": changed.message_id, "status": "sent"}
@@ -698,7 +680,7 @@ class Worker:
                 batch = await self._manager.execute_transaction(ref.client_id, partial(self._claim_batch, hosted))
                 if not batch:
                     return
-                hosted.in_flight = {message_id for message_id, _, _ in batch}
+                hosted.in_flight = {pending.message_id for pending in batch}
                 try:
                     outcomes = await self._send_rows(ref, hosted, batch)
                     await self._manager.execute_transaction(
@@ -717,32 +699,17 @@ class Worker:
         finally:
             hosted.sending = False
 
-    async def _claim_batch(self, hosted: _Hosted, tx: Transaction) -> list[tuple[str, str, str]]:
-        """Return the oldest pending messages of the session as (message id, text, recipient JID)."""
-        pending = (
-            select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
-            .where(
-                messages.c.session_id == hosted.session_row_id,
-                messages.c.status == MessageStatus.PENDING.value,
-                messages.c.direction == "outbound",
-            )
-            .order_by(messages.c.timestamp, messages.c.id)
-            .limit(SEND_BATCH)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await tx.connection.execute(pending)).all()
-        numbers = await _contact_numbers(tx, list({row.contact_id for row in rows if not row.chat_jid}))
-        batch = []
-        for row in rows:
-            to = row.chat_jid or numbers.get(row.contact_id, "")
-            batch.append((row.message_id, row.content, to if "@" in to else phone_jid(to)))
-        return batch
+    async def _claim_batch(self, hosted: _Hosted, tx: Transaction) -> list[PendingMessage]:
+        """Lock and return the session's oldest pending messages."""
+        return await outbound.claim_pending(tx.connection, hosted.session_row_id, SEND_BATCH)
 
-    async def _send_rows(self, ref: SessionRef, hosted: _Hosted, batch: list[tuple[str, str, str]]) -> list[_Outcome]:
+    async def _send_rows(self, ref: SessionRef, hosted: _Hosted, batch: list[PendingMessage]) -> list[SendOutcome]:
         """Send in order until the session cannot send any more; return what happened to each."""
         engine = self._engines[hosted.placement.engine]
-        outcomes: list[_Outcome] = []
-        for message_id, content, to in batch:
+        outcomes: list[SendOutcome] = []
+        for pending in batch:
+            message_id, content = pending.message_id, pending.content
+            to = pending.to if "@" in pending.to else phone_jid(pending.to)
             try:
                 result = await engine.send_text(ref, to, content, message_id)
             except (NotConnected, UnknownSession):
@@ -751,30 +718,18 @@ class Worker:
                 if exc.retryable and not isinstance(exc, SendRejected):
                     log.warning("worker.send_retry_later", session=str(ref), error=exc.message)
                     break
-                outcomes.append(_Outcome(message_id, message_id, MessageStatus.FAILED, to, None, exc.message))
+                outcomes.append(SendOutcome(message_id, message_id, MessageStatus.FAILED, to, None, exc.message))
             else:
-                outcomes.append(_Outcome(message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None))
+                outcomes.append(
+                    SendOutcome(message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None)
+                )
             hosted.last_active = time.monotonic()
         return outcomes
 
     async def _record_sends(
-        self, tx: Transaction, *, ref: SessionRef, hosted: _Hosted, outcomes: list[_Outcome]
+        self, tx: Transaction, *, ref: SessionRef, hosted: _Hosted, outcomes: list[SendOutcome]
     ) -> None:
-        if not outcomes:
-            return
-        result = await tx.connection.execute(
-            _RECORD_SENDS,
-            {
-                "row": hosted.session_row_id,
-                "ids": [o.message_id for o in outcomes],
-                "new_ids": [o.assigned_id for o in outcomes],
-                "statuses": [o.status.value for o in outcomes],
-                "chats": [o.chat_jid for o in outcomes],
-                "sent_at": [o.sent_at for o in outcomes],
-                "errors": [o.error for o in outcomes],
-            },
-        )
-        recorded = {row.requested for row in result}
+        recorded = await outbound.record_sends(tx.connection, hosted.session_row_id, outcomes)
         entries = []
         for outcome in outcomes:
             if outcome.message_id not in recorded:
@@ -793,65 +748,6 @@ class Worker:
                 payload["timestamp"] = outcome.sent_at.isoformat()
             entries.append((EventType.MESSAGE_STATUS.value, ref.session_id, payload))
         await tx.event.append_many(entries)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    message_id: str
-    assigned_id: str
-    status: MessageStatus
-    chat_jid: str
-    sent_at: datetime | None
-    error: str | None
-
-
-async def _contact_numbers(tx: Transaction, contact_ids: list[str]) -> dict[str, str]:
-    if not contact_ids:
-        return {}
-    rows = await tx.connection.execute(
-        select(contacts.c.id, contacts.c.phone_number).where(contacts.c.id.in_(contact_ids))
-    )
-    return {row.id: row.phone_number for row in rows}
-
-
-_STATUS_ORDER = [status.value for status in sorted(_STATUS_RANK, key=_STATUS_RANK.__getitem__)]
-
-# move each (session row, message id) to its status if that is further along; return the old status
-_ADVANCE = text(
-    """
-    WITH input AS (
-        SELECT * FROM unnest(CAST(:rows AS text[]), CAST(:ids AS text[]), CAST(:statuses AS text[]))
-            AS i(session_row, message_id, status)
-    ), target AS (
-        SELECT m.id, m.status AS old_status, i.status AS new_status
-        FROM messages m JOIN input i ON m.session_id = i.session_row AND m.message_id = i.message_id
-        WHERE m.direction = 'outbound'
-          AND array_position(CAST(:order AS text[]), m.status) < array_position(CAST(:order AS text[]), i.status)
-        FOR UPDATE OF m
-    )
-    UPDATE messages m SET status = t.new_status, sent_at = COALESCE(m.sent_at, now()), updated_at = now()
-    FROM target t WHERE m.id = t.id
-    RETURNING m.session_id, m.message_id, t.old_status
-    """
-)
-
-# record the outcome of sends that are still pending (a receipt may have overtaken one)
-_RECORD_SENDS = text(
-    """
-    WITH input AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:new_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
-            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[])
-        ) AS i(message_id, new_message_id, status, chat_jid, sent_at, error)
-    )
-    UPDATE messages m
-    SET status = i.status, message_id = i.new_message_id, chat_jid = i.chat_jid, sent_at = i.sent_at,
-        error = i.error, updated_at = now()
-    FROM input i
-    WHERE m.session_id = :row AND m.message_id = i.message_id AND m.status = 'pending'
-    RETURNING i.message_id AS requested
-    """
-)
 
 
 Ack = Callable[[], None]

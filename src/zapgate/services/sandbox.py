@@ -17,7 +17,7 @@ from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import Mail, PhoneInUse
 
 MAIL_LEASE = 10.0  # seconds handed-out mail waits for its acknowledgement before it is handed out again
-DIRECTORY_TTL = 1.0  # seconds a phone-directory answer is reused (one lookup per send would dominate sends)
+DIRECTORY_TTL = 1.0  # seconds a snapshot of the phone directory is used (a lookup per send would dominate)
 
 
 class PostgresSandboxNetwork:
@@ -26,10 +26,11 @@ class PostgresSandboxNetwork:
     def __init__(self, manager: ConnectionManager, wake: asyncio.Event | None = None) -> None:
         self._manager = manager
         self._wake = wake or asyncio.Event()
-        self._directory: dict[str, tuple[float, SessionRef | None]] = {}
+        self._directory: dict[str, SessionRef] = {}
+        self._directory_read = float("-inf")  # when the snapshot was taken (monotonic seconds)
 
     async def link(self, phone: str, ref: SessionRef) -> None:
-        self._directory.pop(phone, None)
+        self._directory_read = float("-inf")
         stmt = (
             pg_insert(sandbox_phones)
             .values(phone=phone, client_id=ref.client_id, session_id=ref.session_id)
@@ -48,7 +49,7 @@ class PostgresSandboxNetwork:
             raise PhoneInUse(f"sandbox phone {phone} is already linked to another session")
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
-        self._directory.pop(phone, None)
+        self._directory_read = float("-inf")
         async with self._manager.registry_transaction() as conn:
             await conn.execute(
                 delete(sandbox_phones).where(
@@ -59,22 +60,15 @@ class PostgresSandboxNetwork:
             )
 
     async def linked_session(self, phone: str) -> SessionRef | None:
-        known = self._directory.get(phone)
-        if known is not None and time.monotonic() - known[0] < DIRECTORY_TTL:
-            return known[1]
-        async with self._manager.registry_transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(sandbox_phones.c.client_id, sandbox_phones.c.session_id).where(
-                        sandbox_phones.c.phone == phone
-                    )
+        # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds
+        if time.monotonic() - self._directory_read > DIRECTORY_TTL:
+            async with self._manager.registry_transaction() as conn:
+                rows = await conn.execute(
+                    select(sandbox_phones.c.phone, sandbox_phones.c.client_id, sandbox_phones.c.session_id)
                 )
-            ).one_or_none()
-        found = None if row is None else SessionRef(row.client_id, row.session_id)
-        if len(self._directory) > 10_000:
-            self._directory.clear()
-        self._directory[phone] = (time.monotonic(), found)
-        return found
+                self._directory = {row.phone: SessionRef(row.client_id, row.session_id) for row in rows}
+            self._directory_read = time.monotonic()
+        return self._directory.get(phone)
 
     async def post(self, address: str, mail: Mail) -> None:
         async with self._manager.registry_transaction() as conn:

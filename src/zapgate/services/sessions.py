@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from zapgate.db import notify, placements
+from zapgate.db import notify, outbound, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import MAX_TEXT_LENGTH, mask, parse_recipient
-from zapgate.domain.records import Direction, Message, MessageStatus, Session
+from zapgate.domain.records import Message, Session
 from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import phone_address, session_address
@@ -185,28 +185,26 @@ class SessionService:
         body = _text(text)
 
         async def work(tx: Transaction) -> Message:
-            found = await tx.session.find_unique(sid)
+            queued = await outbound.enqueue_text(
+                tx.connection,
+                session_id=sid,
+                allowed_statuses=[status.value for status in CAN_QUEUE_SENDS],
+                recipient=recipient.key,
+                is_group=recipient.is_group,
+                content=body,
+                message_id=new_message_id(),
+                timestamp=datetime.now(UTC),
+                wake=f"{cid}/{sid}",
+            )
+            if queued is not None:
+                return queued
+            found = await tx.session.find_unique(sid)  # refused: say why
             if found is None:
                 raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
-            if SessionStatus(found.status) not in CAN_QUEUE_SENDS:
-                raise SessionNotConnected(
-                    f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
-                    status=found.status,
-                )
-            contact = await tx.contact.upsert(
-                session_id=found.id, phone_number=recipient.key, is_group=recipient.is_group
+            raise SessionNotConnected(
+                f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
+                status=found.status,
             )
-            message = await tx.message.create(
-                session_id=found.id,
-                contact_id=contact.id,
-                message_id=new_message_id(),
-                content=body,
-                direction=Direction.OUTBOUND,
-                status=MessageStatus.PENDING,
-                timestamp=datetime.now(UTC),
-            )
-            await notify.notify(tx.connection, notify.OUTBOUND, f"{cid}/{sid}")
-            return message
 
         return await self._manager.execute_transaction(cid, work)
 

@@ -1,0 +1,212 @@
+"""The outbound queue and message statuses in a client's schema: claim, record, advance, enqueue.
+
+Statements for the transaction of a `ConnectionManager` (its search_path names the client's schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from zapgate.db.notify import OUTBOUND
+from zapgate.db.repositories import message_record
+from zapgate.db.tables import contacts, messages
+from zapgate.domain.ids import new_id
+from zapgate.domain.records import Message, MessageStatus
+
+# the order a message's status only ever moves along (a late "sent" never undoes "read")
+STATUS_ORDER = ["pending", "failed", "sent", "delivered", "read", "played"]
+RANK = {MessageStatus(status): rank for rank, status in enumerate(STATUS_ORDER)}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A message waiting to be sent: its id, its text and where it goes (a JID, or a contact's number)."""
+
+    message_id: str
+    content: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What happened when a worker tried to send one message."""
+
+    message_id: str  # the id it was queued under
+    assigned_id: str  # the id WhatsApp knows it by (the same, unless the engine could not keep ours)
+    status: MessageStatus  # sent or failed
+    chat_jid: str
+    sent_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    """A message whose status moved forward, and where from."""
+
+    session_row: str
+    message_id: str
+    old_status: MessageStatus
+
+
+async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> list[PendingMessage]:
+    """Lock and return the session's oldest pending messages (skipping any another transaction holds)."""
+    stmt = (
+        select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
+        .where(
+            messages.c.session_id == session_row,
+            messages.c.status == MessageStatus.PENDING.value,
+            messages.c.direction == "outbound",
+        )
+        .order_by(messages.c.timestamp, messages.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (await conn.execute(stmt)).all()
+    wanted = list({row.contact_id for row in rows if not row.chat_jid})
+    numbers: dict[str, str] = {}
+    if wanted:
+        found = await conn.execute(select(contacts.c.id, contacts.c.phone_number).where(contacts.c.id.in_(wanted)))
+        numbers = {row.id: row.phone_number for row in found}
+    return [
+        PendingMessage(row.message_id, row.content, row.chat_jid or numbers.get(row.contact_id, "")) for row in rows
+    ]
+
+
+async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
+    """Record the outcome of sends still pending; return the (queued) ids recorded.
+
+    A message no longer pending was overtaken by its own receipt and is left as it is.
+    """
+    if not outcomes:
+        return set()
+    result = await conn.execute(
+        _RECORD_SENDS,
+        {
+            "row": session_row,
+            "ids": [o.message_id for o in outcomes],
+            "new_ids": [o.assigned_id for o in outcomes],
+            "statuses": [o.status.value for o in outcomes],
+            "chats": [o.chat_jid for o in outcomes],
+            "sent_at": [o.sent_at for o in outcomes],
+            "errors": [o.error for o in outcomes],
+        },
+    )
+    return {row.requested for row in result}
+
+
+async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, MessageStatus]]) -> list[Advanced]:
+    """Move each (session row, message id) of an outbound message to its status if that is further along."""
+    if not targets:
+        return []
+    result = await conn.execute(
+        _ADVANCE,
+        {
+            "rows": [row for row, _, _ in targets],
+            "ids": [message_id for _, message_id, _ in targets],
+            "statuses": [status.value for _, _, status in targets],
+            "order": STATUS_ORDER,
+        },
+    )
+    return [Advanced(row.session_id, row.message_id, MessageStatus(row.old_status)) for row in result]
+
+
+async def enqueue_text(
+    conn: AsyncConnection,
+    *,
+    session_id: str,
+    allowed_statuses: Sequence[str],
+    recipient: str,
+    is_group: bool,
+    content: str,
+    message_id: str,
+    timestamp: datetime,
+    wake: str,
+) -> Message | None:
+    """Queue a text as a pending message of session `session_id` (upserting its contact) and wake the workers.
+
+    One statement: returns the new message's row, or None when the session does not exist or is in no
+    status of `allowed_statuses` (the caller then finds out which).
+    """
+    row = (
+        (
+            await conn.execute(
+                _ENQUEUE,
+                {
+                    "session_id": session_id,
+                    "allowed": list(allowed_statuses),
+                    "contact_row": new_id(),
+                    "recipient": recipient,
+                    "is_group": is_group,
+                    "message_row": new_id(),
+                    "message_id": message_id,
+                    "content": content,
+                    "timestamp": timestamp,
+                    "channel": OUTBOUND,
+                    "wake": wake,
+                },
+            )
+        )
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else message_record(row)
+
+
+_ENQUEUE = text(
+    """
+    WITH s AS (
+        SELECT id FROM sessions WHERE session_id = :session_id AND status = ANY(CAST(:allowed AS text[]))
+    ), c AS (
+        INSERT INTO contacts (id, session_id, phone_number, is_group)
+        SELECT :contact_row, s.id, :recipient, :is_group FROM s
+        ON CONFLICT (session_id, phone_number) DO UPDATE SET is_group = contacts.is_group
+        RETURNING id, session_id
+    ), woken AS (
+        SELECT pg_notify(:channel, :wake) FROM c
+    )
+    INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp)
+    SELECT :message_row, c.session_id, c.id, :message_id, :content, 'text', 'outbound', 'pending', :timestamp
+    FROM c, woken
+    RETURNING *
+    """
+)
+
+_ADVANCE = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:rows AS text[]), CAST(:ids AS text[]), CAST(:statuses AS text[]))
+            AS i(session_row, message_id, status)
+    ), target AS (
+        SELECT m.id, m.status AS old_status, i.status AS new_status
+        FROM messages m JOIN input i ON m.session_id = i.session_row AND m.message_id = i.message_id
+        WHERE m.direction = 'outbound'
+          AND array_position(CAST(:order AS text[]), m.status) < array_position(CAST(:order AS text[]), i.status)
+        FOR UPDATE OF m
+    )
+    UPDATE messages m SET status = t.new_status, sent_at = COALESCE(m.sent_at, now()), updated_at = now()
+    FROM target t WHERE m.id = t.id
+    RETURNING m.session_id, m.message_id, t.old_status
+    """
+)
+
+_RECORD_SENDS = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:new_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
+            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[])
+        ) AS i(message_id, new_message_id, status, chat_jid, sent_at, error)
+    )
+    UPDATE messages m
+    SET status = i.status, message_id = i.new_message_id, chat_jid = i.chat_jid, sent_at = i.sent_at,
+        error = i.error, updated_at = now()
+    FROM input i
+    WHERE m.session_id = :row AND m.message_id = i.message_id AND m.status = 'pending'
+    RETURNING i.message_id AS requested
+    """
+)
