@@ -3,7 +3,10 @@
 Every scenario runs twice: "cold", right after the previous one, when each pooled connection still meets
 most clients for the first time (PostgreSQL then loads that schema's catalog into the connection), and
 "warm", after every (client, connection) pair has been used a few times, as in a gateway that has been up
-for a while. Each transaction is what `POST /whatsapp/send` writes: upsert a contact, insert a message, in one client's
+for a while. The warm scenarios are measured in alternating rounds (1 client, 100, 1,000, then again), so
+that the drift of a shared machine over minutes does not favour one of them.
+
+Each transaction is what `POST /whatsapp/send` writes: upsert a contact, insert a message, in one client's
 schema. Scenarios spread the transactions over 1, 100 and 1,000 clients (10,000 with --with-10k) and report
 transactions per second, latency, and the peak number of server connections the pool used, sampled from a
 separate connection. Targets (from the issue): every scenario within the pool (default <= 20 connections),
@@ -298,6 +301,42 @@ def report(
     )
 
 
+async def warm_rounds(
+    manager: ConnectionManager,
+    monitor: ConnectionMonitor,
+    clients: Sequence[Client],
+    counts: Sequence[int],
+    args: argparse.Namespace,
+) -> list[ScenarioResult]:
+    """Warm every scenario up, then measure them in alternating rounds, so that the machine's drift over
+    minutes (it is shared) weighs on each scenario alike; return one result per scenario."""
+    for count in counts:
+        warm = WARM_VISITS * count * args.pool_size
+        print(f"warming {count} clients up ({warm} transactions) ...", flush=True)
+        await run_scenario(manager, monitor, clients[:count], 0.0, args.concurrency, "warm", warm_transactions=warm)
+    rounds: dict[int, list[ScenarioResult]] = {count: [] for count in counts}
+    print(f"warm: {args.rounds} alternating rounds of {args.duration / args.rounds:g} s per scenario ...", flush=True)
+    for _ in range(args.rounds):
+        for count in counts:
+            measured = await run_scenario(
+                manager, monitor, clients[:count], args.duration / args.rounds, args.concurrency, "warm"
+            )
+            rounds[count].append(measured)
+    return [
+        ScenarioResult(
+            clients=count,
+            phase="warm",
+            transactions=sum(r.transactions for r in parts),
+            seconds=sum(r.seconds for r in parts),
+            latencies_ms=[ms for r in parts for ms in r.latencies_ms],
+            errors=sum(r.errors for r in parts),
+            peak_connections=max(r.peak_connections for r in parts),
+            peak_checked_out=max(r.peak_checked_out for r in parts),
+        )
+        for count, parts in rounds.items()
+    ]
+
+
 async def benchmark(url: str, *, args: argparse.Namespace) -> None:
     """Set the clients up, run every scenario, print the report."""
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
@@ -317,16 +356,9 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
             results = []
             for count in counts:
                 print(f"scenario: {count} clients ...", flush=True)
-                chosen = clients[:count]
-                results.append(await run_scenario(manager, monitor, chosen, args.duration, args.concurrency))
-                if not args.cold_only and count <= 1000:
-                    warm = WARM_VISITS * count * args.pool_size
-                    print(f"scenario: {count} clients, warm (after {warm} transactions) ...", flush=True)
-                    results.append(
-                        await run_scenario(
-                            manager, monitor, chosen, args.duration, args.concurrency, "warm", warm_transactions=warm
-                        )
-                    )
+                results.append(await run_scenario(manager, monitor, clients[:count], args.duration, args.concurrency))
+            if not args.cold_only:
+                results += await warm_rounds(manager, monitor, clients, [c for c in counts if c <= 1000], args)
     finally:
         await monitor_conn.close()
     report(args, setup, alone_ms, results, server_version, load_before)
@@ -352,6 +384,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--clients", type=client_counts, default=[1, 100, 1000], help="client counts (default 1,100,1000)"
     )
     parser.add_argument("--with-10k", action="store_true", help="add a scenario with 10,000 clients")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating measurement rounds of the warm phase (default 5)"
+    )
     parser.add_argument(
         "--cold-only",
         action="store_true",

@@ -117,6 +117,19 @@ events = Table(
 )
 Index("ix_events_session_id_id", events.c.session_id, events.c.id)
 
+
+def _client_column(*, primary_key: bool = False, index: bool = False) -> Column[str]:
+    """A registry table's `client_id`: its rows go when the client goes."""
+    return Column(
+        "client_id",
+        Text,
+        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
+        primary_key=primary_key,
+        nullable=False,
+        index=index,
+    )
+
+
 clients = Table(
     "clients",
     registry_metadata,
@@ -128,13 +141,7 @@ api_keys = Table(
     "api_keys",
     registry_metadata,
     Column("id", Text, primary_key=True),
-    Column(
-        "client_id",
-        Text,
-        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _client_column(index=True),
     Column("key_hash", Text, nullable=False, unique=True),
     Column("prefix", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
@@ -155,12 +162,7 @@ workers = Table(
 placements = Table(
     "placements",
     registry_metadata,
-    Column(
-        "client_id",
-        Text,
-        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _client_column(primary_key=True),
     Column("session_id", Text, primary_key=True),
     Column("engine", Text, nullable=False),
     Column("desired", Text, nullable=False, server_default=text("'running'")),
@@ -178,12 +180,7 @@ sandbox_phones = Table(
     "sandbox_phones",
     registry_metadata,
     Column("phone", Text, primary_key=True),
-    Column(
-        "client_id",
-        Text,
-        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _client_column(),
     Column("session_id", Text, nullable=False),
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
@@ -205,12 +202,7 @@ Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
 keystores = Table(
     "keystores",
     registry_metadata,
-    Column(
-        "client_id",
-        Text,
-        ForeignKey(f"{REGISTRY_SCHEMA}.clients.client_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _client_column(primary_key=True),
     Column("role_name", Text, nullable=False),
     Column("password", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
