@@ -284,6 +284,9 @@ async def test_sessions_on_different_workers_message_each_other(
         await connect(sessions, "bob", PHONE_B)
         hosts = {(await sessions.get("acme", sid)).worker_id for sid in ("alice", "bob")}
         assert hosts == {first.worker_id, second.worker_id}  # one each
+        # the full worker did not call bob unplaced while the other one had room for it
+        changes = [p["status"] for t, p in await events_of(manager) if t == "status-change"]
+        assert "unplaced" not in changes
         to_bob = await sessions.send_text("acme", "alice", PHONE_B, "across workers")
         db = await manager.get_connection("acme")
 

@@ -168,6 +168,27 @@ async def unplaced(conn: AsyncConnection, engines: Sequence[str]) -> list[Placem
     return [_placement(row) for row in await conn.execute(stmt)]
 
 
+async def free_capacity(conn: AsyncConnection, within: float) -> int:
+    """Return how many more sessions the workers alive in the last `within` seconds can host together."""
+    alive = (
+        select(workers.c.worker_id, workers.c.capacity)
+        .where(workers.c.heartbeat_at > func.now() - _seconds(within))
+        .subquery()
+    )
+    capacity = (await conn.execute(select(func.coalesce(func.sum(alive.c.capacity), 0)))).scalar_one()
+    hosted = (
+        await conn.execute(
+            select(func.count())
+            .select_from(placements)
+            .where(
+                placements.c.worker_id.in_(select(alive.c.worker_id)),
+                placements.c.lease_expires_at > func.now(),
+            )
+        )
+    ).scalar_one()
+    return int(capacity) - int(hosted)
+
+
 async def heartbeat(conn: AsyncConnection, worker_id: str, hostname: str, pid: int, capacity: int) -> None:
     """Record that `worker_id` is alive."""
     stmt = pg_insert(workers).values(worker_id=worker_id, hostname=hostname, pid=pid, capacity=capacity)

@@ -219,7 +219,10 @@ class Worker:
         room = self._capacity - len(self._hosted)
         async with self._manager.registry_transaction() as conn:
             claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
-            waiting = [] if claimed or room > 0 else await placements.unplaced(conn, list(self._engines))
+            waiting = []
+            if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
+                # no live worker has room: say so, rather than let the sessions wait in silence
+                waiting = await placements.unplaced(conn, list(self._engines))
         for placement in claimed:
             await self._host(placement)
         for placement in waiting:
