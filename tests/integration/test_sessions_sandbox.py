@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.records import MessageStatus
@@ -191,9 +192,9 @@ async def test_bad_input_to_every_call_is_typed_and_changes_nothing(
     for to in ["", "123", "55 11 9999x9999", "abc@example.com"]:
         with pytest.raises(InvalidRequest):
             await sessions.send_text("acme", "alice", to, "x")
-    for text in ["", "   ", "x" * 4097, None]:
+    for body in ["", "   ", "x" * 4097, None]:
         with pytest.raises(InvalidRequest):
-            await sessions.send_text("acme", "alice", PHONE_B, text)  # type: ignore[arg-type]
+            await sessions.send_text("acme", "alice", PHONE_B, body)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
         await sessions.sandbox_fault("acme", "alice", "explode")
     with pytest.raises(SessionNotFound):
@@ -303,3 +304,45 @@ async def test_sessions_on_different_workers_message_each_other(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_logging_out_a_session_no_worker_hosts(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    await connect(sessions, "alice", PHONE_A)
+    await sessions.stop("acme", "alice")
+    await eventually(lambda: _is(sessions, "alice", "stopped"))
+    await eventually(lambda: _not_hosted(worker))
+    view = await sessions.logout("acme", "alice")  # nobody hosts it: done here, at once
+    assert view.session.status == "logged_out" and view.session.jid is None and view.desired == "logged_out"
+    async with manager.engine.connect() as conn:
+        linked = await conn.scalar(text("SELECT count(*) FROM zapgate.sandbox_phones WHERE phone = :p"), {"p": PHONE_A})
+    assert linked == 0  # the simulated phone no longer lists it
+    # the phone can link a new session now
+    await connect(sessions, "alice2", PHONE_A)
+
+
+async def test_forgetting_a_whatsmeow_device_deletes_its_keys(manager: ConnectionManager) -> None:
+    from zapgate.db.keystore import forget_device
+
+    async with manager.registry_transaction() as conn:
+        assert not await forget_device(conn, "acme", "5511999990001:7@s.whatsapp.net")  # no keystore yet
+    async with manager.engine.begin() as conn:
+        await conn.execute(text("CREATE SCHEMA wm_acme"))
+        await conn.execute(text("CREATE TABLE wm_acme.whatsmeow_device (jid text PRIMARY KEY)"))
+        await conn.execute(
+            text(
+                "CREATE TABLE wm_acme.whatsmeow_sessions (our_jid text REFERENCES wm_acme.whatsmeow_device(jid) "
+                "ON DELETE CASCADE, their_id text)"
+            )
+        )
+        await conn.execute(
+            text("INSERT INTO wm_acme.whatsmeow_device VALUES ('a:7@s.whatsapp.net'), ('b:1@s.whatsapp.net')")
+        )
+        await conn.execute(text("INSERT INTO wm_acme.whatsmeow_sessions VALUES ('a:7@s.whatsapp.net', 'x')"))
+    async with manager.registry_transaction() as conn:
+        assert await forget_device(conn, "acme", "a:7@s.whatsapp.net")
+    async with manager.engine.connect() as conn:
+        devices = (await conn.execute(text("SELECT jid FROM wm_acme.whatsmeow_device"))).scalars().all()
+        keys = await conn.scalar(text("SELECT count(*) FROM wm_acme.whatsmeow_sessions"))
+    assert devices == ["b:1@s.whatsapp.net"] and keys == 0

@@ -76,3 +76,17 @@ async def drop_keystore(conn: AsyncConnection, client_id_: str) -> None:
     cid = client_id(client_id_)
     await conn.execute(_DROP, {"cid": cid})
     await conn.execute(_FORGET, {"cid": cid})
+
+
+async def forget_device(conn: AsyncConnection, client_id_: str, jid: str) -> bool:
+    """Delete one linked device's keys from `client_id_`'s keystore (whatsmeow's tables cascade from the
+    device row); return whether there was one. For a logout that cannot reach WhatsApp.
+
+    Changes the transaction's search_path to the keystore schema: run it in a transaction of its own.
+    """
+    schema = keystore_schema(client_id_)
+    await conn.execute(text("SELECT set_config('search_path', :schema, true)"), {"schema": schema})
+    if not await conn.scalar(text("SELECT to_regclass('whatsmeow_device') IS NOT NULL")):
+        return False  # whatsmeow never connected for this client
+    deleted = await conn.execute(text("DELETE FROM whatsmeow_device WHERE jid = :jid RETURNING jid"), {"jid": jid})
+    return deleted.first() is not None

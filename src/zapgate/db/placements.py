@@ -92,6 +92,17 @@ async def want(
     return None if row is None else _placement(row)
 
 
+async def lease_alive(conn: AsyncConnection, client_id: str, session_id: str) -> bool:
+    """Return whether a worker holds a lease on the session that has not expired."""
+    stmt = select(func.count()).where(
+        placements.c.client_id == client_id,
+        placements.c.session_id == session_id,
+        placements.c.worker_id.is_not(None),
+        placements.c.lease_expires_at > func.now(),
+    )
+    return bool((await conn.execute(stmt)).scalar_one())
+
+
 async def remove(conn: AsyncConnection, client_id: str, session_id: str) -> None:
     """Forget a deleted session (its worker stops it at the next lease renewal)."""
     await conn.execute(

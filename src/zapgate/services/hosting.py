@@ -27,7 +27,7 @@ import segno
 
 from zapgate.background import TaskGroup
 from zapgate.db import notify, outbound, placements
-from zapgate.db.keystore import provision_keystore
+from zapgate.db.keystore import forget_device, provision_keystore
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
 from zapgate.db.outbound import PendingMessage, SendOutcome
@@ -330,8 +330,23 @@ class Worker:
         try:
             await engine.logout(ref)
         except EngineError as exc:
+            # WhatsApp cannot be told (offline): end the session and delete its keys ourselves
+            with contextlib.suppress(Exception):
+                await engine.stop(ref)
+            if hosted.placement.engine == "whatsmeow":
+                await self._forget_device(ref)
             self._events.put_nowait(EngineFailure(ref=ref, code=exc.code, message=exc.message))
             self._events.put_nowait(StatusChanged(ref=ref, status=SessionStatus.LOGGED_OUT, reason="logged out"))
+
+    async def _forget_device(self, ref: SessionRef) -> None:
+        try:
+            db = await self._manager.get_connection(ref.client_id)
+            session = await db.session.find_unique(ref.session_id)
+            if session is not None and session.jid:
+                async with self._manager.registry_transaction() as conn:
+                    await forget_device(conn, ref.client_id, session.jid)
+        except Exception as exc:
+            log.error("worker.keys_not_deleted", session=str(ref), error=repr(exc))
 
     async def _release(self, ref: SessionRef) -> None:
         with contextlib.suppress(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from zapgate.db import notify, outbound, placements
+from zapgate.db import keystore, notify, outbound, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import client_id as valid_client_id
@@ -117,8 +117,49 @@ class SessionService:
         return await self._want(client, session, desired="stopped")
 
     async def logout(self, client: str, session: str) -> SessionView:
-        """Unlink the session from the phone and delete its keys (final; a restart pairs anew)."""
-        return await self._want(client, session, desired="logged_out")
+        """Unlink the session from the phone and delete its keys (final; a restart pairs anew).
+
+        The hosting worker does it; a session no live worker hosts is logged out here and now.
+        """
+        view = await self._want(client, session, desired="logged_out")
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        async with self._manager.registry_transaction() as conn:
+            placement = await placements.get(conn, cid, sid)
+            hosted = (
+                placement is not None
+                and placement.worker_id is not None
+                and await placements.lease_alive(conn, cid, sid)
+            )
+        if not hosted:
+            await self._logout_unhosted(cid, sid, view.session)
+            view = await self.get(cid, sid)
+        return view
+
+    async def _logout_unhosted(self, cid: str, sid: str, session: Session) -> None:
+        ref = SessionRef(cid, sid)
+        if session.engine == "sandbox" and session.phone_number:
+            await self._sandbox.unlink(session.phone_number, ref)
+        elif session.engine == "whatsmeow" and session.jid:
+            async with self._manager.registry_transaction() as conn:
+                await keystore.forget_device(conn, cid, session.jid)
+
+        async def work(tx: Transaction) -> None:
+            current = await tx.session.find_unique(sid)
+            if current is None or current.status == SessionStatus.LOGGED_OUT:
+                return
+            await tx.session.update(
+                sid,
+                status=SessionStatus.LOGGED_OUT.value,
+                jid=None,
+                pairing_code=None,
+                qr_code=None,
+                qr_expires_at=None,
+            )
+            payload = {"status": "logged_out", "previousStatus": current.status, "reason": "logged out"}
+            await _event(tx, sid, EventType.STATUS_CHANGE, {**payload, "engine": current.engine})
+            await placements.settle(tx.connection, cid, sid, "logged_out")
+
+        await self._manager.execute_transaction(cid, work)
 
     async def request_pairing_code(self, client: str, session: str, phone_number: str) -> SessionView:
         """Restart the pairing with a code for `phone_number` (the code arrives as a pairing-code event)."""
