@@ -1,5 +1,7 @@
 """execute_transaction commits all or nothing."""
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from zapgate.db.manager import ConnectionManager, Transaction
@@ -51,3 +53,36 @@ async def test_a_transaction_returns_its_result_and_commits(manager: ConnectionM
     session_row_id, status = await manager.execute_transaction("acme", work)
     found = await (await manager.get_connection("acme")).session.find_unique("s")
     assert found is not None and (found.id, found.status) == (session_row_id, status)
+
+
+async def test_a_deadlock_victim_is_run_again(manager: ConnectionManager) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+
+    db = await manager.get_connection("acme")
+    await db.session.create(session_id="one", client_id="acme")
+    await db.session.create(session_id="two", client_id="acme")
+    both_hold_one = asyncio.Barrier(2)
+    runs: list[str] = []
+
+    def crossing(first: str, second: str) -> Callable[[Transaction], Awaitable[str]]:
+        async def work(tx: Transaction) -> str:
+            runs.append(first)
+            lock = text("SELECT id FROM sessions WHERE session_id = :s FOR UPDATE")
+            await tx.connection.execute(lock, {"s": first})
+            if runs.count(first) == 1:  # only the first run of each waits for the other: a real deadlock
+                await both_hold_one.wait()
+            await tx.connection.execute(lock, {"s": second})
+            await tx.session.update(first, status="connected")
+            return first
+
+        return work
+
+    results = await asyncio.gather(
+        manager.execute_transaction("acme", crossing("one", "two")),
+        manager.execute_transaction("acme", crossing("two", "one")),
+    )
+    assert sorted(results) == ["one", "two"]
+    assert len(runs) == 3  # PostgreSQL broke the deadlock by failing one of them, which ran again
+    assert {s.status for s in await db.session.find_many()} == {"connected"}

@@ -23,6 +23,17 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+_RETRY_WHOLE_TRANSACTION = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def should_retry_transaction(exc: BaseException) -> bool:
+    """Return whether `exc` means: the same transaction, run again from the start, may well succeed."""
+    for candidate in (exc, exc.__cause__):
+        if candidate is not None and _sqlstate(candidate) in _RETRY_WHOLE_TRANSACTION:
+            return True
+    return False
+
+
 def translate(exc: BaseException) -> ZapgateError | None:
     """Return the zapgate error for a database failure, or None if `exc` is not one."""
     if isinstance(exc, ZapgateError):

@@ -28,7 +28,7 @@ from sqlalchemy.schema import DropSchema
 
 from zapgate.background import TaskGroup
 from zapgate.db import migrate
-from zapgate.db.errors import translate
+from zapgate.db.errors import should_retry_transaction, translate
 from zapgate.db.repositories import Repositories
 from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
 from zapgate.errors import DatabaseError, ZapgateError
@@ -39,6 +39,7 @@ log = get_logger(__name__)
 
 _SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
 _SELECT_ONE = text("SELECT 1")
+TRANSACTION_ATTEMPTS = 3  # runs of a transaction that lost a deadlock before the error reaches the caller
 RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
 
 
@@ -222,8 +223,16 @@ class ConnectionManager:
         if (handle := self._handles.get(cid)) is not None:
             handle.touch()
         schema = schema_for(cid)
-        async with self._transaction(schema, "transaction") as conn:
-            return await fn(Transaction(self, conn, schema))
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                async with self._transaction(schema, "transaction") as conn:
+                    return await fn(Transaction(self, conn, schema))
+            except DatabaseError as exc:
+                # PostgreSQL chose this transaction as a deadlock's victim: nothing of it stayed, run it again
+                if attempt + 1 == TRANSACTION_ATTEMPTS or not should_retry_transaction(exc):
+                    raise
+                log.info("db.transaction_retried", schema=schema, attempt=attempt + 1, error=str(exc))
+        raise AssertionError("unreachable")
 
     async def check_single_connection(self, client: str) -> ClientHealth:
         """Check that `client`'s schema answers and is at the newest revision (never creates it)."""
