@@ -58,14 +58,17 @@ async def test_a_schema_name_travels_only_as_a_parameter(manager: ConnectionMana
 
 
 async def test_idle_handles_are_evicted(database_url: str) -> None:
-    async with ConnectionManager(database_url, pool_size=2, idle_timeout=0.3) as manager:
+    async with ConnectionManager(database_url, pool_size=2, idle_timeout=1.0) as manager:
         first = await manager.get_connection("idle_one")
         assert manager.pool_status().handles == 1
-        await asyncio.sleep(0.2)
-        await first.session.count()  # use keeps it alive
-        await asyncio.sleep(0.2)
-        assert manager.pool_status().handles == 1
-        await asyncio.sleep(0.6)
+        for _ in range(3):  # used every 0.5 s: kept for 1.5 s, longer than the idle timeout
+            await asyncio.sleep(0.5)
+            await first.session.count()
+            assert manager.pool_status().handles == 1
+        for _ in range(100):  # unused: gone after the idle timeout (checked every 0.2 s)
+            if not manager.pool_status().handles:
+                break
+            await asyncio.sleep(0.05)
         assert manager.pool_status().handles == 0
         # an evicted client comes back on its next use, with its data
         again = await manager.get_connection("idle_one")

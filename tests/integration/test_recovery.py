@@ -58,7 +58,8 @@ async def test_the_manager_recovers_after_the_server_restarts(own_server: Embedd
 
         await asyncio.to_thread(own_server.restart_server)
         back_after = await _wait_for(lambda: manager.healthy, within=INTERVAL * 3)
-        assert back_after <= INTERVAL + 0.5, f"recovered {back_after:.2f} s after the server returned"
+        # within one interval of its return (plus the duration of the check itself on a busy machine)
+        assert back_after <= INTERVAL + 1.0, f"recovered {back_after:.2f} s after the server returned"
 
         # every committed row is there, and the manager works as before
         assert {m.message_id for m in await db.message.find_many()} == {f"m{i}" for i in range(20)}
