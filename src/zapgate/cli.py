@@ -371,6 +371,16 @@ def sessions_scan(client_id: str, session_id: str, phone: str) -> None:
     click.echo(f"the simulated phone {phone} scanned the QR code of {session_id}")
 
 
+@sessions.command("enter-code")
+@click.argument("client_id")
+@click.argument("session_id")
+@click.argument("code")
+def sessions_enter_code(client_id: str, session_id: str, code: str) -> None:
+    """Sandbox: the simulated phone types the session's pairing CODE."""
+    _sessions_call(lambda s: s.sandbox_enter_code(client_id, session_id, code))
+    click.echo(f"the simulated phone entered the pairing code of {session_id}")
+
+
 @sessions.command("inject")
 @click.argument("client_id")
 @click.argument("session_id")

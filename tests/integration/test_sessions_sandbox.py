@@ -346,3 +346,21 @@ async def test_forgetting_a_whatsmeow_device_deletes_its_keys(manager: Connectio
         devices = (await conn.execute(text("SELECT jid FROM wm_acme.whatsmeow_device"))).scalars().all()
         keys = await conn.scalar(text("SELECT count(*) FROM wm_acme.whatsmeow_sessions"))
     assert devices == ["b:1@s.whatsapp.net"] and keys == 0
+
+
+async def test_pairing_by_code(manager: ConnectionManager, sessions: SessionService, worker: Worker) -> None:
+    await sessions.create("acme", "alice", phone_number="+55 11 99999-0001")
+
+    async def code_shown() -> str | None:
+        return (await sessions.get("acme", "alice")).session.pairing_code
+
+    code = await eventually(code_shown)
+    assert (await sessions.get("acme", "alice")).session.status == "pairing"
+    events = [p for t, p in await events_of(manager, "alice") if t == "pairing-code"]
+    assert events == [{"sessionId": "alice", "code": code, "phoneNumber": PHONE_A, "engine": "sandbox"}]
+    await sessions.sandbox_enter_code("acme", "alice", code)
+    await eventually(lambda: _is(sessions, "alice", "connected"))
+    alice = (await sessions.get("acme", "alice")).session
+    assert alice.phone_number == PHONE_A and alice.pairing_code is None
+    with pytest.raises(InvalidRequest):
+        await sessions.sandbox_enter_code("acme", "alice", "")

@@ -62,15 +62,6 @@ async def provision_keystore(conn: AsyncConnection, client_id_: str, server_url:
     return keystore_dsn(server_url, role, password, keystore_schema(cid))
 
 
-async def keystore_url(conn: AsyncConnection, client_id_: str, server_url: str) -> str | None:
-    """Return the DSN of `client_id_`'s existing keystore, or None if it has none (no server-side change)."""
-    cid = client_id(client_id_)
-    row = (await conn.execute(_FIND, {"cid": cid})).first()
-    if row is None:
-        return None
-    return keystore_dsn(server_url, str(row.role_name), str(row.password), keystore_schema(cid))
-
-
 async def drop_keystore(conn: AsyncConnection, client_id_: str) -> None:
     """Delete `client_id_`'s keys: its schema `wm_<client>`, its role (ending its connections) and its row."""
     cid = client_id(client_id_)

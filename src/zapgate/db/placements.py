@@ -218,11 +218,5 @@ async def forget_worker(conn: AsyncConnection, worker_id: str) -> None:
     await conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
 
 
-async def live_workers(conn: AsyncConnection, within: float) -> int:
-    """Return how many workers sent a heartbeat in the last `within` seconds."""
-    stmt = select(func.count()).select_from(workers).where(workers.c.heartbeat_at > func.now() - _seconds(within))
-    return int((await conn.execute(stmt)).scalar_one())
-
-
 def _seconds(value: float) -> TextClause:
     return text("make_interval(secs => :secs)").bindparams(secs=value)
