@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import TextClause, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import Row, TextClause, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,17 +29,17 @@ class Placement:
     lease_expires_at: datetime | None
 
 
-def _placement(row: object) -> Placement:
+def _placement(row: Row[Any]) -> Placement:
     return Placement(
-        client_id=row.client_id,  # type: ignore[attr-defined]
-        session_id=row.session_id,  # type: ignore[attr-defined]
-        engine=row.engine,  # type: ignore[attr-defined]
-        desired=row.desired,  # type: ignore[attr-defined]
-        mode=row.mode,  # type: ignore[attr-defined]
-        pairing_phone=row.pairing_phone,  # type: ignore[attr-defined]
-        generation=row.generation,  # type: ignore[attr-defined]
-        worker_id=row.worker_id,  # type: ignore[attr-defined]
-        lease_expires_at=row.lease_expires_at,  # type: ignore[attr-defined]
+        client_id=row.client_id,
+        session_id=row.session_id,
+        engine=row.engine,
+        desired=row.desired,
+        mode=row.mode,
+        pairing_phone=row.pairing_phone,
+        generation=row.generation,
+        worker_id=row.worker_id,
+        lease_expires_at=row.lease_expires_at,
     )
 
 
