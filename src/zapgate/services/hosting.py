@@ -134,7 +134,6 @@ class Worker:
         self._hosted: dict[SessionRef, _Hosted] = {}
         self._tasks = TaskGroup("worker")
         self._wake_outbound = asyncio.Event()
-        self._stopping = False
 
     def _make_engine(self, name: str) -> Engine:
         if name == "sandbox":
@@ -178,7 +177,6 @@ class Worker:
 
         The sessions keep wanting to run: another worker claims them at once and restores them.
         """
-        self._stopping = True
         for ref, hosted in list(self._hosted.items()):
             if hosted.status in {
                 SessionStatus.CONNECTED,
