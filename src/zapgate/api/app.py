@@ -10,10 +10,11 @@ from fastapi_offline import FastAPIOffline
 
 from zapgate import __version__
 from zapgate.api import problems
-from zapgate.api.routes import admin, health
+from zapgate.api.routes import admin, health, whatsapp
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import get_logger
 from zapgate.services.clients import ClientService
+from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
 log = get_logger(__name__)
@@ -51,6 +52,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 log.warning("clients.none", hint=NO_CLIENT_HINT)
             app.state.manager = manager
             app.state.clients = clients
+            app.state.sessions = SessionService(manager, default_engine=settings.default_engine)
             yield
         finally:
             await manager.close()
@@ -67,4 +69,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(whatsapp.router)
     return app

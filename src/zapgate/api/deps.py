@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, PermissionDenied
 from zapgate.services.clients import ClientService, admin_key_matches
+from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
 
@@ -53,5 +54,20 @@ def require_admin(
         raise AuthenticationFailed("missing or wrong admin key")
 
 
+def get_session_service(request: Request) -> SessionService:
+    """Return the app's SessionService."""
+    service: SessionService = request.app.state.sessions
+    return service
+
+
+async def client_of_request(
+    clients: Annotated[ClientService, Depends(get_client_service)],
+    key: Annotated[str | None, Depends(presented_key)],
+) -> str:
+    """Return the client whose API key the request carries (401 otherwise)."""
+    return await clients.authenticate(key)
+
+
 Manager = Annotated[ConnectionManager, Depends(get_manager)]
+Sessions = Annotated[SessionService, Depends(get_session_service)]
 Clients = Annotated[ClientService, Depends(get_client_service)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from zapgate.domain.ids import CLIENT_ID_PATTERN
+from zapgate.domain.ids import CLIENT_ID_PATTERN, SESSION_ID_PATTERN
+from zapgate.domain.phones import MAX_TEXT_LENGTH
 
 
 class _Body(BaseModel):
@@ -93,3 +94,64 @@ class ClientHealthOut(_Body):
     latency_ms: float = Field(examples=[1.3])
     revision: str | None = Field(examples=["0002"])
     error: str | None = Field(default=None, examples=[None])
+
+
+class CreateSessionRequest(_Request):
+    """A new session (a WhatsApp number to connect)."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, description="1-64 of A-Z a-z 0-9 _ -", examples=["user123"])
+    engine: Literal["whatsmeow", "sandbox"] | None = Field(
+        None, description="`whatsmeow` (real WhatsApp) or `sandbox`; default ZAPGATE_DEFAULT_ENGINE."
+    )
+    phone_number: str | None = Field(
+        None,
+        max_length=32,
+        description="Pair by a code for this number (with country code) instead of by QR code.",
+        examples=["5511999999999"],
+    )
+
+
+class SessionOut(_Body):
+    """A session: its status, how to pair it, the linked number."""
+
+    session_id: str = Field(examples=["user123"])
+    status: str = Field(examples=["qr"])
+    engine: str = Field(examples=["sandbox"])
+    sandbox: bool = Field(description="True on the simulated network: no real WhatsApp behind it.")
+    phone_number: str | None = Field(examples=["5511999999999"])
+    jid: str | None = Field(examples=["5511999999999:7@s.whatsapp.net"])
+    qr_code: str | None = Field(description="The current QR code's raw string, while pairing by QR.")
+    qr_expires_at: datetime | None
+    pairing_code: str | None = Field(examples=["ABCD-EFGH"])
+    last_error: str | None
+    desired: str | None = Field(None, description="What was asked of it: running, stopped or logged_out.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionList(_Body):
+    """The client's sessions."""
+
+    sessions: list[SessionOut]
+
+
+class SendMessageRequest(_Request):
+    """A text to send (the seed's body)."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, examples=["user123"])
+    to: str = Field(
+        min_length=1,
+        max_length=64,
+        description="A phone number with country code (spaces, +, -, . and parentheses are ignored) or a JID.",
+        examples=["5511999999999"],
+    )
+    message: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Olá! Como posso ajudar?"])
+
+
+class MessageAccepted(_Body):
+    """A message accepted for sending: it is stored and will go out."""
+
+    message_id: str = Field(examples=["3EB0C431C26A1916E2A3A5"])
+    session_id: str = Field(examples=["user123"])
+    status: str = Field(examples=["pending"])
+    timestamp: datetime

@@ -1,0 +1,132 @@
+"""The client's /whatsapp API over real HTTP: the seed's endpoints, keys, isolation, validation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.support import ADMIN, ADMIN_KEY, running_app
+from tests.acceptance.test_admin_api import assert_problem
+from zapgate.db.manager import ConnectionManager
+from zapgate.services.hosting import Worker
+from zapgate.services.sessions import SessionService
+from zapgate.settings import Settings
+
+
+@pytest.fixture
+async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox")
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+async def new_client(api: httpx.AsyncClient, client_id: str) -> dict[str, str]:
+    response = await api.post("/admin/clients", headers=ADMIN, json={"clientId": client_id})
+    assert response.status_code == 201, response.text
+    return {"X-API-Key": response.json()["apiKey"]}
+
+
+async def test_the_seeds_flow_over_http(api: httpx.AsyncClient, database_url: str) -> None:
+    acme = await new_client(api, "acme")
+    async with ConnectionManager(database_url, pool_size=3) as manager:
+        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        await worker.start()
+        try:
+            created = await api.post("/whatsapp/session", headers=acme, json={"sessionId": "user123"})
+            assert created.status_code == 201, created.text
+            assert created.json()["engine"] == "sandbox" and created.json()["sandbox"] is True
+
+            async def session() -> dict[str, Any]:
+                response = await api.get("/whatsapp/sessions/user123", headers=acme)
+                assert response.status_code == 200, response.text
+                return dict(response.json())
+
+            async def until(predicate: Any) -> dict[str, Any]:
+                for _ in range(200):
+                    if predicate(current := await session()):
+                        return current
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"not reached in 10 s: {current}")
+
+            shown = await until(lambda s: s["qrCode"])
+            assert shown["status"] == "qr" and shown["qrExpiresAt"]
+            await SessionService(manager).sandbox_scan("acme", "user123", "5511999990001")
+            linked = await until(lambda s: s["status"] == "connected")
+            assert linked["phoneNumber"] == "5511999990001" and linked["qrCode"] is None
+
+            # the seed's send, with the key added
+            sent = await api.post(
+                "/whatsapp/send",
+                headers=acme,
+                json={"sessionId": "user123", "to": "5511999999999", "message": "Olá! Como posso ajudar?"},
+            )
+            assert sent.status_code == 202, sent.text
+            assert sent.json()["status"] == "pending" and sent.json()["messageId"].startswith("3EB0")
+            db = await manager.get_connection("acme")
+
+            async def read() -> bool:
+                found = await db.message.find_unique(sent.json()["messageId"])
+                return found is not None and found.status == "read"
+
+            for _ in range(200):
+                if await read():
+                    break
+                await asyncio.sleep(0.05)
+            assert await read()
+            listed = await api.get("/whatsapp/sessions", headers=acme)
+            assert [s["sessionId"] for s in listed.json()["sessions"]] == ["user123"]
+        finally:
+            await worker.close()
+
+
+async def test_keys_and_isolation(api: httpx.AsyncClient) -> None:
+    acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
+    assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "shared"})).status_code == 201
+    for headers in ({}, {"X-API-Key": "zg_wrong"}, {"Authorization": "Bearer nope"}, ADMIN):
+        assert_problem(await api.get("/whatsapp/sessions", headers=headers), 401)
+    bearer = {"Authorization": "Bearer " + acme["X-API-Key"]}
+    assert [s["sessionId"] for s in (await api.get("/whatsapp/sessions", headers=bearer)).json()["sessions"]] == [
+        "shared"
+    ]
+    # another client's session does not exist for globex
+    assert (await api.get("/whatsapp/sessions", headers=globex)).json()["sessions"] == []
+    assert_problem(await api.get("/whatsapp/sessions/shared", headers=globex), 404, "session_not_found")
+    send = {"sessionId": "shared", "to": "5511999999999", "message": "hi"}
+    assert_problem(await api.post("/whatsapp/send", headers=globex, json=send), 404, "session_not_found")
+    # and the same id is free for globex
+    assert (await api.post("/whatsapp/session", headers=globex, json={"sessionId": "shared"})).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/whatsapp/session", {"sessionId": "a b"}, "sessionId"),
+        ("/whatsapp/session", {"sessionId": "x" * 65}, "sessionId"),
+        ("/whatsapp/session", {"sessionId": "ok", "engine": "baileys"}, "engine"),
+        ("/whatsapp/session", {"sessionId": "ok", "surprise": 1}, "surprise"),
+        ("/whatsapp/session", {}, "sessionId"),
+        ("/whatsapp/send", {"sessionId": "s1", "to": "5511999999999", "message": ""}, "message"),
+        ("/whatsapp/send", {"sessionId": "s1", "to": "5511999999999", "message": "x" * 4097}, "message"),
+        ("/whatsapp/send", {"sessionId": "s1", "to": "5511999999999"}, "message"),
+        ("/whatsapp/send", {"sessionId": "s1", "to": "5511999999999", "message": "x", "extra": True}, "extra"),
+    ],
+)
+async def test_bad_bodies_get_field_errors(api: httpx.AsyncClient, path: str, body: dict[str, Any], field: str) -> None:
+    acme = await new_client(api, "acme")
+    problem = assert_problem(await api.post(path, headers=acme, json=body), 422, "validation_failed")
+    assert field in [error["field"] for error in problem["errors"]]
+    assert (await api.get("/whatsapp/sessions", headers=acme)).json()["sessions"] == []
+
+
+async def test_refusals_of_the_services_are_problems(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201
+    assert_problem(await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"}), 409)
+    bad_number = {"sessionId": "s1", "to": "123", "message": "x"}
+    assert_problem(await api.post("/whatsapp/send", headers=acme, json=bad_number), 422, "invalid_phone_number")
+    pairing = {"sessionId": "s2", "phoneNumber": "12"}
+    assert_problem(await api.post("/whatsapp/session", headers=acme, json=pairing), 422, "invalid_phone_number")
