@@ -17,7 +17,9 @@ async def _watch_connections(url: str, peak: list[int], stop: asyncio.Event) -> 
     try:
         while not stop.is_set():
             count = await monitor.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                # client connections only: autovacuum workers also connect to the database now and then
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
             )
             peak.append(int(count))
             await asyncio.sleep(0.005)
