@@ -130,3 +130,68 @@ async def test_refusals_of_the_services_are_problems(api: httpx.AsyncClient) -> 
     assert_problem(await api.post("/whatsapp/send", headers=acme, json=bad_number), 422, "invalid_phone_number")
     pairing = {"sessionId": "s2", "phoneNumber": "12"}
     assert_problem(await api.post("/whatsapp/session", headers=acme, json=pairing), 422, "invalid_phone_number")
+
+
+async def test_qr_pairing_code_logout_restart_delete(api: httpx.AsyncClient, database_url: str) -> None:
+    acme = await new_client(api, "acme")
+    async with ConnectionManager(database_url, pool_size=3) as manager:
+        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        await worker.start()
+        try:
+            assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201
+
+            async def qr() -> httpx.Response:
+                for _ in range(200):
+                    response = await api.get("/whatsapp/sessions/s1/qr", headers=acme)
+                    if response.status_code == 200:
+                        return response
+                    await asyncio.sleep(0.05)
+                raise AssertionError(response.text)
+
+            shown = (await qr()).json()
+            assert shown["qr"].startswith("sandbox@acme/s1") and shown["qrDataUrl"].startswith("data:image/png;base64,")
+            png = await api.get("/whatsapp/sessions/s1/qr", headers={**acme, "Accept": "image/png"})
+            assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+            svg = await api.get("/whatsapp/sessions/s1/qr", headers={**acme, "Accept": "image/svg+xml"})
+            assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+
+            coded = await api.post(
+                "/whatsapp/sessions/s1/pairing-code", headers=acme, json={"phoneNumber": "5511999990001"}
+            )
+            assert coded.status_code == 202, coded.text
+            for _ in range(200):
+                current = (await api.get("/whatsapp/sessions/s1", headers=acme)).json()
+                if current["pairingCode"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert current["status"] == "pairing" and current["pairingCode"]
+            no_qr = assert_problem(await api.get("/whatsapp/sessions/s1/qr", headers=acme), 404)
+            assert "pairing" in no_qr["detail"]
+
+            await SessionService(manager).sandbox_enter_code("acme", "s1", current["pairingCode"])
+            for _ in range(200):
+                if (await api.get("/whatsapp/sessions/s1", headers=acme)).json()["status"] == "connected":
+                    break
+                await asyncio.sleep(0.05)
+            logout = await api.post("/whatsapp/sessions/s1/logout", headers=acme)
+            assert logout.status_code == 202 and logout.json()["desired"] == "logged_out"
+            for _ in range(200):
+                if (await api.get("/whatsapp/sessions/s1", headers=acme)).json()["status"] == "logged_out":
+                    break
+                await asyncio.sleep(0.05)
+            assert (await api.get("/whatsapp/sessions/s1", headers=acme)).json()["status"] == "logged_out"
+            restarted = await api.post("/whatsapp/sessions/s1/restart", headers=acme)
+            assert restarted.status_code == 202 and restarted.json()["desired"] == "running"
+            await qr()  # logged out, so it pairs anew by QR code
+
+            assert (await api.delete("/whatsapp/sessions/s1", headers=acme)).status_code == 204
+            assert_problem(await api.get("/whatsapp/sessions/s1", headers=acme), 404)
+            for path in ("/qr",):
+                assert_problem(await api.get(f"/whatsapp/sessions/s1{path}", headers=acme), 404)
+            for action in ("restart", "logout"):
+                assert_problem(await api.post(f"/whatsapp/sessions/s1/{action}", headers=acme), 404)
+            assert_problem(await api.delete("/whatsapp/sessions/s1", headers=acme), 404)
+            bad = await api.post("/whatsapp/sessions/s1/pairing-code", headers=acme, json={"phoneNumber": 5511})
+            assert_problem(bad, 422)
+        finally:
+            await worker.close()

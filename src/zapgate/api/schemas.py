@@ -155,3 +155,18 @@ class MessageAccepted(_Body):
     session_id: str = Field(examples=["user123"])
     status: str = Field(examples=["pending"])
     timestamp: datetime
+
+
+class QrOut(_Body):
+    """The session's current QR code: scan it with WhatsApp > Linked devices."""
+
+    session_id: str = Field(examples=["user123"])
+    qr: str = Field(description="The raw string the QR code encodes.")
+    qr_data_url: str = Field(description="The QR code as a PNG data URL (for an <img src>).")
+    expires_at: datetime | None
+
+
+class PairingCodeRequest(_Request):
+    """The number to pair by code."""
+
+    phone_number: str = Field(min_length=1, max_length=32, examples=["5511999999999"])

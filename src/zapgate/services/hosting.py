@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import segno
-
 from zapgate.background import TaskGroup
 from zapgate.db import notify, outbound, placements
 from zapgate.db.keystore import forget_device, provision_keystore
@@ -56,6 +54,7 @@ from zapgate.engines.base import (
 from zapgate.engines.sandbox import SandboxEngine
 from zapgate.errors import SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.qr import qr_data_url
 from zapgate.services.sandbox import PostgresSandboxNetwork
 
 log = get_logger(__name__)
@@ -94,11 +93,6 @@ def available_engines() -> tuple[str, ...]:
         log.warning("worker.whatsmeow_unavailable", error=str(exc))
         return ("sandbox",)
     return ("sandbox", "whatsmeow")
-
-
-def qr_data_url(code: str) -> str:
-    """Return `code` as a PNG data URL (what a browser shows as the QR image)."""
-    return str(segno.make(code, error="l").png_data_uri(scale=6, border=2))
 
 
 class Worker:

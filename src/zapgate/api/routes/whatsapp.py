@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from zapgate.api.deps import Sessions, client_of_request
 from zapgate.api.schemas import (
     CreateSessionRequest,
     MessageAccepted,
+    PairingCodeRequest,
     Problem,
+    QrOut,
     SendMessageRequest,
     SessionList,
     SessionOut,
 )
 from zapgate.domain.records import Session
+from zapgate.errors import NotFound
+from zapgate.services.qr import qr_data_url, qr_png, qr_svg
 
 ClientId = Annotated[str, Depends(client_of_request)]
 
@@ -91,3 +96,70 @@ async def send_message(body: SendMessageRequest, client: ClientId, sessions: Ses
         status=message.status.value,
         timestamp=message.timestamp,
     )
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such session."}}
+
+
+@router.get(
+    "/sessions/{sessionId}/qr",
+    responses={
+        **_NOT_FOUND,
+        200: {
+            "description": "The current QR code: JSON (raw code and PNG data URL), or the image itself by Accept.",
+            "content": {"image/png": {}, "image/svg+xml": {}},
+        },
+    },
+)
+async def get_qr(sessionId: str, request: Request, client: ClientId, sessions: Sessions) -> Response:
+    """Return the session's current QR code; 404 with the reason when it shows none (linked, not started...)."""
+    view = await sessions.get(client, sessionId)
+    session = view.session
+    if not session.qr_code:
+        raise NotFound(
+            f"session {sessionId!r} shows no QR code: it is {session.status}"
+            + (" (pairing by code)" if session.pairing_code else ""),
+            status=session.status,
+        )
+    accept = request.headers.get("accept", "")
+    if "image/png" in accept:
+        return Response(qr_png(session.qr_code), media_type="image/png")
+    if "image/svg+xml" in accept:
+        return Response(qr_svg(session.qr_code), media_type="image/svg+xml")
+    body = QrOut(
+        session_id=session.session_id,
+        qr=session.qr_code,
+        qr_data_url=qr_data_url(session.qr_code),
+        expires_at=session.qr_expires_at,
+    )
+    return JSONResponse(body.model_dump(by_alias=True, mode="json"))
+
+
+@router.post("/sessions/{sessionId}/pairing-code", status_code=status.HTTP_202_ACCEPTED, responses=_NOT_FOUND)
+async def request_pairing_code(
+    sessionId: str, body: PairingCodeRequest, client: ClientId, sessions: Sessions
+) -> SessionOut:
+    """Pair by a code for `phoneNumber` instead of by QR; the code arrives on the session and as an event."""
+    view = await sessions.request_pairing_code(client, sessionId, body.phone_number)
+    return session_out(view.session, view.desired)
+
+
+@router.post("/sessions/{sessionId}/restart", status_code=status.HTTP_202_ACCEPTED, responses=_NOT_FOUND)
+async def restart_session(sessionId: str, client: ClientId, sessions: Sessions) -> SessionOut:
+    """Start the session again: restored from its keys when linked, else a new pairing by QR code."""
+    view = await sessions.restart(client, sessionId)
+    return session_out(view.session, view.desired)
+
+
+@router.post("/sessions/{sessionId}/logout", status_code=status.HTTP_202_ACCEPTED, responses=_NOT_FOUND)
+async def logout_session(sessionId: str, client: ClientId, sessions: Sessions) -> SessionOut:
+    """Unlink the session from the phone and delete its keys (final: a restart pairs anew)."""
+    view = await sessions.logout(client, sessionId)
+    return session_out(view.session, view.desired)
+
+
+@router.delete("/sessions/{sessionId}", status_code=status.HTTP_204_NO_CONTENT, responses=_NOT_FOUND)
+async def delete_session(sessionId: str, client: ClientId, sessions: Sessions) -> Response:
+    """Delete the session with its contacts and messages; its worker stops it."""
+    await sessions.delete(client, sessionId)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
