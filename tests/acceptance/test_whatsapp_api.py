@@ -195,3 +195,51 @@ async def test_qr_pairing_code_logout_restart_delete(api: httpx.AsyncClient, dat
             assert_problem(bad, 422)
         finally:
             await worker.close()
+
+
+async def test_sandbox_routes(api: httpx.AsyncClient, database_url: str) -> None:
+    acme = await new_client(api, "acme")
+    async with ConnectionManager(database_url, pool_size=3) as manager:
+        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        await worker.start()
+        try:
+            await api.post("/whatsapp/session", headers=acme, json={"sessionId": "bot"})
+            for _ in range(200):
+                if (await api.get("/whatsapp/sessions/bot/qr", headers=acme)).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            scanned = await api.post(
+                "/whatsapp/sandbox/sessions/bot/scan", headers=acme, json={"phoneNumber": "+55 11 99999-0001"}
+            )
+            assert scanned.status_code == 202, scanned.text
+            for _ in range(200):
+                if (await api.get("/whatsapp/sessions/bot", headers=acme)).json()["status"] == "connected":
+                    break
+                await asyncio.sleep(0.05)
+            injected = await api.post(
+                "/whatsapp/sandbox/inbound",
+                headers=acme,
+                json={"sessionId": "bot", "from": "+44 7700 900123", "message": "hi bot"},
+            )
+            assert injected.status_code == 202, injected.text
+            db = await manager.get_connection("acme")
+            for _ in range(200):
+                stored = await db.message.find_unique(injected.json()["messageId"], include_contact=True)
+                if stored is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert stored is not None and stored.direction == "inbound" and stored.content == "hi bot"
+            assert stored.contact is not None and stored.contact.phone_number == "447700900123"
+        finally:
+            await worker.close()
+    # a real-WhatsApp session is not the sandbox's to drive
+    await api.post("/whatsapp/session", headers=acme, json={"sessionId": "real", "engine": "whatsmeow"})
+    refused = await api.post(
+        "/whatsapp/sandbox/sessions/real/scan", headers=acme, json={"phoneNumber": "5511999990002"}
+    )
+    assert_problem(refused, 422)
+    assert_problem(
+        await api.post("/whatsapp/sandbox/sessions/nope/scan", headers=acme, json={"phoneNumber": "5511999990002"}), 404
+    )
+    bad = await api.post("/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "bot", "message": "x"})
+    assert_problem(bad, 422)

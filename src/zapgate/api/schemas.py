@@ -170,3 +170,30 @@ class PairingCodeRequest(_Request):
     """The number to pair by code."""
 
     phone_number: str = Field(min_length=1, max_length=32, examples=["5511999999999"])
+
+
+class ScanRequest(_Request):
+    """The simulated phone that scans (sandbox)."""
+
+    phone_number: str = Field(min_length=1, max_length=32, examples=["5511999990001"])
+
+
+class Accepted(_Body):
+    """The request was taken; its effect arrives as events."""
+
+    accepted: bool = True
+
+
+class InboundRequest(_Request):
+    """A text from any number to a sandbox session."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, examples=["user123"])
+    from_number: str = Field(alias="from", min_length=1, max_length=32, examples=["447700900123"])
+    message: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Hello from the sandbox"])
+
+
+class InboundAccepted(_Body):
+    """An injected message, on its way to the session."""
+
+    message_id: str
+    session_id: str

@@ -9,11 +9,15 @@ from fastapi.responses import JSONResponse
 
 from zapgate.api.deps import Sessions, client_of_request
 from zapgate.api.schemas import (
+    Accepted,
     CreateSessionRequest,
+    InboundAccepted,
+    InboundRequest,
     MessageAccepted,
     PairingCodeRequest,
     Problem,
     QrOut,
+    ScanRequest,
     SendMessageRequest,
     SessionList,
     SessionOut,
@@ -163,3 +167,27 @@ async def delete_session(sessionId: str, client: ClientId, sessions: Sessions) -
     """Delete the session with its contacts and messages; its worker stops it."""
     await sessions.delete(client, sessionId)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/sandbox/sessions/{sessionId}/scan",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["sandbox"],
+    responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or a bad number."}},
+)
+async def sandbox_scan(sessionId: str, body: ScanRequest, client: ClientId, sessions: Sessions) -> Accepted:
+    """Sandbox: a simulated phone with `phoneNumber` scans the session's current QR code (it links at once)."""
+    await sessions.sandbox_scan(client, sessionId, body.phone_number)
+    return Accepted(accepted=True)
+
+
+@router.post(
+    "/sandbox/inbound",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["sandbox"],
+    responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or bad input."}},
+)
+async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sessions) -> InboundAccepted:
+    """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows)."""
+    message_id = await sessions.sandbox_inject(client, body.session_id, body.from_number, body.message)
+    return InboundAccepted(message_id=message_id, session_id=body.session_id)
