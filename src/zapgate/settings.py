@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
 
+    # realtime and sending
+    sse_heartbeat: float = Field(15.0, gt=0, le=300, validation_alias="ZAPGATE_SSE_HEARTBEAT")  # seconds
+    send_rate: float = Field(5.0, ge=0, validation_alias="ZAPGATE_SEND_RATE")  # per session per second; 0: no limit
+    send_burst: int = Field(30, ge=1, validation_alias="ZAPGATE_SEND_BURST")  # sends a session may make at once
+
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds

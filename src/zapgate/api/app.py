@@ -14,6 +14,7 @@ from zapgate.api.routes import admin, health, whatsapp
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import get_logger
 from zapgate.services.clients import ClientService
+from zapgate.services.events import EventHub
 from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
@@ -53,7 +54,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.manager = manager
             app.state.clients = clients
             app.state.sessions = SessionService(manager, default_engine=settings.default_engine)
-            yield
+            app.state.events = hub = EventHub(manager, database_url)
+            await hub.start()
+            try:
+                yield
+            finally:
+                await hub.close()
         finally:
             await manager.close()
 

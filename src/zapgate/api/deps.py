@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, PermissionDenied
 from zapgate.services.clients import ClientService, admin_key_matches
+from zapgate.services.events import EventHub
 from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
@@ -68,6 +69,14 @@ async def client_of_request(
     return await clients.authenticate(key)
 
 
+def get_event_hub(request: Request) -> EventHub:
+    """Return the app's EventHub."""
+    hub: EventHub = request.app.state.events
+    return hub
+
+
 Manager = Annotated[ConnectionManager, Depends(get_manager)]
 Sessions = Annotated[SessionService, Depends(get_session_service)]
 Clients = Annotated[ClientService, Depends(get_client_service)]
+Events = Annotated[EventHub, Depends(get_event_hub)]
+AppSettings = Annotated[Settings, Depends(get_settings)]

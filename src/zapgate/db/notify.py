@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from sqlalchemy import text
@@ -22,7 +22,8 @@ log = get_logger(__name__)
 OUTBOUND = "zapgate_outbound"  # payload: "client/session" with new pending messages
 PLACEMENTS = "zapgate_placements"  # payload: "client/session" whose desired state changed
 SANDBOX = "zapgate_sandbox"  # payload: the address that got mail
-CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX)
+CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX)  # what workers listen to
+EVENTS = "zapgate_events"  # payload: the schema of a client with new events (API processes listen)
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
@@ -43,14 +44,23 @@ class Listener:
     """One connection listening on our channels; each channel wakes an asyncio.Event.
 
     It reconnects by itself after the server goes away, and wakes everyone then (they may have missed
-    notifications, so they look at the rows again).
+    notifications, so they look at the rows again). `on_notify(channel, payload)` is called for each
+    notification, and with `payload=None` after each (re)connection.
     """
 
-    def __init__(self, url: str, channels: Iterable[str] = CHANNELS, *, retry_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        channels: Iterable[str] = CHANNELS,
+        *,
+        retry_every: float = 1.0,
+        on_notify: Callable[[str, str | None], None] | None = None,
+    ) -> None:
         self._url = libpq_url(url)
         self._channels = tuple(channels)
         self._events = {channel: asyncio.Event() for channel in self._channels}
         self._retry_every = retry_every
+        self._on_notify = on_notify
         self._task: asyncio.Task[None] | None = None
         self.payloads: dict[str, list[str]] = {channel: [] for channel in self._channels}
 
@@ -70,14 +80,19 @@ class Listener:
                 await self._task
 
     def _received(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        box = self.payloads[channel]
-        if len(box) < 10_000:
-            box.append(payload)
+        if self._on_notify is not None:
+            self._on_notify(channel, payload)
+        else:
+            box = self.payloads[channel]
+            if len(box) < 10_000:
+                box.append(payload)
         self._events[channel].set()
 
     def _wake_all(self) -> None:
-        for event in self._events.values():
+        for channel, event in self._events.items():
             event.set()
+            if self._on_notify is not None:
+                self._on_notify(channel, None)
 
     async def _run(self) -> None:
         while True:

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from sqlalchemy import RowMapping, Select, and_, delete, func, insert, select, update
+from sqlalchemy import RowMapping, Select, and_, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db.notify import EVENTS
 from zapgate.db.tables import contacts, events, messages, sessions
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Contact, Direction, Event, Message, MessageStatus, Session
@@ -560,8 +561,18 @@ class MessageRepository:
         return select(messages)
 
 
+# Appending takes a per-client lock held to commit, so a client's events commit in id order: a reader
+# that has seen id N has seen every committed id below N, which is what lets SSE resume from
+# `Last-Event-ID` and webhooks deliver from a cursor without a gap. The lock's key space (two int4 keys,
+# the first our constant) is apart from the single-bigint advisory locks used elsewhere.
+_EVENT_LOCK_CLASS: Final = 0x7A67
+_BEFORE_APPEND = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, hashtext(current_schema())), pg_notify(:channel, current_schema())"
+).bindparams(lock_class=_EVENT_LOCK_CLASS, channel=EVENTS)
+
+
 class EventRepository:
-    """The client's event log: appended in id order, read from a cursor."""
+    """The client's event log: appended in id order (commit order too), read from a cursor."""
 
     def __init__(self, executor: Executor) -> None:
         self._x = executor
@@ -571,6 +582,7 @@ class EventRepository:
         stmt = insert(events).values(session_id=session_id, type=type, payload=payload).returning(*events.c)
 
         async def run(conn: AsyncConnection) -> Event:
+            await conn.execute(_BEFORE_APPEND)
             return _event((await conn.execute(stmt)).mappings().one())
 
         return await self._x.run("events.append", run)
@@ -582,6 +594,7 @@ class EventRepository:
         rows = [{"type": kind, "session_id": session, "payload": payload} for kind, session, payload in entries]
 
         async def run(conn: AsyncConnection) -> None:
+            await conn.execute(_BEFORE_APPEND)
             await conn.execute(insert(events), rows)
 
         await self._x.run("events.append_many", run)

@@ -59,3 +59,11 @@ def schema_for(client: ClientId) -> SchemaName:
 def new_id() -> str:
     """Return a new collision-resistant row id (cuid2, as the seed's `cuid()`)."""
     return _cuid.generate()
+
+
+def client_of_schema(schema: str) -> ClientId | None:
+    """Return the client whose schema is `schema`, or None when it is no client's schema."""
+    if not schema.startswith(SCHEMA_PREFIX):
+        return None
+    candidate = schema[len(SCHEMA_PREFIX) :]
+    return ClientId(candidate) if _CLIENT_ID.fullmatch(candidate) else None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from zapgate.api.deps import Sessions, client_of_request
+from zapgate.api.deps import AppSettings, Events, Sessions, client_of_request
+from zapgate.api.events import event_body
 from zapgate.api.schemas import (
     Accepted,
     CreateSessionRequest,
@@ -22,8 +26,9 @@ from zapgate.api.schemas import (
     SessionList,
     SessionOut,
 )
+from zapgate.domain.ids import SESSION_ID_PATTERN
 from zapgate.domain.records import Session
-from zapgate.errors import NotFound
+from zapgate.errors import InvalidRequest, NotFound
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
 
 ClientId = Annotated[str, Depends(client_of_request)]
@@ -191,3 +196,77 @@ async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sess
     """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows)."""
     message_id = await sessions.sandbox_inject(client, body.session_id, body.from_number, body.message)
     return InboundAccepted(message_id=message_id, session_id=body.session_id)
+
+
+_SSE_EXAMPLE = (
+    "id: 42\nevent: status-change\ndata: "
+    '{"eventId": 42, "type": "status-change", "sessionId": "user123", "createdAt": "2026-11-29T10:00:00+00:00", '
+    '"status": "connected", "previousStatus": "connecting", "reason": null, "engine": "sandbox", '
+    '"phoneNumber": "5511999999999"}\n\n'
+)
+
+
+def _event_cursor(header: str | None, query: int | None) -> int | None:
+    if query is not None:
+        return query
+    if header is None or header.strip() == "":
+        return None
+    value = header.strip()
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidRequest(f"invalid Last-Event-ID {value[:40]!r}: expected the id of an event (digits)")
+    return int(value)
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": (
+                "Server-Sent Events: one per event of the log (`qr-code`, `pairing-code`, `status-change`, "
+                "`message-received`, `message-status`, `error`), each with `id:` (its id in the log), `event:` "
+                "(its type) and `data:` (JSON). Comments (`: ping`) keep the connection alive."
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
+        },
+        404: {"model": Problem, "description": "No such session."},
+    },
+)
+async def stream(
+    client: ClientId,
+    sessions: Sessions,
+    hub: Events,
+    settings: AppSettings,
+    session_id: Annotated[
+        str | None, Query(alias="sessionId", pattern=SESSION_ID_PATTERN, description="Only this session's events.")
+    ] = None,
+    last_event_id_query: Annotated[
+        int | None,
+        Query(alias="lastEventId", ge=0, description="Resume after this event id (as the Last-Event-ID header)."),
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="Resume after this event id: nothing missed.")
+    ] = None,
+) -> EventSourceResponse:
+    """Stream the client's events as they happen (the seed's SSE endpoint).
+
+    Without `Last-Event-ID` the stream starts with the next event; with it, it first replays every event
+    after that id, in order, with no gap and no duplicate (browsers' `EventSource` sends it on reconnect).
+    """
+    after = _event_cursor(last_event_id, last_event_id_query)
+    if session_id is not None:
+        await sessions.get(client, session_id)  # 404 for another client's or an unknown session
+    cursor = after if after is not None else await hub.head(client)
+    wanted = None if session_id is None else [session_id]
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async with hub.subscription(client, after=cursor, sessions=wanted) as subscription:
+            async for event in subscription.events():
+                yield ServerSentEvent(data=json.dumps(event_body(event)), id=str(event.id), event=event.type)
+
+    return EventSourceResponse(
+        events(),
+        ping=settings.sse_heartbeat,
+        send_timeout=60.0,  # a consumer that takes no data for a minute is dropped; it resumes by Last-Event-ID
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,154 @@
+"""GET /whatsapp/stream over real HTTP with a raw SSE reader: events, resume, isolation, heartbeats, slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.acceptance.sse import SseMessage, next_events, read_sse
+from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.test_admin_api import assert_problem
+from tests.acceptance.test_whatsapp_api import new_client
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.services.hosting import Worker
+from zapgate.settings import Settings
+
+
+@pytest.fixture
+async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", sse_heartbeat=0.3)
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+@pytest.fixture
+async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
+    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as cm:
+        yield cm
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    api: httpx.AsyncClient, headers: dict[str, str], **params: str
+) -> AsyncIterator[AsyncIterator[SseMessage]]:
+    async with api.stream("GET", "/whatsapp/stream", headers=headers, params=params, timeout=30) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield read_sse(response)
+
+
+async def append(manager: ConnectionManager, client: str, session: str, n: int, start: int = 0) -> None:
+    async def work(tx: Transaction) -> None:
+        await tx.event.append_many([("message-received", session, {"n": start + i}) for i in range(n)])
+
+    await manager.execute_transaction(client, work)
+
+
+async def test_the_session_lifecycle_streams_as_events(
+    api: httpx.AsyncClient, manager: ConnectionManager, database_url: str
+) -> None:
+    acme = await new_client(api, "acme")
+    worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+    await worker.start()
+    try:
+        async with stream(api, acme) as events:
+            created = await api.post("/whatsapp/session", headers=acme, json={"sessionId": "user123"})
+            assert created.status_code == 201
+            first: list[SseMessage] = []
+            while not first or first[-1].event != "qr-code":
+                first += await asyncio.wait_for(next_events(events, 1), 20)
+            assert first[0].event == "status-change" and first[0].data["sessionId"] == "user123"
+            assert [m.data["status"] for m in first[:-1]][-1] == "qr"
+            qr = first[-1]
+            assert qr.data["sessionId"] == "user123" and qr.data["qr"] and qr.data["qrDataUrl"].startswith("data:")
+            assert qr.id == str(qr.data["eventId"]) and qr.data["type"] == "qr-code"
+            scan = await api.post(
+                "/whatsapp/sandbox/sessions/user123/scan", headers=acme, json={"phoneNumber": "5511999990001"}
+            )
+            assert scan.status_code == 202
+            async for message in events:
+                if message.event == "status-change" and message.data["status"] == "connected":
+                    assert message.data["phoneNumber"] == "5511999990001"
+                    break
+    finally:
+        await worker.close()
+
+
+async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
+    api: httpx.AsyncClient, manager: ConnectionManager
+) -> None:
+    acme = await new_client(api, "acme")
+    async with stream(api, acme) as events:
+        await append(manager, "acme", "s1", 10)
+        got = await asyncio.wait_for(next_events(events, 4), 10)
+    last = got[-1].id
+    assert last is not None
+    await append(manager, "acme", "s1", 5, start=10)  # while disconnected
+    async with stream(api, {**acme, "Last-Event-ID": last}) as events:
+        rest = await asyncio.wait_for(next_events(events, 11), 10)
+    assert [m.data["n"] for m in got + rest] == list(range(15))
+    ids = [int(m.id or 0) for m in got + rest]
+    assert ids == sorted(set(ids))
+    # the same by query parameter, as a browser's first connection would
+    async with stream(api, acme, lastEventId=str(ids[12])) as events:
+        assert [m.data["n"] for m in await asyncio.wait_for(next_events(events, 2), 10)] == [13, 14]
+
+
+async def test_streams_are_isolated_by_client_and_session(api: httpx.AsyncClient, manager: ConnectionManager) -> None:
+    acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
+    for headers in (acme, globex):
+        for sid in ("one", "two"):
+            assert (await api.post("/whatsapp/session", headers=headers, json={"sessionId": sid})).status_code == 201
+    async with (
+        stream(api, acme) as acme_all,
+        stream(api, acme, sessionId="two") as acme_two,
+        stream(api, globex) as globex_all,
+    ):
+        await append(manager, "acme", "one", 2)
+        await append(manager, "globex", "one", 1, start=100)
+        await append(manager, "acme", "two", 2, start=10)
+        assert [m.data["n"] for m in await asyncio.wait_for(next_events(acme_all, 4), 10)] == [0, 1, 10, 11]
+        assert [m.data["n"] for m in await asyncio.wait_for(next_events(acme_two, 2), 10)] == [10, 11]
+        only = await asyncio.wait_for(next_events(globex_all, 1), 10)
+        assert only[0].data["n"] == 100
+        with pytest.raises(TimeoutError):  # and nothing of acme's follows
+            await asyncio.wait_for(next_events(globex_all, 1), 1.0)
+
+
+async def test_heartbeats_keep_an_idle_stream_alive(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    async with stream(api, acme) as events:
+        pings = 0
+        async for message in events:
+            assert message.comment is not None  # nothing happens, only pings
+            pings += 1
+            if pings == 3:
+                break
+
+
+async def test_a_stalled_reader_delays_no_one(api: httpx.AsyncClient, manager: ConnectionManager) -> None:
+    acme = await new_client(api, "acme")
+    async with stream(api, acme) as stalled, stream(api, acme) as reader:
+        await append(manager, "acme", "s", 1, start=-1)
+        assert len(await asyncio.wait_for(next_events(stalled, 1), 10)) == 1  # then it stops reading
+        for batch in range(10):
+            await append(manager, "acme", "s", 300, start=batch * 300)
+        got = await asyncio.wait_for(next_events(reader, 3001), 60)
+        assert [m.data["n"] for m in got] == list(range(-1, 3000))
+        # the stalled reader, reading again, gets everything in order
+        late = await asyncio.wait_for(next_events(stalled, 3000), 60)
+        assert [m.data["n"] for m in late] == list(range(3000))
+
+
+async def test_bad_stream_requests(api: httpx.AsyncClient) -> None:
+    acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
+    assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "mine"})).status_code == 201
+    assert_problem(await api.get("/whatsapp/stream"), 401)
+    assert_problem(await api.get("/whatsapp/stream", headers=globex, params={"sessionId": "mine"}), 404)
+    assert_problem(await api.get("/whatsapp/stream", headers=acme, params={"sessionId": "a b"}), 422)
+    assert_problem(await api.get("/whatsapp/stream", headers={**acme, "Last-Event-ID": "x1"}), 422)
+    assert_problem(await api.get("/whatsapp/stream", headers=acme, params={"lastEventId": "-3"}), 422)
