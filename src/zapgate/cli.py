@@ -340,8 +340,8 @@ def sessions_show(client_id: str, session_id: str) -> None:
 @click.argument("text")
 def sessions_send(client_id: str, session_id: str, to: str, text: str) -> None:
     """Send TEXT to TO (a phone number with country code, or a JID); prints the message id."""
-    message = _sessions_call(lambda s: s.send_text(client_id, session_id, to, text))
-    click.echo(f"{message.message_id} {message.status}")
+    accepted = _sessions_call(lambda s: s.send_text(client_id, session_id, to, text))
+    click.echo(f"{accepted.message_id} {accepted.status}")
 
 
 def _session_action(name: str, verb: str, doc: str) -> None:

@@ -3,7 +3,9 @@
     ZapgateError                    anything zapgate raises on purpose
     ├── InvalidRequest              the caller's input is malformed (never retried)
     │   ├── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
-    │   └── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
+    │   ├── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
+    │   └── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
+    ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
     │   ├── ClientNotFound
@@ -54,6 +56,22 @@ class InvalidSessionId(InvalidRequest):
     """A session id that does not match ^[A-Za-z0-9_-]{1,64}$."""
 
     code = "invalid_session_id"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key that was used before for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class RateLimited(ZapgateError):
+    """Over the session's send rate; `retry_after` says in how many seconds a send may go."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, **details: object) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after
 
 
 class SessionNotConnected(ZapgateError):

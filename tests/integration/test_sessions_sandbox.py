@@ -207,7 +207,8 @@ async def test_bad_input_to_every_call_is_typed_and_changes_nothing(
     assert await db.message.find_many() == []
     # 4096 characters is the limit, not one more
     accepted = await sessions.send_text("acme", "alice", PHONE_B, "x" * 4096)
-    assert len(accepted.content) == 4096
+    stored = await (await manager.get_connection("acme")).message.find_unique(accepted.message_id)
+    assert stored is not None and len(stored.content) == 4096
 
 
 async def test_delete_removes_the_session_and_its_worker_stops_it(

@@ -53,7 +53,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 log.warning("clients.none", hint=NO_CLIENT_HINT)
             app.state.manager = manager
             app.state.clients = clients
-            app.state.sessions = SessionService(manager, default_engine=settings.default_engine)
+            app.state.sessions = SessionService(
+                manager,
+                default_engine=settings.default_engine,
+                send_rate=settings.send_rate,
+                send_burst=settings.send_burst,
+            )
             app.state.events = hub = EventHub(manager, database_url)
             await hub.start()
             try:

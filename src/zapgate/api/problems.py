@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from zapgate.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    RateLimited,
     SessionNotConnected,
     ZapgateError,
 )
@@ -33,6 +35,7 @@ _STATUS: list[tuple[type[ZapgateError], int]] = [
     (SessionNotConnected, 409),
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
+    (RateLimited, 429),
     (DatabaseUnavailable, 503),
     (DatabaseError, 503),
 ]
@@ -46,6 +49,7 @@ _TITLES = {
     409: "Conflict",
     413: "Payload too large",
     422: "Invalid request",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -59,7 +63,9 @@ def status_for(exc: ZapgateError) -> int:
     return 500
 
 
-def problem(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, detail: str, code: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """Return a problem+json response."""
     body = {
         "type": f"https://zapgate.dev/problems/{code}",
@@ -69,7 +75,9 @@ def problem(status: int, detail: str, code: str, **extra: Any) -> JSONResponse:
         "code": code,
         **extra,
     }
-    headers = {"WWW-Authenticate": 'Bearer realm="zapgate"'} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="zapgate"'
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -86,6 +94,9 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message)
+        if isinstance(exc, RateLimited):
+            wait = max(1, math.ceil(exc.retry_after))
+            return problem(status, exc.message, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait)
         return problem(status, exc.message, exc.code)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -5,9 +5,11 @@ Statements for the transaction of a `ConnectionManager` (its search_path names t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +19,7 @@ from zapgate.db.repositories import message_record
 from zapgate.db.tables import contacts, messages
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Message, MessageStatus
+from zapgate.errors import IdempotencyKeyReused
 
 # the order a message's status only ever moves along (a late "sent" never undoes "read")
 STATUS_ORDER = ["pending", "failed", "sent", "delivered", "read", "played"]
@@ -208,5 +211,87 @@ _RECORD_SENDS = text(
     FROM input i
     WHERE m.session_id = :row AND m.message_id = i.message_id AND m.status = 'pending'
     RETURNING i.message_id AS requested
+    """
+)
+
+
+async def take_send_slot(conn: AsyncConnection, session_id: str, *, rate: float, burst: int) -> float:
+    """Count one send of session `session_id` against its rate limit (GCRA, shared by every API process).
+
+    Returns 0 when the send may go (or the session does not exist: the caller finds out), else the seconds
+    to wait before it may (nothing is counted then).
+    The row lock is held to the end of the caller's transaction, so concurrent sends queue up for it.
+    """
+    interval = 1.0 / rate
+    row = (
+        await conn.execute(
+            _TAKE_SLOT, {"session_id": session_id, "interval": interval, "tolerance": interval * (burst - 1)}
+        )
+    ).one()
+    return 0.0 if row.allowed else max(float(row.wait), 0.001)
+
+
+_TAKE_SLOT = text(
+    """
+    WITH current AS (
+        SELECT greatest(coalesce((SELECT tat FROM send_limits WHERE session_id = :session_id), now()), now()) AS tat
+    ), taken AS (
+        INSERT INTO send_limits AS l (session_id, tat)
+        SELECT :session_id, current.tat + make_interval(secs => :interval) FROM current
+        WHERE current.tat - now() <= make_interval(secs => :tolerance)
+          AND EXISTS (SELECT 1 FROM sessions WHERE session_id = :session_id)
+        ON CONFLICT (session_id) DO UPDATE
+            SET tat = greatest(l.tat, now()) + make_interval(secs => :interval)
+            WHERE greatest(l.tat, now()) - now() <= make_interval(secs => :tolerance)
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM taken) OR NOT EXISTS (SELECT 1 FROM sessions WHERE session_id = :session_id)
+               AS allowed,
+           extract(epoch FROM (SELECT tat FROM current) - now() - make_interval(secs => :tolerance)) AS wait
+    """
+)
+
+
+async def recall_idempotent(conn: AsyncConnection, key: str, fingerprint: str) -> dict[str, Any] | None:
+    """Return the stored response of a request made with `key` (and the same fingerprint) in the last day.
+
+    Raises IdempotencyKeyReused when `key` was used for a different request. Waits for a request with the
+    same key that is still in flight (its row is locked until it commits).
+    """
+    await conn.execute(_LOCK_KEY, {"key": key})  # a concurrent request with this key commits first
+    row = (await conn.execute(_RECALL, {"key": key})).one_or_none()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request: use a new key for a new request", key=key
+        )
+    return dict(row.response)
+
+
+async def remember_idempotent(conn: AsyncConnection, key: str, fingerprint: str, response: dict[str, Any]) -> bool:
+    """Store the response of the request made with `key` (after `recall_idempotent` in the same transaction)."""
+    params = {"key": key, "fingerprint": fingerprint, "response": json.dumps(response)}
+    return (await conn.execute(_REMEMBER, params)).one_or_none() is not None
+
+
+IDEMPOTENCY_TTL_HOURS = 24
+
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(31337, hashtext(:key))")
+
+_RECALL = text(
+    f"""
+    SELECT fingerprint, response FROM idempotency_keys
+    WHERE key = :key AND created_at > now() - interval '{IDEMPOTENCY_TTL_HOURS} hours'
+    """
+)
+
+_REMEMBER = text(
+    f"""
+    INSERT INTO idempotency_keys AS k (key, fingerprint, response) VALUES (:key, :fingerprint, CAST(:response AS jsonb))
+    ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, response = excluded.response,
+        created_at = now()
+    WHERE k.created_at <= now() - interval '{IDEMPOTENCY_TTL_HOURS} hours'
+    RETURNING 1
     """
 )

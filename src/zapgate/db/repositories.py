@@ -11,14 +11,27 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Final, Literal, Protocol, TypeVar
 
-from sqlalchemy import RowMapping, Select, and_, delete, func, insert, select, text, update
+from sqlalchemy import (
+    RowMapping,
+    Select,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db.notify import EVENTS
-from zapgate.db.tables import contacts, events, messages, sessions
+from zapgate.db.tables import audit_log, contacts, events, messages, sessions
 from zapgate.domain.ids import new_id
-from zapgate.domain.records import Contact, Direction, Event, Message, MessageStatus, Session
+from zapgate.domain.records import AuditEntry, Contact, Direction, Event, Message, MessageStatus, Session
 from zapgate.errors import ContactNotFound, InvalidRequest, MessageNotFound, SessionNotFound
 
 T = TypeVar("T")
@@ -475,17 +488,29 @@ class MessageRepository:
         status: MessageStatus | str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        contact_phone: str | None = None,
+        before: tuple[datetime, str] | None = None,
         include_contact: bool = False,
         newest_first: bool = True,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Message]:
-        """Return messages matching every filter given, newest first unless told otherwise."""
+        """Return messages matching every filter given, newest first unless told otherwise.
+
+        `contact_phone` is the contact's number (or JID); `before` is a keyset cursor, the (timestamp, row id)
+        of the last message of the previous page (newest first only).
+        """
         conditions = []
         if session_id is not None:
             conditions.append(messages.c.session_id == session_id)
         if contact_id is not None:
             conditions.append(messages.c.contact_id == contact_id)
+        if contact_phone is not None:
+            conditions.append(
+                messages.c.contact_id.in_(select(contacts.c.id).where(contacts.c.phone_number == contact_phone))
+            )
+        if before is not None:
+            conditions.append(tuple_(messages.c.timestamp, messages.c.id) < tuple_(*before))
         if direction is not None:
             conditions.append(messages.c.direction == str(direction))
         if status is not None:
@@ -620,6 +645,24 @@ class EventRepository:
 
         return await self._x.run("events.list_after", run)
 
+    async def message_statuses(self, session_id: str, message_ids: Sequence[str]) -> list[Event]:
+        """Return the message-status events of session `session_id` for any of `message_ids`, oldest first."""
+        key = literal_column("payload ->> 'messageId'", Text)  # a constant key, as the index has it
+        stmt = (
+            select(events)
+            .where(
+                events.c.type == "message-status",
+                key.in_(list(message_ids)),
+                events.c.session_id == session_id,
+            )
+            .order_by(events.c.id)
+        )
+
+        async def run(conn: AsyncConnection) -> list[Event]:
+            return [_event(row) for row in (await conn.execute(stmt)).mappings()]
+
+        return await self._x.run("events.message_statuses", run)
+
     async def last_id(self) -> int:
         """Return the id of the newest event, or 0 when the log is empty."""
         stmt = select(func.coalesce(func.max(events.c.id), 0))
@@ -630,11 +673,77 @@ class EventRepository:
         return await self._x.run("events.last_id", run)
 
 
+def _audit(row: RowMapping) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        actor=row["actor"],
+        action=row["action"],
+        session_id=row["session_id"],
+        outcome=row["outcome"],
+        status=row["status"],
+        detail=dict(row["detail"]),
+    )
+
+
+class AuditRepository:
+    """The client's audit log: who did what, when, with what outcome."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    async def append_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries (their `id` is ignored: the log numbers them), keeping their times."""
+        if not entries:
+            return
+        rows = [
+            {
+                "at": e.at,
+                "actor": e.actor,
+                "action": e.action,
+                "session_id": e.session_id,
+                "outcome": e.outcome,
+                "status": e.status,
+                "detail": e.detail,
+            }
+            for e in entries
+        ]
+
+        async def run(conn: AsyncConnection) -> None:
+            await conn.execute(insert(audit_log), rows)
+
+        await self._x.run("audit.append_many", run)
+
+    async def find_many(
+        self,
+        *,
+        session_id: str | None = None,
+        action: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Return entries matching every filter given, newest first (`before_id`: ids below it only)."""
+        conditions = []
+        if session_id is not None:
+            conditions.append(audit_log.c.session_id == session_id)
+        if action is not None:
+            conditions.append(audit_log.c.action == action)
+        if before_id is not None:
+            conditions.append(audit_log.c.id < before_id)
+        stmt = select(audit_log).where(and_(True, *conditions)).order_by(audit_log.c.id.desc()).limit(_limit(limit))
+
+        async def run(conn: AsyncConnection) -> list[AuditEntry]:
+            return [_audit(row) for row in (await conn.execute(stmt)).mappings()]
+
+        return await self._x.run("audit.find_many", run)
+
+
 class Repositories:
-    """The four repositories of one client, named as in the seed (`tx.session`, `tx.message`, ...)."""
+    """The repositories of one client, named as in the seed (`tx.session`, `tx.message`, ...)."""
 
     def __init__(self, executor: Executor) -> None:
         self.session = SessionRepository(executor)
         self.contact = ContactRepository(executor)
         self.message = MessageRepository(executor)
         self.event = EventRepository(executor)
+        self.audit = AuditRepository(executor)

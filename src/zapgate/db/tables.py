@@ -116,6 +116,49 @@ events = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 Index("ix_events_session_id_id", events.c.session_id, events.c.id)
+# a message's status history is its message-status events
+Index(
+    "ix_events_message_status",
+    text("(payload ->> 'messageId')"),
+    postgresql_where=text("type = 'message-status'"),
+)
+
+# who did what, when, with what outcome: one row per mutating API call
+audit_log = Table(
+    "audit_log",
+    tenant_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("actor", Text, nullable=False),  # the API key's prefix
+    Column("action", Text, nullable=False),  # e.g. session.create, message.send
+    Column("session_id", Text, nullable=True),
+    Column("outcome", Text, nullable=False),  # ok, or the error code
+    Column("status", Integer, nullable=False),  # the HTTP status answered
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+# POST /whatsapp/send with an Idempotency-Key: the first result, replayed to retries
+idempotency_keys = Table(
+    "idempotency_keys",
+    tenant_metadata,
+    Column("key", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),  # of the request: a key reused for another request is refused
+    Column("response", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# per-session send rate limit (GCRA): the theoretical arrival time of the next send
+send_limits = Table(
+    "send_limits",
+    tenant_metadata,
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.session_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tat", DateTime(timezone=True), nullable=False),
+)
 
 
 def _client_column(*, primary_key: bool = False, index: bool = False) -> Column[str]:

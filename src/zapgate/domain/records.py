@@ -88,6 +88,20 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One mutating call: who (the API key's prefix), what, when, with what outcome."""
+
+    at: datetime
+    actor: str
+    action: str
+    outcome: str
+    status: int
+    session_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Client:
     """A tenant of the gateway, as the registry knows it."""
 

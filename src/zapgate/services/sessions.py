@@ -7,6 +7,8 @@ worker does the rest and reports back through the session row and the event log.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +20,11 @@ from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import MAX_TEXT_LENGTH, mask, parse_recipient
-from zapgate.domain.records import Message, Session
+from zapgate.domain.records import Session
 from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import phone_address, session_address
-from zapgate.errors import DuplicateRecord, InvalidRequest, SessionNotConnected, SessionNotFound
+from zapgate.errors import DuplicateRecord, InvalidRequest, RateLimited, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.sandbox import PostgresSandboxNetwork
 
@@ -33,12 +35,47 @@ SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send")
 
 
 @dataclass(frozen=True, slots=True)
+class SendAccepted:
+    """What accepting a text answers: the message id and its status then (a replay answers the first result)."""
+
+    message_id: str
+    session_id: str
+    status: str
+    timestamp: datetime
+    replayed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "sessionId": self.session_id,
+            "status": self.status,
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, replayed: bool) -> SendAccepted:
+        return cls(
+            message_id=str(data["messageId"]),
+            session_id=str(data["sessionId"]),
+            status=str(data["status"]),
+            timestamp=datetime.fromisoformat(str(data["timestamp"])),
+            replayed=replayed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SessionView:
     """A session with where it runs."""
 
     session: Session
     desired: str
     worker_id: str | None
+
+
+def _idempotency_key(value: str) -> str:
+    if not 1 <= len(value) <= 255 or not value.isascii() or not value.isprintable():
+        raise InvalidRequest("Idempotency-Key: 1 to 255 printable ASCII characters expected")
+    return value
 
 
 def _text(value: object) -> str:
@@ -52,9 +89,18 @@ def _text(value: object) -> str:
 class SessionService:
     """The services-level API of sessions, used by the HTTP API, Socket.IO and the CLI."""
 
-    def __init__(self, manager: ConnectionManager, *, default_engine: str = "whatsmeow") -> None:
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        *,
+        default_engine: str = "whatsmeow",
+        send_rate: float = 0.0,
+        send_burst: int = 1,
+    ) -> None:
         self._manager = manager
         self._default_engine = default_engine
+        self._send_rate = send_rate  # sends per second per session; 0: no limit
+        self._send_burst = send_burst
         self._sandbox = PostgresSandboxNetwork(manager)
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -219,13 +265,35 @@ class SessionService:
 
     # -- messages -------------------------------------------------------------------------------------
 
-    async def send_text(self, client: str, session: str, to: str, text: str) -> Message:
-        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it."""
+    async def send_text(
+        self, client: str, session: str, to: str, text: str, *, idempotency_key: str | None = None
+    ) -> SendAccepted:
+        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it.
+
+        With `idempotency_key`, a request made again with the same key (within a day) answers the first
+        result and queues nothing; the same key with another request is refused. Over the session's send
+        rate, RateLimited says when to retry.
+        """
         cid, sid = valid_client_id(client), valid_session_id(session)
         recipient = parse_recipient(to)
         body = _text(text)
+        key = None if idempotency_key is None else _idempotency_key(idempotency_key)
+        fingerprint = hashlib.sha256(json.dumps([sid, recipient.key, body]).encode()).hexdigest()
 
-        async def work(tx: Transaction) -> Message:
+        async def work(tx: Transaction) -> SendAccepted:
+            if key is not None:
+                stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
+                if stored is not None:
+                    return SendAccepted.from_json(stored, replayed=True)
+            if self._send_rate > 0:
+                wait = await outbound.take_send_slot(tx.connection, sid, rate=self._send_rate, burst=self._send_burst)
+                if wait > 0:
+                    raise RateLimited(
+                        f"session {sid!r} sends at most {self._send_rate:g} messages a second "
+                        f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
+                        retry_after=wait,
+                        session_id=sid,
+                    )
             queued = await outbound.enqueue_text(
                 tx.connection,
                 session_id=sid,
@@ -238,7 +306,10 @@ class SessionService:
                 wake=f"{cid}/{sid}",
             )
             if queued is not None:
-                return queued
+                accepted = SendAccepted(queued.message_id, sid, queued.status.value, queued.timestamp)
+                if key is not None:
+                    await outbound.remember_idempotent(tx.connection, key, fingerprint, accepted.as_json())
+                return accepted
             found = await tx.session.find_unique(sid)  # refused: say why
             if found is None:
                 raise SessionNotFound(f"session {sid!r} not found", session_id=sid)

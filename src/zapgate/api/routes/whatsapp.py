@@ -91,19 +91,41 @@ async def get_session(sessionId: str, client: ClientId, sessions: Sessions) -> S
     responses={
         404: {"model": Problem, "description": "No such session."},
         409: {"model": Problem, "description": "The session cannot send in its state (logged out, failed, ...)."},
+        429: {
+            "model": Problem,
+            "description": "Over the session's send rate; `Retry-After` says when to try again.",
+            "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+        },
     },
 )
-async def send_message(body: SendMessageRequest, client: ClientId, sessions: Sessions) -> MessageAccepted:
+async def send_message(
+    body: SendMessageRequest,
+    client: ClientId,
+    sessions: Sessions,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Any unique string per message: a retry with the same key answers the first result "
+            "and sends nothing new (keys are kept a day).",
+        ),
+    ] = None,
+) -> MessageAccepted:
     """Accept a text for sending: stored before this answers, then sent by the session's worker in order.
 
-    Accepted while the session reconnects, it goes out once the session is back.
+    Accepted while the session reconnects, it goes out once the session is back. Over the session's send
+    rate (ZAPGATE_SEND_RATE per second, bursts of ZAPGATE_SEND_BURST) the answer is 429 with Retry-After.
     """
-    message = await sessions.send_text(client, body.session_id, body.to, body.message)
+    accepted = await sessions.send_text(client, body.session_id, body.to, body.message, idempotency_key=idempotency_key)
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return MessageAccepted(
-        message_id=message.message_id,
-        session_id=body.session_id,
-        status=message.status.value,
-        timestamp=message.timestamp,
+        message_id=accepted.message_id,
+        session_id=accepted.session_id,
+        status=accepted.status,
+        timestamp=accepted.timestamp,
     )
 
 
