@@ -10,11 +10,14 @@ from fastapi_offline import FastAPIOffline
 
 from zapgate import __version__
 from zapgate.api import problems
+from zapgate.api.guard import RequestGuard
 from zapgate.api.routes import admin, health, whatsapp
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import get_logger
+from zapgate.services.audit import AuditLog
 from zapgate.services.clients import ClientService
 from zapgate.services.events import EventHub
+from zapgate.services.messages import MessageService
 from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
@@ -59,12 +62,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 send_rate=settings.send_rate,
                 send_burst=settings.send_burst,
             )
+            app.state.messages = MessageService(manager)
             app.state.events = hub = EventHub(manager, database_url)
+            app.state.audit = audit = AuditLog(manager)
             await hub.start()
+            await audit.start()
             try:
                 yield
             finally:
                 await hub.close()
+                await audit.close()
         finally:
             await manager.close()
 
@@ -78,6 +85,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
+    app.add_middleware(RequestGuard)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(whatsapp.router)

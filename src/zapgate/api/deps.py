@@ -8,8 +8,10 @@ from fastapi import Depends, Header, Request
 
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, PermissionDenied
-from zapgate.services.clients import ClientService, admin_key_matches
+from zapgate.services.audit import AuditLog
+from zapgate.services.clients import ClientService, admin_key_matches, key_display_prefix
 from zapgate.services.events import EventHub
+from zapgate.services.messages import MessageService
 from zapgate.services.sessions import SessionService
 from zapgate.settings import Settings
 
@@ -62,11 +64,15 @@ def get_session_service(request: Request) -> SessionService:
 
 
 async def client_of_request(
+    request: Request,
     clients: Annotated[ClientService, Depends(get_client_service)],
     key: Annotated[str | None, Depends(presented_key)],
 ) -> str:
-    """Return the client whose API key the request carries (401 otherwise)."""
-    return await clients.authenticate(key)
+    """Return the client whose API key the request carries (401 otherwise); noted for the audit log."""
+    client = await clients.authenticate(key)
+    request.state.client_id = client
+    request.state.actor = key_display_prefix(key or "")
+    return client
 
 
 def get_event_hub(request: Request) -> EventHub:
@@ -75,8 +81,22 @@ def get_event_hub(request: Request) -> EventHub:
     return hub
 
 
+def get_message_service(request: Request) -> MessageService:
+    """Return the app's MessageService."""
+    service: MessageService = request.app.state.messages
+    return service
+
+
+def get_audit_log(request: Request) -> AuditLog:
+    """Return the app's AuditLog."""
+    audit: AuditLog = request.app.state.audit
+    return audit
+
+
 Manager = Annotated[ConnectionManager, Depends(get_manager)]
 Sessions = Annotated[SessionService, Depends(get_session_service)]
 Clients = Annotated[ClientService, Depends(get_client_service)]
 Events = Annotated[EventHub, Depends(get_event_hub)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Messages = Annotated[MessageService, Depends(get_message_service)]
+Audit = Annotated[AuditLog, Depends(get_audit_log)]

@@ -197,3 +197,74 @@ class InboundAccepted(_Body):
 
     message_id: str
     session_id: str
+
+
+class ContactOut(_Body):
+    """A chat partner of a session: a phone number, a group or another JID."""
+
+    id: str
+    session_id: str = Field(examples=["user123"])
+    phone_number: str = Field(examples=["5511999999999"], description="The number, or the JID of a group.")
+    name: str | None = Field(examples=["Maria"])
+    profile_pic: str | None = None
+    is_group: bool = False
+
+
+class StatusStepOut(_Body):
+    """A status the message reached, and when."""
+
+    status: str = Field(examples=["delivered"])
+    at: datetime | None
+    error: str | None = None
+
+
+class MessageOut(_Body):
+    """A message sent or received by a session."""
+
+    id: str
+    message_id: str = Field(examples=["3EB0C431C26A1916E2A3A5"], description="WhatsApp's id of the message.")
+    session_id: str = Field(examples=["user123"])
+    direction: Literal["inbound", "outbound"]
+    status: str = Field(examples=["read"])
+    type: str = Field(examples=["text"])
+    content: str = Field(examples=["Olá! Como posso ajudar?"])
+    timestamp: datetime
+    sent_at: datetime | None = None
+    chat_jid: str | None = Field(None, examples=["5511999999999@s.whatsapp.net"])
+    error: str | None = None
+    contact: ContactOut | None = None
+    history: list[StatusStepOut] | None = Field(None, description="Every status it reached (single message only).")
+
+
+class MessagePage(_Body):
+    """A page of messages, newest first; pass `nextCursor` as `cursor` for the next one."""
+
+    messages: list[MessageOut]
+    next_cursor: str | None = None
+
+
+class ContactPage(_Body):
+    """A page of contacts by number; pass `nextCursor` as `cursor` for the next one."""
+
+    contacts: list[ContactOut]
+    next_cursor: str | None = None
+
+
+class AuditEntryOut(_Body):
+    """One mutating call: who made it (the API key's prefix), what, when, and how it ended."""
+
+    id: int
+    at: datetime
+    actor: str = Field(examples=["zg_4bT0m3Q"])
+    action: str = Field(examples=["message.send"])
+    session_id: str | None = Field(examples=["user123"])
+    outcome: str = Field(examples=["ok"], description="`ok`, or the error code answered.")
+    status: int = Field(examples=[202])
+    detail: dict[str, Any] = Field(examples=[{"method": "POST", "path": "/whatsapp/send"}])
+
+
+class AuditPage(_Body):
+    """A page of the audit log, newest first; pass `nextCursor` as `cursor` for the next one."""
+
+    entries: list[AuditEntryOut]
+    next_cursor: str | None = None

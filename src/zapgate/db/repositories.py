@@ -316,11 +316,17 @@ class ContactRepository:
         session_id: str | None = None,
         phone_number: str | None = None,
         is_group: bool | None = None,
+        after: tuple[str, str] | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Contact]:
-        """Return contacts matching every filter given, ordered by phone number."""
+        """Return contacts matching every filter given, ordered by phone number.
+
+        `after` is a keyset cursor: the (phone number, row id) of the last contact of the previous page.
+        """
         conditions = []
+        if after is not None:
+            conditions.append(tuple_(contacts.c.phone_number, contacts.c.id) > tuple_(*after))
         if session_id is not None:
             conditions.append(contacts.c.session_id == session_id)
         if phone_number is not None:

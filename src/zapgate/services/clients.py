@@ -34,9 +34,14 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def key_display_prefix(key: str) -> str:
+    """The first characters of `key`, kept in clear to tell keys apart (in listings and the audit log)."""
+    return key[:_DISPLAY_PREFIX_LENGTH]
+
+
 def _new_key() -> tuple[str, str, str]:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, hash_key(key), key[:_DISPLAY_PREFIX_LENGTH]
+    return key, hash_key(key), key_display_prefix(key)
 
 
 class ClientService:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from zapgate.api.deps import AppSettings, Events, Sessions, client_of_request
+from zapgate.api.deps import AppSettings, Audit, Events, Messages, Sessions, client_of_request
 from zapgate.api.events import event_body
 from zapgate.api.schemas import (
     Accepted,
+    AuditEntryOut,
+    AuditPage,
+    ContactOut,
+    ContactPage,
     CreateSessionRequest,
     InboundAccepted,
     InboundRequest,
     MessageAccepted,
+    MessageOut,
+    MessagePage,
     PairingCodeRequest,
     Problem,
     QrOut,
@@ -25,10 +32,12 @@ from zapgate.api.schemas import (
     SendMessageRequest,
     SessionList,
     SessionOut,
+    StatusStepOut,
 )
 from zapgate.domain.ids import SESSION_ID_PATTERN
-from zapgate.domain.records import Session
+from zapgate.domain.records import AuditEntry, Contact, Session
 from zapgate.errors import InvalidRequest, NotFound
+from zapgate.services.messages import ContactView, MessageView
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
 
 ClientId = Annotated[str, Depends(client_of_request)]
@@ -292,3 +301,128 @@ async def stream(
         send_timeout=60.0,  # a consumer that takes no data for a minute is dropped; it resumes by Last-Event-ID
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+def contact_out(contact: Contact, session_id: str) -> ContactOut:
+    """Return the API view of a contact."""
+    return ContactOut(
+        id=contact.id,
+        session_id=session_id,
+        phone_number=contact.phone_number,
+        name=contact.name,
+        profile_pic=contact.profile_pic,
+        is_group=contact.is_group,
+    )
+
+
+def message_out(view: MessageView, *, history: bool = False) -> MessageOut:
+    """Return the API view of a message (with its status history if asked)."""
+    message = view.message
+    return MessageOut(
+        id=message.id,
+        message_id=message.message_id,
+        session_id=view.session_id,
+        direction=message.direction.value,
+        status=message.status.value,
+        type=message.type,
+        content=message.content,
+        timestamp=message.timestamp,
+        sent_at=message.sent_at,
+        chat_jid=message.chat_jid,
+        error=message.error,
+        contact=None if view.contact is None else contact_out(view.contact, view.session_id),
+        history=[StatusStepOut(status=s.status, at=s.at, error=s.error) for s in view.history] if history else None,
+    )
+
+
+_Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (1-500).")]
+_Cursor = Annotated[str | None, Query(max_length=512, description="`nextCursor` of the previous page.")]
+_SessionFilter = Annotated[
+    str | None, Query(alias="sessionId", pattern=SESSION_ID_PATTERN, description="Only this session's.")
+]
+
+
+@router.get("/messages", responses={404: {"model": Problem, "description": "No such session."}})
+async def list_messages(
+    client: ClientId,
+    messages: Messages,
+    session_id: _SessionFilter = None,
+    contact: Annotated[str | None, Query(max_length=64, description="Only with this number (or group JID).")] = None,
+    direction: Annotated[Literal["inbound", "outbound"] | None, Query()] = None,
+    status_: Annotated[
+        Literal["pending", "sent", "delivered", "read", "played", "failed"] | None, Query(alias="status")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Only from this time on (ISO 8601).")] = None,
+    limit: _Limit = 50,
+    cursor: _Cursor = None,
+) -> MessagePage:
+    """List the client's messages, newest first, each with its contact; filter by any of the parameters."""
+    page = await messages.list_messages(
+        client,
+        session=session_id,
+        contact=contact,
+        direction=direction,
+        status=status_,
+        since=since,
+        limit=limit,
+        cursor=cursor,
+    )
+    return MessagePage(messages=[message_out(view) for view in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/messages/{messageId}", responses={404: {"model": Problem, "description": "No such message."}})
+async def get_message(
+    messageId: Annotated[str, Path(min_length=1, max_length=128)],
+    client: ClientId,
+    messages: Messages,
+    session_id: _SessionFilter = None,
+) -> MessageOut:
+    """Return one message by its WhatsApp id, with every status it reached (`sessionId` when two hold it)."""
+    return message_out(await messages.get_message(client, messageId, session=session_id), history=True)
+
+
+@router.get("/contacts", responses={404: {"model": Problem, "description": "No such session."}})
+async def list_contacts(
+    client: ClientId,
+    messages: Messages,
+    session_id: _SessionFilter = None,
+    limit: _Limit = 100,
+    cursor: _Cursor = None,
+) -> ContactPage:
+    """List the contacts of the client's sessions, by number."""
+    page = await messages.list_contacts(client, session=session_id, limit=limit, cursor=cursor)
+    items: list[ContactView] = page.items
+    return ContactPage(
+        contacts=[contact_out(view.contact, view.session_id) for view in items], next_cursor=page.next_cursor
+    )
+
+
+def audit_out(entry: AuditEntry) -> AuditEntryOut:
+    """Return the API view of an audit entry."""
+    return AuditEntryOut(
+        id=entry.id or 0,
+        at=entry.at,
+        actor=entry.actor,
+        action=entry.action,
+        session_id=entry.session_id,
+        outcome=entry.outcome,
+        status=entry.status,
+        detail=entry.detail,
+    )
+
+
+@router.get("/audit")
+async def list_audit(
+    client: ClientId,
+    audit: Audit,
+    session_id: _SessionFilter = None,
+    action: Annotated[str | None, Query(max_length=64, description="Only this action, e.g. message.send.")] = None,
+    limit: _Limit = 100,
+    cursor: _Cursor = None,
+) -> AuditPage:
+    """The client's audit log, newest first: every mutating call (who, what, when, outcome).
+
+    Entries are written within a fraction of a second after the call.
+    """
+    page = await audit.list(client, session=session_id, action=action, limit=limit, cursor=cursor)
+    return AuditPage(entries=[audit_out(entry) for entry in page.items], next_cursor=page.next_cursor)

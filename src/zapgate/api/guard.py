@@ -1,0 +1,141 @@
+"""ASGI middleware in front of the routes: the request body limit (413) and the audit log of mutating calls."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zapgate.api.problems import PROBLEM_JSON
+from zapgate.domain.records import AuditEntry
+from zapgate.services.audit import AuditLog
+
+MAX_BODY = 64 * 1024
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# route name -> audit action
+ACTIONS = {
+    "create_session": "session.create",
+    "send_message": "message.send",
+    "request_pairing_code": "session.pairing_code",
+    "restart_session": "session.restart",
+    "logout_session": "session.logout",
+    "delete_session": "session.delete",
+    "sandbox_scan": "sandbox.scan",
+    "sandbox_inbound": "sandbox.inbound",
+}
+
+
+def _problem_413(limit: int) -> bytes:
+    return json.dumps(
+        {
+            "type": "https://zapgate.dev/problems/payload_too_large",
+            "title": "Payload too large",
+            "status": 413,
+            "detail": f"the request body is larger than {limit // 1024} KiB",
+            "code": "payload_too_large",
+        }
+    ).encode()
+
+
+class RequestGuard:
+    """Refuses bodies over `max_body` bytes before any route runs; audits mutating /whatsapp calls."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in MUTATING:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await self._refuse(send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                await self._refuse(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        answer: dict[str, Any] = {"status": 500, "body": bytearray()}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body" and answer["status"] >= 400 and len(answer["body"]) < 4096:
+                answer["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            self._audit(scope, bytes(body), answer["status"], bytes(answer["body"]))
+
+    async def _refuse(self, send: Send) -> None:
+        payload = _problem_413(self.max_body)
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _audit(self, scope: Scope, body: bytes, status: int, answer: bytes) -> None:
+        state = scope.get("state") or {}
+        client = state.get("client_id")
+        if client is None or not str(scope.get("path", "")).startswith("/whatsapp"):
+            return  # not a client's call (or refused before we knew whose): nothing to attribute
+        audit: AuditLog | None = getattr(scope["app"].state, "audit", None)
+        if audit is None:
+            return
+        route = scope.get("route")
+        name = getattr(route, "name", None) or "unknown"
+        session = (scope.get("path_params") or {}).get("sessionId") or _body_field(body, "sessionId")
+        outcome = "ok" if status < 400 else (_body_field(answer, "code") or f"http_{status}")
+        detail = {"method": scope["method"], "path": scope["path"]}
+        audit.record(
+            client,
+            AuditEntry(
+                at=datetime.now(UTC),
+                actor=str(state.get("actor", "")),
+                action=ACTIONS.get(name, name),
+                session_id=session if isinstance(session, str) and len(session) <= 64 else None,
+                outcome=outcome,
+                status=status,
+                detail=detail,
+            ),
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _body_field(body: bytes, name: str) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
