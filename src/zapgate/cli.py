@@ -130,6 +130,7 @@ def worker() -> None:
 async def _run_worker(settings: Settings, url: str) -> None:
     from zapgate.db.manager import ConnectionManager
     from zapgate.services.hosting import Worker, available_engines
+    from zapgate.services.webhooks import WebhookDispatcher, webhook_policy, webhook_retry
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -153,10 +154,22 @@ async def _run_worker(settings: Settings, url: str) -> None:
             max_qr_codes=settings.max_qr_codes,
             session_timeout=settings.session_timeout_ms / 1000,
         )
+        dispatcher = WebhookDispatcher(
+            manager,
+            url,
+            policy=webhook_policy(settings),
+            retry=webhook_retry(settings),
+            timeout=settings.webhook_timeout,
+            concurrency=settings.webhook_concurrency,
+            sweep_interval=settings.webhook_sweep_interval,
+            worker_id=worker.worker_id,
+        )
         await worker.start()
+        await dispatcher.start()
         try:
             await stop.wait()
         finally:
+            await dispatcher.close()
             await worker.close()
 
 

@@ -4,14 +4,17 @@
     ├── InvalidRequest              the caller's input is malformed (never retried)
     │   ├── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
     │   ├── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
-    │   └── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
+    │   ├── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
+    │   └── InvalidWebhook          a webhook URL, event name or destination that cannot be used
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
     │   ├── ClientNotFound
     │   ├── SessionNotFound
     │   ├── ContactNotFound
-    │   └── MessageNotFound
+    │   ├── MessageNotFound
+    │   ├── WebhookNotFound
+    │   └── DeliveryNotFound
     ├── Conflict                    the request collides with existing state
     │   ├── ClientExists
     │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
@@ -64,6 +67,12 @@ class IdempotencyKeyReused(InvalidRequest):
     code = "idempotency_key_reused"
 
 
+class InvalidWebhook(InvalidRequest):
+    """A webhook URL, event name or destination that cannot be used; `field` names the culprit."""
+
+    code = "invalid_webhook"
+
+
 class RateLimited(ZapgateError):
     """Over the session's send rate; `retry_after` says in how many seconds a send may go."""
 
@@ -108,6 +117,18 @@ class MessageNotFound(NotFound):
     """No message with this id exists for this client."""
 
     code = "message_not_found"
+
+
+class WebhookNotFound(NotFound):
+    """No webhook with this id exists for this client."""
+
+    code = "webhook_not_found"
+
+
+class DeliveryNotFound(NotFound):
+    """No delivery with this id exists for this webhook."""
+
+    code = "delivery_not_found"
 
 
 class Conflict(ZapgateError):

@@ -45,11 +45,24 @@ class Settings(BaseSettings):
     sse_heartbeat: float = Field(15.0, gt=0, le=300, validation_alias="ZAPGATE_SSE_HEARTBEAT")  # seconds
     send_rate: float = Field(5.0, ge=0, validation_alias="ZAPGATE_SEND_RATE")  # per session per second; 0: no limit
     send_burst: int = Field(30, ge=1, validation_alias="ZAPGATE_SEND_BURST")  # sends a session may make at once
+    # seconds an API key that authenticated is remembered per API process (revocations are announced at once)
+    key_cache_ttl: float = Field(30.0, ge=0, le=3600, validation_alias="ZAPGATE_KEY_CACHE_TTL")
 
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds
     db_idle_timeout: float = Field(300.0, gt=0, validation_alias="ZAPGATE_DB_IDLE_TIMEOUT")  # seconds
+
+    # webhooks: attempt n of a delivery waits a random time in [d/2, d], d = min(BACKOFF_BASE * 2^(n-1), BACKOFF_MAX)
+    webhook_timeout: float = Field(10.0, gt=0, le=120, validation_alias="ZAPGATE_WEBHOOK_TIMEOUT")  # s per attempt
+    webhook_max_attempts: int = Field(12, ge=1, le=100, validation_alias="ZAPGATE_WEBHOOK_MAX_ATTEMPTS")
+    webhook_backoff_base: float = Field(1.0, gt=0, validation_alias="ZAPGATE_WEBHOOK_BACKOFF_BASE")  # seconds
+    webhook_backoff_max: float = Field(600.0, gt=0, validation_alias="ZAPGATE_WEBHOOK_BACKOFF_MAX")  # seconds
+    # webhooks a worker delivers to at once (each webhook gets one request at a time: its events stay in order)
+    webhook_concurrency: int = Field(64, ge=1, le=10_000, validation_alias="ZAPGATE_WEBHOOK_CONCURRENCY")
+    webhook_allow_loopback: bool = Field(False, validation_alias="ZAPGATE_WEBHOOK_ALLOW_LOOPBACK")
+    webhook_allow_private: bool = Field(False, validation_alias="ZAPGATE_WEBHOOK_ALLOW_PRIVATE")
+    webhook_sweep_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_WEBHOOK_SWEEP_INTERVAL")  # seconds
 
     @field_validator("log_level", "log_format", "default_engine", mode="before")
     @classmethod

@@ -33,8 +33,8 @@ async def read_sse(response: httpx.Response) -> AsyncIterator[SseMessage]:
         buffer += chunk
         while True:
             cut = min((i for i in (buffer.find("\r\n"), buffer.find("\n"), buffer.find("\r")) if i >= 0), default=-1)
-            if cut < 0:
-                break
+            if cut < 0 or (buffer[cut] == "\r" and cut == len(buffer) - 1):
+                break  # no line yet, or a CR whose LF may come with the next chunk
             line = buffer[:cut]
             buffer = buffer[cut + (2 if buffer.startswith("\r\n", cut) else 1) :]
             if line == "":

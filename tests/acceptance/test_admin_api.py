@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, BAD_CLIENT_IDS, client_schemas, running_app
+from zapgate.db.manager import ConnectionManager
+from zapgate.services.hosting import Worker
 from zapgate.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"
@@ -214,14 +216,27 @@ async def test_client_health(api: httpx.AsyncClient) -> None:
     assert await listed_ids(api) == ["acme"]  # asking about a client does not create it
 
 
-async def test_health_and_readiness_need_no_key(api: httpx.AsyncClient) -> None:
+async def test_health_and_readiness_need_no_key(api: httpx.AsyncClient, database_url: str) -> None:
     health = await api.get("/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
 
-    ready = await api.get("/health/ready")
-    assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok"}}
+    # no worker yet: sessions could not run
+    waiting = await api.get("/health/ready")
+    assert waiting.status_code == 503, waiting.text
+    assert waiting.json()["checks"]["database"] == "ok"
+    assert "no live worker" in waiting.json()["checks"]["workers"]
+    async with ConnectionManager(database_url, pool_size=2) as manager:
+        worker = Worker(manager, database_url, ("sandbox",))
+        await worker.start()
+        try:
+            ready = await api.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "ready", "checks": {"database": "ok", "workers": "1 alive"}}
+        finally:
+            await worker.close()
+    gone = await api.get("/health/ready")  # a worker that stops says goodbye at once
+    assert gone.status_code == 503
 
 
 async def test_unknown_routes_answer_problem_json(api: httpx.AsyncClient) -> None:

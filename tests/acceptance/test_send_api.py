@@ -105,3 +105,40 @@ async def test_a_session_that_cannot_send_is_409_with_its_state(
         refused = await api.post("/whatsapp/send", headers=acme, json=SEND)
         problem = assert_problem(refused, 409, "session_not_connected")
         assert status in problem["detail"]
+
+
+async def test_a_revoked_key_stops_working_in_every_api_process(clear_zapgate_env: None, database_url: str) -> None:
+    async with api_process(database_url) as one, api_process(database_url) as two:
+        acme = await new_client(one, "acme")
+        for api in (one, two):  # both processes now remember the key
+            assert (await api.get("/whatsapp/sessions", headers=acme)).status_code == 200
+        rotated = await one.post("/admin/clients/acme/rotate-key", headers={"X-API-Key": ADMIN_KEY})
+        assert rotated.status_code == 200
+        new = {"X-API-Key": rotated.json()["apiKey"]}
+        assert_problem(await one.get("/whatsapp/sessions", headers=acme), 401)
+        for _ in range(100):  # the other process hears of it by NOTIFY
+            if (await two.get("/whatsapp/sessions", headers=acme)).status_code == 401:
+                break
+            await asyncio.sleep(0.05)
+        assert_problem(await two.get("/whatsapp/sessions", headers=acme), 401)
+        assert (await two.get("/whatsapp/sessions", headers=new)).status_code == 200
+        assert (await one.delete("/admin/clients/acme", headers={"X-API-Key": ADMIN_KEY})).status_code == 204
+        for _ in range(100):
+            if (await two.get("/whatsapp/sessions", headers=new)).status_code == 401:
+                break
+            await asyncio.sleep(0.05)
+        assert_problem(await two.get("/whatsapp/sessions", headers=new), 401)
+
+
+async def test_concurrent_first_sends_to_a_new_number_all_go(clear_zapgate_env: None, database_url: str) -> None:
+    async with api_process(database_url, send_rate=0) as api:
+        acme = await new_client(api, "acme")
+        assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201
+        for round_ in range(3):
+            to = f"55119888800{round_:02d}"
+            body = {**SEND, "to": to}
+            answers = await asyncio.gather(*(api.post("/whatsapp/send", headers=acme, json=body) for _ in range(20)))
+            assert [r.status_code for r in answers] == [202] * 20, [r.text for r in answers if r.status_code != 202]
+        contacts = (await api.get("/whatsapp/contacts", headers=acme)).json()["contacts"]
+        assert len(contacts) == 3
+        assert await pending_count(database_url, "client_acme") == 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -90,7 +91,11 @@ async def test_with_database_url_no_postgres_is_started(
     await server.wait_healthy()
 
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
-        ready = await http.get("/health/ready")
+        for _ in range(300):  # ready once its worker (a child process) has started
+            ready = await http.get("/health/ready")
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
     assert ready.status_code == 200, ready.text
     assert not (data_dir / "postgres").exists()
     assert postmasters_for(data_dir) == []

@@ -9,16 +9,20 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from zapgate import __version__
-from zapgate.api import problems
+from zapgate.api import problems, realtime
 from zapgate.api.guard import RequestGuard
-from zapgate.api.routes import admin, health, whatsapp
+from zapgate.api.routes import admin, health, webhooks, whatsapp
+from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
+from zapgate.db.notify import Listener
 from zapgate.log import get_logger
 from zapgate.services.audit import AuditLog
 from zapgate.services.clients import ClientService
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
+from zapgate.services.observability import Observability
 from zapgate.services.sessions import SessionService
+from zapgate.services.webhooks import WebhookService, webhook_policy
 from zapgate.settings import Settings
 
 log = get_logger(__name__)
@@ -51,7 +55,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         await manager.start()
         try:
             await manager.migrate_registry()
-            clients = ClientService(manager)
+            clients = ClientService(manager, key_cache_ttl=settings.key_cache_ttl)
             if await clients.count() == 0:
                 log.warning("clients.none", hint=NO_CLIENT_HINT)
             app.state.manager = manager
@@ -61,16 +65,24 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 default_engine=settings.default_engine,
                 send_rate=settings.send_rate,
                 send_burst=settings.send_burst,
+                coalesce_wakeups=True,
             )
             app.state.messages = MessageService(manager)
+            app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings))
+            app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
             app.state.audit = audit = AuditLog(manager)
+            revocations = Listener(database_url, (notify.KEYS,), on_notify=lambda _c, _p: clients.forget_keys())
+            await revocations.start()
             await hub.start()
             await audit.start()
             try:
                 yield
             finally:
+                await sockets.close()
                 await hub.close()
+                await revocations.close()
+                await app.state.sessions.close()
                 await audit.close()
         finally:
             await manager.close()
@@ -89,4 +101,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(whatsapp.router)
+    app.include_router(webhooks.router)
+    problems.document(app)
+    sockets = realtime.mount(app)  # Socket.IO at /socket.io, namespace /whatsapp
     return app

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routes: the services of the running app and the credentials of a request."""
+"""Dependencies shared by the routes: the services of the running app and the credentials of a request.
+
+All are coroutines: FastAPI runs a plain `def` dependency in a worker thread, a hand-off that costs more
+than the lookup itself.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +17,30 @@ from zapgate.services.clients import ClientService, admin_key_matches, key_displ
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
 from zapgate.services.sessions import SessionService
+from zapgate.services.webhooks import WebhookService
 from zapgate.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Return the settings the app was built with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_manager(request: Request) -> ConnectionManager:
+async def get_manager(request: Request) -> ConnectionManager:
     """Return the app's ConnectionManager."""
     manager: ConnectionManager = request.app.state.manager
     return manager
 
 
-def get_client_service(request: Request) -> ClientService:
+async def get_client_service(request: Request) -> ClientService:
     """Return the app's ClientService."""
     service: ClientService = request.app.state.clients
     return service
 
 
-def presented_key(
-    x_api_key: Annotated[str | None, Header(description="An API key (or use Authorization: Bearer).")] = None,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> str | None:
-    """Return the key a request carries in `X-API-Key` or `Authorization: Bearer`."""
+def key_in_headers(x_api_key: str | None, authorization: str | None) -> str | None:
+    """Return the key carried in `X-API-Key` or `Authorization: Bearer` (None when neither has one)."""
     if x_api_key:
         return x_api_key.strip()
     if authorization and authorization[:7].lower() == "bearer ":
@@ -46,7 +48,15 @@ def presented_key(
     return None
 
 
-def require_admin(
+async def presented_key(
+    x_api_key: Annotated[str | None, Header(description="An API key (or use Authorization: Bearer).")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str | None:
+    """Return the key a request carries in `X-API-Key` or `Authorization: Bearer`."""
+    return key_in_headers(x_api_key, authorization)
+
+
+async def require_admin(
     settings: Annotated[Settings, Depends(get_settings)],
     key: Annotated[str | None, Depends(presented_key)],
 ) -> None:
@@ -57,7 +67,7 @@ def require_admin(
         raise AuthenticationFailed("missing or wrong admin key")
 
 
-def get_session_service(request: Request) -> SessionService:
+async def get_session_service(request: Request) -> SessionService:
     """Return the app's SessionService."""
     service: SessionService = request.app.state.sessions
     return service
@@ -75,22 +85,28 @@ async def client_of_request(
     return client
 
 
-def get_event_hub(request: Request) -> EventHub:
+async def get_event_hub(request: Request) -> EventHub:
     """Return the app's EventHub."""
     hub: EventHub = request.app.state.events
     return hub
 
 
-def get_message_service(request: Request) -> MessageService:
+async def get_message_service(request: Request) -> MessageService:
     """Return the app's MessageService."""
     service: MessageService = request.app.state.messages
     return service
 
 
-def get_audit_log(request: Request) -> AuditLog:
+async def get_audit_log(request: Request) -> AuditLog:
     """Return the app's AuditLog."""
     audit: AuditLog = request.app.state.audit
     return audit
+
+
+async def get_webhook_service(request: Request) -> WebhookService:
+    """Return the app's WebhookService."""
+    service: WebhookService = request.app.state.webhooks
+    return service
 
 
 Manager = Annotated[ConnectionManager, Depends(get_manager)]
@@ -100,3 +116,4 @@ Events = Annotated[EventHub, Depends(get_event_hub)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Messages = Annotated[MessageService, Depends(get_message_service)]
 Audit = Annotated[AuditLog, Depends(get_audit_log)]
+Webhooks = Annotated[WebhookService, Depends(get_webhook_service)]

@@ -25,6 +25,11 @@ ACTIONS = {
     "delete_session": "session.delete",
     "sandbox_scan": "sandbox.scan",
     "sandbox_inbound": "sandbox.inbound",
+    "create_webhook": "webhook.create",
+    "update_webhook": "webhook.update",
+    "delete_webhook": "webhook.delete",
+    "rotate_webhook_secret": "webhook.rotate_secret",
+    "redeliver": "webhook.redeliver",
 }
 
 

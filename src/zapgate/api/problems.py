@@ -120,3 +120,32 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def document(app: FastAPI) -> None:
+    """Describe every error answer in `/openapi.json` as what it is: `application/problem+json`, a Problem."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for code, answer in operation.get("responses", {}).items():
+                    if not (code.isdigit() and int(code) >= 400):
+                        continue
+                    content = answer.setdefault("content", {})
+                    described = content.pop("application/json", {})
+                    entry: dict[str, Any] = {"schema": problem_ref}
+                    if "example" in described:
+                        entry["example"] = described["example"]
+                    content[PROBLEM_JSON] = entry
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

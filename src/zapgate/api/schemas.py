@@ -268,3 +268,124 @@ class AuditPage(_Body):
 
     entries: list[AuditEntryOut]
     next_cursor: str | None = None
+
+
+WebhookEventName = Literal[
+    "qr-code", "pairing-code", "status-change", "message-received", "message-status", "error", "*"
+]
+_EVENTS_FIELD = (
+    "The event types to deliver (`*` or leaving it out: every type): qr-code, pairing-code, status-change, "
+    "message-received, message-status, error."
+)
+_SESSIONS_FIELD = "Only the events of these sessions (leave it out for every session, present and future)."
+
+
+class CreateWebhookRequest(_Request):
+    """A new webhook: where to POST the client's events, which ones, and the secret that signs them."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="An http or https URL. Loopback and private-network addresses are refused unless the "
+        "server allows them (ZAPGATE_WEBHOOK_ALLOW_LOOPBACK, ZAPGATE_WEBHOOK_ALLOW_PRIVATE); cloud metadata "
+        "addresses always are.",
+        examples=["https://example.com/hooks/zapgate"],
+    )
+    events: list[WebhookEventName] | None = Field(
+        None, min_length=1, max_length=10, description=_EVENTS_FIELD, examples=[["message-received", "message-status"]]
+    )
+    sessions: list[str] | None = Field(
+        None, min_length=1, max_length=100, description=_SESSIONS_FIELD, examples=[["user123"]]
+    )
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=256,
+        description="The signing secret; generated when not given. Shown in this answer only.",
+    )
+    enabled: bool = True
+    description: str | None = Field(None, max_length=200, examples=["n8n: new messages"])
+
+
+class UpdateWebhookRequest(_Request):
+    """The fields of a webhook to change; the others stay as they are (`events`/`sessions`: null means every)."""
+
+    url: str | None = Field(None, min_length=1, max_length=2048, examples=["https://example.com/hooks/zapgate"])
+    events: list[WebhookEventName] | None = Field(None, min_length=1, max_length=10, description=_EVENTS_FIELD)
+    sessions: list[str] | None = Field(None, min_length=1, max_length=100, description=_SESSIONS_FIELD)
+    enabled: bool | None = Field(
+        None, description="Disabled, it receives nothing; enabled again, it receives the events from then on."
+    )
+    description: str | None = Field(None, max_length=200)
+
+
+class WebhookOut(_Body):
+    """A webhook; its secret is shown only when created or rotated."""
+
+    id: str = Field(examples=["k2x8c0q4m7v1n5b9z3w6y0t2r"])
+    url: str = Field(examples=["https://example.com/hooks/zapgate"])
+    events: list[str] | None = Field(description="The event types it receives; null: every type.")
+    sessions: list[str] | None = Field(description="The sessions whose events it receives; null: every session.")
+    enabled: bool
+    description: str | None = None
+    secret_hint: str = Field(examples=["whsec_AbC1…"], description="The first characters of the current secret.")
+    previous_secret_expires_at: datetime | None = Field(
+        None, description="Until then, requests carry a second signature made with the previous secret."
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    """A new webhook, with its secret: store it now, it cannot be read again."""
+
+    secret: str = Field(examples=["whsec_4bT0m3Qh6kM1yX0p9Lr2c8VwZs5NdEjUaFiKoG7HtY"])
+
+
+class WebhookList(_Body):
+    """The client's webhooks, oldest first."""
+
+    webhooks: list[WebhookOut]
+
+
+class RotateSecretRequest(_Request):
+    """A new secret for a webhook (generated when not given) and how long the old one keeps signing too."""
+
+    secret: str | None = Field(None, min_length=16, max_length=256)
+    overlap_seconds: int = Field(
+        86_400, ge=0, le=604_800, description="Seconds the previous secret keeps signing (a second signature)."
+    )
+
+
+class SecretRotated(_Body):
+    """The webhook's new secret, shown this once."""
+
+    webhook_id: str
+    secret: str = Field(examples=["whsec_Yq0c1L8m3N5p7R9t2V4x6Z8b0D2f4H6j8K0m2P4r6T8"])
+    previous_secret_expires_at: datetime | None
+
+
+class DeliveryOut(_Body):
+    """One event on its way to a webhook, and how its last attempt went."""
+
+    id: int = Field(examples=[1042])
+    webhook_id: str
+    event_id: int = Field(examples=[987], description="The event's id (also sent as X-Zapgate-Event-Id).")
+    event_type: str = Field(examples=["message-received"])
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int = Field(examples=[1])
+    next_attempt_at: datetime | None = Field(None, description="When it is tried next (pending only).")
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = Field(None, examples=[200])
+    last_error: str | None = Field(None, examples=[None])
+    response_body: str | None = Field(None, description="The first 1 KiB of the last answer.")
+    duration_ms: int | None = Field(None, examples=[38])
+    delivered_at: datetime | None = None
+    created_at: datetime
+
+
+class DeliveryPage(_Body):
+    """A page of a webhook's deliveries, newest first; pass `nextCursor` as `cursor` for the next one."""
+
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None = None

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.schema import DropSchema
 
+from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import migrate
 from zapgate.db.errors import should_retry_transaction, translate
@@ -188,7 +189,8 @@ class ConnectionManager:
         return self._healthy
 
     async def start(self) -> None:
-        """Start the health check and the eviction of idle handles."""
+        """Start the health check and the eviction of idle handles; report the pool in the metrics."""
+        metrics.track_pool(self)
         self._tasks.spawn(self._health_loop(), name="health")
         self._tasks.spawn(self._eviction_loop(), name="evict")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 from sqlalchemy import text
@@ -24,13 +25,15 @@ PLACEMENTS = "zapgate_placements"  # payload: "client/session" whose desired sta
 SANDBOX = "zapgate_sandbox"  # payload: the address that got mail
 CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX)  # what workers listen to
 EVENTS = "zapgate_events"  # payload: the schema of a client with new events (API processes listen)
+KEYS = "zapgate_keys"  # payload: a client whose API keys were revoked (API processes forget cached keys)
+WEBHOOKS = "zapgate_webhooks"  # payload: the schema of a client whose webhooks or deliveries changed
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None:
     """Queue a notification on `channel`; it is delivered when `conn`'s transaction commits."""
-    if channel not in CHANNELS:
+    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS):
         raise ValueError(f"unknown channel {channel!r}")
     await conn.execute(_NOTIFY, {"channel": channel, "payload": payload[:7000]})
 
@@ -120,3 +123,54 @@ class Listener:
                     await conn.close()
             self._wake_all()
             await asyncio.sleep(self._retry_every)
+
+
+class Coalescer:
+    """Sends notifications after their transactions committed, many in one statement.
+
+    NOTIFY inside a transaction serialises commits on the server's notification queue; a busy API process
+    instead hands its wake-ups here, and one statement every `delay` seconds announces all of them (each
+    payload once). Listeners look at the rows when woken, so a late or lost wake-up delays work, it loses
+    none: workers also look on their own every poll interval.
+    """
+
+    def __init__(
+        self,
+        engine_connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        channel: str,
+        *,
+        delay: float = 0.002,
+    ) -> None:
+        self._connect = engine_connect
+        self._channel = channel
+        self._delay = delay
+        self._payloads: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def wake(self, payload: str) -> None:
+        """Announce `payload` on the channel soon."""
+        self._payloads.add(payload[:7000])
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name=f"notify.{self._channel}")
+
+    async def close(self) -> None:
+        """Send what is waiting."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self._delay)
+        while self._payloads:
+            payloads, self._payloads = sorted(self._payloads), set()
+            try:
+                async with self._connect() as conn:
+                    await conn.execute(_NOTIFY_MANY, {"channel": self._channel, "payloads": payloads})
+                self.sent += 1
+            except Exception as exc:  # the workers' own polling finds the rows
+                log.warning("db.notify_failed", channel=self._channel, error=repr(exc))
+                return
+
+
+_NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db.notify import OUTBOUND
@@ -33,6 +33,7 @@ class PendingMessage:
     message_id: str
     content: str
     to: str
+    accepted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,9 @@ class Advanced:
 async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> list[PendingMessage]:
     """Lock and return the session's oldest pending messages (skipping any another transaction holds)."""
     stmt = (
-        select(messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid)
+        select(
+            messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid, messages.c.timestamp
+        )
         .where(
             messages.c.session_id == session_row,
             messages.c.status == MessageStatus.PENDING.value,
@@ -76,7 +79,8 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
         found = await conn.execute(select(contacts.c.id, contacts.c.phone_number).where(contacts.c.id.in_(wanted)))
         numbers = {row.id: row.phone_number for row in found}
     return [
-        PendingMessage(row.message_id, row.content, row.chat_jid or numbers.get(row.contact_id, "")) for row in rows
+        PendingMessage(row.message_id, row.content, row.chat_jid or numbers.get(row.contact_id, ""), row.timestamp)
+        for row in rows
     ]
 
 
@@ -129,16 +133,19 @@ async def enqueue_text(
     message_id: str,
     timestamp: datetime,
     wake: str,
+    notify: bool = True,
 ) -> Message | None:
     """Queue a text as a pending message of session `session_id` (upserting its contact) and wake the workers.
 
-    One statement: returns the new message's row, or None when the session does not exist or is in no
-    status of `allowed_statuses` (the caller then finds out which).
+    One statement: returns the new message's row, or None when the session does not exist, is in no
+    status of `allowed_statuses` (the caller then finds out which), or a concurrent transaction was adding
+    the same new contact (it exists now: call again). With `notify=False` the caller wakes the workers
+    itself, after the commit (`wake` is then only passed through).
     """
     row = (
         (
             await conn.execute(
-                _ENQUEUE,
+                _ENQUEUE if notify else _ENQUEUE_QUIET,
                 {
                     "session_id": session_id,
                     "allowed": list(allowed_statuses),
@@ -160,15 +167,20 @@ async def enqueue_text(
     return None if row is None else message_record(row)
 
 
-_ENQUEUE = text(
-    """
+_ENQUEUE_SQL = """
     WITH s AS (
         SELECT id FROM sessions WHERE session_id = :session_id AND status = ANY(CAST(:allowed AS text[]))
-    ), c AS (
+    ), known AS (
+        SELECT contacts.id, contacts.session_id FROM contacts JOIN s ON contacts.session_id = s.id
+        WHERE contacts.phone_number = :recipient
+    ), added AS (
+        -- a new contact; a known one is only read, never written (no row lock shared by every send to it)
         INSERT INTO contacts (id, session_id, phone_number, is_group)
-        SELECT :contact_row, s.id, :recipient, :is_group FROM s
-        ON CONFLICT (session_id, phone_number) DO UPDATE SET is_group = contacts.is_group
+        SELECT :contact_row, s.id, :recipient, :is_group FROM s WHERE NOT EXISTS (SELECT 1 FROM known)
+        ON CONFLICT (session_id, phone_number) DO NOTHING
         RETURNING id, session_id
+    ), c AS (
+        SELECT id, session_id FROM known UNION ALL SELECT id, session_id FROM added
     ), woken AS (
         SELECT pg_notify(:channel, :wake) FROM c
     )
@@ -176,7 +188,13 @@ _ENQUEUE = text(
     SELECT :message_row, c.session_id, c.id, :message_id, :content, 'text', 'outbound', 'pending', :timestamp
     FROM c, woken
     RETURNING *
-    """
+"""
+_ENQUEUE = text(_ENQUEUE_SQL)
+# the same without the NOTIFY: for callers that wake the workers after commit, many sends at a time
+_ENQUEUE_QUIET = text(
+    _ENQUEUE_SQL.replace(
+        "SELECT pg_notify(:channel, :wake) FROM c", "SELECT CAST(:channel AS text), CAST(:wake AS text)"
+    )
 )
 
 _ADVANCE = text(
@@ -295,3 +313,13 @@ _REMEMBER = text(
     RETURNING 1
     """
 )
+
+
+async def pending_count(conn: AsyncConnection, session_rows: Sequence[str]) -> int:
+    """How many outbound messages of the given sessions (row ids) wait to be sent."""
+    stmt = select(func.count()).where(
+        messages.c.session_id.in_(list(session_rows)),
+        messages.c.status == MessageStatus.PENDING.value,
+        messages.c.direction == "outbound",
+    )
+    return int((await conn.execute(stmt)).scalar_one())

@@ -44,14 +44,41 @@ def _placement(row: Row[Any]) -> Placement:
 
 
 async def insert(
-    conn: AsyncConnection, client_id: str, session_id: str, engine: str, mode: str, pairing_phone: str | None
+    conn: AsyncConnection,
+    client_id: str,
+    session_id: str,
+    engine: str,
+    mode: str,
+    pairing_phone: str | None,
+    status: str,
 ) -> None:
-    """Place a new session: a worker will pick it up."""
+    """Place a new session (in `status`, mirrored from then on by the client schema's trigger)."""
     await conn.execute(
         pg_insert(placements).values(
-            client_id=client_id, session_id=session_id, engine=engine, mode=mode, pairing_phone=pairing_phone
+            client_id=client_id,
+            session_id=session_id,
+            engine=engine,
+            mode=mode,
+            pairing_phone=pairing_phone,
+            status=status,
         )
     )
+
+
+async def sessions_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """How many sessions there are in each status, over every client."""
+    stmt = select(placements.c.status, func.count()).group_by(placements.c.status)
+    return {str(status or "unknown"): int(count) for status, count in await conn.execute(stmt)}
+
+
+async def live_workers(conn: AsyncConnection, within: float) -> list[tuple[str, str | None]]:
+    """The (worker id, metrics text) of every worker that sent a heartbeat in the last `within` seconds."""
+    stmt = (
+        select(workers.c.worker_id, workers.c.metrics)
+        .where(workers.c.heartbeat_at > func.now() - _seconds(within))
+        .order_by(workers.c.worker_id)
+    )
+    return [(row.worker_id, row.metrics) for row in await conn.execute(stmt)]
 
 
 async def get(conn: AsyncConnection, client_id: str, session_id: str) -> Placement | None:
@@ -201,12 +228,17 @@ async def free_capacity(conn: AsyncConnection, within: float) -> int:
     return int(capacity) - int(hosted)
 
 
-async def heartbeat(conn: AsyncConnection, worker_id: str, hostname: str, pid: int, capacity: int) -> None:
-    """Record that `worker_id` is alive."""
-    stmt = pg_insert(workers).values(worker_id=worker_id, hostname=hostname, pid=pid, capacity=capacity)
+async def heartbeat(
+    conn: AsyncConnection, worker_id: str, hostname: str, pid: int, capacity: int, metrics: str | None = None
+) -> None:
+    """Record that `worker_id` is alive (with its metrics, in Prometheus' text format)."""
+    stmt = pg_insert(workers).values(
+        worker_id=worker_id, hostname=hostname, pid=pid, capacity=capacity, metrics=metrics
+    )
     await conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=[workers.c.worker_id], set_={"heartbeat_at": func.now(), "capacity": capacity}
+            index_elements=[workers.c.worker_id],
+            set_={"heartbeat_at": func.now(), "capacity": capacity, "metrics": metrics},
         )
     )
 

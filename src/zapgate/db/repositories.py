@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate import metrics
 from zapgate.db.notify import EVENTS
 from zapgate.db.tables import audit_log, contacts, events, messages, sessions
 from zapgate.domain.ids import new_id
@@ -616,6 +617,8 @@ class EventRepository:
             await conn.execute(_BEFORE_APPEND)
             return _event((await conn.execute(stmt)).mappings().one())
 
+        metrics.EVENTS_PUBLISHED.labels(type).inc()
+
         return await self._x.run("events.append", run)
 
     async def append_many(self, entries: Sequence[tuple[str, str | None, dict[str, Any]]]) -> None:
@@ -627,6 +630,9 @@ class EventRepository:
         async def run(conn: AsyncConnection) -> None:
             await conn.execute(_BEFORE_APPEND)
             await conn.execute(insert(events), rows)
+
+        for kind, _, _ in entries:
+            metrics.EVENTS_PUBLISHED.labels(kind).inc()
 
         await self._x.run("events.append_many", run)
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from zapgate.domain.ids import REGISTRY_SCHEMA
 
@@ -161,6 +161,57 @@ send_limits = Table(
 )
 
 
+# where the client's events are POSTed; `cursor` is the newest event id already turned into deliveries
+webhooks = Table(
+    "webhooks",
+    tenant_metadata,
+    Column("id", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=True),  # the event types it wants; NULL: every type
+    Column("sessions", ARRAY(Text), nullable=True),  # the sessions it wants; NULL: every session
+    Column("secret", Text, nullable=False),  # signs each request (HMAC-SHA256); needed in clear to sign
+    Column("previous_secret", Text, nullable=True),  # still signs too, after a rotation, until...
+    Column("previous_secret_expires_at", DateTime(timezone=True), nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("description", Text, nullable=True),
+    Column("cursor", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# one row per event per webhook; a worker delivers a webhook's pending rows oldest first, one at a time
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    tenant_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("webhook_id", Text, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("leased_until", DateTime(timezone=True), nullable=True),  # a worker is delivering it until then
+    Column("lease_token", Text, nullable=True),  # which worker's claim: only it may record the outcome
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("response_body", Text, nullable=True),  # the first bytes of the last answer
+    Column("duration_ms", Integer, nullable=True),  # of the last attempt
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+)
+# a webhook's listing, newest first
+Index("ix_webhook_deliveries_webhook_id_id", webhook_deliveries.c.webhook_id, webhook_deliveries.c.id)
+# a webhook's queue: its oldest pending delivery is the only one that may be attempted
+Index(
+    "ix_webhook_deliveries_pending",
+    webhook_deliveries.c.webhook_id,
+    webhook_deliveries.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+
+
 def _client_column(*, primary_key: bool = False, index: bool = False) -> Column[str]:
     """A registry table's `client_id`: its rows go when the client goes."""
     return Column(
@@ -199,6 +250,7 @@ workers = Table(
     Column("capacity", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("metrics", Text, nullable=True),  # the worker's Prometheus metrics, as of its last heartbeat
 )
 
 # one row per session that exists: what its owner wants (desired, mode, generation) and who hosts it (lease)
@@ -214,6 +266,7 @@ placements = Table(
     Column("generation", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", Text, nullable=True, index=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("status", Text, nullable=True),  # the session's status, mirrored by a trigger in the client schema
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("desired IN ('running', 'stopped', 'logged_out')", name="desired"),
@@ -248,5 +301,13 @@ keystores = Table(
     _client_column(primary_key=True),
     Column("role_name", Text, nullable=False),
     Column("password", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# the clients that have webhooks: workers deliver for these without visiting every client schema
+webhook_clients = Table(
+    "webhook_clients",
+    registry_metadata,
+    _client_column(primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )

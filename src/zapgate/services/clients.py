@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
+from zapgate.db import notify
 from zapgate.db.keystore import drop_keystore
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.registry import ClientRegistry
@@ -45,10 +47,21 @@ def _new_key() -> tuple[str, str, str]:
 
 
 class ClientService:
-    """Create, list, re-key and delete clients; authenticate API keys."""
+    """Create, list, re-key and delete clients; authenticate API keys.
 
-    def __init__(self, manager: ConnectionManager) -> None:
+    With `key_cache_ttl` > 0, keys that authenticated are remembered that many seconds (a send then costs
+    no registry round trip). Revoking keys (rotate, delete) announces it on `zapgate_keys`; every API
+    process forgets its cache then (`forget_keys`), and whenever its listener reconnects.
+    """
+
+    def __init__(self, manager: ConnectionManager, *, key_cache_ttl: float = 0.0) -> None:
         self._manager = manager
+        self._key_cache_ttl = key_cache_ttl
+        self._known_keys: dict[str, tuple[ClientId, float]] = {}
+
+    def forget_keys(self) -> None:
+        """Drop the remembered keys (some were revoked)."""
+        self._known_keys.clear()
 
     async def create(self, client: str) -> IssuedKey:
         """Register `client`, create its schema and return its first API key."""
@@ -99,6 +112,8 @@ class ClientService:
                 raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
             revoked = await registry.delete_keys(cid)
             await registry.add_key(cid, digest, prefix)
+            await notify.notify(conn, notify.KEYS, cid)
+        self.forget_keys()
         log.info("client.key_rotated", client_id=cid, revoked=revoked)
         return IssuedKey(Client(cid, found.created_at, (prefix,)), key)
 
@@ -110,6 +125,8 @@ class ClientService:
                 raise ClientNotFound(f"client {cid!r} not found", client_id=cid)
             await drop_keystore(conn, cid)  # its WhatsApp keys (whatsmeow's role and schema) go too
             await self._manager.drop_client_schema(cid, conn)
+            await notify.notify(conn, notify.KEYS, cid)
+        self.forget_keys()
         self._manager.forget(cid)
         log.info("client.deleted", client_id=cid)
 
@@ -122,10 +139,18 @@ class ClientService:
         if not api_key or not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
             raise AuthenticationFailed("missing or invalid API key")
         digest = hash_key(api_key)
+        known = self._known_keys.get(digest)
+        now = time.monotonic()
+        if known is not None and known[1] > now:
+            return known[0]
         async with self._manager.registry_transaction() as conn:
             owner = await ClientRegistry(conn).client_for_key(digest)
         if owner is None:
             raise AuthenticationFailed("missing or invalid API key")
+        if self._key_cache_ttl > 0:
+            if len(self._known_keys) >= 10_000:
+                self._known_keys.clear()
+            self._known_keys[digest] = (owner, now + self._key_cache_ttl)
         return owner
 
 

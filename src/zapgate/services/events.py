@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 from collections import deque
-from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Collection, Iterable
 
-from zapgate.db.manager import ConnectionManager
+from zapgate.db.manager import ClientConnection, ConnectionManager
 from zapgate.db.notify import EVENTS, Listener
 from zapgate.domain.ids import ClientId, client_id, client_of_schema
 from zapgate.domain.records import Event
@@ -29,7 +29,12 @@ FETCH = 500  # events read per query
 
 
 class _Feed:
-    """The recent events of one client, fetched once for all of its subscribers."""
+    """The recent events of one client, fetched once for all of its subscribers.
+
+    Events are kept in log order and, per session, in an index of their own: a subscriber that follows one
+    session is woken only by that session's events and reads only those, so 200 subscribers of 200 sessions
+    cost what 200 events cost, not 200 x 200.
+    """
 
     def __init__(self, manager: ConnectionManager, client: ClientId, head: int, size: int) -> None:
         self.client = client
@@ -38,24 +43,52 @@ class _Feed:
         self.floor = head  # the buffer holds every event with floor < id <= head
         self._buffer: deque[Event] = deque()
         self._ids: deque[int] = deque()
+        self._by_session: dict[str | None, tuple[deque[int], deque[Event]]] = {}
+        self._listeners: dict[str | None, set[Subscription]] = {}  # key None: every event
         self._size = size
         self._manager = manager
-        self._changed = asyncio.Event()
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
-
-    def changed(self) -> asyncio.Event:
-        """The event set at the next change of `head` (capture it before looking at the buffer)."""
-        return self._changed
 
     def covers(self, cursor: int) -> bool:
         """Whether the buffer holds every event after `cursor`."""
         return cursor >= self.floor
 
-    def after(self, cursor: int, limit: int) -> list[Event]:
-        """The buffered events after `cursor` (requires `covers(cursor)`), oldest first."""
-        start = bisect.bisect_right(self._ids, cursor)
-        return [self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))]
+    def read(self, cursor: int, sessions: set[str] | None, limit: int) -> tuple[list[Event], int]:
+        """The buffered events after `cursor` of `sessions` (None: all), oldest first, and the cursor after
+        them (requires `covers(cursor)`)."""
+        if sessions is None:
+            start = bisect.bisect_right(self._ids, cursor)
+            found = [self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))]
+        else:
+            parts = []
+            for session in sessions:
+                index = self._by_session.get(session)
+                if index is not None:
+                    ids, events = index
+                    first = bisect.bisect_right(ids, cursor)
+                    parts.append([events[i] for i in range(first, min(len(events), first + limit))])
+            found = parts[0] if len(parts) == 1 else list(heapq.merge(*parts, key=lambda e: e.id))
+        if len(found) >= limit:
+            found = found[:limit]
+            return found, found[-1].id
+        return found, max(cursor, self.head)
+
+    async def connection(self) -> ClientConnection:
+        """The client's handle, to read the log itself."""
+        return await self._manager.get_connection(self.client)
+
+    def listen(self, sub: Subscription, keys: Iterable[str | None]) -> None:
+        for key in keys:
+            self._listeners.setdefault(key, set()).add(sub)
+
+    def unlisten(self, sub: Subscription, keys: Iterable[str | None]) -> None:
+        for key in keys:
+            listeners = self._listeners.get(key)
+            if listeners is not None:
+                listeners.discard(sub)
+                if not listeners:
+                    del self._listeners[key]
 
     def poke(self) -> None:
         """Note that the log may have grown; fetch it unless a fetch is on its way."""
@@ -66,7 +99,9 @@ class _Feed:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._changed.set()
+        for listeners in self._listeners.values():
+            for sub in listeners:
+                sub.wake()
 
     async def _refresh(self) -> None:
         while self._dirty:
@@ -85,57 +120,92 @@ class _Feed:
             batch = await conn.event.list_after(self.head, limit=FETCH)
             if not batch:
                 return
+            touched: set[str | None] = {None}
             for event in batch:
                 self._buffer.append(event)
                 self._ids.append(event.id)
+                ids, events = self._by_session.setdefault(event.session_id, (deque(), deque()))
+                ids.append(event.id)
+                events.append(event)
+                touched.add(event.session_id)
             while len(self._buffer) > self._size:
-                self._buffer.popleft()
+                oldest = self._buffer.popleft()
                 self.floor = self._ids.popleft()
+                ids, events = self._by_session[oldest.session_id]
+                ids.popleft()
+                events.popleft()
+                if not ids:
+                    del self._by_session[oldest.session_id]
             self.head = batch[-1].id
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
+            for key in touched:
+                for sub in self._listeners.get(key, ()):
+                    sub.wake()
             if len(batch) < FETCH:
                 return
 
 
-@dataclass
 class Subscription:
     """One subscriber's view of a client's events: a cursor and the sessions it wants."""
 
-    client: ClientId
-    cursor: int
-    sessions: set[str] | None = None  # None: every session of the client
-    _hub: EventHub | None = field(default=None, repr=False)
+    def __init__(self, client: ClientId, cursor: int, sessions: set[str] | None, hub: EventHub) -> None:
+        self.client = client
+        self.cursor = cursor
+        self._sessions = sessions
+        self._hub: EventHub | None = hub
+        self._wake = asyncio.Event()
+        hub.feed(client).listen(self, self._keys())
+
+    def _keys(self) -> set[str | None]:
+        return {None} if self._sessions is None else set(self._sessions)
+
+    @property
+    def sessions(self) -> set[str] | None:
+        """The sessions followed (None: every session of the client)."""
+        return self._sessions
+
+    @sessions.setter
+    def sessions(self, value: Collection[str] | None) -> None:
+        feed = self._feed()
+        if feed is not None:
+            feed.unlisten(self, self._keys())
+        self._sessions = None if value is None else set(value)
+        if feed is not None:
+            feed.listen(self, self._keys())
+        self.wake()  # look again with the new set
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def wants(self, event: Event) -> bool:
         """Whether this subscriber receives `event`."""
-        return self.sessions is None or event.session_id in self.sessions
+        return self._sessions is None or event.session_id in self._sessions
+
+    def _feed(self) -> _Feed | None:
+        hub = self._hub
+        return None if hub is None or hub.closed else hub.feed(self.client)
 
     async def next_batch(self, limit: int = FETCH) -> list[Event]:
         """Wait for the next events after the cursor that this subscriber wants; advance the cursor.
 
         Returns an empty list only when the subscription or the hub is closed.
         """
-        hub = self._hub
-        if hub is None or hub.closed:
-            return []
-        feed = hub.feed(self.client)
-        while True:
-            changed = feed.changed()
+        while (feed := self._feed()) is not None:
+            self._wake.clear()
             if feed.covers(self.cursor):
-                batch = feed.after(self.cursor, limit)
-            else:
-                conn = await hub.manager.get_connection(self.client)
-                batch = await conn.event.list_after(self.cursor, limit=limit)
-            if batch:
-                self.cursor = batch[-1].id
-                wanted = [event for event in batch if self.wants(event)]
-                if wanted:
-                    return wanted
-                continue
-            await changed.wait()
-            if hub.closed or self._hub is None:
-                return []
+                batch, self.cursor = feed.read(self.cursor, self._sessions, limit)
+                if batch:
+                    return batch
+            else:  # behind the buffer (slow, or resuming from long ago): read the log itself
+                conn = await feed.connection()
+                found = await conn.event.list_after(self.cursor, limit=limit)
+                if found:
+                    self.cursor = found[-1].id
+                    wanted = [event for event in found if self.wants(event)]
+                    if wanted:
+                        return wanted
+                    continue
+            await self._wake.wait()
+        return []
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event this subscriber wants, as it comes (until the hub closes)."""
@@ -145,9 +215,12 @@ class Subscription:
 
     def close(self) -> None:
         """Stop following the client's events."""
-        if self._hub is not None:
-            self._hub.release(self.client)
-            self._hub = None
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            if not hub.closed:
+                hub.feed(self.client).unlisten(self, self._keys())
+            hub.release(self.client)
+        self._wake.set()
 
 
 class EventHub:

@@ -20,9 +20,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import notify, outbound, placements
 from zapgate.db.keystore import forget_device, provision_keystore
@@ -220,6 +222,25 @@ class Worker:
         for placement in waiting:
             await self._mark_unplaced(placement)
 
+    async def _measure(self) -> None:
+        """Update the gauges published with the heartbeat: sessions hosted, outbound queue depth."""
+        metrics.HOSTED_SESSIONS.set(len(self._hosted))
+        rows: dict[str, list[str]] = {}
+        for ref, hosted in self._hosted.items():
+            if hosted.session_row_id:
+                rows.setdefault(ref.client_id, []).append(hosted.session_row_id)
+        depth = 0
+        for client, session_rows in rows.items():
+
+            async def count(tx: Transaction, session_rows: list[str] = session_rows) -> int:
+                return await outbound.pending_count(tx.connection, session_rows)
+
+            try:
+                depth += await self._manager.execute_transaction(client, count)
+            except Exception as exc:  # a client deleted meanwhile, the database away: next round
+                log.debug("worker.measure_failed", client=client, error=repr(exc))
+        metrics.OUTBOUND_QUEUE.set(depth)
+
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ttl / 3)
@@ -230,8 +251,11 @@ class Worker:
                 log.warning("worker.renew_failed", error=repr(exc))
 
     async def _reconcile_now(self) -> None:
+        await self._measure()
         async with self._manager.registry_transaction() as conn:
-            await placements.heartbeat(conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity)
+            await placements.heartbeat(
+                conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity, metrics.process_text()
+            )
             current = {
                 SessionRef(p.client_id, p.session_id): p
                 for p in await placements.renew(conn, self.worker_id, self._lease_ttl)
@@ -549,6 +573,7 @@ class Worker:
             )
             if not inserted:
                 return  # seen before (WhatsApp redelivers): stored once, announced once
+            metrics.MESSAGES.labels("outbound" if event.from_me else "inbound", "received").inc()
             await _append(
                 tx,
                 ref,
@@ -611,6 +636,7 @@ class Worker:
                 for receipt in reported[key]:
                     if _STATUS_RANK[receipt.status] > reached:
                         reached = _STATUS_RANK[receipt.status]
+                        metrics.MESSAGES.labels("outbound", receipt.status.value).inc()
                         payload = {
                             "sessionId": receipt.ref.session_id,
                             "messageId": changed.message_id,
@@ -733,6 +759,8 @@ class Worker:
                 outcomes.append(
                     SendOutcome(message_id, result.message_id, MessageStatus.SENT, to, result.timestamp, None)
                 )
+                if pending.accepted_at is not None:
+                    metrics.SEND_LATENCY.observe(max(0.0, (datetime.now(UTC) - pending.accepted_at).total_seconds()))
             hosted.last_active = time.monotonic()
         return outcomes
 
@@ -744,6 +772,7 @@ class Worker:
         for outcome in outcomes:
             if outcome.message_id not in recorded:
                 continue  # a receipt overtook the send: it already moved on
+            metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
             payload: dict[str, Any] = {
                 "sessionId": ref.session_id,
                 "messageId": outcome.assigned_id,

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from zapgate import metrics
 from zapgate.db import keystore, notify, outbound, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
-from zapgate.domain.phones import MAX_TEXT_LENGTH, mask, parse_recipient
-from zapgate.domain.records import Session
+from zapgate.domain.phones import MAX_TEXT_LENGTH, Recipient, mask, parse_recipient
+from zapgate.domain.records import Message, Session
 from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import phone_address, session_address
@@ -96,8 +97,11 @@ class SessionService:
         default_engine: str = "whatsmeow",
         send_rate: float = 0.0,
         send_burst: int = 1,
+        coalesce_wakeups: bool = False,
     ) -> None:
         self._manager = manager
+        # a long-running API process wakes workers after commit, many sends per NOTIFY (see Coalescer)
+        self._waker = notify.Coalescer(manager.registry_transaction, notify.OUTBOUND) if coalesce_wakeups else None
         self._default_engine = default_engine
         self._send_rate = send_rate  # sends per second per session; 0: no limit
         self._send_burst = send_burst
@@ -125,7 +129,7 @@ class SessionService:
                 raise DuplicateRecord(f"session {sid!r} already exists", session_id=sid)
             created = await tx.session.create(session_id=sid, client_id=cid, status="created", engine=engine)
             mode = "pairing_code" if pairing_phone else "qr"
-            await placements.insert(tx.connection, cid, sid, engine, mode, pairing_phone)
+            await placements.insert(tx.connection, cid, sid, engine, mode, pairing_phone, created.status)
             await _event(tx, sid, EventType.STATUS_CHANGE, {"status": "created", "engine": engine})
             await notify.notify(tx.connection, notify.PLACEMENTS, f"{cid}/{sid}")
             return created
@@ -255,7 +259,9 @@ class SessionService:
                 tx.connection, cid, sid, desired=desired, mode=chosen_mode, pairing_phone=pairing_phone
             )
             if placement is None:  # created before placements existed: place it now
-                await placements.insert(tx.connection, cid, sid, found.engine, chosen_mode or "qr", pairing_phone)
+                await placements.insert(
+                    tx.connection, cid, sid, found.engine, chosen_mode or "qr", pairing_phone, found.status
+                )
                 placement = await placements.want(tx.connection, cid, sid, desired=desired)
             await notify.notify(tx.connection, notify.PLACEMENTS, f"{cid}/{sid}")
             assert placement is not None
@@ -285,15 +291,36 @@ class SessionService:
                 stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
                 if stored is not None:
                     return SendAccepted.from_json(stored, replayed=True)
-            if self._send_rate > 0:
-                wait = await outbound.take_send_slot(tx.connection, sid, rate=self._send_rate, burst=self._send_burst)
-                if wait > 0:
-                    raise RateLimited(
-                        f"session {sid!r} sends at most {self._send_rate:g} messages a second "
-                        f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
-                        retry_after=wait,
-                        session_id=sid,
-                    )
+            await self._take_send_slot(tx, sid)
+            queued = await self._enqueue(tx, cid, sid, recipient, body)
+            accepted = SendAccepted(queued.message_id, sid, queued.status.value, queued.timestamp)
+            if key is not None:
+                await outbound.remember_idempotent(tx.connection, key, fingerprint, accepted.as_json())
+            return accepted
+
+        accepted = await self._manager.execute_transaction(cid, work)
+        if not accepted.replayed:
+            metrics.MESSAGES.labels("outbound", "accepted").inc()
+            if self._waker is not None:
+                self._waker.wake(f"{cid}/{sid}")
+        return accepted
+
+    async def _take_send_slot(self, tx: Transaction, sid: str) -> None:
+        """Count a send against the session's rate limit, or raise RateLimited."""
+        if self._send_rate <= 0:
+            return
+        wait = await outbound.take_send_slot(tx.connection, sid, rate=self._send_rate, burst=self._send_burst)
+        if wait > 0:
+            raise RateLimited(
+                f"session {sid!r} sends at most {self._send_rate:g} messages a second "
+                f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
+                retry_after=wait,
+                session_id=sid,
+            )
+
+    async def _enqueue(self, tx: Transaction, cid: str, sid: str, recipient: Recipient, body: str) -> Message:
+        """Queue the text as a pending message, or raise why the session cannot take it."""
+        for _ in range(2):  # a second time when another send was adding the same new contact
             queued = await outbound.enqueue_text(
                 tx.connection,
                 session_id=sid,
@@ -304,21 +331,22 @@ class SessionService:
                 message_id=new_message_id(),
                 timestamp=datetime.now(UTC),
                 wake=f"{cid}/{sid}",
+                notify=self._waker is None,
             )
             if queued is not None:
-                accepted = SendAccepted(queued.message_id, sid, queued.status.value, queued.timestamp)
-                if key is not None:
-                    await outbound.remember_idempotent(tx.connection, key, fingerprint, accepted.as_json())
-                return accepted
-            found = await tx.session.find_unique(sid)  # refused: say why
-            if found is None:
-                raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
-            raise SessionNotConnected(
-                f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
-                status=found.status,
-            )
+                return queued
+        found = await tx.session.find_unique(sid)  # refused: say why
+        if found is None:
+            raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+        raise SessionNotConnected(
+            f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
+            status=found.status,
+        )
 
-        return await self._manager.execute_transaction(cid, work)
+    async def close(self) -> None:
+        """Send the wake-ups still waiting."""
+        if self._waker is not None:
+            await self._waker.close()
 
     # -- the sandbox ----------------------------------------------------------------------------------
 

@@ -1,13 +1,25 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from zapgate.api.deps import Manager
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from zapgate.api.schemas import Health, Readiness
+from zapgate.services.observability import Observability
 
 router = APIRouter(tags=["health"])
+
+
+async def get_observability(request: Request) -> Observability:
+    """Return the app's Observability."""
+    observability: Observability = request.app.state.observability
+    return observability
+
+
+Observed = Annotated[Observability, Depends(get_observability)]
 
 
 @router.get("/health")
@@ -17,9 +29,21 @@ async def health() -> Health:
 
 
 @router.get("/health/ready", responses={503: {"model": Readiness, "description": "Not ready, with reasons."}})
-async def ready(manager: Manager, response: Response) -> Readiness:
-    """Answer 200 when the database answers, else 503 with the reasons."""
-    if await manager.check_health():
-        return Readiness(status="ready", checks={"database": "ok"})
-    response.status_code = 503
-    return Readiness(status="unavailable", checks={"database": "unreachable"})
+async def ready(observed: Observed, response: Response) -> Readiness:
+    """Answer 200 when the database answers and a worker is alive to host sessions, else 503 with the reasons."""
+    readiness = await observed.readiness()
+    if not readiness.ready:
+        response.status_code = 503
+    return Readiness(status="ready" if readiness.ready else "unavailable", checks=readiness.checks)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format.", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def prometheus_metrics(observed: Observed) -> Response:
+    """Prometheus metrics of the whole gateway: this API process, every live worker (label `process`), sessions
+    by status, messages by direction and status, send latency, outbound queue depth, pool use, health check
+    failures, events published. No client's data is in them."""
+    return Response(await observed.metrics_text(), media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from zapgate import metrics
 from zapgate.api.deps import AppSettings, Audit, Events, Messages, Sessions, client_of_request
 from zapgate.api.events import event_body
 from zapgate.api.schemas import (
@@ -127,7 +128,10 @@ async def send_message(
     Accepted while the session reconnects, it goes out once the session is back. Over the session's send
     rate (ZAPGATE_SEND_RATE per second, bursts of ZAPGATE_SEND_BURST) the answer is 429 with Retry-After.
     """
-    accepted = await sessions.send_text(client, body.session_id, body.to, body.message, idempotency_key=idempotency_key)
+    with metrics.ACCEPT_LATENCY.time():
+        accepted = await sessions.send_text(
+            client, body.session_id, body.to, body.message, idempotency_key=idempotency_key
+        )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return MessageAccepted(
@@ -294,6 +298,7 @@ async def stream(
         async with hub.subscription(client, after=cursor, sessions=wanted) as subscription:
             async for event in subscription.events():
                 yield ServerSentEvent(data=json.dumps(event_body(event)), id=str(event.id), event=event.type)
+                metrics.EVENTS_STREAMED.labels("sse").inc()
 
     return EventSourceResponse(
         events(),

@@ -1,4 +1,5 @@
-"""What the gateway API needs: the audit log, idempotency keys, send rate limits, message status history.
+"""What the gateway API needs: the audit log, idempotency keys, send rate limits, message status history, and
+each session's status mirrored on its placement in the registry (for metrics: sessions by status).
 
 Revision ID: 0004
 Revises: 0003
@@ -51,8 +52,30 @@ def upgrade() -> None:
         postgresql_where=sa.text("type = 'message-status'"),
     )
 
+    # the function lands in this schema (the migration's search_path); it names the registry's table in full
+    op.execute(
+        """
+        CREATE FUNCTION mirror_session_status() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF to_regclass('zapgate.placements') IS NOT NULL THEN  -- a bare data layer has no registry
+                UPDATE zapgate.placements SET status = NEW.status
+                WHERE client_id = NEW.client_id AND session_id = NEW.session_id
+                  AND status IS DISTINCT FROM NEW.status;
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER sessions_mirror_status AFTER INSERT OR UPDATE OF status ON sessions "
+        "FOR EACH ROW EXECUTE FUNCTION mirror_session_status()"
+    )
+
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER sessions_mirror_status ON sessions")
+    op.execute("DROP FUNCTION mirror_session_status()")
     op.drop_index("ix_events_message_status", table_name="events")
     op.drop_table("send_limits")
     op.drop_table("idempotency_keys")

@@ -1,0 +1,395 @@
+"""Socket.IO on `/whatsapp`: the seed's WebSocket events, read from the client's event log.
+
+A socket authenticates once, in the handshake: `io(url + '/whatsapp', {auth: {apiKey}})`, or the `X-API-Key`
+(or `Authorization: Bearer`) header for clients that can set headers. It then receives the events of the
+sessions it joined, as they are written to the log: one pump task per socket reads them through the EventHub
+and emits them, so a slow socket holds up no other. Commands (`join-session`, `leave-session`,
+`send-message`, `get-sessions`) are answered by their ack, `{"ok": true, ...}` or
+`{"ok": false, "error": {...}}`; a refusal is also sent as an `error` event naming the command in `event`
+(a session's errors from the log are `error` events too, told apart by their `eventId` and `sessionId`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import socketio
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zapgate import metrics
+from zapgate.api.deps import key_in_headers
+from zapgate.api.events import event_body
+from zapgate.api.problems import _field, status_for
+from zapgate.api.routes.whatsapp import session_out
+from zapgate.api.schemas import MessageAccepted, SendMessageRequest, SessionList
+from zapgate.background import TaskGroup
+from zapgate.domain.ids import SESSION_ID_PATTERN, ClientId
+from zapgate.domain.records import AuditEntry, Event
+from zapgate.errors import AuthenticationFailed, InvalidRequest, NotFound, RateLimited, ZapgateError
+from zapgate.log import get_logger
+from zapgate.services.audit import AuditLog
+from zapgate.services.clients import ClientService, key_display_prefix
+from zapgate.services.events import EventHub, Subscription
+from zapgate.services.sessions import SessionService
+
+log = get_logger(__name__)
+
+NAMESPACE = "/whatsapp"
+SOCKETIO_PATH = "/socket.io"
+MAX_EVENT_ID = 2**63 - 1
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+
+
+class JoinSession(_Command):
+    """`join-session`: receive a session's events; with `lastEventId`, first those after that id."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+    last_event_id: int | None = Field(None, ge=0, le=MAX_EVENT_ID)
+
+
+class LeaveSession(_Command):
+    """`leave-session`: stop receiving a session's events."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+
+
+class GetSessions(_Command):
+    """`get-sessions`: no fields."""
+
+
+class SendMessage(SendMessageRequest):
+    """`send-message`: the body of POST /whatsapp/send, plus the Idempotency-Key header as a field."""
+
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+@dataclass(eq=False)
+class _Socket:
+    """One connected socket: its client, the sessions it joined and its pump."""
+
+    client: ClientId
+    subscription: Subscription
+    # joined session -> the id after which its events are emitted (raised as they are)
+    after: dict[str, int] = field(default_factory=dict)
+    backlog: deque[Event] = field(default_factory=deque)  # fetched, not yet emitted
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while emitting and while rewinding
+    pump: asyncio.Task[Any] | None = None
+    closed: bool = False
+    actor: str = ""  # the API key's prefix, for the audit log
+
+    def follow_joined(self) -> None:
+        self.subscription.sessions = set(self.after)
+
+    async def stop_pump(self) -> None:
+        task, self.pump = self.pump, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+
+def _error(exc: Exception) -> dict[str, Any]:
+    """The `error` of a refused command: status, code, detail and the invalid fields."""
+    if isinstance(exc, ValidationError):
+        errors = [
+            {"field": _field(tuple(error.get("loc", ()))), "message": str(error.get("msg", "invalid"))}
+            for error in exc.errors()
+        ]
+        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+        return {"status": 422, "code": "validation_failed", "detail": detail or "invalid request", "errors": errors}
+    if isinstance(exc, ZapgateError):
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("socket.error", code=exc.code, error=exc.message)
+        body: dict[str, Any] = {"status": status, "code": exc.code, "detail": exc.message, "errors": []}
+        if isinstance(exc, RateLimited):
+            body["retryAfter"] = max(1, math.ceil(exc.retry_after))
+        return body
+    log.error("socket.unhandled", error=repr(exc), exc_info=exc)
+    return {"status": 500, "code": "internal_error", "detail": "internal error; it has been logged", "errors": []}
+
+
+def _handshake_key(environ: dict[str, Any], auth: Any) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("apiKey"), str):
+        return str(auth["apiKey"]).strip()
+    return key_in_headers(environ.get("HTTP_X_API_KEY"), environ.get("HTTP_AUTHORIZATION"))
+
+
+AUDITED = {"send-message": "message.send"}  # mutating commands -> audit action
+
+_Handler = Callable[[str, _Socket, Any], Awaitable[dict[str, Any]]]
+
+
+class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # python-socketio is untyped
+    """The `/whatsapp` namespace: the services of the running app (`app.state`) over Socket.IO."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(NAMESPACE)
+        self._state = state
+        self._sockets: dict[str, _Socket] = {}
+        self._tasks = TaskGroup("socketio")
+        self._commands: dict[str, _Handler] = {
+            "join-session": self._join,
+            "leave-session": self._leave,
+            "send-message": self._send,
+            "get-sessions": self._list,
+        }
+
+    @property
+    def _clients(self) -> ClientService:
+        clients: ClientService = self._state.clients
+        return clients
+
+    @property
+    def _sessions(self) -> SessionService:
+        sessions: SessionService = self._state.sessions
+        return sessions
+
+    @property
+    def _hub(self) -> EventHub:
+        hub: EventHub = self._state.events
+        return hub
+
+    async def close(self) -> None:
+        """Stop every socket's pump and the Socket.IO server's background tasks (at shutdown)."""
+        sockets, self._sockets = list(self._sockets.values()), {}
+        for sock in sockets:
+            sock.closed = True
+        await self._tasks.close()
+        for sock in sockets:
+            sock.subscription.close()
+        await self.server.shutdown()
+
+    # -- connection -----------------------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Accept a socket that presents a client's API key; start its pump."""
+        key = _handshake_key(environ, auth)
+        try:
+            client = await self._clients.authenticate(key)
+            subscription = await self._hub.subscribe(client, sessions=())
+        except AuthenticationFailed as exc:
+            log.info("socket.refused", code="unauthorized")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "missing or wrong API key", {"code": "unauthorized", "status": 401}
+            ) from exc
+        except ZapgateError as exc:
+            log.warning("socket.refused", code=exc.code, error=exc.message)
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code, "status": status_for(exc)}
+            ) from exc
+        sock = _Socket(client, subscription, actor=key_display_prefix(key or ""))
+        self._sockets[sid] = sock
+        sock.pump = self._tasks.spawn(self._pump(sid, sock), name=f"pump.{sid}")
+        log.info("socket.connected", client_id=client, sid=sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Stop the socket's pump and its subscription."""
+        sock = self._sockets.pop(sid, None)
+        if sock is None:
+            return
+        sock.closed = True
+        await sock.stop_pump()
+        sock.subscription.close()
+        log.info("socket.disconnected", client_id=sock.client, sid=sid, reason=str(reason))
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Dispatch a command; answer its ack with the result or the error (also emitted as `error`)."""
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid, payload = args[0], args[1:]
+        sock = self._sockets.get(sid)
+        if sock is None:  # it disconnected meanwhile
+            return None
+        try:
+            handler = self._commands.get(event)
+            if handler is None:
+                raise InvalidRequest(f"unknown event {event[:64]!r}: expected one of {', '.join(self._commands)}")
+            if len(payload) > 1:
+                raise InvalidRequest(f"{event}: expected one object, got {len(payload)} arguments")
+            result = await handler(sid, sock, payload[0] if payload else None)
+        except Exception as exc:
+            error = _error(exc)
+            self._audit(sock, event, payload, error["code"], error["status"])
+            await self.emit("error", {"event": event[:64], **error}, to=sid)
+            return {"ok": False, "error": error}
+        self._audit(sock, event, payload, "ok", 202)
+        return {"ok": True, **result}
+
+    def _audit(self, sock: _Socket, event: str, payload: tuple[Any, ...], outcome: str, status: int) -> None:
+        """Write a mutating command to the client's audit log, as the REST API does for its calls."""
+        action = AUDITED.get(event)
+        audit: AuditLog | None = getattr(self._state, "audit", None)
+        if action is None or audit is None:
+            return
+        body = payload[0] if payload and isinstance(payload[0], dict) else {}
+        session = body.get("sessionId")
+        entry = AuditEntry(
+            at=datetime.now(UTC),
+            actor=sock.actor,
+            action=action,
+            outcome=outcome,
+            status=status,
+            session_id=session if isinstance(session, str) and len(session) <= 64 else None,
+            detail={"transport": "socket.io", "event": event},
+        )
+        audit.record(sock.client, entry)
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    async def _join(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
+        command = JoinSession.model_validate(payload)
+        view = await self._sessions.get(sock.client, command.session_id)  # 404 unless the client's own
+        if command.last_event_id is not None:
+            start = await self._rewind(sid, sock, command.session_id, command.last_event_id)
+        elif (joined := sock.after.get(command.session_id)) is not None:
+            start = joined
+        else:
+            head = await self._hub.head(sock.client)
+            # the pump has looked at everything up to its cursor without this session: start after both
+            start = sock.after[command.session_id] = max(head, sock.subscription.cursor)
+            sock.follow_joined()
+        return {
+            "sessionId": command.session_id,
+            "lastEventId": start,
+            "session": session_out(view.session, view.desired).model_dump(by_alias=True, mode="json"),
+        }
+
+    async def _rewind(self, sid: str, sock: _Socket, session: str, after: int) -> int:
+        """Join `session` from event id `after`: events the pump already passed by are read again."""
+        async with sock.lock:  # the pump is not emitting
+            await sock.stop_pump()
+            try:
+                if after < sock.subscription.cursor:
+                    start = min(after, sock.backlog[0].id - 1) if sock.backlog else after
+                    replay = await self._hub.subscribe(sock.client, after=start, sessions=(*sock.after, session))
+                    if sock.closed:  # it disconnected meanwhile
+                        replay.close()
+                        return after
+                    sock.subscription.close()
+                    sock.subscription = replay
+                    sock.backlog.clear()  # read again; what was emitted is skipped by `after`
+                sock.after[session] = after
+                sock.follow_joined()
+            finally:
+                if not sock.closed:
+                    sock.pump = self._tasks.spawn(self._pump(sid, sock), name=f"pump.{sid}")
+        return after
+
+    async def _leave(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
+        command = LeaveSession.model_validate(payload)
+        if sock.after.pop(command.session_id, None) is None:
+            raise NotFound(f"session {command.session_id!r} is not joined on this socket")
+        sock.follow_joined()
+        return {"sessionId": command.session_id}
+
+    async def _send(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
+        command = SendMessage.model_validate(payload)
+        with metrics.ACCEPT_LATENCY.time():
+            accepted = await self._sessions.send_text(
+                sock.client, command.session_id, command.to, command.message, idempotency_key=command.idempotency_key
+            )
+        body = MessageAccepted(
+            message_id=accepted.message_id,
+            session_id=accepted.session_id,
+            status=accepted.status,
+            timestamp=accepted.timestamp,
+        )
+        return {**body.model_dump(by_alias=True, mode="json"), "replayed": accepted.replayed}
+
+    async def _list(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
+        GetSessions.model_validate({} if payload is None else payload)
+        listed = SessionList(sessions=[session_out(session) for session in await self._sessions.list(sock.client)])
+        return listed.model_dump(by_alias=True, mode="json")
+
+    # -- events ---------------------------------------------------------------------------------------
+
+    async def _pump(self, sid: str, sock: _Socket) -> None:
+        """Emit the socket's events in log order until it disconnects or the hub closes."""
+        while True:
+            if not sock.backlog:
+                batch = await sock.subscription.next_batch()
+                if not batch:
+                    return  # the hub closed
+                sock.backlog.extend(batch)
+            async with sock.lock:
+                while sock.backlog:
+                    event = sock.backlog.popleft()
+                    session = event.session_id
+                    last = None if session is None else sock.after.get(session)
+                    if session is not None and last is not None and event.id > last:
+                        sock.after[session] = event.id
+                        await self.emit(event.type, event_body(event), to=sid)
+                        metrics.EVENTS_STREAMED.labels("socketio").inc()
+
+
+class _EndAbandonedPolls:
+    """End a long-polling request as soon as its client hangs up.
+
+    python-engineio holds a poll open until there is something to send, up to ping_interval + ping_timeout
+    (45 s) after a client closed its socket; those requests would hold up a graceful shutdown that long.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+
+        async def read_body() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async def hang_up() -> None:
+            await body_read.wait()  # the request is the app's to read until then
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        async def handle() -> None:
+            await self.app(scope, read_body, send)
+
+        handler = asyncio.create_task(handle())
+        watcher = asyncio.create_task(hang_up())
+        try:
+            await asyncio.wait((handler, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (handler, watcher):
+                task.cancel()
+            await asyncio.wait((handler, watcher))
+        if not handler.cancelled() and (error := handler.exception()) is not None:
+            raise error
+
+
+def mount(app: FastAPI, *, cors_allowed_origins: str | list[str] = "*") -> WhatsAppNamespace:
+    """Serve Socket.IO at /socket.io on `app`, with the `/whatsapp` namespace; close the namespace at shutdown.
+
+    Browsers from any origin may connect by default: the API key is the credential, not the origin.
+    """
+    server = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=cors_allowed_origins,
+        namespaces=[NAMESPACE],
+        async_handlers=False,  # a socket's commands run in the order it sent them
+    )
+    namespace = WhatsAppNamespace(app.state)
+    server.register_namespace(namespace)
+    # the Mount routes /socket.io/... here; lifespan and every other path stay FastAPI's
+    app.mount(SOCKETIO_PATH, _EndAbandonedPolls(socketio.ASGIApp(server, socketio_path=None)))
+    return namespace

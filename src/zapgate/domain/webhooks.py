@@ -1,0 +1,267 @@
+"""Webhooks, pure: which URLs and addresses may be called, how requests are signed, when a failure is retried.
+
+Nothing here does I/O: the service resolves host names and sends; these functions decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from zapgate.domain.events import EventType
+from zapgate.errors import InvalidWebhook
+
+MAX_URL_LENGTH = 2048
+SIGNATURE_VERSION = "v1"
+
+# the headers of every delivery
+EVENT_ID_HEADER = "X-Zapgate-Event-Id"
+TIMESTAMP_HEADER = "X-Zapgate-Timestamp"
+SIGNATURE_HEADER = "X-Zapgate-Signature"
+DELIVERY_ID_HEADER = "X-Zapgate-Delivery-Id"
+EVENT_TYPE_HEADER = "X-Zapgate-Event-Type"
+WEBHOOK_ID_HEADER = "X-Zapgate-Webhook-Id"
+
+# cloud metadata services: never a webhook's destination, whatever the configuration allows
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+    }
+)
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+
+
+class DeliveryStatus(StrEnum):
+    """Where one delivery of one event to one webhook stands."""
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    DEAD = "dead"  # given up: a final answer (4xx) or the last attempt failed
+
+
+class Outcome(StrEnum):
+    """What one attempt came to."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # connection error, timeout, 5xx, 408, 429: tried again later
+    FAILED = "failed"  # another answer (4xx, 3xx): not retried
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """Which destinations webhooks may reach besides the public internet."""
+
+    allow_loopback: bool = False  # 127.0.0.0/8, ::1, localhost
+    allow_private: bool = False  # 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, link-local
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookUrl:
+    """A checked webhook URL and the host it names (an IP address or a name to resolve)."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits a random time in [d/2, d], d = min(base * 2^(n-1), cap)."""
+
+    max_attempts: int = 12
+    base: float = 1.0  # seconds
+    cap: float = 600.0  # seconds
+    retry_after_cap: float = 3600.0  # seconds: the longest Retry-After honoured
+
+    def delay(self, attempts: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt (Retry-After wins when it asks for longer)."""
+        full = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        jittered = (rng or random).uniform(full / 2, full)
+        if retry_after is not None:
+            jittered = max(jittered, min(retry_after, self.retry_after_cap))
+        return jittered
+
+    def gives_up(self, attempts: int) -> bool:
+        """Whether a delivery that failed `attempts` times is dead."""
+        return attempts >= self.max_attempts
+
+
+def event_names(names: Collection[str] | None) -> list[str] | None:
+    """Return `names` checked against the event types (None or "*" among them: every event), in a stable order."""
+    if names is None or "*" in names:
+        return None
+    known = {member.value for member in EventType}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InvalidWebhook(
+            f"unknown event name {unknown[0]!r}: expected any of {', '.join(sorted(known))} (or '*' for all)",
+            field="events",
+        )
+    if not names:
+        raise InvalidWebhook("events: name at least one event, or leave it out for all", field="events")
+    return sorted(set(names))
+
+
+def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: AddressPolicy) -> str | None:
+    """Return why `address` may not be called under `policy`, or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return f"{address} is a cloud metadata address"
+    if address.is_unspecified or address.is_multicast:
+        return f"{address} is not a unicast address"
+    if address.is_loopback:
+        return None if policy.allow_loopback else f"{address} is a loopback address (ZAPGATE_WEBHOOK_ALLOW_LOOPBACK)"
+    private = (
+        address.is_private
+        or address.is_link_local
+        or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE)
+    )
+    if private:
+        kind = "link-local" if address.is_link_local else "private"
+        return None if policy.allow_private else f"{address} is a {kind} address (ZAPGATE_WEBHOOK_ALLOW_PRIVATE)"
+    if address.is_reserved:
+        return f"{address} is a reserved address"
+    return None
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return `host` as an IP address when it is one, else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def host_refusal(host: str, policy: AddressPolicy) -> str | None:
+    """Return why a host *name* (before resolution) may not be called, or None."""
+    name = host.rstrip(".").lower()
+    if name in METADATA_HOSTS:
+        return f"{name} is a cloud metadata host"
+    if (name == "localhost" or name.endswith(".localhost")) and not policy.allow_loopback:
+        return f"{name} is a loopback host (ZAPGATE_WEBHOOK_ALLOW_LOOPBACK)"
+    address = literal_address(name)
+    return None if address is None else classify_address(address, policy)
+
+
+def parse_url(url: str, policy: AddressPolicy) -> WebhookUrl:
+    """Check a webhook URL (http or https, a host, no credentials, an allowed literal address); raise InvalidWebhook."""
+    url = url.strip()
+    if not url or len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhook(f"url: 1 to {MAX_URL_LENGTH} characters expected", field="url")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidWebhook(f"url: not a valid URL ({exc})", field="url") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in {"http", "https"}:
+        raise InvalidWebhook("url: only http and https URLs can receive webhooks", field="url")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidWebhook(
+            "url: credentials in the URL are not supported (verify the signature instead)", field="url"
+        )
+    host = parts.hostname
+    if not host:
+        raise InvalidWebhook("url: a host is expected", field="url")
+    if any(ch.isspace() for ch in url):
+        raise InvalidWebhook("url: no spaces allowed", field="url")
+    refusal = host_refusal(host, policy)
+    if refusal is not None:
+        raise InvalidWebhook(f"url: refused destination: {refusal}", field="url")
+    return WebhookUrl(url=url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """Return the hex HMAC-SHA256 of `{timestamp}.{body}` under `secret`."""
+    return hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
+    """Return the signature header's value: `v1=<hex>` per secret, newest first, comma-separated."""
+    return ",".join(f"{SIGNATURE_VERSION}={signature(secret, timestamp, body)}" for secret in secrets)
+
+
+def outcome_of(status: int) -> Outcome:
+    """Classify an HTTP answer: 2xx delivered; 408, 429 and 5xx retried; anything else final."""
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    return Outcome.FAILED
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Parse a Retry-After header (seconds, or an HTTP date) into seconds from `now`; None when absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = (when - now).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An endpoint of a client's that receives its events."""
+
+    id: str
+    url: str
+    events: tuple[str, ...] | None  # None: every event type
+    sessions: tuple[str, ...] | None  # None: every session
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    enabled: bool
+    description: str | None
+    cursor: int
+    created_at: datetime
+    updated_at: datetime
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a request made at `now`: the current one, and the previous one while it overlaps."""
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and now < expires:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one webhook, with the outcome of its last attempt."""
+
+    id: int
+    webhook_id: str
+    event_id: int
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None  # only while pending
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    response_body: str | None
+    duration_ms: int | None
+    delivered_at: datetime | None
+    created_at: datetime

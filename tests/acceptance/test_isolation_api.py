@@ -1,0 +1,125 @@
+"""Two clients over every /whatsapp route: another client's ids are 404 (or absent from lists), never its data.
+
+The cases are checked against /openapi.json, so a route added without an isolation case fails this suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.test_admin_api import assert_problem
+from tests.acceptance.test_whatsapp_api import new_client
+from zapgate.settings import Settings
+
+
+@pytest.fixture
+async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", send_rate=0)
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.AsyncClient) -> None:
+    acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
+    assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "acme-s"})).status_code == 201
+    send = {"sessionId": "acme-s", "to": "5511999999999", "message": "acme's secret"}
+    sent = await api.post("/whatsapp/send", headers=acme, json=send)
+    assert sent.status_code == 202
+    message_id = sent.json()["messageId"]
+    hook = await api.post("/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/acme-hook"})
+    assert hook.status_code == 201, hook.text
+    webhook_id = hook.json()["id"]
+    s, m, w = "acme-s", message_id, webhook_id
+
+    # (method, path template, concrete path, body or None, what globex gets)
+    cases: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
+        ("GET", "/whatsapp/audit", "/whatsapp/audit", None, "empty:entries"),  # first: globex has done nothing yet
+        ("GET", "/whatsapp/sessions", "/whatsapp/sessions", None, "empty:sessions"),
+        ("GET", "/whatsapp/sessions/{sessionId}", f"/whatsapp/sessions/{s}", None, "404"),
+        ("DELETE", "/whatsapp/sessions/{sessionId}", f"/whatsapp/sessions/{s}", None, "404"),
+        ("GET", "/whatsapp/sessions/{sessionId}/qr", f"/whatsapp/sessions/{s}/qr", None, "404"),
+        (
+            "POST",
+            "/whatsapp/sessions/{sessionId}/pairing-code",
+            f"/whatsapp/sessions/{s}/pairing-code",
+            {"phoneNumber": "5511999990009"},
+            "404",
+        ),
+        ("POST", "/whatsapp/sessions/{sessionId}/restart", f"/whatsapp/sessions/{s}/restart", None, "404"),
+        ("POST", "/whatsapp/sessions/{sessionId}/logout", f"/whatsapp/sessions/{s}/logout", None, "404"),
+        (
+            "POST",
+            "/whatsapp/sandbox/sessions/{sessionId}/scan",
+            f"/whatsapp/sandbox/sessions/{s}/scan",
+            {"phoneNumber": "5511999990009"},
+            "404",
+        ),
+        (
+            "POST",
+            "/whatsapp/sandbox/inbound",
+            "/whatsapp/sandbox/inbound",
+            {"sessionId": s, "from": "5511999990009", "message": "hi"},
+            "404",
+        ),
+        ("POST", "/whatsapp/send", "/whatsapp/send", send, "404"),
+        ("GET", "/whatsapp/stream", f"/whatsapp/stream?sessionId={s}", None, "404"),
+        ("GET", "/whatsapp/messages", "/whatsapp/messages", None, "empty:messages"),
+        ("GET", "/whatsapp/messages", f"/whatsapp/messages?sessionId={s}", None, "404"),
+        ("GET", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}", None, "404"),
+        ("GET", "/whatsapp/contacts", "/whatsapp/contacts", None, "empty:contacts"),
+        ("GET", "/whatsapp/webhooks", "/whatsapp/webhooks", None, "empty:webhooks"),
+        ("GET", "/whatsapp/webhooks/{webhookId}", f"/whatsapp/webhooks/{w}", None, "404"),
+        ("PATCH", "/whatsapp/webhooks/{webhookId}", f"/whatsapp/webhooks/{w}", {"enabled": False}, "404"),
+        ("DELETE", "/whatsapp/webhooks/{webhookId}", f"/whatsapp/webhooks/{w}", None, "404"),
+        ("POST", "/whatsapp/webhooks/{webhookId}/rotate-secret", f"/whatsapp/webhooks/{w}/rotate-secret", {}, "404"),
+        ("GET", "/whatsapp/webhooks/{webhookId}/deliveries", f"/whatsapp/webhooks/{w}/deliveries", None, "404"),
+        (
+            "POST",
+            "/whatsapp/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver",
+            f"/whatsapp/webhooks/{w}/deliveries/1/redeliver",
+            None,
+            "404",
+        ),
+        # creating takes the same id in globex's own namespace; acme's stays as it was (checked below)
+        ("POST", "/whatsapp/session", "/whatsapp/session", {"sessionId": s}, "201"),
+        ("POST", "/whatsapp/webhooks", "/whatsapp/webhooks", {"url": "https://example.com/globex-hook"}, "201"),
+    ]
+    documented = {
+        (method.upper(), path)
+        for path, operations in (await api.get("/openapi.json")).json()["paths"].items()
+        if path.startswith("/whatsapp")
+        for method in operations
+    }
+    assert {(method, template) for method, template, *_ in cases} == documented
+
+    for method, template, path, body, expected in cases:
+        answer = await api.request(method, path, headers=globex, json=body)
+        where = f"{method} {template}"
+        if expected == "404":
+            assert_problem(answer, 404)
+        elif expected == "201":
+            assert answer.status_code == 201, (where, answer.text)
+        else:
+            field = expected.split(":")[1]
+            assert answer.status_code == 200, (where, answer.text)
+            assert answer.json()[field] == [], where
+        for secret in (message_id, webhook_id, "acme's secret"):
+            if secret not in path and secret not in str(body):  # an id globex gave may be named back to it
+                assert secret not in answer.text, (where, secret)
+
+    # globex's audit log holds its own calls only
+    own = (await api.get("/whatsapp/audit", headers=globex, params={"limit": 500})).json()["entries"]
+    assert {entry["actor"] for entry in own} <= {globex["X-API-Key"][:10]}
+
+    # acme's data is all still there, untouched
+    assert (await api.get(f"/whatsapp/sessions/{s}", headers=acme)).json()["status"] == "created"
+    kept = await api.get(f"/whatsapp/messages/{m}", headers=acme)
+    assert kept.status_code == 200 and kept.json()["content"] == "acme's secret"
+    acme_hook = await api.get(f"/whatsapp/webhooks/{w}", headers=acme)
+    assert acme_hook.status_code == 200 and acme_hook.json()["enabled"] is True
+    assert [x["sessionId"] for x in (await api.get("/whatsapp/sessions", headers=acme)).json()["sessions"]] == [s]

@@ -1,0 +1,149 @@
+"""Webhook rules without I/O: URLs and addresses, signatures, retries; and the connect-time address check."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import random
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from zapgate.domain.webhooks import (
+    AddressPolicy,
+    Outcome,
+    RetryPolicy,
+    classify_address,
+    event_names,
+    outcome_of,
+    parse_url,
+    retry_after_seconds,
+    signature,
+    signature_header,
+)
+from zapgate.errors import InvalidWebhook
+from zapgate.services.webhook_sender import AddressRefused, _GuardedBackend
+
+STRICT = AddressPolicy()
+OPEN = AddressPolicy(allow_loopback=True, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    ("address", "strict", "opened"),
+    [
+        ("93.184.215.14", None, None),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None, None),
+        ("127.0.0.1", "loopback", None),
+        ("127.8.9.10", "loopback", None),
+        ("::1", "loopback", None),
+        ("::ffff:127.0.0.1", "loopback", None),
+        ("10.0.0.1", "private", None),
+        ("172.16.5.4", "private", None),
+        ("192.168.1.1", "private", None),
+        ("100.64.0.1", "private", None),
+        ("fd12:3456::1", "private", None),
+        ("169.254.10.10", "link-local", None),
+        ("fe80::1", "link-local", None),
+        ("169.254.169.254", "metadata", "metadata"),
+        ("fd00:ec2::254", "metadata", "metadata"),
+        ("0.0.0.0", "not a unicast", "not a unicast"),
+        ("224.0.0.1", "not a unicast", "not a unicast"),
+    ],
+)
+def test_addresses_are_classified(address: str, strict: str | None, opened: str | None) -> None:
+    ip = ipaddress.ip_address(address)
+    for policy, expected in ((STRICT, strict), (OPEN, opened)):
+        reason = classify_address(ip, policy)
+        assert (reason is None) == (expected is None), (address, policy, reason)
+        if expected is not None:
+            assert reason is not None and expected in reason
+
+
+def test_urls_are_checked() -> None:
+    checked = parse_url("  https://Example.com:8443/hook?x=1 ", STRICT)
+    assert (checked.url, checked.scheme, checked.host, checked.port) == (
+        "https://Example.com:8443/hook?x=1",
+        "https",
+        "example.com",
+        8443,
+    )
+    assert parse_url("http://example.com/", STRICT).port == 80
+    assert parse_url("http://localhost:8080/", OPEN).host == "localhost"
+    for bad, reason in [
+        ("ftp://example.com/", "only http and https"),
+        ("example.com/hook", "only http and https"),
+        ("http:///path", "a host is expected"),
+        ("http://example.com:99999/", "not a valid URL"),
+        ("http://a:b@example.com/", "credentials"),
+        ("http://localhost/", "loopback"),
+        ("http://sub.localhost/", "loopback"),
+        ("http://metadata.google.internal/", "metadata"),
+        ("http://[::1]/", "loopback"),
+        ("https://" + "a" * 2100 + ".com/", "characters"),
+    ]:
+        with pytest.raises(InvalidWebhook) as caught:
+            parse_url(bad, STRICT)
+        assert reason in caught.value.message, (bad, caught.value.message)
+
+
+def test_event_names() -> None:
+    assert event_names(None) is None and event_names(["*"]) is None
+    assert event_names(["message-status", "qr-code", "qr-code"]) == ["message-status", "qr-code"]
+    with pytest.raises(InvalidWebhook, match="unknown event name 'message-sent'"):
+        event_names(["message-sent"])
+    with pytest.raises(InvalidWebhook):
+        event_names([])
+
+
+def test_signatures_are_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b'{"eventId":1}'
+    expected = hmac.new(b"secret-0123456789", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert signature("secret-0123456789", 1700000000, body) == expected
+    header = signature_header(["new-secret-000000", "secret-0123456789"], 1700000000, body)
+    assert header.split(",")[1] == f"v1={expected}" and header.startswith("v1=")
+
+
+def test_answers_are_classified() -> None:
+    assert [outcome_of(s) for s in (200, 204, 299)] == [Outcome.DELIVERED] * 3
+    assert [outcome_of(s) for s in (408, 429, 500, 502, 503, 599)] == [Outcome.RETRY] * 6
+    assert [outcome_of(s) for s in (301, 400, 401, 403, 404, 410, 422)] == [Outcome.FAILED] * 7
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy()  # the defaults: 12 attempts, 1 s doubling to 10 min
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        full = min(600.0, 2.0 ** (attempt - 1))
+        delays = [policy.delay(attempt, rng=rng) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays) and len(set(delays)) > 1
+    assert policy.delay(30, rng=rng) <= 600.0
+    assert policy.delay(1, retry_after=120, rng=rng) == 120  # Retry-After asks for longer: honoured
+    assert policy.delay(1, retry_after=10**9, rng=rng) == 3600  # within reason
+    assert not policy.gives_up(11) and policy.gives_up(12)
+    total = sum(min(600.0, 2.0 ** (n - 1)) for n in range(1, 12))
+    assert 20 * 60 < total < 30 * 60  # the last attempt comes about half an hour after the first
+
+
+def test_retry_after_is_read_as_seconds_or_a_date() -> None:
+    now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("30", now) == 30
+    assert retry_after_seconds("Sun, 29 Nov 2026 12:01:00 GMT", now) == 60
+    assert retry_after_seconds((now - timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now) == 0
+    assert retry_after_seconds(None, now) is None and retry_after_seconds("soon", now) is None
+
+
+async def test_names_are_resolved_and_checked_when_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that now resolves to a refused address is refused at connect time."""
+
+    async def rebound(host: str, port: int, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", rebound)
+    with pytest.raises(AddressRefused, match=r"hooks\.example\.com resolves to 127\.0\.0\.1 is a loopback"):
+        await _GuardedBackend(STRICT).connect_tcp("hooks.example.com", 443)
+    with pytest.raises(AddressRefused, match="metadata"):
+        await _GuardedBackend(OPEN).connect_tcp("169.254.169.254", 80)
