@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -31,16 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.support import percentile, run_on, verdict
+from benchmarks.support import percentile, run_on, start_server, stop_server, verdict
 
 CLIENT = "bench"
 SESSION = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the server (child process) ---------------------------------------------------------------------------
@@ -205,16 +198,8 @@ def row(name: str, done: int, latencies: Sequence[float], errors: int) -> str:
 
 async def benchmark(url: str, args: argparse.Namespace) -> None:
     key = await prepare(url)
-    port = free_port()
-    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", url, str(port))
+    child, port = await start_server(__file__, url)
     try:
-        for _ in range(300):
-            try:
-                conn = await Connection.open(port)
-                conn.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
         headers = {"X-API-Key": key}
         send = post("/whatsapp/send", {"sessionId": SESSION, "to": "5511999999999", "message": "hello"}, headers)
         floor = post("/bench/floor", {}, {})
@@ -240,8 +225,7 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
             f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (target < 50 ms) -> {verdict(p99 < 50)}"
         )
     finally:
-        child.terminate()
-        await asyncio.wait_for(child.wait(), 30)
+        await stop_server(child)
 
 
 def main() -> None:

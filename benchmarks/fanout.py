@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,15 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.support import percentile, run_on, verdict
+from benchmarks.support import percentile, run_on, start_server, stop_server, verdict
 
 CLIENT = "fanout"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(url: str, port: int) -> None:
@@ -186,16 +179,8 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
         service = SessionService(manager, default_engine="sandbox")
         for sid in sessions:
             await service.create(CLIENT, sid)
-    port = free_port()
-    child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--serve", url, str(port))
+    child, port = await start_server(__file__, url)
     try:
-        for _ in range(300):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
         arrivals, written = await scenario(
             "per session", url, port, key, args.subscribers, args.rate, args.duration, lambda i: sessions[i], sessions
         )
@@ -227,8 +212,7 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
             f"({arrivals.count / args.duration:.0f} deliveries/s), p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         )
     finally:
-        child.terminate()
-        await asyncio.wait_for(child.wait(), 30)
+        await stop_server(child)
 
 
 def main() -> None:

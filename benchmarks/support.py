@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -71,3 +73,32 @@ def _on_embedded_server(benchmark: Benchmark) -> None:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_server(script: str, url: str) -> tuple[asyncio.subprocess.Process, int]:
+    """Start `script --serve URL PORT` (a benchmark's server half) and wait until it accepts connections."""
+    port = free_port()
+    child = await asyncio.create_subprocess_exec(sys.executable, script, "--serve", url, str(port))
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return child, port
+    child.terminate()
+    raise RuntimeError(f"the server of {script} did not start within 60 s")
+
+
+async def stop_server(child: asyncio.subprocess.Process) -> None:
+    """Stop a server started by `start_server`."""
+    child.terminate()
+    await asyncio.wait_for(child.wait(), 30)

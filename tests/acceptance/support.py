@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import asyncpg
 import httpx
@@ -226,3 +226,11 @@ async def running_app(settings: Settings, database_url: str) -> AsyncIterator[st
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30.0)
+
+
+@contextlib.asynccontextmanager
+async def api_client(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app served with the admin key, the sandbox as default engine, and `settings`."""
+    config = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", **settings)
+    async with running_app(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http

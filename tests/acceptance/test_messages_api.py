@@ -9,20 +9,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.support import api_client
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.hosting import Worker
-from zapgate.settings import Settings
 
 ALICE, BOB = "5511988880001", "5511988880002"
 
 
 @pytest.fixture
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", send_rate=0)
-    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with api_client(database_url, send_rate=0) as http:
         yield http
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.support import ADMIN_KEY, api_client, running_app
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.hosting import Worker
@@ -153,15 +153,8 @@ def node() -> str:
 
 @pytest.fixture
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox")
-    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with api_client(database_url) as http:
         yield http
-
-
-@pytest.fixture
-async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
-    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as cm:
-        yield cm
 
 
 async def start_peer(node: str, base_url: str, key: str | None, transport: str, **options: Any) -> Peer:

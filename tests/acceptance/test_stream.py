@@ -10,25 +10,17 @@ import httpx
 import pytest
 
 from tests.acceptance.sse import SseMessage, next_events, read_sse
-from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.support import api_client
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.hosting import Worker
-from zapgate.settings import Settings
 
 
 @pytest.fixture
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", sse_heartbeat=0.3)
-    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with api_client(database_url, sse_heartbeat=0.3) as http:
         yield http
-
-
-@pytest.fixture
-async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
-    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as cm:
-        yield cm
 
 
 @contextlib.asynccontextmanager

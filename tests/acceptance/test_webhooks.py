@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.acceptance.receiver import Received, Receiver, Reply, receiving
-from tests.acceptance.support import ADMIN_KEY, free_port, running_app
+from tests.acceptance.support import ADMIN_KEY, api_client, free_port, running_app
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
 from tests.acceptance.test_workers import WorkerProcesses
@@ -56,17 +56,8 @@ def readme_verify() -> Any:
 
 @pytest.fixture
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", webhook_allow_loopback=True
-    )
-    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with api_client(database_url, webhook_allow_loopback=True) as http:
         yield http
-
-
-@pytest.fixture
-async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
-    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as cm:
-        yield cm
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ than the lookup itself.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
@@ -20,23 +21,23 @@ from zapgate.services.sessions import SessionService
 from zapgate.services.webhooks import WebhookService
 from zapgate.settings import Settings
 
-
-async def get_settings(request: Request) -> Settings:
-    """Return the settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
+T = TypeVar("T")
 
 
-async def get_manager(request: Request) -> ConnectionManager:
-    """Return the app's ConnectionManager."""
-    manager: ConnectionManager = request.app.state.manager
-    return manager
+def from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency returning the running app's `app.state.<name>` (set by the lifespan), typed `kind`."""
+
+    async def dependency(request: Request) -> T:
+        value = getattr(request.app.state, name)
+        assert isinstance(value, kind)
+        return value
+
+    dependency.__name__ = f"app_{name}"
+    return dependency
 
 
-async def get_client_service(request: Request) -> ClientService:
-    """Return the app's ClientService."""
-    service: ClientService = request.app.state.clients
-    return service
+get_settings = from_state("settings", Settings)
+get_client_service = from_state("clients", ClientService)
 
 
 def key_in_headers(x_api_key: str | None, authorization: str | None) -> str | None:
@@ -67,12 +68,6 @@ async def require_admin(
         raise AuthenticationFailed("missing or wrong admin key")
 
 
-async def get_session_service(request: Request) -> SessionService:
-    """Return the app's SessionService."""
-    service: SessionService = request.app.state.sessions
-    return service
-
-
 async def client_of_request(
     request: Request,
     clients: Annotated[ClientService, Depends(get_client_service)],
@@ -85,35 +80,11 @@ async def client_of_request(
     return client
 
 
-async def get_event_hub(request: Request) -> EventHub:
-    """Return the app's EventHub."""
-    hub: EventHub = request.app.state.events
-    return hub
-
-
-async def get_message_service(request: Request) -> MessageService:
-    """Return the app's MessageService."""
-    service: MessageService = request.app.state.messages
-    return service
-
-
-async def get_audit_log(request: Request) -> AuditLog:
-    """Return the app's AuditLog."""
-    audit: AuditLog = request.app.state.audit
-    return audit
-
-
-async def get_webhook_service(request: Request) -> WebhookService:
-    """Return the app's WebhookService."""
-    service: WebhookService = request.app.state.webhooks
-    return service
-
-
-Manager = Annotated[ConnectionManager, Depends(get_manager)]
-Sessions = Annotated[SessionService, Depends(get_session_service)]
+Manager = Annotated[ConnectionManager, Depends(from_state("manager", ConnectionManager))]
+Sessions = Annotated[SessionService, Depends(from_state("sessions", SessionService))]
 Clients = Annotated[ClientService, Depends(get_client_service)]
-Events = Annotated[EventHub, Depends(get_event_hub)]
+Events = Annotated[EventHub, Depends(from_state("events", EventHub))]
 AppSettings = Annotated[Settings, Depends(get_settings)]
-Messages = Annotated[MessageService, Depends(get_message_service)]
-Audit = Annotated[AuditLog, Depends(get_audit_log)]
-Webhooks = Annotated[WebhookService, Depends(get_webhook_service)]
+Messages = Annotated[MessageService, Depends(from_state("messages", MessageService))]
+Audit = Annotated[AuditLog, Depends(from_state("audit", AuditLog))]
+Webhooks = Annotated[WebhookService, Depends(from_state("webhooks", WebhookService))]

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from zapgate.api.deps import from_state
 from zapgate.api.schemas import Health, Readiness
 from zapgate.services.observability import Observability
 
 router = APIRouter(tags=["health"])
 
 
-async def get_observability(request: Request) -> Observability:
-    """Return the app's Observability."""
-    observability: Observability = request.app.state.observability
-    return observability
-
-
-Observed = Annotated[Observability, Depends(get_observability)]
+Observed = Annotated[Observability, Depends(from_state("observability", Observability))]
 
 
 @router.get("/health")
