@@ -14,6 +14,7 @@ from tests.acceptance.support import ADMIN_KEY, running_app
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
 from tests.conftest import plain_url
+from zapgate.api.schemas import MessageAccepted
 from zapgate.settings import Settings
 
 SEND = {"sessionId": "s1", "to": "5511999999999", "message": "hello"}
@@ -41,6 +42,9 @@ async def test_idempotency_key_replays_the_first_result(clear_zapgate_env: None,
         keyed = {**acme, "Idempotency-Key": "order-1001"}
         first = await api.post("/whatsapp/send", headers=keyed, json=SEND)
         assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+        accepted = MessageAccepted.model_validate(first.json())  # the documented body, built by hand
+        assert accepted.session_id == "s1" and accepted.status == "pending"
+        assert first.json()["timestamp"].endswith("Z")
         again = await api.post("/whatsapp/send", headers=keyed, json=SEND)
         assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
         assert again.json() == first.json()

@@ -50,7 +50,7 @@ class SendAccepted:
             "messageId": self.message_id,
             "sessionId": self.session_id,
             "status": self.status,
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),  # as the API's other times
         }
 
     @classmethod
@@ -284,7 +284,7 @@ class SessionService:
         recipient = parse_recipient(to)
         body = _text(text)
         key = None if idempotency_key is None else _idempotency_key(idempotency_key)
-        fingerprint = hashlib.sha256(json.dumps([sid, recipient.key, body]).encode()).hexdigest()
+        fingerprint = "" if key is None else hashlib.sha256(json.dumps([sid, recipient.key, body]).encode()).hexdigest()
 
         async def work(tx: Transaction) -> SendAccepted:
             if key is not None:
