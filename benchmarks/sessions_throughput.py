@@ -747,7 +747,8 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         async with ConnectionManager(url, pool_size=args.pool_size) as manager:
             await manager.migrate_registry()
             await ClientService(manager).create(CLIENT)
-            sessions = SessionService(manager, default_engine="sandbox")
+            # as the API process builds it: workers are woken after commit, many sends per NOTIFY
+            sessions = SessionService(manager, default_engine="sandbox", coalesce_wakeups=True)
             async with worker_processes(url, monitor, folder, args.lease_ttl) as workers:
                 try:
                     if "throughput" in args.parts:
