@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from zapgate import __version__
-from zapgate.api import problems, realtime
+from zapgate.api import console, problems, realtime
 from zapgate.api.guard import RequestGuard
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
@@ -104,4 +104,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(webhooks.router)
     problems.document(app)
     sockets = realtime.mount(app)  # Socket.IO at /socket.io, namespace /whatsapp
+    console.mount(app)  # the web console: its page at /, its files at /console/
     return app

@@ -1,0 +1,388 @@
+"""The web console at `/` in a real browser: Debian's headless Chromium driven by Playwright, against the app.
+
+Screenshots of each step go to `$ZAPGATE_SCREENSHOTS/<test>/` when that is set, else to the test's tmp_path;
+each test prints its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
+
+from tests.acceptance.support import ADMIN_KEY, running_app
+from tests.acceptance.test_messages_api import linked
+from tests.acceptance.test_whatsapp_api import new_client
+from zapgate.db.manager import ConnectionManager
+from zapgate.services.hosting import Worker
+from zapgate.settings import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: `./run test` installs it; Playwright downloads nothing
+SEEN = 30_000  # ms to wait for what must appear (generous: a loaded 2-core machine)
+SCREENSHOTS = os.environ.get("ZAPGATE_SCREENSHOTS")  # read at import: the fixtures clear ZAPGATE_* variables
+ALICE, BOB = "5511977770001", "5511977770002"
+QR_IMAGE = re.compile(r"^QR code")
+
+expect.set_options(timeout=SEEN)
+
+
+@pytest.fixture
+async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", send_rate=0)
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+@pytest.fixture
+async def worker(database_url: str) -> AsyncIterator[Worker]:
+    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
+        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium (`./run test` installs it)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `./run test` installs Debian's chromium package (apt-get)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(chromium))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class Console:
+    """One browser tab on the console, with what it logged and requested."""
+
+    def __init__(self, page: Page, base_url: str, shoot: Callable[[Page, str], Awaitable[None]]) -> None:
+        self.page = page
+        self.base_url = base_url
+        self._shoot = shoot
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("request", lambda request: self.requests.append(request.url))
+
+    def script_errors(self) -> list[str]:
+        """What the page logged as errors, less the API's refusals (the browser logs each 4xx it is answered)."""
+        return [error for error in self.errors if not error.startswith("Failed to load resource")]
+
+    async def shot(self, step: str) -> None:
+        await self._shoot(self.page, step)
+
+    async def sign_in(self, key: str) -> None:
+        await self.page.goto(self.base_url + "/")
+        await self.page.get_by_label("API key").fill(key)
+        await self.page.get_by_role("button", name="Sign in").click()
+
+    def row(self, session: str) -> Locator:
+        return self.page.locator(f'#session-rows tr[data-session="{session}"]')
+
+    @property
+    def status(self) -> Locator:
+        """The open session's status badge."""
+        return self.page.locator("#detail-status")
+
+    @property
+    def qr(self) -> Locator:
+        return self.page.get_by_role("img", name=QR_IMAGE)
+
+    def form(self, form_id: str) -> Locator:
+        return self.page.locator(f"#{form_id}")
+
+    async def create(self, session: str, engine: str = "sandbox", phone: str = "") -> None:
+        form = self.form("create-form")
+        await form.get_by_label("Session id").fill(session)
+        await form.get_by_label("Engine").select_option(engine)
+        await form.get_by_label("Phone number").fill(phone)
+        await form.get_by_role("button", name="Create session").click()
+
+    async def open(self, session: str) -> None:
+        await self.row(session).get_by_role("button", name=session).click()
+        await expect(self.page.locator("#detail-id")).to_have_text(session)
+
+    async def scan(self, phone: str) -> None:
+        form = self.form("scan-form")
+        await form.get_by_label("Simulated phone number").fill(phone)
+        await form.get_by_role("button", name="Scan with a simulated phone").click()
+
+    async def send(self, to: str, text: str) -> None:
+        form = self.form("send-form")
+        await form.get_by_label("To").fill(to)
+        await form.get_by_label("Message").fill(text)
+        await form.get_by_role("button", name="Send").click()
+
+    def message(self, text: str) -> Locator:
+        return self.page.locator("#message-list > li", has_text=text)
+
+
+ConsoleFactory = Callable[[], Awaitable[Console]]
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The test's (emptied) screenshots folder, printed even under -q."""
+    folder = Path(SCREENSHOTS) / request.node.name if SCREENSHOTS else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    with capsys.disabled():
+        print(f"\nscreenshots of {request.node.name}: {folder}")  # noqa: T201  # where to look
+    return folder
+
+
+@pytest.fixture
+async def consoles(api: httpx.AsyncClient, browser: Browser, screenshots: Path) -> AsyncIterator[ConsoleFactory]:
+    """Open console tabs (one browser context: tabs of one window); screenshots numbered across them."""
+    taken = 0
+
+    async def shoot(page: Page, step: str) -> None:
+        nonlocal taken
+        taken += 1
+        await page.screenshot(path=screenshots / f"{taken:02d}-{step}.png", full_page=True)
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    base_url = str(api.base_url).rstrip("/")
+    tabs: list[Console] = []
+
+    async def open_tab() -> Console:
+        tabs.append(Console(await context.new_page(), base_url, shoot))
+        return tabs[-1]
+
+    try:
+        yield open_tab
+        for number, tab in enumerate(tabs, 1):  # how each tab ended: the first place to look when a test fails
+            await tab.page.screenshot(path=screenshots / f"end-tab{number}.png", full_page=True)
+    finally:
+        await context.close()
+
+
+async def test_a_new_user_links_two_sandbox_sessions_and_they_chat(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    key = acme["X-API-Key"]
+    one = await consoles()
+    await one.page.goto(one.base_url + "/")
+    await expect(one.page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await one.shot("sign-in")
+    await one.sign_in(key)
+    await expect(one.page.locator("#live")).to_have_text("live")
+    await expect(one.page.get_by_text("No sessions yet")).to_be_visible()
+    await one.shot("signed-in")
+
+    # alice: created, her QR code on screen with its countdown, scanned by a simulated phone
+    await one.create("alice")
+    await expect(one.page.locator("#detail-id")).to_have_text("alice")
+    await expect(one.qr).to_be_visible()
+    await expect(one.qr).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    await expect(one.page.locator("#qr-countdown")).to_have_text(re.compile(r"^Expires in \d+ s$"))
+    await expect(one.row("alice").locator(".badge")).to_have_text("Awaiting QR scan")
+    await one.shot("alice-qr")
+    await one.scan(ALICE)
+    await expect(one.status).to_have_text("Connected")
+    await expect(one.status).to_have_attribute("data-tone", "ok")
+    await expect(one.row("alice").locator(".badge")).to_have_attribute("data-status", "connected")
+    await expect(one.page.locator("#detail-phone")).to_have_text(f"+{ALICE}")
+    await expect(one.row("alice")).to_contain_text(f"+{ALICE}")
+    await expect(one.qr).to_be_hidden()
+    await one.shot("alice-connected")
+
+    # bob: created in this tab and watched from a second, phone-sized one, which sees him connect by itself
+    await one.create("bob")
+    await expect(one.qr).to_be_visible()
+    two = await consoles()
+    await two.page.set_viewport_size({"width": 390, "height": 844})  # a phone-sized window
+    await two.sign_in(key)
+    await two.open("bob")
+    await expect(two.qr).to_be_visible()
+    await expect(two.status).to_have_text("Awaiting QR scan")
+    await one.scan(BOB)
+    await expect(two.status).to_have_text("Connected")
+    await expect(two.row("bob").locator(".badge")).to_have_text("Connected")
+    await two.shot("bob-connected-seen-from-a-second-tab")
+
+    # alice writes to bob: ticks move on in her view, and the message appears in bob's by itself
+    await one.open("alice")
+    await one.send(BOB, "Olá, Bob!")
+    sent = one.message("Olá, Bob!")
+    await expect(sent).to_have_attribute("data-direction", "outbound")
+    await expect(sent).to_contain_text(f"To +{BOB}")
+    await expect(sent.locator(".ticks")).to_have_attribute("data-status", "read")
+    await expect(sent.locator(".ticks")).to_have_text("Read")
+    await expect(one.form("send-form").locator(".form-done")).to_have_text(re.compile(r"^Queued as \S+\.$"))
+    await one.shot("alice-sent-read")
+    received = two.message("Olá, Bob!")
+    await expect(received).to_have_attribute("data-direction", "inbound")
+    await expect(received.locator(".message-peer")).to_have_text(f"From +{ALICE}")
+    await expect(received.locator(".ticks")).to_have_attribute("data-status", re.compile(r"^(delivered|read)$"))
+    await two.shot("bob-received")
+
+    # the sandbox's inbound form: a message from any number lands in bob's view
+    inbound = two.form("inbound-form")
+    await inbound.get_by_label("From").fill("+44 7700 900123")
+    await inbound.get_by_label("Message").fill("<b>not bold</b>")
+    await inbound.get_by_role("button", name="Inject inbound message").click()
+    injected = two.message("<b>not bold</b>")  # shown as text, never parsed as HTML
+    await expect(injected.locator(".message-peer")).to_have_text("From +447700900123")
+    await expect(two.page.locator("#message-list b")).to_have_count(0)
+    await two.shot("bob-inbound-injected")
+
+    # alice logs out, once she confirms; the other tab sees it too
+    await one.page.locator("#detail [data-action=logout]").click()
+    dialog = one.page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("Unlink “alice” from its phone")
+    await one.shot("alice-logout-confirmation")
+    await dialog.get_by_role("button", name="Log out").click()
+    await expect(one.status).to_have_text("Logged out")
+    await expect(two.row("alice").locator(".badge")).to_have_text("Logged out")
+    await one.shot("alice-logged-out")
+    assert (await api.get("/whatsapp/sessions/alice", headers=acme)).json()["status"] == "logged_out"
+    assert one.script_errors() == [] and two.script_errors() == []
+
+
+async def test_errors_are_shown_where_they_belong(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    tab = await consoles()
+
+    # a wrong key: said next to the field, nothing kept
+    await tab.sign_in("zg_wrong")
+    await expect(tab.page.locator("#api-key-error")).to_have_text(
+        "This API key was not accepted (401): check it and try again."
+    )
+    await expect(tab.page.get_by_label("API key")).to_have_attribute("aria-invalid", "true")
+    await expect(tab.page.locator("#console")).to_be_hidden()
+    assert await tab.page.evaluate("sessionStorage.length") == 0
+    await tab.shot("wrong-key")
+    await tab.sign_in(ADMIN_KEY)  # the admin key is no client's key
+    await expect(tab.page.locator("#api-key-error")).to_contain_text("not accepted (401)")
+
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    await expect(tab.status).to_have_text("Connected")
+    send = tab.form("send-form")
+
+    # a number that is none: under "To"
+    await tab.send("12", "hi")
+    await expect(tab.page.locator("#send-to-error")).to_contain_text("phone number")
+    await expect(send.get_by_label("To")).to_have_attribute("aria-invalid", "true")
+    await expect(send.get_by_label("To")).to_be_focused()
+    await tab.shot("bad-number")
+
+    # a text over 4096 characters: under "Message", with the counter in red
+    await tab.send(BOB, "x" * 4097)
+    await expect(tab.page.locator("#send-message-count")).to_have_text("4097 / 4096 characters")
+    await expect(tab.page.locator("#send-message-count")).to_have_class(re.compile(r"\bover\b"))
+    await expect(tab.page.locator("#send-message-error")).to_have_text("String should have at most 4096 characters")
+    await expect(send.get_by_label("Message")).to_have_attribute("aria-invalid", "true")
+    await expect(tab.page.locator("#send-to-error")).to_be_empty()
+    await expect(send.get_by_label("To")).not_to_have_attribute("aria-invalid", "true")
+    await tab.shot("text-too-long")
+    listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "alice"})
+    assert listed.json()["messages"] == []  # neither was sent
+
+    # a taken session id: under "Session id"; an empty one never leaves the page
+    await tab.create("alice")
+    await expect(tab.page.locator("#create-session-id-error")).to_contain_text("exists")
+    await tab.create("")
+    await expect(tab.page.locator("#create-session-id-error")).to_have_text("Required.")
+    await tab.shot("session-id-errors")
+
+    # a session that pairs by code shows it large
+    await tab.create("carol", phone="5511977770003")
+    await expect(tab.status).to_have_text("Awaiting pairing code")
+    await expect(tab.page.locator("#pairing-code")).to_have_text(re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"))
+    await tab.shot("pairing-code")
+
+    # delete asks first: cancelled, nothing happens; confirmed, the session is gone
+    await tab.page.locator("#detail [data-action=delete]").click()
+    dialog = tab.page.get_by_role("dialog")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_be_hidden()
+    await expect(tab.row("carol")).to_have_count(1)
+    await tab.page.locator("#detail [data-action=delete]").click()
+    await dialog.get_by_role("button", name="Delete").click()
+    await expect(tab.row("carol")).to_have_count(0)
+    await expect(tab.page.locator("#sessions-notice")).to_have_text("Session carol deleted.")
+    assert (await api.get("/whatsapp/sessions/carol", headers=acme)).status_code == 404
+    assert tab.script_errors() == []
+
+
+async def test_the_page_is_served_whole_by_the_gateway(api: httpx.AsyncClient, consoles: ConsoleFactory) -> None:
+    page = await api.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["cache-control"] == "no-cache"
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self';")
+    assert "<title>zapgate console</title>" in page.text
+    assert (await api.get("/", headers={"If-None-Match": page.headers["etag"]})).status_code == 304
+    for path, media_type in [
+        ("/console/console.css", "text/css"),
+        ("/console/console.js", "javascript"),
+        ("/console/socket.io.min.js", "javascript"),
+        ("/console/socket.io.LICENSE.txt", "text/plain"),
+    ]:
+        response = await api.get(path)
+        assert response.status_code == 200, path
+        assert media_type in response.headers["content-type"], (path, response.headers["content-type"])
+    bundle = (await api.get("/console/socket.io.min.js")).text
+    assert bundle.startswith("/*!\n * Socket.IO v4") and "Released under the MIT License" in bundle[:200]
+    missing = await api.get("/console/nothing.js")
+    assert missing.status_code == 404
+    unknown = await api.get("/no/such/route")  # the console takes nothing from the API
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+    assert "/" not in (await api.get("/openapi.json")).json()["paths"]
+
+    key = (await new_client(api, "acme"))["X-API-Key"]
+    tab = await consoles()
+    elsewhere: list[str] = []
+
+    async def same_origin_only(route: Route) -> None:
+        if route.request.url.startswith(tab.base_url + "/"):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await tab.page.route("**/*", same_origin_only)
+    sockets: list[str] = []
+    tab.page.on("websocket", lambda socket: sockets.append(socket.url))
+    await tab.sign_in(key)
+    await expect(tab.page.locator("#live")).to_have_text("live")
+    await expect(tab.page.get_by_role("link", name="API docs", exact=True)).to_have_attribute("href", "/docs")
+    await expect(tab.page.get_by_role("link", name="Health")).to_have_attribute("href", "/health/ready")
+    await tab.shot("signed-in")
+
+    assert tab.errors == []
+    assert elsewhere == []
+    assert sockets and all(url.startswith(tab.base_url.replace("http://", "ws://") + "/") for url in sockets)
+    assert all(key not in url for url in tab.requests + sockets)  # the key travels in headers only
+    assert await tab.page.evaluate("sessionStorage.getItem('zapgate.apiKey')") == key
+    assert await tab.page.evaluate("localStorage.length") == 0
+
+    await tab.page.reload()  # the tab keeps its sign-in
+    await expect(tab.page.locator("#sessions-title")).to_be_visible()
+    await tab.page.get_by_role("button", name="Sign out").click()
+    await expect(tab.page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert await tab.page.evaluate("sessionStorage.length") == 0
+    assert tab.errors == []
