@@ -127,9 +127,18 @@ async def test_refusals_of_the_services_are_problems(api: httpx.AsyncClient) -> 
     assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201
     assert_problem(await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"}), 409)
     bad_number = {"sessionId": "s1", "to": "123", "message": "x"}
-    assert_problem(await api.post("/whatsapp/send", headers=acme, json=bad_number), 422, "invalid_phone_number")
+    refused = assert_problem(
+        await api.post("/whatsapp/send", headers=acme, json=bad_number), 422, "invalid_phone_number"
+    )
+    assert [e["field"] for e in refused["errors"]] == ["to"]  # field-level, as pydantic's refusals
     pairing = {"sessionId": "s2", "phoneNumber": "12"}
-    assert_problem(await api.post("/whatsapp/session", headers=acme, json=pairing), 422, "invalid_phone_number")
+    refused = assert_problem(
+        await api.post("/whatsapp/session", headers=acme, json=pairing), 422, "invalid_phone_number"
+    )
+    assert [e["field"] for e in refused["errors"]] == ["phoneNumber"]
+    inbound = {"sessionId": "s1", "from": "1", "message": "x"}
+    refused = assert_problem(await api.post("/whatsapp/sandbox/inbound", headers=acme, json=inbound), 422)
+    assert [e["field"] for e in refused["errors"]] == ["from"]
 
 
 async def test_qr_pairing_code_logout_restart_delete(api: httpx.AsyncClient, database_url: str) -> None:

@@ -81,6 +81,12 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def field_errors(exc: ZapgateError) -> list[dict[str, str]]:
+    """The invalid field an error names (services put it in `details["field"]`), as the `errors` list."""
+    field = exc.details.get("field")
+    return [{"field": field, "message": exc.message}] if isinstance(field, str) else []
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -97,6 +103,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, RateLimited):
             wait = max(1, math.ceil(exc.retry_after))
             return problem(status, exc.message, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait)
+        errors = field_errors(exc)
+        if errors:
+            return problem(status, exc.message, exc.code, errors=errors)
         return problem(status, exc.message, exc.code)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zapgate import metrics
 from zapgate.api.deps import key_in_headers
 from zapgate.api.events import event_body
-from zapgate.api.problems import _field, status_for
+from zapgate.api.problems import _field, field_errors, status_for
 from zapgate.api.routes.whatsapp import session_out
 from zapgate.api.schemas import MessageAccepted, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
@@ -113,7 +113,7 @@ def _error(exc: Exception) -> dict[str, Any]:
         status = status_for(exc)
         if status >= 500:
             log.warning("socket.error", code=exc.code, error=exc.message)
-        body: dict[str, Any] = {"status": status, "code": exc.code, "detail": exc.message, "errors": []}
+        body: dict[str, Any] = {"status": status, "code": exc.code, "detail": exc.message, "errors": field_errors(exc)}
         if isinstance(exc, RateLimited):
             body["retryAfter"] = max(1, math.ceil(exc.retry_after))
         return body

@@ -56,8 +56,18 @@ def sanitize(raw: str) -> str:
     return _SEPARATORS.sub("", raw)
 
 
-def parse_recipient(raw: object) -> Recipient:
-    """Return the recipient `raw` names; raise InvalidPhoneNumber saying what is expected."""
+def parse_recipient(raw: object, *, field: str | None = None) -> Recipient:
+    """Return the recipient `raw` names; raise InvalidPhoneNumber saying what is expected (naming `field`,
+    the input it came from, so that the API can point at it)."""
+    try:
+        return _parse_recipient(raw)
+    except InvalidPhoneNumber as exc:
+        if field is not None:
+            exc.details["field"] = field
+        raise
+
+
+def _parse_recipient(raw: object) -> Recipient:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidPhoneNumber("a recipient is required: a phone number with country code, or a JID")
     value = raw.strip()

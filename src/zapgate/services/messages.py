@@ -113,7 +113,7 @@ class MessageService:
             raise InvalidRequest(f"direction: one of {', '.join(Direction)} expected")
         if status is not None and status not in set(MessageStatus):
             raise InvalidRequest(f"status: one of {', '.join(MessageStatus)} expected")
-        contact_key = None if contact is None else parse_recipient(contact).key
+        contact_key = None if contact is None else parse_recipient(contact, field="contact").key
         before = None
         if cursor is not None:
             stamp, row = _decode(cursor, 2)

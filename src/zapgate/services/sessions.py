@@ -119,7 +119,7 @@ class SessionService:
             raise InvalidRequest(f"engine: expected one of {', '.join(ENGINES)}", engine=engine)
         pairing_phone = None
         if phone_number is not None:
-            recipient = parse_recipient(phone_number)
+            recipient = parse_recipient(phone_number, field="phoneNumber")
             if recipient.phone is None:
                 raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
             pairing_phone = recipient.phone
@@ -213,7 +213,7 @@ class SessionService:
 
     async def request_pairing_code(self, client: str, session: str, phone_number: str) -> SessionView:
         """Restart the pairing with a code for `phone_number` (the code arrives as a pairing-code event)."""
-        recipient = parse_recipient(phone_number)
+        recipient = parse_recipient(phone_number, field="phoneNumber")
         if recipient.phone is None:
             raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
         view = await self.get(client, session)
@@ -281,7 +281,7 @@ class SessionService:
         rate, RateLimited says when to retry.
         """
         cid, sid = valid_client_id(client), valid_session_id(session)
-        recipient = parse_recipient(to)
+        recipient = parse_recipient(to, field="to")
         body = _text(text)
         key = None if idempotency_key is None else _idempotency_key(idempotency_key)
         fingerprint = "" if key is None else hashlib.sha256(json.dumps([sid, recipient.key, body]).encode()).hexdigest()
@@ -353,7 +353,7 @@ class SessionService:
     async def sandbox_scan(self, client: str, session: str, phone_number: str) -> None:
         """A simulated phone with `phone_number` scans the session's current QR code."""
         ref, _ = await self._sandbox_session(client, session)
-        recipient = parse_recipient(phone_number)
+        recipient = parse_recipient(phone_number, field="phoneNumber")
         if recipient.phone is None:
             raise InvalidRequest("phoneNumber: a phone number with country code is expected, not a JID")
         await self._sandbox.post(session_address(ref), {"kind": "scan", "phone": recipient.phone})
@@ -368,7 +368,7 @@ class SessionService:
     async def sandbox_inject(self, client: str, session: str, from_number: str, text: str) -> str:
         """Deliver a text from any number to the session (as if that phone wrote it); return its message id."""
         ref, found = await self._sandbox_session(client, session)
-        sender = parse_recipient(from_number)
+        sender = parse_recipient(from_number, field="from")
         if sender.phone is None:
             raise InvalidRequest("from: a phone number with country code is expected")
         body = _text(text)
