@@ -1,4 +1,5 @@
-"""Fixtures of the acceptance tests: a clean environment and `zapgate serve` processes that never outlive a test."""
+"""Fixtures of the acceptance tests: a clean environment, `zapgate serve` processes that never outlive a test,
+and an in-process sandbox worker."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.support import ServeFactory, ServeProcess, free_port
+from zapgate.db.manager import ConnectionManager
+from zapgate.services.hosting import Worker
 
 
 @pytest.fixture
@@ -41,3 +44,15 @@ async def serve_process(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     yield factory
     for process in made:
         await process.kill()
+
+
+@pytest.fixture
+async def worker(database_url: str) -> AsyncIterator[Worker]:
+    """A sandbox worker in the test's process, hosting the sessions the test creates."""
+    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
+        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.close()

@@ -18,7 +18,6 @@ from playwright.async_api import Browser, Locator, Page, Route, async_playwright
 from tests.acceptance.support import ADMIN_KEY, running_app
 from tests.acceptance.test_messages_api import linked
 from tests.acceptance.test_whatsapp_api import new_client
-from zapgate.db.manager import ConnectionManager
 from zapgate.services.hosting import Worker
 from zapgate.settings import Settings
 
@@ -36,17 +35,6 @@ async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx
     settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", send_rate=0)
     async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
-
-
-@pytest.fixture
-async def worker(database_url: str) -> AsyncIterator[Worker]:
-    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
-        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
-        await worker.start()
-        try:
-            yield worker
-        finally:
-            await worker.close()
 
 
 @pytest.fixture(scope="session")

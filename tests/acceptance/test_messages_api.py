@@ -12,7 +12,6 @@ import pytest
 from tests.acceptance.support import api_client
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
-from zapgate.db.manager import ConnectionManager
 from zapgate.services.hosting import Worker
 
 ALICE, BOB = "5511988880001", "5511988880002"
@@ -22,17 +21,6 @@ ALICE, BOB = "5511988880001", "5511988880002"
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(database_url, send_rate=0) as http:
         yield http
-
-
-@pytest.fixture
-async def worker(database_url: str) -> AsyncIterator[Worker]:
-    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
-        worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
-        await worker.start()
-        try:
-            yield worker
-        finally:
-            await worker.close()
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
