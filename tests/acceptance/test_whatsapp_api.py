@@ -177,11 +177,18 @@ async def test_qr_pairing_code_logout_restart_delete(api: httpx.AsyncClient, dat
             no_qr = assert_problem(await api.get("/whatsapp/sessions/s1/qr", headers=acme), 404)
             assert "pairing" in no_qr["detail"]
 
-            await SessionService(manager).sandbox_enter_code("acme", "s1", current["pairingCode"])
+            # the simulated phone types the code (over HTTP); a missing code is refused
+            typo = await api.post("/whatsapp/sandbox/sessions/s1/enter-code", headers=acme, json={"code": ""})
+            assert_problem(typo, 422)
+            typed = await api.post(
+                "/whatsapp/sandbox/sessions/s1/enter-code", headers=acme, json={"code": current["pairingCode"]}
+            )
+            assert typed.status_code == 202, typed.text
             for _ in range(200):
                 if (await api.get("/whatsapp/sessions/s1", headers=acme)).json()["status"] == "connected":
                     break
                 await asyncio.sleep(0.05)
+            assert (await api.get("/whatsapp/sessions/s1", headers=acme)).json()["status"] == "connected"
             logout = await api.post("/whatsapp/sessions/s1/logout", headers=acme)
             assert logout.status_code == 202 and logout.json()["desired"] == "logged_out"
             for _ in range(200):

@@ -24,6 +24,7 @@ ACTIONS = {
     "logout_session": "session.logout",
     "delete_session": "session.delete",
     "sandbox_scan": "sandbox.scan",
+    "sandbox_enter_code": "sandbox.enter_code",
     "sandbox_inbound": "sandbox.inbound",
     "create_webhook": "webhook.create",
     "update_webhook": "webhook.update",

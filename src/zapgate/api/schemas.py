@@ -178,6 +178,12 @@ class ScanRequest(_Request):
     phone_number: str = Field(min_length=1, max_length=32, examples=["5511999990001"])
 
 
+class EnterCodeRequest(_Request):
+    """The pairing code the simulated phone types (sandbox)."""
+
+    code: str = Field(min_length=1, max_length=16, examples=["ABCD-EFGH"])
+
+
 class Accepted(_Body):
     """The request was taken; its effect arrives as events."""
 

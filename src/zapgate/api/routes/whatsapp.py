@@ -21,6 +21,7 @@ from zapgate.api.schemas import (
     ContactOut,
     ContactPage,
     CreateSessionRequest,
+    EnterCodeRequest,
     InboundAccepted,
     InboundRequest,
     MessageAccepted,
@@ -213,6 +214,18 @@ async def delete_session(sessionId: str, client: ClientId, sessions: Sessions) -
 async def sandbox_scan(sessionId: str, body: ScanRequest, client: ClientId, sessions: Sessions) -> Accepted:
     """Sandbox: a simulated phone with `phoneNumber` scans the session's current QR code (it links at once)."""
     await sessions.sandbox_scan(client, sessionId, body.phone_number)
+    return Accepted(accepted=True)
+
+
+@router.post(
+    "/sandbox/sessions/{sessionId}/enter-code",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["sandbox"],
+    responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or no code given."}},
+)
+async def sandbox_enter_code(sessionId: str, body: EnterCodeRequest, client: ClientId, sessions: Sessions) -> Accepted:
+    """Sandbox: the simulated phone of the pairing types the session's pairing code (a right code links it)."""
+    await sessions.sandbox_enter_code(client, sessionId, body.code)
     return Accepted(accepted=True)
 
 
