@@ -301,6 +301,10 @@ async def test_errors_are_shown_where_they_belong(
     await expect(tab.status).to_have_text("Awaiting pairing code")
     await expect(tab.page.locator("#pairing-code")).to_have_text(re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$"))
     await tab.shot("pairing-code")
+    # on the sandbox the simulated phone types it, and the session links
+    await tab.page.get_by_role("button", name="Type the code on the simulated phone").click()
+    await expect(tab.status).to_have_text("Connected")
+    await tab.shot("pairing-code-typed")
 
     # delete asks first: cancelled, nothing happens; confirmed, the session is gone
     await tab.page.locator("#detail [data-action=delete]").click()

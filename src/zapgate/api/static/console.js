@@ -415,6 +415,7 @@
     $("code-panel").hidden = session.status !== "pairing";
     $("pairing-code").textContent = session.pairingCode || "…";
     $("sandbox-scan").hidden = !session.sandbox;
+    $("sandbox-code").hidden = !session.sandbox || !session.pairingCode;
     $("sandbox-inbound").hidden = !session.sandbox;
   }
 
@@ -753,6 +754,12 @@
         phoneNumber: value(form, "phoneNumber"),
       });
       formDone(form, "Scanned: the session is linking…");
+    });
+
+    onSubmit($("enter-code-form"), async (form) => {
+      const code = $("pairing-code").textContent;
+      await api("POST", `/whatsapp/sandbox/sessions/${encodeURIComponent(state.selected)}/enter-code`, { code });
+      formDone(form, "Typed: the session is linking…");
     });
 
     onSubmit($("inbound-form"), async (form) => {
