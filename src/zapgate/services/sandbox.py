@@ -7,12 +7,8 @@ import contextlib
 import time
 from collections.abc import Collection
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-from zapgate.db import notify
+from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
-from zapgate.db.tables import sandbox_mail, sandbox_phones
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import Mail, PhoneInUse
 
@@ -31,78 +27,40 @@ class PostgresSandboxNetwork:
 
     async def link(self, phone: str, ref: SessionRef) -> None:
         self._directory_read = float("-inf")
-        stmt = (
-            pg_insert(sandbox_phones)
-            .values(phone=phone, client_id=ref.client_id, session_id=ref.session_id)
-            .on_conflict_do_nothing(index_elements=[sandbox_phones.c.phone])
-        )
         async with self._manager.registry_transaction() as conn:
-            await conn.execute(stmt)
-            row = (
-                await conn.execute(
-                    select(sandbox_phones.c.client_id, sandbox_phones.c.session_id).where(
-                        sandbox_phones.c.phone == phone
-                    )
-                )
-            ).one()
-        if (row.client_id, row.session_id) != (ref.client_id, ref.session_id):
+            owner = await store.link(conn, phone, ref.client_id, ref.session_id)
+        if owner != (ref.client_id, ref.session_id):
             raise PhoneInUse(f"sandbox phone {phone} is already linked to another session")
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
         self._directory_read = float("-inf")
         async with self._manager.registry_transaction() as conn:
-            await conn.execute(
-                delete(sandbox_phones).where(
-                    sandbox_phones.c.phone == phone,
-                    sandbox_phones.c.client_id == ref.client_id,
-                    sandbox_phones.c.session_id == ref.session_id,
-                )
-            )
+            await store.unlink(conn, phone, ref.client_id, ref.session_id)
 
     async def linked_session(self, phone: str) -> SessionRef | None:
         # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds
         if time.monotonic() - self._directory_read > DIRECTORY_TTL:
             async with self._manager.registry_transaction() as conn:
-                rows = await conn.execute(
-                    select(sandbox_phones.c.phone, sandbox_phones.c.client_id, sandbox_phones.c.session_id)
-                )
-                self._directory = {row.phone: SessionRef(row.client_id, row.session_id) for row in rows}
+                found = await store.directory(conn)
+            self._directory = {phone: SessionRef(client, session) for phone, (client, session) in found.items()}
             self._directory_read = time.monotonic()
         return self._directory.get(phone)
 
     async def post(self, address: str, mail: Mail) -> None:
         async with self._manager.registry_transaction() as conn:
-            await conn.execute(insert(sandbox_mail).values(address=address, envelope=mail))
-            await notify.notify(conn, notify.SANDBOX, address)
+            await store.post(conn, address, mail)
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         if not addresses:
             return []
-        waiting = (
-            select(sandbox_mail.c.id)
-            .where(
-                sandbox_mail.c.address.in_(list(addresses)),
-                or_(sandbox_mail.c.taken_until.is_(None), sandbox_mail.c.taken_until < func.now()),
-            )
-            .order_by(sandbox_mail.c.id)
-            .limit(1000)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(sandbox_mail)
-            .where(sandbox_mail.c.id.in_(waiting.scalar_subquery()))
-            .values(taken_until=func.now() + text("make_interval(secs => :lease)").bindparams(lease=MAIL_LEASE))
-            .returning(sandbox_mail.c.id, sandbox_mail.c.address, sandbox_mail.c.envelope)
-        )
         async with self._manager.registry_transaction() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [(row.id, row.address, dict(row.envelope)) for row in sorted(rows, key=lambda r: r.id)]
+            return await store.collect(conn, addresses, MAIL_LEASE)
 
     async def ack(self, mail_ids: Collection[int]) -> None:
         if not mail_ids:
             return
         async with self._manager.registry_transaction() as conn:
-            await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.id.in_(list(mail_ids))))
+            await store.ack(conn, mail_ids)
 
     async def wait_for_mail(self, at_most: float) -> None:
         with contextlib.suppress(TimeoutError):
