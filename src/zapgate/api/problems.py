@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,6 +88,16 @@ def field_errors(exc: ZapgateError) -> list[dict[str, str]]:
     return [{"field": field, "message": exc.message}] if isinstance(field, str) else []
 
 
+def validation_errors(failures: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
+    """A pydantic validation's failures as (one-line detail, field errors), as every 422 carries them."""
+    errors = [
+        {"field": _field(tuple(error.get("loc", ()))), "message": str(error.get("msg", "invalid"))}
+        for error in failures
+    ]
+    detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return detail or "invalid request", errors
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -110,12 +121,8 @@ def install(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"field": _field(tuple(error.get("loc", ()))), "message": str(error.get("msg", "invalid"))}
-            for error in exc.errors()
-        ]
-        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-        return problem(422, detail or "invalid request", "validation_failed", errors=errors)
+        detail, errors = validation_errors(exc.errors())
+        return problem(422, detail, "validation_failed", errors=errors)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

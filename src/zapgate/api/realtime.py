@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zapgate import metrics
 from zapgate.api.deps import key_in_headers
 from zapgate.api.events import event_body
-from zapgate.api.problems import _field, field_errors, status_for
+from zapgate.api.problems import field_errors, status_for, validation_errors
 from zapgate.api.routes.whatsapp import session_out
 from zapgate.api.schemas import MessageAccepted, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
@@ -103,12 +103,8 @@ class _Socket:
 def _error(exc: Exception) -> dict[str, Any]:
     """The `error` of a refused command: status, code, detail and the invalid fields."""
     if isinstance(exc, ValidationError):
-        errors = [
-            {"field": _field(tuple(error.get("loc", ()))), "message": str(error.get("msg", "invalid"))}
-            for error in exc.errors()
-        ]
-        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-        return {"status": 422, "code": "validation_failed", "detail": detail or "invalid request", "errors": errors}
+        detail, errors = validation_errors(exc.errors())
+        return {"status": 422, "code": "validation_failed", "detail": detail, "errors": errors}
     if isinstance(exc, ZapgateError):
         status = status_for(exc)
         if status >= 500:

@@ -17,7 +17,7 @@ from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.records import AuditEntry
 from zapgate.errors import InvalidRequest
 from zapgate.log import get_logger
-from zapgate.services.messages import MAX_PAGE, Page
+from zapgate.services.messages import Page, page_limit
 
 log = get_logger(__name__)
 
@@ -94,8 +94,7 @@ class AuditLog:
     ) -> Page[AuditEntry]:
         """The client's audit entries, newest first, a page at a time."""
         db = await self._manager.get_connection(valid_client_id(client))
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit: 1 to {MAX_PAGE} expected")
+        limit = page_limit(limit)
         before = None
         if cursor is not None:
             if not cursor.isdigit() or len(cursor) > 19:

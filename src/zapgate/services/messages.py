@@ -72,7 +72,8 @@ def _decode(cursor: str, size: int) -> list[str]:
     return parts
 
 
-def _limit(limit: int) -> int:
+def page_limit(limit: int) -> int:
+    """`limit` if it is a page size the listings accept, else InvalidRequest."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"limit: 1 to {MAX_PAGE} expected")
     return limit
@@ -108,7 +109,7 @@ class MessageService:
     ) -> Page[MessageView]:
         """The client's messages matching every filter given, newest first, a page at a time."""
         db = await self._manager.get_connection(valid_client_id(client))
-        limit = _limit(limit)
+        limit = page_limit(limit)
         if direction is not None and direction not in set(Direction):
             raise InvalidRequest(f"direction: one of {', '.join(Direction)} expected")
         if status is not None and status not in set(MessageStatus):
@@ -167,7 +168,7 @@ class MessageService:
     ) -> Page[ContactView]:
         """The contacts of the client's sessions (of `session` only, if given), by number, a page at a time."""
         db = await self._manager.get_connection(valid_client_id(client))
-        limit = _limit(limit)
+        limit = page_limit(limit)
         after = None if cursor is None else _decode(cursor, 2)
         names = await self._sessions(db)
         row_id = None if session is None else await self._session_row(db, session)
