@@ -65,7 +65,6 @@ class Listener:
         self._retry_every = retry_every
         self._on_notify = on_notify
         self._task: asyncio.Task[None] | None = None
-        self.payloads: dict[str, list[str]] = {channel: [] for channel in self._channels}
 
     def event(self, channel: str) -> asyncio.Event:
         """The event that `channel`'s notifications set (clear it before looking at the rows)."""
@@ -85,10 +84,6 @@ class Listener:
     def _received(self, conn: object, pid: int, channel: str, payload: str) -> None:
         if self._on_notify is not None:
             self._on_notify(channel, payload)
-        else:
-            box = self.payloads[channel]
-            if len(box) < 10_000:
-                box.append(payload)
         self._events[channel].set()
 
     def _wake_all(self) -> None:
