@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.acceptance.receiver import Received, Receiver, Reply, receiving
 from tests.acceptance.support import ADMIN_KEY, api_client, free_port, running_app
@@ -116,6 +117,17 @@ async def eventually(check: Any, within: float = 30.0) -> Any:
             await asyncio.sleep(0.05)
 
 
+async def webhook_metrics(api: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name.startswith("zapgate_webhook")
+        for sample in family.samples
+    }
+
+
 def failing(times: int, status: int = 503, **headers: str) -> Any:
     async def behaviour(request: Received, nth: int) -> Reply | None:
         return (status, headers, b"not now") if nth <= times else (200, {}, b"ok")
@@ -171,6 +183,7 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, dispatcher: WebhookDispatcher
 ) -> None:
     acme = await new_client(api, "acme")
+    before = await webhook_metrics(api)
     hook = await create(api, acme, url=receiver.url("/flaky", failing(2, 503)))
     await append(manager, "acme", received(1))
     await receiver.wait_for("/flaky", 1)
@@ -185,6 +198,28 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     [delivery] = await eventually(recorded)
     assert delivery["attempts"] == 3 and delivery["lastStatusCode"] == 200 and delivery["responseBody"] == "ok"
     assert delivery["nextAttemptAt"] is None and delivery["deliveredAt"]
+
+    # and /metrics counts them: outcomes, latency, and the webhook's queue depth
+    async def measured() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        now = await webhook_metrics(api)
+        depth = [
+            v
+            for (name, labels), v in now.items()
+            if name == "zapgate_webhook_queue_depth" and ("webhook", hook["id"]) in labels
+        ]
+        return now if depth else None
+
+    after = await eventually(measured)
+
+    def grown(name: str, **labels: str) -> float:
+        def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+            return sum(v for (n, have), v in found.items() if n == name and set(labels.items()) <= have)
+
+        return total(after) - total(before)
+
+    assert grown("zapgate_webhook_deliveries_total", outcome="delivered") >= 1
+    assert grown("zapgate_webhook_deliveries_total", outcome="retried") >= 2
+    assert grown("zapgate_webhook_delivery_latency_seconds_count") >= 1
 
 
 async def test_retry_after_and_connection_errors_are_retried(
