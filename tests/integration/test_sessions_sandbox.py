@@ -152,6 +152,31 @@ async def test_messages_accepted_while_disconnected_go_out_after_reconnecting(
     assert sent_order == ids  # in the order accepted
 
 
+async def test_receipts_that_overtake_their_sends_keep_every_step_once_and_in_order(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    # a simulated phone reads at once: most receipts come back while their batch's sends are being recorded
+    await connect(sessions, "alice", PHONE_A)
+    accepted = await asyncio.gather(
+        *(sessions.send_text("acme", "alice", f"55219888{n % 7:05d}", f"m{n}") for n in range(300))
+    )
+    ids = {a.message_id for a in accepted}
+    db = await manager.get_connection("acme")
+    alice = (await sessions.get("acme", "alice")).session
+
+    async def all_read() -> bool:
+        rows = await db.message.find_many(session_id=alice.id, direction="outbound", limit=1000)
+        return len(rows) == 300 and all(m.status == "read" and m.sent_at is not None for m in rows)
+
+    await eventually(all_read, within=30)
+    steps: dict[str, list[str]] = {}
+    for kind, payload in await events_of(manager, "alice"):
+        if kind == "message-status":
+            steps.setdefault(payload["messageId"], []).append(payload["status"])
+    assert set(steps) == ids
+    assert all(statuses == ["sent", "delivered", "read"] for statuses in steps.values()), steps
+
+
 async def test_send_failures_are_recorded_with_the_reason(
     manager: ConnectionManager, sessions: SessionService, worker: Worker
 ) -> None:

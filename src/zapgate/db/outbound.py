@@ -87,6 +87,7 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
 async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
     """Record the outcome of sends still pending; return the (queued) ids recorded.
 
+    An outcome's status is sent or failed, or further along when the message's receipts came first.
     A message no longer pending was overtaken by its own receipt and is left as it is.
     """
     if not outcomes:

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -73,6 +73,8 @@ _RESTING = {
     SessionStatus.QR_TIMEOUT: "stopped",
     SessionStatus.LOGGED_OUT: "logged_out",
 }
+
+EventEntry = tuple[str, str | None, dict[str, Any]]  # (type, session id, payload) for append_many
 
 
 @dataclass
@@ -607,47 +609,44 @@ class Worker:
             return []
 
         async def work(tx: Transaction) -> None:
-            rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
-            reported: dict[tuple[str, str], list[Receipt]] = {}
-            best: dict[tuple[str, str], MessageStatus] = {}
-            for receipt in receipts:
-                row = rows.get(receipt.ref.session_id)
-                if row is None:
-                    continue
-                for message_id in receipt.message_ids:
-                    key = (row, message_id)
-                    reported.setdefault(key, []).append(receipt)
-                    if key not in best or _STATUS_RANK[receipt.status] > _STATUS_RANK[best[key]]:
-                        best[key] = receipt.status
-            if not best:
-                return
-            keys = list(best)
-            changed_rows = await outbound.advance(tx.connection, [(row, mid, best[(row, mid)]) for row, mid in keys])
-            entries = []
-            for changed in changed_rows:
-                key = (changed.session_row, changed.message_id)
-                reached = _STATUS_RANK[changed.old_status]
-                if changed.old_status is MessageStatus.PENDING:
-                    # its receipt came before its send was recorded (a worker died in between): it was sent
-                    first = reported[key][0]
-                    payload = {"sessionId": first.ref.session_id, "messageId": changed.message_id, "status": "sent"}
-                    entries.append((EventType.MESSAGE_STATUS.value, first.ref.session_id, payload))
-                    reached = _STATUS_RANK[MessageStatus.SENT]
-                for receipt in reported[key]:
-                    if _STATUS_RANK[receipt.status] > reached:
-                        reached = _STATUS_RANK[receipt.status]
-                        metrics.MESSAGES.labels("outbound", receipt.status.value).inc()
-                        payload = {
-                            "sessionId": receipt.ref.session_id,
-                            "messageId": changed.message_id,
-                            "status": receipt.status.value,
-                            "timestamp": receipt.timestamp.isoformat(),
-                        }
-                        entries.append((EventType.MESSAGE_STATUS.value, receipt.ref.session_id, payload))
-            await tx.event.append_many(entries)
+            await tx.event.append_many(await self._advance_by_receipts(tx, client, receipts))
 
         await self._manager.execute_transaction(client, work)
         return [ack for receipt in receipts for ack in _acks(receipt)]
+
+    async def _advance_by_receipts(self, tx: Transaction, client: str, receipts: list[Receipt]) -> list[EventEntry]:
+        """Move messages forward by `receipts` (of `client`); return the message-status events of the steps."""
+        rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
+        reported: dict[tuple[str, str], list[Receipt]] = {}
+        best: dict[tuple[str, str], MessageStatus] = {}
+        for receipt in receipts:
+            row = rows.get(receipt.ref.session_id)
+            if row is None:
+                continue
+            for message_id in receipt.message_ids:
+                key = (row, message_id)
+                reported.setdefault(key, []).append(receipt)
+                if key not in best or _STATUS_RANK[receipt.status] > _STATUS_RANK[best[key]]:
+                    best[key] = receipt.status
+        if not best:
+            return []
+        keys = list(best)
+        changed_rows = await outbound.advance(tx.connection, [(row, mid, best[(row, mid)]) for row, mid in keys])
+        entries: list[EventEntry] = []
+        for changed in changed_rows:
+            key = (changed.session_row, changed.message_id)
+            reached = _STATUS_RANK[changed.old_status]
+            if changed.old_status is MessageStatus.PENDING:
+                # its receipt came before its send was recorded (a worker died in between): it was sent
+                first = reported[key][0]
+                payload = {"sessionId": first.ref.session_id, "messageId": changed.message_id, "status": "sent"}
+                entries.append((EventType.MESSAGE_STATUS.value, first.ref.session_id, payload))
+                reached = _STATUS_RANK[MessageStatus.SENT]
+            for receipt in reported[key]:
+                if _STATUS_RANK[receipt.status] > reached:
+                    reached = _STATUS_RANK[receipt.status]
+                    entries.append(_receipt_entry(receipt, changed.message_id))
+        return entries
 
     def _not_overtaking(self, receipts: list[Receipt]) -> list[Receipt]:
         """Return the receipts that may be stored now; defer those whose message is still being sent."""
@@ -717,17 +716,23 @@ class Worker:
                 if not batch:
                     return
                 hosted.in_flight = {pending.message_id for pending in batch}
+                stored: list[Receipt] = []
                 try:
                     outcomes = await self._send_rows(ref, hosted, batch)
-                    await self._manager.execute_transaction(
+                    stored = await self._manager.execute_transaction(
                         ref.client_id, partial(self._record_sends, ref=ref, hosted=hosted, outcomes=outcomes)
                     )
                 finally:
                     hosted.in_flight = set()
-                    # receipts that arrived before their message was recorded as sent are stored after it
+                    # receipts that arrived before their message was recorded as sent, and missed the
+                    # transaction that recorded it, are stored after it
                     for receipt in hosted.deferred:
-                        self._events.put_nowait(receipt)
+                        if not any(receipt is taken for taken in stored):
+                            self._events.put_nowait(receipt)
                     hosted.deferred = []
+                for receipt in stored:
+                    for ack in _acks(receipt):
+                        ack()
                 if len(outcomes) < len(batch) or len(batch) < SEND_BATCH:
                     return
         except Exception as exc:
@@ -766,27 +771,43 @@ class Worker:
 
     async def _record_sends(
         self, tx: Transaction, *, ref: SessionRef, hosted: _Hosted, outcomes: list[SendOutcome]
-    ) -> None:
-        recorded = await outbound.record_sends(tx.connection, hosted.session_row_id, outcomes)
-        entries = []
+    ) -> list[Receipt]:
+        """Record what happened to each send, then the receipts that overtook them; return those receipts.
+
+        Receipts often come back while the sends are being recorded (the sandbox's at once). They are
+        stored here, after their sends: a message sent and already read is written once, as read, with
+        its sent, delivered and read events in that order.
+        """
+        overtaking = list(hosted.deferred)  # a copy: a retried transaction starts from the same receipts
+        sent = {o.message_id for o in outcomes if o.status is MessageStatus.SENT and o.assigned_id == o.message_id}
+        ahead, others = _split_receipts(overtaking, sent)
+
+        def furthest(outcome: SendOutcome) -> SendOutcome:
+            status = max(
+                (r.status for r in ahead.get(outcome.message_id, ())), key=_STATUS_RANK.__getitem__, default=None
+            )
+            if status is None or _STATUS_RANK[status] <= _STATUS_RANK[outcome.status]:
+                return outcome
+            return replace(outcome, status=status)
+
+        recorded = await outbound.record_sends(tx.connection, hosted.session_row_id, [furthest(o) for o in outcomes])
+        entries: list[EventEntry] = []
         for outcome in outcomes:
             if outcome.message_id not in recorded:
-                continue  # a receipt overtook the send: it already moved on
-            metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
-            payload: dict[str, Any] = {
-                "sessionId": ref.session_id,
-                "messageId": outcome.assigned_id,
-                "status": outcome.status.value,
-            }
-            if outcome.assigned_id != outcome.message_id:
-                # the engine could not send under our id (neonize 0.5): receipts will name WhatsApp's
-                payload["requestedMessageId"] = outcome.message_id
-            if outcome.error:
-                payload["error"] = outcome.error
-            if outcome.sent_at:
-                payload["timestamp"] = outcome.sent_at.isoformat()
-            entries.append((EventType.MESSAGE_STATUS.value, ref.session_id, payload))
+                # a receipt stored earlier overtook the send: it already moved on
+                receipts = ahead.pop(outcome.message_id, [])
+                others.extend(replace(r, message_ids=(outcome.message_id,)) for r in receipts)
+                continue
+            entries.append(_send_entry(ref, outcome))
+            reached = _STATUS_RANK[outcome.status]
+            for receipt in ahead.get(outcome.message_id, ()):
+                if _STATUS_RANK[receipt.status] > reached:
+                    reached = _STATUS_RANK[receipt.status]
+                    entries.append(_receipt_entry(receipt, outcome.message_id))
+        if others:
+            entries.extend(await self._advance_by_receipts(tx, ref.client_id, others))
         await tx.event.append_many(entries)
+        return overtaking
 
 
 Ack = Callable[[], None]
@@ -796,6 +817,50 @@ def _acks(event: EngineEvent) -> list[Ack]:
     """Return the acknowledgement an event carries, if any."""
     ack = event.ack if isinstance(event, InboundMessage | Receipt) else None
     return [ack] if ack is not None else []
+
+
+def _split_receipts(receipts: list[Receipt], ids: set[str]) -> tuple[dict[str, list[Receipt]], list[Receipt]]:
+    """Split receipts into those about messages `ids` (per message id, in order) and the rest."""
+    about: dict[str, list[Receipt]] = {}
+    rest: list[Receipt] = []  # receipts, or the part of one, about other messages
+    for receipt in receipts:
+        for message_id in receipt.message_ids:
+            if message_id in ids:
+                about.setdefault(message_id, []).append(receipt)
+        others = tuple(message_id for message_id in receipt.message_ids if message_id not in ids)
+        if others:
+            rest.append(receipt if len(others) == len(receipt.message_ids) else replace(receipt, message_ids=others))
+    return about, rest
+
+
+def _send_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
+    """The message-status event of a send recorded as sent or failed (counted in the metrics)."""
+    metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
+    payload: dict[str, Any] = {
+        "sessionId": ref.session_id,
+        "messageId": outcome.assigned_id,
+        "status": outcome.status.value,
+    }
+    if outcome.assigned_id != outcome.message_id:
+        # the engine could not send under our id (neonize 0.5): receipts will name WhatsApp's
+        payload["requestedMessageId"] = outcome.message_id
+    if outcome.error:
+        payload["error"] = outcome.error
+    if outcome.sent_at:
+        payload["timestamp"] = outcome.sent_at.isoformat()
+    return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
+
+
+def _receipt_entry(receipt: Receipt, message_id: str) -> EventEntry:
+    """The message-status event of a message reaching the status of `receipt` (counted in the metrics)."""
+    metrics.MESSAGES.labels("outbound", receipt.status.value).inc()
+    payload = {
+        "sessionId": receipt.ref.session_id,
+        "messageId": message_id,
+        "status": receipt.status.value,
+        "timestamp": receipt.timestamp.isoformat(),
+    }
+    return (EventType.MESSAGE_STATUS.value, receipt.ref.session_id, payload)
 
 
 def _status_changes(event: StatusChanged) -> dict[str, Any]:
