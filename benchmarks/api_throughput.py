@@ -4,8 +4,9 @@ The server (`create_app`, uvicorn, one process) runs in a child process, as `zap
 comes from this process over loopback, with a minimal HTTP/1.1 keep-alive client (so that the client's own
 cost stays small next to the server's). In the same run, alternating rounds measure:
 
-- send:  POST /whatsapp/send with the client's API key (validation, auth, one transaction that upserts the
-         contact and inserts the pending message, audit) on a sandbox session (persisted, 202);
+- send:  POST /whatsapp/send with the client's API key (validation, auth, the contact upserted and the pending
+         message inserted, in one transaction with the client's sends that arrive meanwhile; audit) on a
+         sandbox session (persisted, 202);
 - floor: POST /bench/floor, a minimal endpoint added to the same server that does one INSERT in the same
          client schema through the same pool.
 

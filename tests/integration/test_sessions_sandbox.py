@@ -217,7 +217,7 @@ async def test_bad_input_to_every_call_is_typed_and_changes_nothing(
     for to in ["", "123", "55 11 9999x9999", "abc@example.com"]:
         with pytest.raises(InvalidRequest):
             await sessions.send_text("acme", "alice", to, "x")
-    for body in ["", "   ", "x" * 4097, None]:
+    for body in ["", "   ", "x" * 4097, "nul\x00byte", None]:
         with pytest.raises(InvalidRequest):
             await sessions.send_text("acme", "alice", PHONE_B, body)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):

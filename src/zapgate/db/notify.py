@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 
 import asyncpg
@@ -36,6 +36,14 @@ async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None
     if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS):
         raise ValueError(f"unknown channel {channel!r}")
     await conn.execute(_NOTIFY, {"channel": channel, "payload": payload[:7000]})
+
+
+async def notify_many(conn: AsyncConnection, channel: str, payloads: Collection[str]) -> None:
+    """Queue one notification on `channel` per payload (each once), delivered when `conn`'s transaction commits."""
+    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS):
+        raise ValueError(f"unknown channel {channel!r}")
+    if payloads:
+        await conn.execute(_NOTIFY_MANY, {"channel": channel, "payloads": sorted({p[:7000] for p in payloads})})
 
 
 def libpq_url(url: str) -> str:
@@ -158,10 +166,10 @@ class Coalescer:
     async def _flush(self) -> None:
         await asyncio.sleep(self._delay)
         while self._payloads:
-            payloads, self._payloads = sorted(self._payloads), set()
+            payloads, self._payloads = self._payloads, set()
             try:
                 async with self._connect() as conn:
-                    await conn.execute(_NOTIFY_MANY, {"channel": self._channel, "payloads": payloads})
+                    await notify_many(conn, self._channel, payloads)
                 self.sent += 1
             except Exception as exc:  # the workers' own polling finds the rows
                 log.warning("db.notify_failed", channel=self._channel, error=repr(exc))

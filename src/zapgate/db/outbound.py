@@ -6,7 +6,7 @@ Statements for the transaction of a `ConnectionManager` (its search_path names t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,11 +14,9 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.db.notify import OUTBOUND
-from zapgate.db.repositories import message_record
-from zapgate.db.tables import contacts, messages
+from zapgate.db.tables import contacts, messages, sessions
 from zapgate.domain.ids import new_id
-from zapgate.domain.records import Message, MessageStatus
+from zapgate.domain.records import MessageStatus
 from zapgate.errors import IdempotencyKeyReused
 
 # the order a message's status only ever moves along (a late "sent" never undoes "read")
@@ -123,79 +121,84 @@ async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, Messa
     return [Advanced(row.session_id, row.message_id, MessageStatus(row.old_status)) for row in result]
 
 
-async def enqueue_text(
-    conn: AsyncConnection,
-    *,
-    session_id: str,
-    allowed_statuses: Sequence[str],
-    recipient: str,
-    is_group: bool,
-    content: str,
-    message_id: str,
-    timestamp: datetime,
-    wake: str,
-    notify: bool = True,
-) -> Message | None:
-    """Queue a text as a pending message of session `session_id` (upserting its contact) and wake the workers.
+@dataclass(frozen=True, slots=True)
+class QueuedText:
+    """A text to queue as a pending outbound message of the session with row id `session_row`."""
 
-    One statement: returns the new message's row, or None when the session does not exist, is in no
-    status of `allowed_statuses` (the caller then finds out which), or a concurrent transaction was adding
-    the same new contact (it exists now: call again). With `notify=False` the caller wakes the workers
-    itself, after the commit (`wake` is then only passed through).
-    """
-    row = (
-        (
-            await conn.execute(
-                _ENQUEUE if notify else _ENQUEUE_QUIET,
-                {
-                    "session_id": session_id,
-                    "allowed": list(allowed_statuses),
-                    "contact_row": new_id(),
-                    "recipient": recipient,
-                    "is_group": is_group,
-                    "message_row": new_id(),
-                    "message_id": message_id,
-                    "content": content,
-                    "timestamp": timestamp,
-                    "channel": OUTBOUND,
-                    "wake": wake,
-                },
-            )
-        )
-        .mappings()
-        .one_or_none()
+    session_row: str
+    recipient: str  # a phone number or a group JID
+    is_group: bool
+    content: str
+    message_id: str
+    timestamp: datetime
+
+
+async def sessions_for_send(conn: AsyncConnection, session_ids: Collection[str]) -> dict[str, tuple[str, str]]:
+    """Return {session id: (row id, status)} of the sessions that exist, locked against deletion to commit."""
+    stmt = (
+        select(sessions.c.session_id, sessions.c.id, sessions.c.status)
+        .where(sessions.c.session_id.in_(sorted(session_ids)))
+        .order_by(sessions.c.session_id)
+        .with_for_update(key_share=True)
     )
-    return None if row is None else message_record(row)
+    return {row.session_id: (row.id, row.status) for row in await conn.execute(stmt)}
 
 
-_ENQUEUE_SQL = """
-    WITH s AS (
-        SELECT id FROM sessions WHERE session_id = :session_id AND status = ANY(CAST(:allowed AS text[]))
+async def enqueue_texts(conn: AsyncConnection, texts: Sequence[QueuedText]) -> set[str]:
+    """Queue texts as pending messages (adding the contacts new to their sessions); return the ids queued.
+
+    One statement for all. A text is left out only when a concurrent transaction was adding the same
+    new contact: it exists once that one commits, so queue the text again.
+    """
+    if not texts:
+        return set()
+    result = await conn.execute(
+        _ENQUEUE,
+        {
+            "session_rows": [t.session_row for t in texts],
+            "recipients": [t.recipient for t in texts],
+            "groups": [t.is_group for t in texts],
+            "contents": [t.content for t in texts],
+            "message_ids": [t.message_id for t in texts],
+            "message_rows": [new_id() for _ in texts],
+            "contact_rows": [new_id() for _ in texts],
+            "timestamps": [t.timestamp for t in texts],
+        },
+    )
+    return {row.message_id for row in result}
+
+
+_ENQUEUE = text(
+    """
+    WITH input AS (
+        SELECT * FROM unnest(
+            CAST(:session_rows AS text[]), CAST(:recipients AS text[]), CAST(:groups AS boolean[]),
+            CAST(:contents AS text[]), CAST(:message_ids AS text[]), CAST(:message_rows AS text[]),
+            CAST(:contact_rows AS text[]), CAST(:timestamps AS timestamptz[])
+        ) WITH ORDINALITY AS i(session_row, recipient, is_group, content, message_id, message_row, contact_row, ts, n)
+    ), wanted AS (
+        SELECT DISTINCT ON (session_row, recipient) session_row, recipient, is_group, contact_row
+        FROM input ORDER BY session_row, recipient, n
     ), known AS (
-        SELECT contacts.id, contacts.session_id FROM contacts JOIN s ON contacts.session_id = s.id
-        WHERE contacts.phone_number = :recipient
+        SELECT c.id, c.session_id, c.phone_number
+        FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.phone_number = w.recipient
     ), added AS (
-        -- a new contact; a known one is only read, never written (no row lock shared by every send to it)
+        -- new contacts; known ones are only read, never written (no row lock shared by every send to them)
         INSERT INTO contacts (id, session_id, phone_number, is_group)
-        SELECT :contact_row, s.id, :recipient, :is_group FROM s WHERE NOT EXISTS (SELECT 1 FROM known)
+        SELECT w.contact_row, w.session_row, w.recipient, w.is_group FROM wanted w
+        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.session_id = w.session_row AND k.phone_number = w.recipient)
+        ORDER BY w.session_row, w.recipient
         ON CONFLICT (session_id, phone_number) DO NOTHING
-        RETURNING id, session_id
+        RETURNING id, session_id, phone_number
     ), c AS (
-        SELECT id, session_id FROM known UNION ALL SELECT id, session_id FROM added
-    ), woken AS (
-        SELECT pg_notify(:channel, :wake) FROM c
+        SELECT id, session_id, phone_number FROM known UNION ALL SELECT id, session_id, phone_number FROM added
     )
     INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp)
-    SELECT :message_row, c.session_id, c.id, :message_id, :content, 'text', 'outbound', 'pending', :timestamp
-    FROM c, woken
-    RETURNING *
-"""
-_ENQUEUE = text(_ENQUEUE_SQL)
-# the same without the NOTIFY: for callers that wake the workers after commit, many sends at a time
-_ENQUEUE_QUIET = text(
-    _ENQUEUE_SQL.replace(
-        "SELECT pg_notify(:channel, :wake) FROM c", "SELECT CAST(:channel AS text), CAST(:wake AS text)"
-    )
+    SELECT i.message_row, i.session_row, c.id, i.message_id, i.content, 'text', 'outbound', 'pending', i.ts
+    FROM input i JOIN c ON c.session_id = i.session_row AND c.phone_number = i.recipient
+    ORDER BY i.n
+    RETURNING message_id
+    """
 )
 
 _ADVANCE = text(
@@ -234,39 +237,62 @@ _RECORD_SENDS = text(
 )
 
 
-async def take_send_slot(conn: AsyncConnection, session_id: str, *, rate: float, burst: int) -> float:
-    """Count one send of session `session_id` against its rate limit (GCRA, shared by every API process).
+@dataclass(frozen=True, slots=True)
+class SendSlots:
+    """How many of the sends asked for a session may go now; when the next one may, if not all."""
 
-    Returns 0 when the send may go (or the session does not exist: the caller finds out), else the seconds
-    to wait before it may (nothing is counted then).
-    The row lock is held to the end of the caller's transaction, so concurrent sends queue up for it.
+    granted: int
+    retry_after: float  # seconds (0 when every send asked for was granted)
+
+
+async def take_send_slots(
+    conn: AsyncConnection, wanted: dict[str, int], *, rate: float, burst: int
+) -> dict[str, SendSlots]:
+    """Count sends against each session's rate limit (GCRA, shared by every API process).
+
+    `wanted` maps a session id to how many sends it asks for; each gets as many as its budget allows.
+    The rows stay locked to the end of the caller's transaction, so concurrent sends queue up for them.
     """
+    if not wanted:
+        return {}
     interval = 1.0 / rate
-    row = (
-        await conn.execute(
-            _TAKE_SLOT, {"session_id": session_id, "interval": interval, "tolerance": interval * (burst - 1)}
-        )
-    ).one()
-    return 0.0 if row.allowed else max(float(row.wait), 0.001)
+    ids = sorted(wanted)
+    result = await conn.execute(
+        _TAKE_SLOTS,
+        {"ids": ids, "counts": [wanted[i] for i in ids], "interval": interval, "tolerance": interval * (burst - 1)},
+    )
+    slots = {}
+    for row in result:
+        short = row.granted < wanted[row.session_id]
+        slots[row.session_id] = SendSlots(row.granted, max(float(row.wait), 0.001) if short else 0.0)
+    return slots
 
 
-_TAKE_SLOT = text(
+# tat: the theoretical arrival time of the next send; a send may go while tat - now <= tolerance
+_TAKE_SLOTS = text(
     """
-    WITH current AS (
-        SELECT greatest(coalesce((SELECT tat FROM send_limits WHERE session_id = :session_id), now()), now()) AS tat
+    WITH asked AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:counts AS int[])) AS a(session_id, k)
+    ), current AS (
+        SELECT l.session_id, greatest(l.tat, now()) AS tat
+        FROM send_limits l JOIN asked a ON l.session_id = a.session_id
+        ORDER BY l.session_id
+        FOR UPDATE OF l
+    ), granted AS (
+        SELECT a.session_id, g.tat, least(a.k, greatest(0, floor(
+            (:tolerance - extract(epoch FROM g.tat - now())) / :interval
+        )::int + 1)) AS n
+        FROM asked a CROSS JOIN LATERAL (
+            SELECT coalesce((SELECT tat FROM current c WHERE c.session_id = a.session_id), now()) AS tat
+        ) g
     ), taken AS (
         INSERT INTO send_limits AS l (session_id, tat)
-        SELECT :session_id, current.tat + make_interval(secs => :interval) FROM current
-        WHERE current.tat - now() <= make_interval(secs => :tolerance)
-          AND EXISTS (SELECT 1 FROM sessions WHERE session_id = :session_id)
-        ON CONFLICT (session_id) DO UPDATE
-            SET tat = greatest(l.tat, now()) + make_interval(secs => :interval)
-            WHERE greatest(l.tat, now()) - now() <= make_interval(secs => :tolerance)
-        RETURNING 1
+        SELECT session_id, tat + make_interval(secs => n * :interval) FROM granted WHERE n > 0
+        ON CONFLICT (session_id) DO UPDATE SET tat = greatest(l.tat, excluded.tat)  -- never backwards
     )
-    SELECT EXISTS (SELECT 1 FROM taken) OR NOT EXISTS (SELECT 1 FROM sessions WHERE session_id = :session_id)
-               AS allowed,
-           extract(epoch FROM (SELECT tat FROM current) - now() - make_interval(secs => :tolerance)) AS wait
+    SELECT session_id, n AS granted,
+           extract(epoch FROM tat + make_interval(secs => n * :interval) - now()) - :tolerance AS wait
+    FROM granted
     """
 )
 

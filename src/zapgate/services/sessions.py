@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from zapgate import metrics
+from zapgate.batching import GroupCommit
 from zapgate.db import keystore, notify, outbound, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.events import EventType
@@ -21,17 +24,26 @@ from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import MAX_TEXT_LENGTH, Recipient, mask, parse_recipient
-from zapgate.domain.records import Message, Session
+from zapgate.domain.records import Session
 from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import phone_address, session_address
-from zapgate.errors import DuplicateRecord, InvalidRequest, RateLimited, SessionNotConnected, SessionNotFound
+from zapgate.errors import (
+    DatabaseError,
+    DuplicateRecord,
+    InvalidRequest,
+    RateLimited,
+    SessionNotConnected,
+    SessionNotFound,
+)
 from zapgate.log import get_logger
 from zapgate.services.sandbox import PostgresSandboxNetwork
 
 log = get_logger(__name__)
 
 ENGINES = ("whatsmeow", "sandbox")
+ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
+_CAN_QUEUE = frozenset(status.value for status in CAN_QUEUE_SENDS)
 SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send")
 
 
@@ -64,6 +76,21 @@ class SendAccepted:
         )
 
 
+_Outcomes = list[SendAccepted | Exception]  # per request, in order (`list` is a method of SessionService)
+_MaybeOutcomes = list[SendAccepted | Exception | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _SendRequest:
+    """A text to accept, valid so far: its message id and time are chosen when the request arrives."""
+
+    session_id: str
+    recipient: Recipient
+    text: str
+    message_id: str
+    timestamp: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """A session with where it runs."""
@@ -84,6 +111,8 @@ def _text(value: object) -> str:
         raise InvalidRequest("message: a text of 1 to 4096 characters is required")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidRequest(f"message: at most {MAX_TEXT_LENGTH} characters ({len(value)} given)")
+    if "\x00" in value:
+        raise InvalidRequest("message: NUL characters (\\u0000) cannot be sent")
     return value
 
 
@@ -106,6 +135,8 @@ class SessionService:
         self._send_rate = send_rate  # sends per second per session; 0: no limit
         self._send_burst = send_burst
         self._sandbox = PostgresSandboxNetwork(manager)
+        self._accepting = GroupCommit(self._accept_together, limit=ACCEPT_BATCH, name="accept")
+        self._last_timestamp = datetime.now(UTC)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -276,75 +307,124 @@ class SessionService:
     ) -> SendAccepted:
         """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it.
 
-        With `idempotency_key`, a request made again with the same key (within a day) answers the first
-        result and queues nothing; the same key with another request is refused. Over the session's send
-        rate, RateLimited says when to retry.
+        Concurrent sends of a client are stored together, in one transaction (see GroupCommit). With
+        `idempotency_key`, a request made again with the same key (within a day) answers the first result
+        and queues nothing; the same key with another request is refused. Over the session's send rate,
+        RateLimited says when to retry.
         """
         cid, sid = valid_client_id(client), valid_session_id(session)
         recipient = parse_recipient(to, field="to")
-        body = _text(text)
-        key = None if idempotency_key is None else _idempotency_key(idempotency_key)
-        fingerprint = "" if key is None else hashlib.sha256(json.dumps([sid, recipient.key, body]).encode()).hexdigest()
-
-        async def work(tx: Transaction) -> SendAccepted:
-            if key is not None:
-                stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
-                if stored is not None:
-                    return SendAccepted.from_json(stored, replayed=True)
-            await self._take_send_slot(tx, sid)
-            queued = await self._enqueue(tx, cid, sid, recipient, body)
-            accepted = SendAccepted(queued.message_id, sid, queued.status.value, queued.timestamp)
-            if key is not None:
-                await outbound.remember_idempotent(tx.connection, key, fingerprint, accepted.as_json())
-            return accepted
-
-        accepted = await self._manager.execute_transaction(cid, work)
+        request = _SendRequest(sid, recipient, _text(text), new_message_id(), self._timestamp())
+        if idempotency_key is None:
+            accepted = await self._accepting.submit(cid, request)
+        else:
+            accepted = await self._send_idempotent(cid, request, _idempotency_key(idempotency_key))
         if not accepted.replayed:
             metrics.MESSAGES.labels("outbound", "accepted").inc()
             if self._waker is not None:
                 self._waker.wake(f"{cid}/{sid}")
         return accepted
 
-    async def _take_send_slot(self, tx: Transaction, sid: str) -> None:
-        """Count a send against the session's rate limit, or raise RateLimited."""
-        if self._send_rate <= 0:
-            return
-        wait = await outbound.take_send_slot(tx.connection, sid, rate=self._send_rate, burst=self._send_burst)
-        if wait > 0:
-            raise RateLimited(
-                f"session {sid!r} sends at most {self._send_rate:g} messages a second "
-                f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
-                retry_after=wait,
-                session_id=sid,
-            )
+    def _timestamp(self) -> datetime:
+        """Now, later than every time given before: the worker sends a session's texts in this order."""
+        now = datetime.now(UTC)
+        if now <= self._last_timestamp:
+            now = self._last_timestamp + timedelta(microseconds=1)
+        self._last_timestamp = now
+        return now
 
-    async def _enqueue(self, tx: Transaction, cid: str, sid: str, recipient: Recipient, body: str) -> Message:
-        """Queue the text as a pending message, or raise why the session cannot take it."""
-        for _ in range(2):  # a second time when another send was adding the same new contact
-            queued = await outbound.enqueue_text(
-                tx.connection,
-                session_id=sid,
-                allowed_statuses=[status.value for status in CAN_QUEUE_SENDS],
-                recipient=recipient.key,
-                is_group=recipient.is_group,
-                content=body,
-                message_id=new_message_id(),
-                timestamp=datetime.now(UTC),
-                wake=f"{cid}/{sid}",
-                notify=self._waker is None,
+    async def _send_idempotent(self, cid: str, request: _SendRequest, key: str) -> SendAccepted:
+        body = json.dumps([request.session_id, request.recipient.key, request.text])
+        fingerprint = hashlib.sha256(body.encode()).hexdigest()
+
+        async def work(tx: Transaction) -> SendAccepted:
+            stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
+            if stored is not None:
+                return SendAccepted.from_json(stored, replayed=True)
+            [outcome] = await self._accept(tx, cid, [request])
+            if isinstance(outcome, Exception):
+                raise outcome  # nothing stays: the key works once the request can succeed
+            await outbound.remember_idempotent(tx.connection, key, fingerprint, outcome.as_json())
+            return outcome
+
+        return await self._manager.execute_transaction(cid, work)
+
+    async def _accept_together(self, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
+        return await self._manager.execute_transaction(cid, lambda tx: self._accept(tx, cid, requests))
+
+    async def _accept(self, tx: Transaction, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
+        """Queue the texts the sessions can take now; answer, per request, what was accepted or why not."""
+        outcomes: _MaybeOutcomes = [None] * len(requests)
+        found = await outbound.sessions_for_send(tx.connection, {r.session_id for r in requests})
+        rows: dict[int, str] = {}  # index -> the session's row id, for the requests that may be queued
+        for index, request in enumerate(requests):
+            sid = request.session_id
+            if sid not in found:
+                outcomes[index] = SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            elif found[sid][1] not in _CAN_QUEUE:
+                status = found[sid][1]
+                outcomes[index] = SessionNotConnected(
+                    f"session {sid!r} is {status}: restart it (or pair it again) before sending", status=status
+                )
+            else:
+                rows[index] = found[sid][0]
+        for index, refusal in (await self._over_rate(tx, requests, list(rows))).items():
+            outcomes[index] = refusal
+            del rows[index]
+        texts = {
+            index: outbound.QueuedText(
+                row,
+                requests[index].recipient.key,
+                requests[index].recipient.is_group,
+                requests[index].text,
+                requests[index].message_id,
+                requests[index].timestamp,
             )
-            if queued is not None:
-                return queued
-        found = await tx.session.find_unique(sid)  # refused: say why
-        if found is None:
-            raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
-        raise SessionNotConnected(
-            f"session {sid!r} is {found.status}: restart it (or pair it again) before sending",
-            status=found.status,
+            for index, row in rows.items()
+        }
+        queued = await outbound.enqueue_texts(tx.connection, list(texts.values()))
+        missing = [t for t in texts.values() if t.message_id not in queued]
+        if missing:  # a concurrent send was adding the same new contact: it exists now
+            queued |= await outbound.enqueue_texts(tx.connection, missing)
+        for index in rows:
+            request = requests[index]
+            if request.message_id in queued:
+                outcomes[index] = SendAccepted(request.message_id, request.session_id, "pending", request.timestamp)
+            else:
+                outcomes[index] = DatabaseError("the text could not be queued: send it again")
+        if self._waker is None and queued:
+            woken = {f"{cid}/{requests[index].session_id}" for index in rows}
+            await notify.notify_many(tx.connection, notify.OUTBOUND, woken)
+        return [outcome if outcome is not None else DatabaseError("unanswered") for outcome in outcomes]
+
+    async def _over_rate(
+        self, tx: Transaction, requests: Sequence[_SendRequest], indexes: Sequence[int]
+    ) -> dict[int, RateLimited]:
+        """Count the sends against their sessions' rate limits; return the refused ones (the last of each session)."""
+        if self._send_rate <= 0 or not indexes:
+            return {}
+        wanted = Counter(requests[index].session_id for index in indexes)
+        slots = await outbound.take_send_slots(
+            tx.connection, dict(wanted), rate=self._send_rate, burst=self._send_burst
         )
+        used: Counter[str] = Counter()
+        refused = {}
+        for index in indexes:
+            sid = requests[index].session_id
+            used[sid] += 1
+            if used[sid] > slots[sid].granted:
+                wait = slots[sid].retry_after
+                refused[index] = RateLimited(
+                    f"session {sid!r} sends at most {self._send_rate:g} messages a second "
+                    f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
+                    retry_after=wait,
+                    session_id=sid,
+                )
+        return refused
 
     async def close(self) -> None:
-        """Send the wake-ups still waiting."""
+        """Finish the sends being stored; send the wake-ups still waiting."""
+        await self._accepting.close()
         if self._waker is not None:
             await self._waker.close()
 
