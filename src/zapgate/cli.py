@@ -129,6 +129,7 @@ def worker() -> None:
 
 async def _run_worker(settings: Settings, url: str) -> None:
     from zapgate.db.manager import ConnectionManager
+    from zapgate.heap import freeze_startup_objects
     from zapgate.services.hosting import Worker, available_engines
     from zapgate.services.webhooks import WebhookDispatcher, webhook_policy, webhook_retry
 
@@ -166,6 +167,7 @@ async def _run_worker(settings: Settings, url: str) -> None:
         )
         await worker.start()
         await dispatcher.start()
+        freeze_startup_objects()
         try:
             await stop.wait()
         finally:

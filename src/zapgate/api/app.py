@@ -15,6 +15,7 @@ from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
+from zapgate.heap import freeze_startup_objects
 from zapgate.log import get_logger
 from zapgate.services.audit import AuditLog
 from zapgate.services.clients import ClientService
@@ -76,6 +77,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await revocations.start()
             await hub.start()
             await audit.start()
+            freeze_startup_objects()
             try:
                 yield
             finally:
