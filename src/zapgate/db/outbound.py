@@ -231,7 +231,8 @@ _RECORD_SENDS = text(
     SET status = i.status, message_id = i.new_message_id, chat_jid = i.chat_jid, sent_at = i.sent_at,
         error = i.error, updated_at = now()
     FROM input i
-    WHERE m.session_id = :row AND m.message_id = i.message_id AND m.status = 'pending'
+    WHERE m.session_id = :row AND m.message_id = ANY(CAST(:ids AS text[]))  -- index lookups, not a join scan
+      AND m.message_id = i.message_id AND m.status = 'pending'
     RETURNING i.message_id AS requested
     """
 )
