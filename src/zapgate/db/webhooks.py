@@ -394,7 +394,7 @@ _RECORD = text(
         CAST(:at AS timestamptz[]), CAST(:next_at AS timestamptz[]), CAST(:codes AS integer[]),
         CAST(:errors AS text[]), CAST(:bodies AS text[]), CAST(:ms AS integer[])
     ) AS i(id, status, attempts, at, next_at, code, error, body, ms)
-    WHERE d.id = i.id AND d.lease_token = :token
+    WHERE d.id = ANY(CAST(:ids AS bigint[])) AND d.id = i.id AND d.lease_token = :token  -- index lookups
     """
 )
 
