@@ -103,9 +103,6 @@ def _message(row: RowMapping, *, with_contact: bool = False) -> Message:
     )
 
 
-message_record = _message  # for the other statements of db/ that return messages
-
-
 def _event(row: RowMapping) -> Event:
     return Event(
         id=row["id"],

@@ -726,8 +726,9 @@ class Worker:
                     hosted.in_flight = set()
                     # receipts that arrived before their message was recorded as sent, and missed the
                     # transaction that recorded it, are stored after it
+                    taken = {id(receipt) for receipt in stored}
                     for receipt in hosted.deferred:
-                        if not any(receipt is taken for taken in stored):
+                        if id(receipt) not in taken:
                             self._events.put_nowait(receipt)
                     hosted.deferred = []
                 for receipt in stored:
