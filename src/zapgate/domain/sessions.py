@@ -2,10 +2,14 @@
 
     created ──► connecting ──► qr ──────────► connecting ──► connected ◄──┐
        │            │  │        │ (scanned)                    │         │
-       │            │  └──► pairing ─────────────────────────► │    disconnected ──► failed
-       ▼            │           │                               ▼         │  (3 retries)
+       │            │  └──► pairing ─────────────────────────► │    reconnecting ──► failed
+       ▼            │           │                               ▼         │  (watchdog window)
     unplaced        │           └──► qr_timeout            logged_out ◄───┘
                     └──► failed                              (final: keys deleted)
+
+`reconnecting` is a live session whose connection dropped while the engine dials again by itself
+(whatsmeow does); the worker's watchdog fails it when that lasts longer than the reconnect window.
+`disconnected` is a connection that ended and that nobody redials until the worker starts it again.
 
 `stopped` is a session closed on purpose (API, shutdown, WHATSAPP_SESSION_TIMEOUT); `stopped`, `failed`,
 `qr_timeout` and `logged_out` can be started again (a logged-out session then pairs anew).
@@ -27,7 +31,8 @@ class SessionStatus(StrEnum):
     QR = "qr"
     PAIRING = "pairing"  # a pairing code was issued; waiting for it to be typed on the phone
     CONNECTED = "connected"
-    DISCONNECTED = "disconnected"  # the connection dropped; reconnecting
+    DISCONNECTED = "disconnected"  # the connection ended; the worker decides what follows
+    RECONNECTING = "reconnecting"  # the connection dropped; the engine is dialling again by itself
     STOPPED = "stopped"
     LOGGED_OUT = "logged_out"
     FAILED = "failed"
@@ -44,8 +49,9 @@ TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
     S.QR: frozenset({S.CONNECTING, S.PAIRING, S.CONNECTED, S.QR_TIMEOUT, S.DISCONNECTED, S.FAILED, S.STOPPED}),
     S.PAIRING: frozenset({S.CONNECTING, S.CONNECTED, S.QR_TIMEOUT, S.DISCONNECTED, S.FAILED, S.STOPPED}),
     # connected → connecting: another worker restores it after its worker died without a word
-    S.CONNECTED: frozenset({S.CONNECTING, S.DISCONNECTED, S.LOGGED_OUT, S.STOPPED, S.FAILED}),
-    S.DISCONNECTED: frozenset({S.CONNECTING, S.CONNECTED, S.FAILED, S.LOGGED_OUT, S.STOPPED}),
+    S.CONNECTED: frozenset({S.CONNECTING, S.DISCONNECTED, S.RECONNECTING, S.LOGGED_OUT, S.STOPPED, S.FAILED}),
+    S.DISCONNECTED: frozenset({S.CONNECTING, S.CONNECTED, S.RECONNECTING, S.FAILED, S.LOGGED_OUT, S.STOPPED}),
+    S.RECONNECTING: frozenset({S.CONNECTING, S.CONNECTED, S.DISCONNECTED, S.FAILED, S.LOGGED_OUT, S.STOPPED}),
     S.STOPPED: frozenset({S.CONNECTING, S.UNPLACED, S.LOGGED_OUT}),
     S.FAILED: frozenset({S.CONNECTING, S.UNPLACED, S.LOGGED_OUT, S.STOPPED}),
     S.QR_TIMEOUT: frozenset({S.CONNECTING, S.UNPLACED, S.STOPPED, S.LOGGED_OUT}),
@@ -53,11 +59,11 @@ TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
 }
 
 # statuses in which a worker holds (or is trying to hold) a connection for the session
-ACTIVE = frozenset({S.CONNECTING, S.QR, S.PAIRING, S.CONNECTED, S.DISCONNECTED})
+ACTIVE = frozenset({S.CONNECTING, S.QR, S.PAIRING, S.CONNECTED, S.DISCONNECTED, S.RECONNECTING})
 # statuses in which the session waits for someone to start it again
 RESTING = frozenset({S.STOPPED, S.FAILED, S.QR_TIMEOUT, S.LOGGED_OUT})
 # statuses in which messages accepted now will go out later without anyone's help
-CAN_QUEUE_SENDS = frozenset({S.CREATED, S.UNPLACED, S.CONNECTING, S.CONNECTED, S.DISCONNECTED})
+CAN_QUEUE_SENDS = frozenset({S.CREATED, S.UNPLACED, S.CONNECTING, S.CONNECTED, S.DISCONNECTED, S.RECONNECTING})
 
 
 def can_transition(current: SessionStatus, new: SessionStatus) -> bool:

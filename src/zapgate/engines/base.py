@@ -8,11 +8,11 @@ Vendor types (neonize protobufs, ...) never leave the engine's module; errors le
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -74,13 +74,21 @@ class PairingCode:
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """The session moved to `status`; `jid`/`phone_number` name the linked account once known."""
+    """The session moved to `status`; `jid`/`phone_number` name the linked account once known.
+
+    `reason` is for people; `code` names it for programs (`stream_replaced`, `temporary_ban`,
+    `client_outdated`, `connect_failure`, `keepalive_timeout`, `login_error`, ...) and `details` carries its
+    data (a ban's code and expiry, a connect failure's reason number).
+    """
 
     ref: SessionRef
     status: SessionStatus
     reason: str | None = None
     jid: str | None = None
     phone_number: str | None = None
+    code: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    lid: str | None = None  # the linked account's LID, once known
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +96,17 @@ class InboundMessage:
     """A message that arrived for the session (or was sent from the linked phone itself, `from_me`)."""
 
     ref: SessionRef
-    message_id: str
-    chat_jid: str  # the chat's phone JID (or group JID) when known, else its LID
+    message_id: str  # WhatsApp's id of the message
+    chat_jid: str  # the chat's phone JID (or group JID) when known, else its LID; `status@broadcast` for stories
     chat_lid: str | None  # the chat's LID when known
-    sender_jid: str  # who wrote it (differs from chat_jid in groups)
+    sender_jid: str  # who wrote it (differs from chat_jid in groups): phone JID when known, else LID
     type: str  # "text" for text and extended text; else the kind ("image", "audio", ...)
     text: str  # the text, or a summary of what the message holds
     timestamp: datetime
     push_name: str | None = None
     is_group: bool = False
-    from_me: bool = False
+    from_me: bool = False  # sent by the linked account (from the phone, or another linked device)
+    sender_lid: str | None = None  # the sender's LID when known
     # called once the message is stored: an engine that can hold it (not acknowledge it to WhatsApp,
     # or keep it in the sandbox's mailbox) until then gets it again after a crash instead of losing it
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
@@ -123,9 +132,29 @@ class EngineFailure:
     code: str
     message: str
     retryable: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
-EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure
+class NoticeKind(StrEnum):
+    """Things WhatsApp tells a session that are not messages, but that a user must not miss."""
+
+    UNDECRYPTABLE = "undecryptable"  # a message arrived that could not be decrypted (WhatsApp may resend it)
+    HISTORY_SYNC = "history_sync"  # the phone sent a chunk of chat history (type, progress, chats)
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"  # WhatsApp stopped answering keep-alives (the socket may be dead)
+    KEEPALIVE_RESTORED = "keepalive_restored"  # keep-alives are answered again
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A notice of `kind` for the session; `details` holds what it says (ids, counts, codes)."""
+
+    ref: SessionRef
+    kind: NoticeKind
+    details: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None
+
+
+EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure | Notice
 EventSink = Callable[[EngineEvent], None]
 
 
@@ -134,10 +163,15 @@ EventSink = Callable[[EngineEvent], None]
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """A message WhatsApp accepted."""
+    """A message WhatsApp accepted, under `message_id`: WhatsApp's id, which its receipts will name.
+
+    It may differ from the id the worker asked for (whatsmeow through neonize 0.5.2 makes its own); the
+    worker keeps both, and ours stays the public one.
+    """
 
     message_id: str
     timestamp: datetime
+    to: str | None = None  # the JID it actually went to, when the engine resolved another one
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +208,39 @@ class SendRejected(EngineError):
     retryable = False
 
 
+class NotOnWhatsApp(SendRejected):
+    """The recipient has no WhatsApp account (WhatsApp's own lookup said so)."""
+
+    code = "not_on_whatsapp"
+
+
+class RecipientUnknown(SendRejected):
+    """WhatsApp knows no such user, or no LID for it ("no LID found"): permanent for this message."""
+
+    code = "recipient_unknown"
+
+
+class Restricted(SendRejected):
+    """WhatsApp restricted this account's sending (error 463, an account restriction): `details` say how."""
+
+    code = "restricted"
+
+
+class StopTimedOut(EngineError):
+    """The engine could not stop a session in time; its client was abandoned (see `Engine.abandon`)."""
+
+    code = "stop_timed_out"
+    retryable = False
+
+
+class Presence(StrEnum):
+    """What a session shows in a chat while it prepares a message."""
+
+    COMPOSING = "composing"  # typing…
+    RECORDING = "recording"  # recording audio…
+    PAUSED = "paused"  # stopped typing
+
+
 class UnknownSession(EngineError):
     """This engine does not host that session."""
 
@@ -202,16 +269,29 @@ class Engine(Protocol):
         """Unlink the session from the phone and delete its keys. Final."""
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
-        """Send `text` to JID `to` under the caller's `message_id` (a resend reuses it, so it arrives once)."""
+        """Send `text` to JID `to`, asking for `message_id`; the result names the id WhatsApp used.
+
+        Raises NotConnected (try again after the reconnection), SendRejected and its kinds (permanent for
+        this message) or EngineError (`retryable` says whether another attempt may help).
+        """
+
+    async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
+        """Show `presence` (typing, recording, paused) in the chat with JID `to`."""
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
-        """Ask WhatsApp whether `phone_number` is on it and under which JID."""
+        """Ask WhatsApp whether `phone_number` (digits with country code) is on it and under which JIDs."""
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         """Request a pairing code for `phone_number` (also emitted as a PairingCode event)."""
 
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""
+
+    def abandon(self, ref: SessionRef) -> None:
+        """Forget a session whose stop did not finish in time: nothing more of it is reported or sent.
+
+        What the engine cannot reclaim (a Go client stuck in a call) stays behind; the worker counts it.
+        """
 
     async def close(self) -> None:
         """Stop every session (keeping keys) and release the engine's resources."""

@@ -37,6 +37,7 @@ from zapgate.engines.base import (
     JidLookup,
     NotConnected,
     PairingCode,
+    Presence,
     QrCode,
     Receipt,
     SendRejected,
@@ -274,8 +275,19 @@ class SandboxEngine:
         self._spawn(session, self._expire_pairing(session))
         return code
 
+    async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
+        session = self._hosted(ref)
+        if session.status is not SessionStatus.CONNECTED:
+            raise NotConnected(f"session {ref} is {session.status.value}, not connected")
+
     def hosts(self, ref: SessionRef) -> bool:
         return ref in self._sessions
+
+    def abandon(self, ref: SessionRef) -> None:
+        session = self._sessions.pop(ref, None)
+        if session is not None:
+            for task in list(session.tasks):
+                task.cancel()
 
     async def close(self) -> None:
         for ref in list(self._sessions):

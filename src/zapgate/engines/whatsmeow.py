@@ -40,7 +40,7 @@ with warnings.catch_warnings():
     from neonize.exc import NeonizeError
     from neonize.proto import Neonize_pb2 as pb
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-    from neonize.utils.enum import ClientName, ClientType
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType
 
     # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
     for leaked in list(getattr(subprocess, "_active", None) or ()):
@@ -60,6 +60,7 @@ from zapgate.engines.base import (
     JidLookup,
     NotConnected,
     PairingCode,
+    Presence,
     QrCode,
     Receipt,
     SendRejected,
@@ -326,6 +327,7 @@ class _Session:
     gate_timer: threading.Timer | None = None
     qr_timer: asyncio.TimerHandle | None = None
     pairing_code: str | None = None
+    abandoned: bool = False  # its stop did not return in time: the worker no longer hosts it
 
     @property
     def ref(self) -> SessionRef:
@@ -371,7 +373,9 @@ class WhatsmeowEngine:
         loop: asyncio.AbstractEventLoop | None = None,
         reconnect_attempts: int = 3,
         backoff_base: float = 1.0,
+        device_name: str = "zapgate",
     ) -> None:
+        self._device_name = device_name
         self._on_event = on_event
         self._keystore_dsn = keystore_dsn
         self._given_loop = loop
@@ -473,9 +477,26 @@ class WhatsmeowEngine:
             waited += 0.05
         return await self._go(session, lambda client: self._pair_phone(session, client, phone_number))
 
+    async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
+        """Show typing, recording or paused in the chat with `to` (whatsmeow's SendChatPresence)."""
+        session = self._hosted(ref)
+        paused = presence is Presence.PAUSED
+        state = ChatPresence.CHAT_PRESENCE_PAUSED if paused else ChatPresence.CHAT_PRESENCE_COMPOSING
+        recording = presence is Presence.RECORDING
+        media = ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO if recording else ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
+        await self._go(session, lambda client: client.send_chat_presence(parse_jid(to), state, media))
+
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""
         return self._session(ref) is not None
+
+    def abandon(self, ref: SessionRef) -> None:
+        """Forget a session whose stop did not return: its Go client is left behind, reporting nothing."""
+        with self._lock:
+            session = self._sessions.pop(ref, None)
+        if session is not None:
+            session.abandoned = True
+            session.stop_requested.set()
 
     async def close(self) -> None:
         """Stop every session (keeping keys) and release the engine's threads."""
