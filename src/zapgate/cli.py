@@ -129,9 +129,10 @@ def worker() -> None:
 
 async def _run_worker(settings: Settings, url: str) -> None:
     from zapgate.db.manager import ConnectionManager
+    from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
-    from zapgate.services.hosting import Worker, available_engines
     from zapgate.services.webhooks import WebhookDispatcher, webhook_policy, webhook_retry
+    from zapgate.services.worker import EXIT_TO_BE_REPLACED, Worker, worker_options
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,12 +149,13 @@ async def _run_worker(settings: Settings, url: str) -> None:
         worker = Worker(
             manager,
             url,
-            available_engines(),
+            registry.available(),
             capacity=settings.max_sessions,
             lease_ttl=settings.lease_ttl,
             qr_timeout=settings.qr_timeout_ms / 1000,
             max_qr_codes=settings.max_qr_codes,
             session_timeout=settings.session_timeout_ms / 1000,
+            options=worker_options(settings),
         )
         dispatcher = WebhookDispatcher(
             manager,
@@ -169,10 +171,16 @@ async def _run_worker(settings: Settings, url: str) -> None:
         await dispatcher.start()
         freeze_startup_objects()
         try:
-            await stop.wait()
+            await asyncio.wait(
+                [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(worker.exhausted.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             await dispatcher.close()
             await worker.close()
+        if worker.exhausted.is_set():
+            # drained: a fresh process (its supervisor, or the orchestrator) takes over
+            raise SystemExit(EXIT_TO_BE_REPLACED)
 
 
 @main.command()

@@ -5,7 +5,8 @@
     │   ├── InvalidClientId         a client id outside ^[a-z0-9][a-z0-9_]{0,47}$
     │   ├── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
     │   ├── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
-    │   └── InvalidWebhook          a webhook URL, event name or destination that cannot be used
+    │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
+    │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
@@ -71,6 +72,12 @@ class InvalidWebhook(InvalidRequest):
     """A webhook URL, event name or destination that cannot be used; `field` names the culprit."""
 
     code = "invalid_webhook"
+
+
+class UnstorableData(InvalidRequest):
+    """A value the database refuses to store as it is (a NUL byte, an invalid encoding): never retried."""
+
+    code = "unstorable_data"
 
 
 class RateLimited(ZapgateError):

@@ -50,6 +50,23 @@ OUTBOUND_QUEUE = Gauge(
     registry=REGISTRY,
 )
 HOSTED_SESSIONS = Gauge("zapgate_hosted_sessions", "Sessions a worker hosts.", registry=REGISTRY)
+KEEPALIVE = Counter(
+    "zapgate_keepalive",
+    "WhatsApp keep-alives that timed out, and recoveries after them (real engine).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ABANDONED_CLIENTS = Gauge(
+    "zapgate_abandoned_clients",
+    "Engine clients a worker gave up on because their stop did not return in time (it exits past a bound).",
+    registry=REGISTRY,
+)
+ENGINE_CALL_TIMEOUTS = Counter(
+    "zapgate_engine_call_timeouts",
+    "Engine calls a worker stopped waiting for, by call.",
+    ["call"],
+    registry=REGISTRY,
+)
 
 
 class _Pool(Protocol):

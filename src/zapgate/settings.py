@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
 
+    # engines: bounds, reconnection, what is kept, how the real engine shows itself
+    device_name: str = Field("zapgate", min_length=1, max_length=64, validation_alias="ZAPGATE_DEVICE_NAME")
+    engine_timeout: float = Field(15.0, gt=0, le=600, validation_alias="ZAPGATE_ENGINE_TIMEOUT")  # s per start/stop
+    max_abandoned_clients: int = Field(3, ge=0, le=1_000, validation_alias="ZAPGATE_MAX_ABANDONED_CLIENTS")
+    reconnect_window: float = Field(300.0, ge=5, le=86_400, validation_alias="ZAPGATE_RECONNECT_WINDOW")  # seconds
+    keep_stories: bool = Field(False, validation_alias="ZAPGATE_KEEP_STORIES")
+    recipient_cache_ttl: float = Field(86_400.0, ge=0, validation_alias="ZAPGATE_RECIPIENT_CACHE_TTL")  # seconds
+    send_max_attempts: int = Field(5, ge=1, le=100, validation_alias="ZAPGATE_SEND_MAX_ATTEMPTS")
+    # pacing of the real engine's sends (unset: its safe defaults); ZAPGATE_SANDBOX_PACED rehearses it on the sandbox
+    pace_typing_ms_per_char: float | None = Field(None, ge=0, validation_alias="ZAPGATE_PACE_TYPING_MS_PER_CHAR")
+    pace_typing_max_ms: float | None = Field(None, ge=0, validation_alias="ZAPGATE_PACE_TYPING_MAX_MS")
+    pace_pause_min_ms: float | None = Field(None, ge=0, validation_alias="ZAPGATE_PACE_PAUSE_MIN_MS")
+    pace_pause_max_ms: float | None = Field(None, ge=0, validation_alias="ZAPGATE_PACE_PAUSE_MAX_MS")
+    first_contacts_per_day: int | None = Field(None, ge=0, validation_alias="ZAPGATE_FIRST_CONTACTS_PER_DAY")
+    sandbox_paced: bool = Field(False, validation_alias="ZAPGATE_SANDBOX_PACED")
+
     # realtime and sending
     sse_heartbeat: float = Field(15.0, gt=0, le=300, validation_alias="ZAPGATE_SSE_HEARTBEAT")  # seconds
     send_rate: float = Field(5.0, ge=0, validation_alias="ZAPGATE_SEND_RATE")  # per session per second; 0: no limit

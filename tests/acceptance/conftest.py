@@ -11,7 +11,7 @@ import pytest
 
 from tests.acceptance.support import ServeFactory, ServeProcess, free_port
 from zapgate.db.manager import ConnectionManager
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, BAD_CLIENT_IDS, client_schemas, running_app
 from zapgate.db.manager import ConnectionManager
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 PROBLEM_JSON = "application/problem+json"

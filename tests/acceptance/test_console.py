@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Locator, Page, Route, async_playwright
 from tests.acceptance.support import ADMIN_KEY, running_app
 from tests.acceptance.test_messages_api import linked
 from tests.acceptance.test_whatsapp_api import new_client
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: `./run test` installs it; Playwright downloads nothing

@@ -12,7 +12,7 @@ import pytest
 from tests.acceptance.support import api_client
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 
 ALICE, BOB = "5511988880001", "5511988880002"
 

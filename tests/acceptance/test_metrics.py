@@ -12,7 +12,7 @@ from tests.acceptance.support import ADMIN_KEY, running_app
 from tests.acceptance.test_messages_api import eventually, linked
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 

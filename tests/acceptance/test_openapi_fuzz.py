@@ -14,7 +14,7 @@ import pytest
 from tests.acceptance.support import ADMIN_KEY, running_app
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

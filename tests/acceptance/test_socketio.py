@@ -18,7 +18,7 @@ import pytest
 from tests.acceptance.support import ADMIN_KEY, api_client, running_app
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 JS = Path(__file__).resolve().parents[1] / "js"

@@ -14,7 +14,7 @@ from tests.acceptance.support import api_client
 from tests.acceptance.test_admin_api import assert_problem
 from tests.acceptance.test_whatsapp_api import new_client
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.services.hosting import Worker
+from zapgate.services.worker import Worker
 
 
 @pytest.fixture

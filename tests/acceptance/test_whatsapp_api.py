@@ -12,8 +12,8 @@ import pytest
 from tests.acceptance.support import ADMIN, ADMIN_KEY, running_app
 from tests.acceptance.test_admin_api import assert_problem
 from zapgate.db.manager import ConnectionManager
-from zapgate.services.hosting import Worker
 from zapgate.services.sessions import SessionService
+from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 

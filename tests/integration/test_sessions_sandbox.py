@@ -17,8 +17,8 @@ from zapgate.errors import (
     SessionNotFound,
 )
 from zapgate.services.clients import ClientService
-from zapgate.services.hosting import Worker
 from zapgate.services.sessions import SessionService
+from zapgate.services.worker import Worker
 
 PHONE_A, PHONE_B = "5511999990001", "5511999990002"
 

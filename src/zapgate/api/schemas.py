@@ -124,6 +124,12 @@ class SessionOut(_Body):
     qr_expires_at: datetime | None
     pairing_code: str | None = Field(examples=["ABCD-EFGH"])
     last_error: str | None
+    status_code: str | None = Field(
+        None, examples=["temporary_ban"], description="Why it is in its status, for programs (null when fine)."
+    )
+    status_details: dict[str, Any] | None = Field(
+        None, examples=[{"banCode": 101, "expiresAt": "2026-12-01T10:00:00+00:00"}], description="That reason's data."
+    )
     desired: str | None = Field(None, description="What was asked of it: running, stopped or logged_out.")
     created_at: datetime
     updated_at: datetime
@@ -228,7 +234,15 @@ class MessageOut(_Body):
     """A message sent or received by a session."""
 
     id: str
-    message_id: str = Field(examples=["3EB0C431C26A1916E2A3A5"], description="WhatsApp's id of the message.")
+    message_id: str = Field(
+        examples=["3EB0C431C26A1916E2A3A5"],
+        description="The message's id: the one `POST /whatsapp/send` answered (for inbound messages, WhatsApp's).",
+    )
+    whatsapp_message_id: str | None = Field(
+        None,
+        examples=["3EB0A1B2C3D4E5F6A7B8C9"],
+        description="The id WhatsApp knows the message by (receipts name it); null until WhatsApp took it.",
+    )
     session_id: str = Field(examples=["user123"])
     direction: Literal["inbound", "outbound"]
     status: str = Field(examples=["read"])
@@ -237,7 +251,16 @@ class MessageOut(_Body):
     timestamp: datetime
     sent_at: datetime | None = None
     chat_jid: str | None = Field(None, examples=["5511999999999@s.whatsapp.net"])
+    sender_jid: str | None = Field(None, description="Who wrote it, in a group.")
+    sender_lid: str | None = None
+    source: str | None = Field(
+        None,
+        examples=["api"],
+        description="Outbound only: sent through zapgate (api) or from the linked phone itself (phone).",
+    )
     error: str | None = None
+    error_code: str | None = Field(None, examples=["not_on_whatsapp"], description="Why it failed, for programs.")
+    attempts: int = Field(0, description="Attempts that failed in a way that may pass (it is tried again).")
     contact: ContactOut | None = None
     history: list[StatusStepOut] | None = Field(None, description="Every status it reached (single message only).")
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from sqlalchemy import exc as sa_exc
 
-from zapgate.errors import DatabaseError, DatabaseUnavailable, DuplicateRecord, InvalidRequest, ZapgateError
+from zapgate.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    DuplicateRecord,
+    InvalidRequest,
+    UnstorableData,
+    ZapgateError,
+)
 
 _UNIQUE_VIOLATION = "23505"
 _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
 _NOT_NULL_VIOLATION = "23502"
+_DATA_EXCEPTION = "22"  # class 22: the value itself is refused (a NUL byte, an invalid encoding, out of range)
 # class 08 (connection exception) and 57P0x (server shutting down / crashed)
 _UNAVAILABLE_PREFIXES = ("08", "57P")
 
@@ -47,6 +55,9 @@ def translate(exc: BaseException) -> ZapgateError | None:
             return DuplicateRecord("a record with this key already exists", detail=detail)
         if state in {_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION, _NOT_NULL_VIOLATION}:
             return InvalidRequest(f"rejected by the database: {detail}", sqlstate=state)
+        if state is not None and state.startswith(_DATA_EXCEPTION):
+            # the database's words stay in the log: they may quote the data
+            return UnstorableData("the database cannot store this value", sqlstate=state)
         if exc.connection_invalidated or (state is not None and state.startswith(_UNAVAILABLE_PREFIXES)):
             return DatabaseUnavailable(f"database unavailable: {detail}")
         if state is None and isinstance(getattr(exc, "orig", None), OSError | ConnectionError):

@@ -8,42 +8,66 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.db.tables import contacts, messages, sessions
+from zapgate.db.tables import messages, sessions
+from zapgate.domain import receipts
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import MessageStatus
 from zapgate.errors import IdempotencyKeyReused
 
-# the order a message's status only ever moves along (a late "sent" never undoes "read")
-STATUS_ORDER = ["pending", "failed", "sent", "delivered", "read", "played"]
-RANK = {MessageStatus(status): rank for rank, status in enumerate(STATUS_ORDER)}
+STATUS_ORDER = [status.value for status in receipts.STATUS_ORDER]
+RANK = receipts.RANK
 
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
-    """A message waiting to be sent: its id, its text and where it goes (a JID, or a contact's number)."""
+    """A message waiting to be sent: its id, its text and where it goes.
+
+    `to` is the recipient as the caller gave it (digits, a JID or a group JID); `recipient` is WhatsApp's
+    answer about that number when one is cached and fresh.
+    """
 
     message_id: str
     content: str
     to: str
     accepted_at: datetime | None = None
+    attempts: int = 0
+    recipient: Recipient | None = None
+    is_group: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """WhatsApp's answer about a number for one session: on it or not, under which JIDs."""
+
+    phone_number: str
+    on_whatsapp: bool
+    jid: str | None
+    lid: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    """What happened when a worker tried to send one message."""
+    """What happened when a worker tried to send one message.
 
-    message_id: str  # the id it was queued under
-    assigned_id: str  # the id WhatsApp knows it by (the same, unless the engine could not keep ours)
-    status: MessageStatus  # sent or failed
-    chat_jid: str
+    `status` is sent or failed (or further, when receipts overtook the send), or pending for a message
+    to try again at `retry_at`.
+    """
+
+    message_id: str  # our id, the public one
+    assigned_id: str | None  # the id WhatsApp knows it by (None unless WhatsApp took it)
+    status: MessageStatus
+    chat_jid: str | None
     sent_at: datetime | None
     error: str | None
+    error_code: str | None = None
+    retry_at: datetime | None = None  # pending: not claimed again before then
+    attempts: int = 0  # failed attempts so far, this one included
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,42 +75,65 @@ class Advanced:
     """A message whose status moved forward, and where from."""
 
     session_row: str
-    message_id: str
+    message_id: str  # ours
+    wa_message_id: str  # WhatsApp's, which the receipt named
     old_status: MessageStatus
 
 
 async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> list[PendingMessage]:
-    """Lock and return the session's oldest pending messages (skipping any another transaction holds)."""
-    stmt = (
-        select(
-            messages.c.message_id, messages.c.content, messages.c.contact_id, messages.c.chat_jid, messages.c.timestamp
-        )
-        .where(
-            messages.c.session_id == session_row,
-            messages.c.status == MessageStatus.PENDING.value,
-            messages.c.direction == "outbound",
-        )
-        .order_by(messages.c.timestamp, messages.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = (await conn.execute(stmt)).all()
-    wanted = list({row.contact_id for row in rows if not row.chat_jid})
-    numbers: dict[str, str] = {}
-    if wanted:
-        found = await conn.execute(select(contacts.c.id, contacts.c.phone_number).where(contacts.c.id.in_(wanted)))
-        numbers = {row.id: row.phone_number for row in found}
+    """Lock and return the session's oldest pending messages that are due (skipping any another holds).
+
+    A message waiting for its next attempt holds back the later messages to the same chat (their order
+    is kept), not the messages to others.
+    """
+    rows = (await conn.execute(_CLAIM, {"row": session_row, "limit": limit})).all()
     return [
-        PendingMessage(row.message_id, row.content, row.chat_jid or numbers.get(row.contact_id, ""), row.timestamp)
+        PendingMessage(
+            row.message_id,
+            row.content,
+            row.phone_number,  # the recipient as given (digits or a JID): resolved again if the cache expired
+            row.timestamp,
+            row.attempts,
+            Recipient(row.phone_number, row.on_whatsapp, row.jid, row.lid) if row.on_whatsapp is not None else None,
+            bool(row.is_group),
+        )
         for row in rows
     ]
 
 
-async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
-    """Record the outcome of sends still pending; return the (queued) ids recorded.
+_CLAIM = text(
+    """
+    WITH due AS (
+        SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts
+        FROM messages m
+        WHERE m.session_id = :row AND m.status = 'pending' AND m.direction = 'outbound'
+          AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
+          AND NOT EXISTS (
+              SELECT 1 FROM messages h
+              WHERE h.session_id = m.session_id AND h.contact_id = m.contact_id
+                AND h.status = 'pending' AND h.direction = 'outbound' AND h.next_attempt_at > now()
+                AND (h.timestamp, h.id) < (m.timestamp, m.id)
+          )
+        ORDER BY m.timestamp, m.id
+        LIMIT :limit
+        FOR UPDATE OF m SKIP LOCKED
+    )
+    SELECT d.message_id, d.content, d.timestamp, d.attempts, c.phone_number, c.is_group,
+           r.on_whatsapp, r.jid, r.lid
+    FROM due d
+    JOIN contacts c ON c.id = d.contact_id
+    LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
+    ORDER BY d.timestamp, d.message_id
+    """
+)
 
-    An outcome's status is sent or failed, or further along when the message's receipts came first.
-    A message no longer pending was overtaken by its own receipt and is left as it is.
+
+async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
+    """Record the outcome of sends still pending; return the ids (ours) recorded.
+
+    An outcome's status is sent or failed, or further along when the message's receipts came first, or
+    pending with the time of its next attempt. A message no longer pending was overtaken by its own
+    receipt and is left as it is.
     """
     if not outcomes:
         return set()
@@ -95,18 +142,21 @@ async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequen
         {
             "row": session_row,
             "ids": [o.message_id for o in outcomes],
-            "new_ids": [o.assigned_id for o in outcomes],
+            "wa_ids": [o.assigned_id for o in outcomes],
             "statuses": [o.status.value for o in outcomes],
             "chats": [o.chat_jid for o in outcomes],
             "sent_at": [o.sent_at for o in outcomes],
             "errors": [o.error for o in outcomes],
+            "codes": [o.error_code for o in outcomes],
+            "retry_at": [o.retry_at for o in outcomes],
+            "attempts": [o.attempts for o in outcomes],
         },
     )
     return {row.requested for row in result}
 
 
 async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, MessageStatus]]) -> list[Advanced]:
-    """Move each (session row, message id) of an outbound message to its status if that is further along."""
+    """Move each (session row, WhatsApp message id) of an outbound message to its status if further along."""
     if not targets:
         return []
     result = await conn.execute(
@@ -118,7 +168,86 @@ async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, Messa
             "order": STATUS_ORDER,
         },
     )
-    return [Advanced(row.session_id, row.message_id, MessageStatus(row.old_status)) for row in result]
+    return [
+        Advanced(row.session_id, row.message_id, row.wa_message_id, MessageStatus(row.old_status)) for row in result
+    ]
+
+
+async def remember_recipients(
+    conn: AsyncConnection, session_row: str, answers: Sequence[Recipient], ttl: float
+) -> None:
+    """Cache WhatsApp's answers about numbers for the session, for `ttl` seconds."""
+    if not answers:
+        return
+    await conn.execute(
+        _REMEMBER_RECIPIENTS,
+        {
+            "row": session_row,
+            "numbers": [a.phone_number for a in answers],
+            "on": [a.on_whatsapp for a in answers],
+            "jids": [a.jid for a in answers],
+            "lids": [a.lid for a in answers],
+            "ttl": ttl,
+        },
+    )
+
+
+_REMEMBER_RECIPIENTS = text(
+    """
+    INSERT INTO recipients AS r (session_id, phone_number, on_whatsapp, jid, lid, checked_at, expires_at)
+    SELECT :row, n, o, j, l, now(), now() + make_interval(secs => :ttl)
+    FROM unnest(CAST(:numbers AS text[]), CAST(:on AS boolean[]), CAST(:jids AS text[]), CAST(:lids AS text[]))
+        AS i(n, o, j, l)
+    ON CONFLICT (session_id, phone_number) DO UPDATE
+    SET on_whatsapp = excluded.on_whatsapp, jid = excluded.jid, lid = COALESCE(excluded.lid, r.lid),
+        checked_at = excluded.checked_at, expires_at = excluded.expires_at
+    """
+)
+
+
+async def first_contact_room(
+    conn: AsyncConnection, session_row: str, jids: Collection[str], cap: int
+) -> tuple[set[str], datetime | None]:
+    """Return which of `jids` are first contacts of the session (they never wrote to it, it never wrote to
+    them first), and when the next first contact is allowed if the cap of the last 24 hours is reached."""
+    rows = (await conn.execute(_FIRST_CONTACTS, {"row": session_row, "jids": sorted(jids)})).all()
+    first = {row.jid for row in rows if row.first}
+    count, oldest = (await conn.execute(_FIRST_CONTACTS_TODAY, {"row": session_row})).one()
+    if count < cap:
+        return first, None
+    return first, oldest + timedelta(days=1)
+
+
+_FIRST_CONTACTS = text(
+    """
+    SELECT j AS jid, NOT (
+        EXISTS (SELECT 1 FROM first_contacts f WHERE f.session_id = :row AND f.jid = j)
+        OR EXISTS (
+            SELECT 1 FROM messages m
+            WHERE m.session_id = :row AND m.direction = 'inbound' AND m.chat_jid = j
+        )
+    ) AS first
+    FROM unnest(CAST(:jids AS text[])) AS j
+    """
+)
+
+_FIRST_CONTACTS_TODAY = text(
+    """
+    SELECT count(*), min(at) FROM first_contacts WHERE session_id = :row AND at > now() - interval '1 day'
+    """
+)
+
+
+async def note_first_contacts(conn: AsyncConnection, session_row: str, jids: Collection[str]) -> None:
+    """Record that the session wrote first to `jids` now (they count against its daily cap)."""
+    if jids:
+        await conn.execute(
+            text(
+                "INSERT INTO first_contacts (session_id, jid) SELECT :row, j FROM unnest(CAST(:jids AS text[])) AS j"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"row": session_row, "jids": sorted(jids)},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +322,8 @@ _ENQUEUE = text(
     ), c AS (
         SELECT id, session_id, phone_number FROM known UNION ALL SELECT id, session_id, phone_number FROM added
     )
-    INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp)
-    SELECT i.message_row, i.session_row, c.id, i.message_id, i.content, 'text', 'outbound', 'pending', i.ts
+    INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp, source)
+    SELECT i.message_row, i.session_row, c.id, i.message_id, i.content, 'text', 'outbound', 'pending', i.ts, 'api'
     FROM input i JOIN c ON c.session_id = i.session_row AND c.phone_number = i.recipient
     ORDER BY i.n
     RETURNING message_id
@@ -205,17 +334,17 @@ _ADVANCE = text(
     """
     WITH input AS (
         SELECT * FROM unnest(CAST(:rows AS text[]), CAST(:ids AS text[]), CAST(:statuses AS text[]))
-            AS i(session_row, message_id, status)
+            AS i(session_row, wa_message_id, status)
     ), target AS (
         SELECT m.id, m.status AS old_status, i.status AS new_status
-        FROM messages m JOIN input i ON m.session_id = i.session_row AND m.message_id = i.message_id
+        FROM messages m JOIN input i ON m.session_id = i.session_row AND m.wa_message_id = i.wa_message_id
         WHERE m.direction = 'outbound'
           AND array_position(CAST(:order AS text[]), m.status) < array_position(CAST(:order AS text[]), i.status)
         FOR UPDATE OF m
     )
     UPDATE messages m SET status = t.new_status, sent_at = COALESCE(m.sent_at, now()), updated_at = now()
     FROM target t WHERE m.id = t.id
-    RETURNING m.session_id, m.message_id, t.old_status
+    RETURNING m.session_id, m.message_id, m.wa_message_id, t.old_status
     """
 )
 
@@ -223,13 +352,15 @@ _RECORD_SENDS = text(
     """
     WITH input AS (
         SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:new_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
-            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[])
-        ) AS i(message_id, new_message_id, status, chat_jid, sent_at, error)
+            CAST(:ids AS text[]), CAST(:wa_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
+            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[]), CAST(:codes AS text[]),
+            CAST(:retry_at AS timestamptz[]), CAST(:attempts AS integer[])
+        ) AS i(message_id, wa_message_id, status, chat_jid, sent_at, error, error_code, retry_at, attempts)
     )
     UPDATE messages m
-    SET status = i.status, message_id = i.new_message_id, chat_jid = i.chat_jid, sent_at = i.sent_at,
-        error = i.error, updated_at = now()
+    SET status = i.status, wa_message_id = COALESCE(i.wa_message_id, m.wa_message_id),
+        chat_jid = COALESCE(i.chat_jid, m.chat_jid), sent_at = i.sent_at, error = i.error,
+        error_code = i.error_code, next_attempt_at = i.retry_at, attempts = i.attempts, updated_at = now()
     FROM input i
     WHERE m.session_id = :row AND m.message_id = ANY(CAST(:ids AS text[]))  -- index lookups, not a join scan
       AND m.message_id = i.message_id AND m.status = 'pending'

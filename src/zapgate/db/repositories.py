@@ -71,6 +71,8 @@ def _session(row: RowMapping) -> Session:
         pairing_code=row["pairing_code"],
         qr_expires_at=row["qr_expires_at"],
         last_error=row["last_error"],
+        status_code=row["status_code"],
+        status_details=row["status_details"],
     )
 
 
@@ -100,6 +102,12 @@ def _message(row: RowMapping, *, with_contact: bool = False) -> Message:
         chat_jid=row["chat_jid"],
         error=row["error"],
         sent_at=row["sent_at"],
+        wa_message_id=row["wa_message_id"],
+        error_code=row["error_code"],
+        sender_jid=row["sender_jid"],
+        sender_lid=row["sender_lid"],
+        source=row["source"],
+        attempts=row["attempts"],
     )
 
 
@@ -197,6 +205,8 @@ class SessionRepository:
         jid: str | _Unset | None = UNSET,
         pairing_code: str | _Unset | None = UNSET,
         last_error: str | _Unset | None = UNSET,
+        status_code: str | _Unset | None = UNSET,
+        status_details: dict[str, Any] | _Unset | None = UNSET,
     ) -> Session:
         """Change the given fields of `session_id` (and `updated_at`); raise SessionNotFound if absent."""
         changes = _changes(
@@ -207,6 +217,8 @@ class SessionRepository:
             jid=jid,
             pairing_code=pairing_code,
             last_error=last_error,
+            status_code=status_code,
+            status_details=status_details,
         )
         stmt = (
             update(sessions)
@@ -438,8 +450,13 @@ class MessageRepository:
         status: str,
         timestamp: datetime,
         chat_jid: str | None,
+        wa_message_id: str | None = None,
+        sender_jid: str | None = None,
+        sender_lid: str | None = None,
+        source: str | None = None,
+        error: str | None = None,
     ) -> bool:
-        """Insert a message unless its `message_id` is known; return whether it was inserted."""
+        """Insert a message unless its `message_id` (or WhatsApp id) is known; return whether it was inserted."""
         stmt = (
             pg_insert(messages)
             .values(
@@ -453,8 +470,13 @@ class MessageRepository:
                 status=status,
                 timestamp=timestamp,
                 chat_jid=chat_jid,
+                wa_message_id=wa_message_id,
+                sender_jid=sender_jid,
+                sender_lid=sender_lid,
+                source=source,
+                error=error,
             )
-            .on_conflict_do_nothing(index_elements=[messages.c.session_id, messages.c.message_id])
+            .on_conflict_do_nothing()  # the same message id, or the same WhatsApp id (our own send, echoed)
             .returning(messages.c.id)
         )
 

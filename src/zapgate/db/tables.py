@@ -56,6 +56,8 @@ sessions = Table(
     Column("pairing_code", Text, nullable=True),
     Column("qr_expires_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
+    Column("status_code", Text, nullable=True),  # why it is in its status, for programs (temporary_ban, ...)
+    Column("status_details", JSONB, nullable=True),  # that reason's data (a ban's code and expiry, ...)
 )
 
 contacts = Table(
@@ -86,8 +88,23 @@ messages = Table(
     Column("error", Text, nullable=True),  # why it failed
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("wa_message_id", Text, nullable=True),  # WhatsApp's id (receipts name it); ours is message_id
+    Column("attempts", Integer, nullable=False, server_default=text("0")),  # sends tried and failed retryably
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),  # not claimed again before then
+    Column("error_code", Text, nullable=True),  # why it failed, for programs (not_on_whatsapp, restricted, ...)
+    Column("sender_jid", Text, nullable=True),  # who wrote it, in a group
+    Column("sender_lid", Text, nullable=True),
+    Column("source", Text, nullable=True),  # outbound: api (through zapgate) or phone (the linked phone itself)
     CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
     UniqueConstraint("session_id", "message_id"),
+)
+# receipts name WhatsApp's id; inbound messages are deduplicated by it too
+Index(
+    "uq_messages_session_id_wa_message_id",
+    messages.c.session_id,
+    messages.c.wa_message_id,
+    unique=True,
+    postgresql_where=text("wa_message_id IS NOT NULL"),
 )
 # "the messages of a session, newest first" reads this index forwards
 Index(
@@ -104,6 +121,44 @@ Index(
     messages.c.timestamp,
     messages.c.id,
     postgresql_where=text("status = 'pending' AND direction = 'outbound'"),
+)
+
+# WhatsApp's answer about a number, per session: on it or not, under which JIDs (cached until expires_at)
+recipients = Table(
+    "recipients",
+    tenant_metadata,
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("phone_number", Text, primary_key=True),
+    Column("on_whatsapp", Boolean, nullable=False),
+    Column("jid", Text, nullable=True),
+    Column("lid", Text, nullable=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# the numbers each session wrote to first (they had never written to it), for the daily first-contact cap
+first_contacts = Table(
+    "first_contacts",
+    tenant_metadata,
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("jid", Text, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index("ix_first_contacts_session_id_at", first_contacts.c.session_id, first_contacts.c.at)
+
+# a message waiting for its next attempt holds back later ones to its chat: found through this
+Index(
+    "ix_messages_held",
+    messages.c.session_id,
+    messages.c.contact_id,
+    postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+)
+# "has this chat ever written to the session" (the first-contact cap)
+Index(
+    "ix_messages_inbound_chat",
+    messages.c.session_id,
+    messages.c.chat_jid,
+    postgresql_where=text("direction = 'inbound'"),
 )
 
 events = Table(

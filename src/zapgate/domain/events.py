@@ -9,7 +9,7 @@ from zapgate.domain.records import Event
 
 
 class EventType(StrEnum):
-    """The seed's event names, plus message-status and pairing-code."""
+    """The seed's event names, plus message-status, pairing-code and what WhatsApp tells besides messages."""
 
     QR_CODE = "qr-code"
     PAIRING_CODE = "pairing-code"
@@ -17,6 +17,29 @@ class EventType(StrEnum):
     MESSAGE_RECEIVED = "message-received"
     MESSAGE_STATUS = "message-status"
     ERROR = "error"
+    MESSAGE_UNDECRYPTABLE = "message-undecryptable"  # a message arrived that could not be decrypted
+    HISTORY_SYNC = "history-sync"  # the phone sent a chunk of chat history
+    CONNECTION_HEALTH = "connection-health"  # keep-alives failing, or answered again
+
+
+def status_change_payload(
+    status: str,
+    previous: str,
+    reason: str | None,
+    *,
+    code: str | None = None,
+    details: dict[str, Any] | None = None,
+    engine: str | None = None,
+    phone_number: str | None = None,
+) -> dict[str, Any]:
+    """The body of a `status-change` event (a public contract: every producer builds it here)."""
+    payload: dict[str, Any] = {"status": status, "previousStatus": previous, "reason": reason, "code": code}
+    if details:
+        payload["details"] = details
+    if engine is not None:
+        payload["engine"] = engine
+        payload["phoneNumber"] = phone_number
+    return payload
 
 
 def event_body(event: Event) -> dict[str, Any]:

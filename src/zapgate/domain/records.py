@@ -43,6 +43,8 @@ class Session:
     pairing_code: str | None = None
     qr_expires_at: datetime | None = None
     last_error: str | None = None
+    status_code: str | None = None  # why it is in its status, for programs
+    status_details: dict[str, Any] | None = None  # that reason's data
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,12 @@ class Message:
     chat_jid: str | None = None
     error: str | None = None
     sent_at: datetime | None = None
+    wa_message_id: str | None = None  # WhatsApp's id (ours is message_id; both WhatsApp's for inbound)
+    error_code: str | None = None
+    sender_jid: str | None = None  # who wrote it, in a group
+    sender_lid: str | None = None
+    source: str | None = None  # outbound: "api" or "phone"
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from zapgate import metrics
 from zapgate.batching import GroupCommit
 from zapgate.db import keystore, notify, outbound, placements
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.events import EventType
+from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
@@ -236,7 +236,7 @@ class SessionService:
                 qr_code=None,
                 qr_expires_at=None,
             )
-            payload = {"status": "logged_out", "previousStatus": current.status, "reason": "logged out"}
+            payload = status_change_payload("logged_out", current.status, "logged out")
             await _event(tx, sid, EventType.STATUS_CHANGE, {**payload, "engine": current.engine})
             await placements.settle(tx.connection, cid, sid, "logged_out")
 

@@ -1,0 +1,362 @@
+"""The outbox: each hosted session's pending messages, resolved, paced, sent in order and recorded.
+
+For each connected session, batches of pending messages are claimed in a short transaction (FOR UPDATE
+SKIP LOCKED), sent with no transaction open (a send waits on the network; an engine may need the
+database itself), then recorded in one transaction with their events. A crash in between leaves them
+pending: they are sent again (on whatsmeow under a new WhatsApp id: see the README's delivery notes).
+
+Before the first send to a number the session asks WhatsApp for its account (the answer is cached per
+session with a TTL): a number that is not on WhatsApp fails that message for good; Brazil's ninth digit
+is whatever WhatsApp answers. A failure that cannot get better (not on WhatsApp, no LID, restricted) is
+final for that message; one that may pass is tried again later, up to an attempt cap, and holds back
+only the later messages to the same chat. Paced engines show "typing…" and pause between sends, one
+message at a time, and write to at most so many new numbers a day (the rest wait for room).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from zapgate import metrics
+from zapgate.background import TaskGroup
+from zapgate.db import outbound
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
+from zapgate.domain.events import EventType
+from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user, phone_jid
+from zapgate.domain.receipts import further, furthest
+from zapgate.domain.records import MessageStatus
+from zapgate.domain.sessions import SessionStatus
+from zapgate.engines.base import (
+    EngineError,
+    NotConnected,
+    NotOnWhatsApp,
+    Presence,
+    Receipt,
+    Restricted,
+    SendRejected,
+    SessionRef,
+    UnknownSession,
+)
+from zapgate.log import get_logger
+from zapgate.services.hosted import Hosted, HostedSessions
+from zapgate.services.recorder import EventEntry, Recorder, acks_of, send_entry, split_receipts, status_entry
+
+log = get_logger(__name__)
+
+SEND_BATCH = 200  # pending messages claimed at once per session (1 when its sends are paced)
+RETRY_BASE = 2.0  # seconds before the second attempt; doubled for each further one
+RETRY_MAX = 300.0  # seconds: the longest wait between two attempts
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """How the outbox treats sends: caches, attempts, timeouts."""
+
+    recipient_ttl: float = 86_400.0  # seconds WhatsApp's answer about a number is trusted
+    max_attempts: int = 5  # attempts of a message that fails retryably before it fails for good
+    call_timeout: float = 90.0  # seconds a send, lookup or presence call may take before it counts as failed
+
+
+@dataclass
+class _Round:
+    """What one batch's sends learned, to be recorded with them."""
+
+    outcomes: list[SendOutcome] = field(default_factory=list)
+    learned: list[Recipient] = field(default_factory=list)
+    first_contacts: set[str] = field(default_factory=set)
+    notices: list[EventEntry] = field(default_factory=list)
+    held_chats: set[str] = field(default_factory=set)  # chats whose next message waits: later ones stay pending
+    interrupted: bool = False  # the session could not send any more (disconnected)
+
+
+class Outbox:
+    """Send the pending messages of a worker's connected sessions."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        hosted: HostedSessions,
+        recorder: Recorder,
+        tasks: TaskGroup,
+        policy: OutboxPolicy,
+        *,
+        poll_interval: float = 1.0,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._manager = manager
+        self._hosted = hosted
+        self._recorder = recorder
+        self._tasks = tasks
+        self._policy = policy
+        self._poll = poll_interval
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for pending messages now (a session connected)."""
+        self._wake.set()
+
+    async def run(self, notified: asyncio.Event) -> None:
+        """Start a sender for each connected session with nothing in flight, on every wake-up or poll."""
+        while True:
+            notified.clear()
+            self._wake.clear()
+            for ref, hosted in list(self._hosted.items()):
+                if hosted.status is SessionStatus.CONNECTED and not hosted.sending:
+                    hosted.sending = True
+                    self._tasks.spawn(self._send_pending(ref, hosted), name="send")
+            waits = [asyncio.ensure_future(notified.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waits, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _send_pending(self, ref: SessionRef, hosted: Hosted) -> None:
+        """Send the session's due pending messages, oldest first, in batches, each recorded with its events."""
+        try:
+            while hosted.status is SessionStatus.CONNECTED and self._hosted.get(ref) is hosted:
+                limit = 1 if hosted.pacing.paced else SEND_BATCH
+                batch = await self._manager.execute_transaction(
+                    ref.client_id, partial(self._claim_batch, hosted, limit)
+                )
+                if not batch:
+                    return
+                hosted.in_flight = True
+                stored: list[Receipt] = []
+                try:
+                    sent = await self._send_rows(ref, hosted, batch)
+                    stored = await self._manager.execute_transaction(
+                        ref.client_id, partial(self._record, ref=ref, hosted=hosted, sent=sent)
+                    )
+                    for outcome in sent.outcomes:
+                        if outcome.status is not MessageStatus.PENDING:
+                            metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
+                finally:
+                    hosted.in_flight = False
+                    # receipts held while the batch was in flight, and not taken by its record, go to the recorder
+                    taken = {id(receipt) for receipt in stored}
+                    for receipt in hosted.deferred:
+                        if id(receipt) not in taken:
+                            self._recorder.put(receipt)
+                    hosted.deferred = []
+                for receipt in stored:
+                    for ack in acks_of(receipt):
+                        ack()
+                if sent.interrupted or len(batch) < limit:
+                    return
+        except Exception as exc:
+            log.warning("worker.send_failed", session=str(ref), error=repr(exc))
+        finally:
+            hosted.sending = False
+
+    async def _claim_batch(self, hosted: Hosted, limit: int, tx: Transaction) -> list[PendingMessage]:
+        """Lock and return the session's oldest due pending messages."""
+        return await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    async def _send_rows(self, ref: SessionRef, hosted: Hosted, batch: list[PendingMessage]) -> _Round:
+        """Send in order until the session cannot send any more; return what happened to each."""
+        sent = _Round()
+        for pending in batch:
+            if pending.to in sent.held_chats:
+                continue  # an earlier message to this chat waits for its next attempt: keep the order
+            try:
+                to = await self._target(ref, hosted, pending, sent)
+                until = await self._first_contact_wait(hosted, to, sent)
+                if until is not None:
+                    sent.held_chats.add(pending.to)
+                    sent.outcomes.append(_held(pending, until))
+                    sent.notices.append(_held_entry(ref, pending, until))
+                    continue
+                outcome = await self._send_one(ref, hosted, pending, to)
+            except (NotConnected, UnknownSession):
+                sent.interrupted = True
+                break  # stays pending: it goes out after the (re)connection
+            except EngineError as exc:
+                outcome = self._failure(pending, exc)
+            if outcome.status is MessageStatus.PENDING:
+                sent.held_chats.add(pending.to)
+            sent.outcomes.append(outcome)
+            if outcome.status is MessageStatus.SENT and pending.accepted_at is not None:
+                metrics.SEND_LATENCY.observe(max(0.0, (datetime.now(UTC) - pending.accepted_at).total_seconds()))
+            if outcome.error_code == Restricted.code:
+                sent.notices.append(_restricted_entry(ref, outcome))
+            hosted.last_active = time.monotonic()
+            if hosted.pacing.paced and outcome.status is MessageStatus.SENT:
+                await self._sleep(hosted.pacing.pause_seconds())
+        return sent
+
+    async def _send_one(self, ref: SessionRef, hosted: Hosted, pending: PendingMessage, to: str) -> SendOutcome:
+        engine = hosted.engine
+        typing = hosted.pacing.typing_seconds(pending.content)
+        if typing > 0:
+            await self._bounded("presence", engine.send_presence(ref, to, Presence.COMPOSING))
+            await self._sleep(typing)
+        result = await self._bounded("send", engine.send_text(ref, to, pending.content, pending.message_id))
+        return SendOutcome(
+            pending.message_id,
+            result.message_id,
+            MessageStatus.SENT,
+            result.to or to,
+            result.timestamp,
+            None,
+            attempts=pending.attempts,
+        )
+
+    async def _bounded(self, call: str, awaitable: Any) -> Any:
+        """Await an engine call for at most the policy's timeout (a timeout is an error that may pass)."""
+        try:
+            return await asyncio.wait_for(awaitable, self._policy.call_timeout)
+        except TimeoutError as exc:
+            metrics.ENGINE_CALL_TIMEOUTS.labels(call).inc()
+            raise EngineError(f"the engine did not answer the {call} call in {self._policy.call_timeout:g} s") from exc
+
+    async def _target(self, ref: SessionRef, hosted: Hosted, pending: PendingMessage, sent: _Round) -> str:
+        """Return the JID to send to: WhatsApp's account for a number (asked once, cached), a group or LID as is.
+
+        Raises NotOnWhatsApp for a number WhatsApp does not know: its message fails for good.
+        """
+        to = pending.to
+        if to.endswith("@" + GROUP_SERVER) or to.endswith("@" + LID_SERVER):
+            return to
+        number = jid_user(to) if to.endswith("@" + USER_SERVER) else to
+        answer = self._cached(hosted, number, pending)
+        if answer is None:
+            lookup = await self._bounded("resolve", hosted.engine.resolve(ref, number))
+            answer = Recipient(number, lookup.on_whatsapp, lookup.jid, lookup.lid)
+            sent.learned.append(answer)
+        hosted.recipients[number] = (answer, time.monotonic() + self._policy.recipient_ttl)
+        if not answer.on_whatsapp:
+            raise NotOnWhatsApp("the number is not on WhatsApp (WhatsApp's own lookup said so)")
+        return answer.jid or answer.lid or phone_jid(number)
+
+    def _cached(self, hosted: Hosted, number: str, pending: PendingMessage) -> Recipient | None:
+        known = hosted.recipients.get(number)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        if pending.recipient is not None:  # from the database (another worker or an earlier run asked)
+            return pending.recipient
+        return None
+
+    async def _first_contact_wait(self, hosted: Hosted, to: str, sent: _Round) -> datetime | None:
+        """Return until when a message to `to` waits: a first contact past the session's daily cap; else None."""
+        cap = hosted.pacing.first_contacts_per_day
+        if not cap or to.endswith("@" + GROUP_SERVER) or to in sent.first_contacts:
+            return None
+
+        async def room(tx: Transaction) -> tuple[set[str], datetime | None]:
+            return await outbound.first_contact_room(tx.connection, hosted.session_row_id, [to], cap)
+
+        first, next_allowed = await self._manager.execute_transaction(hosted.placement.client_id, room)
+        if to not in first:
+            return None
+        if next_allowed is None:
+            sent.first_contacts.add(to)  # counted against the cap once it is sent
+        return next_allowed
+
+    def _failure(self, pending: PendingMessage, exc: EngineError) -> SendOutcome:
+        """The outcome of a send that failed: for good, or to try again later (up to the attempt cap)."""
+        attempts = pending.attempts + 1
+        permanent = isinstance(exc, SendRejected) or not exc.retryable
+        if not permanent and attempts < self._policy.max_attempts:
+            delay = min(RETRY_MAX, RETRY_BASE * 2 ** (attempts - 1))
+            log.warning("worker.send_retry_later", message_id=pending.message_id, attempts=attempts, error=exc.message)
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            return SendOutcome(
+                pending.message_id, None, MessageStatus.PENDING, None, None, exc.message, exc.code, retry_at, attempts
+            )
+        code = exc.code if permanent else "too_many_attempts"
+        return SendOutcome(
+            pending.message_id, None, MessageStatus.FAILED, None, None, exc.message, code, None, attempts
+        )
+
+    # -- recording ----------------------------------------------------------------------------------------
+
+    async def _record(self, tx: Transaction, *, ref: SessionRef, hosted: Hosted, sent: _Round) -> list[Receipt]:
+        """Record what happened to each send, then the receipts that overtook them; return those receipts.
+
+        Receipts often come back while the sends are being recorded (the sandbox's at once). They are
+        stored here, after their sends: a message sent and already read is written once, as read, with
+        its sent, delivered and read events in that order.
+        """
+        overtaking = list(hosted.deferred)  # a copy: a retried transaction starts from the same receipts
+        outcomes = sent.outcomes
+        wa_ids = {o.assigned_id for o in outcomes if o.status is MessageStatus.SENT and o.assigned_id}
+        ahead, others = split_receipts(overtaking, wa_ids)
+
+        def with_receipts(outcome: SendOutcome) -> SendOutcome:
+            if outcome.assigned_id is None or outcome.status is not MessageStatus.SENT:
+                return outcome
+            status = furthest(outcome.status, (r.status for r in ahead.get(outcome.assigned_id, ())))
+            return outcome if status is outcome.status else replace(outcome, status=status)
+
+        row = hosted.session_row_id
+        await outbound.remember_recipients(tx.connection, row, sent.learned, self._policy.recipient_ttl)
+        recorded = await outbound.record_sends(tx.connection, row, [with_receipts(o) for o in outcomes])
+        taken = {o.chat_jid for o in outcomes if o.status is MessageStatus.SENT and o.message_id in recorded}
+        await outbound.note_first_contacts(tx.connection, row, sent.first_contacts & taken)
+        entries: list[EventEntry] = list(sent.notices)
+        for outcome in outcomes:
+            if outcome.message_id not in recorded or outcome.status is MessageStatus.PENDING:
+                continue  # no longer pending (deleted, or recorded by another run), or waiting for its next attempt
+            entries.append(send_entry(ref, outcome))
+            reached: MessageStatus = outcome.status
+            for receipt in ahead.pop(outcome.assigned_id or "", ()):
+                if further(receipt.status, reached):
+                    reached = receipt.status
+                    wa_id = outcome.assigned_id
+                    entries.append(
+                        status_entry(ref.session_id, outcome.message_id, wa_id, receipt.status, _iso(receipt))
+                    )
+        for wa_id, receipts in ahead.items():  # their message was not recorded here: the usual way
+            others.extend(replace(r, message_ids=(wa_id,)) for r in receipts)
+        if others:
+            entries.extend(await self._recorder.advance_by_receipts(tx, ref.client_id, others))
+        await tx.event.append_many(entries)
+        return overtaking
+
+
+FIRST_CONTACT_CAP = "first_contact_cap"
+
+
+def _held(pending: PendingMessage, until: datetime) -> SendOutcome:
+    """The outcome of a message to a new number past the daily first-contact cap: it waits until `until`."""
+    message = "the session's daily cap of first contacts is reached: it goes out when there is room"
+    return SendOutcome(
+        pending.message_id, None, MessageStatus.PENDING, None, None, message, FIRST_CONTACT_CAP, until, pending.attempts
+    )
+
+
+def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> EventEntry:
+    """The message-status event of a message held by the first-contact cap (it stays pending)."""
+    payload = {
+        "sessionId": ref.session_id,
+        "messageId": pending.message_id,
+        "status": MessageStatus.PENDING.value,
+        "reason": FIRST_CONTACT_CAP,
+        "retryAt": until.isoformat(),
+    }
+    return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
+
+
+def _iso(receipt: Receipt) -> str:
+    return receipt.timestamp.isoformat()
+
+
+def _restricted_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
+    """The `error` event of a send WhatsApp refused because the account is restricted."""
+    payload = {
+        "sessionId": ref.session_id,
+        "code": Restricted.code,
+        "message": outcome.error or "WhatsApp restricted this account's sending",
+        "retryable": False,
+        "details": {"messageId": outcome.message_id},
+    }
+    return (EventType.ERROR.value, ref.session_id, payload)

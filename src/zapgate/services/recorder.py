@@ -1,0 +1,539 @@
+"""Recording what engines report: every event is stored, with its event-log row, before anyone hears of it.
+
+Engine events arrive on one queue per worker, in order. Each is stored in one transaction of its client's
+schema (a run of receipts of one client shares one); an engine that can hold an event until it is stored
+(the sandbox's mailbox, whatsmeow's event thread) is told with the event's `ack` once it is.
+
+What WhatsApp sends is made storable first (a NUL byte or a lone surrogate in a text or a name would fail
+the transaction, and with it every event behind it). A database that is away is waited for, however long
+it takes: nothing an engine reported is dropped for it. An event the database still refuses is a data
+error: it is never retried; what can be kept is stored, with an `error` event saying what was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from zapgate import metrics
+from zapgate.db import notify, outbound, placements
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.outbound import SendOutcome
+from zapgate.domain.events import EventType, status_change_payload
+from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
+from zapgate.domain.receipts import announced_steps, furthest
+from zapgate.domain.records import MessageStatus
+from zapgate.domain.sessions import SessionStatus, can_transition
+from zapgate.domain.storable import storable, storable_json, storable_or_none
+from zapgate.engines.base import (
+    EngineEvent,
+    EngineFailure,
+    InboundMessage,
+    Notice,
+    NoticeKind,
+    PairingCode,
+    QrCode,
+    Receipt,
+    SessionRef,
+    StatusChanged,
+)
+from zapgate.errors import DatabaseUnavailable, InvalidRequest, SessionNotFound
+from zapgate.log import get_logger
+from zapgate.services.hosted import HostedSessions
+from zapgate.services.qr import qr_data_url
+
+log = get_logger(__name__)
+
+EVENT_BATCH = 500  # engine events stored per round (runs of receipts share a transaction)
+STORE_ATTEMPTS = 5  # tries for an event the database fails for another reason than being away
+STATUS_BROADCAST = "status@broadcast"  # the chat of contacts' stories
+
+# statuses after which a session rests until someone starts it again
+RESTING = {
+    SessionStatus.STOPPED: "stopped",
+    SessionStatus.FAILED: "stopped",
+    SessionStatus.QR_TIMEOUT: "stopped",
+    SessionStatus.LOGGED_OUT: "logged_out",
+}
+
+EventEntry = tuple[str, str | None, dict[str, Any]]  # (type, session id, payload) for append_many
+Ack = Callable[[], None]
+
+
+class Recorder:
+    """Store what the engines of one worker report, in order."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        hosted: HostedSessions,
+        *,
+        keep_stories: bool = False,
+        on_connected: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._manager = manager
+        self._hosted = hosted
+        self._keep_stories = keep_stories
+        self._on_connected = on_connected
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+
+    def put(self, event: EngineEvent) -> None:
+        """Queue an event to be stored (the engines' sink)."""
+        self.events.put_nowait(event)
+
+    async def consume(self) -> None:
+        """Store queued events for ever, in batches."""
+        while True:
+            batch = [await self.events.get()]
+            while len(batch) < EVENT_BATCH and not self.events.empty():
+                batch.append(self.events.get_nowait())
+            await self.store_batch(batch)
+
+    async def drain(self) -> None:
+        """Store whatever is queued now."""
+        batch = []
+        while not self.events.empty():
+            batch.append(self.events.get_nowait())
+        await self.store_batch(batch)
+
+    async def store_batch(self, batch: list[EngineEvent]) -> None:
+        """Store events in their order; a run of receipts of one client goes in one transaction."""
+        start = 0
+        while start < len(batch):
+            event = batch[start]
+            end = start + 1
+            if isinstance(event, Receipt):
+                while (
+                    end < len(batch)
+                    and isinstance(batch[end], Receipt)
+                    and batch[end].ref.client_id == event.ref.client_id
+                ):
+                    end += 1
+                receipts = [item for item in batch[start:end] if isinstance(item, Receipt)]
+                await self._with_retries(partial(self._store_receipts, receipts), event)
+            else:
+                await self._with_retries(partial(self._store, event), event)
+            start = end
+
+    async def _with_retries(self, store: Callable[[], Awaitable[list[Ack]]], event: EngineEvent) -> None:
+        """Store, waiting for a database that is away; then acknowledge what was stored."""
+        attempt = 0
+        while True:
+            try:
+                acks = await store()
+            except SessionNotFound:
+                acks = acks_of(event)  # deleted meanwhile: nothing to keep
+            except InvalidRequest as exc:  # the database refuses the data itself: retrying cannot help
+                acks = await self._store_what_can_be_kept(event, exc)
+            except Exception as exc:
+                attempt += 1
+                away = isinstance(exc, DatabaseUnavailable) or isinstance(exc.__cause__, OSError | ConnectionError)
+                log.warning("worker.store_failed", kind=type(event).__name__, attempt=attempt, error=repr(exc))
+                if away or attempt < STORE_ATTEMPTS:
+                    await asyncio.sleep(min(0.2 * 2 ** min(attempt, 8), 5.0))
+                    continue
+                # not acknowledged: an engine that can (the sandbox; whatsmeow up to its wait) hands it over again
+                log.error("worker.event_not_stored", kind=type(event).__name__, session=str(event.ref))
+                return
+            for ack in acks:
+                ack()
+            return
+
+    async def _store_what_can_be_kept(self, event: EngineEvent, exc: InvalidRequest) -> list[Ack]:
+        """Store an `error` event in place of an event the database refused (and, for a message, its id)."""
+        log.error("worker.event_unstorable", kind=type(event).__name__, session=str(event.ref), error=exc.message)
+        details: dict[str, Any] = {"kind": type(event).__name__}
+        if isinstance(event, InboundMessage):
+            details.update(messageId=storable(event.message_id), chatJid=storable(event.chat_jid))
+        payload = {
+            "code": "event_not_storable",
+            "message": "WhatsApp reported something the database could not store; its content was lost",
+            "retryable": False,
+            "details": details,
+        }
+
+        async def work(tx: Transaction) -> None:
+            await append(tx, event.ref, EventType.ERROR, payload)
+
+        try:
+            await self._manager.execute_transaction(event.ref.client_id, work)
+        except Exception as again:
+            log.error("worker.error_event_not_stored", session=str(event.ref), error=repr(again))
+        return acks_of(event)
+
+    async def _store(self, event: EngineEvent) -> list[Ack]:
+        hosted = self._hosted.get(event.ref)
+        if hosted is not None:
+            hosted.last_active = time.monotonic()
+        if isinstance(event, Receipt):
+            return await self._store_receipts([event])
+        if isinstance(event, StatusChanged):
+            await self._store_status(event)
+        elif isinstance(event, QrCode):
+            await self._store_qr(event)
+        elif isinstance(event, PairingCode):
+            await self._store_pairing_code(event)
+        elif isinstance(event, InboundMessage):
+            await self._store_inbound(event)
+        elif isinstance(event, EngineFailure):
+            await self._store_failure(event)
+        elif isinstance(event, Notice):
+            await self._store_notice(event)
+        return acks_of(event)
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    async def _store_status(self, event: StatusChanged) -> None:
+        ref = event.ref
+        hosted = self._hosted.get(ref)
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            previous = SessionStatus(session.status)
+            if not can_transition(previous, event.status):
+                log.warning("session.odd_transition", session=str(ref), previous=previous.value, new=event.status.value)
+            changes = status_changes(event)
+            await tx.session.update(ref.session_id, **changes)
+            if previous != event.status:
+                payload = status_change_payload(
+                    event.status.value,
+                    previous.value,
+                    storable_or_none(event.reason),
+                    code=event.code,
+                    details=storable_json(dict(event.details)) if event.details else None,
+                    engine=session.engine,
+                    phone_number=changes.get("phone_number", session.phone_number),
+                )
+                await append(tx, ref, EventType.STATUS_CHANGE, payload)
+            resting = RESTING.get(event.status)
+            if resting is not None:
+                await placements.settle(tx.connection, ref.client_id, ref.session_id, resting)
+            if event.status is SessionStatus.CONNECTED:
+                await notify.notify(tx.connection, notify.OUTBOUND, f"{ref.client_id}/{ref.session_id}")
+
+        await self._manager.execute_transaction(ref.client_id, work)
+        if hosted is not None and self._hosted.get(ref) is hosted:
+            hosted.enter(event.status)
+            if event.status in RESTING:
+                self._hosted.pop(ref, None)
+            elif event.status is SessionStatus.CONNECTED:
+                self._on_connected()
+
+    async def _store_qr(self, event: QrCode) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.update(ref.session_id, qr_code=event.code, qr_expires_at=event.expires_at)
+            await append(
+                tx,
+                ref,
+                EventType.QR_CODE,
+                {
+                    "qr": event.code,
+                    "qrDataUrl": qr_data_url(event.code),
+                    "expiresAt": event.expires_at.isoformat(),
+                    "sequence": event.sequence,
+                    "engine": session.engine,
+                },
+            )
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_pairing_code(self, event: PairingCode) -> None:
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.update(ref.session_id, pairing_code=event.code)
+            payload = {"code": event.code, "phoneNumber": event.phone_number, "engine": session.engine}
+            await append(tx, ref, EventType.PAIRING_CODE, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_failure(self, event: EngineFailure) -> None:
+        ref = event.ref
+        payload: dict[str, Any] = {
+            "code": event.code,
+            "message": storable(event.message),
+            "retryable": event.retryable,
+        }
+        if event.details:
+            payload["details"] = storable_json(dict(event.details))
+
+        async def work(tx: Transaction) -> None:
+            await tx.session.update(ref.session_id, last_error=payload["message"])
+            await append(tx, ref, EventType.ERROR, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_notice(self, event: Notice) -> None:
+        ref = event.ref
+        kind = {
+            NoticeKind.UNDECRYPTABLE: EventType.MESSAGE_UNDECRYPTABLE,
+            NoticeKind.HISTORY_SYNC: EventType.HISTORY_SYNC,
+            NoticeKind.KEEPALIVE_TIMEOUT: EventType.CONNECTION_HEALTH,
+            NoticeKind.KEEPALIVE_RESTORED: EventType.CONNECTION_HEALTH,
+        }[event.kind]
+        if event.kind is NoticeKind.KEEPALIVE_TIMEOUT:
+            metrics.KEEPALIVE.labels("timeout").inc()
+        elif event.kind is NoticeKind.KEEPALIVE_RESTORED:
+            metrics.KEEPALIVE.labels("restored").inc()
+        payload: dict[str, Any] = {"notice": event.kind.value, **storable_json(dict(event.details))}
+        if event.timestamp is not None:
+            payload["timestamp"] = event.timestamp.isoformat()
+
+        async def work(tx: Transaction) -> None:
+            await append(tx, ref, kind, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    # -- messages that arrive ---------------------------------------------------------------------------
+
+    async def _store_inbound(self, event: InboundMessage) -> None:
+        ref = event.ref
+        story = event.chat_jid == STATUS_BROADCAST
+        if story and not self._keep_stories:
+            metrics.MESSAGES.labels("inbound", "story_skipped").inc()
+            return  # contacts' stories are not messages (ZAPGATE_KEEP_STORIES keeps them, as kind "story")
+        chat = storable(event.chat_jid)
+        is_group = event.is_group or chat.endswith("@" + GROUP_SERVER)
+        key = chat if is_group or story or not chat.endswith("@" + USER_SERVER) else jid_user(chat)
+        message_id = storable(event.message_id)
+        text = storable(event.text)
+        push_name = storable_or_none(event.push_name)
+        sender = storable(event.sender_jid)
+        sender_lid = storable_or_none(event.sender_lid)
+        kind = "story" if story else storable(event.type)
+
+        async def work(tx: Transaction) -> bool:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            contact = await tx.contact.upsert(
+                session_id=session.id,
+                phone_number=key,
+                name=None if event.from_me or is_group or story else push_name,
+                is_group=is_group,
+            )
+            inserted = await tx.message.insert_if_new(
+                session_id=session.id,
+                contact_id=contact.id,
+                message_id=message_id,
+                wa_message_id=message_id,
+                content=text,
+                type=kind,
+                direction="outbound" if event.from_me else "inbound",
+                status=MessageStatus.SENT.value if event.from_me else MessageStatus.DELIVERED.value,
+                timestamp=event.timestamp,
+                chat_jid=chat,
+                sender_jid=sender if is_group or story else None,
+                sender_lid=sender_lid if is_group or story else None,
+                source="phone" if event.from_me else None,
+            )
+            if not inserted:
+                return False  # seen before (WhatsApp redelivers, or our own send echoed): stored once, announced once
+            await append(
+                tx,
+                ref,
+                EventType.MESSAGE_RECEIVED,
+                {
+                    "messageId": message_id,
+                    "whatsappMessageId": message_id,
+                    "from": key,
+                    "chatJid": chat,
+                    "chatLid": storable_or_none(event.chat_lid),
+                    "senderJid": sender,
+                    "senderLid": sender_lid,
+                    "pushName": push_name,
+                    "type": kind,
+                    "text": text,
+                    "isGroup": is_group,
+                    "fromMe": event.from_me,
+                    "source": "phone" if event.from_me else None,
+                    "timestamp": event.timestamp.isoformat(),
+                    "engine": session.engine,
+                },
+            )
+            return True
+
+        if await self._manager.execute_transaction(ref.client_id, work):
+            metrics.MESSAGES.labels("outbound" if event.from_me else "inbound", "received").inc()
+
+    # -- receipts -------------------------------------------------------------------------------------
+
+    async def _store_receipts(self, receipts: list[Receipt]) -> list[Ack]:
+        """Move messages forward by receipts (never backwards), with one message-status event per step.
+
+        Returns the acknowledgements of the receipts stored (deferred ones are acknowledged later).
+        """
+        client = receipts[0].ref.client_id
+        receipts = self._not_overtaking(receipts)
+        if not receipts:
+            return []
+        counted: list[MessageStatus] = []
+
+        async def work(tx: Transaction) -> None:
+            counted.clear()  # a retried transaction starts again
+            entries = await self.advance_by_receipts(tx, client, receipts)
+            counted.extend(MessageStatus(payload["status"]) for _, _, payload in entries)
+            await tx.event.append_many(entries)
+
+        await self._manager.execute_transaction(client, work)
+        for status in counted:
+            metrics.MESSAGES.labels("outbound", status.value).inc()
+        return [ack for receipt in receipts for ack in acks_of(receipt)]
+
+    def _not_overtaking(self, receipts: list[Receipt]) -> list[Receipt]:
+        """Return the receipts that may be stored now; hold those of a session whose sends are being recorded.
+
+        Receipts name WhatsApp's ids, which the worker learns only as each send returns: while a batch is
+        in flight, a receipt of that session may be about one of its messages, and waits for its record.
+        """
+        ready = []
+        for receipt in receipts:
+            hosted = self._hosted.get(receipt.ref)
+            if hosted is None:
+                ready.append(receipt)
+                continue
+            hosted.last_active = time.monotonic()
+            if hosted.in_flight:
+                hosted.deferred.append(receipt)  # stored once the batch is recorded: sent, then delivered
+            else:
+                ready.append(receipt)
+        return ready
+
+    async def advance_by_receipts(self, tx: Transaction, client: str, receipts: list[Receipt]) -> list[EventEntry]:
+        """Move messages forward by `receipts` (of `client`); return the message-status events of the steps."""
+        rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
+        reported: dict[tuple[str, str], list[Receipt]] = {}
+        for receipt in receipts:
+            row = rows.get(receipt.ref.session_id)
+            if row is None:
+                continue
+            for wa_id in receipt.message_ids:
+                reported.setdefault((row, wa_id), []).append(receipt)
+        if not reported:
+            return []
+        targets = [
+            (row, wa_id, furthest(MessageStatus.PENDING, (r.status for r in items)))
+            for (row, wa_id), items in reported.items()
+        ]
+        entries: list[EventEntry] = []
+        for changed in await outbound.advance(tx.connection, targets):
+            items = reported[(changed.session_row, changed.wa_message_id)]
+            steps = announced_steps(changed.old_status, [r.status for r in items])
+            first = items[0]
+            for status in steps:
+                told = next((r for r in items if r.status is status), None)
+                entries.append(
+                    status_entry(
+                        first.ref.session_id,
+                        changed.message_id,
+                        changed.wa_message_id,
+                        status,
+                        told.timestamp.isoformat() if told is not None else None,
+                    )
+                )
+        return entries
+
+    async def _session_rows(self, tx: Transaction, client: str, session_ids: set[str]) -> dict[str, str]:
+        """Return the row ids of `client`'s named sessions (known ones from memory)."""
+        found = {}
+        for session_id in session_ids:
+            hosted = self._hosted.get(SessionRef(client, session_id))
+            if hosted is not None:
+                found[session_id] = hosted.session_row_id
+        for session_id in session_ids - set(found):
+            session = await tx.session.find_unique(session_id)
+            if session is not None:
+                found[session_id] = session.id
+        return found
+
+
+def acks_of(event: EngineEvent) -> list[Ack]:
+    """Return the acknowledgement an event carries, if any."""
+    ack = event.ack if isinstance(event, InboundMessage | Receipt) else None
+    return [ack] if ack is not None else []
+
+
+def split_receipts(receipts: list[Receipt], ids: set[str]) -> tuple[dict[str, list[Receipt]], list[Receipt]]:
+    """Split receipts into those about WhatsApp ids `ids` (per id, in order) and the rest."""
+    about: dict[str, list[Receipt]] = {}
+    rest: list[Receipt] = []  # receipts, or the part of one, about other messages
+    for receipt in receipts:
+        for message_id in receipt.message_ids:
+            if message_id in ids:
+                about.setdefault(message_id, []).append(receipt)
+        others = tuple(message_id for message_id in receipt.message_ids if message_id not in ids)
+        if others:
+            rest.append(receipt if len(others) == len(receipt.message_ids) else replace(receipt, message_ids=others))
+    return about, rest
+
+
+def status_entry(
+    session_id: str, message_id: str, wa_message_id: str | None, status: MessageStatus, timestamp: str | None
+) -> EventEntry:
+    """The message-status event of message `message_id` (ours; WhatsApp's beside it) reaching `status`."""
+    payload: dict[str, Any] = {
+        "sessionId": session_id,
+        "messageId": message_id,
+        "whatsappMessageId": wa_message_id,
+        "status": status.value,
+    }
+    if timestamp is not None:
+        payload["timestamp"] = timestamp
+    return (EventType.MESSAGE_STATUS.value, session_id, payload)
+
+
+def send_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
+    """The message-status event of a send recorded as sent or failed."""
+    entry = status_entry(
+        ref.session_id,
+        outcome.message_id,
+        outcome.assigned_id,
+        outcome.status,
+        outcome.sent_at.isoformat() if outcome.sent_at else None,
+    )
+    payload = entry[2]
+    if outcome.chat_jid:
+        payload["to"] = outcome.chat_jid
+    if outcome.error:
+        payload["error"] = storable(outcome.error)
+    if outcome.error_code:
+        payload["reason"] = outcome.error_code
+    return entry
+
+
+def status_changes(event: StatusChanged) -> dict[str, Any]:
+    """Return what a status change changes on the session row."""
+    changes: dict[str, Any] = {
+        "status": event.status.value,
+        "status_code": event.code,
+        "status_details": storable_json(dict(event.details)) if event.details else None,
+    }
+    if event.status is not SessionStatus.QR:
+        changes.update(qr_code=None, qr_expires_at=None)
+    if event.status is SessionStatus.CONNECTED:
+        changes.update(pairing_code=None, last_error=None)
+        if event.jid:
+            changes.update(jid=event.jid, phone_number=event.phone_number or jid_user(event.jid))
+    elif event.status in {
+        SessionStatus.FAILED,
+        SessionStatus.DISCONNECTED,
+        SessionStatus.RECONNECTING,
+        SessionStatus.QR_TIMEOUT,
+    }:
+        changes.update(last_error=storable_or_none(event.reason))
+    elif event.status is SessionStatus.LOGGED_OUT:
+        changes.update(jid=None, pairing_code=None)
+    return changes
+
+
+async def append(tx: Transaction, ref: SessionRef, kind: EventType, payload: dict[str, Any]) -> None:
+    """Append an event of the session to its client's log."""
+    await tx.event.append(type=kind.value, session_id=ref.session_id, payload={"sessionId": ref.session_id, **payload})

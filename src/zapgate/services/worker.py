@@ -1,0 +1,481 @@
+"""The worker: hosts sessions on engines, holds their leases, and keeps every engine call bounded.
+
+    placements ──claim──► Worker ──start/stop/logout──► Engine ──events──► Recorder ──► client schema
+       (registry)           │  ▲                                             (status, QR, messages,
+                            │  └── renew leases, read desired state            receipts, event log)
+                            └── Outbox: pending messages (FOR UPDATE SKIP LOCKED) ──send──► Engine
+
+A session is hosted by the worker holding its lease; a worker that dies stops renewing, and another
+claims the session once the lease has expired and restores it from its keys.
+
+No engine call may hang the worker: starts, stops and logouts are bounded. A session whose stop does
+not return in time (neonize's QR loop and an unpaired client's FetchMe can spin for ever) is abandoned:
+it is no longer hosted, its lease is released, and it is counted. Past `max_abandoned` such clients the
+worker drains (stops claiming, releases every lease) and asks to exit, so that its supervisor starts a
+fresh process; what an abandoned Go client still holds dies with the old one.
+
+A connected session is never closed for being quiet (it would miss inbound messages):
+WHATSAPP_SESSION_TIMEOUT bounds the pairing phase only. A session whose connection dropped shows
+`reconnecting` while its engine dials again; past the reconnect window the watchdog fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from zapgate import metrics
+from zapgate.background import TaskGroup
+from zapgate.db import notify, placements
+from zapgate.db.keystore import forget_device, provision_keystore
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.notify import Listener
+from zapgate.db.outbound import pending_count
+from zapgate.db.placements import Placement
+from zapgate.domain.events import EventType, status_change_payload
+from zapgate.domain.pacing import Pacing
+from zapgate.domain.sessions import SessionStatus, can_transition
+from zapgate.engines import registry
+from zapgate.engines.base import (
+    Engine,
+    EngineError,
+    EngineFailure,
+    SessionRef,
+    StartMode,
+    StartRequest,
+    StatusChanged,
+    StopTimedOut,
+)
+from zapgate.engines.registry import EngineContext, EngineSpec
+from zapgate.log import get_logger
+from zapgate.services.hosted import Hosted, HostedSessions
+from zapgate.services.outbox import Outbox, OutboxPolicy
+from zapgate.services.recorder import Recorder, append
+from zapgate.services.sandbox import PostgresSandboxNetwork
+from zapgate.settings import Settings
+
+log = get_logger(__name__)
+
+LEASE_TTL = 10.0  # seconds a lease lives without renewal
+EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL)
+T = TypeVar("T")
+
+# the statuses in which a session is still pairing (bounded by WHATSAPP_SESSION_TIMEOUT)
+_PAIRING = frozenset({SessionStatus.CONNECTING, SessionStatus.QR, SessionStatus.PAIRING})
+# the statuses in which a once-connected session is trying to get its connection back
+_RECONNECTING = frozenset({SessionStatus.RECONNECTING, SessionStatus.DISCONNECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker treats its engines and sessions beyond capacity and timings (settings, usually)."""
+
+    engine_timeout: float = 15.0  # seconds a start, stop or logout may take before it is given up on
+    max_abandoned: int = 3  # abandoned engine clients a worker holds before it drains and exits
+    reconnect_window: float = 300.0  # seconds a session may stay reconnecting before it is failed
+    keep_stories: bool = False  # store contacts' stories (status@broadcast) as messages of kind "story"
+    outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
+    pacing: Mapping[str, Pacing] = field(default_factory=dict)  # per engine, in place of its defaults
+    device_name: str = "zapgate"  # what the phone lists under Linked devices
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    """Return the worker options the settings ask for."""
+    overrides = {
+        "typing_ms_per_char": settings.pace_typing_ms_per_char,
+        "typing_max_ms": settings.pace_typing_max_ms,
+        "pause_min_ms": settings.pace_pause_min_ms,
+        "pause_max_ms": settings.pace_pause_max_ms,
+        "first_contacts_per_day": settings.first_contacts_per_day,
+    }
+    pacing = {}
+    real = None
+    for name in registry.known():
+        spec = registry.spec(name)
+        if spec.real:
+            real = pacing[name] = spec.pacing.with_overrides(**overrides)
+    if settings.sandbox_paced and real is not None:
+        pacing["sandbox"] = real
+    return WorkerOptions(
+        engine_timeout=settings.engine_timeout,
+        max_abandoned=settings.max_abandoned_clients,
+        reconnect_window=settings.reconnect_window,
+        keep_stories=settings.keep_stories,
+        outbox=OutboxPolicy(recipient_ttl=settings.recipient_cache_ttl, max_attempts=settings.send_max_attempts),
+        pacing=pacing,
+        device_name=settings.device_name,
+    )
+
+
+class Worker:
+    """Host up to `capacity` sessions of the given engines."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        database_url: str,
+        engines: Sequence[str] = ("sandbox",),
+        *,
+        capacity: int = 10,
+        lease_ttl: float = LEASE_TTL,
+        qr_timeout: float = 60.0,
+        max_qr_codes: int = 5,
+        session_timeout: float = 300.0,
+        poll_interval: float = 1.0,
+        worker_id: str | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.options = options or WorkerOptions()
+        self._manager = manager
+        self._capacity = capacity
+        self._lease_ttl = lease_ttl
+        self._qr_timeout = qr_timeout
+        self._max_qr_codes = max_qr_codes
+        self._session_timeout = session_timeout
+        self._poll = poll_interval
+        self._listener = Listener(database_url)
+        self._database_url = database_url
+        self._keystore_dsns: dict[str, str] = {}
+        self._hosted: HostedSessions = {}
+        self._tasks = TaskGroup("worker")
+        self._recorder = Recorder(
+            manager, self._hosted, keep_stories=self.options.keep_stories, on_connected=self._wake_outbox
+        )
+        self._outbox = Outbox(
+            manager, self._hosted, self._recorder, self._tasks, self.options.outbox, poll_interval=poll_interval
+        )
+        context = EngineContext(
+            on_event=self._recorder.put,
+            sandbox_network=lambda: PostgresSandboxNetwork(manager, self._listener.event(notify.SANDBOX)),
+            keystore_dsn=self._keystore_dsns.__getitem__,
+            device_name=self.options.device_name,
+        )
+        self._specs: dict[str, EngineSpec] = {name: registry.spec(name) for name in engines}
+        self._engines: dict[str, Engine] = {name: spec.build(context) for name, spec in self._specs.items()}
+        self.abandoned = 0  # engine clients given up on (their stop did not return)
+        self.exhausted = asyncio.Event()  # set when the worker drained itself and wants to be replaced
+
+    @property
+    def hosted(self) -> dict[SessionRef, SessionStatus]:
+        """The sessions this worker hosts, with their statuses."""
+        return {ref: hosted.status for ref, hosted in self._hosted.items()}
+
+    def engine(self, name: str) -> Engine:
+        """Return the engine called `name`."""
+        return self._engines[name]
+
+    def _wake_outbox(self) -> None:
+        self._outbox.wake()
+
+    async def start(self) -> None:
+        """Announce the worker and start its loops."""
+        await self._listener.start()
+        async with self._manager.registry_transaction() as conn:
+            await placements.heartbeat(conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity)
+        self._tasks.spawn(self._recorder.consume(), name="events")
+        self._tasks.spawn(self._lease_loop(), name="leases")
+        self._tasks.spawn(self._placement_loop(), name="placements")
+        self._tasks.spawn(self._outbox.run(self._listener.event(notify.OUTBOUND)), name="outbound")
+        log.info("worker.started", worker_id=self.worker_id, capacity=self._capacity, engines=list(self._engines))
+
+    async def close(self) -> None:
+        """Stop every hosted session (keys kept), free the leases at once and stop the loops.
+
+        The sessions keep wanting to run: another worker claims them at once and restores them.
+        """
+        for ref, hosted in list(self._hosted.items()):
+            if hosted.status in _PAIRING | _RECONNECTING | {SessionStatus.CONNECTED}:
+                reason = "its worker stopped; another worker takes it over"
+                self._recorder.put(StatusChanged(ref=ref, status=SessionStatus.DISCONNECTED, reason=reason))
+        for name, engine in self._engines.items():
+            try:
+                await asyncio.wait_for(engine.close(), self.options.engine_timeout * 2)
+            except Exception as exc:  # a hung engine must not keep the worker from exiting
+                log.error("worker.engine_close_failed", engine=name, error=repr(exc))
+        await asyncio.sleep(0)
+        await self._recorder.drain()
+        await self._tasks.close()
+        with contextlib.suppress(Exception):
+            async with self._manager.registry_transaction() as conn:
+                await placements.forget_worker(conn, self.worker_id)
+        await self._listener.close()
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+    # -- placement: claim, renew, reconcile -------------------------------------------------------------
+
+    async def _placement_loop(self) -> None:
+        wake = self._listener.event(notify.PLACEMENTS)
+        while not self.exhausted.is_set():
+            wake.clear()
+            try:
+                await self._claim()
+            except Exception as exc:
+                log.warning("worker.claim_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._poll)
+            await self._reconcile_now()
+
+    async def _claim(self) -> None:
+        room = self._capacity - len(self._hosted)
+        async with self._manager.registry_transaction() as conn:
+            claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
+            waiting = []
+            if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
+                # no live worker has room: say so, rather than let the sessions wait in silence
+                waiting = await placements.unplaced(conn, list(self._engines))
+        for placement in claimed:
+            await self._host(placement)
+        for placement in waiting:
+            await self._mark_unplaced(placement)
+
+    async def _measure(self) -> None:
+        """Update the gauges published with the heartbeat: sessions hosted, outbound queue depth."""
+        metrics.HOSTED_SESSIONS.set(len(self._hosted))
+        metrics.ABANDONED_CLIENTS.set(self.abandoned)
+        rows: dict[str, list[str]] = {}
+        for ref, hosted in self._hosted.items():
+            if hosted.session_row_id:
+                rows.setdefault(ref.client_id, []).append(hosted.session_row_id)
+        depth = 0
+        for client, session_rows in rows.items():
+
+            async def count(tx: Transaction, session_rows: list[str] = session_rows) -> int:
+                return await pending_count(tx.connection, session_rows)
+
+            try:
+                depth += await self._manager.execute_transaction(client, count)
+            except Exception as exc:  # a client deleted meanwhile, the database away: next round
+                log.debug("worker.measure_failed", client=client, error=repr(exc))
+        metrics.OUTBOUND_QUEUE.set(depth)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ttl / 3)
+            try:
+                await self._reconcile_now()
+                self._watch_sessions()
+            except Exception as exc:
+                log.warning("worker.renew_failed", error=repr(exc))
+
+    async def _reconcile_now(self) -> None:
+        await self._measure()
+        async with self._manager.registry_transaction() as conn:
+            await placements.heartbeat(
+                conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity, metrics.process_text()
+            )
+            current = {
+                SessionRef(p.client_id, p.session_id): p
+                for p in await placements.renew(conn, self.worker_id, self._lease_ttl)
+            }
+        for ref, hosted in list(self._hosted.items()):
+            placement = current.get(ref)
+            if placement is None:  # deleted, or our lease was taken over after we stalled
+                await self._unhost(ref, stop=True)
+            elif placement.desired == "stopped":
+                await self._unhost(ref, stop=True, reason="stopped on request")
+            elif placement.desired == "logged_out":
+                await self._logout(ref)
+            elif placement.generation != hosted.started_generation:
+                hosted.placement = placement
+                await self._start_engine(ref, hosted)
+
+    async def _host(self, placement: Placement) -> None:
+        ref = SessionRef(placement.client_id, placement.session_id)
+        try:
+            db = await self._manager.get_connection(placement.client_id)
+            session = await db.session.find_unique(placement.session_id)
+        except Exception as exc:
+            log.warning("worker.host_failed", session=str(ref), error=repr(exc))
+            await self._release(ref)
+            return
+        if session is None:
+            await self._release(ref)
+            return
+        spec = self._specs[placement.engine]
+        pacing = self.options.pacing.get(placement.engine, spec.pacing)
+        engine = self._engines[placement.engine]
+        # whatever the row says, nothing is connected here until the engine reports it
+        hosted = self._hosted[ref] = Hosted(placement, session.id, placement.generation, engine, pacing)
+        await self._start_engine(ref, hosted, jid=session.jid)
+
+    async def _start_engine(self, ref: SessionRef, hosted: Hosted, jid: str | None = None) -> None:
+        placement = hosted.placement
+        engine = hosted.engine
+        if engine.hosts(ref) and not await self._stop_engine(ref, hosted):
+            await self._release(ref)  # abandoned: no longer hosted here; another start may fare better
+            return
+        if jid is None:
+            db = await self._manager.get_connection(ref.client_id)
+            session = await db.session.find_unique(ref.session_id)
+            jid = session.jid if session else None
+        mode = StartMode(placement.mode)
+        if mode is StartMode.RESTORE and not jid:
+            mode = StartMode.QR
+        if mode is not StartMode.RESTORE and jid and placement.mode != "pairing_code":
+            mode = StartMode.RESTORE  # a linked session is restored, never paired again behind its back
+        hosted.started_generation = placement.generation
+        hosted.last_active = hosted.started_at = time.monotonic()
+        hosted.ever_connected = False
+        request = StartRequest(
+            ref=ref,
+            mode=mode,
+            phone_number=placement.pairing_phone,
+            jid=jid,
+            qr_timeout=self._qr_timeout,
+            max_qr_codes=self._max_qr_codes,
+        )
+        log.info("worker.session_starting", session=str(ref), engine=placement.engine, mode=mode.value)
+        try:
+            if self._specs[placement.engine].uses_keystore:
+                await self._provision_keystore(ref.client_id)
+            await self._bounded(engine.start(request), "start")
+        except EngineError as exc:
+            self._fail(ref, exc.code, exc.message)
+        except Exception as exc:
+            self._fail(ref, "start_failed", str(exc))
+
+    def _fail(self, ref: SessionRef, code: str, message: str) -> None:
+        self._recorder.put(EngineFailure(ref=ref, code=code, message=message))
+        self._recorder.put(StatusChanged(ref=ref, status=SessionStatus.FAILED, reason=message, code=code))
+
+    async def _bounded(self, call: Awaitable[T], name: str) -> T:
+        """Await an engine call for at most `engine_timeout` seconds (EngineError when it takes longer)."""
+        try:
+            return await asyncio.wait_for(call, self.options.engine_timeout)
+        except TimeoutError as exc:
+            metrics.ENGINE_CALL_TIMEOUTS.labels(name).inc()
+            raise EngineError(f"the engine did not finish the {name} in {self.options.engine_timeout:g} s") from exc
+
+    async def _stop_engine(self, ref: SessionRef, hosted: Hosted) -> bool:
+        """Stop the session's engine client within the bound; abandon it if it will not. Return whether it stopped."""
+        try:
+            await asyncio.wait_for(hosted.engine.stop(ref), self.options.engine_timeout)
+            return True
+        except (TimeoutError, StopTimedOut) as exc:
+            self._abandon(ref, hosted, repr(exc))
+        except Exception as exc:  # the engine failed to stop cleanly; it no longer runs the session either way
+            log.warning("worker.stop_failed", session=str(ref), error=repr(exc))
+            return True
+        return False
+
+    def _abandon(self, ref: SessionRef, hosted: Hosted, why: str) -> None:
+        """Give up on a client whose stop does not return: unhost the session, release it, count it."""
+        hosted.engine.abandon(ref)
+        self.abandoned += 1
+        metrics.ABANDONED_CLIENTS.set(self.abandoned)
+        log.error(
+            "worker.client_abandoned",
+            session=str(ref),
+            abandoned=self.abandoned,
+            bound=self.options.max_abandoned,
+            error=why,
+        )
+        if self._hosted.get(ref) is hosted:
+            self._hosted.pop(ref, None)
+        if self.abandoned > self.options.max_abandoned and not self.exhausted.is_set():
+            log.error("worker.draining", reason="too many abandoned engine clients", abandoned=self.abandoned)
+            self.exhausted.set()  # the process exits and its supervisor starts a fresh one
+
+    async def _unhost(self, ref: SessionRef, *, stop: bool, reason: str | None = None) -> None:
+        """Stop hosting `ref`; with a `reason`, record it as stopped (it rests until restarted)."""
+        hosted = self._hosted.pop(ref, None)
+        if hosted is None:
+            return
+        log.info("worker.session_released", session=str(ref), reason=reason or "no longer ours")
+        if stop:
+            await self._stop_engine(ref, hosted)  # abandoned or not, the session is no longer hosted here
+        if reason is not None:
+            self._recorder.put(StatusChanged(ref=ref, status=SessionStatus.STOPPED, reason=reason))
+        else:
+            await self._release(ref)
+
+    async def _logout(self, ref: SessionRef) -> None:
+        hosted = self._hosted.get(ref)
+        if hosted is None:
+            return
+        try:
+            await self._bounded(hosted.engine.logout(ref), "logout")
+        except EngineError as exc:
+            # WhatsApp cannot be told (offline): end the session and delete its keys ourselves
+            if hosted.engine.hosts(ref):
+                await self._stop_engine(ref, hosted)
+            if self._specs[hosted.placement.engine].uses_keystore:
+                await self._forget_device(ref)
+            self._recorder.put(EngineFailure(ref=ref, code=exc.code, message=exc.message))
+            self._recorder.put(StatusChanged(ref=ref, status=SessionStatus.LOGGED_OUT, reason="logged out"))
+
+    async def _provision_keystore(self, client: str) -> None:
+        """Make sure the engine has this client's key store (a role and schema of its own) and its DSN."""
+        if client in self._keystore_dsns:
+            return
+        async with self._manager.registry_transaction() as conn:
+            self._keystore_dsns[client] = await provision_keystore(conn, client, self._database_url)
+
+    async def _forget_device(self, ref: SessionRef) -> None:
+        try:
+            db = await self._manager.get_connection(ref.client_id)
+            session = await db.session.find_unique(ref.session_id)
+            if session is not None and session.jid:
+                async with self._manager.registry_transaction() as conn:
+                    await forget_device(conn, ref.client_id, session.jid)
+        except Exception as exc:
+            log.error("worker.keys_not_deleted", session=str(ref), error=repr(exc))
+
+    async def _release(self, ref: SessionRef) -> None:
+        with contextlib.suppress(Exception):
+            async with self._manager.registry_transaction() as conn:
+                await placements.release(conn, self.worker_id, ref.client_id, ref.session_id)
+
+    async def _mark_unplaced(self, placement: Placement) -> None:
+        ref = SessionRef(placement.client_id, placement.session_id)
+        reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None or session.status == SessionStatus.UNPLACED:
+                return
+            if not can_transition(SessionStatus(session.status), SessionStatus.UNPLACED):
+                return
+            await tx.session.update(ref.session_id, status=SessionStatus.UNPLACED.value, last_error=reason)
+            payload = status_change_payload("unplaced", session.status, reason, code="no_capacity")
+            await append(tx, ref, EventType.STATUS_CHANGE, payload)
+            await append(tx, ref, EventType.ERROR, {"code": "no_capacity", "message": reason})
+
+        with contextlib.suppress(Exception):
+            await self._manager.execute_transaction(ref.client_id, work)
+
+    # -- watchdogs: pairing that takes too long, reconnections that do not come back -----------------
+
+    def _watch_sessions(self) -> None:
+        now = time.monotonic()
+        for ref, hosted in list(self._hosted.items()):
+            if hosted.status is SessionStatus.CONNECTED:
+                hosted.ever_connected = True
+                continue
+            if hosted.status in _PAIRING and not hosted.ever_connected:
+                if now - hosted.started_at > self._session_timeout:
+                    reason = f"not paired within {self._session_timeout:g} s (WHATSAPP_SESSION_TIMEOUT)"
+                    log.info("worker.session_timeout", session=str(ref), reason=reason)
+                    hosted.started_at = now  # once
+                    self._tasks.spawn(self._unhost(ref, stop=True, reason=reason), name="timeout")
+            elif hosted.status in _RECONNECTING and now - hosted.status_since > self.options.reconnect_window:
+                window = self.options.reconnect_window
+                hosted.status_since = now  # once
+                self._tasks.spawn(self._give_up_reconnecting(ref, hosted, window), name="watchdog")
+
+    async def _give_up_reconnecting(self, ref: SessionRef, hosted: Hosted, window: float) -> None:
+        reason = f"the connection did not come back within {window:g} s (ZAPGATE_RECONNECT_WINDOW)"
+        log.warning("worker.reconnect_timeout", session=str(ref), window=window)
+        if self._hosted.get(ref) is not hosted:
+            return
+        self._hosted.pop(ref, None)
+        await self._stop_engine(ref, hosted)
+        self._recorder.put(StatusChanged(ref, SessionStatus.FAILED, reason=reason, code="reconnect_timeout"))
