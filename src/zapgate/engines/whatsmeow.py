@@ -59,6 +59,8 @@ from zapgate.engines.base import (
     InboundMessage,
     JidLookup,
     NotConnected,
+    Notice,
+    NoticeKind,
     PairingCode,
     Presence,
     QrCode,
@@ -102,6 +104,7 @@ _WRAPPERS = frozenset(
     }
 )
 _CAPTIONED = ("caption", "text", "name", "title", "conversation")
+_BROADCAST_SERVER = "broadcast"  # broadcast lists and stories, status@broadcast (whatsmeow types/jid.go:26, 42)
 
 
 class StartRejected(EngineError):
@@ -210,6 +213,26 @@ def _timestamp(value: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC) if value else datetime.now(UTC)
 
 
+# -- translation: neonize protobufs in, EngineEvents out ------------------------------------------------
+#
+# Behaviour relied on below was read in whatsmeow at 33cfac51 (2026-08-21, the newest stored snapshot; the bundled
+# 35ae40906e74 is a month newer) and in neonize's Go at fcd96cb (goneonize/, 2026-08-10). file:line refer to those.
+
+
+def _text(value: Any) -> str:
+    """Return a protobuf string field as str, whatever bytes Go put in it.
+
+    Go marshals proto2 strings without checking UTF-8, and upb then hands the field back as `bytes` (protobuf
+    7.36, measured): lone surrogates (as Go encodes them) become surrogates, any other bad byte stays recoverable.
+    """
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
 def _content(message: Any) -> tuple[str, str] | None:
     """Return (type, text) of a waE2E.Message, or None when it holds nothing a user would call a message."""
     for _ in range(4):  # wrappers nest at most a few levels
@@ -221,79 +244,165 @@ def _content(message: Any) -> tuple[str, str] | None:
             message = value.message
             continue
         if name == "conversation":
-            return "text", str(value)
+            return "text", _text(value)
         if name == "extendedTextMessage":
-            return "text", str(value.text)
+            return "text", _text(value.text)
         if name == "protocolMessage":
             return None  # revokes, key shares, history notices: not messages
         kind = name.removesuffix("Message")
         if name == "reactionMessage":
-            return "reaction", str(value.text)
-        text = next((str(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
+            return "reaction", _text(value.text)
+        text = next((_text(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
         return kind, text or f"[{kind}]"
     return None
 
 
-def _chat_ids(source: Any) -> tuple[str, str | None, str]:
-    """Return (chat_jid, chat_lid, sender_jid) of a MessageSource: phone JIDs preferred, LIDs alongside."""
-    chat = jid_string(source.Chat, device=False) or ""
-    sender = jid_string(source.Sender, device=False) or chat
-    sender_alt = jid_string(source.SenderAlt, device=False)
-    if source.Chat.Server == GROUP_SERVER or source.IsGroup:
-        if source.Sender.Server == LID_SERVER and sender_alt and source.SenderAlt.Server == USER_SERVER:
-            sender = sender_alt
-        return chat, None, sender
-    # a one-to-one chat: the other side's alternative JID is in SenderAlt (incoming) or RecipientAlt (mine)
-    alt = jid_string(source.RecipientAlt if source.IsFromMe else source.SenderAlt, device=False)
-    if source.Chat.Server == LID_SERVER:
-        lid = chat
-        if alt and alt.endswith("@" + USER_SERVER):
-            chat = alt
-        if not source.IsFromMe:
-            sender = chat
-        return chat, lid, sender
-    lid_alt = alt if alt and alt.endswith("@" + LID_SERVER) else None
-    if sender.endswith("@" + LID_SERVER) and not source.IsFromMe:
-        sender = chat
-    return chat, lid_alt, sender
+@dataclass(frozen=True, slots=True)
+class _Parties:
+    """Who a MessageSource names, phone JIDs preferred and LIDs alongside (devices dropped)."""
+
+    chat_jid: str  # "" when the source names no chat
+    chat_lid: str | None
+    sender_jid: str
+    sender_lid: str | None
+    is_group: bool
+
+
+def _phone_and_lid(*jids: Any) -> tuple[str | None, str | None]:
+    """Return (the first non-LID JID, the first LID) among `jids`, skipping empty ones."""
+    phone = lid = None
+    for jid in jids:
+        text = jid_string(jid, device=False)
+        if text is None:
+            continue
+        if jid.Server == LID_SERVER:
+            lid = lid or text
+        else:
+            phone = phone or text
+    return phone, lid
+
+
+def _parties(source: Any) -> _Parties:
+    """Read a MessageSource as whatsmeow fills it (message.go:87-191).
+
+    Groups and broadcasts (status@broadcast included) keep their chat; the writer is the participant, with the
+    other identity in SenderAlt (message.go:97-112). One-to-one chats name the other party in Chat, its other
+    identity in SenderAlt when they wrote, or in RecipientAlt when we did (IsFromMe, message.go:143-161, 172-185).
+    """
+    chat = source.Chat
+    sender_phone, sender_lid = _phone_and_lid(source.Sender, source.SenderAlt)
+    if chat.Server in (GROUP_SERVER, _BROADCAST_SERVER):
+        chat_jid = jid_string(chat, device=False) or ""
+        sender = sender_phone or sender_lid or chat_jid
+        return _Parties(chat_jid, None, sender, sender_lid, chat.Server == GROUP_SERVER)
+    chat_phone, chat_lid = _phone_and_lid(chat, source.RecipientAlt if source.IsFromMe else source.SenderAlt)
+    chat_jid = chat_phone or chat_lid or ""
+    sender = sender_phone or sender_lid or chat_jid
+    return _Parties(chat_jid, chat_lid, sender, sender_lid, False)
 
 
 def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
-    """Return the InboundMessage a neonize Message event carries (None for protocol-only messages)."""
-    content = _content(event.Message)
+    """Return the InboundMessage a neonize Message event carries (None for protocol-only messages).
+
+    Stories keep their chat, `status@broadcast` (the worker decides about them); messages the linked phone sent
+    are `from_me`, in the chat with the other party. Texts and names pass as WhatsApp gave them.
+    """
+    info = event.Info
+    message_id = _text(info.ID)
+    parties = _parties(info.MessageSource)
+    if not message_id or not parties.chat_jid:
+        log.warning("whatsmeow.message_unaddressed", session=str(ref), has_id=bool(message_id))
+        return None
+    try:
+        content = _content(event.Message)
+    except Exception as exc:  # whatsmeow acknowledges the message whatever happens here: keep what we know
+        log.warning("whatsmeow.content_unreadable", session=str(ref), message_id=message_id, error=repr(exc))
+        content = ("unknown", "[unknown]")
     if content is None:
         return None
-    info = event.Info
-    source = info.MessageSource
-    chat, lid, sender = _chat_ids(source)
     return InboundMessage(
         ref=ref,
-        message_id=str(info.ID),
-        chat_jid=chat,
-        chat_lid=lid,
-        sender_jid=sender,
+        message_id=message_id,
+        chat_jid=parties.chat_jid,
+        chat_lid=parties.chat_lid,
+        sender_jid=parties.sender_jid,
         type=content[0],
         text=content[1],
         timestamp=_timestamp(int(info.Timestamp)),
-        push_name=str(info.Pushname) or None,
-        is_group=bool(source.IsGroup),
-        from_me=bool(source.IsFromMe),
+        push_name=_text(info.Pushname) or None,
+        is_group=parties.is_group,
+        from_me=bool(info.MessageSource.IsFromMe),
+        sender_lid=parties.sender_lid,
     )
 
 
 def translate_receipt(ref: SessionRef, event: Any) -> Receipt | None:
-    """Return the Receipt a neonize Receipt event carries (None for kinds users do not see)."""
+    """Return the Receipt a neonize Receipt event carries, or None when it says nothing about what we sent.
+
+    Only delivered, read and played from someone else count. Read-self and played-self come from our own other
+    devices opening messages we received (types/presence.go:46-56), as does any receipt sent by our own account
+    (IsFromMe, receipt.go:64-75 with message.go:143-149): none means a recipient saw our message. neonize 0.5
+    reports played-self as SERVER_ERROR (goneonize/utils/encoder.go:695-696), so that is ignored too.
+    """
+    source = event.MessageSource
     status = _RECEIPT_STATUS.get(event.Type)
-    if status is None or not event.MessageIDs:
+    if status is None or source.IsFromMe:
         return None
-    chat, _, _ = _chat_ids(event.MessageSource)
+    message_ids = tuple(i for i in (_text(m) for m in event.MessageIDs) if i)
+    parties = _parties(source)
+    if not message_ids or not parties.chat_jid:
+        return None
     return Receipt(
         ref=ref,
-        message_ids=tuple(str(i) for i in event.MessageIDs),
+        message_ids=message_ids,
         status=status,
-        chat_jid=chat,
+        chat_jid=parties.chat_jid,
         timestamp=_timestamp(int(event.Timestamp)),
+        sender_jid=parties.sender_jid,  # in groups, the participant whose device answered (receipt.go:55)
     )
+
+
+def _enum_name(enum: Any, value: int, prefix: str = "") -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+    except ValueError:
+        return str(value)
+
+
+def translate_undecryptable(ref: SessionRef, event: Any) -> Notice:
+    """Return the notice for a message that arrived but could not be decrypted (WhatsApp may send it again)."""
+    info = event.Info
+    parties = _parties(info.MessageSource)
+    details = {
+        "messageId": _text(info.ID),
+        "chatJid": parties.chat_jid,
+        "chatLid": parties.chat_lid,
+        "senderJid": parties.sender_jid,
+        "senderLid": parties.sender_lid,
+        "isGroup": parties.is_group,
+        "fromMe": bool(info.MessageSource.IsFromMe),
+        # true when the sender's device sent this device no ciphertext at all (types/events/events.go:299-301)
+        "isUnavailable": bool(event.IsUnavailable),
+        # whatsmeow's UnavailableType (events.go:303, e.g. "view_once") is dropped by neonize's encoder
+        # (goneonize/utils/encoder.go:969-973): unknown here
+        "unavailableType": None,
+        # "hide": the message was of a kind WhatsApp does not show when it fails (events.go:276-281)
+        "decryptFailMode": _enum_name(pb.UndecryptableMessage.DecryptFailModeT, event.DecryptFailMode, "DECRYPT_FAIL_"),
+    }
+    return Notice(ref, NoticeKind.UNDECRYPTABLE, details, timestamp=_timestamp(int(info.Timestamp)))
+
+
+def translate_history_sync(ref: SessionRef, event: Any) -> Notice:
+    """Return the notice for a chunk of chat history the phone sent (what it is and how far along, not its content)."""
+    data = event.Data
+    details = {
+        "syncType": _enum_name(type(data).HistorySyncType, data.syncType),
+        "progress": int(data.progress) if data.HasField("progress") else None,  # percent
+        "chunkOrder": int(data.chunkOrder) if data.HasField("chunkOrder") else None,
+        "conversations": len(data.conversations),
+        "messages": sum(len(c.messages) for c in data.conversations),
+    }
+    return Notice(ref, NoticeKind.HISTORY_SYNC, details, timestamp=datetime.now(UTC))
 
 
 def _reason(value: Any) -> str:
@@ -597,6 +706,8 @@ class WhatsmeowEngine:
             pb.Disconnected,
             pb.Message,
             pb.Receipt,
+            pb.UndecryptableMessage,
+            pb.HistorySync,
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -692,6 +803,10 @@ class WhatsmeowEngine:
             receipt = translate_receipt(ref, event)
             if receipt is not None:
                 self._emit_and_wait_until_stored(receipt)
+        elif isinstance(event, pb.UndecryptableMessage):
+            self._emit(translate_undecryptable(ref, event))
+        elif isinstance(event, pb.HistorySync):
+            self._emit(translate_history_sync(ref, event))
         else:
             self._on_connection_event(session, event)
 
