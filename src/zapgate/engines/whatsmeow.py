@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import re
 import subprocess
 import threading
 import warnings
@@ -61,10 +62,13 @@ from zapgate.engines.base import (
     NotConnected,
     Notice,
     NoticeKind,
+    NotOnWhatsApp,
     PairingCode,
     Presence,
     QrCode,
     Receipt,
+    RecipientUnknown,
+    Restricted,
     SendRejected,
     SendResult,
     SessionRef,
@@ -405,6 +409,76 @@ def translate_history_sync(ref: SessionRef, event: Any) -> Notice:
     return Notice(ref, NoticeKind.HISTORY_SYNC, details, timestamp=datetime.now(UTC))
 
 
+# -- sends and lookups (called on an executor thread, under the gate, by _go_call) --------------------------
+
+
+class LookupRejected(EngineError):
+    """A lookup asked for something that is not a phone number (digits with country code)."""
+
+    code = "lookup_rejected"
+    retryable = False
+
+
+def _send(client: Any, target: Any, message: Any) -> tuple[Any, str | None]:
+    """Send `message` to `target`; return neonize's SendResponse and the JID whatsmeow addressed."""
+    response = client.send_message(target, message)
+    went_to = jid_string(target, device=False)
+    if target.Server == USER_SERVER:
+        # whatsmeow sent to the LID it keeps for this number (send.go:330-351); the send stored it, so the
+        # store answers now. neonize's SendResponse does not say (goneonize/utils/encoder.go:169-176).
+        went_to = _mapped(client.get_lid_from_pn, target) or went_to
+    return response, went_to
+
+
+def _mapped(lookup: Callable[[Any], Any], jid: Any) -> str | None:
+    """Return the JID whatsmeow's LID store maps `jid` to, or None when it knows none.
+
+    The store answers an empty JID, not an error, for a JID it has no mapping for (store/sqlstore/lidmap.go:96-115).
+    """
+    try:
+        return jid_string(lookup(jid), device=False)
+    except NeonizeError as exc:  # a mapping is extra information: its absence fails nothing
+        log.debug("whatsmeow.lid_map_failed", error=str(exc))
+        return None
+
+
+def _lookup(client: Any, phone_number: str) -> JidLookup:
+    """Ask WhatsApp about one phone number; keep both the phone JID and the LID it answers with."""
+    digits = phone_number.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        # neonize joins the numbers it asks for with spaces and Go splits them again (client.py is_on_whatsapp,
+        # goneonize/main.go:1224): anything but digits would ask for something else
+        raise LookupRejected("a phone number is digits with country code", phone_number_length=len(phone_number))
+    try:
+        # whatsmeow wants the number in international format with its `+` (user.go:174-175); it appends the
+        # server itself (user.go:177-179)
+        answers = list(client.is_on_whatsapp("+" + digits))
+    except NeonizeError as exc:
+        if "function returned nothing" not in str(exc).lower():
+            raise
+        answers = []  # WhatsApp answered no user for the number (goneonize/main.go:1233-1236)
+    answer = next((a for a in answers if a.IsIn), None)
+    if answer is None:
+        return JidLookup(phone_number=phone_number, on_whatsapp=False)
+    jid = answer.JID
+    # WhatsApp may answer with the LID as the JID; whatsmeow then stores the LID and phone JID it was given
+    # (user.go:201-210, 221-227), and neonize passes on only the JID (goneonize/utils/encoder.go:189-198)
+    if jid.Server == LID_SERVER:
+        lid = jid_string(jid, device=False)
+        phone_jid = _mapped(client.get_pn_from_lid, jid)
+    else:
+        phone_jid = jid_string(jid, device=False)
+        lid = _mapped(client.get_lid_from_pn, jid)
+    verified = _text(answer.VerifiedName.Details.verifiedName) if answer.HasField("VerifiedName") else ""
+    return JidLookup(
+        phone_number=phone_number,
+        on_whatsapp=True,
+        jid=phone_jid,  # None when only the LID is known: never a JID made of the digits asked
+        lid=lid,
+        extra={"verified_name": verified} if verified else {},
+    )
+
+
 def _reason(value: Any) -> str:
     try:
         return str(pb.ConnectFailureReason.Name(value)).lower()
@@ -534,43 +608,50 @@ class WhatsmeowEngine:
         await asyncio.wrap_future(session.finished)
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
-        """Send `text` to JID `to`.
+        """Send `text` to JID `to`; the result names WhatsApp's id for it and the JID it went to.
 
-        neonize 0.5.x cannot send under a chosen id (its SendMessage passes no SendRequestExtra.ID to
-        whatsmeow), so the returned `message_id` is the one WhatsApp used, which receipts will name.
+        neonize cannot send under a chosen id: its SendMessage passes whatsmeow a SendRequestExtra holding only
+        extra nodes (goneonize/main.go:502-503), so whatsmeow makes the id (send.go:210-211), and receipts name
+        that one. A phone JID is sent to its LID (send.go:326-352): `to` of the result says which.
         """
         session = self._hosted(ref)
-        message = wa.Message(conversation=text)
-        response = await self._go(session, lambda client: client.send_message(parse_jid(to), message))
-        sent_id = str(response.ID)
+        target = parse_jid(to)
+        try:
+            message = wa.Message(conversation=text)
+        except ValueError as exc:  # UnicodeEncodeError: lone surrogates cannot go out as protobuf strings
+            raise SendRejected("the text is not valid unicode", session=str(ref)) from exc
+        try:
+            response, went_to = await self._go(session, lambda client: _send(client, target, message))
+        except RecipientUnknown as exc:
+            absent = await self._absent(session, target)
+            if absent is None:
+                raise
+            raise absent from exc
+        sent_id = _text(response.ID)
         if sent_id != message_id:
-            log.info("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
-        return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)))
+            log.debug("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
+        return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)), to=went_to)
+
+    async def _absent(self, session: _Session, target: Any) -> NotOnWhatsApp | None:
+        """Tell "no LID found" for a number without an account apart from any other reason, by asking WhatsApp."""
+        if target.Server != USER_SERVER:
+            return None
+        try:
+            lookup = await self._go(session, lambda client: _lookup(client, str(target.User)))
+        except EngineError:
+            return None  # the send's own answer stands
+        if lookup.on_whatsapp:
+            return None
+        return NotOnWhatsApp("whatsapp has no account for this number", session=str(session.ref))
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
-        """Ask WhatsApp (IsOnWhatsApp) whether `phone_number` is on it and under which JID (digits as given)."""
+        """Ask WhatsApp (IsOnWhatsApp) whether `phone_number` is on it, under which phone JID and which LID.
+
+        The digits are asked as given and the JIDs are WhatsApp's: a Brazilian number asked with its ninth digit
+        may come back without it, and that answer is the JID.
+        """
         session = self._hosted(ref)
-
-        def lookup(client: Any) -> JidLookup:
-            answers = list(client.is_on_whatsapp(phone_number))
-            if not answers or not answers[0].IsIn:
-                return JidLookup(phone_number=phone_number, on_whatsapp=False)
-            jid = answers[0].JID
-            lid = None
-            try:
-                lid = jid_string(client.get_lid_from_pn(jid), device=False)
-            except NeonizeError:
-                pass  # the LID is a bonus; the store may not know it yet
-            extra = {"verified_name": str(answers[0].VerifiedName.Details.verifiedName)}
-            return JidLookup(
-                phone_number=phone_number,
-                on_whatsapp=True,
-                jid=jid_string(jid, device=False),
-                lid=lid,
-                extra={k: v for k, v in extra.items() if v},
-            )
-
-        return await self._go(session, lookup)
+        return await self._go(session, lambda client: _lookup(client, phone_number))
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         """Request a pairing code once the socket is up (after the first QR code); also emitted as an event."""
@@ -975,12 +1056,79 @@ class WhatsmeowEngine:
         return session
 
 
+# whatsmeow's errors reach us as text only (neonize raises its exceptions with Go's err.Error()).
+# No socket, or no login: the send waits for the reconnection
+_NOT_CONNECTED = (
+    "websocket not connected",  # ErrNotConnected, errors.go:22
+    "websocket disconnected before",  # DisconnectedError, errors.go:259 (the socket dropped mid-request)
+    "the store doesn't contain a device jid",  # ErrNotLoggedIn, errors.go:23
+    "client is nil",  # ErrClientIsNil, errors.go:19 (Go holds no such client)
+    "not logged in",  # no such text in whatsmeow or neonize today: kept for one that says so
+)
+# WhatsApp did not answer in time, or the request was cancelled: another attempt may go through
+_TRANSIENT = (
+    # ErrIQTimedOut, ErrMessageTimedOut (errors.go:21, 24); a send that timed out may have arrived all the same,
+    # and a new attempt gets a new id from whatsmeow: the worker's retry policy decides
+    "timed out",
+    "context canceled",  # Go's context.Canceled (send.go:436: the request's context ended)
+    "context deadline exceeded",  # Go's context.DeadlineExceeded
+)
+_NO_SUCH_RECIPIENT = (
+    "no lid found",  # "no LID found for <jid> from server", send.go:344: WhatsApp gave no LID for the number
+)
+_RESTRICTED = ("account restricted", "reachout")  # not in whatsmeow's errors today: kept for a text that says so
+_NOT_SENDABLE = (
+    "can't send message to unknown server",  # ErrUnknownServer, errors.go:110
+    "message recipient must be a user jid with no device part",  # ErrRecipientADJID, errors.go:111
+    "sending to non-status broadcast lists is not yet supported",  # ErrBroadcastListUnsupported, errors.go:109
+)
+_SERVER_ERROR = re.compile(r"server returned error (\d+)")  # the send's ack carried an error code, send.go:451-452
+_IQ_STATUS = re.compile(r"info query returned status (\d+)")  # IQError, errors.go:224
+_REACHOUT_TIMELOCKED = 463  # WhatsApp's restriction on messaging new contacts (whatsmeow issue 1074, Baileys 2441)
+_SMAX_INVALID = 479  # "invalid stanza" (client.go:309); comes and goes with session state (whatsmeow issue 690)
+_RATE_OVERLIMIT = 429  # ErrIQRateOverLimit, errors.go:195
+
+
 def _translate_error(exc: NeonizeError, ref: SessionRef) -> EngineError:
-    """Map a neonize error to ours (whatsmeow's errors arrive as text only)."""
+    """Map a neonize error to ours: NotConnected, a SendRejected kind (permanent), or a retryable EngineError."""
     text = str(exc)
     lowered = text.lower()
-    if any(s in lowered for s in ("not connected", "not logged in", "websocket", "timed out", "context canceled")):
-        return NotConnected(f"whatsapp is not reachable: {text}", session=str(ref))
-    if any(s in lowered for s in ("invalid jid", "unknown server", "server returned error 4", "not on whatsapp")):
-        return SendRejected(f"whatsapp refused: {text}", session=str(ref))
-    return EngineError(f"whatsmeow failed: {text}", session=str(ref))
+    session = str(ref)
+    # a failure deep inside a send names its cause last ("failed to get user info ...: websocket not connected")
+    if any(s in lowered for s in _NOT_CONNECTED):
+        return NotConnected(f"whatsapp is not reachable: {text}", session=session)
+    if any(s in lowered for s in _TRANSIENT):
+        return EngineError(f"whatsapp did not answer in time: {text}", session=session)
+    if any(s in lowered for s in _NO_SUCH_RECIPIENT):
+        return RecipientUnknown(f"whatsapp knows no such recipient: {text}", session=session)
+    if "not on whatsapp" in lowered:
+        return NotOnWhatsApp(f"whatsapp has no account for the recipient: {text}", session=session)
+    if any(s in lowered for s in _RESTRICTED):
+        return Restricted(f"whatsapp restricted this account: {text}", session=session)
+    if match := _SERVER_ERROR.search(lowered):
+        return _server_error(int(match.group(1)), text, session)
+    if match := _IQ_STATUS.search(lowered):
+        return _iq_error(int(match.group(1)), text, session)
+    if any(s in lowered for s in _NOT_SENDABLE):
+        return SendRejected(f"whatsapp cannot send there: {text}", session=session)
+    return EngineError(f"whatsmeow failed: {text}", session=session)
+
+
+def _server_error(code: int, text: str, session: str) -> EngineError:
+    """Map the error code WhatsApp acknowledged a send with."""
+    if code == _REACHOUT_TIMELOCKED:
+        return Restricted(f"whatsapp restricted messaging new contacts: {text}", session=session, error_code=code)
+    if code == _SMAX_INVALID or code == _RATE_OVERLIMIT or code >= 500:
+        return EngineError(f"whatsapp refused for now: {text}", session=session, error_code=code)
+    if 400 <= code < 500:
+        return SendRejected(f"whatsapp refused the message: {text}", session=session, error_code=code)
+    return EngineError(f"whatsapp answered an error: {text}", session=session, error_code=code)
+
+
+def _iq_error(code: int, text: str, session: str) -> EngineError:
+    """Map the status of a query a send made first (devices, group members, LIDs)."""
+    if code == 404:  # ErrIQNotFound "item-not-found", errors.go:189
+        return RecipientUnknown(f"whatsapp knows no such recipient: {text}", session=session, error_code=code)
+    if code == _RATE_OVERLIMIT or not 400 <= code < 500:
+        return EngineError(f"whatsapp refused for now: {text}", session=session, error_code=code)
+    return SendRejected(f"whatsapp refused the message: {text}", session=session, error_code=code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +11,22 @@ import pytest
 
 from zapgate.domain.records import MessageStatus
 from zapgate.engines.base import (
+    EngineError,
+    NotConnected,
     NoticeKind,
+    NotOnWhatsApp,
+    RecipientUnknown,
+    Restricted,
+    SendRejected,
     SessionRef,
+    StartMode,
+    StartRequest,
 )
 from zapgate.engines.whatsmeow import (
+    LookupRejected,
+    WhatsmeowEngine,
+    _Session,
+    _translate_error,
     pb,
     translate_history_sync,
     translate_message,
@@ -22,6 +35,13 @@ from zapgate.engines.whatsmeow import (
     wa,
 )
 
+# imported through the engine first: neonize's own import leaks a popen, which the engine's import absorbs
+_exc = importlib.import_module("neonize.exc")
+GetJIDFromStoreError, IsOnWhatsAppError, SendMessageError = (
+    _exc.GetJIDFromStoreError,
+    _exc.IsOnWhatsAppError,
+    _exc.SendMessageError,
+)
 history = importlib.import_module("neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2")
 
 REF = SessionRef("acme", "s1")
@@ -249,3 +269,199 @@ def test_a_history_sync_is_a_notice_with_its_type_progress_and_size() -> None:
         "conversations": 0,
         "messages": 0,
     }
+
+
+# -- errors -------------------------------------------------------------------------------------------------
+
+# (whatsmeow's error text, what we raise, retryable); file:line in whatsmeow 33cfac51 unless said otherwise
+ERRORS: list[tuple[str, type[EngineError], bool]] = [
+    ("websocket not connected", NotConnected, True),  # errors.go:22
+    ("failed to get device list: failed to send usync query: websocket not connected", NotConnected, True),
+    ("websocket disconnected before info query returned response", NotConnected, True),  # errors.go:259
+    ("the store doesn't contain a device JID", NotConnected, True),  # ErrNotLoggedIn, errors.go:23
+    ("client is nil", NotConnected, True),  # errors.go:19
+    ("timed out waiting for message send response", EngineError, True),  # errors.go:24
+    (
+        "failed to get user info for 5511988887777@s.whatsapp.net to fill LID cache: info query timed out",
+        EngineError,
+        True,
+    ),
+    ("context canceled", EngineError, True),  # send.go:436
+    ("context deadline exceeded", EngineError, True),
+    ("no LID found for 5511988887777@s.whatsapp.net from server", RecipientUnknown, False),  # send.go:344
+    ("server returned error 463", Restricted, False),  # send.go:452, reach-out timelock
+    ("server returned error 479", EngineError, True),  # smax-invalid, client.go:309
+    ("server returned error 403", SendRejected, False),
+    ("server returned error 405", SendRejected, False),
+    ("server returned error 500", EngineError, True),
+    ("failed to get group members: info query returned status 404: item-not-found", RecipientUnknown, False),
+    ("failed to get group members: info query returned status 403: forbidden", SendRejected, False),
+    ("info query returned status 429: rate-overlimit", EngineError, True),  # errors.go:195
+    ("info query returned status 503: service-unavailable", EngineError, True),
+    ("can't send message to unknown server example.com", SendRejected, False),  # errors.go:110, send.go:414
+    ("message recipient must be a user JID with no device part", SendRejected, False),  # errors.go:111
+    ("account restricted", Restricted, False),  # not whatsmeow's words: a text that says so
+    ("not on whatsapp", NotOnWhatsApp, False),
+    ("cipher encryption failed: something new", EngineError, True),  # send.go:1426: unknown, so retryable
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "retryable"), ERRORS, ids=[e[0][:48] for e in ERRORS])
+def test_whatsmeow_errors_are_typed(text: str, kind: type[EngineError], retryable: bool) -> None:
+    error = _translate_error(SendMessageError(text), REF)
+    assert type(error) is kind
+    assert error.retryable is retryable
+    assert text in error.message and error.details["session"] == "acme/s1"
+
+
+def test_a_server_error_code_is_kept_in_the_details() -> None:
+    assert _translate_error(SendMessageError("server returned error 463"), REF).details["error_code"] == 463
+    assert _translate_error(SendMessageError("server returned error 479"), REF).details["error_code"] == 479
+
+
+# -- lookups and sends through a stand-in for neonize's client -----------------------------------------------
+
+
+class FakeClient:
+    """Answers as neonize's NewClient does, with real protobufs; remembers what it was asked."""
+
+    def __init__(self, answers: dict[str, list[pb.IsOnWhatsAppResponse]], lids: dict[str, str]) -> None:
+        self.answers = answers  # by the number asked
+        self.lids = lids  # phone JID -> LID, as whatsmeow's store keeps them
+        self.asked: list[tuple[str, ...]] = []
+        self.sent: list[tuple[pb.JID, wa.Message]] = []
+        self.send_error: str | None = None
+
+    def is_on_whatsapp(self, *numbers: str) -> list[pb.IsOnWhatsAppResponse]:
+        self.asked.append(numbers)
+        found = [a for n in numbers for a in self.answers.get(n, [])]
+        if not found:
+            raise IsOnWhatsAppError("Function returned nothing.")  # goneonize/main.go:1235
+        return found
+
+    def get_lid_from_pn(self, jid: pb.JID) -> pb.JID:
+        return _jid(self.lids.get(f"{jid.User}@{jid.Server}", ""))  # the empty JID when unknown (lidmap.go:96-115)
+
+    def get_pn_from_lid(self, jid: pb.JID) -> pb.JID:
+        if jid.Server != "lid":
+            raise GetJIDFromStoreError("invalid GetPNForLID call with non-LID JID")
+        phones = {lid: phone for phone, lid in self.lids.items()}
+        return _jid(phones.get(f"{jid.User}@{jid.Server}", ""))
+
+    def send_message(self, to: pb.JID, message: wa.Message) -> pb.SendResponse:
+        if self.send_error:
+            raise SendMessageError(self.send_error)
+        self.sent.append((to, message))
+        timings = pb.MessageDebugTimings(
+            Queue=0, Marshal=0, GetParticipants=0, GetDevices=0, GroupEncrypt=0, PeerEncrypt=0, Send=0, Resp=0, Retry=0
+        )
+        return pb.SendResponse(Timestamp=1_790_000_002, ID="3EB0WHATSAPP", ServerID=0, DebugTimings=timings)
+
+    def stop(self) -> None:
+        pass
+
+
+def _answer(jid: str, *, is_in: bool = True, query: str = "") -> pb.IsOnWhatsAppResponse:
+    return pb.IsOnWhatsAppResponse(Query=query, JID=_jid(jid), IsIn=is_in)
+
+
+@pytest.fixture
+async def hosting() -> AsyncIterator[Callable[[FakeClient], WhatsmeowEngine]]:
+    engines: list[WhatsmeowEngine] = []
+
+    def host(client: FakeClient) -> WhatsmeowEngine:
+        engine = WhatsmeowEngine(lambda event: None, lambda client_id: ":memory:")
+        session = _Session(request=StartRequest(REF, StartMode.RESTORE, jid="5511999999999:7@s.whatsapp.net"), dsn="")
+        session.client, session.go_live = client, True
+        engine._sessions[REF] = session
+        engines.append(engine)
+        return engine
+
+    yield host
+    for engine in engines:
+        engine._sessions.clear()  # the stand-in has no Go thread to stop
+        await engine.close()
+
+
+async def test_a_lookup_asks_with_a_plus_and_keeps_the_phone_jid_and_the_lid(hosting: Any) -> None:
+    client = FakeClient({"+5511988887777": [_answer(PHONE)]}, {PHONE: LID})
+    found = await hosting(client).resolve(REF, "5511988887777")
+    assert client.asked == [("+5511988887777",)]  # international format with `+` (whatsmeow user.go:174-175)
+    assert (found.on_whatsapp, found.jid, found.lid, found.phone_number) == (True, PHONE, LID, "5511988887777")
+
+
+async def test_a_lookup_answered_with_the_lid_maps_it_back_to_the_phone_jid(hosting: Any) -> None:
+    client = FakeClient({"+5511988887777": [_answer("123456789012345@lid")]}, {PHONE: LID})
+    found = await hosting(client).resolve(REF, "+5511988887777")
+    assert client.asked == [("+5511988887777",)]
+    assert (found.on_whatsapp, found.jid, found.lid) == (True, PHONE, LID)
+
+
+async def test_a_lid_answer_without_a_stored_phone_jid_gives_no_made_up_one(hosting: Any) -> None:
+    client = FakeClient({"+5511988887777": [_answer("123456789012345@lid")]}, {})
+    found = await hosting(client).resolve(REF, "5511988887777")
+    assert (found.on_whatsapp, found.jid, found.lid) == (True, None, LID)
+
+
+async def test_a_number_without_an_account_is_not_on_whatsapp(hosting: Any) -> None:
+    client = FakeClient({"+5511900000000": [_answer("5511900000000@s.whatsapp.net", is_in=False)]}, {})
+    engine = hosting(client)
+    out = await engine.resolve(REF, "5511900000000")
+    assert (out.on_whatsapp, out.jid, out.lid) == (False, None, None)
+    nothing = await engine.resolve(REF, "5511900000001")  # WhatsApp answered no user at all
+    assert (nothing.on_whatsapp, nothing.jid) == (False, None)
+
+
+async def test_a_brazilian_number_is_the_jid_whatsapp_answers_without_the_ninth_digit(hosting: Any) -> None:
+    old_style = "551188887777@s.whatsapp.net"
+    client = FakeClient({"+5511988887777": [_answer(old_style)]}, {old_style: LID})
+    found = await hosting(client).resolve(REF, "5511988887777")
+    assert client.asked == [("+5511988887777",)]  # asked as given: no digit added or dropped
+    assert (found.jid, found.lid, found.phone_number) == (old_style, LID, "5511988887777")
+
+
+async def test_a_lookup_of_something_not_a_number_is_refused_before_whatsapp(hosting: Any) -> None:
+    client = FakeClient({}, {})
+    with pytest.raises(LookupRejected):
+        await hosting(client).resolve(REF, "5511 98888")  # neonize would ask for two numbers
+    assert client.asked == []
+
+
+async def test_a_send_returns_whatsapps_id_and_the_lid_it_went_to(hosting: Any) -> None:
+    client = FakeClient({}, {PHONE: LID})
+    result = await hosting(client).send_text(REF, PHONE, "olá", "OURS-1")
+    assert (result.message_id, result.to) == ("3EB0WHATSAPP", LID)
+    assert result.timestamp == datetime.fromtimestamp(1_790_000_002, UTC)
+    ((to, message),) = client.sent
+    assert (to.User, to.Server, message.conversation) == ("5511988887777", "s.whatsapp.net", "olá")
+    group = await hosting(client).send_text(REF, "120363000000000000@g.us", "oi", "OURS-2")
+    assert group.to == "120363000000000000@g.us"
+
+
+async def test_a_send_to_a_number_without_an_account_is_not_on_whatsapp(hosting: Any) -> None:
+    client = FakeClient({"+5511900000000": [_answer("5511900000000@s.whatsapp.net", is_in=False)]}, {})
+    client.send_error = "no LID found for 5511900000000@s.whatsapp.net from server"
+    with pytest.raises(NotOnWhatsApp) as absent:
+        await hosting(client).send_text(REF, "5511900000000@s.whatsapp.net", "hi", "OURS-1")
+    assert not absent.value.retryable
+    # on WhatsApp after all: the send's own answer stands
+    present = FakeClient({"+5511988887777": [_answer(PHONE)]}, {})
+    present.send_error = "no LID found for 5511988887777@s.whatsapp.net from server"
+    with pytest.raises(RecipientUnknown):
+        await hosting(present).send_text(REF, PHONE, "hi", "OURS-2")
+
+
+async def test_sends_fail_typed(hosting: Any) -> None:
+    client = FakeClient({}, {})
+    engine = hosting(client)
+    client.send_error = "server returned error 463"
+    with pytest.raises(Restricted) as restricted:
+        await engine.send_text(REF, PHONE, "hi", "OURS-1")
+    assert restricted.value.details["error_code"] == 463 and not restricted.value.retryable
+    client.send_error = "websocket not connected"
+    with pytest.raises(NotConnected):
+        await engine.send_text(REF, PHONE, "hi", "OURS-2")
+    client.send_error = None
+    with pytest.raises(SendRejected):
+        await engine.send_text(REF, PHONE, "a lone \ud800 surrogate", "OURS-3")  # protobuf cannot carry it
+    assert client.sent == []
