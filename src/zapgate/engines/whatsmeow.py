@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import os
 import re
 import subprocess
 import threading
@@ -37,6 +38,9 @@ from typing import Any, ClassVar, TypeVar
 with warnings.catch_warnings():
     # neonize's import runs `uname -a` through os.popen and never closes it
     warnings.simplefilter("ignore", ResourceWarning)
+    # neonize tags one-to-one sends as a bot's, which recipients see as an AI label, unless NEONIZE_BOT_TAG is
+    # "off" (goneonize/main.go:146-157); Go copies the environment when its library loads, so before the import
+    os.environ.setdefault("NEONIZE_BOT_TAG", "off")
     from neonize.client import ClientFactory, NewClient
     from neonize.exc import NeonizeError
     from neonize.proto import Neonize_pb2 as pb

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -465,3 +466,11 @@ async def test_sends_fail_typed(hosting: Any) -> None:
     with pytest.raises(SendRejected):
         await engine.send_text(REF, PHONE, "a lone \ud800 surrogate", "OURS-3")  # protobuf cannot carry it
     assert client.sent == []
+
+
+def test_sends_carry_no_bot_tag() -> None:
+    # neonize adds a bot node to one-to-one sends, which recipients see as an AI label, unless NEONIZE_BOT_TAG
+    # says "off" (goneonize/main.go:146-157); Go copies the C environment when the engine's import loads it
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    assert libc.getenv(b"NEONIZE_BOT_TAG") == b"off"
