@@ -619,11 +619,11 @@ class WhatsmeowEngine:
         that one. A phone JID is sent to its LID (send.go:326-352): `to` of the result says which.
         """
         session = self._hosted(ref)
-        target = parse_jid(to)
         try:
+            target = parse_jid(to)
             message = wa.Message(conversation=text)
-        except ValueError as exc:  # UnicodeEncodeError: lone surrogates cannot go out as protobuf strings
-            raise SendRejected("the text is not valid unicode", session=str(ref)) from exc
+        except ValueError as exc:  # a device that is no number; lone surrogates, which protobuf cannot carry
+            raise SendRejected("the recipient or the text cannot be sent", session=str(ref)) from exc
         try:
             response, went_to = await self._go(session, lambda client: _send(client, target, message))
         except RecipientUnknown as exc:

@@ -474,3 +474,10 @@ def test_sends_carry_no_bot_tag() -> None:
     libc = ctypes.CDLL(None)
     libc.getenv.restype = ctypes.c_char_p
     assert libc.getenv(b"NEONIZE_BOT_TAG") == b"off"
+
+
+async def test_a_recipient_that_is_no_jid_is_rejected_before_whatsapp(hosting: Any) -> None:
+    client = FakeClient({}, {})
+    with pytest.raises(SendRejected):
+        await hosting(client).send_text(REF, "5511988887777:x@s.whatsapp.net", "hi", "OURS-1")
+    assert client.sent == []
