@@ -27,6 +27,8 @@ from zapgate.engines.base import (
     EngineFailure,
     InboundMessage,
     NotConnected,
+    Notice,
+    NoticeKind,
     QrCode,
     Receipt,
     SessionRef,
@@ -39,6 +41,7 @@ from zapgate.engines.whatsmeow import WhatsmeowEngine, _Session, pb, wa
 
 # imported through the engine first: neonize's own import leaks a popen, which the engine's import absorbs
 EVENT_TO_INT: dict[Any, int] = importlib.import_module("neonize.events").EVENT_TO_INT
+history = importlib.import_module("neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2")
 
 # offline the dial fails at once here because DNS has no answer; a refused proxy is set in case whatsmeow
 # honours it where DNS does answer (not shown here: on this machine the DNS failure comes first)
@@ -233,9 +236,11 @@ class _Fed:
         self.client = engine._new_client(self.session, restore=False)
 
     def event(self, message: Any) -> None:
-        data = message.SerializePartialToString()
+        self.raw(message.SerializePartialToString(), EVENT_TO_INT[type(message)])
+
+    def raw(self, data: bytes, code: int) -> None:
         buffer = ctypes.create_string_buffer(data, len(data))
-        self.client.event.execute(1, ctypes.addressof(buffer), len(data), EVENT_TO_INT[type(message)])
+        self.client.event.execute(1, ctypes.addressof(buffer), len(data), code)
 
     def me(self, jid: pb.JID, lid: pb.JID) -> None:
         data = pb.Device(JID=jid, LID=lid, Platform="", BussinessName="", PushName="", Initialized=True)
@@ -309,6 +314,71 @@ async def test_events_translate_into_engine_events() -> None:
     receipts = [e for e in events if isinstance(e, Receipt)]
     assert [r.status for r in receipts] == [MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.PLAYED]
     assert receipts[0].message_ids == ("A", "B") and receipts[0].chat_jid == "5511988887777@s.whatsapp.net"
+
+
+async def test_what_whatsapp_sends_arrives_faithfully_through_neonizes_entry_point() -> None:
+    events: list[EngineEvent] = []
+    engine = WhatsmeowEngine(events.append, lambda c: ":memory:")
+    engine._loop = asyncio.get_running_loop()
+    ref = SessionRef("acme", "s1")
+    fed = _Fed(engine, StartRequest(ref, StartMode.QR, qr_timeout=30))
+    phone, lid = _jid("5511988887777"), _jid("123456789012345", "lid")
+    group, status = _jid("120363000000000000", "g.us"), _jid("status", "broadcast")
+    text = wa.Message(conversation="oi")
+
+    fed.event(_message(_source(lid, _jid("123456789012345", "lid", 3), alt=phone), text, "3EB0DM"))
+    fed.event(_message(_source(lid, _jid("99887766", "lid"), alt=phone, from_me=True), text, "3EB0MINE"))
+    fed.event(_message(_source(group, lid, alt=phone, group=True), text, "3EB0GRP"))
+    fed.event(_message(_source(status, lid, alt=phone, group=True), text, "3EB0STORY"))
+    odd = _message(_source(phone, phone), wa.Message(conversation="a\x00XXXb"), "3EB0ODD").SerializePartialToString()
+    fed.raw(odd.replace(b"XXX", b"\xed\xa0\x80"), EVENT_TO_INT[pb.Message])
+    info = _message(_source(lid, lid, alt=phone), text, "3EB0BAD").Info
+    fed.event(
+        pb.UndecryptableMessage(
+            Info=info, IsUnavailable=False, DecryptFailMode=pb.UndecryptableMessage.DECRYPT_FAIL_SHOW
+        )
+    )
+    sync = history.HistorySync(syncType=history.HistorySync.INITIAL_BOOTSTRAP, progress=10, chunkOrder=1)
+    sync.conversations.add(ID="5511988887777@s.whatsapp.net")
+    fed.event(pb.HistorySync(Data=sync))
+    kinds = [pb.Receipt.DELIVERED, pb.Receipt.READ, pb.Receipt.PLAYED, pb.Receipt.READ_SELF, pb.Receipt.SERVER_ERROR]
+    for kind in kinds:
+        source = _source(lid, lid, alt=phone)
+        fed.event(pb.Receipt(MessageSource=source, MessageIDs=["3EB0A"], Timestamp=1_790_000_001, Type=kind))
+    await asyncio.sleep(0.05)
+
+    inbound = {m.message_id: m for m in events if isinstance(m, InboundMessage)}
+    phone_jid, lid_jid = "5511988887777@s.whatsapp.net", "123456789012345@lid"
+    dm, mine, in_group, story = inbound["3EB0DM"], inbound["3EB0MINE"], inbound["3EB0GRP"], inbound["3EB0STORY"]
+    assert (dm.chat_jid, dm.chat_lid, dm.sender_jid, dm.sender_lid, dm.from_me) == (
+        phone_jid,
+        lid_jid,
+        phone_jid,
+        lid_jid,
+        False,
+    )
+    assert (mine.chat_jid, mine.chat_lid, mine.from_me) == (phone_jid, lid_jid, True)
+    assert (in_group.chat_jid, in_group.sender_jid, in_group.sender_lid, in_group.is_group) == (
+        "120363000000000000@g.us",
+        phone_jid,
+        lid_jid,
+        True,
+    )
+    assert (story.chat_jid, story.sender_jid, story.is_group) == ("status@broadcast", phone_jid, False)
+    assert inbound["3EB0ODD"].text == "a\x00\ud800b"
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert [n.kind for n in notices] == [NoticeKind.UNDECRYPTABLE, NoticeKind.HISTORY_SYNC]
+    assert notices[0].details["messageId"] == "3EB0BAD" and notices[0].details["decryptFailMode"] == "show"
+    assert notices[1].details == {
+        "syncType": "initial_bootstrap",
+        "progress": 10,
+        "chunkOrder": 1,
+        "conversations": 1,
+        "messages": 0,
+    }
+    receipts = [e for e in events if isinstance(e, Receipt)]
+    assert [r.status for r in receipts] == [MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.PLAYED]
+    assert all((r.message_ids, r.chat_jid, r.sender_jid) == (("3EB0A",), phone_jid, phone_jid) for r in receipts)
 
 
 async def test_qr_codes_then_timeout_and_logged_out_and_drops() -> None:

@@ -122,6 +122,7 @@ class Receipt:
     chat_jid: str
     timestamp: datetime
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)  # as InboundMessage.ack
+    sender_jid: str | None = None  # whose device answered: in groups the participant, else the chat's party
 
 
 @dataclass(frozen=True, slots=True)

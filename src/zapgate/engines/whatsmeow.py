@@ -23,6 +23,8 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import os
+import re
 import subprocess
 import threading
 import warnings
@@ -36,6 +38,9 @@ from typing import Any, ClassVar, TypeVar
 with warnings.catch_warnings():
     # neonize's import runs `uname -a` through os.popen and never closes it
     warnings.simplefilter("ignore", ResourceWarning)
+    # neonize tags one-to-one sends as a bot's, which recipients see as an AI label, unless NEONIZE_BOT_TAG is
+    # "off" (goneonize/main.go:146-157); Go copies the environment when its library loads, so before the import
+    os.environ.setdefault("NEONIZE_BOT_TAG", "off")
     from neonize.client import ClientFactory, NewClient
     from neonize.exc import NeonizeError
     from neonize.proto import Neonize_pb2 as pb
@@ -59,10 +64,15 @@ from zapgate.engines.base import (
     InboundMessage,
     JidLookup,
     NotConnected,
+    Notice,
+    NoticeKind,
+    NotOnWhatsApp,
     PairingCode,
     Presence,
     QrCode,
     Receipt,
+    RecipientUnknown,
+    Restricted,
     SendRejected,
     SendResult,
     SessionRef,
@@ -102,6 +112,7 @@ _WRAPPERS = frozenset(
     }
 )
 _CAPTIONED = ("caption", "text", "name", "title", "conversation")
+_BROADCAST_SERVER = "broadcast"  # broadcast lists and stories, status@broadcast (whatsmeow types/jid.go:26, 42)
 
 
 class StartRejected(EngineError):
@@ -210,6 +221,26 @@ def _timestamp(value: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC) if value else datetime.now(UTC)
 
 
+# -- translation: neonize protobufs in, EngineEvents out ------------------------------------------------
+#
+# Behaviour relied on below was read in whatsmeow at 33cfac51 (2026-08-21, the newest stored snapshot; the bundled
+# 35ae40906e74 is a month newer) and in neonize's Go at fcd96cb (goneonize/, 2026-08-10). file:line refer to those.
+
+
+def _text(value: Any) -> str:
+    """Return a protobuf string field as str, whatever bytes Go put in it.
+
+    Go marshals proto2 strings without checking UTF-8, and upb then hands the field back as `bytes` (protobuf
+    7.36, measured): lone surrogates (as Go encodes them) become surrogates, any other bad byte stays recoverable.
+    """
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
 def _content(message: Any) -> tuple[str, str] | None:
     """Return (type, text) of a waE2E.Message, or None when it holds nothing a user would call a message."""
     for _ in range(4):  # wrappers nest at most a few levels
@@ -221,78 +252,234 @@ def _content(message: Any) -> tuple[str, str] | None:
             message = value.message
             continue
         if name == "conversation":
-            return "text", str(value)
+            return "text", _text(value)
         if name == "extendedTextMessage":
-            return "text", str(value.text)
+            return "text", _text(value.text)
         if name == "protocolMessage":
             return None  # revokes, key shares, history notices: not messages
         kind = name.removesuffix("Message")
         if name == "reactionMessage":
-            return "reaction", str(value.text)
-        text = next((str(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
+            return "reaction", _text(value.text)
+        text = next((_text(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
         return kind, text or f"[{kind}]"
     return None
 
 
-def _chat_ids(source: Any) -> tuple[str, str | None, str]:
-    """Return (chat_jid, chat_lid, sender_jid) of a MessageSource: phone JIDs preferred, LIDs alongside."""
-    chat = jid_string(source.Chat, device=False) or ""
-    sender = jid_string(source.Sender, device=False) or chat
-    sender_alt = jid_string(source.SenderAlt, device=False)
-    if source.Chat.Server == GROUP_SERVER or source.IsGroup:
-        if source.Sender.Server == LID_SERVER and sender_alt and source.SenderAlt.Server == USER_SERVER:
-            sender = sender_alt
-        return chat, None, sender
-    # a one-to-one chat: the other side's alternative JID is in SenderAlt (incoming) or RecipientAlt (mine)
-    alt = jid_string(source.RecipientAlt if source.IsFromMe else source.SenderAlt, device=False)
-    if source.Chat.Server == LID_SERVER:
-        lid = chat
-        if alt and alt.endswith("@" + USER_SERVER):
-            chat = alt
-        if not source.IsFromMe:
-            sender = chat
-        return chat, lid, sender
-    lid_alt = alt if alt and alt.endswith("@" + LID_SERVER) else None
-    if sender.endswith("@" + LID_SERVER) and not source.IsFromMe:
-        sender = chat
-    return chat, lid_alt, sender
+@dataclass(frozen=True, slots=True)
+class _Parties:
+    """Who a MessageSource names, phone JIDs preferred and LIDs alongside (devices dropped)."""
+
+    chat_jid: str  # "" when the source names no chat
+    chat_lid: str | None
+    sender_jid: str
+    sender_lid: str | None
+    is_group: bool
+
+
+def _phone_and_lid(*jids: Any) -> tuple[str | None, str | None]:
+    """Return (the first non-LID JID, the first LID) among `jids`, skipping empty ones."""
+    phone = lid = None
+    for jid in jids:
+        text = jid_string(jid, device=False)
+        if text is None:
+            continue
+        if jid.Server == LID_SERVER:
+            lid = lid or text
+        else:
+            phone = phone or text
+    return phone, lid
+
+
+def _parties(source: Any) -> _Parties:
+    """Read a MessageSource as whatsmeow fills it (message.go:87-191).
+
+    Groups and broadcasts (status@broadcast included) keep their chat; the writer is the participant, with the
+    other identity in SenderAlt (message.go:97-112). One-to-one chats name the other party in Chat, its other
+    identity in SenderAlt when they wrote, or in RecipientAlt when we did (IsFromMe, message.go:143-161, 172-185).
+    """
+    chat = source.Chat
+    sender_phone, sender_lid = _phone_and_lid(source.Sender, source.SenderAlt)
+    if chat.Server in (GROUP_SERVER, _BROADCAST_SERVER):
+        chat_jid = jid_string(chat, device=False) or ""
+        sender = sender_phone or sender_lid or chat_jid
+        return _Parties(chat_jid, None, sender, sender_lid, chat.Server == GROUP_SERVER)
+    chat_phone, chat_lid = _phone_and_lid(chat, source.RecipientAlt if source.IsFromMe else source.SenderAlt)
+    chat_jid = chat_phone or chat_lid or ""
+    sender = sender_phone or sender_lid or chat_jid
+    return _Parties(chat_jid, chat_lid, sender, sender_lid, False)
 
 
 def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
-    """Return the InboundMessage a neonize Message event carries (None for protocol-only messages)."""
-    content = _content(event.Message)
+    """Return the InboundMessage a neonize Message event carries (None for protocol-only messages).
+
+    Stories keep their chat, `status@broadcast` (the worker decides about them); messages the linked phone sent
+    are `from_me`, in the chat with the other party. Texts and names pass as WhatsApp gave them.
+    """
+    info = event.Info
+    message_id = _text(info.ID)
+    parties = _parties(info.MessageSource)
+    if not message_id or not parties.chat_jid:
+        log.warning("whatsmeow.message_unaddressed", session=str(ref), has_id=bool(message_id))
+        return None
+    try:
+        content = _content(event.Message)
+    except Exception as exc:  # whatsmeow acknowledges the message whatever happens here: keep what we know
+        log.warning("whatsmeow.content_unreadable", session=str(ref), message_id=message_id, error=repr(exc))
+        content = ("unknown", "[unknown]")
     if content is None:
         return None
-    info = event.Info
-    source = info.MessageSource
-    chat, lid, sender = _chat_ids(source)
     return InboundMessage(
         ref=ref,
-        message_id=str(info.ID),
-        chat_jid=chat,
-        chat_lid=lid,
-        sender_jid=sender,
+        message_id=message_id,
+        chat_jid=parties.chat_jid,
+        chat_lid=parties.chat_lid,
+        sender_jid=parties.sender_jid,
         type=content[0],
         text=content[1],
         timestamp=_timestamp(int(info.Timestamp)),
-        push_name=str(info.Pushname) or None,
-        is_group=bool(source.IsGroup),
-        from_me=bool(source.IsFromMe),
+        push_name=_text(info.Pushname) or None,
+        is_group=parties.is_group,
+        from_me=bool(info.MessageSource.IsFromMe),
+        sender_lid=parties.sender_lid,
     )
 
 
 def translate_receipt(ref: SessionRef, event: Any) -> Receipt | None:
-    """Return the Receipt a neonize Receipt event carries (None for kinds users do not see)."""
+    """Return the Receipt a neonize Receipt event carries, or None when it says nothing about what we sent.
+
+    Only delivered, read and played from someone else count. Read-self and played-self come from our own other
+    devices opening messages we received (types/presence.go:46-56), as does any receipt sent by our own account
+    (IsFromMe, receipt.go:64-75 with message.go:143-149): none means a recipient saw our message. neonize 0.5
+    reports played-self as SERVER_ERROR (goneonize/utils/encoder.go:695-696), so that is ignored too.
+    """
+    source = event.MessageSource
     status = _RECEIPT_STATUS.get(event.Type)
-    if status is None or not event.MessageIDs:
+    if status is None or source.IsFromMe:
         return None
-    chat, _, _ = _chat_ids(event.MessageSource)
+    message_ids = tuple(i for i in (_text(m) for m in event.MessageIDs) if i)
+    parties = _parties(source)
+    if not message_ids or not parties.chat_jid:
+        return None
     return Receipt(
         ref=ref,
-        message_ids=tuple(str(i) for i in event.MessageIDs),
+        message_ids=message_ids,
         status=status,
-        chat_jid=chat,
+        chat_jid=parties.chat_jid,
         timestamp=_timestamp(int(event.Timestamp)),
+        sender_jid=parties.sender_jid,  # in groups, the participant whose device answered (receipt.go:55)
+    )
+
+
+def _enum_name(enum: Any, value: int, prefix: str = "") -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+    except ValueError:
+        return str(value)
+
+
+def translate_undecryptable(ref: SessionRef, event: Any) -> Notice:
+    """Return the notice for a message that arrived but could not be decrypted (WhatsApp may send it again)."""
+    info = event.Info
+    parties = _parties(info.MessageSource)
+    details = {
+        "messageId": _text(info.ID),
+        "chatJid": parties.chat_jid,
+        "chatLid": parties.chat_lid,
+        "senderJid": parties.sender_jid,
+        "senderLid": parties.sender_lid,
+        "isGroup": parties.is_group,
+        "fromMe": bool(info.MessageSource.IsFromMe),
+        # true when the sender's device sent this device no ciphertext at all (types/events/events.go:299-301)
+        "isUnavailable": bool(event.IsUnavailable),
+        # whatsmeow's UnavailableType (events.go:303, e.g. "view_once") is dropped by neonize's encoder
+        # (goneonize/utils/encoder.go:969-973): unknown here
+        "unavailableType": None,
+        # "hide": the message was of a kind WhatsApp does not show when it fails (events.go:276-281)
+        "decryptFailMode": _enum_name(pb.UndecryptableMessage.DecryptFailModeT, event.DecryptFailMode, "DECRYPT_FAIL_"),
+    }
+    return Notice(ref, NoticeKind.UNDECRYPTABLE, details, timestamp=_timestamp(int(info.Timestamp)))
+
+
+def translate_history_sync(ref: SessionRef, event: Any) -> Notice:
+    """Return the notice for a chunk of chat history the phone sent (what it is and how far along, not its content)."""
+    data = event.Data
+    details = {
+        "syncType": _enum_name(type(data).HistorySyncType, data.syncType),
+        "progress": int(data.progress) if data.HasField("progress") else None,  # percent
+        "chunkOrder": int(data.chunkOrder) if data.HasField("chunkOrder") else None,
+        "conversations": len(data.conversations),
+        "messages": sum(len(c.messages) for c in data.conversations),
+    }
+    return Notice(ref, NoticeKind.HISTORY_SYNC, details, timestamp=datetime.now(UTC))
+
+
+# -- sends and lookups (called on an executor thread, under the gate, by _go_call) --------------------------
+
+
+class LookupRejected(EngineError):
+    """A lookup asked for something that is not a phone number (digits with country code)."""
+
+    code = "lookup_rejected"
+    retryable = False
+
+
+def _send(client: Any, target: Any, message: Any) -> tuple[Any, str | None]:
+    """Send `message` to `target`; return neonize's SendResponse and the JID whatsmeow addressed."""
+    response = client.send_message(target, message)
+    went_to = jid_string(target, device=False)
+    if target.Server == USER_SERVER:
+        # whatsmeow sent to the LID it keeps for this number (send.go:330-351); the send stored it, so the
+        # store answers now. neonize's SendResponse does not say (goneonize/utils/encoder.go:169-176).
+        went_to = _mapped(client.get_lid_from_pn, target) or went_to
+    return response, went_to
+
+
+def _mapped(lookup: Callable[[Any], Any], jid: Any) -> str | None:
+    """Return the JID whatsmeow's LID store maps `jid` to, or None when it knows none.
+
+    The store answers an empty JID, not an error, for a JID it has no mapping for (store/sqlstore/lidmap.go:96-115).
+    """
+    try:
+        return jid_string(lookup(jid), device=False)
+    except NeonizeError as exc:  # a mapping is extra information: its absence fails nothing
+        log.debug("whatsmeow.lid_map_failed", error=str(exc))
+        return None
+
+
+def _lookup(client: Any, phone_number: str) -> JidLookup:
+    """Ask WhatsApp about one phone number; keep both the phone JID and the LID it answers with."""
+    digits = phone_number.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        # neonize joins the numbers it asks for with spaces and Go splits them again (client.py is_on_whatsapp,
+        # goneonize/main.go:1224): anything but digits would ask for something else
+        raise LookupRejected("a phone number is digits with country code", phone_number_length=len(phone_number))
+    try:
+        # whatsmeow wants the number in international format with its `+` (user.go:174-175); it appends the
+        # server itself (user.go:177-179)
+        answers = list(client.is_on_whatsapp("+" + digits))
+    except NeonizeError as exc:
+        if "function returned nothing" not in str(exc).lower():
+            raise
+        answers = []  # WhatsApp answered no user for the number (goneonize/main.go:1233-1236)
+    answer = next((a for a in answers if a.IsIn), None)
+    if answer is None:
+        return JidLookup(phone_number=phone_number, on_whatsapp=False)
+    jid = answer.JID
+    # WhatsApp may answer with the LID as the JID; whatsmeow then stores the LID and phone JID it was given
+    # (user.go:201-210, 221-227), and neonize passes on only the JID (goneonize/utils/encoder.go:189-198)
+    if jid.Server == LID_SERVER:
+        lid = jid_string(jid, device=False)
+        phone_jid = _mapped(client.get_pn_from_lid, jid)
+    else:
+        phone_jid = jid_string(jid, device=False)
+        lid = _mapped(client.get_lid_from_pn, jid)
+    verified = _text(answer.VerifiedName.Details.verifiedName) if answer.HasField("VerifiedName") else ""
+    return JidLookup(
+        phone_number=phone_number,
+        on_whatsapp=True,
+        jid=phone_jid,  # None when only the LID is known: never a JID made of the digits asked
+        lid=lid,
+        extra={"verified_name": verified} if verified else {},
     )
 
 
@@ -425,43 +612,50 @@ class WhatsmeowEngine:
         await asyncio.wrap_future(session.finished)
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
-        """Send `text` to JID `to`.
+        """Send `text` to JID `to`; the result names WhatsApp's id for it and the JID it went to.
 
-        neonize 0.5.x cannot send under a chosen id (its SendMessage passes no SendRequestExtra.ID to
-        whatsmeow), so the returned `message_id` is the one WhatsApp used, which receipts will name.
+        neonize cannot send under a chosen id: its SendMessage passes whatsmeow a SendRequestExtra holding only
+        extra nodes (goneonize/main.go:502-503), so whatsmeow makes the id (send.go:210-211), and receipts name
+        that one. A phone JID is sent to its LID (send.go:326-352): `to` of the result says which.
         """
         session = self._hosted(ref)
-        message = wa.Message(conversation=text)
-        response = await self._go(session, lambda client: client.send_message(parse_jid(to), message))
-        sent_id = str(response.ID)
+        try:
+            target = parse_jid(to)
+            message = wa.Message(conversation=text)
+        except ValueError as exc:  # a device that is no number; lone surrogates, which protobuf cannot carry
+            raise SendRejected("the recipient or the text cannot be sent", session=str(ref)) from exc
+        try:
+            response, went_to = await self._go(session, lambda client: _send(client, target, message))
+        except RecipientUnknown as exc:
+            absent = await self._absent(session, target)
+            if absent is None:
+                raise
+            raise absent from exc
+        sent_id = _text(response.ID)
         if sent_id != message_id:
-            log.info("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
-        return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)))
+            log.debug("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
+        return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)), to=went_to)
+
+    async def _absent(self, session: _Session, target: Any) -> NotOnWhatsApp | None:
+        """Tell "no LID found" for a number without an account apart from any other reason, by asking WhatsApp."""
+        if target.Server != USER_SERVER:
+            return None
+        try:
+            lookup = await self._go(session, lambda client: _lookup(client, str(target.User)))
+        except EngineError:
+            return None  # the send's own answer stands
+        if lookup.on_whatsapp:
+            return None
+        return NotOnWhatsApp("whatsapp has no account for this number", session=str(session.ref))
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
-        """Ask WhatsApp (IsOnWhatsApp) whether `phone_number` is on it and under which JID (digits as given)."""
+        """Ask WhatsApp (IsOnWhatsApp) whether `phone_number` is on it, under which phone JID and which LID.
+
+        The digits are asked as given and the JIDs are WhatsApp's: a Brazilian number asked with its ninth digit
+        may come back without it, and that answer is the JID.
+        """
         session = self._hosted(ref)
-
-        def lookup(client: Any) -> JidLookup:
-            answers = list(client.is_on_whatsapp(phone_number))
-            if not answers or not answers[0].IsIn:
-                return JidLookup(phone_number=phone_number, on_whatsapp=False)
-            jid = answers[0].JID
-            lid = None
-            try:
-                lid = jid_string(client.get_lid_from_pn(jid), device=False)
-            except NeonizeError:
-                pass  # the LID is a bonus; the store may not know it yet
-            extra = {"verified_name": str(answers[0].VerifiedName.Details.verifiedName)}
-            return JidLookup(
-                phone_number=phone_number,
-                on_whatsapp=True,
-                jid=jid_string(jid, device=False),
-                lid=lid,
-                extra={k: v for k, v in extra.items() if v},
-            )
-
-        return await self._go(session, lookup)
+        return await self._go(session, lambda client: _lookup(client, phone_number))
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         """Request a pairing code once the socket is up (after the first QR code); also emitted as an event."""
@@ -597,6 +791,8 @@ class WhatsmeowEngine:
             pb.Disconnected,
             pb.Message,
             pb.Receipt,
+            pb.UndecryptableMessage,
+            pb.HistorySync,
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -692,6 +888,10 @@ class WhatsmeowEngine:
             receipt = translate_receipt(ref, event)
             if receipt is not None:
                 self._emit_and_wait_until_stored(receipt)
+        elif isinstance(event, pb.UndecryptableMessage):
+            self._emit(translate_undecryptable(ref, event))
+        elif isinstance(event, pb.HistorySync):
+            self._emit(translate_history_sync(ref, event))
         else:
             self._on_connection_event(session, event)
 
@@ -860,12 +1060,79 @@ class WhatsmeowEngine:
         return session
 
 
+# whatsmeow's errors reach us as text only (neonize raises its exceptions with Go's err.Error()).
+# No socket, or no login: the send waits for the reconnection
+_NOT_CONNECTED = (
+    "websocket not connected",  # ErrNotConnected, errors.go:22
+    "websocket disconnected before",  # DisconnectedError, errors.go:259 (the socket dropped mid-request)
+    "the store doesn't contain a device jid",  # ErrNotLoggedIn, errors.go:23
+    "client is nil",  # ErrClientIsNil, errors.go:19 (Go holds no such client)
+    "not logged in",  # no such text in whatsmeow or neonize today: kept for one that says so
+)
+# WhatsApp did not answer in time, or the request was cancelled: another attempt may go through
+_TRANSIENT = (
+    # ErrIQTimedOut, ErrMessageTimedOut (errors.go:21, 24); a send that timed out may have arrived all the same,
+    # and a new attempt gets a new id from whatsmeow: the worker's retry policy decides
+    "timed out",
+    "context canceled",  # Go's context.Canceled (send.go:436: the request's context ended)
+    "context deadline exceeded",  # Go's context.DeadlineExceeded
+)
+_NO_SUCH_RECIPIENT = (
+    "no lid found",  # "no LID found for <jid> from server", send.go:344: WhatsApp gave no LID for the number
+)
+_RESTRICTED = ("account restricted", "reachout")  # not in whatsmeow's errors today: kept for a text that says so
+_NOT_SENDABLE = (
+    "can't send message to unknown server",  # ErrUnknownServer, errors.go:110
+    "message recipient must be a user jid with no device part",  # ErrRecipientADJID, errors.go:111
+    "sending to non-status broadcast lists is not yet supported",  # ErrBroadcastListUnsupported, errors.go:109
+)
+_SERVER_ERROR = re.compile(r"server returned error (\d+)")  # the send's ack carried an error code, send.go:451-452
+_IQ_STATUS = re.compile(r"info query returned status (\d+)")  # IQError, errors.go:224
+_REACHOUT_TIMELOCKED = 463  # WhatsApp's restriction on messaging new contacts (whatsmeow issue 1074, Baileys 2441)
+_SMAX_INVALID = 479  # "invalid stanza" (client.go:309); comes and goes with session state (whatsmeow issue 690)
+_RATE_OVERLIMIT = 429  # ErrIQRateOverLimit, errors.go:195
+
+
 def _translate_error(exc: NeonizeError, ref: SessionRef) -> EngineError:
-    """Map a neonize error to ours (whatsmeow's errors arrive as text only)."""
+    """Map a neonize error to ours: NotConnected, a SendRejected kind (permanent), or a retryable EngineError."""
     text = str(exc)
     lowered = text.lower()
-    if any(s in lowered for s in ("not connected", "not logged in", "websocket", "timed out", "context canceled")):
-        return NotConnected(f"whatsapp is not reachable: {text}", session=str(ref))
-    if any(s in lowered for s in ("invalid jid", "unknown server", "server returned error 4", "not on whatsapp")):
-        return SendRejected(f"whatsapp refused: {text}", session=str(ref))
-    return EngineError(f"whatsmeow failed: {text}", session=str(ref))
+    session = str(ref)
+    # a failure deep inside a send names its cause last ("failed to get user info ...: websocket not connected")
+    if any(s in lowered for s in _NOT_CONNECTED):
+        return NotConnected(f"whatsapp is not reachable: {text}", session=session)
+    if any(s in lowered for s in _TRANSIENT):
+        return EngineError(f"whatsapp did not answer in time: {text}", session=session)
+    if any(s in lowered for s in _NO_SUCH_RECIPIENT):
+        return RecipientUnknown(f"whatsapp knows no such recipient: {text}", session=session)
+    if "not on whatsapp" in lowered:
+        return NotOnWhatsApp(f"whatsapp has no account for the recipient: {text}", session=session)
+    if any(s in lowered for s in _RESTRICTED):
+        return Restricted(f"whatsapp restricted this account: {text}", session=session)
+    if match := _SERVER_ERROR.search(lowered):
+        return _server_error(int(match.group(1)), text, session)
+    if match := _IQ_STATUS.search(lowered):
+        return _iq_error(int(match.group(1)), text, session)
+    if any(s in lowered for s in _NOT_SENDABLE):
+        return SendRejected(f"whatsapp cannot send there: {text}", session=session)
+    return EngineError(f"whatsmeow failed: {text}", session=session)
+
+
+def _server_error(code: int, text: str, session: str) -> EngineError:
+    """Map the error code WhatsApp acknowledged a send with."""
+    if code == _REACHOUT_TIMELOCKED:
+        return Restricted(f"whatsapp restricted messaging new contacts: {text}", session=session, error_code=code)
+    if code == _SMAX_INVALID or code == _RATE_OVERLIMIT or code >= 500:
+        return EngineError(f"whatsapp refused for now: {text}", session=session, error_code=code)
+    if 400 <= code < 500:
+        return SendRejected(f"whatsapp refused the message: {text}", session=session, error_code=code)
+    return EngineError(f"whatsapp answered an error: {text}", session=session, error_code=code)
+
+
+def _iq_error(code: int, text: str, session: str) -> EngineError:
+    """Map the status of a query a send made first (devices, group members, LIDs)."""
+    if code == 404:  # ErrIQNotFound "item-not-found", errors.go:189
+        return RecipientUnknown(f"whatsapp knows no such recipient: {text}", session=session, error_code=code)
+    if code == _RATE_OVERLIMIT or not 400 <= code < 500:
+        return EngineError(f"whatsapp refused for now: {text}", session=session, error_code=code)
+    return SendRejected(f"whatsapp refused the message: {text}", session=session, error_code=code)
