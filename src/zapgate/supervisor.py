@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from zapgate.log import get_logger
 
@@ -16,14 +16,19 @@ log = get_logger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0  # seconds between restarts of a worker that keeps dying
 STOP_GRACE = 15.0  # seconds a worker gets to stop before it is killed
+# a worker that drained itself to be replaced (too many abandoned engine clients) exits with this code
+# (services/worker.py EXIT_TO_BE_REPLACED): replaced at once, not counted as a crash
+EXIT_TO_BE_REPLACED = 75
 
 
 class WorkerSupervisor:
     """Keep `count` `zapgate worker` processes running."""
 
-    def __init__(self, count: int, env: Mapping[str, str]) -> None:
+    def __init__(self, count: int, env: Mapping[str, str], command: Sequence[str] | None = None) -> None:
         self._count = count
         self._env = dict(env)
+        self._command = list(command or [sys.executable, "-m", "zapgate", "worker"])
+        self.replaced = 0  # workers that asked to be replaced and were
         self._children: list[subprocess.Popen[bytes] | None] = [None] * count
         self._failures = [0] * count
         self._next_start = [0.0] * count
@@ -60,7 +65,7 @@ class WorkerSupervisor:
 
     def _spawn(self, index: int) -> None:
         child = subprocess.Popen(
-            [sys.executable, "-m", "zapgate", "worker"],
+            self._command,
             env=self._env,
             stdin=subprocess.DEVNULL,
         )
@@ -76,6 +81,12 @@ class WorkerSupervisor:
                     continue
                 now = time.monotonic()
                 if now < self._next_start[index]:
+                    continue
+                if child.returncode == EXIT_TO_BE_REPLACED:
+                    log.info("worker.replaced", index=index, pid=child.pid)
+                    self.replaced += 1
+                    self._children[index] = None
+                    self._respawn(index)
                     continue
                 self._failures[index] += 1
                 delay = min(RESTART_BACKOFF_MAX, 0.5 * 2 ** (self._failures[index] - 1))

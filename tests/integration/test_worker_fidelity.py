@@ -458,3 +458,47 @@ async def _lease_later(manager: ConnectionManager, session_id: str, before: date
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_duplicate_window_is_one_batch_sent_but_not_recorded(
+    manager: ConnectionManager,
+    sessions: SessionService,
+    script: Script,
+    start_worker: WorkerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A crash after WhatsApp took a batch and before the worker recorded it leaves the batch pending: it is
+    # sent again. whatsmeow makes a new id for each send, so on the real engine its recipients get those
+    # messages twice. Nothing outside that one batch is sent twice, and nothing is lost.
+    from zapgate.db import outbound as queue
+
+    record = queue.record_sends
+    crashed: list[int] = []
+
+    async def crash_once(conn: Any, row: str, outcomes: Any) -> set[str]:
+        if not crashed:
+            crashed.append(len(outcomes))
+            raise ConnectionError("the worker died here")
+        return await record(conn, row, outcomes)
+
+    await start_worker()
+    await connect(sessions, "alice", PHONE_A)
+    first = [await sessions.send_text("acme", "alice", "5521988887777", f"before {i}") for i in range(3)]
+    await eventually(lambda: _has_status(manager, first[-1].message_id, "sent"))
+    monkeypatch.setattr(queue, "record_sends", crash_once)
+    batch = await asyncio.gather(*(sessions.send_text("acme", "alice", "5521988887777", f"in {i}") for i in range(50)))
+    await eventually(lambda: _all_sent(manager, [a.message_id for a in batch]))
+    monkeypatch.setattr(queue, "record_sends", record)
+    after = await sessions.send_text("acme", "alice", "5521988887777", "after")
+    await eventually(lambda: _has_status(manager, after.message_id, "sent"))
+    sends = Counter(t for _, _, t in script.sent)
+    twice = {t for t, n in sends.items() if n == 2}
+    assert crashed and len(twice) == crashed[0]  # exactly the batch in flight at the crash
+    assert twice <= {f"in {i}" for i in range(50)} and all(n <= 2 for n in sends.values())
+    assert sends["after"] == 1 and all(sends[f"before {i}"] == 1 for i in range(3))
+    statuses = Counter(p["messageId"] for p in await events(manager, "message-status") if p["status"] == "sent")
+    assert all(n == 1 for n in statuses.values())  # recorded, and announced, once
+
+
+async def _all_sent(manager: ConnectionManager, ids: list[str]) -> bool:
+    return all([await _has_status(manager, i, "sent") for i in ids])

@@ -64,7 +64,7 @@ from zapgate.settings import Settings
 log = get_logger(__name__)
 
 LEASE_TTL = 10.0  # seconds a lease lives without renewal
-EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL)
+EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL; supervisor.py)
 T = TypeVar("T")
 
 # the statuses in which a session is still pairing (bounded by WHATSAPP_SESSION_TIMEOUT)

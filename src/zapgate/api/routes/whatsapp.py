@@ -246,7 +246,7 @@ async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sess
 _SSE_EXAMPLE = (
     "id: 42\nevent: status-change\ndata: "
     '{"eventId": 42, "type": "status-change", "sessionId": "user123", "createdAt": "2026-11-29T10:00:00+00:00", '
-    '"status": "connected", "previousStatus": "connecting", "reason": null, "engine": "sandbox", '
+    '"status": "connected", "previousStatus": "connecting", "reason": null, "code": null, "engine": "sandbox", '
     '"phoneNumber": "5511999999999"}\n\n'
 )
 
