@@ -131,7 +131,8 @@ async def _run_worker(settings: Settings, url: str) -> None:
     from zapgate.db.manager import ConnectionManager
     from zapgate.heap import freeze_startup_objects
     from zapgate.services.hosting import Worker, available_engines
-    from zapgate.services.webhooks import WebhookDispatcher, webhook_policy, webhook_retry
+    from zapgate.services.webhook_dispatcher import WebhookDispatcher, webhook_retry
+    from zapgate.services.webhooks import webhook_policy
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

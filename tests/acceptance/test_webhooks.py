@@ -24,7 +24,7 @@ from tests.acceptance.test_whatsapp_api import new_client
 from tests.acceptance.test_workers import WorkerProcesses
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.webhooks import AddressPolicy, RetryPolicy
-from zapgate.services.webhooks import WebhookDispatcher
+from zapgate.services.webhook_dispatcher import WebhookDispatcher
 from zapgate.settings import Settings
 
 FAST_RETRY = RetryPolicy(max_attempts=5, base=0.05, cap=0.2)
