@@ -229,13 +229,7 @@ class SessionService:
     async def send_text(
         self, client: str, session: str, to: str, text: str, *, idempotency_key: str | None = None
     ) -> SendAccepted:
-        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it.
-
-        Concurrent sends of a client are stored together, in one transaction (see GroupCommit). With
-        `idempotency_key`, a request made again with the same key (within a day) answers the first result
-        and queues nothing; the same key with another request is refused. Over the session's send rate,
-        RateLimited says when to retry.
-        """
+        """Accept a text for sending, stored `pending` before this returns (see SendIntake.submit)."""
         return await self._sends.submit(client, session, to, text, idempotency_key=idempotency_key)
 
     async def close(self) -> None:
