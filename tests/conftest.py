@@ -15,23 +15,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
+from tests.support.databases import plain_url, with_database
 from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import configure_logging
 
 configure_logging("warning", cache_loggers=False)
-
-
-def plain_url(url: str) -> str:
-    """Return `url` as a libpq/asyncpg URL (no SQLAlchemy driver name)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def with_database(url: str, database: str) -> str:
-    """Return `url` pointing at another database of the same server."""
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")

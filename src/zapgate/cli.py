@@ -131,7 +131,8 @@ async def _run_worker(settings: Settings, url: str) -> None:
     from zapgate.db.manager import ConnectionManager
     from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
-    from zapgate.services.webhooks import WebhookDispatcher, webhook_policy, webhook_retry
+    from zapgate.services.webhook_dispatcher import WebhookDispatcher, webhook_retry
+    from zapgate.services.webhooks import webhook_policy
     from zapgate.services.worker import EXIT_TO_BE_REPLACED, Worker, worker_options
 
     stop = asyncio.Event()

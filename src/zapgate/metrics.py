@@ -67,6 +67,30 @@ ENGINE_CALL_TIMEOUTS = Counter(
     ["call"],
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "zapgate_webhook_deliveries",
+    "Delivery attempts by outcome: delivered (2xx), retried (to be tried again), dead (given up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "zapgate_webhook_attempt_seconds",
+    "Duration of one delivery attempt (the HTTP request), whatever its outcome.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+WEBHOOK_LATENCY_SECONDS = Histogram(
+    "zapgate_webhook_delivery_latency_seconds",
+    "From an event's creation to its successful delivery.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+    registry=REGISTRY,
+)
+WEBHOOK_QUEUE_DEPTH = Gauge(
+    "zapgate_webhook_queue_depth",
+    "Pending deliveries per webhook (as last seen by this worker).",
+    ["client", "webhook"],
+    registry=REGISTRY,
+)
 
 
 class _Pool(Protocol):

@@ -1,4 +1,5 @@
-"""Running zapgate for real: the CLI and `serve` as subprocesses, the app under uvicorn in-process."""
+"""Running zapgate for real (the CLI, `serve` and workers as subprocesses, the app under uvicorn in-process) and
+talking to it over HTTP as its clients do: the acceptance tests' shared toolkit."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.support.waiting import eventually
 from zapgate.api.app import create_app
 from zapgate.settings import Settings
 
@@ -31,6 +33,8 @@ BAD_CLIENT_IDS = ["Acme", "a'b", 'a"b', "a;b", "a-b", "..", "a b", "a" * 49, "",
 
 SERVE_START_DEADLINE = 60.0  # seconds: the embedded PostgreSQL may need an initdb first
 SERVE_STOP_DEADLINE = 30.0  # seconds
+LEASE_TTL = 5  # seconds: the leases of the workers WorkerProcesses starts
+PROBLEM_JSON = "application/problem+json"
 
 
 def free_port() -> int:
@@ -234,3 +238,81 @@ async def api_client(database_url: str, **settings: Any) -> AsyncIterator[httpx.
     config = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", **settings)
     async with running_app(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
+
+
+class WorkerProcesses:
+    """`zapgate worker` processes on one database, with short leases; `close` stops them (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, database_url: str, log_dir: Path) -> None:
+        self.env = clean_environ(
+            DATABASE_URL=database_url,
+            ZAPGATE_LEASE_TTL=str(LEASE_TTL),
+            ZAPGATE_LOG_LEVEL="info",
+            WHATSAPP_QR_TIMEOUT="60000",
+        )
+        self.log_dir = log_dir
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> asyncio.subprocess.Process:
+        with (self.log_dir / f"worker-{len(self.procs)}.log").open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "zapgate",
+                "worker",
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        self.procs.append(proc)
+        return proc
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """Check that `response` is a problem+json document with `status` (and `code`); return it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail", "code"} <= body.keys(), body
+    assert body["status"] == status
+    assert body["type"].endswith("/" + body["code"])
+    assert body["title"] and body["detail"]
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+async def new_client(api: httpx.AsyncClient, client_id: str) -> dict[str, str]:
+    """Create the client `client_id` through the admin API; return the headers that authenticate as it."""
+    response = await api.post("/admin/clients", headers=ADMIN, json={"clientId": client_id})
+    assert response.status_code == 201, response.text
+    return {"X-API-Key": response.json()["apiKey"]}
+
+
+async def linked(api: httpx.AsyncClient, headers: dict[str, str], session: str, phone: str) -> None:
+    """Create `session` and link it to the sandbox phone `phone` (scan its QR code); return once connected."""
+    assert (await api.post("/whatsapp/session", headers=headers, json={"sessionId": session})).status_code == 201
+
+    async def shows_qr() -> bool:
+        return bool((await api.get(f"/whatsapp/sessions/{session}", headers=headers)).json()["qrCode"])
+
+    await eventually(shows_qr, within=20.0)
+    scan = await api.post(f"/whatsapp/sandbox/sessions/{session}/scan", headers=headers, json={"phoneNumber": phone})
+    assert scan.status_code == 202
+
+    async def connected() -> bool:
+        return (await api.get(f"/whatsapp/sessions/{session}", headers=headers)).json()["status"] == "connected"
+
+    await eventually(connected, within=20.0)

@@ -9,12 +9,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN, ADMIN_KEY, BAD_CLIENT_IDS, client_schemas, running_app
+from tests.acceptance.support import ADMIN, ADMIN_KEY, BAD_CLIENT_IDS, assert_problem, client_schemas, running_app
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
-
-PROBLEM_JSON = "application/problem+json"
 
 # every admin route, with a client id where it takes one
 ADMIN_ROUTES = [
@@ -32,20 +30,6 @@ async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx
     settings = Settings(admin_key=ADMIN_KEY, database_url=database_url)
     async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
-
-
-def assert_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """Check that `response` is a problem+json document with `status` (and `code`); return it."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert {"type", "title", "status", "detail", "code"} <= body.keys(), body
-    assert body["status"] == status
-    assert body["type"].endswith("/" + body["code"])
-    assert body["title"] and body["detail"]
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 async def listed_ids(api: httpx.AsyncClient) -> list[str]:

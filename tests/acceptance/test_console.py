@@ -15,9 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 
-from tests.acceptance.support import ADMIN_KEY, running_app
-from tests.acceptance.test_messages_api import linked
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import ADMIN_KEY, linked, new_client, running_app
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 

@@ -11,9 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, running_app
-from tests.acceptance.test_admin_api import assert_problem
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import ADMIN_KEY, assert_problem, new_client, running_app
 from zapgate.settings import Settings
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.acceptance.support import api_client
-from tests.acceptance.test_admin_api import assert_problem
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import api_client, assert_problem, linked, new_client
+from tests.support.waiting import eventually
 from zapgate.services.worker import Worker
 
 ALICE, BOB = "5511988880001", "5511988880002"
@@ -21,30 +19,6 @@ ALICE, BOB = "5511988880001", "5511988880002"
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(database_url, send_rate=0) as http:
         yield http
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
-    for _ in range(int(within / 0.05)):
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("not reached in time")
-
-
-async def linked(api: httpx.AsyncClient, headers: dict[str, str], session: str, phone: str) -> None:
-    assert (await api.post("/whatsapp/session", headers=headers, json={"sessionId": session})).status_code == 201
-
-    async def shows_qr() -> bool:
-        return bool((await api.get(f"/whatsapp/sessions/{session}", headers=headers)).json()["qrCode"])
-
-    await eventually(shows_qr)
-    scan = await api.post(f"/whatsapp/sandbox/sessions/{session}/scan", headers=headers, json={"phoneNumber": phone})
-    assert scan.status_code == 202
-
-    async def connected() -> bool:
-        return (await api.get(f"/whatsapp/sessions/{session}", headers=headers)).json()["status"] == "connected"
-
-    await eventually(connected)
 
 
 async def test_messages_contacts_and_history(api: httpx.AsyncClient, worker: Worker) -> None:
@@ -68,7 +42,7 @@ async def test_messages_contacts_and_history(api: httpx.AsyncClient, worker: Wor
         outbound = [m for m in page["messages"] if m["direction"] == "outbound"]
         return len(page["messages"]) == 6 and all(m["status"] == "read" for m in outbound)
 
-    await eventually(all_read)
+    await eventually(all_read, within=20.0)
 
     # newest first, with the contact, paged by cursor
     first = (await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "alice", "limit": 4})).json()
@@ -155,7 +129,7 @@ async def test_every_mutating_call_is_audited(api: httpx.AsyncClient) -> None:
         found: list[dict[str, Any]] = (await api.get("/whatsapp/audit", headers=acme)).json()["entries"]
         return found if len(found) >= 6 else []
 
-    log = list(reversed(await eventually(entries)))
+    log = list(reversed(await eventually(entries, within=20.0)))
     assert [(e["action"], e["outcome"], e["status"]) for e in log] == [
         ("session.create", "ok", 201),
         ("session.create", "duplicate_record", 409),

@@ -8,9 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.acceptance.support import ADMIN_KEY, running_app
-from tests.acceptance.test_messages_api import eventually, linked
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import ADMIN_KEY, linked, new_client, running_app
+from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings

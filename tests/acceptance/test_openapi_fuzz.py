@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, running_app
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import ADMIN_KEY, new_client, running_app
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings

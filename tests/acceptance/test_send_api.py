@@ -10,10 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, running_app
-from tests.acceptance.test_admin_api import assert_problem
-from tests.acceptance.test_whatsapp_api import new_client
-from tests.conftest import plain_url
+from tests.acceptance.support import ADMIN_KEY, assert_problem, new_client, running_app
+from tests.support.databases import plain_url
 from zapgate.api.schemas import MessageAccepted
 from zapgate.settings import Settings
 

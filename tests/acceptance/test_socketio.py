@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, api_client, running_app
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import ADMIN_KEY, api_client, new_client, running_app
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings

@@ -10,9 +10,7 @@ import httpx
 import pytest
 
 from tests.acceptance.sse import SseMessage, next_events, read_sse
-from tests.acceptance.support import api_client
-from tests.acceptance.test_admin_api import assert_problem
-from tests.acceptance.test_whatsapp_api import new_client
+from tests.acceptance.support import api_client, assert_problem, new_client
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
 

@@ -18,13 +18,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.acceptance.receiver import Received, Receiver, Reply, receiving
-from tests.acceptance.support import ADMIN_KEY, api_client, free_port, running_app
-from tests.acceptance.test_admin_api import assert_problem
-from tests.acceptance.test_whatsapp_api import new_client
-from tests.acceptance.test_workers import WorkerProcesses
+from tests.acceptance.support import (
+    ADMIN_KEY,
+    WorkerProcesses,
+    api_client,
+    assert_problem,
+    free_port,
+    new_client,
+    running_app,
+)
+from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.webhooks import AddressPolicy, RetryPolicy
-from zapgate.services.webhooks import WebhookDispatcher
+from zapgate.services.webhook_dispatcher import WebhookDispatcher
 from zapgate.settings import Settings
 
 FAST_RETRY = RetryPolicy(max_attempts=5, base=0.05, cap=0.2)
@@ -107,14 +113,6 @@ async def deliveries(api: httpx.AsyncClient, headers: dict[str, str], hook: str,
     response = await api.get(f"/whatsapp/webhooks/{hook}/deliveries", headers=headers, params=params)
     assert response.status_code == 200, response.text
     return list(response.json()["deliveries"])
-
-
-async def eventually(check: Any, within: float = 30.0) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            if result := await check():
-                return result
-            await asyncio.sleep(0.05)
 
 
 async def webhook_metrics(api: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

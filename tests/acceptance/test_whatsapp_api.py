@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN, ADMIN_KEY, running_app
-from tests.acceptance.test_admin_api import assert_problem
+from tests.acceptance.support import ADMIN, ADMIN_KEY, assert_problem, new_client, running_app
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker
@@ -22,12 +21,6 @@ async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx
     settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox")
     async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
-
-
-async def new_client(api: httpx.AsyncClient, client_id: str) -> dict[str, str]:
-    response = await api.post("/admin/clients", headers=ADMIN, json={"clientId": client_id})
-    assert response.status_code == 201, response.text
-    return {"X-API-Key": response.json()["apiKey"]}
 
 
 async def test_the_seeds_flow_over_http(api: httpx.AsyncClient, database_url: str) -> None:

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,51 +11,12 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, ServeFactory, clean_environ
+from tests.acceptance.support import ADMIN_KEY, ServeFactory, WorkerProcesses, clean_environ
+from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.placements import get as get_placement
 from zapgate.services.clients import ClientService
 from zapgate.services.sessions import SessionService
-
-LEASE_TTL = 5  # seconds
-
-
-class WorkerProcesses:
-    def __init__(self, database_url: str, log_dir: Path) -> None:
-        self.env = clean_environ(
-            DATABASE_URL=database_url,
-            ZAPGATE_LEASE_TTL=str(LEASE_TTL),
-            ZAPGATE_LOG_LEVEL="info",
-            WHATSAPP_QR_TIMEOUT="60000",
-        )
-        self.log_dir = log_dir
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def start(self) -> asyncio.subprocess.Process:
-        with (self.log_dir / f"worker-{len(self.procs)}.log").open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "zapgate",
-                "worker",
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        self.procs.append(proc)
-        return proc
-
-    async def close(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @pytest.fixture
@@ -64,15 +24,6 @@ async def workers(database_url: str, tmp_path: Path) -> AsyncIterator[WorkerProc
     processes = WorkerProcesses(database_url, tmp_path)
     yield processes
     await processes.close()
-
-
-async def eventually(check: Callable[[], Any], within: float = 30.0) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -92,9 +43,9 @@ async def test_a_worker_killed_mid_flight_loses_and_duplicates_nothing(
 
         for session_id, phone in (("alice", "5511999990001"), ("bob", "5511999990002")):
             await sessions.create("acme", session_id)
-            await eventually(lambda sid=session_id: _has_qr(sessions, sid))
+            await eventually(lambda sid=session_id: _has_qr(sessions, sid), every=0.1)
             await sessions.sandbox_scan("acme", session_id, phone)
-            await eventually(lambda sid=session_id: connected(sid))
+            await eventually(lambda sid=session_id: connected(sid), every=0.1)
 
         async with manager.registry_transaction() as conn:
             placement = await get_placement(conn, "acme", "alice")
@@ -119,8 +70,8 @@ async def test_a_worker_killed_mid_flight_loses_and_duplicates_nothing(
             rows = await db.message.find_many(session_id=alice_row, direction="outbound", limit=1000)
             return len(rows) == 500 and all(m.status in ("sent", "delivered", "read") for m in rows)
 
-        await eventually(all_out, within=90)
-        await eventually(lambda: _inbound_count(db, bob_row, 500), within=30)
+        await eventually(all_out, within=90, every=0.1)
+        await eventually(lambda: _inbound_count(db, bob_row, 500), within=30, every=0.1)
 
         inbound = await db.message.find_many(session_id=bob_row, direction="inbound", limit=1000)
         assert sorted(m.message_id for m in inbound) == sorted(accepted)  # every one arrived, once
@@ -163,10 +114,10 @@ async def test_serve_keeps_its_workers_alive_and_stops_them(
                 continue
         return found
 
-    await eventually(lambda: _count(workers, 2))
+    await eventually(lambda: _count(workers, 2), every=0.1)
     first = workers()
     first[0].kill()
-    await eventually(lambda: _replaced(workers, first[0].pid), within=20)
+    await eventually(lambda: _replaced(workers, first[0].pid), within=20, every=0.1)
     pids = [p.pid for p in workers()]
     assert await serve.stop() == 0
     await asyncio.sleep(0.5)

@@ -7,7 +7,8 @@ from sqlalchemy import text
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import RateLimited, SessionNotConnected, SessionNotFound
 from zapgate.services.clients import ClientService
-from zapgate.services.sessions import SendAccepted, SessionService
+from zapgate.services.send_intake import SendAccepted
+from zapgate.services.sessions import SessionService
 
 
 async def _pending(manager: ConnectionManager) -> set[str]:

@@ -3,7 +3,7 @@
 import asyncpg
 import pytest
 
-from tests.conftest import plain_url
+from tests.support.databases import plain_url
 from tests.unit.test_ids import BAD_CLIENT_IDS
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId

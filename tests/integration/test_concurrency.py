@@ -6,7 +6,7 @@ import contextlib
 import asyncpg
 import pytest
 
-from tests.conftest import plain_url
+from tests.support.databases import plain_url
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.tables import tenant_metadata
 

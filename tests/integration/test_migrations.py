@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from tests.conftest import plain_url
+from tests.support.databases import plain_url
 from zapgate.db import migrate
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.tables import registry_metadata, tenant_metadata

@@ -1,12 +1,13 @@
 """Sessions end to end on the sandbox: services + a worker + the engine + PostgreSQL."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.records import MessageStatus
 from zapgate.errors import (
@@ -37,15 +38,6 @@ async def worker(manager: ConnectionManager, database_url: str) -> AsyncIterator
     await worker.close()
 
 
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.05)
-
-
 async def status_of(sessions: SessionService, session_id: str) -> str:
     return str((await sessions.get("acme", session_id)).session.status)
 
@@ -57,9 +49,9 @@ async def events_of(manager: ConnectionManager, session_id: str | None = None) -
 
 async def connect(sessions: SessionService, session_id: str, phone: str) -> None:
     await sessions.create("acme", session_id)
-    await eventually(lambda: _has_qr(sessions, session_id))
+    await eventually(lambda: _has_qr(sessions, session_id), within=10.0)
     await sessions.sandbox_scan("acme", session_id, phone)
-    await eventually(lambda: _is(sessions, session_id, "connected"))
+    await eventually(lambda: _is(sessions, session_id, "connected"), within=10.0)
 
 
 async def _has_qr(sessions: SessionService, session_id: str) -> bool:
@@ -73,14 +65,14 @@ async def _is(sessions: SessionService, session_id: str, status: str) -> bool:
 async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionService, worker: Worker) -> None:
     created = await sessions.create("acme", "alice")
     assert created.status == "created" and created.engine == "sandbox"
-    await eventually(lambda: _has_qr(sessions, "alice"))
+    await eventually(lambda: _has_qr(sessions, "alice"), within=10.0)
     view = await sessions.get("acme", "alice")
     assert view.session.status == "qr" and view.worker_id == worker.worker_id
     assert view.session.qr_code and view.session.qr_code.startswith("sandbox@acme/alice")
     assert view.session.qr_expires_at is not None
 
     await sessions.sandbox_scan("acme", "alice", PHONE_A)
-    await eventually(lambda: _is(sessions, "alice", "connected"))
+    await eventually(lambda: _is(sessions, "alice", "connected"), within=10.0)
     alice = (await sessions.get("acme", "alice")).session
     assert (alice.phone_number, alice.jid, alice.qr_code) == (PHONE_A, f"{PHONE_A}@s.whatsapp.net", None)
 
@@ -94,7 +86,7 @@ async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionServi
         found = await db.message.find_unique(message.message_id)
         return found is not None and found.status == MessageStatus.READ and found.direction == "outbound"
 
-    await eventually(read_by_bob)
+    await eventually(read_by_bob, within=10.0)
     sent = await db.message.find_unique(message.message_id)
     assert sent is not None and sent.sent_at is not None and sent.chat_jid == f"{PHONE_B}@s.whatsapp.net"
 
@@ -111,10 +103,10 @@ async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionServi
 
     # an inbound message from any number
     injected = await sessions.sandbox_inject("acme", "alice", "+44 7700 900123", "hello from the UK")
-    await eventually(lambda: db.message.find_unique(injected))
+    await eventually(lambda: db.message.find_unique(injected), within=10.0)
 
     await sessions.logout("acme", "alice")
-    await eventually(lambda: _is(sessions, "alice", "logged_out"))
+    await eventually(lambda: _is(sessions, "alice", "logged_out"), within=10.0)
     alice = (await sessions.get("acme", "alice")).session
     assert alice.jid is None
     with pytest.raises(SessionNotConnected):
@@ -131,11 +123,11 @@ async def test_messages_accepted_while_disconnected_go_out_after_reconnecting(
 ) -> None:
     await connect(sessions, "alice", PHONE_A)
     await sessions.stop("acme", "alice")
-    await eventually(lambda: _is(sessions, "alice", "stopped"))
+    await eventually(lambda: _is(sessions, "alice", "stopped"), within=10.0)
     with pytest.raises(SessionNotConnected):
         await sessions.send_text("acme", "alice", "5521988887777", "stopped sessions refuse")
     await sessions.restart("acme", "alice")
-    await eventually(lambda: _is(sessions, "alice", "connected"))  # restored from its link, no QR
+    await eventually(lambda: _is(sessions, "alice", "connected"), within=10.0)  # restored from its link, no QR
 
     await sessions.sandbox_fault("acme", "alice", "drop_connection")
     ids = [(await sessions.send_text("acme", "alice", "5521988887777", f"m{i}")).message_id for i in range(5)]
@@ -145,7 +137,7 @@ async def test_messages_accepted_while_disconnected_go_out_after_reconnecting(
         found = [await db.message.find_unique(i) for i in ids]
         return all(m is not None and m.status == "read" for m in found)
 
-    await eventually(all_read)
+    await eventually(all_read, within=10.0)
     sent_order = [
         p["messageId"] for t, p in await events_of(manager, "alice") if t == "message-status" and p["status"] == "sent"
     ]
@@ -191,7 +183,7 @@ async def test_send_failures_are_recorded_with_the_reason(
         a, b = await db.message.find_unique(first.message_id), await db.message.find_unique(second.message_id)
         return a is not None and b is not None and a.status == "failed" and b.status == "read"
 
-    await eventually(settled)
+    await eventually(settled, within=10.0)
     failed = await db.message.find_unique(first.message_id)
     assert failed is not None and failed.error and "rejected" in failed.error
 
@@ -243,7 +235,7 @@ async def test_delete_removes_the_session_and_its_worker_stops_it(
     await sessions.delete("acme", "alice")
     with pytest.raises(SessionNotFound):
         await sessions.get("acme", "alice")
-    await eventually(lambda: _not_hosted(worker))
+    await eventually(lambda: _not_hosted(worker), within=10.0)
     assert await sessions.list("acme") == []
 
 
@@ -256,7 +248,7 @@ async def test_qr_timeout(manager: ConnectionManager, sessions: SessionService, 
     await worker.start()
     try:
         await sessions.create("acme", "alice")
-        await eventually(lambda: _is(sessions, "alice", "qr_timeout"))
+        await eventually(lambda: _is(sessions, "alice", "qr_timeout"), within=10.0)
     finally:
         await worker.close()
     qr = [p["sequence"] for t, p in await events_of(manager, "alice") if t == "qr-code"]
@@ -272,13 +264,13 @@ async def test_sessions_beyond_capacity_are_unplaced_then_placed(
     await worker.start()
     try:
         await sessions.create("acme", "first")
-        await eventually(lambda: _has_qr(sessions, "first"))
+        await eventually(lambda: _has_qr(sessions, "first"), within=10.0)
         await sessions.create("acme", "second")
-        await eventually(lambda: _is(sessions, "second", "unplaced"))
+        await eventually(lambda: _is(sessions, "second", "unplaced"), within=10.0)
         errors = [p for t, p in await events_of(manager, "second") if t == "error"]
         assert errors and errors[0]["code"] == "no_capacity" and "WHATSAPP_MAX_SESSIONS" in errors[0]["message"]
         await sessions.stop("acme", "first")
-        await eventually(lambda: _has_qr(sessions, "second"))
+        await eventually(lambda: _has_qr(sessions, "second"), within=10.0)
     finally:
         await worker.close()
 
@@ -292,7 +284,7 @@ async def test_idle_sessions_are_closed_after_the_session_timeout(
     await worker.start()
     try:
         await sessions.create("acme", "alice")
-        await eventually(lambda: _is(sessions, "alice", "stopped"))
+        await eventually(lambda: _is(sessions, "alice", "stopped"), within=10.0)
     finally:
         await worker.close()
     changes = [p for t, p in await events_of(manager, "alice") if t == "status-change"]
@@ -323,10 +315,10 @@ async def test_sessions_on_different_workers_message_each_other(
             )
             return found is not None and found.status == "read"
 
-        await eventually(read)
+        await eventually(read, within=10.0)
         reply = await sessions.send_text("acme", "bob", PHONE_A, "and back")
         alice_row = (await sessions.get("acme", "alice")).session.id
-        await eventually(lambda: db.message.find_unique(reply.message_id, session_id=alice_row))
+        await eventually(lambda: db.message.find_unique(reply.message_id, session_id=alice_row), within=10.0)
     finally:
         await first.close()
         await second.close()
@@ -337,8 +329,8 @@ async def test_logging_out_a_session_no_worker_hosts(
 ) -> None:
     await connect(sessions, "alice", PHONE_A)
     await sessions.stop("acme", "alice")
-    await eventually(lambda: _is(sessions, "alice", "stopped"))
-    await eventually(lambda: _not_hosted(worker))
+    await eventually(lambda: _is(sessions, "alice", "stopped"), within=10.0)
+    await eventually(lambda: _not_hosted(worker), within=10.0)
     view = await sessions.logout("acme", "alice")  # nobody hosts it: done here, at once
     assert view.session.status == "logged_out" and view.session.jid is None and view.desired == "logged_out"
     async with manager.engine.connect() as conn:
@@ -380,12 +372,12 @@ async def test_pairing_by_code(manager: ConnectionManager, sessions: SessionServ
     async def code_shown() -> str | None:
         return (await sessions.get("acme", "alice")).session.pairing_code
 
-    code = await eventually(code_shown)
+    code = await eventually(code_shown, within=10.0)
     assert (await sessions.get("acme", "alice")).session.status == "pairing"
     events = [p for t, p in await events_of(manager, "alice") if t == "pairing-code"]
     assert events == [{"sessionId": "alice", "code": code, "phoneNumber": PHONE_A, "engine": "sandbox"}]
     await sessions.sandbox_enter_code("acme", "alice", code)
-    await eventually(lambda: _is(sessions, "alice", "connected"))
+    await eventually(lambda: _is(sessions, "alice", "connected"), within=10.0)
     alice = (await sessions.get("acme", "alice")).session
     assert alice.phone_number == PHONE_A and alice.pairing_code is None
     with pytest.raises(InvalidRequest):

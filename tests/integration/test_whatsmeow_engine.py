@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import plain_url
+from tests.support.databases import plain_url
 from zapgate.db.keystore import drop_keystore, provision_keystore
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.records import MessageStatus

@@ -2,7 +2,15 @@ import itertools
 
 import pytest
 
-from zapgate.domain.sessions import ACTIVE, RESTING, TRANSITIONS, SessionStatus, can_transition, transition
+from zapgate.domain.sessions import (
+    ACTIVE,
+    RESTING,
+    TRANSITIONS,
+    SessionStatus,
+    can_transition,
+    restart_mode,
+    transition,
+)
 from zapgate.errors import InvalidTransition
 
 S = SessionStatus
@@ -81,3 +89,21 @@ def test_the_table_matches_the_lists() -> None:
     # every pair is either in ALLOWED/REFUSED consistently with the table (guards against edits of one only)
     for current, new in itertools.chain(ALLOWED, REFUSED):
         assert (new in TRANSITIONS[current]) == ((current, new) in ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("jid", "status", "mode"),
+    [
+        ("5511999990001@s.whatsapp.net", SessionStatus.CONNECTED, "restore"),
+        ("5511999990001@s.whatsapp.net", SessionStatus.STOPPED, "restore"),
+        ("5511999990001@s.whatsapp.net", SessionStatus.FAILED, "restore"),
+        ("5511999990001@s.whatsapp.net", SessionStatus.LOGGED_OUT, "qr"),
+        (None, SessionStatus.STOPPED, "qr"),
+        ("", SessionStatus.CREATED, "qr"),
+        (None, SessionStatus.QR_TIMEOUT, "qr"),
+    ],
+)
+def test_a_restart_restores_a_linked_session_and_pairs_anew_otherwise(
+    jid: str | None, status: SessionStatus, mode: str
+) -> None:
+    assert restart_mode(jid, status) == mode

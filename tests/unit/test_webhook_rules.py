@@ -13,19 +13,31 @@ from typing import Any
 
 import pytest
 
+from zapgate.domain.records import Event
 from zapgate.domain.webhooks import (
     AddressPolicy,
+    DeliveryStatus,
     Outcome,
     RetryPolicy,
+    Webhook,
+    attempt_status,
+    checked_secret,
     classify_address,
+    delivery_cursor,
+    delivery_request,
+    delivery_status,
     event_names,
+    new_secret,
     outcome_of,
     parse_url,
     retry_after_seconds,
+    rotation_overlap,
+    secret_hint,
+    session_names,
     signature,
     signature_header,
 )
-from zapgate.errors import InvalidWebhook
+from zapgate.errors import InvalidRequest, InvalidSessionId, InvalidWebhook
 from zapgate.services.webhook_sender import AddressRefused, _GuardedBackend
 
 STRICT = AddressPolicy()
@@ -134,6 +146,144 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert retry_after_seconds("Sun, 29 Nov 2026 12:01:00 GMT", now) == 60
     assert retry_after_seconds((now - timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now) == 0
     assert retry_after_seconds(None, now) is None and retry_after_seconds("soon", now) is None
+
+
+@pytest.mark.parametrize(
+    ("sessions", "expected"),
+    [
+        (None, None),
+        (["b", "a", "b"], ["a", "b"]),
+        (["only"], ["only"]),
+        ([], InvalidWebhook),
+        (["no spaces"], InvalidSessionId),
+    ],
+)
+def test_session_names(sessions: list[str] | None, expected: Any) -> None:
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            session_names(sessions)
+    else:
+        assert session_names(sessions) == expected
+
+
+@pytest.mark.parametrize(
+    ("secret", "accepted"),
+    [
+        ("x" * 16, True),
+        ("x" * 256, True),
+        ("whsec_" + "A1-_" * 4, True),
+        ("x" * 15, False),
+        ("x" * 257, False),
+        (" " + "x" * 20, False),
+        ("x" * 20 + "\n", False),
+        ("x" * 10 + "\t" + "x" * 10, False),
+    ],
+)
+def test_chosen_secrets_are_checked(secret: str, accepted: bool) -> None:
+    if accepted:
+        assert checked_secret(secret) == secret
+    else:
+        with pytest.raises(InvalidWebhook, match="secret"):
+            checked_secret(secret)
+
+
+def test_new_secrets_are_random_and_shown_by_their_first_characters() -> None:
+    first, second = new_secret(), new_secret()
+    assert first.startswith("whsec_") and first != second and checked_secret(first) == first
+    assert secret_hint(first) == first[:10] + "…"
+
+
+@pytest.mark.parametrize(
+    ("overlap", "accepted"),
+    [(0.0, True), (86_400.0, True), (7 * 86_400.0, True), (-1.0, False), (7 * 86_400.0 + 1, False)],
+)
+def test_rotation_overlap(overlap: float, accepted: bool) -> None:
+    if accepted:
+        assert rotation_overlap(overlap) == overlap
+    else:
+        with pytest.raises(InvalidWebhook, match="overlapSeconds"):
+            rotation_overlap(overlap)
+
+
+@pytest.mark.parametrize(
+    ("status", "cursor", "expected"),
+    [
+        (None, None, (None, None)),
+        ("pending", "42", (DeliveryStatus.PENDING, 42)),
+        ("dead", "9" * 19, (DeliveryStatus.DEAD, int("9" * 19))),
+        ("lost", None, "status: one of pending, delivered, dead"),
+        (None, "9" * 20, "cursor"),
+        (None, "-1", "cursor"),
+        (None, "abc", "cursor"),
+    ],
+)
+def test_delivery_listing_filters(status: str | None, cursor: str | None, expected: Any) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(InvalidRequest, match=expected):
+            delivery_status(status), delivery_cursor(cursor)
+    else:
+        assert (delivery_status(status), delivery_cursor(cursor)) == expected
+
+
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempts", "retry_after", "status", "wait"),
+    [
+        (Outcome.DELIVERED, 1, None, DeliveryStatus.DELIVERED, (0, 0)),
+        (Outcome.DELIVERED, 12, None, DeliveryStatus.DELIVERED, (0, 0)),
+        (Outcome.RETRY, 1, None, DeliveryStatus.PENDING, (0.5, 1)),
+        (Outcome.RETRY, 4, None, DeliveryStatus.PENDING, (4, 8)),
+        (Outcome.RETRY, 1, 120.0, DeliveryStatus.PENDING, (120, 120)),
+        (Outcome.RETRY, 11, None, DeliveryStatus.PENDING, (300, 600)),
+        (Outcome.RETRY, 12, None, DeliveryStatus.DEAD, (0, 0)),
+        (Outcome.FAILED, 1, None, DeliveryStatus.DEAD, (0, 0)),
+        (Outcome.FAILED, 1, 120.0, DeliveryStatus.DEAD, (0, 0)),
+    ],
+)
+def test_an_attempt_leaves_its_delivery_delivered_pending_or_dead(
+    outcome: Outcome, attempts: int, retry_after: float | None, status: DeliveryStatus, wait: tuple[float, float]
+) -> None:
+    found, next_at = attempt_status(
+        outcome, attempts, RetryPolicy(), NOW, retry_after=retry_after, rng=random.Random(3)
+    )
+    assert found is status
+    assert wait[0] <= (next_at - NOW).total_seconds() <= wait[1]
+
+
+def test_a_delivery_request_is_the_event_body_signed_by_every_current_secret() -> None:
+    hook = Webhook(
+        id="hook1",
+        url="https://example.com/hook",
+        events=None,
+        sessions=None,
+        secret="new-secret-000000",
+        previous_secret="old-secret-000000",
+        previous_secret_expires_at=NOW + timedelta(hours=1),
+        enabled=True,
+        description=None,
+        cursor=0,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    event = Event(7, "alice", "message-received", {"text": "Olá"}, NOW)
+    body, headers = delivery_request(hook, 99, event, NOW, 1700000000)
+    assert body.decode() == (
+        '{"eventId":7,"type":"message-received","sessionId":"alice","createdAt":"2026-11-29T12:00:00+00:00",'
+        '"text":"Olá"}'
+    )
+    assert headers == {
+        "Content-Type": "application/json",
+        "X-Zapgate-Event-Id": "7",
+        "X-Zapgate-Event-Type": "message-received",
+        "X-Zapgate-Delivery-Id": "99",
+        "X-Zapgate-Webhook-Id": "hook1",
+        "X-Zapgate-Timestamp": "1700000000",
+        "X-Zapgate-Signature": signature_header(["new-secret-000000", "old-secret-000000"], 1700000000, body),
+    }
+    _, later = delivery_request(hook, 99, event, NOW + timedelta(hours=2), 1700000000)
+    assert later["X-Zapgate-Signature"] == signature_header(["new-secret-000000"], 1700000000, body)
 
 
 async def test_names_are_resolved_and_checked_when_connecting(monkeypatch: pytest.MonkeyPatch) -> None:

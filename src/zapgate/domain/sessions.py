@@ -78,3 +78,8 @@ def transition(current: SessionStatus, new: SessionStatus) -> SessionStatus:
             f"a session cannot go from {current.value} to {new.value}", current=current.value, new=new.value
         )
     return new
+
+
+def restart_mode(jid: str | None, status: str) -> str:
+    """How a restarted session starts: "restore" from its keys while it is linked, else "qr" (a new pairing)."""
+    return "restore" if jid and status != SessionStatus.LOGGED_OUT else "qr"

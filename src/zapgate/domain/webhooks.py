@@ -1,4 +1,5 @@
-"""Webhooks, pure: which URLs and addresses may be called, how requests are signed, when a failure is retried.
+"""Webhooks, pure: which URLs, addresses and secrets are accepted, how requests are built and signed, what an
+attempt's outcome makes of a delivery.
 
 Nothing here does I/O: the service resolves host names and sends; these functions decide.
 """
@@ -8,20 +9,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import math
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from secrets import token_urlsafe
 from urllib.parse import urlsplit
 
-from zapgate.domain.events import EventType
-from zapgate.errors import InvalidWebhook
+from zapgate.domain.events import EventType, event_body
+from zapgate.domain.ids import session_id
+from zapgate.domain.records import Event
+from zapgate.errors import InvalidRequest, InvalidWebhook
 
 MAX_URL_LENGTH = 2048
 SIGNATURE_VERSION = "v1"
+SECRET_PREFIX = "whsec_"
+SECRET_DISPLAY = 10  # characters of a secret shown in listings
+MAX_OVERLAP = 7 * 86_400.0  # seconds the previous secret may keep signing after a rotation
 
 # the headers of every delivery
 EVENT_ID_HEADER = "X-Zapgate-Event-Id"
@@ -114,6 +122,58 @@ def event_names(names: Collection[str] | None) -> list[str] | None:
     if not names:
         raise InvalidWebhook("events: name at least one event, or leave it out for all", field="events")
     return sorted(set(names))
+
+
+def session_names(sessions: Sequence[str] | None) -> list[str] | None:
+    """Return `sessions` checked as session ids (None: every session), sorted and without repeats."""
+    if sessions is None:
+        return None
+    if not sessions:
+        raise InvalidWebhook("sessions: name at least one session, or leave it out for all", field="sessions")
+    return sorted({session_id(session) for session in sessions})
+
+
+def new_secret() -> str:
+    """Return a new random signing secret (256 bits)."""
+    return SECRET_PREFIX + token_urlsafe(32)
+
+
+def checked_secret(secret: str) -> str:
+    """Return a signing secret the client chose, refused unless 16 to 256 printable characters, unpadded."""
+    if not 16 <= len(secret) <= 256 or not secret.isprintable() or secret.strip() != secret:
+        raise InvalidWebhook("secret: 16 to 256 printable characters without surrounding spaces", field="secret")
+    return secret
+
+
+def secret_hint(secret: str) -> str:
+    """The first characters of a secret, to tell secrets apart without showing them."""
+    return secret[:SECRET_DISPLAY] + "…"
+
+
+def rotation_overlap(overlap: float) -> float:
+    """Return the seconds a replaced secret keeps signing, refused outside 0 to MAX_OVERLAP."""
+    if not 0 <= overlap <= MAX_OVERLAP:
+        raise InvalidWebhook(f"overlapSeconds: 0 to {int(MAX_OVERLAP)} expected", field="overlapSeconds")
+    return overlap
+
+
+def delivery_status(status: str | None) -> DeliveryStatus | None:
+    """Return the status a listing of deliveries is filtered by (None: any)."""
+    if status is None:
+        return None
+    try:
+        return DeliveryStatus(status)
+    except ValueError as exc:
+        raise InvalidRequest(f"status: one of {', '.join(DeliveryStatus)} expected") from exc
+
+
+def delivery_cursor(cursor: str | None) -> int | None:
+    """Return the delivery id a listing continues before, read from the `nextCursor` it gave (None: the start)."""
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidRequest("cursor: not a cursor this listing returned (use nextCursor as given)")
+    return int(cursor)
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: AddressPolicy) -> str | None:
@@ -222,6 +282,23 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+def attempt_status(
+    outcome: Outcome,
+    attempts: int,
+    retry: RetryPolicy,
+    now: datetime,
+    *,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> tuple[DeliveryStatus, datetime]:
+    """Where a delivery stands after its `attempts`-th attempt came to `outcome` at `now`, and when it is next due."""
+    if outcome is Outcome.DELIVERED:
+        return DeliveryStatus.DELIVERED, now
+    if outcome is Outcome.RETRY and not retry.gives_up(attempts):
+        return DeliveryStatus.PENDING, now + timedelta(seconds=retry.delay(attempts, retry_after, rng))
+    return DeliveryStatus.DEAD, now
+
+
 @dataclass(frozen=True, slots=True)
 class Webhook:
     """An endpoint of a client's that receives its events."""
@@ -265,3 +342,20 @@ class Delivery:
     duration_ms: int | None
     delivered_at: datetime | None
     created_at: datetime
+
+
+def delivery_request(
+    webhook: Webhook, delivery_id: int, event: Event, now: datetime, timestamp: int
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one delivery of `event` to `webhook`, signed with its secrets at `now`."""
+    body = json.dumps(event_body(event), separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {
+        "Content-Type": "application/json",
+        EVENT_ID_HEADER: str(event.id),
+        EVENT_TYPE_HEADER: event.type,
+        DELIVERY_ID_HEADER: str(delivery_id),
+        WEBHOOK_ID_HEADER: webhook.id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature_header(webhook.signing_secrets(now), timestamp, body),
+    }
+    return body, headers

@@ -2,93 +2,38 @@
 
 Every call validates its input first and changes nothing when it refuses. What a worker must act on is
 written to the session's placement (desired state, mode, generation) and announced with NOTIFY; the hosting
-worker does the rest and reports back through the session row and the event log.
+worker does the rest and reports back through the session row and the event log. Accepting texts is the
+SendIntake's job (`services/send_intake.py`): the SessionService hands sends to it, so that its callers
+(HTTP, Socket.IO, the CLI) keep one object.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from zapgate import metrics
-from zapgate.batching import GroupCommit
-from zapgate.db import keystore, notify, outbound, placements
+from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
-from zapgate.domain.phones import MAX_TEXT_LENGTH, Recipient, mask, parse_recipient
+from zapgate.domain.phones import mask, parse_recipient
 from zapgate.domain.records import Session
-from zapgate.domain.sessions import CAN_QUEUE_SENDS, SessionStatus
+from zapgate.domain.sends import message_text
+from zapgate.domain.sessions import SessionStatus, restart_mode
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import phone_address, session_address
-from zapgate.errors import (
-    DatabaseError,
-    DuplicateRecord,
-    InvalidRequest,
-    RateLimited,
-    SessionNotConnected,
-    SessionNotFound,
-)
+from zapgate.errors import DuplicateRecord, InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.sandbox import PostgresSandboxNetwork
+from zapgate.services.send_intake import SendAccepted, SendIntake
 
 log = get_logger(__name__)
 
 ENGINES = ("whatsmeow", "sandbox")
-ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
-_CAN_QUEUE = frozenset(status.value for status in CAN_QUEUE_SENDS)
 SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send")
-
-
-@dataclass(frozen=True, slots=True)
-class SendAccepted:
-    """What accepting a text answers: the message id and its status then (a replay answers the first result)."""
-
-    message_id: str
-    session_id: str
-    status: str
-    timestamp: datetime
-    replayed: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "messageId": self.message_id,
-            "sessionId": self.session_id,
-            "status": self.status,
-            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),  # as the API's other times
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], *, replayed: bool) -> SendAccepted:
-        return cls(
-            message_id=str(data["messageId"]),
-            session_id=str(data["sessionId"]),
-            status=str(data["status"]),
-            timestamp=datetime.fromisoformat(str(data["timestamp"])),
-            replayed=replayed,
-        )
-
-
-_Outcomes = list[SendAccepted | Exception]  # per request, in order (`list` is a method of SessionService)
-_MaybeOutcomes = list[SendAccepted | Exception | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _SendRequest:
-    """A text to accept, valid so far: its message id and time are chosen when the request arrives."""
-
-    session_id: str
-    recipient: Recipient
-    text: str
-    message_id: str
-    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +43,6 @@ class SessionView:
     session: Session
     desired: str
     worker_id: str | None
-
-
-def _idempotency_key(value: str) -> str:
-    if not 1 <= len(value) <= 255 or not value.isascii() or not value.isprintable():
-        raise InvalidRequest("Idempotency-Key: 1 to 255 printable ASCII characters expected")
-    return value
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest("message: a text of 1 to 4096 characters is required")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise InvalidRequest(f"message: at most {MAX_TEXT_LENGTH} characters ({len(value)} given)")
-    if "\x00" in value:
-        raise InvalidRequest("message: NUL characters (\\u0000) cannot be sent")
-    return value
 
 
 class SessionService:
@@ -129,14 +58,9 @@ class SessionService:
         coalesce_wakeups: bool = False,
     ) -> None:
         self._manager = manager
-        # a long-running API process wakes workers after commit, many sends per NOTIFY (see Coalescer)
-        self._waker = notify.Coalescer(manager.registry_transaction, notify.OUTBOUND) if coalesce_wakeups else None
         self._default_engine = default_engine
-        self._send_rate = send_rate  # sends per second per session; 0: no limit
-        self._send_burst = send_burst
+        self._sends = SendIntake(manager, send_rate=send_rate, send_burst=send_burst, coalesce_wakeups=coalesce_wakeups)
         self._sandbox = PostgresSandboxNetwork(manager)
-        self._accepting = GroupCommit(self._accept_together, limit=ACCEPT_BATCH, name="accept")
-        self._last_timestamp = datetime.now(UTC)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -285,7 +209,7 @@ class SessionService:
                 raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
             chosen_mode = mode
             if restart:
-                chosen_mode = "restore" if found.jid and found.status != SessionStatus.LOGGED_OUT else "qr"
+                chosen_mode = restart_mode(found.jid, found.status)
             placement = await placements.want(
                 tx.connection, cid, sid, desired=desired, mode=chosen_mode, pairing_phone=pairing_phone
             )
@@ -305,128 +229,12 @@ class SessionService:
     async def send_text(
         self, client: str, session: str, to: str, text: str, *, idempotency_key: str | None = None
     ) -> SendAccepted:
-        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it.
-
-        Concurrent sends of a client are stored together, in one transaction (see GroupCommit). With
-        `idempotency_key`, a request made again with the same key (within a day) answers the first result
-        and queues nothing; the same key with another request is refused. Over the session's send rate,
-        RateLimited says when to retry.
-        """
-        cid, sid = valid_client_id(client), valid_session_id(session)
-        recipient = parse_recipient(to, field="to")
-        request = _SendRequest(sid, recipient, _text(text), new_message_id(), self._timestamp())
-        if idempotency_key is None:
-            accepted = await self._accepting.submit(cid, request)
-        else:
-            accepted = await self._send_idempotent(cid, request, _idempotency_key(idempotency_key))
-        if not accepted.replayed:
-            metrics.MESSAGES.labels("outbound", "accepted").inc()
-            if self._waker is not None:
-                self._waker.wake(f"{cid}/{sid}")
-        return accepted
-
-    def _timestamp(self) -> datetime:
-        """Now, later than every time given before: the worker sends a session's texts in this order."""
-        now = datetime.now(UTC)
-        if now <= self._last_timestamp:
-            now = self._last_timestamp + timedelta(microseconds=1)
-        self._last_timestamp = now
-        return now
-
-    async def _send_idempotent(self, cid: str, request: _SendRequest, key: str) -> SendAccepted:
-        body = json.dumps([request.session_id, request.recipient.key, request.text])
-        fingerprint = hashlib.sha256(body.encode()).hexdigest()
-
-        async def work(tx: Transaction) -> SendAccepted:
-            stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
-            if stored is not None:
-                return SendAccepted.from_json(stored, replayed=True)
-            [outcome] = await self._accept(tx, cid, [request])
-            if isinstance(outcome, Exception):
-                raise outcome  # nothing stays: the key works once the request can succeed
-            await outbound.remember_idempotent(tx.connection, key, fingerprint, outcome.as_json())
-            return outcome
-
-        return await self._manager.execute_transaction(cid, work)
-
-    async def _accept_together(self, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
-        return await self._manager.execute_transaction(cid, lambda tx: self._accept(tx, cid, requests))
-
-    async def _accept(self, tx: Transaction, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
-        """Queue the texts the sessions can take now; answer, per request, what was accepted or why not."""
-        outcomes: _MaybeOutcomes = [None] * len(requests)
-        found = await outbound.sessions_for_send(tx.connection, {r.session_id for r in requests})
-        rows: dict[int, str] = {}  # index -> the session's row id, for the requests that may be queued
-        for index, request in enumerate(requests):
-            sid = request.session_id
-            if sid not in found:
-                outcomes[index] = SessionNotFound(f"session {sid!r} not found", session_id=sid)
-            elif found[sid][1] not in _CAN_QUEUE:
-                status = found[sid][1]
-                outcomes[index] = SessionNotConnected(
-                    f"session {sid!r} is {status}: restart it (or pair it again) before sending", status=status
-                )
-            else:
-                rows[index] = found[sid][0]
-        for index, refusal in (await self._over_rate(tx, requests, list(rows))).items():
-            outcomes[index] = refusal
-            del rows[index]
-        texts = {
-            index: outbound.QueuedText(
-                row,
-                requests[index].recipient.key,
-                requests[index].recipient.is_group,
-                requests[index].text,
-                requests[index].message_id,
-                requests[index].timestamp,
-            )
-            for index, row in rows.items()
-        }
-        queued = await outbound.enqueue_texts(tx.connection, list(texts.values()))
-        missing = [t for t in texts.values() if t.message_id not in queued]
-        if missing:  # a concurrent send was adding the same new contact: it exists now
-            queued |= await outbound.enqueue_texts(tx.connection, missing)
-        for index in rows:
-            request = requests[index]
-            if request.message_id in queued:
-                outcomes[index] = SendAccepted(request.message_id, request.session_id, "pending", request.timestamp)
-            else:
-                outcomes[index] = DatabaseError("the text could not be queued: send it again")
-        if self._waker is None and queued:
-            woken = {f"{cid}/{requests[index].session_id}" for index in rows}
-            await notify.notify_many(tx.connection, notify.OUTBOUND, woken)
-        return [outcome if outcome is not None else DatabaseError("unanswered") for outcome in outcomes]
-
-    async def _over_rate(
-        self, tx: Transaction, requests: Sequence[_SendRequest], indexes: Sequence[int]
-    ) -> dict[int, RateLimited]:
-        """Count the sends against their sessions' rate limits; return the refused ones (the last of each session)."""
-        if self._send_rate <= 0 or not indexes:
-            return {}
-        wanted = Counter(requests[index].session_id for index in indexes)
-        slots = await outbound.take_send_slots(
-            tx.connection, dict(wanted), rate=self._send_rate, burst=self._send_burst
-        )
-        used: Counter[str] = Counter()
-        refused = {}
-        for index in indexes:
-            sid = requests[index].session_id
-            used[sid] += 1
-            if used[sid] > slots[sid].granted:
-                wait = slots[sid].retry_after
-                refused[index] = RateLimited(
-                    f"session {sid!r} sends at most {self._send_rate:g} messages a second "
-                    f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
-                    retry_after=wait,
-                    session_id=sid,
-                )
-        return refused
+        """Accept a text for sending, stored `pending` before this returns (see SendIntake.submit)."""
+        return await self._sends.submit(client, session, to, text, idempotency_key=idempotency_key)
 
     async def close(self) -> None:
         """Finish the sends being stored; send the wake-ups still waiting."""
-        await self._accepting.close()
-        if self._waker is not None:
-            await self._waker.close()
+        await self._sends.close()
 
     # -- the sandbox ----------------------------------------------------------------------------------
 
@@ -451,7 +259,7 @@ class SessionService:
         sender = parse_recipient(from_number, field="from")
         if sender.phone is None:
             raise InvalidRequest("from: a phone number with country code is expected")
-        body = _text(text)
+        body = message_text(text)
         message_id = new_message_id()
         mail: dict[str, Any] = {
             "kind": "message",

@@ -19,8 +19,8 @@ from zapgate.api.schemas import (
     WebhookList,
     WebhookOut,
 )
-from zapgate.domain.webhooks import Delivery, Webhook
-from zapgate.services.webhooks import NewWebhook, WebhookChanges, secret_hint
+from zapgate.domain.webhooks import Delivery, Webhook, secret_hint
+from zapgate.services.webhooks import NewWebhook, WebhookChanges
 
 ClientId = Annotated[str, Depends(client_of_request)]
 WebhookId = Annotated[str, Path(min_length=1, max_length=64, description="The webhook's id.")]

@@ -1,0 +1,214 @@
+"""Accepting texts to send: validated, counted against the session's rate, stored `pending` in group commits.
+
+Many concurrent sends of one client are stored in one transaction (GroupCommit), which is what lets one API
+process accept thousands a second; the hosting worker, woken by NOTIFY (or, in a long-running API, by the
+Coalescer after commit), sends them. The rules a send must pass are `domain/sends.py`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from zapgate import metrics
+from zapgate.batching import GroupCommit
+from zapgate.db import notify, outbound
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.ids import client_id as valid_client_id
+from zapgate.domain.ids import new_message_id
+from zapgate.domain.ids import session_id as valid_session_id
+from zapgate.domain.phones import Recipient, parse_recipient
+from zapgate.domain.sends import checked_idempotency_key, message_text, over_grant, request_fingerprint
+from zapgate.domain.sessions import CAN_QUEUE_SENDS
+from zapgate.errors import DatabaseError, RateLimited, SessionNotConnected, SessionNotFound
+
+ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
+_CAN_QUEUE = frozenset(status.value for status in CAN_QUEUE_SENDS)
+
+
+@dataclass(frozen=True, slots=True)
+class SendAccepted:
+    """What accepting a text answers: the message id and its status then (a replay answers the first result)."""
+
+    message_id: str
+    session_id: str
+    status: str
+    timestamp: datetime
+    replayed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "sessionId": self.session_id,
+            "status": self.status,
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),  # as the API's other times
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, replayed: bool) -> SendAccepted:
+        return cls(
+            message_id=str(data["messageId"]),
+            session_id=str(data["sessionId"]),
+            status=str(data["status"]),
+            timestamp=datetime.fromisoformat(str(data["timestamp"])),
+            replayed=replayed,
+        )
+
+
+_Outcomes = list[SendAccepted | Exception]  # per request, in order
+_MaybeOutcomes = list[SendAccepted | Exception | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _SendRequest:
+    """A text to accept, valid so far: its message id and time are chosen when the request arrives."""
+
+    session_id: str
+    recipient: Recipient
+    text: str
+    message_id: str
+    timestamp: datetime
+
+
+class SendIntake:
+    """Accept the texts of every client for sending (the SessionService's `send_text`)."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        *,
+        send_rate: float = 0.0,
+        send_burst: int = 1,
+        coalesce_wakeups: bool = False,
+    ) -> None:
+        self._manager = manager
+        # a long-running API process wakes workers after commit, many sends per NOTIFY (see Coalescer)
+        self._waker = notify.Coalescer(manager.registry_transaction, notify.OUTBOUND) if coalesce_wakeups else None
+        self._send_rate = send_rate  # sends per second per session; 0: no limit
+        self._send_burst = send_burst
+        self._accepting = GroupCommit(self._accept_together, limit=ACCEPT_BATCH, name="accept")
+        self._last_timestamp = datetime.now(UTC)
+
+    async def submit(
+        self, client: str, session: str, to: str, text: str, *, idempotency_key: str | None = None
+    ) -> SendAccepted:
+        """Accept a text for sending: stored `pending` before this returns; the hosting worker sends it.
+
+        Concurrent sends of a client are stored together, in one transaction (see GroupCommit). With
+        `idempotency_key`, a request made again with the same key (within a day) answers the first result
+        and queues nothing; the same key with another request is refused. Over the session's send rate,
+        RateLimited says when to retry.
+        """
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        recipient = parse_recipient(to, field="to")
+        request = _SendRequest(sid, recipient, message_text(text), new_message_id(), self._timestamp())
+        if idempotency_key is None:
+            accepted = await self._accepting.submit(cid, request)
+        else:
+            accepted = await self._send_idempotent(cid, request, checked_idempotency_key(idempotency_key))
+        if not accepted.replayed:
+            metrics.MESSAGES.labels("outbound", "accepted").inc()
+            if self._waker is not None:
+                self._waker.wake(f"{cid}/{sid}")
+        return accepted
+
+    def _timestamp(self) -> datetime:
+        """Now, later than every time given before: the worker sends a session's texts in this order."""
+        now = datetime.now(UTC)
+        if now <= self._last_timestamp:
+            now = self._last_timestamp + timedelta(microseconds=1)
+        self._last_timestamp = now
+        return now
+
+    async def _send_idempotent(self, cid: str, request: _SendRequest, key: str) -> SendAccepted:
+        fingerprint = request_fingerprint(request.session_id, request.recipient.key, request.text)
+
+        async def work(tx: Transaction) -> SendAccepted:
+            stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
+            if stored is not None:
+                return SendAccepted.from_json(stored, replayed=True)
+            [outcome] = await self._accept(tx, cid, [request])
+            if isinstance(outcome, Exception):
+                raise outcome  # nothing stays: the key works once the request can succeed
+            await outbound.remember_idempotent(tx.connection, key, fingerprint, outcome.as_json())
+            return outcome
+
+        return await self._manager.execute_transaction(cid, work)
+
+    async def _accept_together(self, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
+        return await self._manager.execute_transaction(cid, lambda tx: self._accept(tx, cid, requests))
+
+    async def _accept(self, tx: Transaction, cid: str, requests: Sequence[_SendRequest]) -> _Outcomes:
+        """Queue the texts the sessions can take now; answer, per request, what was accepted or why not."""
+        outcomes: _MaybeOutcomes = [None] * len(requests)
+        found = await outbound.sessions_for_send(tx.connection, {r.session_id for r in requests})
+        rows: dict[int, str] = {}  # index -> the session's row id, for the requests that may be queued
+        for index, request in enumerate(requests):
+            sid = request.session_id
+            if sid not in found:
+                outcomes[index] = SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            elif found[sid][1] not in _CAN_QUEUE:
+                status = found[sid][1]
+                outcomes[index] = SessionNotConnected(
+                    f"session {sid!r} is {status}: restart it (or pair it again) before sending", status=status
+                )
+            else:
+                rows[index] = found[sid][0]
+        for index, refusal in (await self._over_rate(tx, requests, list(rows))).items():
+            outcomes[index] = refusal
+            del rows[index]
+        texts = {
+            index: outbound.QueuedText(
+                row,
+                requests[index].recipient.key,
+                requests[index].recipient.is_group,
+                requests[index].text,
+                requests[index].message_id,
+                requests[index].timestamp,
+            )
+            for index, row in rows.items()
+        }
+        queued = await outbound.enqueue_texts(tx.connection, list(texts.values()))
+        missing = [t for t in texts.values() if t.message_id not in queued]
+        if missing:  # a concurrent send was adding the same new contact: it exists now
+            queued |= await outbound.enqueue_texts(tx.connection, missing)
+        for index in rows:
+            request = requests[index]
+            if request.message_id in queued:
+                outcomes[index] = SendAccepted(request.message_id, request.session_id, "pending", request.timestamp)
+            else:
+                outcomes[index] = DatabaseError("the text could not be queued: send it again")
+        if self._waker is None and queued:
+            woken = {f"{cid}/{requests[index].session_id}" for index in rows}
+            await notify.notify_many(tx.connection, notify.OUTBOUND, woken)
+        return [outcome if outcome is not None else DatabaseError("unanswered") for outcome in outcomes]
+
+    async def _over_rate(
+        self, tx: Transaction, requests: Sequence[_SendRequest], indexes: Sequence[int]
+    ) -> dict[int, RateLimited]:
+        """Count the sends against their sessions' rate limits; return the refused ones (the last of each session)."""
+        if self._send_rate <= 0 or not indexes:
+            return {}
+        sessions = [requests[index].session_id for index in indexes]
+        slots = await outbound.take_send_slots(
+            tx.connection, dict(Counter(sessions)), rate=self._send_rate, burst=self._send_burst
+        )
+        refused = {}
+        for position in over_grant(sessions, {sid: slot.granted for sid, slot in slots.items()}):
+            sid, wait = sessions[position], slots[sessions[position]].retry_after
+            refused[indexes[position]] = RateLimited(
+                f"session {sid!r} sends at most {self._send_rate:g} messages a second "
+                f"(bursts of {self._send_burst}): retry in {wait:.2f} s",
+                retry_after=wait,
+                session_id=sid,
+            )
+        return refused
+
+    async def close(self) -> None:
+        """Finish the sends being stored; send the wake-ups still waiting."""
+        await self._accepting.close()
+        if self._waker is not None:
+            await self._waker.close()
