@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.phones import jid_user
@@ -146,15 +147,6 @@ async def start_worker(manager: ConnectionManager, database_url: str, script: Sc
     yield start
     for worker in started:
         await worker.close()
-
-
-async def eventually(check: Callable[[], Any], within: float = 15.0) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.05)
 
 
 async def connect(sessions: SessionService, session_id: str, phone: str) -> None:
