@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -122,12 +123,20 @@ def worker() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         with _database(settings) as url:
-            asyncio.run(_run_worker(settings, url))
+            code, abandoned = asyncio.run(_run_worker(settings, url))
     except ZapgateError as exc:
         _fail(exc.message)
+    if abandoned:
+        # an abandoned Go client runs on a thread that is not a daemon (neonize client.py connect): the
+        # interpreter would wait for it for ever; what it holds dies with the process
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
-async def _run_worker(settings: Settings, url: str) -> None:
+async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
+    """Run a worker until SIGTERM/SIGINT, or until it drains itself; return (exit code, clients abandoned)."""
     from zapgate.db.manager import ConnectionManager
     from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
@@ -179,9 +188,8 @@ async def _run_worker(settings: Settings, url: str) -> None:
         finally:
             await dispatcher.close()
             await worker.close()
-        if worker.exhausted.is_set():
-            # drained: a fresh process (its supervisor, or the orchestrator) takes over
-            raise SystemExit(EXIT_TO_BE_REPLACED)
+        # drained: a fresh process (its supervisor, or the orchestrator) takes over
+        return (EXIT_TO_BE_REPLACED if worker.exhausted.is_set() else 0), worker.abandoned
 
 
 @main.command()

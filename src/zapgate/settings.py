@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # engines: bounds, reconnection, what is kept, how the real engine shows itself
     device_name: str = Field("zapgate", min_length=1, max_length=64, validation_alias="ZAPGATE_DEVICE_NAME")
     engine_timeout: float = Field(15.0, gt=0, le=600, validation_alias="ZAPGATE_ENGINE_TIMEOUT")  # s per start/stop
-    max_abandoned_clients: int = Field(3, ge=0, le=1_000, validation_alias="ZAPGATE_MAX_ABANDONED_CLIENTS")
+    max_abandoned_clients: int = Field(10, ge=0, le=1_000, validation_alias="ZAPGATE_MAX_ABANDONED_CLIENTS")
     reconnect_window: float = Field(300.0, ge=5, le=86_400, validation_alias="ZAPGATE_RECONNECT_WINDOW")  # seconds
     keep_stories: bool = Field(False, validation_alias="ZAPGATE_KEEP_STORIES")
     recipient_cache_ttl: float = Field(86_400.0, ge=0, validation_alias="ZAPGATE_RECIPIENT_CACHE_TTL")  # seconds

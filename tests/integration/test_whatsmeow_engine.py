@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
+import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +21,29 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.databases import plain_url
-from zapgate.db.keystore import drop_keystore, provision_keystore
+from zapgate.db.keystore import KEYSTORE_CONNECTION_LIMIT, drop_keystore, provision_keystore
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    EngineError,
     EngineEvent,
     EngineFailure,
     InboundMessage,
     NotConnected,
     Notice,
     NoticeKind,
+    Presence,
     QrCode,
     Receipt,
     SessionRef,
     StartMode,
     StartRequest,
     StatusChanged,
+    StopTimedOut,
     UnknownSession,
 )
-from zapgate.engines.whatsmeow import WhatsmeowEngine, _Session, pb, wa
+from zapgate.engines.whatsmeow import _GATE, DeviceProps, WhatsmeowEngine, _Session, pb, wa
 
 # imported through the engine first: neonize's own import leaks a popen, which the engine's import absorbs
 EVENT_TO_INT: dict[Any, int] = importlib.import_module("neonize.events").EVENT_TO_INT
@@ -108,6 +114,9 @@ async def test_three_clients_get_isolated_keystores(manager: ConnectionManager, 
                 assert "whatsmeow_device" in names and "whatsmeow_version" in names
                 assert len([n for n in names if n.startswith("whatsmeow_")]) >= 15
                 assert {r["owner"] for r in rows} == {dsns[cid].split("//")[1].split(":")[0]}
+                role = dsns[cid].split("//")[1].split(":")[0]
+                limit = await admin.fetchval("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", role)
+                assert limit == KEYSTORE_CONNECTION_LIMIT
             # nothing of whatsmeow's landed outside the keystores
             stray = await admin.fetchval(
                 "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'whatsmeow%' AND schemaname NOT LIKE 'wm\\_%'"
@@ -297,7 +306,11 @@ async def test_events_translate_into_engine_events() -> None:
 
     connected = events[0]
     assert connected == StatusChanged(
-        ref, SessionStatus.CONNECTED, jid="5511999999999:7@s.whatsapp.net", phone_number="5511999999999"
+        ref,
+        SessionStatus.CONNECTED,
+        jid="5511999999999:7@s.whatsapp.net",
+        phone_number="5511999999999",
+        lid="99887766@lid",
     )
     inbound = [e for e in events if isinstance(e, InboundMessage)]
     assert [(m.type, m.text, m.chat_jid, m.chat_lid) for m in inbound] == [
@@ -393,7 +406,9 @@ async def test_qr_codes_then_timeout_and_logged_out_and_drops() -> None:
     await asyncio.sleep(0.05)
     codes = [e for e in events if isinstance(e, QrCode)]
     assert [(c.code, c.sequence) for c in codes] == [(f"2@code{n},key,key,key", n + 1) for n in range(3)]
-    assert all(29 <= c.expires_at.timestamp() - before <= 31 for c in codes)
+    # whatsmeow's own lifetimes (qrchan.go:90-93), not the request's qr_timeout
+    lifetimes = [round(c.expires_at.timestamp() - before) for c in codes]
+    assert lifetimes == [60, 20, 20]
     assert _statuses(events) == [SessionStatus.QR, SessionStatus.QR_TIMEOUT]
     assert fed.session.halt == "qr_timeout" and fed.session.terminal
 
@@ -413,10 +428,6 @@ async def test_qr_codes_then_timeout_and_logged_out_and_drops() -> None:
     ]
     assert paired.session.halt == "logged_out"
 
-    dropped = _Fed(engine, StartRequest(SessionRef("acme", "s3"), StartMode.QR))
-    dropped.event(pb.Disconnected(status=True))
-    await asyncio.sleep(0.05)
-    assert dropped.session.halt == "disconnected"  # the session thread then applies the reconnection policy
     await engine.close()
 
 
@@ -445,3 +456,401 @@ async def test_go_waits_until_a_message_is_stored_before_whatsapp_hears_it_was_r
     await asyncio.to_thread(returned.wait, 5)
     assert returned.is_set()
     thread.join(5)
+
+
+async def test_a_key_role_cannot_hold_more_connections_than_its_limit(
+    manager: ConnectionManager, database_url: str
+) -> None:
+    # neonize leaks a pool per connection attempt: the role's limit keeps them from taking the whole server
+    async with manager.engine.begin() as conn:
+        await conn.execute(text("INSERT INTO zapgate.clients (client_id) VALUES ('acme')"))
+        dsn = await provision_keystore(conn, "acme", database_url, connection_limit=1)
+    try:
+        first = await asyncpg.connect(dsn)
+        try:
+            with pytest.raises(asyncpg.TooManyConnectionsError):
+                await asyncpg.connect(dsn)
+        finally:
+            await first.close()
+    finally:
+        async with manager.engine.begin() as conn:
+            await drop_keystore(conn, "acme")
+
+
+# -- the Go boundary, with a stand-in for the Go library behind neonize's real Python client ----------------
+
+
+class _FakeGo:
+    """neonize's Go library as far as the engine reaches it: `Neonize` calls back as Go does (the device event,
+    then its event loop over a buffer, main.go:2526-2550), `Stop` ends that loop and drops what is still
+    buffered (main.go:587-604), `Disconnect` only closes the socket."""
+
+    def __init__(self, *, stop_hangs: bool = False, call_hangs: bool = False, dial_error: bytes = b"") -> None:
+        self.stop_hangs = stop_hangs
+        self.call_hangs = call_hangs
+        self.dial_error = dial_error
+        self.release = threading.Event()  # lets hung calls return when the test ends
+        self.stopped = threading.Event()
+        self.disconnected = threading.Event()
+        self.delivered_me = threading.Event()
+        self.buffer: queue.Queue[tuple[int, bytes]] = queue.Queue()
+        self.delivered: list[int] = []
+        self.dropped = 0
+        self.props: bytes = b""
+        self.device_lookups = 0
+        self.devices = b""
+
+    def Neonize(self, *args: Any) -> bytes:
+        uuid, event_cb, props, props_size = args[1], args[8], args[12], args[13]
+        self.props = bytes(props[:props_size])
+        if self.dial_error:
+            return self.dial_error
+        me = pb.Device(JID=_jid("5511999999999", device=7), LID=_jid("99887766", "lid"), Initialized=True)
+        self._deliver(event_cb, uuid, 0, me.SerializePartialToString())
+        self.delivered_me.set()
+        while not self.stopped.is_set():
+            try:
+                code, data = self.buffer.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            if self.stopped.is_set():
+                self.buffer.put((code, data))
+                break
+            self._deliver(event_cb, uuid, code, data)
+            self.delivered.append(code)
+        self.dropped = self.buffer.qsize()  # Stop forgets the channel: these are never handed over
+        return b""
+
+    def _deliver(self, event_cb: Any, uuid: bytes, code: int, data: bytes) -> None:
+        buffer = ctypes.create_string_buffer(data, len(data))
+        event_cb(uuid, ctypes.addressof(buffer), len(data), code)
+
+    def push(self, event: Any) -> None:
+        self.buffer.put((EVENT_TO_INT[type(event)], event.SerializePartialToString()))
+
+    def Stop(self, _uuid: bytes) -> None:
+        if self.stop_hangs:
+            self.release.wait()  # Go stuck: FetchMe spinning, or Disconnect behind a hung dial
+        self.stopped.set()
+
+    def Disconnect(self, _uuid: bytes) -> None:
+        self.disconnected.set()
+
+    def Logout(self, _uuid: bytes) -> bytes:
+        if self.call_hangs:
+            self.release.wait()
+        return b""
+
+    def SendChatPresence(self, *_args: Any) -> bytes:
+        if self.call_hangs:
+            self.release.wait()
+        return b""
+
+    def GetAllDevices(self, _db: bytes, _cb: Any) -> bytes:
+        self.device_lookups += 1
+        return self.devices
+
+
+@pytest.fixture
+def fake_go(monkeypatch: pytest.MonkeyPatch) -> Any:
+    made: list[_FakeGo] = []
+
+    def install(**kwargs: Any) -> _FakeGo:
+        fake = _FakeGo(**kwargs)
+        monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
+        made.append(fake)
+        return fake
+
+    yield install
+    for fake in made:
+        fake.release.set()
+
+
+def _gate_is_free(seconds: float = 2.0) -> bool:
+    """Whether a Stop (exclusive) could take the gate now: False if someone holds it and never lets go."""
+    taken = threading.Event()
+
+    def take() -> None:
+        _GATE.acquire_exclusive()
+        _GATE.release_exclusive()
+        taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return taken.wait(seconds)
+
+
+async def test_a_stop_that_never_returns_abandons_the_client(fake_go: Any) -> None:
+    fake = fake_go(stop_hangs=True)
+    events: list[EngineEvent] = []
+    engine = WhatsmeowEngine(events.append, lambda c: ":memory:", stop_timeout=0.5)
+    ref = SessionRef("acme", "s1")
+    await engine.start(StartRequest(ref, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 5)
+
+    started = time.perf_counter()
+    with pytest.raises(StopTimedOut):
+        await engine.stop(ref)
+    assert time.perf_counter() - started < 2
+    assert not engine.hosts(ref) and engine.abandoned_clients == 1
+    assert _gate_is_free()  # the stuck Stop's exclusive hold was given back
+    # what the stuck client still delivers is not reported
+    fake.push(_message(_source(_jid("5511988887777"), _jid("5511988887777")), wa.Message(conversation="late")))
+    await asyncio.sleep(0.3)
+    assert not any(isinstance(e, InboundMessage) for e in events)
+    # the session can start again at once, and the count falls when the stuck client finally lets go
+    await engine.start(StartRequest(ref, StartMode.QR))
+    assert engine.hosts(ref)
+    fake.release.set()
+    await _until(lambda: engine.abandoned_clients == 0)
+    await engine.close()
+
+
+async def test_close_is_bounded_when_stops_hang(fake_go: Any) -> None:
+    fake = fake_go(stop_hangs=True)
+    engine = WhatsmeowEngine(lambda e: None, lambda c: ":memory:", stop_timeout=0.5)
+    for n in range(3):
+        await engine.start(StartRequest(SessionRef("acme", f"s{n}"), StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 5)
+    started = time.perf_counter()
+    await engine.close()
+    assert time.perf_counter() - started < 2
+    assert engine.abandoned_clients == 3
+    assert not any(engine.hosts(SessionRef("acme", f"s{n}")) for n in range(3))
+
+
+async def test_calls_into_go_are_bounded(fake_go: Any) -> None:
+    fake = fake_go(call_hangs=True)
+    engine = WhatsmeowEngine(lambda e: None, lambda c: ":memory:", call_timeout=0.3, stop_timeout=0.5)
+    ref = SessionRef("acme", "s1")
+    await engine.start(StartRequest(ref, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 5)
+    await _until(lambda: engine._session(ref) is not None and engine._session(ref).go_live)  # type: ignore[union-attr]
+    for call in (engine.logout(ref), engine.send_presence(ref, "5511988887777@s.whatsapp.net", Presence.COMPOSING)):
+        started = time.perf_counter()
+        with pytest.raises(EngineError) as raised:
+            await call
+        assert time.perf_counter() - started < 2
+        assert raised.value.retryable and not isinstance(raised.value, NotConnected)
+        assert _gate_is_free()  # the stuck call's shared hold does not block starts and stops
+    fake.release.set()
+    await engine.close()
+
+
+async def test_a_clean_stop_hands_over_every_buffered_event_first(fake_go: Any) -> None:
+    fake = fake_go()
+    events: list[EngineEvent] = []
+    loop = asyncio.get_running_loop()
+    stopped_at: list[int] = []
+
+    def store_slowly(event: EngineEvent) -> None:
+        events.append(event)
+        if isinstance(event, InboundMessage) and event.ack is not None:
+            loop.call_later(0.05, event.ack)  # the worker takes a while to store each one
+
+    engine = WhatsmeowEngine(store_slowly, lambda c: ":memory:", stop_timeout=5)
+    ref = SessionRef("acme", "s1")
+    await engine.start(StartRequest(ref, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 5)
+    fake.push(pb.Connected(status=True))
+    await _until(lambda: SessionStatus.CONNECTED in _statuses(events))
+    phone = _jid("5511988887777")
+    for n in range(8):
+        fake.push(_message(_source(phone, phone), wa.Message(conversation=f"m{n}"), f"3EB0{n}"))
+    original_stop = fake.Stop
+
+    def stop(uuid: bytes) -> None:
+        stopped_at.append(len([e for e in events if isinstance(e, InboundMessage)]))
+        original_stop(uuid)
+
+    fake.Stop = stop  # type: ignore[method-assign]
+    await engine.stop(ref)
+    assert fake.disconnected.is_set() and fake.dropped == 0
+    assert [e.text for e in events if isinstance(e, InboundMessage)] == [f"m{n}" for n in range(8)]
+    assert stopped_at[0] == 8  # the first Stop came only after all eight were handed over
+    await engine.close()
+
+
+async def test_the_device_store_is_asked_once_per_session(fake_go: Any) -> None:
+    fake = fake_go(dial_error=b"dial tcp: lookup web.whatsapp.com: no such host")
+    fake.devices = b"5511999999999:7@s.whatsapp.net,Ana,,true"
+    events: list[EngineEvent] = []
+    engine = WhatsmeowEngine(events.append, lambda c: ":memory:", reconnect_attempts=2, backoff_base=0.01)
+    ref = SessionRef("acme", "s1")
+    await engine.start(StartRequest(ref, StartMode.RESTORE, jid="5511999999999:7@s.whatsapp.net"))
+    await _until(lambda: not engine.hosts(ref))
+    assert _statuses(events).count(SessionStatus.CONNECTING) == 3  # three dials...
+    assert fake.device_lookups == 1  # ...one device-store check (neonize leaks a pool per check)
+    await engine.close()
+
+
+async def test_the_linked_device_shows_the_deployments_name(fake_go: Any) -> None:
+    fake = fake_go(dial_error=b"offline")
+    engine = WhatsmeowEngine(lambda e: None, lambda c: ":memory:", reconnect_attempts=0, device_name="Acme Support")
+    ref = SessionRef("acme", "s1")
+    await engine.start(StartRequest(ref, StartMode.QR))
+    await _until(lambda: not engine.hosts(ref))
+    props = DeviceProps.FromString(fake.props)  # what Go merges into whatsmeow's DeviceProps (main.go:651)
+    assert props.os == "Acme Support"
+    await engine.close()
+
+
+def test_the_bot_tag_is_off_when_the_go_library_loads() -> None:
+    # Go copies the environment when the shared library loads: NEONIZE_BOT_TAG must be "off" by then, even
+    # if the deployment's environment said otherwise
+    script = """
+import ctypes, json, os
+seen = {}
+original = ctypes.CDLL.__init__
+def spy(self, name, *args, **kwargs):
+    if "neonize" in str(name):
+        seen["at_load"] = os.environ.get("NEONIZE_BOT_TAG")
+    original(self, name, *args, **kwargs)
+ctypes.CDLL.__init__ = spy
+import zapgate.engines.whatsmeow
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+seen["process"] = libc.getenv(b"NEONIZE_BOT_TAG").decode()
+print(json.dumps(seen))
+"""
+    env = {**os.environ, "NEONIZE_BOT_TAG": "on"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"at_load": "off", "process": "off"}
+
+
+# -- what WhatsApp says about the connection, fed through neonize's entry point ---------------------------
+
+
+def _engine_and_fed(events: list[EngineEvent], mode: StartMode = StartMode.QR) -> tuple[WhatsmeowEngine, _Fed]:
+    engine = WhatsmeowEngine(events.append, lambda c: ":memory:")
+    engine._loop = asyncio.get_running_loop()
+    return engine, _Fed(engine, StartRequest(SessionRef("acme", "s1"), mode))
+
+
+async def test_whatsmeow_reconnects_by_itself_and_the_engine_only_reports_it() -> None:
+    events: list[EngineEvent] = []
+    engine, fed = _engine_and_fed(events)
+    fed.me(_jid("5511999999999", device=7), _jid("99887766", "lid"))
+    fed.event(pb.Connected(status=True))
+    fed.event(pb.Disconnected(status=True))
+    await asyncio.sleep(0.05)
+    assert fed.session.halt is None  # the client is left to whatsmeow's own redial
+    fed.event(pb.Connected(status=True))
+    now = int(time.time())
+    fed.event(pb.KeepAliveTimeout(ErrorCount=1, LastSuccess=now - 30))  # not yet a drop
+    fed.event(pb.KeepAliveRestored())
+    fed.event(pb.KeepAliveTimeout(ErrorCount=8, LastSuccess=now - 200))  # whatsmeow redials without telling
+    fed.event(pb.Connected(status=True))
+    await asyncio.sleep(0.05)
+    changes = [(e.status, e.code) for e in events if isinstance(e, StatusChanged)]
+    S = SessionStatus
+    assert changes == [
+        (S.CONNECTED, None),
+        (S.RECONNECTING, "disconnected"),
+        (S.CONNECTED, None),
+        (S.RECONNECTING, "keepalive_timeout"),
+        (S.CONNECTED, None),
+    ]
+    notices = [(n.kind, dict(n.details)) for n in events if isinstance(n, Notice)]
+    last_success = datetime.fromtimestamp(now - 30, UTC).isoformat().replace("+00:00", "Z")
+    assert notices[0] == (NoticeKind.KEEPALIVE_TIMEOUT, {"errorCount": 1, "lastSuccess": last_success})
+    assert [kind for kind, _ in notices] == [
+        NoticeKind.KEEPALIVE_TIMEOUT,
+        NoticeKind.KEEPALIVE_RESTORED,
+        NoticeKind.KEEPALIVE_TIMEOUT,
+    ]
+    assert fed.session.halt is None and not fed.session.terminal
+    await engine.close()
+
+
+def _raw(reason: int) -> pb.Node:
+    return pb.Node(Tag="failure", Attrs=[pb.NodeAttrs(name="reason", integer=reason)])
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code", "details"),
+    [
+        (pb.StreamReplaced(), SessionStatus.FAILED, "stream_replaced", {}),
+        (pb.ClientOutdated(), SessionStatus.FAILED, "client_outdated", {}),
+        (
+            pb.ConnectFailure(Reason=pb.ConnectFailureReason.BAD_USER_AGENT, Message="bad ua", Raw=_raw(409)),
+            SessionStatus.FAILED,
+            "connect_failure",
+            {"reason": 409, "reasonName": "bad_user_agent", "message": "bad ua"},
+        ),
+        (  # a reason neonize's enum lacks arrives without Reason: the raw stanza still has it
+            pb.ConnectFailure(Message="", Raw=_raw(415)),
+            SessionStatus.FAILED,
+            "connect_failure",
+            {"reason": 415, "reasonName": None, "message": None},
+        ),
+        (
+            pb.ConnectFailure(Reason=pb.ConnectFailureReason.MAIN_DEVICE_GONE, Message="", Raw=_raw(403)),
+            SessionStatus.LOGGED_OUT,
+            "connect_failure",
+            {"reason": 403, "reasonName": "main_device_gone", "message": None},
+        ),
+        (
+            pb.LoggedOut(OnConnect=True, Reason=pb.ConnectFailureReason.UNKNOWN_LOGOUT),
+            SessionStatus.LOGGED_OUT,
+            "logged_out",
+            {"reason": 406, "reasonName": "unknown_logout", "onConnect": True},
+        ),
+    ],
+)
+async def test_every_reason_whatsapp_gives_surfaces_as_a_code(
+    event: Any, status: SessionStatus, code: str, details: dict[str, Any]
+) -> None:
+    events: list[EngineEvent] = []
+    engine, fed = _engine_and_fed(events)
+    fed.me(_jid("5511999999999", device=7), _jid("99887766", "lid"))
+    fed.event(event)
+    await asyncio.sleep(0.05)
+    final = [e for e in events if isinstance(e, StatusChanged)][-1]
+    assert (final.status, final.code, dict(final.details)) == (status, code, details)
+    assert fed.session.terminal and fed.session.halt in ("fatal", "logged_out")
+    await engine.close()
+
+
+async def test_a_temporary_ban_carries_its_code_and_expiry() -> None:
+    events: list[EngineEvent] = []
+    engine, fed = _engine_and_fed(events)
+    fed.me(_jid("5511999999999", device=7), _jid("99887766", "lid"))
+    before = datetime.now(UTC)
+    fed.event(pb.TemporaryBan(Code=pb.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE, Expire=3600))
+    await asyncio.sleep(0.05)
+    final = [e for e in events if isinstance(e, StatusChanged)][-1]
+    assert (final.status, final.code) == (SessionStatus.FAILED, "temporary_ban")
+    assert final.details["banCode"] == 104 and final.details["banReason"] == "sent_too_many_same_message"
+    expires = datetime.fromisoformat(final.details["expiresAt"].replace("Z", "+00:00"))
+    assert abs(expires - (before + timedelta(hours=1))) < timedelta(seconds=5)
+    await engine.close()
+
+
+@pytest.mark.parametrize("reason", ["err-scanned-without-multidevice", "err-client-outdated", "error"])
+async def test_a_login_error_ends_the_qr_phase_with_its_reason(reason: str) -> None:
+    events: list[EngineEvent] = []
+    engine, fed = _engine_and_fed(events)
+    fed.qr("2@first,key,key,key")
+    status = ctypes.create_string_buffer(reason.encode())
+    await asyncio.to_thread(fed.client._NewClient__onLoginStatus, 1, ctypes.addressof(status))
+    await asyncio.sleep(0.05)
+    final = [e for e in events if isinstance(e, StatusChanged)][-1]
+    assert (final.status, final.code, dict(final.details)) == (SessionStatus.FAILED, "login_error", {"reason": reason})
+    assert fed.session.halt == "fatal"
+    await engine.close()
+
+
+async def test_the_end_of_the_qr_loop_holds_the_gate_only_briefly() -> None:
+    # Go only reads its maps right after the QR loop ends, then spins in FetchMe without ever calling back:
+    # holding the gate until a start's 20 s cap would stall every send of every session
+    events: list[EngineEvent] = []
+    engine, fed = _engine_and_fed(events)
+    fed.qr("2@first,key,key,key")
+    status = ctypes.create_string_buffer(b"timeout")
+    await asyncio.to_thread(fed.client._NewClient__onLoginStatus, 1, ctypes.addressof(status))
+    started = time.perf_counter()
+    assert await asyncio.to_thread(_gate_is_free, 5)
+    assert time.perf_counter() - started < 4
+    assert _statuses(events)[-1] is SessionStatus.QR_TIMEOUT
+    await engine.close()

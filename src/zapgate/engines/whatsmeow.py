@@ -3,18 +3,31 @@
 Threads, and why:
 
 - Each session runs on a thread of ours (`zapgate-wm-<ref>`) that sits in neonize's blocking `connect()` for
-  the life of one connection attempt, then applies our reconnection policy (bounded retries, backoff).
+  the life of one Go client. whatsmeow reconnects by itself underneath (auto-reconnect, always on in neonize):
+  we only report RECONNECTING/CONNECTED. When Go's `Neonize` really returns (a failed dial, a stop), our
+  reconnection policy (bounded retries, backoff) decides to dial again or end.
 - Go calls back (QR codes, events) on that client's Go-owned thread; callbacks only translate protobufs into
   EngineEvents and hand them to the event loop with `call_soon_threadsafe` (one producer per session keeps
-  their order). No handler blocks on the loop, and no executor thread is pinned by a live session.
-- Calls into Go from the API (send, lookup, pairing, logout) run on a small executor of ours.
+  their order). Only messages and receipts hold Go's thread, until the worker stored them.
+- Calls into Go from the worker (send, lookup, pairing, logout, stop) each run on a daemon thread of their own
+  and are awaited with a deadline: a call stuck in Go costs one thread, never the worker's loop or its exit.
+  A session whose stop does not finish in time is abandoned (`abandoned_clients` counts them).
 
 neonize's Go core keeps process-global maps (clients, stop signals, event channels) without locks: a start or
 stop writing them while another thread reads them aborts the process (`fatal error: concurrent map writes`).
-`_GATE` is a readers-writer gate around every entry into Go: calls that only read the maps share it; the
-start phase of `connect()` (until Go has written its maps: first QR code, first event, or return) and every
-`Stop` hold it exclusively. Go's own reads of the maps after a pairing (before the first event) are covered
-the same way, from the login-status callback to the first event.
+`_GATE` is a readers-writer gate around every entry into Go: calls that only read the maps share it; every
+`Stop` and the start phase of `connect()` hold it exclusively. Go writes its maps for a start at the top of
+its `Neonize` export (neonize goneonize/main.go:614 StopSignal, :626 eventChannel, :654 clients), before the
+dial, but nothing calls back between those writes and the dial; the first observable point after them is the
+first QR code (main.go:1148, after the dial and handshake), Go's return, or, for a stored device, the device
+event (main.go:2535, after CallbackFunction read eventChannel and clients at main.go:2529/2504). So the start
+hold lasts until one of those (at most START_GATE_TIMEOUT); the slow parts we control (the device-store check)
+happen before it, outside the gate. Go's reads of the maps when the QR loop ends are covered from the
+login-status callback on.
+
+Sources cited as `file:line` are neonize master fcd96cb (goneonize/) and whatsmeow main 33cfac51: the nearest
+available to the bundled build (neonize 0.5.2, whatsmeow 35ae40906e74); each was checked against it where
+observable offline.
 """
 
 from __future__ import annotations
@@ -27,23 +40,27 @@ import os
 import re
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
+# neonize's Go library adds a <bot biz_bot="1"/> node to one-to-one sends (recipients see an AI/bot label) unless
+# NEONIZE_BOT_TAG is "off", "none", "false" or "0" (neonize goneonize/main.go:145-157). Go reads the environment
+# through its own copy, taken when the shared library loads (the neonize import below): set it before, always.
+os.environ["NEONIZE_BOT_TAG"] = "off"
+
 with warnings.catch_warnings():
     # neonize's import runs `uname -a` through os.popen and never closes it
     warnings.simplefilter("ignore", ResourceWarning)
-    # neonize tags one-to-one sends as a bot's, which recipients see as an AI label, unless NEONIZE_BOT_TAG is
-    # "off" (goneonize/main.go:146-157); Go copies the environment when its library loads, so before the import
-    os.environ.setdefault("NEONIZE_BOT_TAG", "off")
     from neonize.client import ClientFactory, NewClient
     from neonize.exc import NeonizeError
     from neonize.proto import Neonize_pb2 as pb
+    from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
     from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType
 
@@ -79,6 +96,7 @@ from zapgate.engines.base import (
     StartMode,
     StartRequest,
     StatusChanged,
+    StopTimedOut,
     UnknownSession,
 )
 from zapgate.log import get_logger
@@ -89,8 +107,49 @@ STORE_WAIT = 30.0  # seconds Go's event thread waits for a message or receipt to
 T = TypeVar("T")
 
 START_GATE_TIMEOUT = 20.0  # seconds a start may hold the gate before it is released anyway (a hung dial)
+# seconds the gate is held after the QR loop ended without a pairing: Go only reads eventChannel and clients
+# next (main.go:2529, :2504), microseconds later, then spins in FetchMe (main.go:2507) and never calls back;
+# a Stop before those reads would make FetchMe dereference a deleted client, so the margin is generous
+LOGIN_END_GATE = 2.0
 PAIRING_WAIT = 30.0  # seconds request_pairing_code waits for the socket to come up
-GO_CALL_THREADS = 4  # executor threads calling into Go for the API
+STOP_TIMEOUT = 10.0  # seconds a stop may take before its session is abandoned
+CALL_TIMEOUT = 30.0  # seconds a call into Go (send, lookup, logout, ...) may take before it is given up
+DRAIN_QUIET = 0.3  # seconds without an event, after Disconnect, that show neonize's buffer is empty
+# whatsmeow shows the first QR code 60 s and each next one 20 s (qrchan.go:90-93); neonize passes the codes
+# on without their Timeout (main.go:1148), so the lifetimes are whatsmeow's constants
+FIRST_QR_LIFETIME = 60.0  # seconds
+NEXT_QR_LIFETIME = 20.0  # seconds
+# whatsmeow drops and redials by itself once keep-alives failed this long, without a Disconnected event
+# (keepalive.go:27, :46-50)
+KEEPALIVE_MAX_FAIL = 180.0  # seconds
+# what the QR loop reports when it ends without a pairing (qrchan.go:45-54, :153, :166, :176); "success" and
+# the passkey steps are not failures
+_LOGIN_ERRORS = frozenset({"error", "err-unexpected-state", "err-client-outdated", "err-scanned-without-multidevice"})
+# statuses after which whatsmeow may close the QR channel, ending neonize's QR loop (qrchan.go:75-81, :186-190;
+# an "error" from a passkey step leaves it open, qrchan.go:164-169: the gate's short hold covers both)
+_LOGIN_ENDS = frozenset({"success", "timeout", "error", "err-unexpected-state", "err-client-outdated"})
+# neonize's ConnectFailureReason names → WhatsApp's numbers (whatsmeow types/events/events.go:192-210)
+_WA_REASON = {
+    "GENERIC": 400,
+    "LOGGED_OUT": 401,
+    "TEMP_BANNED": 402,
+    "MAIN_DEVICE_GONE": 403,
+    "CLIENT_OUTDATED": 405,
+    "UNKNOWN_LOGOUT": 406,
+    "BAD_USER_AGENT": 409,
+    "INTERNAL_SERVER_ERROR": 500,
+    "EXPERIMENTAL": 501,
+    "SERVICE_UNAVAILABLE": 503,
+}
+_LOGGED_OUT_REASONS = frozenset({401, 403, 406})  # ConnectFailureReason.IsLoggedOut (events.go:225-226)
+# neonize's TempBanReason names → WhatsApp's ban codes (events.go:151-155)
+_WA_BAN_CODE = {
+    "SEND_TO_TOO_MANY_PEOPLE": 101,
+    "BLOCKED_BY_USERS": 102,
+    "CREATED_TOO_MANY_GROUPS": 103,
+    "SENT_TOO_MANY_SAME_MESSAGE": 104,
+    "BROADCAST_LIST": 106,
+}
 
 _ME_CODE = 0  # neonize's event code for "this device" (sets client.me, no handler)
 _RECEIPT_STATUS = {
@@ -179,6 +238,86 @@ class _Gate:
 
 
 _GATE = _Gate()  # process-wide, as Go's maps are
+
+
+class _Hold:
+    """One hold of `_GATE`, released once: by its holder, or on its behalf when the holder is stuck in Go.
+
+    Releasing for a stuck holder is safe once Go is past its map accesses, which happen at the top of each
+    export (`clients[id]` lookups, Stop's deletes at main.go:587-604) before any network wait.
+    """
+
+    def __init__(self, *, exclusive: bool) -> None:
+        self.exclusive = exclusive
+        self._mutex = threading.Lock()
+        self._held = False
+
+    def acquire(self) -> None:
+        if self.exclusive:
+            _GATE.acquire_exclusive()
+        else:
+            _GATE.acquire_shared()
+        with self._mutex:
+            self._held = True
+
+    def release(self) -> bool:
+        """Give the gate back if still held; return whether this call did."""
+        with self._mutex:
+            if not self._held:
+                return False
+            self._held = False
+        if self.exclusive:
+            _GATE.release_exclusive()
+        else:
+            _GATE.release_shared()
+        return True
+
+
+class _GoCall:
+    """A call into Go that its caller may give up on: once given up, it releases its hold or never takes one."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._hold: _Hold | None = None
+        self.given_up = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        hold = _Hold(exclusive=False)
+        hold.acquire()
+        with self._mutex:
+            if self.given_up:
+                hold.release()
+                raise EngineError("the call into whatsmeow was given up before it started")
+            self._hold = hold
+        try:
+            yield
+        finally:
+            hold.release()
+
+    def give_up(self) -> None:
+        with self._mutex:
+            self.given_up = True
+            hold = self._hold
+        if hold is not None and hold.release():
+            log.warning("whatsmeow.gate_released_for_stuck_call")
+
+
+def _in_thread(name: str, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run `fn(*args)` on a daemon thread of its own: a call stuck in Go holds that thread only, never the
+    worker's loop, a shared pool or the interpreter's exit."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever awaits the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 class _GoReturnWatch:
@@ -490,6 +629,37 @@ def _reason(value: Any) -> str:
         return str(value)
 
 
+def _raw_attrs(node: Any) -> dict[str, Any]:
+    """Return the attributes of a neonize Node (WhatsApp's raw stanza) as a dict."""
+    attrs: dict[str, Any] = {}
+    for attr in node.Attrs:
+        kind = attr.WhichOneof("Value")
+        if kind in ("integer", "text", "boolean"):
+            attrs[str(attr.name)] = getattr(attr, kind)
+    return attrs
+
+
+def _failure_reason(event: Any) -> tuple[int | None, str | None]:
+    """Return WhatsApp's reason number and neonize's name for it, of a ConnectFailure or LoggedOut event.
+
+    neonize sends no Reason for numbers its enum lacks (utils/encoder.go:574-599); the raw stanza, when
+    there is one, still has the number.
+    """
+    name = _reason(event.Reason).upper() if event.HasField("Reason") else None
+    number = _WA_REASON.get(name) if name else None
+    if number is None and "Raw" in event.DESCRIPTOR.fields_by_name and event.HasField("Raw"):
+        raw = _raw_attrs(event.Raw).get("reason")
+        try:
+            number = int(raw) if raw is not None else None
+        except ValueError:
+            number = None
+    return number, name.lower() if name else None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(eq=False)
 class _Session:
     """One hosted session: its request, its thread, its current Go client and what we know of it."""
@@ -504,6 +674,8 @@ class _Session:
     go_live: bool = False  # Go's maps hold this client: API calls may reach it (changes under the gate only)
     socket_up: bool = False  # a QR code arrived in this attempt: the socket is open
     connected: bool = False
+    delivering: bool = False  # Go's event loop (CallbackFunction) runs for the current client
+    device_stored: bool = False  # the keystore holds this session's device (asked once per session)
     qr_seq: int = 0
     halt: str | None = None  # why the current attempt is being ended (first reason wins)
     terminal: bool = False  # a final status was emitted; nothing more is
@@ -512,25 +684,34 @@ class _Session:
     holds_gate: bool = False
     gate_mutex: threading.Lock = field(default_factory=threading.Lock)
     gate_timer: threading.Timer | None = None
+    holds: set[_Hold] = field(default_factory=set)  # exclusive holds of its stops, released if abandoned
     qr_timer: asyncio.TimerHandle | None = None
+    reaper: asyncio.TimerHandle | None = None
     pairing_code: str | None = None
-    abandoned: bool = False  # its stop did not return in time: the worker no longer hosts it
+    abandoned: bool = False  # its stop did not return in time: nothing more of it is reported or sent
+    in_flight: int = 0  # events Go is handing over right now (held until stored)
+    last_event: float = 0.0  # time.monotonic() of the last event handed over
+    store_waits: set[threading.Event] = field(default_factory=set)  # Go threads waiting for a store
 
     @property
     def ref(self) -> SessionRef:
         return self.request.ref
 
-    def take_gate(self) -> None:
+    def take_gate(self, seconds: float = START_GATE_TIMEOUT) -> None:
         """Hold the gate exclusively while Go writes (or reads unguarded) its maps for this client."""
         with self.gate_mutex:
-            if self.holds_gate:
+            if self.holds_gate or self.abandoned:
                 return
         _GATE.acquire_exclusive()
         with self.gate_mutex:
-            self.holds_gate = True
-            self.gate_timer = threading.Timer(START_GATE_TIMEOUT, self._gate_overdue)
-            self.gate_timer.daemon = True
-            self.gate_timer.start()
+            taken: bool = not self.abandoned  # abandoned while waiting: its gate must not stay taken
+            if taken:
+                self.holds_gate = True
+                self.gate_timer = threading.Timer(seconds, self._gate_overdue, args=(seconds,))
+                self.gate_timer.daemon = True
+                self.gate_timer.start()
+        if not taken:
+            _GATE.release_exclusive()
 
     def drop_gate(self) -> None:
         with self.gate_mutex:
@@ -542,9 +723,40 @@ class _Session:
                 self.gate_timer = None
         _GATE.release_exclusive()
 
-    def _gate_overdue(self) -> None:
-        log.warning("whatsmeow.gate_overdue", session=str(self.ref), seconds=START_GATE_TIMEOUT)
+    def _gate_overdue(self, seconds: float) -> None:
+        if seconds >= START_GATE_TIMEOUT:
+            log.warning("whatsmeow.gate_overdue", session=str(self.ref), seconds=seconds)
         self.drop_gate()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the gate exclusively for a Stop; an abandon gives it back if Go never returns."""
+        hold = _Hold(exclusive=True)
+        hold.acquire()
+        with self.gate_mutex:
+            self.holds.add(hold)
+            abandoned = self.abandoned
+        try:
+            if abandoned:
+                raise EngineError("the session was abandoned", session=str(self.ref))
+            yield
+        finally:
+            with self.gate_mutex:
+                self.holds.discard(hold)
+            hold.release()
+
+    def release_everything(self) -> None:
+        """Give back every gate this session holds and let Go's waiting threads go (it was abandoned)."""
+        with self.gate_mutex:
+            self.abandoned = True
+            holds = list(self.holds)
+            waits = list(self.store_waits)
+        self.drop_gate()
+        released = sum(hold.release() for hold in holds)
+        if released:
+            log.warning("whatsmeow.gate_released_for_abandoned", session=str(self.ref), holds=released)
+        for waiting in waits:
+            waiting.set()
 
 
 class WhatsmeowEngine:
@@ -561,6 +773,8 @@ class WhatsmeowEngine:
         reconnect_attempts: int = 3,
         backoff_base: float = 1.0,
         device_name: str = "zapgate",
+        stop_timeout: float = STOP_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         self._device_name = device_name
         self._on_event = on_event
@@ -569,9 +783,17 @@ class WhatsmeowEngine:
         self._loop = loop
         self._reconnect_attempts = reconnect_attempts
         self._backoff_base = backoff_base
+        self._stop_timeout = stop_timeout
+        self._call_timeout = call_timeout
         self._sessions: dict[SessionRef, _Session] = {}
+        self._abandoned: set[_Session] = set()  # abandoned, their thread still stuck in Go
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(GO_CALL_THREADS, thread_name_prefix="zapgate-wm-go")
+
+    @property
+    def abandoned_clients(self) -> int:
+        """Return how many abandoned sessions still have a Go client stuck in a call (they cost threads)."""
+        with self._lock:
+            return len(self._abandoned)
 
     # -- the protocol ---------------------------------------------------------------------------------
 
@@ -593,23 +815,30 @@ class WhatsmeowEngine:
         thread.start()
 
     async def stop(self, ref: SessionRef) -> None:
-        """Disconnect the session, keeping its keys. No-op if not hosted."""
+        """Disconnect the session, keeping its keys, within `stop_timeout`. No-op if not hosted.
+
+        Events neonize already buffered are handed over (and stored) first. Raises StopTimedOut when Go does
+        not let go in time; the session is then abandoned.
+        """
         session = self._session(ref)
         if session is None:
             return
         session.stop_requested.set()
-        await self._halt(session, "stopped")
-        await asyncio.wrap_future(session.finished)
+        self._halt_soon(session, "stopped", drain=True)
+        if not await self._finished_within(session, self._stop_timeout):
+            self._abandon(session)
+            raise StopTimedOut(f"the session did not stop within {self._stop_timeout:g} s", session=str(ref))
 
     async def logout(self, ref: SessionRef) -> None:
         """Unlink the device from the phone (whatsmeow deletes its keys) and end the session. Final."""
         session = self._hosted(ref)
         await self._go(session, lambda client: client.logout())
         if not session.terminal:
-            self._status(session, SessionStatus.LOGGED_OUT, reason="logout", final=True)
+            self._status(session, SessionStatus.LOGGED_OUT, reason="logout", code="logout", final=True)
         session.stop_requested.set()
-        await self._halt(session, "logged_out")
-        await asyncio.wrap_future(session.finished)
+        self._halt_soon(session, "logged_out")
+        if not await self._finished_within(session, self._stop_timeout):
+            self._abandon(session)  # logged out all the same: the keys are gone, only a thread is left
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
         """Send `text` to JID `to`; the result names WhatsApp's id for it and the JID it went to.
@@ -678,7 +907,8 @@ class WhatsmeowEngine:
         state = ChatPresence.CHAT_PRESENCE_PAUSED if paused else ChatPresence.CHAT_PRESENCE_COMPOSING
         recording = presence is Presence.RECORDING
         media = ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO if recording else ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
-        await self._go(session, lambda client: client.send_chat_presence(parse_jid(to), state, media))
+        jid = parse_jid(to)
+        await self._go(session, lambda client: client.send_chat_presence(jid, state, media))
 
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""
@@ -686,18 +916,18 @@ class WhatsmeowEngine:
 
     def abandon(self, ref: SessionRef) -> None:
         """Forget a session whose stop did not return: its Go client is left behind, reporting nothing."""
-        with self._lock:
-            session = self._sessions.pop(ref, None)
+        session = self._session(ref)
         if session is not None:
-            session.abandoned = True
-            session.stop_requested.set()
+            self._abandon(session)
 
     async def close(self) -> None:
-        """Stop every session (keeping keys) and release the engine's threads."""
+        """Stop every session (keeping keys), each within `stop_timeout`; abandon those that do not stop."""
         with self._lock:
             refs = list(self._sessions)
-        await asyncio.gather(*(self.stop(ref) for ref in refs))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        results = await asyncio.gather(*(self.stop(ref) for ref in refs), return_exceptions=True)
+        for ref, result in zip(refs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("whatsmeow.close_stop_failed", session=str(ref), error=repr(result))
 
     # -- beyond the protocol --------------------------------------------------------------------------
 
@@ -722,12 +952,12 @@ class WhatsmeowEngine:
                 failures = 0 if session.connected else failures + 1
                 retrying = failures <= self._reconnect_attempts and not session.stop_requested.is_set()
                 code = "connection_lost" if session.connected else "connect_failed"
-                self._emit(EngineFailure(session.ref, code, reason, retryable=retrying))
+                self._emit(session, EngineFailure(session.ref, code, reason, retryable=retrying))
                 if not retrying:
                     if not session.stop_requested.is_set():
-                        self._status(session, SessionStatus.FAILED, reason=reason, final=True)
+                        self._status(session, SessionStatus.FAILED, reason=reason, code=code, final=True)
                     break
-                self._status(session, SessionStatus.DISCONNECTED, reason=reason)
+                self._status(session, SessionStatus.DISCONNECTED, reason=reason, code=code)
                 if session.stop_requested.wait(self._backoff_base * 2 ** (failures - 1)):
                     break
                 self._status(session, SessionStatus.CONNECTING)
@@ -736,23 +966,28 @@ class WhatsmeowEngine:
         except BaseException as exc:  # the thread must never die silently
             log.error("whatsmeow.session_crashed", session=str(session.ref), error=repr(exc), exc_info=exc)
             if not session.terminal:
-                self._status(session, SessionStatus.FAILED, reason="engine_error", final=True)
+                self._status(session, SessionStatus.FAILED, reason="engine_error", code="engine_error", final=True)
         finally:
             with self._lock:
                 if self._sessions.get(session.ref) is session:
                     del self._sessions[session.ref]
+                self._abandoned.discard(session)
             session.finished.set_result(None)
 
     def _attempt(self, session: _Session) -> tuple[str, str]:
-        """Run one connection until Go returns; answer "retry" or a final outcome, and why."""
+        """Run one Go client until Go returns; answer "retry" or a final outcome, and why.
+
+        whatsmeow redials by itself while the client lives (client.go:588-598, keepalive.go:46-50), so Go's
+        `Neonize` returns only when the first dial fails, or when we stop the client (main.go:1139-1176).
+        """
         session.attempt += 1
         session.halt = None
-        session.socket_up = session.connected = False
+        session.socket_up = session.connected = session.delivering = False
         session.qr_seq = 0
         restore = session.jid is not None
         if restore and not self._device_stored(session):
-            self._emit(EngineFailure(session.ref, "keys_not_found", "no stored keys for this session's jid"))
-            self._status(session, SessionStatus.FAILED, reason="keys_not_found", final=True)
+            self._emit(session, EngineFailure(session.ref, "keys_not_found", "no stored keys for this session's jid"))
+            self._status(session, SessionStatus.FAILED, reason="keys_not_found", code="keys_not_found", final=True)
             return "final", "keys_not_found"
         client = self._new_client(session, restore)
         session.client = client
@@ -766,23 +1001,28 @@ class WhatsmeowEngine:
             error = repr(exc)
         finally:
             session.drop_gate()
-            self._stop_client(session, client, final=True)
+            if not session.abandoned:
+                self._stop_client(session, client, final=True)
         if session.terminal or session.halt in ("stopped", "logged_out", "qr_timeout", "fatal"):
             return "final", session.halt or "final"
         return "retry", error or session.halt or "disconnected"
 
     def _new_client(self, session: _Session, restore: bool) -> Any:
         uuid = f"{session.ref}#{session.attempt}"
+        # the linked device is listed on the phone under DeviceProps.os, sent when pairing (whatsmeow
+        # store/clientpayload.go:124-125, :174-183; neonize merges ours in, main.go:651)
+        props = DeviceProps(os=self._device_name, platformType=DeviceProps.CHROME)
         if restore:
             assert session.jid is not None
-            client = NewClient(session.dsn, jid=parse_jid(session.jid), uuid=uuid)
+            client = NewClient(session.dsn, jid=parse_jid(session.jid), props=props, uuid=uuid)
             client.uuid = uuid.encode()  # neonize keys a client by its jid's user when given one: keep ours unique
         else:
-            client = NewClient(session.dsn, uuid=uuid, new_device=True)
+            client = NewClient(session.dsn, props=props, uuid=uuid, new_device=True)
         for event_type in (
             pb.PairStatus,
             pb.Connected,
             pb.KeepAliveTimeout,
+            pb.KeepAliveRestored,
             pb.LoggedOut,
             pb.StreamReplaced,
             pb.TemporaryBan,
@@ -799,11 +1039,16 @@ class WhatsmeowEngine:
         inner = client.event.execute
 
         def execute(uuid: int, binary: int, size: int, code: int) -> None:
+            if session.abandoned:
+                return  # an abandoned client's Go thread may still deliver: nothing of it is reported
+            session.in_flight += 1  # only Go's one event thread of this client counts
             try:
                 inner(uuid, binary, size, code)
             except Exception as exc:  # an exception must not unwind into Go
                 log.error("whatsmeow.event_failed", session=str(session.ref), code=code, error=repr(exc))
             finally:
+                session.in_flight -= 1
+                session.last_event = time.monotonic()
                 if code == _ME_CODE:
                     self._on_me(session, client)
 
@@ -817,20 +1062,47 @@ class WhatsmeowEngine:
         return client
 
     def _device_stored(self, session: _Session) -> bool:
-        with _GATE.shared():
+        """Ask the keystore once per session whether it holds the session's device.
+
+        neonize's GetAllDevices opens a PostgreSQL pool per call and never closes it (main.go:2377-2384);
+        it touches none of Go's global maps, so it needs no gate.
+        """
+        if not session.device_stored:
             devices = ClientFactory.get_all_devices_from_db(session.dsn)
-        wanted = (session.jid or "").split("@")[0]
-        return any(str(device.JID.User) == wanted for device in devices)
+            wanted = (session.jid or "").split("@")[0]
+            session.device_stored = any(str(device.JID.User) == wanted for device in devices)
+        return session.device_stored
 
     def _stop_client(self, session: _Session, client: Any, *, final: bool) -> None:
         """Cancel `client` in Go (Stop: writes Go's maps, so exclusively)."""
-        with _GATE.exclusive():
+        with session.exclusive():
             if final:
                 session.go_live = False
             client.stop()
         if final:
             client._stop_finalizer.detach()  # its Stop at garbage collection would run outside the gate
             session.client = None
+
+    def _drain(self, session: _Session, client: Any) -> None:
+        """Let neonize hand over (and the worker store) the events it buffered, before a Stop drops them.
+
+        Go's Stop cancels the event loop's context and forgets the channel (main.go:587-604); the loop then
+        returns at `ctx.Done()` whatever is still buffered (main.go:2536-2548, up to 100 events, :625).
+        Disconnect first ends the socket without cancelling the loop (client.go:674-683, no event is emitted),
+        so what was buffered still arrives; the buffer is empty once no event came for DRAIN_QUIET.
+        """
+        with _GATE.shared():  # Go's Disconnect export only reads the clients map (main.go:1181-1183)
+            if not session.go_live:
+                return
+            client.disconnect()
+        quiet_since = time.monotonic()
+        deadline = quiet_since + self._stop_timeout / 2
+        while time.monotonic() < deadline and not session.abandoned:
+            last = max(quiet_since, session.last_event)
+            if session.in_flight == 0 and time.monotonic() - last >= DRAIN_QUIET:
+                return
+            time.sleep(0.02)
+        log.warning("whatsmeow.drain_expired", session=str(session.ref), in_flight=session.in_flight)
 
     # -- callbacks from Go (the session's Go-owned thread) ---------------------------------------------
 
@@ -842,6 +1114,7 @@ class WhatsmeowEngine:
 
     def _on_me(self, session: _Session, client: Any) -> None:
         session.go_live = True
+        session.delivering = True
         me = client.me
         if me is not None and me.HasField("JID") and me.JID.User:
             session.jid = jid_string(me.JID)
@@ -850,10 +1123,23 @@ class WhatsmeowEngine:
         session.drop_gate()
 
     def _on_login_status(self, session: _Session, status: str) -> None:
-        # the QR loop ended: Go reads its maps before the first event, so hold the gate until then
-        session.take_gate()
+        if status in _LOGIN_ENDS:
+            # the QR loop ends: Go reads its maps next (main.go:1143-1174, :2529, :2504); a pairing then calls
+            # back with the device event, anything else never calls back again (FetchMe spins, main.go:2507)
+            session.take_gate(START_GATE_TIMEOUT if status == "success" else LOGIN_END_GATE)
         if status == "timeout":
             self._qr_timeout(session, "whatsapp ended the qr codes")
+        elif status in _LOGIN_ERRORS and not (session.connected or session.jid):
+            log.warning("whatsmeow.login_error", session=str(session.ref), reason=status)
+            self._status(
+                session,
+                SessionStatus.FAILED,
+                reason=f"login failed: {status}",
+                code="login_error",
+                details={"reason": status},
+                final=True,
+            )
+            self._halt_soon(session, "fatal")
 
     def _on_qr(self, session: _Session, data: bytes | str) -> None:
         session.go_live = True
@@ -868,75 +1154,134 @@ class WhatsmeowEngine:
         if sequence > request.max_qr_codes:
             self._qr_timeout(session, f"{request.max_qr_codes} qr codes were not scanned")
             return
+        lifetime = FIRST_QR_LIFETIME if sequence == 1 else NEXT_QR_LIFETIME
         if request.mode is StartMode.PAIRING_CODE:
             if sequence == 1 and request.phone_number:
                 phone = request.phone_number
-                self._executor.submit(self._pair_in_background, session, phone)
+                _in_thread(f"zapgate-wm-pair-{session.ref}", self._pair_in_background, session, phone)
         else:
-            self._emit(QrCode(session.ref, code, datetime.now(UTC) + timedelta(seconds=request.qr_timeout), sequence))
+            self._emit(session, QrCode(session.ref, code, datetime.now(UTC) + timedelta(seconds=lifetime), sequence))
             if sequence == 1:
                 self._status(session, SessionStatus.QR)
-        self._call_on_loop(self._arm_qr_timer, session, sequence)
+        self._call_on_loop(self._arm_qr_timer, session, sequence, lifetime)
 
     def _on_event_proto(self, session: _Session, event: Any) -> None:
         ref = session.ref
         if isinstance(event, pb.Message):
             message = translate_message(ref, event)
             if message is not None:
-                self._emit_and_wait_until_stored(message)
+                self._emit_and_wait_until_stored(session, message)
         elif isinstance(event, pb.Receipt):
             receipt = translate_receipt(ref, event)
             if receipt is not None:
-                self._emit_and_wait_until_stored(receipt)
+                self._emit_and_wait_until_stored(session, receipt)
         elif isinstance(event, pb.UndecryptableMessage):
-            self._emit(translate_undecryptable(ref, event))
+            self._emit(session, translate_undecryptable(ref, event))
         elif isinstance(event, pb.HistorySync):
-            self._emit(translate_history_sync(ref, event))
+            self._emit(session, translate_history_sync(ref, event))
         else:
             self._on_connection_event(session, event)
 
-    def _emit_and_wait_until_stored(self, event: InboundMessage | Receipt) -> None:
-        """Hand `event` over and hold Go's thread until it is stored: whatsmeow acknowledges a message to
-        WhatsApp when this handler returns, and an acknowledged message is never delivered again."""
+    def _emit_and_wait_until_stored(self, session: _Session, event: InboundMessage | Receipt) -> None:
+        """Hand `event` over and hold Go's event thread until it is stored.
+
+        whatsmeow has already acknowledged a message to WhatsApp by then (it acks before dispatching unless
+        SynchronousAck, receipt.go:113-130, message.go:63; neonize never sets it): holding the thread does
+        not delay that ack. It keeps the rest of neonize's buffer in Go, where a clean stop lets it drain
+        (`_drain`), and bounds how much a crash can lose to what one event thread holds.
+        """
         try:
             on_loop_thread = asyncio.get_running_loop() is self._loop
         except RuntimeError:  # no loop runs in this thread: Go's own thread, as it should be
             on_loop_thread = False
         stored = threading.Event()
-        self._emit(dataclasses.replace(event, ack=stored.set))
-        if on_loop_thread:
-            return  # fed from the event loop itself (tests): waiting here would wait forever
-        if not stored.wait(STORE_WAIT):
-            log.warning("whatsmeow.store_wait_expired", session=str(event.ref), kind=type(event).__name__)
+        with session.gate_mutex:
+            if session.abandoned:
+                return
+            session.store_waits.add(stored)
+        try:
+            self._emit(session, dataclasses.replace(event, ack=stored.set))
+            if on_loop_thread:
+                return  # fed from the event loop itself (tests): waiting here would wait forever
+            if not stored.wait(STORE_WAIT):
+                log.warning("whatsmeow.store_wait_expired", session=str(event.ref), kind=type(event).__name__)
+        finally:
+            with session.gate_mutex:
+                session.store_waits.discard(stored)
 
     def _on_connection_event(self, session: _Session, event: Any) -> None:
-        ref = session.ref
         if isinstance(event, pb.Connected):
-            session.connected = True
-            self._cancel_qr_timer(session)
-            phone = session.jid.split("@")[0].split(":")[0] if session.jid else None
-            self._status(session, SessionStatus.CONNECTED, jid=session.jid, phone_number=phone)
+            self._on_connected(session)
         elif isinstance(event, pb.PairStatus):
             self._on_pair_status(session, event)
-        elif isinstance(event, pb.LoggedOut):
-            reason = _reason(event.Reason)
-            if not session.terminal:
-                self._status(session, SessionStatus.LOGGED_OUT, reason=reason, final=True)
-            self._halt_soon(session, "logged_out")
-        elif isinstance(event, (pb.Disconnected, pb.ConnectFailure)):
-            if isinstance(event, pb.ConnectFailure):
-                reason = f"connect_failure: {_reason(event.Reason)} {event.Message}".strip()
-            else:
-                reason = "disconnected"
-            self._halt_soon(session, reason)
-        elif isinstance(event, (pb.StreamReplaced, pb.TemporaryBan, pb.ClientOutdated)):
-            kind = type(event).__name__
-            self._emit(EngineFailure(ref, kind.lower(), f"whatsapp ended the session: {kind}"))
-            if not session.terminal:
-                self._status(session, SessionStatus.FAILED, reason=kind.lower(), final=True)
-            self._halt_soon(session, "fatal")
+        elif isinstance(event, pb.Disconnected):
+            # whatsmeow emits this for a drop it did not ask for, and redials by itself (client.go:595-598)
+            self._reconnecting(session, "disconnected", "whatsapp closed the connection; whatsmeow redials")
         elif isinstance(event, pb.KeepAliveTimeout):
-            self._emit(EngineFailure(ref, "keepalive_timeout", "whatsapp stopped answering keepalives", True))
+            self._on_keepalive_timeout(session, event)
+        elif isinstance(event, pb.KeepAliveRestored):
+            self._emit(session, Notice(session.ref, NoticeKind.KEEPALIVE_RESTORED, timestamp=datetime.now(UTC)))
+            if session.status is SessionStatus.RECONNECTING and session.connected:
+                self._on_connected(session)  # the same socket answers again: it never dropped
+        else:
+            self._on_ended_by_whatsapp(session, event)
+
+    def _on_connected(self, session: _Session) -> None:
+        session.connected = True
+        self._cancel_qr_timer(session)
+        phone = session.jid.split("@")[0].split(":")[0] if session.jid else None
+        self._status(session, SessionStatus.CONNECTED, jid=session.jid, phone_number=phone, lid=session.lid)
+
+    def _reconnecting(self, session: _Session, code: str, reason: str, **details: Any) -> None:
+        if session.halt or session.status is SessionStatus.RECONNECTING:
+            return
+        self._status(session, SessionStatus.RECONNECTING, reason=reason, code=code, details=details)
+
+    def _on_keepalive_timeout(self, session: _Session, event: Any) -> None:
+        last_success = datetime.fromtimestamp(int(event.LastSuccess), UTC) if event.LastSuccess else None
+        details = {
+            "errorCount": int(event.ErrorCount),
+            "lastSuccess": _iso(last_success) if last_success else None,
+        }
+        self._emit(session, Notice(session.ref, NoticeKind.KEEPALIVE_TIMEOUT, details, datetime.now(UTC)))
+        failing_for = (datetime.now(UTC) - last_success).total_seconds() if last_success else 0.0
+        if failing_for > KEEPALIVE_MAX_FAIL:
+            # whatsmeow drops the socket and redials now, without a Disconnected event (keepalive.go:46-50)
+            self._reconnecting(session, "keepalive_timeout", "whatsapp stopped answering keep-alives", **details)
+
+    def _on_ended_by_whatsapp(self, session: _Session, event: Any) -> None:
+        """WhatsApp ended the session (whatsmeow does not redial these, connectionevents.go:48-51, :102-155)."""
+        ref = session.ref
+        status, code = SessionStatus.FAILED, ""
+        details: dict[str, Any] = {}
+        if isinstance(event, pb.LoggedOut):
+            number, name = _failure_reason(event)
+            status, code = SessionStatus.LOGGED_OUT, "logged_out"
+            details = {"reason": number, "reasonName": name, "onConnect": bool(event.OnConnect)}
+            reason = name or "logged_out"
+        elif isinstance(event, pb.StreamReplaced):
+            code, reason = "stream_replaced", "another client connected with this session's keys"
+        elif isinstance(event, pb.TemporaryBan):
+            name = pb.TemporaryBan.TempBanReason.Name(event.Code) if event.HasField("Code") else None
+            expires = datetime.now(UTC) + timedelta(seconds=int(event.Expire))  # a duration (encoder.go:624)
+            code, reason = "temporary_ban", "whatsapp banned this account for a while"
+            details = {"banCode": _WA_BAN_CODE.get(name or ""), "banReason": name.lower() if name else None}
+            details["expiresAt"] = _iso(expires) if event.Expire else None
+        elif isinstance(event, pb.ClientOutdated):
+            code, reason = "client_outdated", "whatsapp refuses this client version"
+        elif isinstance(event, pb.ConnectFailure):
+            number, name = _failure_reason(event)
+            details = {"reason": number, "reasonName": name, "message": str(event.Message) or None}
+            code, reason = "connect_failure", f"whatsapp refused the connection: {number or name or '?'}"
+            if number in _LOGGED_OUT_REASONS:
+                status = SessionStatus.LOGGED_OUT
+        else:
+            return
+        log.warning("whatsmeow.ended_by_whatsapp", session=str(ref), code=code, **details)
+        if status is SessionStatus.FAILED:
+            self._emit(session, EngineFailure(ref, code, reason, details=details))
+        self._status(session, status, reason=reason, code=code, details=details, final=True)
+        self._halt_soon(session, "logged_out" if status is SessionStatus.LOGGED_OUT else "fatal")
 
     def _on_pair_status(self, session: _Session, event: Any) -> None:
         if event.Status == pb.PairStatus.SUCCESS:
@@ -945,27 +1290,36 @@ class WhatsmeowEngine:
             phone = event.ID.User or None
             self._status(session, SessionStatus.CONNECTING, reason="paired", jid=session.jid, phone_number=phone)
         else:
-            self._emit(EngineFailure(session.ref, "pair_failed", event.Error or "pairing failed", True))
+            self._emit(session, EngineFailure(session.ref, "pair_failed", event.Error or "pairing failed", True))
 
     # -- pairing codes and QR expiry ------------------------------------------------------------------
 
     def _pair_phone(self, session: _Session, client: Any, phone_number: str) -> str:
+        # whatsmeow wants the display "Browser (OS)" from a fixed list (pair-code.go:88-89): the deployment's
+        # name reaches the phone through DeviceProps.os instead (_new_client)
         code = str(client.PairPhone(phone_number, True, ClientName.LINUX, ClientType.CHROME))
         session.pairing_code = code
-        self._emit(PairingCode(session.ref, code, phone_number))
+        self._emit(session, PairingCode(session.ref, code, phone_number))
         self._status(session, SessionStatus.PAIRING)
         return code
 
     def _pair_in_background(self, session: _Session, phone_number: str) -> None:
+        call = _GoCall()
+        # nobody awaits this call: a timer gives it up, so that a hung PairPhone keeps no gate
+        deadline = threading.Timer(self._call_timeout, call.give_up)
+        deadline.daemon = True
+        deadline.start()
         try:
-            self._go_call(session, lambda client: self._pair_phone(session, client, phone_number))
+            self._go_call(session, call, lambda client: self._pair_phone(session, client, phone_number))
         except EngineError as exc:
-            self._emit(EngineFailure(session.ref, "pairing_code_failed", exc.message, exc.retryable))
+            self._emit(session, EngineFailure(session.ref, "pairing_code_failed", exc.message, exc.retryable))
+        finally:
+            deadline.cancel()
 
-    def _arm_qr_timer(self, session: _Session, sequence: int) -> None:
+    def _arm_qr_timer(self, session: _Session, sequence: int, lifetime: float) -> None:
         self._cancel_qr_timer(session)
         assert self._loop is not None
-        session.qr_timer = self._loop.call_later(session.request.qr_timeout, self._qr_expired, session, sequence)
+        session.qr_timer = self._loop.call_later(lifetime, self._qr_expired, session, sequence)
 
     def _cancel_qr_timer(self, session: _Session) -> None:
         timer = session.qr_timer
@@ -980,16 +1334,16 @@ class WhatsmeowEngine:
     def _qr_timeout(self, session: _Session, reason: str) -> None:
         if session.terminal or session.connected or session.jid:
             return
-        self._status(session, SessionStatus.QR_TIMEOUT, reason=reason, final=True)
+        self._status(session, SessionStatus.QR_TIMEOUT, reason=reason, code="qr_timeout", final=True)
         self._halt_soon(session, "qr_timeout")
 
     # -- calls into Go --------------------------------------------------------------------------------
 
-    def _go_call(self, session: _Session, fn: Callable[[Any], T]) -> T:
-        """Call `fn(client)` under the shared gate, translating neonize's errors (on an executor thread)."""
-        with _GATE.shared():
+    def _go_call(self, session: _Session, call: _GoCall, fn: Callable[[Any], T]) -> T:
+        """Call `fn(client)` under the shared gate, translating neonize's errors (on a thread of its own)."""
+        with call.shared():
             client = session.client
-            if client is None or not session.go_live or session.halt:
+            if client is None or not session.go_live or session.halt or session.abandoned:
                 raise NotConnected("the session has no live connection", session=str(session.ref))
             try:
                 return fn(client)
@@ -997,37 +1351,89 @@ class WhatsmeowEngine:
                 raise _translate_error(exc, session.ref) from exc
 
     async def _go(self, session: _Session, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._go_call, session, fn)
+        """Run `fn(client)` in Go within `call_timeout`; a call that takes longer is given up (retryable)."""
+        call = _GoCall()
+        future = _in_thread(f"zapgate-wm-go-{session.ref}", self._go_call, session, call, fn)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._call_timeout)
+        except TimeoutError:
+            call.give_up()
+            log.warning("whatsmeow.call_timed_out", session=str(session.ref), seconds=self._call_timeout)
+            raise EngineError(
+                f"whatsmeow did not answer within {self._call_timeout:g} s", session=str(session.ref)
+            ) from None
 
-    async def _halt(self, session: _Session, reason: str) -> None:
-        await asyncio.wrap_future(self._halt_soon(session, reason))
+    async def _finished_within(self, session: _Session, seconds: float) -> bool:
+        finished = asyncio.wrap_future(session.finished)
+        done, _ = await asyncio.wait({finished}, timeout=seconds)
+        return bool(done)
 
-    def _halt_soon(self, session: _Session, reason: str) -> Future[None]:
-        """End the session's current attempt (Go's `Stop`, exclusively, on an executor thread)."""
+    def _halt_soon(self, session: _Session, reason: str, *, drain: bool = False) -> Future[None]:
+        """End the session's current attempt: Go's `Stop`, exclusively, on a thread of its own.
+
+        With `drain` (a clean stop), the events neonize already buffered are handed over first.
+        """
         if session.halt is None:
             session.halt = reason
         client = session.client
 
         def halt() -> None:
-            if client is not None:
+            if client is None or session.abandoned:
+                return
+            try:
+                if drain and session.delivering:
+                    self._drain(session, client)
                 self._stop_client(session, client, final=False)
+            except Exception as exc:  # nobody awaits this thread's result
+                if not session.abandoned:  # an abandoned session refuses its Stop on purpose
+                    log.warning("whatsmeow.halt_failed", session=str(session.ref), error=repr(exc))
 
-        return self._executor.submit(halt)
+        return _in_thread(f"zapgate-wm-halt-{session.ref}", halt)
+
+    def _abandon(self, session: _Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.ref) is session:
+                del self._sessions[session.ref]
+            if session.abandoned:
+                return
+            if not session.finished.done():
+                self._abandoned.add(session)
+        session.stop_requested.set()
+        session.release_everything()
+        self._cancel_qr_timer(session)
+        log.warning("whatsmeow.session_abandoned", session=str(session.ref), abandoned_clients=self.abandoned_clients)
+
+    def _reap(self, session: _Session) -> None:
+        """Abandon a session that ended (final status) but whose Go client never returned (FetchMe spins)."""
+        session.reaper = None
+        if not session.finished.done() and not session.abandoned:
+            log.warning("whatsmeow.ended_session_stuck", session=str(session.ref), seconds=self._stop_timeout)
+            self._abandon(session)
 
     # -- events out -----------------------------------------------------------------------------------
 
     def _status(self, session: _Session, status: SessionStatus, *, final: bool = False, **data: Any) -> None:
-        if session.terminal:
+        if session.terminal or session.abandoned:
             return
         session.terminal = final
         session.status = status
-        self._emit(StatusChanged(session.ref, status, **data))
+        self._emit(session, StatusChanged(session.ref, status, **data))
+        if final:
+            self._call_on_loop(self._arm_reaper, session)
 
-    def _emit(self, event: EngineEvent) -> None:
-        self._call_on_loop(self._deliver, event)
+    def _arm_reaper(self, session: _Session) -> None:
+        assert self._loop is not None
+        if session.reaper is None and not session.finished.done():
+            session.reaper = self._loop.call_later(self._stop_timeout, self._reap, session)
 
-    def _deliver(self, event: EngineEvent) -> None:
+    def _emit(self, session: _Session, event: EngineEvent) -> None:
+        if session.abandoned:
+            return
+        self._call_on_loop(self._deliver, session, event)
+
+    def _deliver(self, session: _Session, event: EngineEvent) -> None:
+        if session.abandoned:
+            return  # abandoned while the event waited for the loop
         try:
             self._on_event(event)
         except Exception as exc:  # one bad consumer must not stop the others' events

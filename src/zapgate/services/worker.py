@@ -78,7 +78,7 @@ class WorkerOptions:
     """How a worker treats its engines and sessions beyond capacity and timings (settings, usually)."""
 
     engine_timeout: float = 15.0  # seconds a start, stop or logout may take before it is given up on
-    max_abandoned: int = 3  # abandoned engine clients a worker holds before it drains and exits
+    max_abandoned: int = 10  # engine clients a worker may abandon in its life before it drains and exits
     reconnect_window: float = 300.0  # seconds a session may stay reconnecting before it is failed
     keep_stories: bool = False  # store contacts' stories (status@broadcast) as messages of kind "story"
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
