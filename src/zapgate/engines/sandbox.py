@@ -146,8 +146,10 @@ class LocalSandboxNetwork:
             self.unacknowledged.pop(mail_id, None)
 
     async def wait_for_mail(self, at_most: float) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._arrived.wait()
         self._arrived.clear()
 
 

@@ -63,6 +63,8 @@ class PostgresSandboxNetwork:
             await store.ack(conn, mail_ids)
 
     async def wait_for_mail(self, at_most: float) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._wake.wait()
         self._wake.clear()
