@@ -14,10 +14,10 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
 - Brazil's ninth digit, as WhatsApp has it: a Brazilian mobile (55, a two-digit area code, 9, eight digits;
   or written without its 9, eight digits not starting with 2-5 as landlines do) is on WhatsApp with the 9 in
   area codes below `NINTH_DIGIT_DROPPED_FROM_AREA` (30) and without it from there on (accounts registered
-  before the ninth digit came). `resolve` answers the
-  account's JID for either spelling (`5531912345678` -> `553112345678@s.whatsapp.net`); a send to the other
-  spelling's JID is a guess and fails with `RecipientUnknown`, as whatsmeow's "no LID found". A linked number
-  is on WhatsApp as linked, whatever its spelling;
+  before the ninth digit came). `resolve` answers the account's JID for either spelling (`5531912345678` ->
+  `553112345678@s.whatsapp.net`); a send to the other spelling's JID is a guess and fails with
+  `RecipientUnknown`, as whatsmeow's "no LID found". A linked number is on WhatsApp as linked, whatever its
+  spelling;
 - sends go out under WhatsApp's own id, as whatsmeow makes them: `whatsapp_message_id` is `3EB0` and 18
   uppercase hex digits of a hash of (session, requested id), so a resend of the same message keeps its id
   (WhatsApp drops resends by id). Receipts and the recipient's message name that id;
@@ -25,7 +25,9 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   a group, as a story on `status@broadcast`) and notices (`undecryptable`, `history_sync`). Texts pass
   through unchanged, NUL included: cleaning them is the worker's job;
 - faults: drop the connection, log out from the phone, reject the next send (`SendRejected`), restrict the
-  account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`).
+  account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`);
+- `send_presence` shows nothing to anyone, but keeps the last presence per chat (`SandboxEngine.presence`);
+- a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
 (`session:client/session`). `LocalSandboxNetwork` keeps them in memory (one process); the worker uses one
