@@ -66,6 +66,13 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
         ),
         (
             "POST",
+            "/whatsapp/sandbox/sessions/{sessionId}/fault",
+            f"/whatsapp/sandbox/sessions/{s}/fault",
+            {"fault": "restrict"},
+            "404",
+        ),
+        (
+            "POST",
             "/whatsapp/sandbox/inbound",
             "/whatsapp/sandbox/inbound",
             {"sessionId": s, "from": "5511999990009", "message": "hi"},

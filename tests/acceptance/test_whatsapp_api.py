@@ -252,3 +252,63 @@ async def test_sandbox_routes(api: httpx.AsyncClient, database_url: str) -> None
     )
     bad = await api.post("/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "bot", "message": "x"})
     assert_problem(bad, 422)
+
+
+async def test_sandbox_faults_and_inbound_kinds(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    await api.post("/whatsapp/session", headers=acme, json={"sessionId": "bot"})
+    fault = "/whatsapp/sandbox/sessions/bot/fault"
+    for body in (
+        {"fault": "drop_connection"},
+        {"fault": "logout"},
+        {"fault": "reject_next_send"},
+        {"fault": "restrict"},
+        {"fault": "fail_transient"},
+        {"fault": "fail_transient", "count": 3},
+    ):
+        accepted = await api.post(fault, headers=acme, json=body)
+        assert (accepted.status_code, accepted.json()) == (202, {"accepted": True}), accepted.text
+    for body, field in (
+        ({"fault": "explode"}, "fault"),
+        ({"fault": "fail_transient", "count": 0}, "count"),
+        ({"fault": "fail_transient", "count": 101}, "count"),
+        ({"fault": "restrict", "count": 2}, "count"),
+        ({"fault": "restrict", "extra": 1}, "extra"),
+    ):
+        refused = assert_problem(await api.post(fault, headers=acme, json=body), 422)
+        assert [e["field"] for e in refused["errors"]] == [field], refused
+    assert_problem(await api.post("/whatsapp/sandbox/sessions/nope/fault", headers=acme, json={"fault": "logout"}), 404)
+    await api.post("/whatsapp/session", headers=acme, json={"sessionId": "real", "engine": "whatsmeow"})
+    assert_problem(await api.post("/whatsapp/sandbox/sessions/real/fault", headers=acme, json={"fault": "logout"}), 422)
+
+    inbound = "/whatsapp/sandbox/inbound"
+    uk = {"sessionId": "bot", "from": "+44 7700 900123"}
+    for extra in (
+        {"message": "sent from my phone", "fromMe": True},
+        {"message": "my story", "story": True},
+        {"message": "hi all", "group": "120363012345678901@g.us", "pushName": "Maria"},
+        {"message": "both", "fromLid": "123456789012345@lid"},
+        {"notice": "undecryptable"},
+        {"notice": "history_sync"},
+    ):
+        accepted = await api.post(inbound, headers=acme, json={**uk, **extra})
+        assert accepted.status_code == 202 and accepted.json()["messageId"], accepted.text
+    by_lid = await api.post(
+        inbound, headers=acme, json={"sessionId": "bot", "from": "123456789012345@lid", "message": "?"}
+    )
+    assert by_lid.status_code == 202, by_lid.text
+    refusals: list[tuple[dict[str, Any], str | None]] = [
+        ({}, "message"),
+        ({"message": "nul\x00byte"}, None),  # refused as before: the sandbox carries NUL, the API does not
+        ({"message": ""}, "message"),
+        ({"message": "x" * 4097}, "message"),
+        ({"notice": "typing"}, "notice"),
+        ({"message": "x", "fromLid": "12ab"}, "fromLid"),
+        ({"message": "x", "group": "5511999990001@s.whatsapp.net"}, "group"),
+        ({"message": "x", "group": "120363012345678901@g.us", "story": True}, "group"),
+        ({"message": "x", "fromMe": "maybe"}, "fromMe"),
+    ]
+    for extra, wrong in refusals:
+        refused = assert_problem(await api.post(inbound, headers=acme, json={**uk, **extra}), 422)
+        if wrong is not None:
+            assert [e["field"] for e in refused["errors"]] == [wrong], refused

@@ -73,13 +73,18 @@ async def test_a_worker_killed_mid_flight_loses_and_duplicates_nothing(
         await eventually(all_out, within=90, every=0.1)
         await eventually(lambda: _inbound_count(db, bob_row, 500), within=30, every=0.1)
 
+        # bob knows each message by WhatsApp's id (the sandbox, like WhatsApp, sends under ids of its own; a resend
+        # of a message keeps its id there, so its recipient stores it once)
+        rows = await db.message.find_many(session_id=alice_row, direction="outbound", limit=1000)
+        wa_ids = {m.message_id: m.wa_message_id for m in rows}
+        assert set(wa_ids) == set(accepted) and None not in wa_ids.values()
         inbound = await db.message.find_many(session_id=bob_row, direction="inbound", limit=1000)
-        assert sorted(m.message_id for m in inbound) == sorted(accepted)  # every one arrived, once
+        assert sorted(m.message_id for m in inbound) == sorted(wa_ids.values())  # every one arrived, once
         events = await db.event.list_after(session_id="alice", types=["message-status"], limit=100_000)
         sent_events = Counter(e.payload["messageId"] for e in events if e.payload["status"] == "sent")
         assert set(sent_events) == set(accepted) and set(sent_events.values()) == {1}
         received = await db.event.list_after(session_id="bob", types=["message-received"], limit=100_000)
-        assert Counter(e.payload["messageId"] for e in received) == Counter(accepted)
+        assert Counter(e.payload["messageId"] for e in received) == Counter(wa_ids.values())
         # alice now runs on the surviving worker
         async with manager.registry_transaction() as conn:
             moved = await get_placement(conn, "acme", "alice")

@@ -1,15 +1,29 @@
 """Sessions end to end on the sandbox: services + a worker + the engine + PostgreSQL."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
+from zapgate.db.tables import sandbox_mail
 from zapgate.domain.records import MessageStatus
+from zapgate.engines.base import (
+    EngineError,
+    InboundMessage,
+    Notice,
+    NoticeKind,
+    NotOnWhatsApp,
+    Restricted,
+    SessionRef,
+    StartMode,
+    StartRequest,
+    StatusChanged,
+)
+from zapgate.engines.sandbox import SandboxEngine, phone_address, simulated_lid
 from zapgate.errors import (
     DuplicateRecord,
     InvalidRequest,
@@ -18,6 +32,7 @@ from zapgate.errors import (
     SessionNotFound,
 )
 from zapgate.services.clients import ClientService
+from zapgate.services.sandbox import PostgresSandboxNetwork
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker
 
@@ -90,10 +105,11 @@ async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionServi
     sent = await db.message.find_unique(message.message_id)
     assert sent is not None and sent.sent_at is not None and sent.chat_jid == f"{PHONE_B}@s.whatsapp.net"
 
-    # bob's side: the same WhatsApp id arrived as an inbound message of session bob
+    # bob's side: the same WhatsApp id arrived as an inbound message of session bob (ours stays alice's public id)
+    assert sent.wa_message_id is not None and sent.wa_message_id != message.message_id
     bob = (await sessions.get("acme", "bob")).session
     inbound = await db.message.find_many(session_id=bob.id, direction="inbound", include_contact=True)
-    assert [(m.message_id, m.content) for m in inbound] == [(message.message_id, "Olá, Bob!")]
+    assert [(m.message_id, m.content) for m in inbound] == [(sent.wa_message_id, "Olá, Bob!")]
     assert inbound[0].contact is not None and inbound[0].contact.phone_number == PHONE_A
 
     statuses = [p["status"] for t, p in await events_of(manager, "alice") if t == "message-status"]
@@ -318,7 +334,15 @@ async def test_sessions_on_different_workers_message_each_other(
         await eventually(read, within=10.0)
         reply = await sessions.send_text("acme", "bob", PHONE_A, "and back")
         alice_row = (await sessions.get("acme", "alice")).session.id
-        await eventually(lambda: db.message.find_unique(reply.message_id, session_id=alice_row), within=10.0)
+        bob_row = (await sessions.get("acme", "bob")).session.id
+
+        async def arrived() -> bool:
+            sent = await db.message.find_unique(reply.message_id, session_id=bob_row)
+            if sent is None or sent.wa_message_id is None:
+                return False  # not sent yet
+            return await db.message.find_unique(sent.wa_message_id, session_id=alice_row) is not None
+
+        await eventually(arrived, within=10.0)
     finally:
         await first.close()
         await second.close()
@@ -382,3 +406,152 @@ async def test_pairing_by_code(manager: ConnectionManager, sessions: SessionServ
     assert alice.phone_number == PHONE_A and alice.pairing_code is None
     with pytest.raises(InvalidRequest):
         await sessions.sandbox_enter_code("acme", "alice", "")
+
+
+# -- the sandbox's WhatsApp, driven through the services and PostgreSQL (no worker: the engine itself) ------
+
+
+@pytest.fixture
+async def hosted(
+    manager: ConnectionManager, sessions: SessionService
+) -> AsyncIterator[tuple[SandboxEngine, list[Any]]]:
+    """Session alice on a sandbox engine over the PostgreSQL network, linked to PHONE_A; its events."""
+    seen: list[Any] = []
+    engine = SandboxEngine(seen.append, PostgresSandboxNetwork(manager), reconnect_delay=0.01)
+    await sessions.create("acme", "alice")
+    await engine.start(StartRequest(ref=ALICE, mode=StartMode.QR, qr_timeout=30))
+    await sessions.sandbox_scan("acme", "alice", PHONE_A)
+    await eventually(lambda: _seen(seen, lambda e: isinstance(e, StatusChanged) and e.status == "connected"))
+    yield engine, seen
+    await engine.close()
+
+
+ALICE = SessionRef("acme", "alice")
+
+
+async def _seen(events: list[Any], predicate: Callable[[Any], bool]) -> Any:
+    return next((e for e in events if predicate(e)), None)
+
+
+async def test_injected_inbound_kinds_and_notices_reach_the_session(
+    sessions: SessionService, hosted: tuple[SandboxEngine, list[Any]]
+) -> None:
+    _, seen = hosted
+    uk, lid = "447700900123", "123456789012345"
+    ids = {
+        "from_me": await sessions.sandbox_inject("acme", "alice", uk, "sent from my phone", from_me=True),
+        "story": await sessions.sandbox_inject("acme", "alice", uk, "my story", story=True),
+        "group": await sessions.sandbox_inject(
+            "acme", "alice", uk, "hi all", group="120363012345678901", push_name="Maria"
+        ),
+        "lid_only": await sessions.sandbox_inject("acme", "alice", f"{lid}@lid", "who am I"),
+        "both": await sessions.sandbox_inject("acme", "alice", uk, "both", from_lid=lid),
+        "undecryptable": await sessions.sandbox_inject("acme", "alice", uk, None, notice="undecryptable"),
+        "history": await sessions.sandbox_inject("acme", "alice", uk, None, notice="history_sync"),
+    }
+
+    async def arrived() -> bool:
+        return len([e for e in seen if isinstance(e, InboundMessage | Notice)]) == len(ids)
+
+    await eventually(arrived)
+    got = {e.message_id: e for e in seen if isinstance(e, InboundMessage)}
+    uk_jid, uk_lid = f"{uk}@s.whatsapp.net", f"{simulated_lid(uk)}@lid"
+    mine = got[ids["from_me"]]
+    assert (mine.from_me, mine.chat_jid, mine.chat_lid, mine.sender_jid) == (
+        True,
+        uk_jid,
+        uk_lid,
+        f"{PHONE_A}@s.whatsapp.net",
+    )
+    story = got[ids["story"]]
+    assert (story.chat_jid, story.sender_jid, story.is_group, story.from_me) == (
+        "status@broadcast",
+        uk_jid,
+        True,
+        False,
+    )
+    group = got[ids["group"]]
+    assert (group.chat_jid, group.sender_jid, group.sender_lid, group.is_group, group.push_name) == (
+        "120363012345678901@g.us",
+        uk_jid,
+        uk_lid,
+        True,
+        "Maria",
+    )
+    hidden = got[ids["lid_only"]]
+    assert (hidden.chat_jid, hidden.chat_lid, hidden.sender_jid) == (f"{lid}@lid", f"{lid}@lid", f"{lid}@lid")
+    both = got[ids["both"]]
+    assert (both.chat_jid, both.chat_lid) == (uk_jid, f"{lid}@lid")
+    notices = {e.kind: e for e in seen if isinstance(e, Notice)}
+    assert notices[NoticeKind.UNDECRYPTABLE].details["messageId"] == ids["undecryptable"]
+    assert notices[NoticeKind.UNDECRYPTABLE].details["chatJid"] == uk_jid
+    assert notices[NoticeKind.HISTORY_SYNC].details["progress"] == 100
+
+
+async def test_texts_with_nul_cross_the_postgresql_network_unchanged(
+    manager: ConnectionManager, hosted: tuple[SandboxEngine, list[Any]]
+) -> None:
+    # jsonb refuses NUL in strings; the sandbox carries such mail escaped, and the worker cleans the text
+    _, seen = hosted
+    text = "a\x00b \\u0000 literally"
+    mail = {
+        "kind": "message",
+        "id": "NUL-1",
+        "from": "447700900123",
+        "text": text,
+        "timestamp": "2026-01-01T00:00:00+00:00",
+    }
+    await PostgresSandboxNetwork(manager).post(phone_address(PHONE_A), mail)
+    found = await eventually(lambda: _seen(seen, lambda e: isinstance(e, InboundMessage) and e.message_id == "NUL-1"))
+    assert found.text == text
+
+
+async def test_restrict_and_transient_faults_through_the_service(
+    sessions: SessionService, hosted: tuple[SandboxEngine, list[Any]]
+) -> None:
+    engine, _ = hosted
+    to = "5521988887777@s.whatsapp.net"
+    await sessions.sandbox_fault("acme", "alice", "restrict")
+    await sessions.sandbox_fault("acme", "alice", "fail_transient", 2)
+
+    async def restricted() -> bool:
+        try:
+            await engine.send_text(ALICE, to, "x", "R1")
+        except Restricted as exc:
+            return exc.details == {"code": 463}
+        return False
+
+    await eventually(restricted)
+    for _ in range(2):
+        with pytest.raises(EngineError) as failed:
+            await engine.send_text(ALICE, to, "x", "T1")
+        assert failed.value.retryable
+    await engine.send_text(ALICE, to, "x", "T1")
+    with pytest.raises(NotOnWhatsApp):
+        await engine.send_text(ALICE, "5521988880404@s.whatsapp.net", "x", "T2")
+
+
+async def test_bad_sandbox_injections_are_refused_and_post_nothing(
+    manager: ConnectionManager, sessions: SessionService
+) -> None:
+    await sessions.create("acme", "alice")
+    uk = "447700900123"
+    bad: list[Callable[[], Awaitable[Any]]] = [
+        lambda: sessions.sandbox_inject("acme", "alice", uk, None),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, "nul\x00"),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, "x", from_lid="12ab"),
+        lambda: sessions.sandbox_inject("acme", "alice", "12@lid", "x"),
+        lambda: sessions.sandbox_inject("acme", "alice", "123456789@lid", "x", from_lid="123456789"),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, "x", group="5511999990001@s.whatsapp.net"),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, "x", group="120363012345678901", story=True),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, None, notice="typing"),
+        lambda: sessions.sandbox_inject("acme", "alice", uk, "nul\x00", notice="history_sync"),
+        lambda: sessions.sandbox_fault("acme", "alice", "restrict", 2),
+        lambda: sessions.sandbox_fault("acme", "alice", "fail_transient", 0),
+        lambda: sessions.sandbox_fault("acme", "alice", "fail_transient", 101),
+    ]
+    for call in bad:
+        with pytest.raises(InvalidRequest):
+            await call()
+    async with manager.registry_transaction() as conn:
+        assert (await conn.execute(select(func.count()).select_from(sandbox_mail))).scalar_one() == 0

@@ -26,6 +26,7 @@ ACTIONS = {
     "sandbox_scan": "sandbox.scan",
     "sandbox_enter_code": "sandbox.enter_code",
     "sandbox_inbound": "sandbox.inbound",
+    "sandbox_fault": "sandbox.fault",
     "create_webhook": "webhook.create",
     "update_webhook": "webhook.update",
     "delete_webhook": "webhook.delete",

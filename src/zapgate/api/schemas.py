@@ -197,11 +197,54 @@ class Accepted(_Body):
 
 
 class InboundRequest(_Request):
-    """A text from any number to a sandbox session."""
+    """A text from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN, examples=["user123"])
-    from_number: str = Field(alias="from", min_length=1, max_length=32, examples=["447700900123"])
-    message: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Hello from the sandbox"])
+    from_number: str = Field(
+        alias="from",
+        min_length=1,
+        max_length=32,
+        examples=["447700900123"],
+        description="The sender's phone number, or its LID (`digits@lid`) for a sender known by LID only.",
+    )
+    message: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        examples=["Hello from the sandbox"],
+        description="The text; required unless `notice` is given.",
+    )
+    from_me: bool = Field(
+        False, description="Written on the session's own phone, in the chat with `from` (a message it sent)."
+    )
+    from_lid: str | None = Field(
+        None, min_length=1, max_length=32, examples=["123456789012345@lid"], description="The LID of `from`."
+    )
+    group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        examples=["120363012345678901@g.us"],
+        description="Written in this group (by `from`).",
+    )
+    story: bool = Field(False, description="A story (status@broadcast) that `from` posted.")
+    push_name: str | None = Field(None, min_length=1, max_length=100, description="The sender's profile name.")
+    notice: Literal["undecryptable", "history_sync"] | None = Field(
+        None,
+        description="Deliver this notice instead: a message from `from` that could not be decrypted, or a "
+        "chunk of chat history from the phone.",
+    )
+
+
+class FaultRequest(_Request):
+    """A fault to inject into a sandbox session."""
+
+    fault: Literal["drop_connection", "logout", "reject_next_send", "restrict", "fail_transient"] = Field(
+        description="`drop_connection` (it reconnects), `logout` (from the phone), `reject_next_send`, `restrict` "
+        "(the next send is refused as from a restricted account, code 463), `fail_transient` (the next `count` "
+        "sends fail with a retryable error)."
+    )
+    count: int | None = Field(None, ge=1, le=100, description="Sends that `fail_transient` fails (default 1).")
 
 
 class InboundAccepted(_Body):

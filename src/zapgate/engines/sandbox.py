@@ -1,13 +1,33 @@
 """The sandbox engine: a simulated WhatsApp network, for bots and tests that need no phone and no internet.
 
-Sessions on the sandbox behave like linked devices:
+Sessions on the sandbox behave like linked devices, and the network like WhatsApp where users can tell:
 
 - a new session shows rotating, expiring QR codes until a simulated phone "scans" one (`scan` mail naming the
   phone number), or shows a pairing code that the simulated phone "types" (`enter_code` mail);
 - linked sessions message each other through the network, also across workers, and get `delivered` then
   `read` receipts; a number that no sandbox session has linked is a simulated phone that reads at once;
-- anyone can inject an inbound message from any number, and faults: drop the connection, log out from the
-  phone, reject the next send.
+- who is on WhatsApp: every number linked to a sandbox session, and every other number except those whose
+  digits end in `NOT_ON_WHATSAPP_SUFFIX` ("404", as HTTP's Not Found): `resolve` says so, and a send to such a
+  number raises `NotOnWhatsApp`. Accounts have a JID (`<digits>@s.whatsapp.net`) and a LID (`<digits>@lid`)
+  that `simulated_lid` derives from the number (a bijection, so a send to a LID reaches its number; never the
+  number itself);
+- Brazil's ninth digit, as WhatsApp has it: a Brazilian mobile (55, a two-digit area code, 9, eight digits;
+  or written without its 9, eight digits not starting with 2-5 as landlines do) is on WhatsApp with the 9 in
+  area codes below `NINTH_DIGIT_DROPPED_FROM_AREA` (30) and without it from there on (accounts registered
+  before the ninth digit came). `resolve` answers the account's JID for either spelling (`5531912345678` ->
+  `553112345678@s.whatsapp.net`); a send to the other spelling's JID is a guess and fails with
+  `RecipientUnknown`, as whatsmeow's "no LID found". A linked number is on WhatsApp as linked, whatever its
+  spelling;
+- sends go out under WhatsApp's own id, as whatsmeow makes them: `whatsapp_message_id` is `3EB0` and 18
+  uppercase hex digits of a hash of (session, requested id), so a resend of the same message keeps its id
+  (WhatsApp drops resends by id). Receipts and the recipient's message name that id;
+- anyone can inject an inbound message from any number (or from a LID alone, from the linked phone itself, in
+  a group, as a story on `status@broadcast`) and notices (`undecryptable`, `history_sync`). Texts pass
+  through unchanged, NUL included: cleaning them is the worker's job;
+- faults: drop the connection, log out from the phone, reject the next send (`SendRejected`), restrict the
+  account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`);
+- `send_presence` shows nothing to anyone, but keeps the last presence per chat (`SandboxEngine.presence`);
+- a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
 (`session:client/session`). `LocalSandboxNetwork` keeps them in memory (one process); the worker uses one
@@ -20,26 +40,33 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
-from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
+from zapgate.domain.phones import LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
     EngineError,
+    EngineEvent,
     EngineFailure,
     EventSink,
     InboundMessage,
     JidLookup,
     NotConnected,
+    Notice,
+    NoticeKind,
+    NotOnWhatsApp,
     PairingCode,
     Presence,
     QrCode,
     Receipt,
+    RecipientUnknown,
+    Restricted,
     SendRejected,
     SendResult,
     SessionRef,
@@ -57,6 +84,66 @@ Mail = dict[str, Any]
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
+
+NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
+NINTH_DIGIT_DROPPED_FROM_AREA = 30  # Brazilian mobiles of this area code and up are on WhatsApp without the 9
+WHATSAPP_ID_PREFIX = "3EB0"  # whatsmeow's message ids: this, then 18 uppercase hex digits
+STATUS_BROADCAST = "status@broadcast"  # the chat of stories
+RESTRICTED_CODE = 463  # WhatsApp's error code when it restricts an account's sending
+SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send", "restrict", "fail_transient")
+
+# LID = number x _LID_FACTOR mod a prime above every 15-digit number: a bijection that fixes no phone number
+_LID_MODULUS = 1_000_000_000_000_037
+_LID_FACTOR = 314_159_265_358_979
+_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
+# 55, an area code (two digits 1-9), then 9 and eight digits (a mobile), or eight digits that do not start
+# with 2-5 (a mobile written without its 9: landlines start with 2-5)
+_BRAZILIAN_MOBILE = re.compile(r"55([1-9]{2})(?:9([0-9]{8})|([016789][0-9]{7}))", re.ASCII)
+
+
+def whatsapp_account(phone: str) -> str | None:
+    """Return the number of `phone`'s account on the simulated network by its rules, or None if it has none.
+
+    Linked numbers aside (they always have one, see `SandboxEngine.resolve`): a number ending in
+    `NOT_ON_WHATSAPP_SUFFIX` has none; a Brazilian mobile's account has the ninth digit below area code
+    `NINTH_DIGIT_DROPPED_FROM_AREA` and lacks it from there on; any other number is its own account.
+    """
+    if _DIGITS.fullmatch(phone) is None or phone.endswith(NOT_ON_WHATSAPP_SUFFIX):
+        return None
+    brazilian = _BRAZILIAN_MOBILE.fullmatch(phone)
+    if brazilian is None:
+        return phone
+    area, with_ninth, without_ninth = brazilian.groups()
+    ninth = "9" if int(area) < NINTH_DIGIT_DROPPED_FROM_AREA else ""
+    return f"55{area}{ninth}{with_ninth or without_ninth}"
+
+
+def spellings(phone: str) -> tuple[str, ...]:
+    """Return `phone` and, for a Brazilian mobile, its spelling with the ninth digit added or removed."""
+    brazilian = _BRAZILIAN_MOBILE.fullmatch(phone)
+    if brazilian is None:
+        return (phone,)
+    area, with_ninth, without_ninth = brazilian.groups()
+    return (phone, f"55{area}{with_ninth}" if with_ninth else f"55{area}9{without_ninth}")
+
+
+def simulated_lid(phone: str) -> str:
+    """Return the LID (digits) of the account of `phone` (digits): stable, and never the number itself."""
+    return str(int(phone) * _LID_FACTOR % _LID_MODULUS)
+
+
+def phone_of_lid(lid: str) -> str | None:
+    """Return the number whose `simulated_lid` is `lid` (digits), or None if no phone number has it."""
+    if _DIGITS.fullmatch(lid) is None or int(lid) >= _LID_MODULUS:
+        return None
+    phone = str(int(lid) * pow(_LID_FACTOR, -1, _LID_MODULUS) % _LID_MODULUS)
+    return phone if 8 <= len(phone) <= 15 else None
+
+
+def whatsapp_message_id(ref: SessionRef, requested: str) -> str:
+    """Return the id WhatsApp gives the message `requested` of `ref`: the same for a resend of it."""
+    digest = hashlib.sha256(f"{ref}:{requested}".encode()).hexdigest()[:18].upper()
+    return WHATSAPP_ID_PREFIX + digest
 
 
 def phone_address(phone: str) -> str:
@@ -146,8 +233,10 @@ class LocalSandboxNetwork:
             self.unacknowledged.pop(mail_id, None)
 
     async def wait_for_mail(self, at_most: float) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._arrived.wait()
         self._arrived.clear()
 
 
@@ -158,6 +247,10 @@ class _Session:
     phone: str | None = None
     pairing_code: str | None = None
     reject_next_send: bool = False
+    restrict_next_send: bool = False
+    failing_sends: int = 0  # sends still to fail with a retryable error (injected fault)
+    presences: dict[str, Presence] = field(default_factory=dict)  # the last presence shown, per chat JID
+    silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -171,7 +264,7 @@ class SandboxEngine:
     name: ClassVar[str] = "sandbox"
 
     def __init__(self, on_event: EventSink, network: SandboxNetwork, *, reconnect_delay: float = RECONNECT_DELAY):
-        self._emit = on_event
+        self._sink = on_event
         self._network = network
         self._reconnect_delay = reconnect_delay
         self._sessions: dict[SessionRef, _Session] = {}
@@ -206,8 +299,7 @@ class SandboxEngine:
         session = self._sessions.pop(ref, None)
         if session is None:
             return
-        for task in list(session.tasks):
-            task.cancel()
+        self._silence(session)
 
     async def logout(self, ref: SessionRef) -> None:
         session = self._sessions.pop(ref, None)
@@ -218,40 +310,42 @@ class SandboxEngine:
         if session.phone is not None:
             await self._network.unlink(session.phone, ref)
         self._set_status(session, SessionStatus.LOGGED_OUT, "logged out")
+        self._silence(session)
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
         session = self._hosted(ref)
         if session.status is not SessionStatus.CONNECTED or session.phone is None:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
-        if session.reject_next_send:
-            session.reject_next_send = False
-            raise SendRejected("the sandbox rejected this send (injected fault)")
+        self._injected_send_fault(session)
+        account = await self._recipient_account(to)
         now = datetime.now(UTC)
-        recipient = jid_user(to)
+        whatsapp_id = whatsapp_message_id(ref, message_id)
         mail: Mail = {
             "kind": "message",
-            "id": message_id,
+            "id": whatsapp_id,
             "from": session.phone,
-            "to": recipient,
+            "to": account or jid_user(to),
             "text": text,
-            "group": to.endswith("@" + GROUP_SERVER),
             "timestamp": now.isoformat(),
         }
-        if await self._network.linked_session(recipient) is not None:
-            await self._network.post(phone_address(recipient), mail)
+        if account is not None and await self._network.linked_session(account) is not None:
+            await self._network.post(phone_address(account), mail)
         else:
-            # nobody on the sandbox has this number: a simulated phone receives and reads it at once
-            self._spawn(session, self._external_phone_reads(session, message_id, to))
-        return SendResult(message_id=message_id, timestamp=now)
+            # no sandbox session has this number (or it is a group): a simulated phone receives and reads it
+            self._spawn(session, self._external_phone_reads(session, whatsapp_id, to))
+        return SendResult(message_id=whatsapp_id, timestamp=now)
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
         self._hosted(ref)
-        linked = await self._network.linked_session(phone_number)
-        # every number exists on the sandbox (unlinked ones are simulated phones)
+        account = await self._account(phone_number)
+        if account is None:
+            return JidLookup(phone_number=phone_number, on_whatsapp=False, extra={"sandbox": "not_on_whatsapp"})
+        linked = await self._network.linked_session(account)
         return JidLookup(
             phone_number=phone_number,
             on_whatsapp=True,
-            jid=f"{phone_number}@{USER_SERVER}",
+            jid=f"{account}@{USER_SERVER}",
+            lid=f"{simulated_lid(account)}@{LID_SERVER}",
             extra={"sandbox": "linked" if linked else "simulated"},
         )
 
@@ -271,7 +365,7 @@ class SandboxEngine:
             max_qr_codes=session.request.max_qr_codes,
         )
         self._set_status(session, SessionStatus.PAIRING)
-        self._emit(PairingCode(ref=ref, code=code, phone_number=phone_number))
+        self._emit(session, PairingCode(ref=ref, code=code, phone_number=phone_number))
         self._spawn(session, self._expire_pairing(session))
         return code
 
@@ -279,6 +373,11 @@ class SandboxEngine:
         session = self._hosted(ref)
         if session.status is not SessionStatus.CONNECTED:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
+        session.presences[to] = presence
+
+    def presence(self, ref: SessionRef, chat_jid: str) -> Presence | None:
+        """Return the presence the session last showed in the chat `chat_jid` (for tests), if any."""
+        return self._hosted(ref).presences.get(chat_jid)
 
     def hosts(self, ref: SessionRef) -> bool:
         return ref in self._sessions
@@ -286,8 +385,7 @@ class SandboxEngine:
     def abandon(self, ref: SessionRef) -> None:
         session = self._sessions.pop(ref, None)
         if session is not None:
-            for task in list(session.tasks):
-                task.cancel()
+            self._silence(session)
 
     async def close(self) -> None:
         for ref in list(self._sessions):
@@ -332,6 +430,7 @@ class SandboxEngine:
             return
         if kind == "receipt":
             self._emit(
+                session,
                 Receipt(
                     ref=session.ref,
                     message_ids=tuple(mail["ids"]),
@@ -339,10 +438,13 @@ class SandboxEngine:
                     chat_jid=f"{mail['from']}@{USER_SERVER}",
                     timestamp=datetime.fromisoformat(mail["timestamp"]),
                     ack=self._acker(mail_id),
-                )
+                ),
             )
             return
-        await self._control(session, kind, mail)
+        if kind == "notice":
+            self._notice(session, mail)
+        else:
+            await self._control(session, kind, mail)
         await self._network.ack([mail_id])
 
     def _acker(self, mail_id: int) -> Callable[[], None]:
@@ -361,7 +463,7 @@ class SandboxEngine:
         elif kind == "enter_code":
             await self._code_entered(session, str(mail["code"]))
         elif kind == "fault":
-            await self._fault(session, str(mail["fault"]))
+            await self._fault(session, str(mail["fault"]), int(mail.get("count") or 1))
         else:
             log.warning("sandbox.unknown_mail", kind=kind)
 
@@ -374,27 +476,45 @@ class SandboxEngine:
         return None
 
     async def _receive(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> None:
-        sender = str(mail["from"])
-        sender_jid = f"{sender}@{USER_SERVER}"
+        """Report the message `mail` carries: a chat, a group's, a story; from someone, or from the phone."""
+        sender = _Party.of(mail.get("from"), mail.get("from_lid"))
+        from_me = bool(mail.get("from_me"))
+        group = mail.get("group")
+        if mail.get("story"):
+            # whatsmeow reports broadcasts as group messages (message.go, parseMessageSource)
+            chat_jid, chat_lid, is_group = STATUS_BROADCAST, None, True
+        elif isinstance(group, str):
+            chat_jid, chat_lid, is_group = group, None, True
+        else:
+            chat_jid, chat_lid, is_group = sender.jid, sender.lid, False
+        if from_me and session.phone is not None:
+            # written on the linked phone itself: the other party (`from`) names the chat only
+            sender = _Party.of(session.phone, None)
         self._emit(
+            session,
             InboundMessage(
                 ref=session.ref,
                 message_id=str(mail["id"]),
-                chat_jid=sender_jid,
-                chat_lid=None,
-                sender_jid=sender_jid,
+                chat_jid=chat_jid,
+                chat_lid=chat_lid,
+                sender_jid=sender.jid,
+                sender_lid=sender.lid,
                 type="text",
                 text=str(mail["text"]),
                 timestamp=datetime.fromisoformat(mail["timestamp"]),
                 push_name=mail.get("push_name"),
+                is_group=is_group,
+                from_me=from_me,
                 ack=ack,
-            )
+            ),
         )
-        if await self._network.linked_session(sender) is not None and session.phone is not None:
+        if is_group or from_me or session.silenced or session.phone is None:
+            return
+        if sender.phone is not None and await self._network.linked_session(sender.phone) is not None:
             # the recipient's phone gets it, then reads it: the sender hears both
             for status in (MessageStatus.DELIVERED, MessageStatus.READ):
                 await self._network.post(
-                    phone_address(sender),
+                    phone_address(sender.phone),
                     {
                         "kind": "receipt",
                         "ids": [mail["id"]],
@@ -404,17 +524,30 @@ class SandboxEngine:
                     },
                 )
 
+    def _notice(self, session: _Session, mail: Mail) -> None:
+        try:
+            kind = NoticeKind(str(mail.get("notice")))
+        except ValueError:
+            log.warning("sandbox.unknown_notice", notice=mail.get("notice"))
+            return
+        stamp = mail.get("timestamp")
+        timestamp = datetime.fromisoformat(stamp) if isinstance(stamp, str) else datetime.now(UTC)
+        self._emit(
+            session, Notice(ref=session.ref, kind=kind, details=dict(mail.get("details") or {}), timestamp=timestamp)
+        )
+
     async def _external_phone_reads(self, session: _Session, message_id: str, chat_jid: str) -> None:
         await asyncio.sleep(0)  # after the send has returned
         for status in (MessageStatus.DELIVERED, MessageStatus.READ):
             self._emit(
+                session,
                 Receipt(
                     ref=session.ref,
                     message_ids=(message_id,),
                     status=status,
                     chat_jid=chat_jid,
                     timestamp=datetime.now(UTC),
-                )
+                ),
             )
 
     # -- pairing ------------------------------------------------------------------------------------------
@@ -424,9 +557,8 @@ class SandboxEngine:
         self._set_status(session, SessionStatus.QR)
         for sequence in range(1, request.max_qr_codes + 1):
             expires_at = datetime.now(UTC) + timedelta(seconds=request.qr_timeout)
-            self._emit(
-                QrCode(ref=session.ref, code=_qr_code(session.ref, sequence), expires_at=expires_at, sequence=sequence)
-            )
+            code = _qr_code(session.ref, sequence)
+            self._emit(session, QrCode(ref=session.ref, code=code, expires_at=expires_at, sequence=sequence))
             await asyncio.sleep(request.qr_timeout)
         self._set_status(session, SessionStatus.QR_TIMEOUT, f"no scan of {request.max_qr_codes} QR codes")
         self._sessions.pop(session.ref, None)
@@ -471,16 +603,25 @@ class SandboxEngine:
         session.pairing_code = None
         session.status = SessionStatus.CONNECTED
         self._emit(
+            session,
             StatusChanged(
-                ref=session.ref, status=SessionStatus.CONNECTED, jid=f"{phone}@{USER_SERVER}", phone_number=phone
-            )
+                ref=session.ref,
+                status=SessionStatus.CONNECTED,
+                jid=f"{phone}@{USER_SERVER}",
+                phone_number=phone,
+                lid=f"{simulated_lid(phone)}@{LID_SERVER}",
+            ),
         )
 
     # -- faults -------------------------------------------------------------------------------------------
 
-    async def _fault(self, session: _Session, fault: str) -> None:
+    async def _fault(self, session: _Session, fault: str, count: int = 1) -> None:
         if fault == "reject_next_send":
             session.reject_next_send = True
+        elif fault == "restrict":
+            session.restrict_next_send = True
+        elif fault == "fail_transient":
+            session.failing_sends = max(1, count)
         elif fault == "logout":
             if session.phone is not None:
                 await self._network.unlink(session.phone, session.ref)
@@ -488,6 +629,7 @@ class SandboxEngine:
                 task.cancel()
             self._sessions.pop(session.ref, None)
             self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
+            self._silence(session)
         elif fault == "drop_connection":
             if session.status is SessionStatus.CONNECTED:
                 self._set_status(session, SessionStatus.DISCONNECTED, "connection dropped (injected fault)")
@@ -510,17 +652,90 @@ class SandboxEngine:
             raise UnknownSession(f"session {ref} is not hosted here")
         return session
 
+    async def _account(self, phone: str) -> str | None:
+        """Return the number of the account `phone` reaches (a linked spelling first), or None."""
+        for spelling in spellings(phone):
+            if await self._network.linked_session(spelling) is not None:
+                return spelling
+        return whatsapp_account(phone)
+
+    async def _recipient_account(self, to: str) -> str | None:
+        """Return the number of the account JID `to` names (None for a group); raise as WhatsApp refuses a send."""
+        user, server = jid_user(to), to.partition("@")[2]
+        if server == LID_SERVER:
+            phone = phone_of_lid(user)
+            if phone is None or await self._account(phone) != phone:
+                raise RecipientUnknown("no LID found: no WhatsApp account has this LID")
+            return phone
+        if server not in ("", USER_SERVER):
+            return None  # a group (or another server): a simulated chat
+        account = await self._account(user)
+        if account is None:
+            raise NotOnWhatsApp("the recipient's number is not on WhatsApp")
+        if account != user:
+            # whatsmeow finds no LID for a spelling WhatsApp does not have: the ninth digit guessed wrong
+            raise RecipientUnknown("no LID found: WhatsApp has this number under another JID (resolve it first)")
+        return account
+
+    def _injected_send_fault(self, session: _Session) -> None:
+        """Raise the error an injected fault holds for this send, if any."""
+        if session.reject_next_send:
+            session.reject_next_send = False
+            raise SendRejected("the sandbox rejected this send (injected fault)")
+        if session.restrict_next_send:
+            session.restrict_next_send = False
+            raise Restricted("the account is restricted from sending (injected fault)", code=RESTRICTED_CODE)
+        if session.failing_sends > 0:
+            session.failing_sends -= 1
+            raise EngineError(f"the sandbox failed this send (injected fault, {session.failing_sends} more to fail)")
+
+    def _emit(self, session: _Session, event: EngineEvent) -> None:
+        if not session.silenced:
+            self._sink(event)
+
+    def _silence(self, session: _Session) -> None:
+        """Cancel what the session has under way and drop whatever it would still report."""
+        session.silenced = True
+        for task in list(session.tasks):
+            task.cancel()
+
     def _set_status(self, session: _Session, status: SessionStatus, reason: str | None = None) -> None:
         session.status = status
-        self._emit(StatusChanged(ref=session.ref, status=status, reason=reason))
+        self._emit(session, StatusChanged(ref=session.ref, status=status, reason=reason))
 
     def _fail(self, session: _Session, code: str, message: str) -> None:
-        self._emit(EngineFailure(ref=session.ref, code=code, message=message))
+        self._emit(session, EngineFailure(ref=session.ref, code=code, message=message))
 
     def _spawn(self, session: _Session, coro: Any) -> None:
         task = asyncio.create_task(coro)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+
+
+@dataclass(frozen=True, slots=True)
+class _Party:
+    """Someone in a chat, by phone number, LID or both."""
+
+    phone: str | None
+    lid_user: str | None
+
+    @classmethod
+    def of(cls, phone: object, lid: object) -> _Party:
+        """Name the party of mail fields `from` (digits) and `from_lid` (digits); the sandbox knows a number's LID."""
+        number = str(phone) if phone else None
+        lid_user = jid_user(str(lid)) if lid else (simulated_lid(number) if number else None)
+        return cls(number, lid_user)
+
+    @property
+    def jid(self) -> str:
+        """The phone JID when the number is known, else the LID."""
+        if self.phone is not None:
+            return f"{self.phone}@{USER_SERVER}"
+        return f"{self.lid_user}@{LID_SERVER}"
+
+    @property
+    def lid(self) -> str | None:
+        return f"{self.lid_user}@{LID_SERVER}" if self.lid_user else None
 
 
 def _qr_code(ref: SessionRef, sequence: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Collection
 
@@ -14,6 +15,20 @@ from zapgate.engines.sandbox import Mail, PhoneInUse
 
 MAIL_LEASE = 10.0  # seconds handed-out mail waits for its acknowledgement before it is handed out again
 DIRECTORY_TTL = 1.0  # seconds a snapshot of the phone directory is used (a lookup per send would dominate)
+ESCAPED = "escaped_mail"  # the one key of an envelope that carries its mail as JSON text
+
+
+def envelope(mail: Mail) -> Mail:
+    """Return `mail` as jsonb can store it: jsonb refuses NUL in strings, which texts may hold, so such mail
+    travels as JSON text (NUL escaped)."""
+    encoded = json.dumps(mail)
+    return {ESCAPED: encoded} if "\\u0000" in encoded else mail
+
+
+def unwrap(stored: Mail) -> Mail:
+    """Return the mail an `envelope` carries."""
+    escaped = stored.get(ESCAPED)
+    return dict(json.loads(escaped)) if isinstance(escaped, str) and len(stored) == 1 else stored
 
 
 class PostgresSandboxNetwork:
@@ -48,13 +63,14 @@ class PostgresSandboxNetwork:
 
     async def post(self, address: str, mail: Mail) -> None:
         async with self._manager.registry_transaction() as conn:
-            await store.post(conn, address, mail)
+            await store.post(conn, address, envelope(mail))
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         if not addresses:
             return []
         async with self._manager.registry_transaction() as conn:
-            return await store.collect(conn, addresses, MAIL_LEASE)
+            taken = await store.collect(conn, addresses, MAIL_LEASE)
+        return [(mail_id, address, unwrap(stored)) for mail_id, address, stored in taken]
 
     async def ack(self, mail_ids: Collection[int]) -> None:
         if not mail_ids:
@@ -63,6 +79,8 @@ class PostgresSandboxNetwork:
             await store.ack(conn, mail_ids)
 
     async def wait_for_mail(self, at_most: float) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._wake.wait()
         self._wake.clear()

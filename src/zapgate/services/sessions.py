@@ -9,6 +9,7 @@ SendIntake's job (`services/send_intake.py`): the SessionService hands sends to 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,12 +20,12 @@ from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
-from zapgate.domain.phones import mask, parse_recipient
+from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, mask, parse_recipient
 from zapgate.domain.records import Session
 from zapgate.domain.sends import message_text
 from zapgate.domain.sessions import SessionStatus, restart_mode
 from zapgate.engines.base import SessionRef
-from zapgate.engines.sandbox import phone_address, session_address
+from zapgate.engines.sandbox import SANDBOX_FAULTS, STATUS_BROADCAST, phone_address, session_address
 from zapgate.errors import DuplicateRecord, InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.sandbox import PostgresSandboxNetwork
@@ -33,7 +34,9 @@ from zapgate.services.send_intake import SendAccepted, SendIntake
 log = get_logger(__name__)
 
 ENGINES = ("whatsmeow", "sandbox")
-SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send")
+SANDBOX_NOTICES = ("undecryptable", "history_sync")
+MAX_TRANSIENT_FAILURES = 100  # sends a fail_transient fault may fail
+_LID = re.compile(r"([0-9]{5,20})(@lid)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,38 +256,126 @@ class SessionService:
             raise InvalidRequest("code: the pairing code shown for the session is expected")
         await self._sandbox.post(session_address(ref), {"kind": "enter_code", "code": code})
 
-    async def sandbox_inject(self, client: str, session: str, from_number: str, text: str) -> str:
-        """Deliver a text from any number to the session (as if that phone wrote it); return its message id."""
+    async def sandbox_inject(
+        self,
+        client: str,
+        session: str,
+        from_number: str,
+        text: str | None,
+        *,
+        from_me: bool = False,
+        group: str | None = None,
+        story: bool = False,
+        from_lid: str | None = None,
+        push_name: str | None = None,
+        notice: str | None = None,
+    ) -> str:
+        """Deliver a text from any number to the session (as if that phone wrote it); return its message id.
+
+        `from_number` is a phone number, or a LID (`digits@lid`) for a sender known by LID only; `from_lid`
+        gives a number's LID. `from_me`: the linked phone itself wrote it, in the chat with `from_number`.
+        `group` (a group JID) or `story` (`status@broadcast`) say where it was written. `notice`
+        (`undecryptable`, `history_sync`) delivers that notice about the message instead, and needs no text.
+        """
         ref, found = await self._sandbox_session(client, session)
-        sender = parse_recipient(from_number, field="from")
-        if sender.phone is None:
-            raise InvalidRequest("from: a phone number with country code is expected")
-        body = message_text(text)
+        sender = _inbound_sender(from_number, from_lid)
+        where = _inbound_chat(group, story)
         message_id = new_message_id()
-        mail: dict[str, Any] = {
-            "kind": "message",
-            "id": message_id,
-            "from": sender.phone,
-            "to": found.phone_number,
-            "text": body,
-            "timestamp": datetime.now(UTC).isoformat(),
-        }
+        now = datetime.now(UTC).isoformat()
+        mail: dict[str, Any]
+        if notice is None:
+            if text is None:
+                raise InvalidRequest("message: a text of 1 to 4096 characters is required", field="message")
+            mail = {
+                "kind": "message",
+                "id": message_id,
+                "to": found.phone_number,
+                "text": message_text(text),
+                "timestamp": now,
+            }
+            mail.update(sender, **where, from_me=bool(from_me))
+            if push_name:
+                mail["push_name"] = push_name
+        else:
+            if text is not None:
+                message_text(text)  # a notice carries no text, but what is given must still be one
+            mail = {"kind": "notice", **_notice(notice, message_id, sender, where), "timestamp": now}
         address = phone_address(found.phone_number) if found.phone_number else session_address(ref)
         await self._sandbox.post(address, mail)
         return message_id
 
-    async def sandbox_fault(self, client: str, session: str, fault: str) -> None:
-        """Inject a fault: drop_connection, logout (from the phone) or reject_next_send."""
+    async def sandbox_fault(self, client: str, session: str, fault: str, count: int | None = None) -> None:
+        """Inject a fault: drop_connection, logout (from the phone), reject_next_send, restrict (the next send
+        is refused as from a restricted account, code 463) or fail_transient (the next `count` sends, 1 unless
+        given, fail with a retryable error)."""
         ref, _ = await self._sandbox_session(client, session)
         if fault not in SANDBOX_FAULTS:
-            raise InvalidRequest(f"fault: expected one of {', '.join(SANDBOX_FAULTS)}", fault=fault)
-        await self._sandbox.post(session_address(ref), {"kind": "fault", "fault": fault})
+            raise InvalidRequest(f"fault: expected one of {', '.join(SANDBOX_FAULTS)}", fault=fault, field="fault")
+        mail: dict[str, Any] = {"kind": "fault", "fault": fault}
+        if count is not None:
+            if fault != "fail_transient":
+                raise InvalidRequest("count: only fail_transient fails a number of sends", field="count")
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_TRANSIENT_FAILURES:
+                raise InvalidRequest(f"count: 1 to {MAX_TRANSIENT_FAILURES} sends", field="count")
+            mail["count"] = count
+        await self._sandbox.post(session_address(ref), mail)
 
     async def _sandbox_session(self, client: str, session: str) -> tuple[SessionRef, Session]:
         view = await self.get(client, session)
         if view.session.engine != "sandbox":
             raise InvalidRequest(f"session {session!r} runs on {view.session.engine}, not on the sandbox")
         return SessionRef(view.session.client_id, view.session.session_id), view.session
+
+
+def _lid_user(raw: object, field: str) -> str:
+    match = _LID.fullmatch(raw.strip()) if isinstance(raw, str) else None
+    if match is None:
+        raise InvalidRequest(f"{field}: a LID is expected, 5-20 digits (with or without @lid)", field=field)
+    return match.group(1)
+
+
+def _inbound_sender(from_number: object, from_lid: object) -> dict[str, str | None]:
+    """Return the mail fields naming who wrote an injected message: `from` (digits) and `from_lid` (digits)."""
+    if isinstance(from_number, str) and from_number.strip().endswith("@" + LID_SERVER):
+        if from_lid is not None:
+            raise InvalidRequest("fromLid: `from` is a LID already", field="fromLid")
+        return {"from": None, "from_lid": _lid_user(from_number, "from")}
+    sender = parse_recipient(from_number, field="from")
+    if sender.phone is None:
+        raise InvalidRequest("from: a phone number with country code (or a LID, digits@lid) is expected", field="from")
+    return {"from": sender.phone, "from_lid": None if from_lid is None else _lid_user(from_lid, "fromLid")}
+
+
+def _inbound_chat(group: object, story: bool) -> dict[str, Any]:
+    """Return the mail fields naming where an injected message was written: a group, the stories, or a chat."""
+    if story and group is not None:
+        raise InvalidRequest("group: a story is posted to status@broadcast, not in a group", field="group")
+    if story:
+        return {"story": True}
+    if group is None:
+        return {}
+    raw = group.strip() if isinstance(group, str) else group
+    jid = raw if not isinstance(raw, str) or "@" in raw else f"{raw}@{GROUP_SERVER}"
+    try:
+        recipient = parse_recipient(jid, field="group")
+    except InvalidRequest:
+        recipient = None
+    if recipient is None or not recipient.is_group:
+        raise InvalidRequest("group: a group JID is expected, e.g. 120363012345678901@g.us", field="group")
+    return {"group": str(recipient.jid)}
+
+
+def _notice(notice: object, message_id: str, sender: dict[str, str | None], where: dict[str, Any]) -> dict[str, Any]:
+    """Return the mail fields of an injected notice about the message `message_id`."""
+    if notice not in SANDBOX_NOTICES:
+        raise InvalidRequest(f"notice: expected one of {', '.join(SANDBOX_NOTICES)}", field="notice")
+    sender_jid = f"{sender['from']}@{USER_SERVER}" if sender["from"] else f"{sender['from_lid']}@{LID_SERVER}"
+    chat_jid = STATUS_BROADCAST if where.get("story") else where.get("group", sender_jid)
+    if notice == "undecryptable":
+        details = {"messageId": message_id, "chatJid": chat_jid, "senderJid": sender_jid, "unavailable": False}
+    else:  # the phone's history: one chunk, complete, of the chat
+        details = {"type": "RECENT", "progress": 100, "chats": 1, "chatJid": chat_jid}
+    return {"notice": notice, "details": details}
 
 
 async def _event(tx: Transaction, session_id: str, kind: EventType, payload: dict[str, Any]) -> None:

@@ -1,20 +1,29 @@
 """The sandbox engine on an in-memory network: pairing, messaging with receipts, faults."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    EngineError,
     EngineEvent,
     EngineFailure,
     InboundMessage,
     NotConnected,
+    Notice,
+    NoticeKind,
+    NotOnWhatsApp,
     PairingCode,
+    Presence,
     QrCode,
     Receipt,
+    RecipientUnknown,
+    Restricted,
     SendRejected,
     SessionRef,
     StartMode,
@@ -22,7 +31,15 @@ from zapgate.engines.base import (
     StatusChanged,
     UnknownSession,
 )
-from zapgate.engines.sandbox import LocalSandboxNetwork, SandboxEngine, phone_address, session_address
+from zapgate.engines.sandbox import (
+    LocalSandboxNetwork,
+    SandboxEngine,
+    phone_address,
+    phone_of_lid,
+    session_address,
+    simulated_lid,
+    whatsapp_message_id,
+)
 
 A = SessionRef("acme", "alice")
 B = SessionRef("acme", "bob")
@@ -148,20 +165,23 @@ async def test_sessions_message_each_other_with_receipts(
     await pair(engine, network, events, A, PHONE_A)
     await pair(engine, network, events, B, PHONE_B)
     sent = await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "olá bob", "MSG-1")
-    assert sent.message_id == "MSG-1"
+    whatsapp_id = sent.message_id  # WhatsApp's id, not ours: the recipient and the receipts name it
+    assert whatsapp_id == whatsapp_message_id(A, "MSG-1") != "MSG-1"
     inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.ref == B)
     assert isinstance(inbound, InboundMessage)
-    assert (inbound.message_id, inbound.text, inbound.chat_jid, inbound.type) == (
-        "MSG-1",
+    assert (inbound.message_id, inbound.text, inbound.chat_jid, inbound.type, inbound.from_me) == (
+        whatsapp_id,
         "olá bob",
         f"{PHONE_A}@s.whatsapp.net",
         "text",
+        False,
     )
+    assert inbound.chat_lid == inbound.sender_lid == f"{simulated_lid(PHONE_A)}@lid"
     read = await events.wait_for(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ)
     receipts = [e for e in events.events if isinstance(e, Receipt)]
     assert [(r.ref, r.message_ids, r.status) for r in receipts] == [
-        (A, ("MSG-1",), MessageStatus.DELIVERED),
-        (A, ("MSG-1",), MessageStatus.READ),
+        (A, (whatsapp_id,), MessageStatus.DELIVERED),
+        (A, (whatsapp_id,), MessageStatus.READ),
     ]
     assert isinstance(read, Receipt) and read.chat_jid == f"{PHONE_B}@s.whatsapp.net"
 
@@ -233,12 +253,12 @@ async def test_mail_for_a_phone_waits_until_its_session_is_online(
     await pair(engine, network, events, A, PHONE_A)
     await pair(engine, network, events, B, PHONE_B)
     await engine.stop(B)
-    await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "while you were away", "M-AWAY")
+    sent = await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "while you were away", "M-AWAY")
     await asyncio.sleep(0.05)
     assert not [e for e in events.events if isinstance(e, InboundMessage)]
     await engine.start(StartRequest(ref=B, mode=StartMode.RESTORE, jid=f"{PHONE_B}@s.whatsapp.net"))
     inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage))
-    assert isinstance(inbound, InboundMessage) and inbound.message_id == "M-AWAY"
+    assert isinstance(inbound, InboundMessage) and inbound.message_id == sent.message_id
     assert phone_address(PHONE_B) == "phone:5511999990002"
 
 
@@ -247,10 +267,274 @@ async def test_mail_stays_until_what_it_carries_is_stored(
 ) -> None:
     await pair(engine, network, events, A, PHONE_A)
     await pair(engine, network, events, B, PHONE_B)
-    await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "keep me", "M-KEEP")
+    sent = await engine.send_text(A, f"{PHONE_B}@s.whatsapp.net", "keep me", "M-KEEP")
     inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage))
     assert isinstance(inbound, InboundMessage) and inbound.ack is not None
-    assert [m["id"] for m in network.unacknowledged.values() if m["kind"] == "message"] == ["M-KEEP"]
+    assert [m["id"] for m in network.unacknowledged.values() if m["kind"] == "message"] == [sent.message_id]
     inbound.ack()  # the worker stored it
     await asyncio.sleep(0.01)
     assert not [m for m in network.unacknowledged.values() if m["kind"] == "message"]
+
+
+# -- WhatsApp as users see it ---------------------------------------------------------------------------------
+
+
+async def test_who_is_on_whatsapp(engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    linked = await engine.resolve(A, PHONE_A)
+    assert (linked.on_whatsapp, linked.jid, linked.extra) == (True, f"{PHONE_A}@s.whatsapp.net", {"sandbox": "linked"})
+    simulated = await engine.resolve(A, "447700900123")
+    assert simulated.on_whatsapp and simulated.jid == "447700900123@s.whatsapp.net"
+    assert simulated.extra == {"sandbox": "simulated"}
+    # a LID per account: stable, never the number, and it leads back to the number
+    assert simulated.lid == f"{simulated_lid('447700900123')}@lid"
+    assert simulated.lid != "447700900123@lid" and simulated.lid == (await engine.resolve(A, "447700900123")).lid
+    assert phone_of_lid(simulated_lid("447700900123")) == "447700900123"
+    assert simulated_lid("447700900123") != simulated_lid("447700900124")
+    absent = await engine.resolve(A, "447700900404")  # ends in 404: no account
+    assert (absent.on_whatsapp, absent.jid, absent.lid) == (False, None, None)
+    # a number a session links is on WhatsApp whatever its digits
+    await pair(engine, network, events, B, "5511999990404")
+    assert (await engine.resolve(A, "5511999990404")).on_whatsapp
+
+
+@pytest.mark.parametrize(
+    ("asked", "account"),
+    [
+        ("5511912345678", "5511912345678"),  # São Paulo (11 < 30): with the ninth digit
+        ("551112345678", "5511912345678"),  # ... also when asked without it
+        ("5531912345678", "553112345678"),  # Belo Horizonte (31 >= 30): on WhatsApp without it
+        ("553112345678", "553112345678"),
+        ("553132345678", "553132345678"),  # a landline (2-5 first) has no ninth digit to gain or lose
+        ("14155550123", "14155550123"),
+    ],
+)
+async def test_resolve_answers_whatsapps_jid_for_either_spelling_of_a_brazilian_mobile(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder, asked: str, account: str
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    lookup = await engine.resolve(A, asked)
+    assert (lookup.phone_number, lookup.on_whatsapp, lookup.jid) == (asked, True, f"{account}@s.whatsapp.net")
+    assert lookup.lid == f"{simulated_lid(account)}@lid"
+
+
+async def test_a_send_to_a_guessed_spelling_fails_and_to_whatsapps_jid_arrives(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    with pytest.raises(RecipientUnknown) as refused:
+        await engine.send_text(A, "5531912345678@s.whatsapp.net", "hi", "M-GUESS")
+    assert not refused.value.retryable
+    jid = (await engine.resolve(A, "5531912345678")).jid
+    assert jid is not None
+    sent = await engine.send_text(A, jid, "hi", "M-RIGHT")
+    read = await events.wait_for(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ)
+    assert isinstance(read, Receipt) and read.message_ids == (sent.message_id,)
+    # a linked number is on WhatsApp as it was linked, and resolve finds it from the other spelling
+    await pair(engine, network, events, B, "5531988887777")
+    assert (await engine.resolve(A, "553188887777")).jid == "5531988887777@s.whatsapp.net"
+
+
+async def test_a_send_to_a_number_not_on_whatsapp_fails_as_whatsapp_refuses_it(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    with pytest.raises(NotOnWhatsApp) as refused:
+        await engine.send_text(A, "5521988880404@s.whatsapp.net", "anyone?", "M-404")
+    assert isinstance(refused.value, SendRejected) and not refused.value.retryable
+    with pytest.raises(RecipientUnknown):  # nor does its LID lead anywhere
+        await engine.send_text(A, f"{simulated_lid('5521988880404')}@lid", "anyone?", "M-404-LID")
+    await asyncio.sleep(0.02)
+    assert not [e for e in events.events if isinstance(e, Receipt)]
+
+
+async def test_a_send_to_a_lid_reaches_its_number(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    sent = await engine.send_text(A, f"{simulated_lid(PHONE_B)}@lid", "by lid", "M-LID")
+    inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.ref == B)
+    assert isinstance(inbound, InboundMessage) and (inbound.message_id, inbound.text) == (sent.message_id, "by lid")
+
+
+async def test_sends_go_out_under_whatsapps_own_ids(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    first = await engine.send_text(A, "5521988887777@s.whatsapp.net", "x", "OURS-1")
+    assert re.fullmatch(r"3EB0[0-9A-F]{18}", first.message_id)
+    again = await engine.send_text(A, "5521988887777@s.whatsapp.net", "x", "OURS-1")
+    other = await engine.send_text(A, "5521988887777@s.whatsapp.net", "x", "OURS-2")
+    assert again.message_id == first.message_id != other.message_id  # a resend keeps its id
+    assert whatsapp_message_id(B, "OURS-1") != first.message_id
+    await events.wait_for(lambda e: isinstance(e, Receipt) and e.message_ids == (other.message_id,))
+    assert {r.message_ids for r in events.events if isinstance(r, Receipt)} == {
+        (first.message_id,),
+        (other.message_id,),
+    }
+
+
+async def test_restrict_and_transient_faults(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    to = "5521988887777@s.whatsapp.net"
+    await network.post(session_address(A), {"kind": "fault", "fault": "restrict"})
+    await asyncio.sleep(0.05)
+    with pytest.raises(Restricted) as restricted:
+        await engine.send_text(A, to, "x", "M1")
+    assert restricted.value.details == {"code": 463} and not restricted.value.retryable
+    await engine.send_text(A, to, "x", "M2")  # only the next one
+
+    await network.post(session_address(A), {"kind": "fault", "fault": "fail_transient", "count": 2})
+    await asyncio.sleep(0.05)
+    for _ in range(2):
+        with pytest.raises(EngineError) as failed:
+            await engine.send_text(A, to, "x", "M3")
+        assert failed.value.retryable and not isinstance(failed.value, SendRejected | NotConnected)
+    assert (await engine.send_text(A, to, "x", "M3")).message_id == whatsapp_message_id(A, "M3")
+
+
+# -- inbound kinds --------------------------------------------------------------------------------------------
+
+
+def _mail(**fields: Any) -> dict[str, Any]:
+    return {"kind": "message", "id": "IN", "text": "hi", "timestamp": "2026-01-01T00:00:00+00:00", **fields}
+
+
+async def _inbound(network: LocalSandboxNetwork, events: Recorder, mail: dict[str, Any]) -> InboundMessage:
+    await network.post(phone_address(PHONE_A), mail)
+    found = await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.message_id == mail["id"])
+    assert isinstance(found, InboundMessage)
+    return found
+
+
+async def test_inbound_kinds(engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    other, other_lid = "447700900123@s.whatsapp.net", f"{simulated_lid('447700900123')}@lid"
+    own, own_lid = f"{PHONE_A}@s.whatsapp.net", f"{simulated_lid(PHONE_A)}@lid"
+
+    mine = await _inbound(network, events, _mail(id="FROM-ME", **{"from": "447700900123", "from_me": True}))
+    assert (mine.from_me, mine.chat_jid, mine.chat_lid, mine.sender_jid, mine.is_group) == (
+        True,
+        other,
+        other_lid,
+        own,
+        False,
+    )
+
+    story = await _inbound(network, events, _mail(id="STORY", story=True, **{"from": "447700900123"}))
+    assert (story.chat_jid, story.chat_lid, story.sender_jid, story.is_group) == ("status@broadcast", None, other, True)
+
+    group = "120363012345678901@g.us"
+    said = await _inbound(
+        network, events, _mail(id="GROUP", group=group, push_name="Maria", **{"from": "447700900123"})
+    )
+    assert (said.chat_jid, said.chat_lid, said.sender_jid, said.sender_lid, said.is_group, said.push_name) == (
+        group,
+        None,
+        other,
+        other_lid,
+        True,
+        "Maria",
+    )
+
+    hidden = await _inbound(network, events, _mail(id="LID-ONLY", from_lid="123456789012345"))
+    assert (hidden.chat_jid, hidden.chat_lid, hidden.sender_jid, hidden.sender_lid) == (
+        "123456789012345@lid",
+        "123456789012345@lid",
+        "123456789012345@lid",
+        "123456789012345@lid",
+    )
+
+    both = await _inbound(network, events, _mail(id="BOTH", from_lid="123456789012345@lid", **{"from": "447700900123"}))
+    assert (both.chat_jid, both.chat_lid, both.sender_jid) == (other, "123456789012345@lid", other)
+    assert own_lid != other_lid
+
+
+async def test_inbound_text_passes_through_unchanged(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    text = "nul\x00 bidi\u202e emoji 🧪 bom\ufeff"
+    found = await _inbound(network, events, _mail(id="ODD", text=text, **{"from": "447700900123"}))
+    assert found.text == text
+
+
+async def test_notices_can_be_injected(engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    for kind, details in (
+        ("undecryptable", {"messageId": "X1", "chatJid": "447700900123@s.whatsapp.net"}),
+        ("history_sync", {"syncType": "RECENT", "progress": 100, "conversations": 1}),
+    ):
+        await network.post(
+            phone_address(PHONE_A),
+            {"kind": "notice", "notice": kind, "details": details, "timestamp": "2026-01-01T00:00:00+00:00"},
+        )
+    await events.wait_for(lambda e: len([n for n in events.events if isinstance(n, Notice)]) == 2)
+    notices = [e for e in events.events if isinstance(e, Notice)]
+    assert [(n.ref, n.kind) for n in notices] == [(A, NoticeKind.UNDECRYPTABLE), (A, NoticeKind.HISTORY_SYNC)]
+    assert notices[1].details == {"syncType": "RECENT", "progress": 100, "conversations": 1}
+
+
+# -- presence, abandon ----------------------------------------------------------------------------------------
+
+
+async def test_presence_is_recorded_per_chat(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    chat, other = "447700900123@s.whatsapp.net", "5521988887777@s.whatsapp.net"
+    assert engine.presence(A, chat) is None
+    await engine.send_presence(A, chat, Presence.COMPOSING)
+    await engine.send_presence(A, other, Presence.RECORDING)
+    await engine.send_presence(A, chat, Presence.PAUSED)
+    assert (engine.presence(A, chat), engine.presence(A, other)) == (Presence.PAUSED, Presence.RECORDING)
+    await network.post(session_address(A), {"kind": "fault", "fault": "drop_connection"})
+    await events.wait_for(lambda e: isinstance(e, StatusChanged) and e.status is SessionStatus.DISCONNECTED)
+    with pytest.raises(NotConnected):
+        await engine.send_presence(A, chat, Presence.COMPOSING)
+    with pytest.raises(UnknownSession):
+        await engine.send_presence(B, chat, Presence.COMPOSING)
+
+
+class _SlowLinks(LocalSandboxNetwork):
+    """A network whose links wait until released (a phone scanning while its worker gives up the session)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def link(self, phone: str, ref: SessionRef) -> None:
+        await self.release.wait()
+        await super().link(phone, ref)
+
+
+async def test_an_abandoned_session_reports_nothing_more(events: Recorder) -> None:
+    network = _SlowLinks()
+    engine = SandboxEngine(events, network, reconnect_delay=0.01)
+    try:
+        await engine.start(StartRequest(ref=A, mode=StartMode.QR, qr_timeout=5))
+        await events.wait_for(lambda e: isinstance(e, QrCode))
+        await network.post(session_address(A), {"kind": "scan", "phone": PHONE_A})
+        await asyncio.sleep(0.05)  # the scan is being linked
+        engine.abandon(A)
+        seen = len(events.events)
+        network.release.set()
+        await network.post(session_address(A), _mail(id="LATE", **{"from": "447700900123"}))
+        await asyncio.sleep(0.1)
+        assert events.events[seen:] == []
+        assert not engine.hosts(A)
+        with pytest.raises(UnknownSession):
+            await engine.send_text(A, "447700900123@s.whatsapp.net", "x", "M")
+    finally:
+        await engine.close()
+
+
+async def test_a_connected_session_tells_its_lid(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    done = await events.wait_for(connected(A))
+    assert isinstance(done, StatusChanged) and done.lid == f"{simulated_lid(PHONE_A)}@lid"

@@ -22,6 +22,7 @@ from zapgate.api.schemas import (
     ContactPage,
     CreateSessionRequest,
     EnterCodeRequest,
+    FaultRequest,
     InboundAccepted,
     InboundRequest,
     MessageAccepted,
@@ -238,9 +239,42 @@ async def sandbox_enter_code(sessionId: str, body: EnterCodeRequest, client: Cli
     responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or bad input."}},
 )
 async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sessions) -> InboundAccepted:
-    """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows)."""
-    message_id = await sessions.sandbox_inject(client, body.session_id, body.from_number, body.message)
+    """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows).
+
+    Also what a real session meets: a sender known by LID only (`from` = `digits@lid`), a message written on
+    the session's own phone (`fromMe`), in a group (`group`), a story (`story`), or instead a notice
+    (`notice`: `undecryptable` or `history_sync`).
+    """
+    message_id = await sessions.sandbox_inject(
+        client,
+        body.session_id,
+        body.from_number,
+        body.message,
+        from_me=body.from_me,
+        group=body.group,
+        story=body.story,
+        from_lid=body.from_lid,
+        push_name=body.push_name,
+        notice=body.notice,
+    )
     return InboundAccepted(message_id=message_id, session_id=body.session_id)
+
+
+@router.post(
+    "/sandbox/sessions/{sessionId}/fault",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["sandbox"],
+    responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or an unknown fault."}},
+)
+async def sandbox_fault(sessionId: str, body: FaultRequest, client: ClientId, sessions: Sessions) -> Accepted:
+    """Sandbox: inject a fault into the session, to see how your application copes with it.
+
+    `drop_connection` (it reconnects by itself), `logout` (unlinked from the phone), `reject_next_send`,
+    `restrict` (the next send is refused as from a restricted account, code 463), `fail_transient` (the next
+    `count` sends fail with a retryable error, and are tried again).
+    """
+    await sessions.sandbox_fault(client, sessionId, body.fault, body.count)
+    return Accepted(accepted=True)
 
 
 _SSE_EXAMPLE = (
