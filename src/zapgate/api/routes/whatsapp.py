@@ -284,14 +284,14 @@ def _event_cursor(header: str | None, query: int | None) -> int | None:
 class _Stream(EventSourceResponse):
     """An SSE response that ends when told to (its key was revoked) and is dropped when its reader lags.
 
-    A reader that stops reading leaves what was sent in the socket's buffers and ours; past `backlog` unsent
-    bytes, or when a send waits `stall` seconds, the connection is aborted (a plain close would wait for a
-    drain that never comes) and its memory freed. The reader resumes with Last-Event-ID.
+    What a reader has not taken yet waits in the socket's buffers and ours: past `backlog` unsent bytes the
+    stream waits for the reader, and a reader that takes nothing for `stall` seconds is aborted (a plain
+    close would wait for a drain that never comes), its memory freed. It resumes with Last-Event-ID.
     """
 
     def __init__(self, *, backlog: int, stall: float, **kwargs: Any) -> None:
         super().__init__(send_timeout=stall, **kwargs)
-        self.backlog = backlog
+        self.backlog, self.stall = backlog, stall
         self.conn: Connection | None = None
         self.subscription: Subscription | None = None
         self.ending: tuple[str, str] | None = None  # (code, detail) once told to end
@@ -309,9 +309,20 @@ class _Stream(EventSourceResponse):
             self.subscription.close()  # the event loop below stops at once
         asyncio.get_running_loop().call_later(STREAM_END_GRACE, self.drop, code)
 
-    def lagging(self) -> bool:
-        """Whether more than `backlog` bytes wait unsent for this reader."""
+    def _lagging(self) -> bool:
         return self._transport is not None and unsent_bytes(self._transport) > self.backlog
+
+    async def room(self) -> bool:
+        """Wait until no more than `backlog` bytes wait unsent; False when the reader took none for `stall` s."""
+        if not self._lagging():
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stall
+        while self._lagging():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def drop(self, reason: str) -> None:
         """Abort the connection (unless it ended): the socket and every buffer of it go at once."""
@@ -376,8 +387,8 @@ async def stream(
 
     Without `Last-Event-ID` the stream starts with the next event; with it, it first replays every event
     after that id, in order, with no gap and no duplicate (browsers' `EventSource` sends it on reconnect).
-    A reader that falls more than ZAPGATE_STREAM_BACKLOG_BYTES behind, or takes nothing for
-    ZAPGATE_STALL_TIMEOUT seconds, is disconnected: it resumes with `Last-Event-ID`. Revoking the API key
+    A reader more than ZAPGATE_STREAM_BACKLOG_BYTES behind that takes nothing for ZAPGATE_STALL_TIMEOUT
+    seconds is disconnected: it resumes with `Last-Event-ID`. Revoking the API key
     (rotation, deleting the client) ends its streams at once.
     """
     after = _event_cursor(last_event_id, last_event_id_query)
@@ -392,7 +403,7 @@ async def stream(
             if response.ending is not None:
                 subscription.close()
             async for event in subscription.events():
-                if response.lagging():
+                if not await response.room():
                     response.drop("backlog_exceeded")
                     return
                 yield ServerSentEvent(data=json.dumps(event_body(event)), id=str(event.id), event=event.type)
