@@ -268,6 +268,12 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         if sock is None or sock.closed:  # it disconnected meanwhile, or is being disconnected
             return None
         try:
+            if event == UNREADABLE:
+                event = "unreadable"
+                raise InvalidRequest(
+                    "the event's arguments cannot be read: JSON with no integer of more than 100 digits "
+                    f"is expected ({payload[0] if payload else 'invalid'})"
+                )
             handler = self._commands.get(event)
             if handler is None:
                 raise InvalidRequest(f"unknown event {event[:64]!r}: expected one of {', '.join(self._commands)}")
@@ -438,6 +444,27 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         return True
 
 
+UNREADABLE = "\x00unreadable"  # the event name given to a frame whose arguments cannot be read
+
+
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]  # python-socketio is untyped
+    """A Socket.IO packet whose unreadable arguments still reach the namespace, to be answered.
+
+    python-socketio drops a frame whose JSON it refuses (an integer of more than 100 digits, JSON that is not
+    valid or nests too deep) with a logged traceback, and its sender waits for an ack that never comes.
+    """
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            count: int = super().decode(encoded_packet)
+        except (ValueError, RecursionError) as exc:
+            if self.packet_type != socketio.packet.EVENT:
+                raise
+            self.data = [UNREADABLE, str(exc)[:200]]
+            return 0
+        return count
+
+
 def _queued(queue: asyncio.Queue[Any]) -> tuple[int, int]:
     """Packets and bytes waiting in an Engine.IO socket's outgoing queue (python-engineio does not count them)."""
     packets = list(queue._queue)  # type: ignore[attr-defined]  # asyncio.Queue keeps its items in a deque
@@ -516,6 +543,7 @@ def mount(app: FastAPI, *, cors_allowed_origins: str | list[str] = "*") -> Whats
         cors_allowed_origins=cors_allowed_origins,
         namespaces=[NAMESPACE],
         async_handlers=False,  # a socket's commands run in the order it sent them
+        serializer=_Packet,
         max_http_buffer_size=MAX_BODY,  # a frame (or a polled POST) may be as large as an HTTP body, no larger
     )
     namespace = WhatsAppNamespace(app.state)
