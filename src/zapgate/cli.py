@@ -55,7 +55,9 @@ def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]
     from zapgate.services.sessions import SessionService
 
     async def main(url: str) -> T:
-        async with ConnectionManager(url, pool_size=2, pool_timeout=settings.db_pool_timeout) as manager:
+        async with ConnectionManager(
+            url, pool_size=2, pool_timeout=settings.db_pool_timeout, registered_only=True
+        ) as manager:
             await manager.migrate_registry()
             if sessions:
                 return await action(SessionService(manager, default_engine=settings.default_engine))
@@ -154,6 +156,7 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
         pool_timeout=settings.db_pool_timeout,
         health_interval=settings.db_health_interval,
         idle_timeout=settings.db_idle_timeout,
+        registered_only=True,
     ) as manager:
         await manager.migrate_registry()
         worker = Worker(

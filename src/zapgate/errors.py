@@ -8,6 +8,7 @@
     │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
     │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
+    │   └── TooManyConnections      the API key holds as many realtime connections as it may
     ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
     │   ├── ClientNotFound
@@ -88,6 +89,12 @@ class RateLimited(ZapgateError):
     def __init__(self, message: str, *, retry_after: float, **details: object) -> None:
         super().__init__(message, retry_after=retry_after, **details)
         self.retry_after = retry_after
+
+
+class TooManyConnections(RateLimited):
+    """The API key already holds ZAPGATE_MAX_STREAMS_PER_KEY streams and sockets in this API process."""
+
+    code = "too_many_connections"
 
 
 class SessionNotConnected(ZapgateError):

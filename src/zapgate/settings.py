@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     send_burst: int = Field(30, ge=1, validation_alias="ZAPGATE_SEND_BURST")  # sends a session may make at once
     # seconds an API key that authenticated is remembered per API process (revocations are announced at once)
     key_cache_ttl: float = Field(30.0, ge=0, le=3600, validation_alias="ZAPGATE_KEY_CACHE_TTL")
+    # realtime connections (SSE streams and Socket.IO sockets), per API process: how many one API key may hold,
+    # how much one may have waiting to be sent, and how long it may stay that far behind before it is dropped
+    max_streams_per_key: int = Field(20, ge=1, le=100_000, validation_alias="ZAPGATE_MAX_STREAMS_PER_KEY")
+    socket_backlog_events: int = Field(1000, ge=1, le=1_000_000, validation_alias="ZAPGATE_SOCKET_BACKLOG_EVENTS")
+    socket_backlog_bytes: int = Field(1 << 20, ge=1024, validation_alias="ZAPGATE_SOCKET_BACKLOG_BYTES")
+    stream_backlog_bytes: int = Field(1 << 20, ge=1024, validation_alias="ZAPGATE_STREAM_BACKLOG_BYTES")
+    stall_timeout: float = Field(30.0, gt=0, le=600, validation_alias="ZAPGATE_STALL_TIMEOUT")  # seconds
 
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds

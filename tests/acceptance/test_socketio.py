@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import signal
+import socket as net
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.support import ADMIN_KEY, api_client, new_client, running_app
+from tests.acceptance.support import ADMIN, ADMIN_KEY, api_client, client_schemas, new_client, running_app
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
@@ -573,3 +577,310 @@ async def test_bad_input_is_answered_and_the_socket_stays_up(
     assert (await socket.call("join-session", {"sessionId": "mine"}))["ok"] is True
     assert (await socket.call("leave-session", {"sessionId": "mine"}))["ok"] is True
     assert await socket.quiet() == []  # no stray event, no disconnect
+
+
+# -- hardening: revocation, caps, hostile input ----------------------------------------------------------
+
+
+class Closed(Exception):
+    """The server closed the WebSocket."""
+
+
+class RawSocket:
+    """Engine.IO/Socket.IO over a WebSocket framed by hand: hostile frames, and a peer that stops reading.
+
+    Nothing reads for it in the background, and its receive window is tiny, so once the test stops reading,
+    the server's writes back up at once.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, base_url: str, key: str) -> RawSocket:
+        url = httpx.URL(base_url)
+        sock = net.socket(net.AF_INET, net.SOCK_STREAM)
+        sock.setsockopt(net.SOL_SOCKET, net.SO_RCVBUF, 4096)  # before connecting: the window stays small
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {url.host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        raw = cls(reader, writer)
+        assert (await raw.recv()).startswith("0{")  # Engine.IO open
+        await raw.send("40/whatsapp," + json.dumps({"apiKey": key}))
+        assert (await raw.recv()).startswith("40/whatsapp,{"), "the namespace refused the key"
+        return raw
+
+    async def send(self, text: str) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        size = len(data)
+        head = bytes([0x81]) + (
+            bytes([0x80 | size])
+            if size < 126
+            else bytes([0x80 | 126]) + struct.pack("!H", size)
+            if size < 65536
+            else bytes([0x80 | 127]) + struct.pack("!Q", size)
+        )
+        self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        await self.writer.drain()
+
+    async def recv(self) -> str:
+        """The next text frame (a close frame or the end of the connection raises Closed)."""
+        try:
+            first, second = await self.reader.readexactly(2)
+            size = second & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            data = await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise Closed from exc
+        if first & 0x0F == 0x8:
+            raise Closed
+        return data.decode()
+
+    async def send_raw(self, payload: str) -> int:
+        """Send an event frame with an ack id; `payload` is the JSON array after it, verbatim."""
+        ack = next(self._ids)
+        await self.send(f"42/whatsapp,{ack}{payload}")
+        return ack
+
+    async def ack(self, ack: int, within: float = 10.0) -> Message:
+        """The ack `ack`'s first argument (events met meanwhile are skipped; pings answered)."""
+        prefix = f"43/whatsapp,{ack}["
+        while True:
+            frame = await asyncio.wait_for(self.recv(), within)
+            if frame == "2":
+                await self.send("3")
+            elif frame.startswith(prefix):
+                answer: Message = json.loads(frame[len(prefix) - 1 :])[0]
+                return answer
+
+    async def frames_until_closed(self, within: float = 30.0) -> list[str]:
+        """Every frame until the server closes the connection."""
+        frames: list[str] = []
+        with contextlib.suppress(Closed):
+            while True:
+                frames.append(await asyncio.wait_for(self.recv(), within))
+        return frames
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+
+@pytest.mark.parametrize("revoke", ["rotate", "delete"])
+async def test_revoking_a_key_disconnects_its_sockets_in_every_api_process(
+    clear_zapgate_env: None, database_url: str, node: str, manager: ConnectionManager, revoke: str
+) -> None:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox")
+    async with (
+        running_app(settings, database_url) as one_url,
+        running_app(settings, database_url) as two_url,
+        httpx.AsyncClient(base_url=one_url) as one,
+    ):
+        acme, globex = await new_client(one, "acme"), await new_client(one, "globex")
+        await create_session(one, acme, "s1")
+        await create_session(one, globex, "g")
+        sockets = [await start_peer(node, two_url, key_of(h), "websocket") for h in (acme, globex)]
+        acme_socket, globex_socket = sockets
+        try:
+            for socket_, sid in ((acme_socket, "s1"), (globex_socket, "g")):
+                assert (await socket_.connected())["kind"] == "connect"
+                assert (await socket_.call("join-session", {"sessionId": sid}))["ok"] is True
+            if revoke == "rotate":
+                assert (await one.post("/admin/clients/acme/rotate-key", headers=ADMIN)).status_code == 200
+            else:
+                assert (await one.delete("/admin/clients/acme", headers=ADMIN)).status_code == 204
+            # process two tells the socket why, then disconnects it
+            error = await acme_socket.event("error", within=10)
+            assert error["code"] == "key_revoked" and error["status"] == 401, error
+            gone = await acme_socket.take(lambda m: m["kind"] == "disconnect", "disconnect", within=10)
+            assert gone["reason"] == "io server disconnect"
+            if revoke == "rotate":
+                await append(manager, "acme", "s1", 1)
+            await append(manager, "globex", "g", 1, start=5)
+            assert (await globex_socket.event("message-received"))["n"] == 5  # others go on
+            assert [m for m in await acme_socket.quiet() if m["kind"] == "event"] == []
+            # the old key opens no new socket
+            again = await start_peer(node, two_url, key_of(acme), "websocket")
+            sockets.append(again)
+            assert (await again.connected())["kind"] == "connect_error"
+        finally:
+            await asyncio.gather(*(s.close() for s in sockets))
+        if revoke == "delete":
+            assert await client_schemas(database_url) == ["client_globex"]
+
+
+async def test_a_deleted_clients_socket_cannot_make_its_schema_again(
+    clear_zapgate_env: None, database_url: str, node: str
+) -> None:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox")
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        acme = await new_client(api, "acme")
+        raw = await RawSocket.open(base_url, key_of(acme))
+        try:
+            # the delete and a command race: whichever comes first, the command is refused or never answered
+            deleting = asyncio.create_task(api.delete("/admin/clients/acme", headers=ADMIN))
+            answers = []
+            with contextlib.suppress(TimeoutError, Closed, ConnectionError):
+                for _ in range(20):
+                    answers.append(await raw.ack(await raw.send_raw('["get-sessions"]'), within=2))
+            assert (await deleting).status_code == 204
+        finally:
+            await raw.close()
+        # answered before the delete, or refused: never served from a schema made again
+        oks = [answer["ok"] for answer in answers]
+        assert oks == sorted(oks, reverse=True), answers
+        assert await client_schemas(database_url) == []
+
+
+async def test_a_key_holds_at_most_max_streams_per_key_sockets_and_streams(
+    clear_zapgate_env: None, database_url: str, node: str
+) -> None:
+    async with api_client(database_url, max_streams_per_key=2) as api:
+        acme = await new_client(api, "acme")
+        base_url = str(api.base_url).rstrip("/")
+        first = await start_peer(node, base_url, key_of(acme), "websocket")
+        second = await start_peer(node, base_url, key_of(acme), "polling")
+        third = await start_peer(node, base_url, key_of(acme), "websocket")
+        try:
+            assert (await first.connected())["kind"] == "connect"
+            assert (await second.connected())["kind"] == "connect"
+            refused = await third.connected()
+            assert refused["kind"] == "connect_error" and refused["data"] == {
+                "code": "too_many_connections",
+                "status": 429,
+            }, refused
+            assert (await api.get("/whatsapp/stream", headers=acme)).status_code == 429  # SSE counts too
+            await first.close()
+            fourth = await start_peer(node, base_url, key_of(acme), "websocket")
+            try:
+                assert (await fourth.connected())["kind"] == "connect"
+            finally:
+                await fourth.close()
+        finally:
+            await asyncio.gather(first.close(), second.close(), third.close())
+
+
+async def test_a_socket_that_stops_reading_is_disconnected_past_its_backlog(
+    clear_zapgate_env: None, database_url: str, node: str, manager: ConnectionManager
+) -> None:
+    async with api_client(database_url, socket_backlog_events=50, stall_timeout=1) as api:
+        acme = await new_client(api, "acme")
+        await create_session(api, acme, "s")
+        base_url = str(api.base_url).rstrip("/")
+        raw = await RawSocket.open(base_url, key_of(acme))
+        try:
+            joined = await raw.ack(await raw.send_raw('["join-session", {"sessionId": "s"}]'))
+            assert joined["ok"] is True
+            text = "x" * 4000
+            for batch in range(4):  # ~8 MB for a reader that stops reading now
+
+                async def work(tx: Transaction, batch: int = batch) -> None:
+                    await tx.event.append_many(
+                        [("message-received", "s", {"n": batch * 500 + i, "text": text}) for i in range(500)]
+                    )
+
+                await manager.execute_transaction("acme", work)
+            await asyncio.sleep(3)  # past the stall timeout, within the grace to read why
+            frames = await raw.frames_until_closed()
+        finally:
+            await raw.close()
+        events = [json.loads(f[len("42/whatsapp,") :]) for f in frames if f.startswith("42/whatsapp,")]
+        received = [body for name, body in events if name == "message-received"]
+        assert 0 < len(received) < 2000, len(received)
+        assert [e["n"] for e in received] == list(range(len(received)))
+        assert events[-1][0] == "error" and events[-1][1]["code"] == "backlog_exceeded", events[-1]
+        assert "41/whatsapp," in frames  # then the disconnect
+        # it resumes where it was
+        peer = await start_peer(node, base_url, key_of(acme), "websocket")
+        try:
+            assert (await peer.connected())["kind"] == "connect"
+            resumed = await peer.call("join-session", {"sessionId": "s", "lastEventId": received[-1]["eventId"]})
+            assert resumed["ok"] is True
+            rest = await peer.events("message-received", 2000 - len(received), within=60)
+            assert [e["n"] for e in rest] == list(range(len(received), 2000))
+        finally:
+            await peer.close()
+
+
+async def test_join_sends_the_current_qr_code_made_before_it(
+    api: httpx.AsyncClient, peers: PeerFactory, worker: Worker
+) -> None:
+    acme = await new_client(api, "acme")
+    await create_session(api, acme, "user123")
+    for _ in range(200):
+        shown = (await api.get("/whatsapp/sessions/user123", headers=acme)).json()
+        if shown["qrCode"]:
+            break
+        await asyncio.sleep(0.1)
+    socket_ = await peers(key_of(acme))
+    # the seed's client: join, then wait for the QR code (the worker made it before the join)
+    socket_.emit("join-session", {"sessionId": "user123"})
+    qr = await socket_.event("qr-code", within=3)
+    assert qr["sessionId"] == "user123" and qr["qr"] == shown["qrCode"] and qr["eventId"] > 0
+
+
+async def test_a_frame_larger_than_an_http_body_is_refused(api: httpx.AsyncClient, peers: PeerFactory) -> None:
+    acme = await new_client(api, "acme")
+    await create_session(api, acme, "s")
+    big = await peers(key_of(acme))
+    big.emit("send-message", {"sessionId": "s", "to": "5511999999999", "message": "x" * (65 * 1024)})
+    gone = await big.take(lambda m: m["kind"] == "disconnect", "disconnect", within=10)
+    assert gone["reason"] == "transport close"
+    # just under the limit is read (and refused for what it says)
+    fits = await peers(key_of(acme))
+    answer = await fits.call("send-message", {"sessionId": "s", "to": "5511999999999", "message": "x" * 60_000})
+    assert_refusal(answer, 422, "validation_failed")
+
+
+HUGE = "1" * 400
+# hostile values for each event, as raw JSON: huge integers, wrong types, non-ASCII digits
+HOSTILE: list[str] = [
+    f'["join-session", {{"sessionId": "s", "lastEventId": {HUGE}}}]',
+    f'["join-session", {{"sessionId": "s", "lastEventId": -{HUGE}}}]',
+    '["join-session", {"sessionId": "s", "lastEventId": 1e400}]',
+    '["join-session", {"sessionId": "s", "lastEventId": "١٢٣"}]',
+    '["join-session", {"sessionId": "s", "lastEventId": 1.5}]',
+    '["join-session", {"sessionId": "s", "lastEventId": [1]}]',
+    f'["join-session", {{"sessionId": {HUGE}}}]',
+    '["join-session", {"sessionId": "١٢٣"}]',
+    '["join-session", null]',
+    f'["leave-session", {{"sessionId": {HUGE}}}]',
+    '["leave-session", {"sessionId": ["s"]}]',
+    f'["get-sessions", {{"x": {HUGE}}}]',
+    f'["get-sessions", {HUGE}]',
+    f'["send-message", {{"sessionId": "s", "to": {HUGE}, "message": "x"}}]',
+    f'["send-message", {{"sessionId": "s", "to": "{HUGE}", "message": "x"}}]',
+    '["send-message", {"sessionId": "s", "to": "٥٥١١٩٩٩٩٩٩٩٩٩", "message": "x"}]',
+    f'["send-message", {{"sessionId": "s", "to": "5511999999999", "message": {HUGE}}}]',
+    f'["send-message", {{"sessionId": "s", "to": "5511999999999", "message": "x", "idempotencyKey": {HUGE}}}]',
+    '["send-message", {"sessionId": "s", "to": "5511999999999", "message": "x", "idempotencyKey": 1e400}]',
+    f'["send-message", {{"sessionId": {HUGE}, "to": "5511999999999", "message": "x"}}]',
+    f'["frobnicate", {HUGE}]',
+]
+
+
+async def test_hostile_values_are_answered_at_once_on_every_event(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    await create_session(api, acme, "s")
+    raw = await RawSocket.open(str(api.base_url).rstrip("/"), key_of(acme))
+    try:
+        for payload in HOSTILE:
+            answer = await raw.ack(await raw.send_raw(payload), within=3)
+            assert answer["ok"] is False and answer["error"]["status"] in (404, 422), (payload, answer)
+            assert len(json.dumps(answer)) < 2000, (payload, answer)  # the value is not echoed back
+        assert (await raw.ack(await raw.send_raw('["get-sessions"]')))["ok"] is True  # the socket is fine
+    finally:
+        await raw.close()

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
+import h11
 import httpx
 import pytest
 
 from tests.acceptance.sse import SseMessage, next_events, read_sse
-from tests.acceptance.support import api_client, assert_problem, new_client
+from tests.acceptance.support import (
+    ADMIN,
+    ADMIN_KEY,
+    api_client,
+    assert_problem,
+    client_schemas,
+    new_client,
+    running_app,
+)
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
+from zapgate.settings import Settings
 
 
 @pytest.fixture
@@ -142,3 +154,126 @@ async def test_bad_stream_requests(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/whatsapp/stream", headers=acme, params={"sessionId": "a b"}), 422)
     assert_problem(await api.get("/whatsapp/stream", headers={**acme, "Last-Event-ID": "x1"}), 422)
     assert_problem(await api.get("/whatsapp/stream", headers=acme, params={"lastEventId": "-3"}), 422)
+
+
+# -- hardening: revocation, caps, stalled readers --------------------------------------------------------
+
+
+def _settings(database_url: str, **extra: Any) -> Settings:
+    return Settings(
+        admin_key=ADMIN_KEY, database_url=database_url, default_engine="sandbox", sse_heartbeat=0.3, **extra
+    )
+
+
+async def _rest_of(events: AsyncIterator[SseMessage]) -> list[SseMessage]:
+    """Every event until the stream ends (comments skipped)."""
+    return [message async for message in events if message.comment is None]
+
+
+@pytest.mark.parametrize("revoke", ["rotate", "delete"])
+async def test_revoking_a_key_ends_its_streams_in_every_api_process(
+    clear_zapgate_env: None, database_url: str, manager: ConnectionManager, revoke: str
+) -> None:
+    settings = _settings(database_url)
+    async with (
+        running_app(settings, database_url) as one_url,
+        running_app(settings, database_url) as two_url,
+        httpx.AsyncClient(base_url=one_url) as one,
+        httpx.AsyncClient(base_url=two_url) as two,
+    ):
+        acme = await new_client(one, "acme")
+        globex = await new_client(one, "globex")
+        async with stream(two, acme) as acme_events, stream(two, globex) as globex_events:
+            await append(manager, "acme", "s1", 1)
+            assert [m.data["n"] for m in await asyncio.wait_for(next_events(acme_events, 1), 10)] == [0]
+            if revoke == "rotate":
+                assert (await one.post("/admin/clients/acme/rotate-key", headers=ADMIN)).status_code == 200
+            else:
+                assert (await one.delete("/admin/clients/acme", headers=ADMIN)).status_code == 204
+            # process two ends the stream at once, saying why; nothing of acme's is streamed after
+            ended = await asyncio.wait_for(_rest_of(acme_events), 10)
+            assert [(m.event, m.id) for m in ended] == [("error", None)], ended
+            assert ended[0].data["code"] == "key_revoked"
+            # another client's stream goes on
+            await append(manager, "globex", "g", 1, start=7)
+            assert [m.data["n"] for m in await asyncio.wait_for(next_events(globex_events, 1), 10)] == [7]
+        assert_problem(await two.get("/whatsapp/stream", headers=acme), 401)
+        if revoke == "delete":
+            # nothing made the dropped schema again
+            assert await client_schemas(database_url) == ["client_globex"]
+
+
+async def test_a_key_holds_at_most_max_streams_per_key(clear_zapgate_env: None, database_url: str) -> None:
+    async with api_client(database_url, sse_heartbeat=0.3, max_streams_per_key=2) as api:
+        acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
+        async with stream(api, acme), stream(api, acme):
+            refused = assert_problem(await api.get("/whatsapp/stream", headers=acme), 429, "too_many_connections")
+            assert "ZAPGATE_MAX_STREAMS_PER_KEY" in refused["detail"]
+            async with stream(api, globex):  # per key: another client's key is not counted
+                pass
+        async with stream(api, acme), stream(api, acme):  # closed streams are counted no more
+            pass
+
+
+async def _stalled_reader(base_url: str, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw HTTP/1.1 connection to /whatsapp/stream with a tiny receive window, which the test then stops reading."""
+    url = httpx.URL(base_url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window stays small
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(f"GET /whatsapp/stream HTTP/1.1\r\nHost: {url.host}\r\nX-API-Key: {key}\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+def _event_ids(raw: bytes) -> list[int]:
+    """The ids of the complete events in a raw (chunked) SSE response."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.receive_data(raw)
+    text = ""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            break
+        if isinstance(event, h11.Data):
+            text += bytes(event.data).decode()
+        elif event in (h11.NEED_DATA, h11.PAUSED) or isinstance(event, h11.ConnectionClosed):
+            break
+    blocks = text.replace("\r\n", "\n").split("\n\n")[:-1]  # the last one may be cut
+    return [int(line[4:]) for block in blocks for line in block.split("\n") if line.startswith("id: ")]
+
+
+async def test_a_stalled_reader_is_dropped_past_its_backlog_and_resumes(
+    clear_zapgate_env: None, database_url: str, manager: ConnectionManager
+) -> None:
+    async with api_client(database_url, sse_heartbeat=0.3, stream_backlog_bytes=64 * 1024, stall_timeout=1) as api:
+        acme = await new_client(api, "acme")
+        reader, writer = await _stalled_reader(str(api.base_url), acme["X-API-Key"])
+        try:
+            await asyncio.sleep(0.5)  # subscribed
+            body = "x" * 1000
+            for batch in range(4):  # ~2 MB: far more than the reader's window and the bound
+                await append_texts(manager, "acme", "s", 500, body, start=batch * 500)
+            await asyncio.sleep(3)  # nobody reads meanwhile
+            raw = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await asyncio.wait_for(reader.read(65536), 10):  # dropped: the read ends
+                    raw += chunk
+        finally:
+            writer.close()
+        ids = _event_ids(raw)
+        assert 0 < len(ids) < 2000, len(ids)  # it got some, then the connection was dropped
+        async with stream(api, {**acme, "Last-Event-ID": str(ids[-1])}) as events:
+            rest = await asyncio.wait_for(next_events(events, 2000 - len(ids)), 30)
+        assert [m.data["n"] for m in rest] == list(range(len(ids), 2000))
+
+
+async def append_texts(manager: ConnectionManager, client: str, session: str, n: int, text: str, start: int) -> None:
+    async def work(tx: Transaction) -> None:
+        await tx.event.append_many([("message-received", session, {"n": start + i, "text": text}) for i in range(n)])
+
+    await manager.execute_transaction(client, work)

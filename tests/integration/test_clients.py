@@ -8,6 +8,7 @@ from tests.unit.test_ids import BAD_CLIENT_IDS
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId
 from zapgate.services.clients import ClientService, hash_key
+from zapgate.services.sessions import SessionService
 
 
 async def _fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -88,3 +89,25 @@ async def test_bad_client_ids_change_nothing(manager: ConnectionManager, databas
             await call(bad)
     assert await service.count() == 0
     assert await _fetch(database_url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'client%'") == []
+
+
+async def test_nothing_but_creating_a_client_makes_its_schema(database_url: str) -> None:
+    async with ConnectionManager(database_url, pool_size=3, registered_only=True) as manager:
+        await manager.migrate_registry()
+        service = ClientService(manager)
+        sessions = SessionService(manager, default_engine="sandbox")
+        await service.create("acme")
+        await sessions.create("acme", "s1")
+        # a socket or stream of acme's, open in another process, still holds acme's handle when it is deleted
+        other = ClientService(manager)
+        await other.delete("acme")
+        for late in (sessions.list("acme"), sessions.get("acme", "s1"), manager.get_connection("acme")):
+            with pytest.raises(ClientNotFound):
+                await late
+        # never registered: refused the same way
+        with pytest.raises(ClientNotFound):
+            await manager.get_connection("nobody")
+        assert await _fetch(database_url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'client_%'") == []
+        # creating it again makes it again
+        await service.create("acme")
+        assert await sessions.list("acme") == []

@@ -10,6 +10,7 @@ from fastapi_offline import FastAPIOffline
 
 from zapgate import __version__
 from zapgate.api import console, problems, realtime
+from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
@@ -52,6 +53,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             pool_timeout=settings.db_pool_timeout,
             health_interval=settings.db_health_interval,
             idle_timeout=settings.db_idle_timeout,
+            registered_only=True,
         )
         await manager.start()
         try:
@@ -73,7 +75,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
             app.state.audit = audit = AuditLog(manager)
-            revocations = Listener(database_url, (notify.KEYS,), on_notify=lambda _c, _p: clients.forget_keys())
+            app.state.connections = connections = Connections(clients, per_key=settings.max_streams_per_key)
+            revocations = Listener(database_url, (notify.KEYS,), on_notify=lambda _c, p: connections.revoked(p))
             await revocations.start()
             await hub.start()
             await audit.start()
@@ -82,6 +85,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 yield
             finally:
                 await sockets.close()
+                await connections.close()
                 await hub.close()
                 await revocations.close()
                 await app.state.sessions.close()

@@ -27,26 +27,33 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zapgate import metrics
+from zapgate.api.connections import Connection, Connections, transport_of
 from zapgate.api.deps import key_in_headers
 from zapgate.api.events import event_body
+from zapgate.api.guard import MAX_BODY
 from zapgate.api.problems import field_errors, status_for, validation_errors
 from zapgate.api.routes.whatsapp import session_out
 from zapgate.api.schemas import MessageAccepted, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
+from zapgate.domain.events import EventType
 from zapgate.domain.ids import SESSION_ID_PATTERN, ClientId
-from zapgate.domain.records import AuditEntry, Event
+from zapgate.domain.records import AuditEntry, Event, Session
 from zapgate.errors import AuthenticationFailed, InvalidRequest, NotFound, RateLimited, ZapgateError
 from zapgate.log import get_logger
 from zapgate.services.audit import AuditLog
-from zapgate.services.clients import ClientService, key_display_prefix
+from zapgate.services.clients import ClientService, hash_key, key_display_prefix
 from zapgate.services.events import EventHub, Subscription
 from zapgate.services.sessions import SessionService
+from zapgate.settings import Settings
 
 log = get_logger(__name__)
 
 NAMESPACE = "/whatsapp"
 SOCKETIO_PATH = "/socket.io"
 MAX_EVENT_ID = 2**63 - 1
+BACKLOG_EXCEEDED = "backlog_exceeded"  # the reason a socket too far behind is disconnected with
+DROP_GRACE = 5.0  # seconds a dropped socket's peer has to read why before its connection is aborted
+ROOM_POLL = 0.05  # seconds between looks at a full outgoing queue
 
 
 class _Command(BaseModel):
@@ -89,6 +96,8 @@ class _Socket:
     pump: asyncio.Task[Any] | None = None
     closed: bool = False
     actor: str = ""  # the API key's prefix, for the audit log
+    eio_sid: str = ""  # its Engine.IO socket, whose outgoing queue is capped
+    conn: Connection | None = None  # its entry in the process's connections (per-key cap, revocation)
 
     def follow_joined(self) -> None:
         self.subscription.sessions = set(self.after)
@@ -158,6 +167,16 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         hub: EventHub = self._state.events
         return hub
 
+    @property
+    def _connections(self) -> Connections:
+        connections: Connections = self._state.connections
+        return connections
+
+    @property
+    def _settings(self) -> Settings:
+        settings: Settings = self._state.settings
+        return settings
+
     async def close(self) -> None:
         """Stop every socket's pump and the Socket.IO server's background tasks (at shutdown)."""
         sockets, self._sockets = list(self._sockets.values()), {}
@@ -175,7 +194,12 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         key = _handshake_key(environ, auth)
         try:
             client = await self._clients.authenticate(key)
-            subscription = await self._hub.subscribe(client, sessions=())
+            conn = self._connections.open(client, hash_key(key or ""), "socket.io", lambda code, detail: None)
+            try:
+                subscription = await self._hub.subscribe(client, sessions=())
+            except BaseException:
+                self._connections.release(conn)
+                raise
         except AuthenticationFailed as exc:
             log.info("socket.refused", code="unauthorized")
             raise socketio.exceptions.ConnectionRefusedError(
@@ -186,7 +210,9 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code, "status": status_for(exc)}
             ) from exc
-        sock = _Socket(client, subscription, actor=key_display_prefix(key or ""))
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, NAMESPACE)
+        sock = _Socket(client, subscription, actor=key_display_prefix(key or ""), eio_sid=eio_sid or "", conn=conn)
+        conn.close = lambda code, detail: self._spawn_drop(sid, sock, code, detail, 401)
         self._sockets[sid] = sock
         sock.pump = self._tasks.spawn(self._pump(sid, sock), name=f"pump.{sid}")
         log.info("socket.connected", client_id=client, sid=sid)
@@ -199,7 +225,39 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         sock.closed = True
         await sock.stop_pump()
         sock.subscription.close()
+        if sock.conn is not None:
+            self._connections.release(sock.conn)
         log.info("socket.disconnected", client_id=sock.client, sid=sid, reason=str(reason))
+
+    def _spawn_drop(self, sid: str, sock: _Socket, code: str, detail: str, status: int) -> None:
+        if not sock.closed:
+            self._tasks.spawn(self._drop(sid, sock, code, detail, status), name=f"drop.{sid}")
+
+    async def _drop(self, sid: str, sock: _Socket, code: str, detail: str, status: int) -> None:
+        """Disconnect a socket from the server's side: an `error` event saying why, then the disconnect.
+
+        What waits in its outgoing queue is discarded (the client resumes with `lastEventId`), and a
+        WebSocket whose peer has not read the farewell within DROP_GRACE seconds is aborted, so neither its
+        queue nor its socket holds memory.
+        """
+        if sock.closed:
+            return
+        sock.closed = True  # no command or event for it from now on
+        await sock.stop_pump()
+        engine = self.server.eio.sockets.get(sock.eio_sid)
+        if engine is not None and code == BACKLOG_EXCEEDED:
+            _discard_queued(engine.queue)
+        log.info("socket.dropped", client_id=sock.client, sid=sid, code=code)
+        environ = self.server.get_environ(sid, namespace=NAMESPACE) or {}
+        await self.emit("error", {"status": status, "code": code, "detail": detail, "errors": []}, to=sid)
+        await self.server.disconnect(sid, namespace=NAMESPACE)
+        if engine is None:
+            return
+        await engine.close(wait=False, abort=False)  # the Engine.IO socket too: its queue goes with it
+        self.server.eio.sockets.pop(sock.eio_sid, None)
+        transport = transport_of(environ.get("asgi.send")) if engine.upgraded else None
+        if transport is not None and _is_websocket(environ):
+            asyncio.get_running_loop().call_later(DROP_GRACE, transport.abort)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Dispatch a command; answer its ack with the result or the error (also emitted as `error`)."""
@@ -207,9 +265,15 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
             return await super().trigger_event(event, *args)
         sid, payload = args[0], args[1:]
         sock = self._sockets.get(sid)
-        if sock is None:  # it disconnected meanwhile
+        if sock is None or sock.closed:  # it disconnected meanwhile, or is being disconnected
             return None
         try:
+            if event == UNREADABLE:
+                event = "unreadable"
+                raise InvalidRequest(
+                    "the event's arguments cannot be read: JSON with no integer of more than 100 digits "
+                    f"is expected ({payload[0] if payload else 'invalid'})"
+                )
             handler = self._commands.get(event)
             if handler is None:
                 raise InvalidRequest(f"unknown event {event[:64]!r}: expected one of {', '.join(self._commands)}")
@@ -257,11 +321,30 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
             # the pump has looked at everything up to its cursor without this session: start after both
             start = sock.after[command.session_id] = max(head, sock.subscription.cursor)
             sock.follow_joined()
+            await self._send_current_code(sid, sock, view.session, start)
         return {
             "sessionId": command.session_id,
             "lastEventId": start,
             "session": session_out(view.session, view.desired).model_dump(by_alias=True, mode="json"),
         }
+
+    async def _send_current_code(self, sid: str, sock: _Socket, session: Session, start: int) -> None:
+        """Send a joining socket the session's current QR or pairing code, made before it joined.
+
+        A client that joins and then waits for `qr-code` would otherwise wait for the next code (up to 20 s)
+        or for ever (the last code of a pairing, a pairing code).
+        """
+        wanted = [EventType.QR_CODE.value] if session.qr_code else []
+        wanted += [EventType.PAIRING_CODE.value] if session.pairing_code else []
+        if not wanted:
+            return
+        event = await self._hub.latest(sock.client, session.session_id, wanted)
+        if event is None or event.id > start:
+            return  # none yet, or the pump brings it
+        async with sock.lock:  # before any newer event of the session
+            if not sock.closed:
+                await self.emit(event.type, event_body(event), to=sid)
+                metrics.EVENTS_STREAMED.labels("socketio").inc()
 
     async def _rewind(self, sid: str, sock: _Socket, session: str, after: int) -> int:
         """Join `session` from event id `after`: events the pump already passed by are read again."""
@@ -313,15 +396,24 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
     # -- events ---------------------------------------------------------------------------------------
 
     async def _pump(self, sid: str, sock: _Socket) -> None:
-        """Emit the socket's events in log order until it disconnects or the hub closes."""
+        """Emit the socket's events in log order until it disconnects or the hub closes.
+
+        No more than ZAPGATE_SOCKET_BACKLOG_EVENTS / _BYTES wait in the socket's outgoing queue: the pump
+        waits for room (the rest stays in the log), and a socket that makes none for ZAPGATE_STALL_TIMEOUT
+        seconds is disconnected with `backlog_exceeded`.
+        """
         while True:
             if not sock.backlog:
                 batch = await sock.subscription.next_batch()
                 if not batch:
                     return  # the hub closed
                 sock.backlog.extend(batch)
+            if not await self._room(sock):
+                detail = "this socket fell too far behind its events: reconnect and join with lastEventId"
+                self._spawn_drop(sid, sock, BACKLOG_EXCEEDED, detail, 429)
+                return
             async with sock.lock:
-                while sock.backlog:
+                while sock.backlog and not self._full(sock):
                     event = sock.backlog.popleft()
                     session = event.session_id
                     last = None if session is None else sock.after.get(session)
@@ -329,6 +421,74 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
                         sock.after[session] = event.id
                         await self.emit(event.type, event_body(event), to=sid)
                         metrics.EVENTS_STREAMED.labels("socketio").inc()
+
+    def _full(self, sock: _Socket) -> bool:
+        """Whether the socket's outgoing queue is at its cap (events or bytes)."""
+        engine = self.server.eio.sockets.get(sock.eio_sid)
+        if engine is None:
+            return False
+        events, size = _queued(engine.queue)
+        settings = self._settings
+        return events >= settings.socket_backlog_events or size >= settings.socket_backlog_bytes
+
+    async def _room(self, sock: _Socket) -> bool:
+        """Wait until the socket's outgoing queue is under its caps; False if it stayed full the stall timeout."""
+        if not self._full(sock):
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.stall_timeout
+        while self._full(sock):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(ROOM_POLL)
+        return True
+
+
+UNREADABLE = "\x00unreadable"  # the event name given to a frame whose arguments cannot be read
+
+
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]  # python-socketio is untyped
+    """A Socket.IO packet whose unreadable arguments still reach the namespace, to be answered.
+
+    python-socketio drops a frame whose JSON it refuses (an integer of more than 100 digits, JSON that is not
+    valid or nests too deep) with a logged traceback, and its sender waits for an ack that never comes.
+    """
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            count: int = super().decode(encoded_packet)
+        except (ValueError, RecursionError) as exc:
+            if self.packet_type != socketio.packet.EVENT:
+                raise
+            self.data = [UNREADABLE, str(exc)[:200]]
+            return 0
+        return count
+
+
+def _queued(queue: asyncio.Queue[Any]) -> tuple[int, int]:
+    """Packets and bytes waiting in an Engine.IO socket's outgoing queue (python-engineio does not count them)."""
+    packets = list(queue._queue)  # type: ignore[attr-defined]  # asyncio.Queue keeps its items in a deque
+    size = 0
+    for pkt in packets:
+        data = getattr(pkt, "data", None)
+        if isinstance(data, str | bytes):
+            size += len(data)
+    return len(packets), size
+
+
+def _discard_queued(queue: asyncio.Queue[Any]) -> None:
+    """Empty an Engine.IO socket's outgoing queue (its events are read again on resume)."""
+    while True:
+        try:
+            queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return
+        queue.task_done()
+
+
+def _is_websocket(environ: dict[str, Any]) -> bool:
+    scope = environ.get("asgi.scope")
+    return isinstance(scope, dict) and scope.get("type") == "websocket"
 
 
 class _EndAbandonedPolls:
@@ -383,6 +543,8 @@ def mount(app: FastAPI, *, cors_allowed_origins: str | list[str] = "*") -> Whats
         cors_allowed_origins=cors_allowed_origins,
         namespaces=[NAMESPACE],
         async_handlers=False,  # a socket's commands run in the order it sent them
+        serializer=_Packet,
+        max_http_buffer_size=MAX_BODY,  # a frame (or a polled POST) may be as large as an HTTP body, no larger
     )
     namespace = WhatsAppNamespace(app.state)
     server.register_namespace(namespace)

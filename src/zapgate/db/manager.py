@@ -32,7 +32,7 @@ from zapgate.db import migrate
 from zapgate.db.errors import should_retry_transaction, translate
 from zapgate.db.repositories import Repositories
 from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
-from zapgate.errors import DatabaseError, ZapgateError
+from zapgate.errors import ClientNotFound, DatabaseError, ZapgateError
 from zapgate.log import get_logger
 
 T = TypeVar("T")
@@ -40,6 +40,7 @@ log = get_logger(__name__)
 
 _SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
 _SELECT_ONE = text("SELECT 1")
+_LOCK_CLIENT = text(f"SELECT 1 FROM {REGISTRY_SCHEMA}.clients WHERE client_id = :client FOR KEY SHARE")  # a constant
 TRANSACTION_ATTEMPTS = 3  # runs of a transaction that lost a deadlock before the error reaches the caller
 RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
 
@@ -149,8 +150,12 @@ class ConnectionManager:
         health_interval: float = 30.0,
         idle_timeout: float = 300.0,
         connect_timeout: float = 10.0,
+        registered_only: bool = False,
     ) -> None:
+        """With `registered_only`, a client's schema is created (or migrated) only while the client is in the
+        registry: a deleted client's schema is never made again by a late request, socket or worker."""
         self.pool_size = pool_size
+        self._registered_only = registered_only
         self.health_interval = health_interval
         self.idle_timeout = idle_timeout
         self._engine: AsyncEngine = create_async_engine(
@@ -372,7 +377,7 @@ class ConnectionManager:
         if pending is None:
             pending = self._preparing[cid] = asyncio.get_running_loop().create_future()
             try:
-                await self._migrate(schema_for(cid), migrate.TENANT)
+                await self._migrate(schema_for(cid), migrate.TENANT, client=cid if self._registered_only else None)
             except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: waiters, if any, get it from their own await
@@ -385,7 +390,7 @@ class ConnectionManager:
         else:
             await asyncio.shield(pending)
 
-    async def _migrate(self, schema: SchemaName, location: Any) -> None:
+    async def _migrate(self, schema: SchemaName, location: Any, *, client: ClientId | None = None) -> None:
         started = time.perf_counter()
         head = migrate.head_revision(location)
         try:
@@ -393,6 +398,9 @@ class ConnectionManager:
                 if await migrate.current_revision(conn, schema) == head:
                     return
             async with self._engine.begin() as conn:
+                # the row stays locked until the schema is made: a delete of the client waits, then drops it
+                if client is not None and (await conn.execute(_LOCK_CLIENT, {"client": client})).first() is None:
+                    raise ClientNotFound(f"client {client!r} not found", client_id=client)
                 await migrate.upgrade_schema(conn, schema, location)
         except BaseException as exc:
             self._log_operation("migrate", schema, started, exc)

@@ -76,6 +76,11 @@ class ClientRegistry:
         value = await self._conn.scalar(select(api_keys.c.client_id).where(api_keys.c.key_hash == key_hash))
         return None if value is None else ClientId(str(value))
 
+    async def key_hashes(self, client: ClientId) -> set[str]:
+        """Return the hashes of `client`'s keys (empty when the client does not exist)."""
+        rows = await self._conn.execute(select(api_keys.c.key_hash).where(api_keys.c.client_id == client))
+        return {str(row.key_hash) for row in rows}
+
     async def count(self) -> int:
         """Return how many clients are registered."""
         return int(await self._conn.scalar(select(func.count()).select_from(clients)) or 0)

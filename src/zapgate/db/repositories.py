@@ -676,6 +676,21 @@ class EventRepository:
 
         return await self._x.run("events.list_after", run)
 
+    async def latest(self, session_id: str, types: Sequence[str]) -> Event | None:
+        """Return the newest event of session `session_id` with one of `types`, or None."""
+        stmt = (
+            select(events)
+            .where(events.c.session_id == session_id, events.c.type.in_(list(types)))
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+
+        async def run(conn: AsyncConnection) -> Event | None:
+            row = (await conn.execute(stmt)).mappings().first()
+            return None if row is None else _event(row)
+
+        return await self._x.run("events.latest", run)
+
     async def message_statuses(self, session_id: str, message_ids: Sequence[str]) -> list[Event]:
         """Return the message-status events of session `session_id` for any of `message_ids`, oldest first."""
         key = literal_column("payload ->> 'messageId'", Text)  # a constant key, as the index has it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -14,7 +15,7 @@ from zapgate.db.manager import ConnectionManager
 from zapgate.db.registry import ClientRegistry
 from zapgate.domain.ids import ClientId, client_id
 from zapgate.domain.records import Client
-from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound
+from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
@@ -62,6 +63,22 @@ class ClientService:
     def forget_keys(self) -> None:
         """Drop the remembered keys (some were revoked)."""
         self._known_keys.clear()
+
+    def revoked(self, client: str | None) -> None:
+        """Keys of `client` (None: of anyone) were revoked, or it was deleted: forget what this process knows.
+
+        Its schema handle goes too, so the next use checks the registry again (a deleted client's schema is
+        never made again: see ConnectionManager's `registered_only`).
+        """
+        self.forget_keys()
+        if client is not None:
+            with contextlib.suppress(InvalidClientId):
+                self._manager.forget(client_id(client))
+
+    async def live_keys(self, client: str) -> set[str]:
+        """Return the hashes of `client`'s keys that still authenticate (none once it is deleted)."""
+        async with self._manager.registry_transaction() as conn:
+            return await ClientRegistry(conn).key_hashes(client_id(client))
 
     async def create(self, client: str) -> IssuedKey:
         """Register `client`, create its schema and return its first API key."""

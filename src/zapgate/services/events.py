@@ -282,6 +282,11 @@ class EventHub:
         conn = await self.manager.get_connection(cid)
         return await conn.event.last_id()
 
+    async def latest(self, client: str, session: str, types: Collection[str]) -> Event | None:
+        """The newest event of `client`'s `session` with one of `types` (None if there is none)."""
+        conn = await self.manager.get_connection(client_id(client))
+        return await conn.event.latest(session, list(types))
+
     def feed(self, client: ClientId) -> _Feed:
         return self._feeds[client]
 

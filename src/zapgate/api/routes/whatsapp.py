@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -10,9 +11,21 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from zapgate import metrics
-from zapgate.api.deps import AppSettings, Audit, Events, Messages, Sessions, client_of_request
+from zapgate.api.connections import Connection, Connections, transport_of, unsent_bytes
+from zapgate.api.deps import (
+    AppSettings,
+    Audit,
+    Events,
+    Messages,
+    Sessions,
+    client_of_request,
+    from_state,
+    presented_key,
+)
 from zapgate.api.events import event_body
 from zapgate.api.schemas import (
     Accepted,
@@ -38,12 +51,18 @@ from zapgate.api.schemas import (
     StatusStepOut,
 )
 from zapgate.domain.ids import SESSION_ID_PATTERN
+from zapgate.domain.ids import ClientId as ClientIdType
 from zapgate.domain.records import AuditEntry, Contact, Session
 from zapgate.errors import InvalidRequest, NotFound
+from zapgate.log import get_logger
+from zapgate.services.clients import hash_key
+from zapgate.services.events import Subscription
 from zapgate.services.messages import ContactView, MessageView
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
 
 ClientId = Annotated[str, Depends(client_of_request)]
+OpenConnections = Annotated[Connections, Depends(from_state("connections", Connections))]
+log = get_logger(__name__)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or wrong API key."},
@@ -296,6 +315,73 @@ def _event_cursor(header: str | None, query: int | None) -> int | None:
     return int(value)
 
 
+class _Stream(EventSourceResponse):
+    """An SSE response that ends when told to (its key was revoked) and is dropped when its reader lags.
+
+    What a reader has not taken yet waits in the socket's buffers and ours: past `backlog` unsent bytes the
+    stream waits for the reader, and a reader that takes nothing for `stall` seconds is aborted (a plain
+    close would wait for a drain that never comes), its memory freed. It resumes with Last-Event-ID.
+    """
+
+    def __init__(self, *, backlog: int, stall: float, **kwargs: Any) -> None:
+        super().__init__(send_timeout=stall, **kwargs)
+        self.backlog, self.stall = backlog, stall
+        self.conn: Connection | None = None
+        self.subscription: Subscription | None = None
+        self.ending: tuple[str, str] | None = None  # (code, detail) once told to end
+        self._transport: asyncio.Transport | None = None
+        self._connections: Connections | None = None
+        self._finished = False
+
+    def register(self, connections: Connections, conn: Connection) -> None:
+        self._connections, self.conn = connections, conn
+
+    def end(self, code: str, detail: str) -> None:
+        """End the stream with an `error` event saying why; abort it if its reader does not take that soon."""
+        self.ending = (code, detail)
+        if self.subscription is not None:
+            self.subscription.close()  # the event loop below stops at once
+        asyncio.get_running_loop().call_later(STREAM_END_GRACE, self.drop, code)
+
+    def _lagging(self) -> bool:
+        return self._transport is not None and unsent_bytes(self._transport) > self.backlog
+
+    async def room(self) -> bool:
+        """Wait until no more than `backlog` bytes wait unsent; False when the reader took none for `stall` s."""
+        if not self._lagging():
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stall
+        while self._lagging():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def drop(self, reason: str) -> None:
+        """Abort the connection (unless it ended): the socket and every buffer of it go at once."""
+        if self._finished:
+            return
+        self._finished = True
+        log.info("stream.dropped", client_id=self.conn.client if self.conn else None, reason=reason)
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._transport = transport_of(send)
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:  # the reader took nothing for `stall` seconds
+            self.drop("stalled")
+        finally:
+            self._finished = True
+            if self._connections is not None and self.conn is not None:
+                self._connections.release(self.conn)
+
+
+STREAM_END_GRACE = 5.0  # seconds a stream told to end may take to send its last event before it is aborted
+
+
 @router.get(
     "/stream",
     response_class=EventSourceResponse,
@@ -304,17 +390,21 @@ def _event_cursor(header: str | None, query: int | None) -> int | None:
             "description": (
                 "Server-Sent Events: one per event of the log (`qr-code`, `pairing-code`, `status-change`, "
                 "`message-received`, `message-status`, `error`), each with `id:` (its id in the log), `event:` "
-                "(its type) and `data:` (JSON). Comments (`: ping`) keep the connection alive."
+                "(its type) and `data:` (JSON). Comments (`: ping`) keep the connection alive. A stream that "
+                "the server ends says why in a last `error` event without `id:` (`key_revoked`)."
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
         },
         404: {"model": Problem, "description": "No such session."},
+        429: {"model": Problem, "description": "The API key holds as many streams and sockets as it may."},
     },
 )
 async def stream(
     client: ClientId,
+    key: Annotated[str | None, Depends(presented_key)],
     sessions: Sessions,
     hub: Events,
+    connections: OpenConnections,
     settings: AppSettings,
     session_id: Annotated[
         str | None, Query(alias="sessionId", pattern=SESSION_ID_PATTERN, description="Only this session's events.")
@@ -331,6 +421,9 @@ async def stream(
 
     Without `Last-Event-ID` the stream starts with the next event; with it, it first replays every event
     after that id, in order, with no gap and no duplicate (browsers' `EventSource` sends it on reconnect).
+    A reader more than ZAPGATE_STREAM_BACKLOG_BYTES behind that takes nothing for ZAPGATE_STALL_TIMEOUT
+    seconds is disconnected: it resumes with `Last-Event-ID`. Revoking the API key
+    (rotation, deleting the client) ends its streams at once.
     """
     after = _event_cursor(last_event_id, last_event_id_query)
     if session_id is not None:
@@ -340,16 +433,28 @@ async def stream(
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         async with hub.subscription(client, after=cursor, sessions=wanted) as subscription:
+            response.subscription = subscription
+            if response.ending is not None:
+                subscription.close()
             async for event in subscription.events():
+                if not await response.room():
+                    response.drop("backlog_exceeded")
+                    return
                 yield ServerSentEvent(data=json.dumps(event_body(event)), id=str(event.id), event=event.type)
                 metrics.EVENTS_STREAMED.labels("sse").inc()
+        if response.ending is not None:
+            code, detail = response.ending
+            yield ServerSentEvent(data=json.dumps({"code": code, "detail": detail, "status": 401}), event="error")
 
-    return EventSourceResponse(
-        events(),
+    response = _Stream(
+        content=events(),
+        backlog=settings.stream_backlog_bytes,
+        stall=settings.stall_timeout,
         ping=settings.sse_heartbeat,
-        send_timeout=60.0,  # a consumer that takes no data for a minute is dropped; it resumes by Last-Event-ID
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    response.register(connections, connections.open(ClientIdType(client), hash_key(key or ""), "sse", response.end))
+    return response
 
 
 def contact_out(contact: Contact, session_id: str) -> ContactOut:
