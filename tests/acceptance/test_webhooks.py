@@ -42,11 +42,11 @@ FAST_RETRY = RetryPolicy(max_attempts=5, base=0.05, cap=0.2)
 def verify(secret: str, headers: Mapping[str, str], body: bytes, tolerance: int = 300) -> bool:
     """True when `body` was signed with `secret` less than `tolerance` seconds ago."""
     timestamp = headers.get("X-Zapgate-Timestamp", "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
-        return False  # unsigned, or too old: a replay
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    signatures = [part.strip()[3:] for part in headers.get("X-Zapgate-Signature", "").split(",")]
-    return any(hmac.compare_digest(expected, signature) for signature in signatures)
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > tolerance:
+        return False  # unsigned, or too old: a replay ("²" is a digit to isdigit(), not to int())
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    signatures = [part.strip()[3:].encode() for part in headers.get("X-Zapgate-Signature", "").split(",")]
+    return any(hmac.compare_digest(expected, signature) for signature in signatures)  # bytes: any text compares
 
 
 def readme_verify() -> Any:
@@ -56,6 +56,19 @@ def readme_verify() -> Any:
     namespace: dict[str, Any] = {}
     exec(block, namespace)
     return namespace["verify"]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [("²", "v1=00"), ("1²", "v1=00"), ("\u0661\u0667" + "\u0660" * 8, "v1=00"), (None, "v1=ü"), (None, "v1=é, v1=😀")],
+)
+def test_the_readme_snippet_says_false_to_non_ascii_timestamps_and_signatures(
+    timestamp: str | None, signature: str
+) -> None:
+    published = readme_verify()
+    stamp = str(int(time.time())) if timestamp is None else timestamp
+    headers = {"X-Zapgate-Timestamp": stamp, "X-Zapgate-Signature": signature}
+    assert published("whsec_test_0123456789abcdef", headers, b"{}") is False
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
@@ -142,7 +155,7 @@ async def test_requests_are_signed_and_verify_with_the_readme_snippet(
     acme = await new_client(api, "acme")
     secret = "whsec_test_0123456789abcdef"
     hook = await create(api, acme, url=receiver.url("/hook"), secret=secret)
-    assert hook["secret"] == secret and hook["secretHint"].startswith("whsec_test")
+    assert hook["secret"] == secret and hook["secretHint"] == "…" + secret[-4:]
     await append(manager, "acme", [("status-change", "user123", {"status": "connected", "phoneNumber": "5511"})])
     [request] = await receiver.wait_for("/hook", 1)
     body = request.json
@@ -425,7 +438,7 @@ async def test_webhook_lifecycle(api: httpx.AsyncClient) -> None:
     assert created["enabled"] is True and created["description"] == "bot"
     hook = created["id"]
     shown = (await api.get(f"/whatsapp/webhooks/{hook}", headers=acme)).json()
-    assert "secret" not in shown and shown["secretHint"] == created["secret"][:10] + "…"
+    assert "secret" not in shown and shown["secretHint"] == "…" + created["secret"][-4:]
     listed = (await api.get("/whatsapp/webhooks", headers=acme)).json()["webhooks"]
     assert [w["id"] for w in listed] == [hook] and "secret" not in listed[0]
     patched = await api.patch(

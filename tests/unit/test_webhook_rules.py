@@ -187,10 +187,15 @@ def test_chosen_secrets_are_checked(secret: str, accepted: bool) -> None:
             checked_secret(secret)
 
 
-def test_new_secrets_are_random_and_shown_by_their_first_characters() -> None:
+def test_new_secrets_are_random_and_shown_by_their_last_four_characters() -> None:
     first, second = new_secret(), new_secret()
     assert first.startswith("whsec_") and first != second and checked_secret(first) == first
-    assert secret_hint(first) == first[:10] + "…"
+    assert secret_hint(first) == "…" + first[-4:]
+
+
+def test_a_chosen_secret_shows_no_more_than_its_last_four_characters() -> None:
+    chosen = "my-own-secret-0123"  # 18 characters: ten of them would be most of it
+    assert secret_hint(chosen) == "…0123"
 
 
 @pytest.mark.parametrize(

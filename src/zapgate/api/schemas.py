@@ -357,7 +357,7 @@ class WebhookOut(_Body):
     sessions: list[str] | None = Field(description="The sessions whose events it receives; null: every session.")
     enabled: bool
     description: str | None = None
-    secret_hint: str = Field(examples=["whsec_AbC1…"], description="The first characters of the current secret.")
+    secret_hint: str = Field(examples=["…x9Qz"], description="The last 4 characters of the current secret.")
     previous_secret_expires_at: datetime | None = Field(
         None, description="Until then, requests carry a second signature made with the previous secret."
     )

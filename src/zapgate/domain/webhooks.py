@@ -28,7 +28,7 @@ from zapgate.errors import InvalidRequest, InvalidWebhook
 MAX_URL_LENGTH = 2048
 SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"
-SECRET_DISPLAY = 10  # characters of a secret shown in listings
+SECRET_DISPLAY = 4  # last characters of a secret shown in listings (a chosen secret may be short: show little)
 MAX_OVERLAP = 7 * 86_400.0  # seconds the previous secret may keep signing after a rotation
 
 # the headers of every delivery
@@ -146,8 +146,12 @@ def checked_secret(secret: str) -> str:
 
 
 def secret_hint(secret: str) -> str:
-    """The first characters of a secret, to tell secrets apart without showing them."""
-    return secret[:SECRET_DISPLAY] + "…"
+    """The last characters of a secret, to tell secrets apart without showing them.
+
+    The end, not the start: a generated secret starts with the same `whsec_` prefix, and a secret the client
+    chose (16 characters or more) would give away much of itself by its first ten.
+    """
+    return "…" + secret[-SECRET_DISPLAY:]
 
 
 def rotation_overlap(overlap: float) -> float:
