@@ -160,6 +160,7 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert retry_after_seconds("Sun, 29 Nov 2026 12:01:00 GMT", now) == 60
     assert retry_after_seconds((now - timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now) == 0
     assert retry_after_seconds(None, now) is None and retry_after_seconds("soon", now) is None
+    assert retry_after_seconds("²", now) is None and retry_after_seconds("3²", now) is None  # a receiver's header
 
 
 @pytest.mark.parametrize(
@@ -229,7 +230,9 @@ def test_rotation_overlap(overlap: float, accepted: bool) -> None:
     [
         (None, None, (None, None)),
         ("pending", "42", (DeliveryStatus.PENDING, 42)),
-        ("dead", "9" * 19, (DeliveryStatus.DEAD, int("9" * 19))),
+        ("dead", str(2**63 - 1), (DeliveryStatus.DEAD, 2**63 - 1)),
+        (None, "9" * 19, "cursor"),  # past bigint
+        (None, "²", "cursor"),
         ("lost", None, "status: one of pending, delivered, dead"),
         (None, "9" * 20, "cursor"),
         (None, "-1", "cursor"),

@@ -21,7 +21,7 @@ from secrets import token_urlsafe
 from urllib.parse import urlsplit
 
 from zapgate.domain.events import EventType, event_body
-from zapgate.domain.ids import session_id
+from zapgate.domain.ids import row_id, session_id
 from zapgate.domain.records import Event
 from zapgate.errors import InvalidRequest, InvalidWebhook
 
@@ -177,9 +177,10 @@ def delivery_cursor(cursor: str | None) -> int | None:
     """Return the delivery id a listing continues before, read from the `nextCursor` it gave (None: the start)."""
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    before = row_id(cursor)
+    if before is None:
         raise InvalidRequest("cursor: not a cursor this listing returned (use nextCursor as given)")
-    return int(cursor)
+    return before
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: AddressPolicy) -> str | None:
@@ -311,7 +312,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
         return float(value)
     try:
         when = parsedate_to_datetime(value)

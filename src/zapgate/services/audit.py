@@ -11,7 +11,7 @@ import contextlib
 from collections import defaultdict
 
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.ids import ClientId
+from zapgate.domain.ids import ClientId, row_id
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.records import AuditEntry
@@ -97,9 +97,9 @@ class AuditLog:
         limit = page_limit(limit)
         before = None
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 19:
+            before = row_id(cursor)
+            if before is None:
                 raise InvalidRequest("cursor: not a cursor this listing returned (use nextCursor as given)")
-            before = int(cursor)
         found = await db.audit.find_many(
             session_id=None if session is None else valid_session_id(session),
             action=action,
