@@ -318,6 +318,31 @@ async def test_a_4xx_dead_letters_at_once_and_can_be_redelivered(
     assert [d["id"] for d in rest.json()["deliveries"]] == [failed["id"]] and rest.json()["nextCursor"] is None
 
 
+async def test_an_answer_with_a_nul_byte_is_recorded_once_not_resent_every_lease(
+    api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, dispatcher: WebhookDispatcher
+) -> None:
+    acme = await new_client(api, "acme")
+
+    async def nul(request: Received, nth: int) -> Reply | None:
+        return 400, {}, b"bad\x00request \xed\xa0\x80"  # a NUL byte, and a lone surrogate's UTF-8 bytes
+
+    hook = await create(api, acme, url=receiver.url("/nul", nul))
+    await append(manager, "acme", received(2))
+
+    async def dead() -> list[dict[str, Any]]:
+        return await deliveries(api, acme, hook["id"], status="dead")
+
+    found = await eventually(lambda: _two(dead))
+    assert {d["lastStatusCode"] for d in found} == {400} and all("\x00" not in d["responseBody"] for d in found)
+    assert all(d["responseBody"].startswith("badrequest") and d["attempts"] == 1 for d in found)
+    assert len(receiver.at("/nul")) == 2  # one request per event: the final 400 is not sent again
+
+
+async def _two(listing: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await listing()
+    return found if len(found) == 2 else []
+
+
 async def test_order_per_webhook_holds_through_failures(
     api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, dispatcher: WebhookDispatcher
 ) -> None:

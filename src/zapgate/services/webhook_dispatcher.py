@@ -19,7 +19,7 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from zapgate import metrics
@@ -28,6 +28,7 @@ from zapgate.db import webhooks as store
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import EVENTS, WEBHOOKS, Listener
 from zapgate.domain.ids import ClientId, client_of_schema
+from zapgate.domain.storable import storable_or_none
 from zapgate.domain.webhooks import (
     AddressPolicy,
     DeliveryStatus,
@@ -37,6 +38,7 @@ from zapgate.domain.webhooks import (
     attempt_status,
     delivery_request,
 )
+from zapgate.errors import UnstorableData
 from zapgate.log import get_logger
 from zapgate.services.webhook_sender import AttemptResult, WebhookSender
 from zapgate.settings import Settings
@@ -49,6 +51,7 @@ _COUNTED = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.PENDING: "retr
 RUN_LENGTH = 50  # deliveries of one webhook leased at once (attempted one after the other)
 RECORD_MARGIN = 5.0  # seconds a lease outlives the last attempt a run may start (to record the outcomes)
 DEPTH_EVERY = 5.0  # seconds between two refreshes of a client's queue-depth gauges
+_UNSTORED = "the answer could not be stored"
 
 
 def webhook_retry(settings: Settings) -> RetryPolicy:
@@ -339,8 +342,10 @@ class WebhookDispatcher:
             attempted_at=now,
             next_attempt_at=next_at,
             status_code=result.status_code,
-            error=result.error,
-            response_body=result.response_body,
+            # a receiver's answer may hold what PostgreSQL refuses (a NUL byte): an outcome that cannot be
+            # recorded sends the delivery again at every lease
+            error=storable_or_none(result.error),
+            response_body=storable_or_none(result.response_body),
             duration_ms=round(result.duration * 1000),
         )
         return record, latency
@@ -350,7 +355,7 @@ class WebhookDispatcher:
             return
 
         async def work(tx: Transaction) -> int:
-            return await store.record(tx.connection, self.token, records, release)
+            return await store.record(tx.connection, self.token, records, release)  # the latest `records`
 
         for attempt in range(3):
             try:
@@ -358,6 +363,9 @@ class WebhookDispatcher:
                 return
             except asyncio.CancelledError:
                 raise
+            except UnstorableData as exc:  # what the receiver said cannot be kept: keep the outcome without it
+                log.warning("webhooks.record_unstorable", client_id=client, error=repr(exc))
+                records = [replace(record, error=_UNSTORED, response_body=None) for record in records]
             except Exception as exc:  # the database is away: the lease runs out and the run is delivered again
                 log.warning("webhooks.record_failed", client_id=client, attempt=attempt + 1, error=repr(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))
