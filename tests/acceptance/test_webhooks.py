@@ -510,6 +510,27 @@ async def test_bad_webhook_input_is_422_with_a_reason(
     assert reason in problem["detail"], problem
 
 
+async def test_a_nul_byte_in_a_webhook_is_stored_without_it_or_refused(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    created = await api.post(
+        "/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/hook", "description": "a\u0000b"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["description"] == "ab"
+    hook = created.json()["id"]
+    patched = await api.patch(f"/whatsapp/webhooks/{hook}", headers=acme, json={"description": "\u0000c"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["description"] == "c"
+    escaped = json.dumps({"description": "c\ud800"})  # a lone surrogate, as JSON may carry it
+    surrogate = await api.patch(
+        f"/whatsapp/webhooks/{hook}", headers={**acme, "Content-Type": "application/json"}, content=escaped
+    )
+    assert_problem(surrogate, 422, "validation_failed")
+    refused = await api.post("/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/a\u0000b"})
+    problem = assert_problem(refused, 422)
+    assert "database" not in problem["detail"].lower() and "0x00" not in problem["detail"]
+
+
 async def test_loopback_is_refused_unless_allowed(clear_zapgate_env: None, database_url: str) -> None:
     settings = Settings(admin_key=ADMIN_KEY, database_url=database_url)
     async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as api:

@@ -282,6 +282,8 @@ def parse_url(url: str, policy: AddressPolicy) -> WebhookUrl:
         raise InvalidWebhook("url: a host is expected", field="url")
     if any(ch.isspace() for ch in url):
         raise InvalidWebhook("url: no spaces allowed", field="url")
+    if not url.isprintable():  # a NUL byte, a control character, a lone surrogate: no URL holds them
+        raise InvalidWebhook("url: no control characters allowed", field="url")
     refusal = host_refusal(host, policy)
     if refusal is not None:
         raise InvalidWebhook(f"url: refused destination: {refusal}", field="url")

@@ -20,6 +20,7 @@ from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import WEBHOOKS
 from zapgate.domain.ids import ClientId, new_id, schema_for
 from zapgate.domain.ids import client_id as valid_client_id
+from zapgate.domain.storable import storable_or_none
 from zapgate.domain.webhooks import (
     AddressPolicy,
     Delivery,
@@ -130,7 +131,7 @@ class WebhookService:
                 sessions=sessions,
                 secret=secret,
                 enabled=new.enabled,
-                description=new.description,
+                description=storable_or_none(new.description),
             )
             await store.mark_client(conn, cid)
             return created
@@ -162,7 +163,7 @@ class WebhookService:
         if "sessions" in changes.fields:
             values["sessions"] = session_names(changes.sessions)
         if "description" in changes.fields:
-            values["description"] = changes.description
+            values["description"] = storable_or_none(changes.description)  # free text: no NUL reaches the database
         if "enabled" in changes.fields:
             if changes.enabled is None:
                 raise InvalidWebhook("enabled: true or false expected", field="enabled")
