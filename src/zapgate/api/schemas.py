@@ -36,6 +36,11 @@ class Problem(_Body):
     detail: str = Field(examples=["client 'acme' already exists"])
     code: str = Field(examples=["client_exists"])
     errors: list[FieldError] | None = None
+    request_id: str | None = Field(
+        None,
+        examples=["3f0c1e2a9b8d4c7e8f6a5b4c3d2e1f00"],
+        description="The request's id (as the `X-Request-Id` header): the server's log lines of it carry it too.",
+    )
 
 
 class CreateClientRequest(_Request):
