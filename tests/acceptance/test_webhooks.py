@@ -210,17 +210,13 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     assert delivery["attempts"] == 3 and delivery["lastStatusCode"] == 200 and delivery["responseBody"] == "ok"
     assert delivery["nextAttemptAt"] is None and delivery["deliveredAt"]
 
-    # and /metrics counts them: outcomes, latency, and the webhook's queue depth
+    # and /metrics counts them: outcomes, latency, and the pending deliveries (no client or webhook named)
     async def measured() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         now = await webhook_metrics(api)
-        depth = [
-            v
-            for (name, labels), v in now.items()
-            if name == "zapgate_webhook_queue_depth" and ("webhook", hook["id"]) in labels
-        ]
-        return now if depth else None
+        return now if any(name == "zapgate_webhook_pending_deliveries" for name, _ in now) else None
 
     after = await eventually(measured)
+    assert not [labels for (_, labels) in after if ("webhook", hook["id"]) in labels or ("client", "acme") in labels]
 
     def grown(name: str, **labels: str) -> float:
         def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
@@ -231,6 +227,23 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     assert grown("zapgate_webhook_deliveries_total", outcome="delivered") >= 1
     assert grown("zapgate_webhook_deliveries_total", outcome="retried") >= 2
     assert grown("zapgate_webhook_delivery_latency_seconds_count") >= 1
+
+
+async def test_queue_depth_names_clients_and_webhooks_only_when_told(
+    api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, database_url: str
+) -> None:
+    acme = await new_client(api, "acme")
+    hook = await create(api, acme, url=receiver.url("/labelled"))
+    async with dispatching(database_url, client_labels=True):
+        await append(manager, "acme", received(1))
+        await receiver.wait_for("/labelled", 1)
+
+        async def labelled() -> bool:
+            now = await webhook_metrics(api)
+            wanted = {("client", "acme"), ("webhook", hook["id"])}
+            return any(name == "zapgate_webhook_queue_depth" and wanted <= labels for name, labels in now)
+
+        assert await eventually(labelled)
 
 
 async def test_retry_after_and_connection_errors_are_retried(

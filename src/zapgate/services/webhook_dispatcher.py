@@ -92,8 +92,11 @@ class WebhookDispatcher:
         sweep_interval: float = 30.0,
         run_length: int = RUN_LENGTH,
         worker_id: str | None = None,
+        client_labels: bool = False,
     ) -> None:
         self._manager = manager
+        self._client_labels = client_labels  # queue depth per (client, webhook) in /metrics, or only the sum
+        self._pending: dict[ClientId, int] = {}  # each client's pending deliveries, as last seen
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
         self._concurrency = concurrency
@@ -166,6 +169,8 @@ class WebhookDispatcher:
                     found = set(await store.clients_with_webhooks(conn))
                 for gone in set(self._clients) - found:
                     state = self._clients.pop(gone)
+                    self._pending.pop(gone, None)
+                    metrics.WEBHOOK_PENDING.set(sum(self._pending.values()))
                     if state.timer is not None:
                         state.timer.cancel()
                     for hook_id in state.gauged:
@@ -280,6 +285,10 @@ class WebhookDispatcher:
 
         depths, hooks = await self._manager.execute_transaction(client, read)
         current = {hook.id for hook in hooks}
+        self._pending[client] = sum(depths.get(hook_id, 0) for hook_id in current)
+        metrics.WEBHOOK_PENDING.set(sum(self._pending.values()))
+        if not self._client_labels:  # ids of clients and webhooks stay out of the metrics
+            return
         for gone in state.gauged - current:
             with contextlib.suppress(KeyError):
                 metrics.WEBHOOK_QUEUE_DEPTH.remove(client, gone)
