@@ -6,8 +6,10 @@
 Delivery is at least once and in order per webhook: a webhook's deliveries are attempted oldest first, one
 at a time, by the worker that leased them; an outcome is recorded before the next run is claimed, and a
 worker that dies leaves leases that run out, after which another worker delivers again. A slow or dead
-endpoint holds one of the worker's `concurrency` slots and its own queue, nothing else. The API side (the
-client's endpoints and their delivery history) is `services/webhooks.py`; the rules are `domain/webhooks.py`.
+endpoint holds one of the worker's `concurrency` slots and its own queue, nothing else; and while several
+clients have work, each may hold an equal share of the slots, so one client's many slow webhooks cannot take
+every slot from the others (a client alone uses them all). The API side (the client's endpoints and their
+delivery history) is `services/webhooks.py`; the rules are `domain/webhooks.py`.
 """
 
 from __future__ import annotations
@@ -234,9 +236,14 @@ class WebhookDispatcher:
 
             _, more = await self._manager.execute_transaction(client, work)
 
+    def _share(self, client: ClientId) -> int:
+        """The slots `client` may hold now: all when it is alone, an equal part when others have work too."""
+        contending = {known for known, state in self._clients.items() if state.busy} | self._waiting | {client}
+        return max(1, self._concurrency // len(contending))
+
     async def _claim(self, client: ClientId, state: _Client) -> None:
-        free = self._concurrency - len(self._runs)
-        if free <= 0:
+        free = min(self._concurrency - len(self._runs), self._share(client) - len(state.busy))
+        if free <= 0:  # no slot, or this client holds its share: a finishing run pokes it
             self._waiting.add(client)
             return
 
@@ -261,8 +268,8 @@ class WebhookDispatcher:
             task.add_done_callback(self._run_done)
         if claim.next_due is not None:
             delay = (claim.next_due - claim.now).total_seconds()
-            if delay <= 0 and len(self._runs) >= self._concurrency:
-                self._waiting.add(client)  # due, but every slot is taken: a finishing run pokes it
+            if delay <= 0 and (len(self._runs) >= self._concurrency or len(state.busy) >= self._share(client)):
+                self._waiting.add(client)  # due, but no slot is free for it: a finishing run pokes it
             else:
                 self._wake_at(client, state, delay)
 
