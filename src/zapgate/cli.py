@@ -179,6 +179,7 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
             concurrency=settings.webhook_concurrency,
             sweep_interval=settings.webhook_sweep_interval,
             worker_id=worker.worker_id,
+            client_labels=settings.metrics_client_labels,
         )
         await worker.start()
         await dispatcher.start()

@@ -87,8 +87,13 @@ WEBHOOK_LATENCY_SECONDS = Histogram(
 )
 WEBHOOK_QUEUE_DEPTH = Gauge(
     "zapgate_webhook_queue_depth",
-    "Pending deliveries per webhook (as last seen by this worker).",
+    "Pending deliveries per webhook (as last seen by this worker); only with ZAPGATE_METRICS_CLIENT_LABELS=true.",
     ["client", "webhook"],
+    registry=REGISTRY,
+)
+WEBHOOK_PENDING = Gauge(
+    "zapgate_webhook_pending_deliveries",
+    "Pending deliveries of every webhook this worker delivers for (as last seen), summed.",
     registry=REGISTRY,
 )
 

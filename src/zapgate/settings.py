@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     stream_backlog_bytes: int = Field(1 << 20, ge=1024, validation_alias="ZAPGATE_STREAM_BACKLOG_BYTES")
     stall_timeout: float = Field(30.0, gt=0, le=600, validation_alias="ZAPGATE_STALL_TIMEOUT")  # seconds
 
+    # /metrics: a key to scrape it with (unset: open), and whether series may name clients and webhooks
+    metrics_key: SecretStr | None = Field(None, validation_alias="ZAPGATE_METRICS_KEY")
+    metrics_client_labels: bool = Field(False, validation_alias="ZAPGATE_METRICS_CLIENT_LABELS")
+
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds
@@ -102,7 +106,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a PostgreSQL URL such as postgresql://user:password@host:5432/dbname")
         return value
 
-    @field_validator("admin_key")
+    @field_validator("admin_key", "metrics_key")
     @classmethod
     def _strong_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value() == "":
@@ -113,7 +117,7 @@ class Settings(BaseSettings):
 
 
 # values never echoed back: they hold keys or passwords
-_SECRET_VARIABLES = frozenset({"ZAPGATE_ADMIN_KEY", "DATABASE_URL"})
+_SECRET_VARIABLES = frozenset({"ZAPGATE_ADMIN_KEY", "ZAPGATE_METRICS_KEY", "DATABASE_URL"})
 
 
 def describe_settings_error(exc: ValidationError) -> str:

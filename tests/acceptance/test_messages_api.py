@@ -114,6 +114,19 @@ async def test_bad_listing_parameters(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/whatsapp/messages", headers={}), 401)
 
 
+@pytest.mark.parametrize("cursor", ["²", "1²", "\u0661\u0662", "9999999999999999999", "-1", " 1"])
+async def test_cursors_that_are_no_ids_are_422_not_500(api: httpx.AsyncClient, cursor: str) -> None:
+    acme = await new_client(api, "acme")
+    hook = await api.post("/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/hook"})
+    assert hook.status_code == 201, hook.text
+    for path in ("/whatsapp/audit", f"/whatsapp/webhooks/{hook.json()['id']}/deliveries", "/whatsapp/messages"):
+        assert_problem(await api.get(path, headers=acme, params={"cursor": cursor}), 422)
+    stream = "/whatsapp/stream"
+    if cursor.strip() != "1":  # Last-Event-ID is read stripped: " 1" is event 1
+        assert_problem(await api.get(stream, headers={**acme, "Last-Event-ID": cursor.encode()}), 422)
+    assert_problem(await api.get(stream, headers=acme, params={"lastEventId": "9" * 400}), 422)
+
+
 async def test_every_mutating_call_is_audited(api: httpx.AsyncClient) -> None:
     acme, globex = await new_client(api, "acme"), await new_client(api, "globex")
     assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201

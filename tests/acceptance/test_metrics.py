@@ -81,3 +81,16 @@ async def test_metrics_cover_the_gateway(api: httpx.AsyncClient, database_url: s
     assert ("zapgate_db_health_check_failures_total", frozenset({("process", api_process)})) in found
     # no client's data in the metrics
     assert "acme" not in (await api.get("/metrics")).text
+
+
+async def test_a_metrics_key_guards_the_metrics(clear_zapgate_env: None, database_url: str) -> None:
+    key = "metrics-key-0123456789"
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, metrics_key=key)
+    async with running_app(settings, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"X-API-Key": ADMIN_KEY}):
+            refused = await http.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and "zapgate_" not in refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+            scraped = await http.get("/metrics", headers=headers)
+            assert scraped.status_code == 200 and "zapgate_" in scraped.text

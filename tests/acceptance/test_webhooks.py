@@ -42,11 +42,11 @@ FAST_RETRY = RetryPolicy(max_attempts=5, base=0.05, cap=0.2)
 def verify(secret: str, headers: Mapping[str, str], body: bytes, tolerance: int = 300) -> bool:
     """True when `body` was signed with `secret` less than `tolerance` seconds ago."""
     timestamp = headers.get("X-Zapgate-Timestamp", "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > tolerance:
-        return False  # unsigned, or too old: a replay
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    signatures = [part.strip()[3:] for part in headers.get("X-Zapgate-Signature", "").split(",")]
-    return any(hmac.compare_digest(expected, signature) for signature in signatures)
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(time.time() - int(timestamp)) > tolerance:
+        return False  # unsigned, or too old: a replay ("²" is a digit to isdigit(), not to int())
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    signatures = [part.strip()[3:].encode() for part in headers.get("X-Zapgate-Signature", "").split(",")]
+    return any(hmac.compare_digest(expected, signature) for signature in signatures)  # bytes: any text compares
 
 
 def readme_verify() -> Any:
@@ -56,6 +56,19 @@ def readme_verify() -> Any:
     namespace: dict[str, Any] = {}
     exec(block, namespace)
     return namespace["verify"]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [("²", "v1=00"), ("1²", "v1=00"), ("\u0661\u0667" + "\u0660" * 8, "v1=00"), (None, "v1=ü"), (None, "v1=é, v1=😀")],
+)
+def test_the_readme_snippet_says_false_to_non_ascii_timestamps_and_signatures(
+    timestamp: str | None, signature: str
+) -> None:
+    published = readme_verify()
+    stamp = str(int(time.time())) if timestamp is None else timestamp
+    headers = {"X-Zapgate-Timestamp": stamp, "X-Zapgate-Signature": signature}
+    assert published("whsec_test_0123456789abcdef", headers, b"{}") is False
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
@@ -142,7 +155,7 @@ async def test_requests_are_signed_and_verify_with_the_readme_snippet(
     acme = await new_client(api, "acme")
     secret = "whsec_test_0123456789abcdef"
     hook = await create(api, acme, url=receiver.url("/hook"), secret=secret)
-    assert hook["secret"] == secret and hook["secretHint"].startswith("whsec_test")
+    assert hook["secret"] == secret and hook["secretHint"] == "…" + secret[-4:]
     await append(manager, "acme", [("status-change", "user123", {"status": "connected", "phoneNumber": "5511"})])
     [request] = await receiver.wait_for("/hook", 1)
     body = request.json
@@ -197,17 +210,13 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     assert delivery["attempts"] == 3 and delivery["lastStatusCode"] == 200 and delivery["responseBody"] == "ok"
     assert delivery["nextAttemptAt"] is None and delivery["deliveredAt"]
 
-    # and /metrics counts them: outcomes, latency, and the webhook's queue depth
+    # and /metrics counts them: outcomes, latency, and the pending deliveries (no client or webhook named)
     async def measured() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         now = await webhook_metrics(api)
-        depth = [
-            v
-            for (name, labels), v in now.items()
-            if name == "zapgate_webhook_queue_depth" and ("webhook", hook["id"]) in labels
-        ]
-        return now if depth else None
+        return now if any(name == "zapgate_webhook_pending_deliveries" for name, _ in now) else None
 
     after = await eventually(measured)
+    assert not [labels for (_, labels) in after if ("webhook", hook["id"]) in labels or ("client", "acme") in labels]
 
     def grown(name: str, **labels: str) -> float:
         def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
@@ -218,6 +227,23 @@ async def test_a_receiver_that_fails_twice_gets_the_event_after_retries(
     assert grown("zapgate_webhook_deliveries_total", outcome="delivered") >= 1
     assert grown("zapgate_webhook_deliveries_total", outcome="retried") >= 2
     assert grown("zapgate_webhook_delivery_latency_seconds_count") >= 1
+
+
+async def test_queue_depth_names_clients_and_webhooks_only_when_told(
+    api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, database_url: str
+) -> None:
+    acme = await new_client(api, "acme")
+    hook = await create(api, acme, url=receiver.url("/labelled"))
+    async with dispatching(database_url, client_labels=True):
+        await append(manager, "acme", received(1))
+        await receiver.wait_for("/labelled", 1)
+
+        async def labelled() -> bool:
+            now = await webhook_metrics(api)
+            wanted = {("client", "acme"), ("webhook", hook["id"])}
+            return any(name == "zapgate_webhook_queue_depth" and wanted <= labels for name, labels in now)
+
+        assert await eventually(labelled)
 
 
 async def test_retry_after_and_connection_errors_are_retried(
@@ -303,6 +329,31 @@ async def test_a_4xx_dead_letters_at_once_and_can_be_redelivered(
         params={"limit": 2, "cursor": page.json()["nextCursor"]},
     )
     assert [d["id"] for d in rest.json()["deliveries"]] == [failed["id"]] and rest.json()["nextCursor"] is None
+
+
+async def test_an_answer_with_a_nul_byte_is_recorded_once_not_resent_every_lease(
+    api: httpx.AsyncClient, manager: ConnectionManager, receiver: Receiver, dispatcher: WebhookDispatcher
+) -> None:
+    acme = await new_client(api, "acme")
+
+    async def nul(request: Received, nth: int) -> Reply | None:
+        return 400, {}, b"bad\x00request \xed\xa0\x80"  # a NUL byte, and a lone surrogate's UTF-8 bytes
+
+    hook = await create(api, acme, url=receiver.url("/nul", nul))
+    await append(manager, "acme", received(2))
+
+    async def dead() -> list[dict[str, Any]]:
+        return await deliveries(api, acme, hook["id"], status="dead")
+
+    found = await eventually(lambda: _two(dead))
+    assert {d["lastStatusCode"] for d in found} == {400} and all("\x00" not in d["responseBody"] for d in found)
+    assert all(d["responseBody"].startswith("badrequest") and d["attempts"] == 1 for d in found)
+    assert len(receiver.at("/nul")) == 2  # one request per event: the final 400 is not sent again
+
+
+async def _two(listing: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await listing()
+    return found if len(found) == 2 else []
 
 
 async def test_order_per_webhook_holds_through_failures(
@@ -425,7 +476,7 @@ async def test_webhook_lifecycle(api: httpx.AsyncClient) -> None:
     assert created["enabled"] is True and created["description"] == "bot"
     hook = created["id"]
     shown = (await api.get(f"/whatsapp/webhooks/{hook}", headers=acme)).json()
-    assert "secret" not in shown and shown["secretHint"] == created["secret"][:10] + "…"
+    assert "secret" not in shown and shown["secretHint"] == "…" + created["secret"][-4:]
     listed = (await api.get("/whatsapp/webhooks", headers=acme)).json()["webhooks"]
     assert [w["id"] for w in listed] == [hook] and "secret" not in listed[0]
     patched = await api.patch(
@@ -470,6 +521,27 @@ async def test_bad_webhook_input_is_422_with_a_reason(
     acme = await new_client(api, "acme")
     problem = assert_problem(await api.post("/whatsapp/webhooks", headers=acme, json=body), 422)
     assert reason in problem["detail"], problem
+
+
+async def test_a_nul_byte_in_a_webhook_is_stored_without_it_or_refused(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    created = await api.post(
+        "/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/hook", "description": "a\u0000b"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["description"] == "ab"
+    hook = created.json()["id"]
+    patched = await api.patch(f"/whatsapp/webhooks/{hook}", headers=acme, json={"description": "\u0000c"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["description"] == "c"
+    escaped = json.dumps({"description": "c\ud800"})  # a lone surrogate, as JSON may carry it
+    surrogate = await api.patch(
+        f"/whatsapp/webhooks/{hook}", headers={**acme, "Content-Type": "application/json"}, content=escaped
+    )
+    assert_problem(surrogate, 422, "validation_failed")
+    refused = await api.post("/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/a\u0000b"})
+    problem = assert_problem(refused, 422)
+    assert "database" not in problem["detail"].lower() and "0x00" not in problem["detail"]
 
 
 async def test_loopback_is_refused_unless_allowed(clear_zapgate_env: None, database_url: str) -> None:

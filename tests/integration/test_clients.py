@@ -1,11 +1,15 @@
 """Clients: registered with a key shown once and stored hashed, re-keyed, deleted with all their data."""
 
+import asyncio
+from typing import Any
+
 import asyncpg
 import pytest
 
 from tests.support.databases import plain_url
 from tests.unit.test_ids import BAD_CLIENT_IDS
 from zapgate.db.manager import ConnectionManager
+from zapgate.db.registry import ClientRegistry
 from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId
 from zapgate.services.clients import ClientService, hash_key
 from zapgate.services.sessions import SessionService
@@ -111,3 +115,28 @@ async def test_nothing_but_creating_a_client_makes_its_schema(database_url: str)
         # creating it again makes it again
         await service.create("acme")
         assert await sessions.list("acme") == []
+
+
+async def test_a_lookup_that_began_before_a_rotation_does_not_cache_the_revoked_key(
+    manager: ConnectionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = ClientService(manager, key_cache_ttl=3600)
+    old = (await clients.create("acme")).api_key
+    looked_up, rotated = asyncio.Event(), asyncio.Event()
+    lookup = ClientRegistry.client_for_key
+
+    async def slow_lookup(self: ClientRegistry, digest: str) -> Any:
+        found = await lookup(self, digest)  # the key is still valid here ...
+        looked_up.set()
+        await rotated.wait()  # ... and revoked before the answer is used
+        return found
+
+    monkeypatch.setattr(ClientRegistry, "client_for_key", slow_lookup)
+    racing = asyncio.create_task(clients.authenticate(old))
+    await looked_up.wait()
+    monkeypatch.setattr(ClientRegistry, "client_for_key", lookup)
+    await clients.rotate_key("acme")
+    rotated.set()
+    assert await racing == "acme"  # it began before the revocation: this one answer may pass
+    with pytest.raises(AuthenticationFailed):
+        await clients.authenticate(old)  # but the revoked key was not remembered

@@ -1,6 +1,6 @@
 import pytest
 
-from zapgate.domain.ids import client_id, new_id, schema_for
+from zapgate.domain.ids import client_id, new_id, row_id, schema_for
 from zapgate.errors import InvalidClientId, InvalidRequest
 
 BAD_CLIENT_IDS = [
@@ -56,3 +56,23 @@ def test_new_ids_are_cuids_and_distinct() -> None:
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 25 and i.isalnum() and i.islower() for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("9223372036854775807", 2**63 - 1),
+        ("9223372036854775808", None),
+        ("9999999999999999999", None),
+        ("²", None),
+        ("1²", None),
+        ("\u0661\u0662", None),
+        ("", None),
+        ("-1", None),
+        ("9" * 400, None),
+    ],
+)
+def test_row_ids_are_ascii_digits_within_bigint(text: str, expected: int | None) -> None:
+    assert row_id(text) == expected

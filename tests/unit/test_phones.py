@@ -64,4 +64,19 @@ def test_helpers() -> None:
     assert phone_jid("5511999999999") == "5511999999999@s.whatsapp.net"
     assert jid_user("5511999999999:7@s.whatsapp.net") == "5511999999999"
     assert mask("5511999999999") == "5511*****9999"
+
+
+@pytest.mark.parametrize(
+    ("phone", "masked"),
+    [
+        ("1234567", "1*****7"),
+        ("12345678", "1******8"),
+        ("123456789012", "123******012"),
+        ("12345", "*****"),
+        ("123", "***"),
+        ("12345678@s.whatsapp.net", "1******8"),
+    ],
+)
+def test_mask_hides_at_least_five_digits_of_any_number(phone: str, masked: str) -> None:
+    assert mask(phone) == masked
     assert mask(None) is None

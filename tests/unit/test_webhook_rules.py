@@ -8,6 +8,7 @@ import hmac
 import ipaddress
 import random
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +39,8 @@ from zapgate.domain.webhooks import (
     signature_header,
 )
 from zapgate.errors import InvalidRequest, InvalidSessionId, InvalidWebhook
-from zapgate.services.webhook_sender import AddressRefused, _GuardedBackend
+from zapgate.services.webhook_sender import RESOLVER_THREADS, AddressRefused, _GuardedBackend, resolve
+from zapgate.services.webhooks import WebhookService
 
 STRICT = AddressPolicy()
 OPEN = AddressPolicy(allow_loopback=True, allow_private=True)
@@ -64,6 +66,18 @@ OPEN = AddressPolicy(allow_loopback=True, allow_private=True)
         ("fd00:ec2::254", "metadata", "metadata"),
         ("0.0.0.0", "not a unicast", "not a unicast"),
         ("224.0.0.1", "not a unicast", "not a unicast"),
+        ("2002:7f00:1::1", "embedding a loopback", None),  # 6to4 of 127.0.0.1
+        ("2002:c0a8:101::1", "embedding a private", None),  # 6to4 of 192.168.1.1
+        ("2002:a9fe:a9fe::1", "embedding a cloud metadata", "embedding a cloud metadata"),
+        ("2002:5db8:d70e::1", None, None),  # 6to4 of a public address
+        ("fec0::1", "site-local", None),
+        ("64:ff9b::a00:1", "embedding a private", None),  # NAT64 of 10.0.0.1
+        ("64:ff9b::7f00:1", "embedding a loopback", None),
+        ("64:ff9b::a9fe:a9fe", "embedding a cloud metadata", "embedding a cloud metadata"),
+        ("64:ff9b::5db8:d70e", None, None),  # NAT64 of a public address: how an IPv6-only network reaches it
+        ("64:ff9b:1::1", "private", None),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "embedding a private", None),  # Teredo, client 192.0.2.45
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "embedding a loopback", None),  # client 127.0.0.1
     ],
 )
 def test_addresses_are_classified(address: str, strict: str | None, opened: str | None) -> None:
@@ -146,6 +160,7 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert retry_after_seconds("Sun, 29 Nov 2026 12:01:00 GMT", now) == 60
     assert retry_after_seconds((now - timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"), now) == 0
     assert retry_after_seconds(None, now) is None and retry_after_seconds("soon", now) is None
+    assert retry_after_seconds("²", now) is None and retry_after_seconds("3²", now) is None  # a receiver's header
 
 
 @pytest.mark.parametrize(
@@ -187,10 +202,15 @@ def test_chosen_secrets_are_checked(secret: str, accepted: bool) -> None:
             checked_secret(secret)
 
 
-def test_new_secrets_are_random_and_shown_by_their_first_characters() -> None:
+def test_new_secrets_are_random_and_shown_by_their_last_four_characters() -> None:
     first, second = new_secret(), new_secret()
     assert first.startswith("whsec_") and first != second and checked_secret(first) == first
-    assert secret_hint(first) == first[:10] + "…"
+    assert secret_hint(first) == "…" + first[-4:]
+
+
+def test_a_chosen_secret_shows_no_more_than_its_last_four_characters() -> None:
+    chosen = "my-own-secret-0123"  # 18 characters: ten of them would be most of it
+    assert secret_hint(chosen) == "…0123"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +230,9 @@ def test_rotation_overlap(overlap: float, accepted: bool) -> None:
     [
         (None, None, (None, None)),
         ("pending", "42", (DeliveryStatus.PENDING, 42)),
-        ("dead", "9" * 19, (DeliveryStatus.DEAD, int("9" * 19))),
+        ("dead", str(2**63 - 1), (DeliveryStatus.DEAD, 2**63 - 1)),
+        (None, "9" * 19, "cursor"),  # past bigint
+        (None, "²", "cursor"),
         ("lost", None, "status: one of pending, delivered, dead"),
         (None, "9" * 20, "cursor"),
         (None, "-1", "cursor"),
@@ -289,11 +311,58 @@ def test_a_delivery_request_is_the_event_body_signed_by_every_current_secret() -
 async def test_names_are_resolved_and_checked_when_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS rebinding: a name that now resolves to a refused address is refused at connect time."""
 
-    async def rebound(host: str, port: int, **kwargs: Any) -> list[Any]:
+    def rebound(host: str, port: int, **kwargs: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
-    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", rebound)
-    with pytest.raises(AddressRefused, match=r"hooks\.example\.com resolves to 127\.0\.0\.1 is a loopback"):
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    with pytest.raises(AddressRefused, match=r"hooks\.example\.com resolves to a loopback address") as refused:
         await _GuardedBackend(STRICT).connect_tcp("hooks.example.com", 443)
+    assert "127.0.0.1" not in str(refused.value)
     with pytest.raises(AddressRefused, match="metadata"):
         await _GuardedBackend(OPEN).connect_tcp("169.254.169.254", 80)
+
+
+async def test_refusals_of_resolved_names_do_not_tell_the_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an internal DNS server answers is not the caller's to learn: the refusal names kinds only."""
+
+    def internal(host: str, port: int, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.41", port)),
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fd12:3456::7", port, 0, 0)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", internal)
+    with pytest.raises(AddressRefused) as refused:
+        await _GuardedBackend(STRICT).connect_tcp("intranet.example.com", 443)
+    assert str(refused.value) == (
+        "refused destination: intranet.example.com resolves to a private address (ZAPGATE_WEBHOOK_ALLOW_PRIVATE)"
+    )
+    service = WebhookService(None, policy=STRICT)  # type: ignore[arg-type]  # the URL check needs no database
+    with pytest.raises(InvalidWebhook) as invalid:
+        await service._check_url("https://intranet.example.com/hook")
+    assert "10.20" not in invalid.value.message and "fd12" not in invalid.value.message
+    assert "resolves to a private address" in invalid.value.message
+
+
+async def test_names_are_looked_up_on_a_small_pool_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups that hang hold at most RESOLVER_THREADS threads, and never the loop's default executor."""
+    release = threading.Event()
+    running: list[str] = []
+
+    def hanging(host: str, port: int, **kwargs: Any) -> list[Any]:
+        running.append(threading.current_thread().name)
+        release.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    lookups = [asyncio.ensure_future(resolve(f"host{i}.example.com", 443)) for i in range(3 * RESOLVER_THREADS)]
+    try:
+        await asyncio.sleep(0.2)
+        assert len(running) == RESOLVER_THREADS
+        assert all(name.startswith("zapgate-dns") for name in running)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: "free"), 1.0) == "free"
+    finally:
+        release.set()
+    assert all(found == ["93.184.215.14"] for found in await asyncio.gather(*lookups))

@@ -12,6 +12,7 @@ from zapgate import __version__
 from zapgate.api import console, problems, realtime
 from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
+from zapgate.api.request_id import RequestIdMiddleware
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
@@ -104,6 +105,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     app.add_middleware(RequestGuard)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the guard's answers and its audit carry the id too
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(whatsapp.router)

@@ -68,6 +68,15 @@ async def require_admin(
         raise AuthenticationFailed("missing or wrong admin key")
 
 
+async def require_metrics_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    key: Annotated[str | None, Depends(presented_key)],
+) -> None:
+    """Let a scrape through with the metrics key (ZAPGATE_METRICS_KEY), or with none when none is set."""
+    if settings.metrics_key is not None and not admin_key_matches(settings.metrics_key.get_secret_value(), key):
+        raise AuthenticationFailed("missing or wrong metrics key (ZAPGATE_METRICS_KEY)")
+
+
 async def client_of_request(
     request: Request,
     clients: Annotated[ClientService, Depends(get_client_service)],

@@ -1,4 +1,9 @@
-"""problem+json (RFC 9457) for every error: the one place HTTP status codes are chosen."""
+"""problem+json (RFC 9457) for every error: the one place HTTP status codes are chosen.
+
+Every problem carries the request's id (`requestId`, as in the `X-Request-Id` header). What the database
+said never reaches a caller (it may quote data, name hosts, or show the schema): the problem says the
+database failed, and the log line with the same request id says how.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from zapgate.api.request_id import request_id_of
 from zapgate.errors import (
     AuthenticationFailed,
     Conflict,
@@ -65,9 +71,15 @@ def status_for(exc: ZapgateError) -> int:
 
 
 def problem(
-    status: int, detail: str, code: str, *, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    detail: str,
+    code: str,
+    *,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    """Return a problem+json response."""
+    """Return a problem+json response (with `requestId` when the request has one)."""
     body = {
         "type": f"https://zapgate.dev/problems/{code}",
         "title": _TITLES.get(status, "Error"),
@@ -76,6 +88,8 @@ def problem(
         "code": code,
         **extra,
     }
+    if request_id is not None:
+        body["requestId"] = request_id
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="zapgate"'
@@ -103,34 +117,51 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+_DATABASE_DETAIL = {
+    503: "the database failed; try again",
+    422: "the database cannot store this value",
+    409: "a record with this key already exists",
+}
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of `app` with problem+json."""
 
     async def on_zapgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ZapgateError)
         status = status_for(exc)
-        if status >= 500:
-            log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message)
+        rid = request_id_of(request.scope)  # named in the log line too: this handler may run outside the binding
+        detail = exc.message
+        if isinstance(exc, DatabaseError) or "sqlstate" in exc.details:  # the database's words: the log's only
+            detail = _DATABASE_DETAIL.get(status, "the database refused the request") + "; it has been logged"
+            log.warning("http.database_error", path=request.url.path, code=exc.code, error=exc.message, request_id=rid)
+        elif status >= 500:
+            log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message, request_id=rid)
         if isinstance(exc, RateLimited):
             wait = max(1, math.ceil(exc.retry_after))
-            return problem(status, exc.message, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait)
+            return problem(
+                status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid
+            )
         errors = field_errors(exc)
         if errors:
-            return problem(status, exc.message, exc.code, errors=errors)
-        return problem(status, exc.message, exc.code)
+            return problem(status, detail, exc.code, errors=errors, request_id=rid)
+        return problem(status, detail, exc.code, request_id=rid)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         detail, errors = validation_errors(exc.errors())
-        return problem(422, detail, "validation_failed", errors=errors)
+        return problem(422, detail, "validation_failed", errors=errors, request_id=request_id_of(request.scope))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), f"http_{exc.status_code}")
+        return problem(
+            exc.status_code, str(exc.detail), f"http_{exc.status_code}", request_id=request_id_of(request.scope)
+        )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("http.unhandled", path=request.url.path, error=repr(exc), exc_info=exc)
-        return problem(500, "internal error; it has been logged", "internal_error")
+        rid = request_id_of(request.scope)
+        log.error("http.unhandled", path=request.url.path, error=repr(exc), exc_info=exc, request_id=rid)
+        return problem(500, "internal error; it has been logged", "internal_error", request_id=rid)
 
     app.add_exception_handler(ZapgateError, on_zapgate_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

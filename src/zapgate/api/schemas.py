@@ -36,6 +36,11 @@ class Problem(_Body):
     detail: str = Field(examples=["client 'acme' already exists"])
     code: str = Field(examples=["client_exists"])
     errors: list[FieldError] | None = None
+    request_id: str | None = Field(
+        None,
+        examples=["3f0c1e2a9b8d4c7e8f6a5b4c3d2e1f00"],
+        description="The request's id (as the `X-Request-Id` header): the server's log lines of it carry it too.",
+    )
 
 
 class CreateClientRequest(_Request):
@@ -400,7 +405,7 @@ class WebhookOut(_Body):
     sessions: list[str] | None = Field(description="The sessions whose events it receives; null: every session.")
     enabled: bool
     description: str | None = None
-    secret_hint: str = Field(examples=["whsec_AbC1…"], description="The first characters of the current secret.")
+    secret_hint: str = Field(examples=["…x9Qz"], description="The last 4 characters of the current secret.")
     previous_secret_expires_at: datetime | None = Field(
         None, description="Until then, requests carry a second signature made with the previous secret."
     )

@@ -454,7 +454,9 @@ async def remember_idempotent(conn: AsyncConnection, key: str, fingerprint: str,
 
 IDEMPOTENCY_TTL_HOURS = 24
 
-_LOCK_KEY = text("SELECT pg_advisory_xact_lock(31337, hashtext(:key))")
+# keyed by the client's schema and the key: advisory locks are database-wide, and one client's key must not
+# make another client's request with the same key wait (current_schema() is the transaction's client schema)
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(31337, hashtext(current_schema() || ':' || :key))")
 
 _RECALL = text(
     f"""

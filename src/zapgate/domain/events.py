@@ -42,13 +42,26 @@ def status_change_payload(
     return payload
 
 
+ENVELOPE_KEYS = frozenset({"eventId", "type", "sessionId", "createdAt"})
+# payload keys that name something else than the envelope's key of the same name, and where they go instead
+_RENAMED = {"type": "messageType"}  # a message-received's kind ("text", "image", ...)
+
+
 def event_body(event: Event) -> dict[str, Any]:
-    """The JSON body of `event`: its payload with the event's id, type, session and time."""
+    """The JSON body of `event`: its payload with the event's id, type, session and time.
+
+    The envelope wins: a consumer dispatches on `type` and must find the event's name there, whatever the
+    payload holds. A payload's own `type` (a message's kind, stored under that name) is `messageType`.
+    """
     body: dict[str, Any] = {
         "eventId": event.id,
         "type": event.type,
         "sessionId": event.session_id,
         "createdAt": event.created_at.isoformat() if event.created_at is not None else None,
     }
-    body.update(event.payload)
+    for key, value in event.payload.items():
+        if key not in ENVELOPE_KEYS:
+            body[key] = value
+        elif key in _RENAMED and _RENAMED[key] not in event.payload:
+            body[_RENAMED[key]] = value
     return body

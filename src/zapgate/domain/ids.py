@@ -22,6 +22,7 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_ROW_ID = 2**63 - 1  # PostgreSQL bigint: the ids of events, deliveries and audit entries
 
 
 def client_id(value: object) -> ClientId:
@@ -74,3 +75,15 @@ def client_of_schema(schema: str) -> ClientId | None:
         return None
     candidate = schema[len(SCHEMA_PREFIX) :]
     return ClientId(candidate) if _CLIENT_ID.fullmatch(candidate) else None
+
+
+def row_id(text: str) -> int | None:
+    """Return `text` as a bigint row id (a cursor, a Last-Event-ID), or None when it is not one.
+
+    ASCII digits only: "²" is a digit to `str.isdigit` and not to `int`, and a number past bigint would reach
+    the database as an error of its own.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_ROW_ID else None

@@ -108,8 +108,9 @@ def jid_user(jid: str) -> str:
 
 
 def mask(phone: str | None) -> str | None:
-    """Return `phone` with its middle digits hidden, for logs."""
+    """Return `phone` with its middle digits hidden, for logs: at least five of them, whatever its length."""
     if phone is None:
         return None
     user = jid_user(phone)
-    return user if len(user) <= 6 else user[:4] + "*" * (len(user) - 8) + user[-4:]
+    shown = min(4, max(0, (len(user) - 5) // 2))  # at each end: 4 of 13 digits, 1 of 7 or 8, none of 5
+    return user[:shown] + "*" * (len(user) - 2 * shown) + (user[-shown:] if shown else "")

@@ -21,14 +21,14 @@ from secrets import token_urlsafe
 from urllib.parse import urlsplit
 
 from zapgate.domain.events import EventType, event_body
-from zapgate.domain.ids import session_id
+from zapgate.domain.ids import row_id, session_id
 from zapgate.domain.records import Event
 from zapgate.errors import InvalidRequest, InvalidWebhook
 
 MAX_URL_LENGTH = 2048
 SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"
-SECRET_DISPLAY = 10  # characters of a secret shown in listings
+SECRET_DISPLAY = 4  # last characters of a secret shown in listings (a chosen secret may be short: show little)
 MAX_OVERLAP = 7 * 86_400.0  # seconds the previous secret may keep signing after a rotation
 
 # the headers of every delivery
@@ -50,6 +50,8 @@ METADATA_ADDRESSES = frozenset(
     }
 )
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in practice
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052): the last 32 bits are IPv4
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # local-use NAT64 (RFC 8215): a network's own
 
 
 class DeliveryStatus(StrEnum):
@@ -146,8 +148,12 @@ def checked_secret(secret: str) -> str:
 
 
 def secret_hint(secret: str) -> str:
-    """The first characters of a secret, to tell secrets apart without showing them."""
-    return secret[:SECRET_DISPLAY] + "…"
+    """The last characters of a secret, to tell secrets apart without showing them.
+
+    The end, not the start: a generated secret starts with the same `whsec_` prefix, and a secret the client
+    chose (16 characters or more) would give away much of itself by its first ten.
+    """
+    return "…" + secret[-SECRET_DISPLAY:]
 
 
 def rotation_overlap(overlap: float) -> float:
@@ -171,31 +177,67 @@ def delivery_cursor(cursor: str | None) -> int | None:
     """Return the delivery id a listing continues before, read from the `nextCursor` it gave (None: the start)."""
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
+    before = row_id(cursor)
+    if before is None:
         raise InvalidRequest("cursor: not a cursor this listing returned (use nextCursor as given)")
-    return int(cursor)
+    return before
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: AddressPolicy) -> str | None:
-    """Return why `address` may not be called under `policy`, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Return why `address` may not be called under `policy` ("<address> is <kind>"), or None when it may."""
+    kind = address_refusal(address, policy)
+    return None if kind is None else f"{address} is {kind}"
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: AddressPolicy) -> str | None:
+    """Return the kind of address `address` is when `policy` refuses it ("a loopback address (...)"), or None.
+
+    The address itself is not in the answer: a refusal of a resolved name must not tell the caller what an
+    internal DNS server answered.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            if address.ipv4_mapped is not None:
+                return address_refusal(embedded, policy)
+            inner = address_refusal(embedded, policy)
+            if inner is not None:  # 6to4, Teredo and NAT64 reach the IPv4 address inside them
+                return f"an IPv6 address embedding {inner}"
+            if address in _NAT64:
+                return None  # a public IPv4 host as an IPv6-only network (DNS64) reaches it
+        if address in _LOCAL_NAT64:
+            return None if policy.allow_private else "a private address (ZAPGATE_WEBHOOK_ALLOW_PRIVATE)"
     if address in METADATA_ADDRESSES:
-        return f"{address} is a cloud metadata address"
+        return "a cloud metadata address"
     if address.is_unspecified or address.is_multicast:
-        return f"{address} is not a unicast address"
+        return "not a unicast address"
     if address.is_loopback:
-        return None if policy.allow_loopback else f"{address} is a loopback address (ZAPGATE_WEBHOOK_ALLOW_LOOPBACK)"
+        return None if policy.allow_loopback else "a loopback address (ZAPGATE_WEBHOOK_ALLOW_LOOPBACK)"
+    site_local = isinstance(address, ipaddress.IPv6Address) and address.is_site_local  # fec0::/10, deprecated
     private = (
         address.is_private
         or address.is_link_local
+        or site_local
         or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE)
     )
     if private:
-        kind = "link-local" if address.is_link_local else "private"
-        return None if policy.allow_private else f"{address} is a {kind} address (ZAPGATE_WEBHOOK_ALLOW_PRIVATE)"
+        kind = "link-local" if address.is_link_local else "site-local" if site_local else "private"
+        return None if policy.allow_private else f"a {kind} address (ZAPGATE_WEBHOOK_ALLOW_PRIVATE)"
     if address.is_reserved:
-        return f"{address} is a reserved address"
+        return "a reserved address"
+    return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to (mapped, 6to4, Teredo's client, well-known NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
@@ -240,6 +282,8 @@ def parse_url(url: str, policy: AddressPolicy) -> WebhookUrl:
         raise InvalidWebhook("url: a host is expected", field="url")
     if any(ch.isspace() for ch in url):
         raise InvalidWebhook("url: no spaces allowed", field="url")
+    if not url.isprintable():  # a NUL byte, a control character, a lone surrogate: no URL holds them
+        raise InvalidWebhook("url: no control characters allowed", field="url")
     refusal = host_refusal(host, policy)
     if refusal is not None:
         raise InvalidWebhook(f"url: refused destination: {refusal}", field="url")
@@ -270,7 +314,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -59,9 +59,13 @@ class ClientService:
         self._manager = manager
         self._key_cache_ttl = key_cache_ttl
         self._known_keys: dict[str, tuple[ClientId, float]] = {}
+        # bumped by every revocation: a lookup that began before one may have read a key it revoked since,
+        # and must not put it back into the cache
+        self._keys_epoch = 0
 
     def forget_keys(self) -> None:
         """Drop the remembered keys (some were revoked)."""
+        self._keys_epoch += 1
         self._known_keys.clear()
 
     def revoked(self, client: str | None) -> None:
@@ -160,11 +164,12 @@ class ClientService:
         now = time.monotonic()
         if known is not None and known[1] > now:
             return known[0]
+        epoch = self._keys_epoch
         async with self._manager.registry_transaction() as conn:
             owner = await ClientRegistry(conn).client_for_key(digest)
         if owner is None:
             raise AuthenticationFailed("missing or invalid API key")
-        if self._key_cache_ttl > 0:
+        if self._key_cache_ttl > 0 and epoch == self._keys_epoch:  # else: revoked meanwhile, perhaps this key
             if len(self._known_keys) >= 10_000:
                 self._known_keys.clear()
             self._known_keys[digest] = (owner, now + self._key_cache_ttl)

@@ -6,8 +6,10 @@
 Delivery is at least once and in order per webhook: a webhook's deliveries are attempted oldest first, one
 at a time, by the worker that leased them; an outcome is recorded before the next run is claimed, and a
 worker that dies leaves leases that run out, after which another worker delivers again. A slow or dead
-endpoint holds one of the worker's `concurrency` slots and its own queue, nothing else. The API side (the
-client's endpoints and their delivery history) is `services/webhooks.py`; the rules are `domain/webhooks.py`.
+endpoint holds one of the worker's `concurrency` slots and its own queue, nothing else; and while several
+clients have work, each may hold an equal share of the slots, so one client's many slow webhooks cannot take
+every slot from the others (a client alone uses them all). The API side (the client's endpoints and their
+delivery history) is `services/webhooks.py`; the rules are `domain/webhooks.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import random
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from zapgate import metrics
@@ -28,6 +30,7 @@ from zapgate.db import webhooks as store
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import EVENTS, WEBHOOKS, Listener
 from zapgate.domain.ids import ClientId, client_of_schema
+from zapgate.domain.storable import storable_or_none
 from zapgate.domain.webhooks import (
     AddressPolicy,
     DeliveryStatus,
@@ -37,6 +40,7 @@ from zapgate.domain.webhooks import (
     attempt_status,
     delivery_request,
 )
+from zapgate.errors import UnstorableData
 from zapgate.log import get_logger
 from zapgate.services.webhook_sender import AttemptResult, WebhookSender
 from zapgate.settings import Settings
@@ -49,6 +53,7 @@ _COUNTED = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.PENDING: "retr
 RUN_LENGTH = 50  # deliveries of one webhook leased at once (attempted one after the other)
 RECORD_MARGIN = 5.0  # seconds a lease outlives the last attempt a run may start (to record the outcomes)
 DEPTH_EVERY = 5.0  # seconds between two refreshes of a client's queue-depth gauges
+_UNSTORED = "the answer could not be stored"
 
 
 def webhook_retry(settings: Settings) -> RetryPolicy:
@@ -89,8 +94,11 @@ class WebhookDispatcher:
         sweep_interval: float = 30.0,
         run_length: int = RUN_LENGTH,
         worker_id: str | None = None,
+        client_labels: bool = False,
     ) -> None:
         self._manager = manager
+        self._client_labels = client_labels  # queue depth per (client, webhook) in /metrics, or only the sum
+        self._pending: dict[ClientId, int] = {}  # each client's pending deliveries, as last seen
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
         self._concurrency = concurrency
@@ -163,6 +171,8 @@ class WebhookDispatcher:
                     found = set(await store.clients_with_webhooks(conn))
                 for gone in set(self._clients) - found:
                     state = self._clients.pop(gone)
+                    self._pending.pop(gone, None)
+                    metrics.WEBHOOK_PENDING.set(sum(self._pending.values()))
                     if state.timer is not None:
                         state.timer.cancel()
                     for hook_id in state.gauged:
@@ -226,9 +236,14 @@ class WebhookDispatcher:
 
             _, more = await self._manager.execute_transaction(client, work)
 
+    def _share(self, client: ClientId) -> int:
+        """The slots `client` may hold now: all when it is alone, an equal part when others have work too."""
+        contending = {known for known, state in self._clients.items() if state.busy} | self._waiting | {client}
+        return max(1, self._concurrency // len(contending))
+
     async def _claim(self, client: ClientId, state: _Client) -> None:
-        free = self._concurrency - len(self._runs)
-        if free <= 0:
+        free = min(self._concurrency - len(self._runs), self._share(client) - len(state.busy))
+        if free <= 0:  # no slot, or this client holds its share: a finishing run pokes it
             self._waiting.add(client)
             return
 
@@ -253,8 +268,8 @@ class WebhookDispatcher:
             task.add_done_callback(self._run_done)
         if claim.next_due is not None:
             delay = (claim.next_due - claim.now).total_seconds()
-            if delay <= 0 and len(self._runs) >= self._concurrency:
-                self._waiting.add(client)  # due, but every slot is taken: a finishing run pokes it
+            if delay <= 0 and (len(self._runs) >= self._concurrency or len(state.busy) >= self._share(client)):
+                self._waiting.add(client)  # due, but no slot is free for it: a finishing run pokes it
             else:
                 self._wake_at(client, state, delay)
 
@@ -277,6 +292,10 @@ class WebhookDispatcher:
 
         depths, hooks = await self._manager.execute_transaction(client, read)
         current = {hook.id for hook in hooks}
+        self._pending[client] = sum(depths.get(hook_id, 0) for hook_id in current)
+        metrics.WEBHOOK_PENDING.set(sum(self._pending.values()))
+        if not self._client_labels:  # ids of clients and webhooks stay out of the metrics
+            return
         for gone in state.gauged - current:
             with contextlib.suppress(KeyError):
                 metrics.WEBHOOK_QUEUE_DEPTH.remove(client, gone)
@@ -339,8 +358,10 @@ class WebhookDispatcher:
             attempted_at=now,
             next_attempt_at=next_at,
             status_code=result.status_code,
-            error=result.error,
-            response_body=result.response_body,
+            # a receiver's answer may hold what PostgreSQL refuses (a NUL byte): an outcome that cannot be
+            # recorded sends the delivery again at every lease
+            error=storable_or_none(result.error),
+            response_body=storable_or_none(result.response_body),
             duration_ms=round(result.duration * 1000),
         )
         return record, latency
@@ -350,7 +371,7 @@ class WebhookDispatcher:
             return
 
         async def work(tx: Transaction) -> int:
-            return await store.record(tx.connection, self.token, records, release)
+            return await store.record(tx.connection, self.token, records, release)  # the latest `records`
 
         for attempt in range(3):
             try:
@@ -358,6 +379,9 @@ class WebhookDispatcher:
                 return
             except asyncio.CancelledError:
                 raise
+            except UnstorableData as exc:  # what the receiver said cannot be kept: keep the outcome without it
+                log.warning("webhooks.record_unstorable", client_id=client, error=repr(exc))
+                records = [replace(record, error=_UNSTORED, response_body=None) for record in records]
             except Exception as exc:  # the database is away: the lease runs out and the run is delivered again
                 log.warning("webhooks.record_failed", client_id=client, attempt=attempt + 1, error=repr(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))

@@ -5,6 +5,11 @@ Host names are resolved when the connection is opened and every address is check
 public address when the webhook was created and to 127.0.0.1 now (DNS rebinding) is refused. Redirects are
 not followed, each attempt has one deadline for everything (resolving, connecting, sending, the answer),
 and only the first bytes of an answer are read.
+
+Names are looked up on a few threads of their own (`resolve`): `getaddrinfo` blocks a thread for as long as
+a DNS server takes, and on the loop's default executor slow lookups would starve everything else that uses it.
+Refusals name the kind of address a host resolved to, never the address: what an internal DNS server
+answers is not the caller's to learn.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import functools
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +30,7 @@ from zapgate import __version__
 from zapgate.domain.webhooks import (
     AddressPolicy,
     Outcome,
-    classify_address,
+    address_refusal,
     host_refusal,
     literal_address,
     outcome_of,
@@ -36,6 +42,16 @@ log = get_logger(__name__)
 
 RESPONSE_LIMIT = 1024  # bytes of an answer kept
 USER_AGENT = f"zapgate-webhooks/{__version__}"
+RESOLVER_THREADS = 4  # host names looked up at once, per process (each lookup holds a thread)
+
+_resolver = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="zapgate-dns")
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in order and without repeats (OSError when it does not resolve)."""
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    found = await asyncio.get_running_loop().run_in_executor(_resolver, lookup)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 class AddressRefused(httpcore.ConnectError):
@@ -77,16 +93,18 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             candidates = [str(literal)]
         else:
             try:
-                found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                candidates = await resolve(host, port)
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-            candidates = list(dict.fromkeys(str(info[4][0]) for info in found))
         allowed: list[str] = []
-        refusals: list[str] = []
+        refusals: dict[str, None] = {}  # the kinds refused, each once, in order (never the addresses)
         for candidate in candidates:
             parsed = literal_address(candidate)
-            reason = "not an address" if parsed is None else classify_address(parsed, self._policy)
-            (refusals if reason else allowed).append(reason or candidate)
+            reason = "not an address" if parsed is None else address_refusal(parsed, self._policy)
+            if reason is None:
+                allowed.append(candidate)
+            else:
+                refusals[reason] = None
         if not allowed:
             raise AddressRefused(f"refused destination: {host} resolves to {'; '.join(refusals) or 'nothing'}")
         error: Exception | None = None

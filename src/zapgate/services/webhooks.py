@@ -8,7 +8,6 @@ change is announced with NOTIFY so that workers look again; the delivery itself 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,12 +20,13 @@ from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import WEBHOOKS
 from zapgate.domain.ids import ClientId, new_id, schema_for
 from zapgate.domain.ids import client_id as valid_client_id
+from zapgate.domain.storable import storable_or_none
 from zapgate.domain.webhooks import (
     AddressPolicy,
     Delivery,
     Webhook,
+    address_refusal,
     checked_secret,
-    classify_address,
     delivery_cursor,
     delivery_status,
     event_names,
@@ -39,6 +39,7 @@ from zapgate.domain.webhooks import (
 from zapgate.errors import DeliveryNotFound, InvalidRequest, InvalidWebhook, WebhookNotFound
 from zapgate.log import get_logger
 from zapgate.services.messages import MAX_PAGE, Page
+from zapgate.services.webhook_sender import resolve
 from zapgate.settings import Settings
 
 log = get_logger(__name__)
@@ -92,16 +93,14 @@ class WebhookService:
             # refused now if it points somewhere forbidden; checked again at every delivery (DNS changes)
             try:
                 async with asyncio.timeout(RESOLVE_TIMEOUT):
-                    found = await asyncio.get_running_loop().getaddrinfo(
-                        parsed.host, parsed.port, type=socket.SOCK_STREAM
-                    )
+                    found = await resolve(parsed.host, parsed.port)
             except (OSError, TimeoutError):
                 found = []  # not resolvable (yet): deliveries will retry and say why
-            for info in found:
-                address = literal_address(str(info[4][0]))
-                reason = None if address is None else classify_address(address, self._policy)
-                if reason is not None:
-                    raise InvalidWebhook(f"url: refused destination: {parsed.host} resolves to {reason}", field="url")
+            for candidate in found:
+                address = literal_address(candidate)
+                kind = None if address is None else address_refusal(address, self._policy)
+                if kind is not None:  # the kind, not the address: internal DNS answers stay internal
+                    raise InvalidWebhook(f"url: refused destination: {parsed.host} resolves to {kind}", field="url")
         return parsed.url
 
     async def _run(self, client: str, fn: Any) -> Any:
@@ -132,7 +131,7 @@ class WebhookService:
                 sessions=sessions,
                 secret=secret,
                 enabled=new.enabled,
-                description=new.description,
+                description=storable_or_none(new.description),
             )
             await store.mark_client(conn, cid)
             return created
@@ -164,7 +163,7 @@ class WebhookService:
         if "sessions" in changes.fields:
             values["sessions"] = session_names(changes.sessions)
         if "description" in changes.fields:
-            values["description"] = changes.description
+            values["description"] = storable_or_none(changes.description)  # free text: no NUL reaches the database
         if "enabled" in changes.fields:
             if changes.enabled is None:
                 raise InvalidWebhook("enabled: true or false expected", field="enabled")

@@ -50,7 +50,7 @@ from zapgate.api.schemas import (
     SessionOut,
     StatusStepOut,
 )
-from zapgate.domain.ids import SESSION_ID_PATTERN
+from zapgate.domain.ids import MAX_ROW_ID, SESSION_ID_PATTERN, row_id
 from zapgate.domain.ids import ClientId as ClientIdType
 from zapgate.domain.records import AuditEntry, Contact, Session
 from zapgate.errors import InvalidRequest, NotFound
@@ -306,13 +306,16 @@ _SSE_EXAMPLE = (
 
 def _event_cursor(header: str | None, query: int | None) -> int | None:
     if query is not None:
+        if query > MAX_ROW_ID:  # past bigint: no event has it, and the database would refuse it as an error
+            raise InvalidRequest(f"lastEventId: at most {MAX_ROW_ID} (the id of an event)", field="lastEventId")
         return query
     if header is None or header.strip() == "":
         return None
     value = header.strip()
-    if not value.isdigit() or len(value) > 19:
+    after = row_id(value)
+    if after is None:
         raise InvalidRequest(f"invalid Last-Event-ID {value[:40]!r}: expected the id of an event (digits)")
-    return int(value)
+    return after
 
 
 class _Stream(EventSourceResponse):
