@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from zapgate import __version__
 from zapgate.api import console, problems, realtime
 from zapgate.api.guard import RequestGuard
+from zapgate.api.hotpath import SendHotPath
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
@@ -99,6 +100,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
+    app.add_middleware(SendHotPath)  # inside the guard: limited and audited like every other call
     app.add_middleware(RequestGuard)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -98,6 +98,20 @@ def validation_errors(failures: Sequence[Any]) -> tuple[str, list[dict[str, str]
     return detail or "invalid request", errors
 
 
+def zapgate_problem(exc: ZapgateError, path: str) -> JSONResponse:
+    """Return the problem+json answer to `exc`, raised while serving `path`."""
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("http.error", path=path, code=exc.code, error=exc.message)
+    if isinstance(exc, RateLimited):
+        wait = max(1, math.ceil(exc.retry_after))
+        return problem(status, exc.message, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait)
+    errors = field_errors(exc)
+    if errors:
+        return problem(status, exc.message, exc.code, errors=errors)
+    return problem(status, exc.message, exc.code)
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -108,16 +122,7 @@ def install(app: FastAPI) -> None:
 
     async def on_zapgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ZapgateError)
-        status = status_for(exc)
-        if status >= 500:
-            log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message)
-        if isinstance(exc, RateLimited):
-            wait = max(1, math.ceil(exc.retry_after))
-            return problem(status, exc.message, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait)
-        errors = field_errors(exc)
-        if errors:
-            return problem(status, exc.message, exc.code, errors=errors)
-        return problem(status, exc.message, exc.code)
+        return zapgate_problem(exc, request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
