@@ -198,10 +198,11 @@ async def wrk(url: str, script: str, seconds: float, args: argparse.Namespace, k
 
 
 async def measured_round(
-    server: Server, path: str, script: str, args: argparse.Namespace, key: str, postgres: PostgresPids
+    server: Server, path: str, script: str, args: argparse.Namespace, key: str, postgres: PostgresPids | None
 ) -> Round:
     groups = server.groups()
-    groups["postgres"] = await postgres.backends()
+    if postgres is not None:
+        groups["postgres"] = await postgres.backends()
     before = {name: cpu_seconds(pids) for name, pids in groups.items()}
     summary = await wrk(server.base + path, script, args.duration, args, key)
     cpu = {name: cpu_seconds(pids) - before[name] for name, pids in groups.items()}
