@@ -108,23 +108,19 @@ def serve(host: str | None, port: int | None) -> None:
     }
     try:
         with _database(settings) as url:
-            supervisor = WorkerSupervisor(settings.workers, worker_environment(url))
+            app: Any  # the app, or the import string of its factory for several processes
             if settings.api_processes == 1:
                 app = create_app(settings, url)
-                supervisor.start()
-                try:
-                    uvicorn.run(app, **server)
-                finally:
-                    supervisor.stop()
-                return
-            # several processes accept on one socket, bound here; uvicorn restarts one that dies. Each builds
-            # its app (and runs its lifespan: pool, listeners, Socket.IO) from the environment, as a worker does
-            os.environ["DATABASE_URL"] = url
+            else:
+                # several processes accept on one socket, bound here; uvicorn restarts one that dies. Each builds
+                # its app (and runs its lifespan: pool, listeners, Socket.IO) from the environment, as a worker does
+                os.environ["DATABASE_URL"] = url
+                app = "zapgate.api.app:app_from_environment"
+                server.update(factory=True, workers=settings.api_processes)
+            supervisor = WorkerSupervisor(settings.workers, worker_environment(url))
             supervisor.start()
             try:
-                uvicorn.run(
-                    "zapgate.api.app:app_from_environment", factory=True, workers=settings.api_processes, **server
-                )
+                uvicorn.run(app, **server)
             finally:
                 supervisor.stop()
     except ZapgateError as exc:
