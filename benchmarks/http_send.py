@@ -441,7 +441,10 @@ def report_e2e(
     cpu: dict[str, float],
 ) -> dict[str, Any]:
     seconds = args.e2e_duration
-    print(f"  HTTP: {sent['done']}/{sent['due']} answered {sent['statuses']}, p99 {sent['p99_ms']:.1f} ms")
+    print(
+        f"  HTTP: {sent['done']}/{sent['due']} answered {sent['statuses']}, p50 {sent['p50_ms']:.1f} ms, "
+        f"p99 {sent['p99_ms']:.1f} ms, lost {sent['errors']}, connections not opened {sent['connect_errors']}"
+    )
     print("  second  accepted/s  delivered/s  backlog (accepted, no delivered receipt yet)")
     step = max(1, int(seconds // 12))
     backlog = []

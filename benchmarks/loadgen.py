@@ -79,7 +79,8 @@ class Pool:
         self.open = 0
         self.latencies: list[float] = []
         self.statuses: collections.Counter[int] = collections.Counter()
-        self.errors = 0
+        self.errors = 0  # requests whose connection was lost before the answer
+        self.connect_errors = 0  # connections that could not be opened (their requests wait for another)
         self.second: list[int] = [0, 0]  # answered, non-2xx this second (for --progress)
 
     async def connect(self) -> None:
@@ -90,7 +91,7 @@ class Pool:
             self.open += 1
             self.release(conn)
         except OSError:
-            self.errors += 1
+            self.connect_errors += 1
         finally:
             self.opening -= 1
 
@@ -188,6 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": round(elapsed, 3),
         "statuses": {str(k): v for k, v in sorted(pool.statuses.items())},
         "errors": pool.errors,
+        "connect_errors": pool.connect_errors,
         "connections": pool.open,
         "late_starts": late,
         "p50_ms": round(percentile(ordered, 0.5) * ms, 2),
