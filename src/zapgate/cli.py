@@ -98,20 +98,31 @@ def serve(host: str | None, port: int | None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     from zapgate.supervisor import WorkerSupervisor, worker_environment
 
+    # uvloop and httptools: measured beside h11 + asyncio and granian (benchmarks/http_servers.py, README)
+    server: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "asyncio" if sys.platform == "win32" else "uvloop",  # uvloop has no Windows build
+        "http": "httptools",
+        "log_config": None,
+        "access_log": settings.log_level == "debug",
+        "timeout_graceful_shutdown": 10,
+    }
     try:
         with _database(settings) as url:
-            app = create_app(settings, url)
+            app: Any  # the app, or the import string of its factory for several processes
+            if settings.api_processes == 1:
+                app = create_app(settings, url)
+            else:
+                # several processes accept on one socket, bound here; uvicorn restarts one that dies. Each builds
+                # its app (and runs its lifespan: pool, listeners, Socket.IO) from the environment, as a worker does
+                os.environ["DATABASE_URL"] = url
+                app = "zapgate.api.app:app_from_environment"
+                server.update(factory=True, workers=settings.api_processes)
             supervisor = WorkerSupervisor(settings.workers, worker_environment(url))
             supervisor.start()
             try:
-                uvicorn.run(
-                    app,
-                    host=settings.host,
-                    port=settings.port,
-                    log_config=None,
-                    access_log=settings.log_level == "debug",
-                    timeout_graceful_shutdown=10,
-                )
+                uvicorn.run(app, **server)
             finally:
                 supervisor.stop()
     except ZapgateError as exc:

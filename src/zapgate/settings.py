@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field("console", validation_alias="ZAPGATE_LOG_FORMAT")
 
     workers: int = Field(1, ge=0, le=64, validation_alias="ZAPGATE_WORKERS")  # started by `zapgate serve`
+    # API processes of `zapgate serve` on one port, each with its own pool (README: Performance)
+    api_processes: int = Field(1, ge=1, le=64, validation_alias="ZAPGATE_API_PROCESSES")
     default_engine: Literal["whatsmeow", "sandbox"] = Field("whatsmeow", validation_alias="ZAPGATE_DEFAULT_ENGINE")
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")

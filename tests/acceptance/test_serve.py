@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, ServeFactory, clean_environ, free_port, query
+from tests.acceptance.test_socketio import start_peer
 
 NO_CLIENT_HINT = "no client yet"
 # a requested stop (SIGTERM) is a clean stop: exit code 0, as service managers expect
@@ -130,3 +134,128 @@ async def test_command_line_options_win_over_the_environment(serve_process: Serv
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.2:{ignored_port}/health")
     assert await server.stop() in CLEAN_EXIT
+
+
+class Wire:
+    """One raw keep-alive HTTP/1.1 connection, so that a test knows which server process holds it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.local_port: int = writer.get_extra_info("sockname")[1]
+
+    @classmethod
+    async def open(cls, port: int) -> Wire:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        data = json.dumps(body).encode() if body is not None else b""
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(data)}"]
+        lines += [f"{name}: {value}" for name, value in {"Content-Type": "application/json", **headers}.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        answer = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in head[1:] if line)}
+        payload = await self.reader.readexactly(int(answer.get("content-length", "0")))
+        return int(head[0].split()[1]), answer, json.loads(payload) if payload else None
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def api_processes_of(serve_pid: int) -> list[psutil.Process]:
+    """The API processes `zapgate serve` started (uvicorn's spawned children; workers and helpers left out)."""
+    children = psutil.Process(serve_pid).children()
+    return [child for child in children if "--multiprocessing-fork" in child.cmdline()]
+
+
+def holder_of(wire: Wire, processes: list[psutil.Process]) -> int:
+    """The pid of the process at the server end of `wire`."""
+    for proc in processes:
+        for conn in proc.net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.port == wire.local_port:
+                return int(proc.pid)
+    raise AssertionError(f"no API process holds the connection from port {wire.local_port}")
+
+
+async def test_two_api_processes_on_one_port_keep_limits_idempotency_and_socketio(
+    serve_process: ServeFactory, database_url: str
+) -> None:
+    port = free_port()
+    env = clean_environ(
+        DATABASE_URL=database_url,
+        ZAPGATE_ADMIN_KEY=ADMIN_KEY,
+        ZAPGATE_API_PROCESSES="2",
+        ZAPGATE_WORKERS="0",  # nothing here needs a message sent
+        ZAPGATE_DEFAULT_ENGINE="sandbox",
+        ZAPGATE_SEND_RATE="1",
+        ZAPGATE_SEND_BURST="5",
+    )
+    server = serve_process("--port", str(port), env=env, port=port)
+    await server.start()
+    await server.wait_healthy()
+    give_up = time.monotonic() + 30
+    while len(processes := api_processes_of(server.pid)) < 2 or not all(
+        await asyncio.gather(*(asyncio.to_thread(lambda p=p: bool(p.net_connections())) for p in processes))
+    ):
+        assert time.monotonic() < give_up, f"expected 2 API processes, found {processes}"
+        await asyncio.sleep(0.2)
+    assert len(processes) == 2
+
+    # connections until each process holds one: the kernel hands each new connection to one of them
+    wires: dict[int, Wire] = {}
+    opened: list[Wire] = []
+    try:
+        while len(wires) < 2:
+            assert len(opened) < 500, "every connection went to the same API process"
+            wire = await Wire.open(port)
+            opened.append(wire)
+            status, _, _ = await wire.request("GET", "/health", {})
+            assert status == 200
+            wires.setdefault(holder_of(wire, processes), wire)
+        one, two = wires.values()
+
+        status, _, created = await one.request("POST", "/admin/clients", ADMIN, {"clientId": "acme"})
+        assert status == 201, created
+        acme = {"X-API-Key": created["apiKey"]}
+        status, _, _ = await two.request("POST", "/whatsapp/session", acme, {"sessionId": "s1"})
+        assert status == 201
+        send = {"sessionId": "s1", "to": "5511999999999", "message": "hello"}
+
+        # an Idempotency-Key used on one process is replayed by the other
+        keyed = {**acme, "Idempotency-Key": "order-1"}
+        status, _, first = await one.request("POST", "/whatsapp/send", keyed, send)
+        assert status == 202, first
+        status, headers, again = await two.request("POST", "/whatsapp/send", keyed, send)
+        assert status == 202 and headers["idempotent-replayed"] == "true" and again == first
+
+        # the session's rate (burst 5, one used above) is shared: 4 more pass, alternating processes, then 429
+        answers = []
+        for i in range(6):
+            status, headers, body = await (one if i % 2 else two).request("POST", "/whatsapp/send", acme, send)
+            answers.append((status, headers.get("retry-after"), body))
+        assert [status for status, _, _ in answers] == [202] * 4 + [429] * 2, answers
+        assert answers[-1][2]["code"] == "rate_limited" and answers[-1][1] is not None
+        rows = await query(database_url, "SELECT count(*) AS n FROM client_acme.messages")
+        assert rows[0]["n"] == 5
+
+        # Socket.IO: long-polling is refused (its requests would land on either process), WebSocket works
+        status, _, _ = await one.request("GET", "/socket.io/?EIO=4&transport=polling", {})
+        assert status == 400
+    finally:
+        for wire in opened:
+            wire.close()
+    node = shutil.which("node")
+    assert node is not None, "the Socket.IO tests need node"
+    peers = [await start_peer(node, server.base_url, acme["X-API-Key"], "websocket") for _ in range(4)]
+    try:
+        for peer in peers:
+            assert (await peer.connected())["kind"] == "connect"
+            listed = await peer.call("get-sessions")
+            assert listed["ok"] and [s["sessionId"] for s in listed["sessions"]] == ["s1"], listed
+    finally:
+        await asyncio.gather(*(peer.close() for peer in peers))
+
+    assert await server.stop() in CLEAN_EXIT
+    assert not any(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in processes)

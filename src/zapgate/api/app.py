@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -12,13 +13,14 @@ from zapgate import __version__
 from zapgate.api import console, problems, realtime
 from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
+from zapgate.api.hotpath import SendHotPath
 from zapgate.api.request_id import RequestIdMiddleware
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
 from zapgate.heap import freeze_startup_objects
-from zapgate.log import get_logger
+from zapgate.log import configure_logging, get_logger
 from zapgate.services.audit import AuditLog
 from zapgate.services.clients import ClientService
 from zapgate.services.events import EventHub
@@ -104,6 +106,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
+    app.add_middleware(SendHotPath)  # inside the guard: limited and audited like every other call
     app.add_middleware(RequestGuard)
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's answers and its audit carry the id too
     app.include_router(health.router)
@@ -111,6 +114,20 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(whatsapp.router)
     app.include_router(webhooks.router)
     problems.document(app)
-    sockets = realtime.mount(app)  # Socket.IO at /socket.io, namespace /whatsapp
+    # Socket.IO at /socket.io, namespace /whatsapp; behind several API processes, WebSocket only (README)
+    sockets = realtime.mount(app, websocket_only=settings.api_processes > 1)
     console.mount(app)  # the web console: its page at /, its files at /console/
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Build the app from the environment: one of several API processes of `zapgate serve` (uvicorn's factory).
+
+    `serve` put the database's URL (the embedded server's too) in DATABASE_URL before starting them.
+    """
+    from_environment: dict[str, Any] = {}  # every field from the environment (mypy sees required arguments)
+    settings = Settings(**from_environment)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set: API processes are started by `zapgate serve`")
+    return create_app(settings, settings.database_url)

@@ -110,9 +110,16 @@ class RequestGuard:
         audit: AuditLog | None = getattr(scope["app"].state, "audit", None)
         if audit is None:
             return
-        route = scope.get("route")
-        name = getattr(route, "name", None) or "unknown"
-        session = (scope.get("path_params") or {}).get("sessionId") or _body_field(body, "sessionId")
+        # a layer that answers without the router (api/hotpath.py) names the action and session itself
+        action = state.get("action")
+        if action is None:
+            name = getattr(scope.get("route"), "name", None) or "unknown"
+            action = ACTIONS.get(name, name)
+        session = (
+            state.get("session_id")
+            or (scope.get("path_params") or {}).get("sessionId")
+            or _body_field(body, "sessionId")
+        )
         outcome = "ok" if status < 400 else (_body_field(answer, "code") or f"http_{status}")
         detail = {"method": scope["method"], "path": scope["path"]}
         audit.record(
@@ -120,7 +127,7 @@ class RequestGuard:
             AuditEntry(
                 at=datetime.now(UTC),
                 actor=str(state.get("actor", "")),
-                action=ACTIONS.get(name, name),
+                action=action,
                 session_id=session if isinstance(session, str) and len(session) <= 64 else None,
                 outcome=outcome,
                 status=status,

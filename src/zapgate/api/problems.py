@@ -112,6 +112,27 @@ def validation_errors(failures: Sequence[Any]) -> tuple[str, list[dict[str, str]
     return detail or "invalid request", errors
 
 
+def zapgate_problem(exc: ZapgateError, path: str, rid: str | None) -> JSONResponse:
+    """Return the problem+json answer to `exc`, raised while serving `path` for the request with id `rid`.
+
+    The database's own words never reach the caller: they go to the log, with the request id the answer carries.
+    """
+    status = status_for(exc)
+    detail = exc.message
+    if isinstance(exc, DatabaseError) or "sqlstate" in exc.details:
+        detail = _DATABASE_DETAIL.get(status, "the database refused the request") + "; it has been logged"
+        log.warning("http.database_error", path=path, code=exc.code, error=exc.message, request_id=rid)
+    elif status >= 500:
+        log.warning("http.error", path=path, code=exc.code, error=exc.message, request_id=rid)
+    if isinstance(exc, RateLimited):
+        wait = max(1, math.ceil(exc.retry_after))
+        return problem(status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid)
+    errors = field_errors(exc)
+    if errors:
+        return problem(status, detail, exc.code, errors=errors, request_id=rid)
+    return problem(status, detail, exc.code, request_id=rid)
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -129,23 +150,7 @@ def install(app: FastAPI) -> None:
 
     async def on_zapgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ZapgateError)
-        status = status_for(exc)
-        rid = request_id_of(request.scope)  # named in the log line too: this handler may run outside the binding
-        detail = exc.message
-        if isinstance(exc, DatabaseError) or "sqlstate" in exc.details:  # the database's words: the log's only
-            detail = _DATABASE_DETAIL.get(status, "the database refused the request") + "; it has been logged"
-            log.warning("http.database_error", path=request.url.path, code=exc.code, error=exc.message, request_id=rid)
-        elif status >= 500:
-            log.warning("http.error", path=request.url.path, code=exc.code, error=exc.message, request_id=rid)
-        if isinstance(exc, RateLimited):
-            wait = max(1, math.ceil(exc.retry_after))
-            return problem(
-                status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid
-            )
-        errors = field_errors(exc)
-        if errors:
-            return problem(status, detail, exc.code, errors=errors, request_id=rid)
-        return problem(status, detail, exc.code, request_id=rid)
+        return zapgate_problem(exc, request.url.path, request_id_of(request.scope))
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

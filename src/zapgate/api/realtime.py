@@ -533,10 +533,15 @@ class _EndAbandonedPolls:
             raise error
 
 
-def mount(app: FastAPI, *, cors_allowed_origins: str | list[str] = "*") -> WhatsAppNamespace:
+def mount(
+    app: FastAPI, *, cors_allowed_origins: str | list[str] = "*", websocket_only: bool = False
+) -> WhatsAppNamespace:
     """Serve Socket.IO at /socket.io on `app`, with the `/whatsapp` namespace; close the namespace at shutdown.
 
     Browsers from any origin may connect by default: the API key is the credential, not the origin.
+    With `websocket_only` (several API processes on one port) the long-polling transport is refused: its
+    requests of one socket would land on different processes, and only the one that opened it knows it. A
+    WebSocket is one connection, so it stays with its process, and every process reads the same event log.
     """
     server = socketio.AsyncServer(
         async_mode="asgi",
@@ -545,6 +550,7 @@ def mount(app: FastAPI, *, cors_allowed_origins: str | list[str] = "*") -> Whats
         async_handlers=False,  # a socket's commands run in the order it sent them
         serializer=_Packet,
         max_http_buffer_size=MAX_BODY,  # a frame (or a polled POST) may be as large as an HTTP body, no larger
+        transports=["websocket"] if websocket_only else ["polling", "websocket"],
     )
     namespace = WhatsAppNamespace(app.state)
     server.register_namespace(namespace)

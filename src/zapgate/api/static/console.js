@@ -649,7 +649,14 @@
       setLive("offline"); // the bundle failed to load: REST still works, nothing updates by itself
       return;
     }
-    const socket = io("/whatsapp", { auth: { apiKey: state.key }, reconnectionDelayMax: 10000 });
+    // WebSocket first: it works on any of several API processes (which refuse long-polling); polling is
+    // the fallback for a single process behind a proxy that does not pass WebSockets
+    const socket = io("/whatsapp", {
+      auth: { apiKey: state.key },
+      reconnectionDelayMax: 10000,
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
+    });
     state.socket = socket;
     const mine = (handler) => (...args) => {
       if (socket === state.socket) handler(...args);
