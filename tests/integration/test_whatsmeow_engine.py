@@ -541,6 +541,24 @@ async def test_calls_into_go_are_bounded(fake_go: Any) -> None:
     await engine.close()
 
 
+@pytest.mark.slow
+async def test_a_slow_start_holds_up_other_sessions_calls_for_a_bounded_time_only(fake_go: Any) -> None:
+    fake = fake_go()
+    engine = WhatsmeowEngine(lambda e: None, lambda c: ":memory:", stop_timeout=0.5)
+    live = SessionRef("acme", "live")
+    await engine.start(StartRequest(live, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 5)
+    await _until(lambda: engine._session(live) is not None and engine._session(live).go_live)  # type: ignore[union-attr]
+    await engine.start(StartRequest(SessionRef("acme", "slow"), StartMode.QR))  # its dial hangs
+    await asyncio.sleep(0.2)  # the slow start holds the gate now
+    started = time.perf_counter()
+    await engine.send_presence(live, "5511988887777@s.whatsapp.net", Presence.COMPOSING)
+    waited = time.perf_counter() - started
+    assert waited < 7.0  # START_GATE_TIMEOUT (5 s), not the dial's minute nor the old 20 s
+    fake.release.set()
+    await engine.close()
+
+
 async def test_a_clean_stop_hands_over_every_buffered_event_first(fake_go: Any) -> None:
     fake = fake_go()
     events: list[EngineEvent] = []

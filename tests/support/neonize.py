@@ -67,6 +67,9 @@ class FakeGo:
         self.props = bytes(props[:props_size])
         if self.dial_error:
             return self.dial_error
+        if b"slow" in bytes(uuid):
+            self.release.wait()  # a dial into a network that swallows packets: no callback until it gives up
+            return b"dial timed out"
         me = pb.Device(JID=jid("5511999999999", device=7), LID=jid("99887766", "lid"), Initialized=True)
         self._deliver(event_cb, uuid, 0, me.SerializePartialToString())
         self.delivered_me.set()

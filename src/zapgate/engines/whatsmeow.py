@@ -106,7 +106,13 @@ log = get_logger(__name__)
 STORE_WAIT = 30.0  # seconds Go's event thread waits for a message or receipt to be stored
 T = TypeVar("T")
 
-START_GATE_TIMEOUT = 20.0  # seconds a start may hold the gate before it is released anyway (a hung dial)
+# seconds a start may hold the gate before it is released anyway. Go's map writes come before the dial
+# (main.go:614-654), after its device-store work, which our own check beforehand has made quick (the store is
+# migrated, the device read once): they are done within milliseconds, not seconds. Only the dial can take
+# long (a network that swallows packets: ~60 s), and every send of every session waits while the gate is
+# held, so the hold is capped well below a dial's worst case. Past it, a Go start still writing its maps
+# (a database slower than this for a few queries) could abort the worker; its sessions then move to another.
+START_GATE_TIMEOUT = 5.0
 # seconds the gate is held after the QR loop ended without a pairing: Go only reads eventChannel and clients
 # next (main.go:2529, :2504), microseconds later, then spins in FetchMe (main.go:2507) and never calls back;
 # a Stop before those reads would make FetchMe dereference a deleted client, so the margin is generous
