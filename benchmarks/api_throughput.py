@@ -53,7 +53,12 @@ def serve(url: str, port: int) -> None:
     from zapgate.settings import Settings
 
     configure_logging("warning")
-    settings = Settings(database_url=url, default_engine="sandbox", send_rate=0, db_pool_size=20)
+    # the per-key request rate off by default (one key makes every request); ZAPGATE_BENCH_REQUEST_RATE turns it
+    # on, to measure what metering costs (a rate no run reaches meters every request and refuses none)
+    request_rate = float(os.environ.get("ZAPGATE_BENCH_REQUEST_RATE", "0"))
+    settings = Settings(
+        database_url=url, default_engine="sandbox", send_rate=0, request_rate=request_rate, db_pool_size=20
+    )
     app: FastAPI = create_app(settings, url)
     insert = text("INSERT INTO bench_floor (body) VALUES (:body)")
 

@@ -25,6 +25,7 @@ from zapgate.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     SessionNotConnected,
     ZapgateError,
@@ -142,6 +143,8 @@ def install(app: FastAPI) -> None:
             return problem(
                 status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid
             )
+        if isinstance(exc, QuotaExceeded):  # which quota, and how much it is: programs need not parse the detail
+            return problem(status, detail, exc.code, quota=exc.quota, limit=exc.limit, request_id=rid)
         errors = field_errors(exc)
         if errors:
             return problem(status, detail, exc.code, errors=errors, request_id=rid)
