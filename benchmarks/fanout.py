@@ -41,7 +41,10 @@ def serve(url: str, port: int) -> None:
     from zapgate.settings import Settings
 
     configure_logging("warning")
-    settings = Settings(database_url=url, default_engine="sandbox", db_pool_size=10)
+    # 200 subscribers of one key: above the per-key connection cap (ZAPGATE_MAX_STREAMS_PER_KEY) on purpose
+    settings = Settings(
+        database_url=url, default_engine="sandbox", db_pool_size=10, max_streams_per_key=10_000, request_rate=0
+    )
     uvicorn.run(create_app(settings, url), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -4,7 +4,7 @@ Method of ../shared/bench/README.md. Everything runs as processes of their own o
 
 - zapgate: `python -m zapgate serve` (its API process(es) and its worker(s), as in production) with 10
   connected sandbox sessions s0..s9 that really send (each text is sent, and its delivered receipt stored);
-  `ZAPGATE_SEND_RATE=0` so the rate limit refuses nothing.
+  `ZAPGATE_SEND_RATE=0` and a huge `ZAPGATE_REQUEST_RATE` so the rate limits refuse nothing (they stay metered).
 - floor: `benchmarks/floor.py`, a minimal FastAPI + uvicorn (uvloop, httptools) + asyncpg app doing one
   INSERT per POST /insert, and GET /empty answering {}: nothing a send does can cost less on this stack.
 - load: wrk (C, closed loop: -t2 -c32), the same Lua script for both (`wrk/send.lua`, ../shared/bench's).
@@ -152,6 +152,7 @@ def zapgate_env(url: str, args: argparse.Namespace, port: int) -> dict[str, str]
         ZAPGATE_PORT=str(port),
         ZAPGATE_LOG_LEVEL="warning",
         ZAPGATE_SEND_RATE="0",  # the rate limit stays on the path (and counted) but refuses nothing
+        ZAPGATE_REQUEST_RATE="1000000000",  # likewise the per-key request rate: metered, never refusing
         ZAPGATE_DEFAULT_ENGINE="sandbox",
         ZAPGATE_WORKERS=str(args.workers),
         WHATSAPP_SESSION_TIMEOUT=str(24 * 3600 * 1000),  # the sessions stay hosted while measured

@@ -52,6 +52,7 @@ def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]
     """
     from zapgate.db.manager import ConnectionManager
     from zapgate.services.clients import ClientService
+    from zapgate.services.quotas import QuotaService, default_quotas
     from zapgate.services.sessions import SessionService
 
     async def main(url: str) -> T:
@@ -60,7 +61,8 @@ def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]
         ) as manager:
             await manager.migrate_registry()
             if sessions:
-                return await action(SessionService(manager, default_engine=settings.default_engine))
+                quotas = QuotaService(manager, default_quotas(settings))
+                return await action(SessionService(manager, default_engine=settings.default_engine, quotas=quotas))
             return await action(ClientService(manager))
 
     try:
@@ -173,7 +175,7 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
         worker = Worker(
             manager,
             url,
-            registry.available(),
+            registry.available(settings.offered_engines),
             capacity=settings.max_sessions,
             lease_ttl=settings.lease_ttl,
             qr_timeout=settings.qr_timeout_ms / 1000,

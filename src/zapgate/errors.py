@@ -6,9 +6,12 @@
     │   ├── InvalidSessionId        a session id outside ^[A-Za-z0-9_-]{1,64}$
     │   ├── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
     │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
+    │   ├── EngineNotOffered        an engine this deployment does not run (ZAPGATE_ENGINES)
     │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
-    │   └── TooManyConnections      the API key holds as many realtime connections as it may
+    │   ├── TooManyConnections      the API key holds as many realtime connections as it may
+    │   ├── TooManyRequests         over the API key's request rate (ZAPGATE_REQUEST_RATE)
+    │   └── TooManyFailures         too many wrong admin keys from this address: it waits
     ├── SessionNotConnected         the session is in a state that cannot send (logged out, failed, ...)
     ├── NotFound                    the named thing does not exist (for this client)
     │   ├── ClientNotFound
@@ -20,9 +23,11 @@
     ├── Conflict                    the request collides with existing state
     │   ├── ClientExists
     │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
+    │   ├── QuotaExceeded           the client holds as many sessions or webhooks as it may (`quota`, `limit`)
     │   └── InvalidTransition       a session status change its state machine does not allow
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
+    │   └── EngineNotAllowed        an engine the deployment offers but this client may not use
     └── DatabaseError               the database failed us (retryable unless said otherwise)
         └── DatabaseUnavailable     the server cannot be reached
 
@@ -75,6 +80,12 @@ class InvalidWebhook(InvalidRequest):
     code = "invalid_webhook"
 
 
+class EngineNotOffered(InvalidRequest):
+    """An engine this deployment does not run (not in ZAPGATE_ENGINES); `engine` names it."""
+
+    code = "engine_not_offered"
+
+
 class UnstorableData(InvalidRequest):
     """A value the database refuses to store as it is (a NUL byte, an invalid encoding): never retried."""
 
@@ -95,6 +106,18 @@ class TooManyConnections(RateLimited):
     """The API key already holds ZAPGATE_MAX_STREAMS_PER_KEY streams and sockets in this API process."""
 
     code = "too_many_connections"
+
+
+class TooManyRequests(RateLimited):
+    """Over the API key's request rate in this API process (ZAPGATE_REQUEST_RATE, ZAPGATE_REQUEST_BURST)."""
+
+    code = "too_many_requests"
+
+
+class TooManyFailures(RateLimited):
+    """Too many wrong admin keys came from this address lately (ZAPGATE_ADMIN_MAX_FAILURES): it must wait."""
+
+    code = "too_many_failures"
 
 
 class SessionNotConnected(ZapgateError):
@@ -163,6 +186,17 @@ class DuplicateRecord(Conflict):
     code = "duplicate_record"
 
 
+class QuotaExceeded(Conflict):
+    """The client holds as many of something as it may; `quota` names it (sessions, webhooks), `limit` is it."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, quota: str, limit: int, **details: object) -> None:
+        super().__init__(message, quota=quota, limit=limit, **details)
+        self.quota = quota
+        self.limit = limit
+
+
 class InvalidTransition(Conflict):
     """A session status change that the session state machine does not allow."""
 
@@ -192,3 +226,9 @@ class DatabaseUnavailable(DatabaseError):
     """The database server cannot be reached."""
 
     code = "database_unavailable"
+
+
+class EngineNotAllowed(PermissionDenied):
+    """An engine the deployment offers that this client may not use (its quotas); `engine` names it."""
+
+    code = "engine_not_allowed"

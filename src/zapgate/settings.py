@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zapgate.domain.quotas import engine_names
 
 
 class Settings(BaseSettings):
@@ -39,6 +41,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=0, le=64, validation_alias="ZAPGATE_WORKERS")  # started by `zapgate serve`
     # API processes of `zapgate serve` on one port, each with its own pool (README: Performance)
     api_processes: int = Field(1, ge=1, le=64, validation_alias="ZAPGATE_API_PROCESSES")
+    # the engines this deployment runs (comma-separated); a session on another is refused, workers run only these
+    engines: str = Field("whatsmeow,sandbox", validation_alias="ZAPGATE_ENGINES")
     default_engine: Literal["whatsmeow", "sandbox"] = Field("whatsmeow", validation_alias="ZAPGATE_DEFAULT_ENGINE")
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
@@ -59,10 +63,20 @@ class Settings(BaseSettings):
     first_contacts_per_day: int | None = Field(None, ge=0, validation_alias="ZAPGATE_FIRST_CONTACTS_PER_DAY")
     sandbox_paced: bool = Field(False, validation_alias="ZAPGATE_SANDBOX_PACED")
 
+    # what one client may hold by default (each client's own: PATCH /admin/clients/{clientId}/quotas)
+    max_sessions_per_client: int = Field(100, ge=0, le=1_000_000, validation_alias="ZAPGATE_MAX_SESSIONS_PER_CLIENT")
+    max_webhooks_per_client: int = Field(100, ge=0, le=1_000_000, validation_alias="ZAPGATE_MAX_WEBHOOKS_PER_CLIENT")
+
     # realtime and sending
     sse_heartbeat: float = Field(15.0, gt=0, le=300, validation_alias="ZAPGATE_SSE_HEARTBEAT")  # seconds
     send_rate: float = Field(5.0, ge=0, validation_alias="ZAPGATE_SEND_RATE")  # per session per second; 0: no limit
     send_burst: int = Field(30, ge=1, validation_alias="ZAPGATE_SEND_BURST")  # sends a session may make at once
+    # requests per API key per API process (0: no limit): `burst` at once, then `rate` a second; over it 429
+    request_rate: float = Field(100.0, ge=0, validation_alias="ZAPGATE_REQUEST_RATE")  # per key per second
+    request_burst: int = Field(200, ge=1, validation_alias="ZAPGATE_REQUEST_BURST")
+    # wrong admin keys: after this many from one address within the window, that address gets 429 till it ends
+    admin_max_failures: int = Field(20, ge=1, le=1_000_000, validation_alias="ZAPGATE_ADMIN_MAX_FAILURES")
+    admin_failure_window: float = Field(300.0, gt=0, le=86_400, validation_alias="ZAPGATE_ADMIN_FAILURE_WINDOW")  # s
     # seconds an API key that authenticated is remembered per API process (revocations are announced at once)
     key_cache_ttl: float = Field(30.0, ge=0, le=3600, validation_alias="ZAPGATE_KEY_CACHE_TTL")
     # realtime connections (SSE streams and Socket.IO sockets), per API process: how many one API key may hold,
@@ -97,6 +111,30 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engine_list(cls, value: object) -> object:
+        if isinstance(value, str | list | tuple):
+            return ",".join(engine_names(value))
+        return value
+
+    @model_validator(mode="after")
+    def _default_engine_offered(self) -> Settings:
+        if self.default_engine in self.offered_engines:
+            return self
+        if "default_engine" in self.model_fields_set:
+            raise ValueError(
+                f"ZAPGATE_DEFAULT_ENGINE: {self.default_engine!r} is not in ZAPGATE_ENGINES ({self.engines})"
+            )
+        # not chosen: the first engine offered is the default (frozen model: set as its validator would)
+        object.__setattr__(self, "default_engine", self.offered_engines[0])
+        return self
+
+    @property
+    def offered_engines(self) -> tuple[str, ...]:
+        """The engines this deployment runs (ZAPGATE_ENGINES), in the order given."""
+        return tuple(self.engines.split(","))
 
     @field_validator("database_url")
     @classmethod

@@ -21,6 +21,8 @@ ADMIN_ROUTES = [
     ("POST", "/admin/clients/acme/rotate-key", None),
     ("DELETE", "/admin/clients/acme", None),
     ("GET", "/admin/health/clients/acme", None),
+    ("GET", "/admin/clients/acme/quotas", None),
+    ("PATCH", "/admin/clients/acme/quotas", {"maxSessions": 1}),
 ]
 
 

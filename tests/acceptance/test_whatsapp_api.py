@@ -11,6 +11,8 @@ import pytest
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, assert_problem, new_client, running_app
 from zapgate.db.manager import ConnectionManager
+from zapgate.engines.base import SessionRef
+from zapgate.services.sandbox import PostgresSandboxNetwork
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
@@ -254,7 +256,7 @@ async def test_sandbox_routes(api: httpx.AsyncClient, database_url: str) -> None
     assert_problem(bad, 422)
 
 
-async def test_sandbox_faults_and_inbound_kinds(api: httpx.AsyncClient) -> None:
+async def test_sandbox_faults_and_inbound_kinds(api: httpx.AsyncClient, database_url: str) -> None:
     acme = await new_client(api, "acme")
     await api.post("/whatsapp/session", headers=acme, json={"sessionId": "bot"})
     fault = "/whatsapp/sandbox/sessions/bot/fault"
@@ -283,6 +285,10 @@ async def test_sandbox_faults_and_inbound_kinds(api: httpx.AsyncClient) -> None:
 
     inbound = "/whatsapp/sandbox/inbound"
     uk = {"sessionId": "bot", "from": "+44 7700 900123"}
+    # only a session linked now receives: link bot's simulated phone as a scan would (no worker runs here)
+    assert_problem(await api.post(inbound, headers=acme, json={**uk, "message": "nobody"}), 409)
+    async with ConnectionManager(database_url, pool_size=1) as manager:
+        await PostgresSandboxNetwork(manager).link("5511999990001", SessionRef("acme", "bot"))
     for extra in (
         {"message": "sent from my phone", "fromMe": True},
         {"message": "my story", "story": True},

@@ -134,6 +134,38 @@ async def test_full_lifecycle(manager: ConnectionManager, sessions: SessionServi
     assert qr_events and qr_events[0]["qrDataUrl"].startswith("data:image/png;base64,")
 
 
+async def test_inject_writes_only_to_the_sessions_current_link(
+    manager: ConnectionManager, sessions: SessionService, worker: Worker
+) -> None:
+    # acme's alice linked PHONE_A and logged out (keeping the number); another client's carol linked it since
+    await connect(sessions, "alice", PHONE_A)
+    await sessions.logout("acme", "alice")
+    await eventually(lambda: _is(sessions, "alice", "logged_out"), within=10.0)
+    assert (await sessions.get("acme", "alice")).session.phone_number == PHONE_A
+    await ClientService(manager).create("other")
+    await sessions.create("other", "carol")
+    await eventually(lambda: _qr_of("other", "carol", sessions), within=10.0)
+    await sessions.sandbox_scan("other", "carol", PHONE_A)
+
+    async def carol_connected() -> bool:
+        return (await sessions.get("other", "carol")).session.status == "connected"
+
+    await eventually(carol_connected, within=10.0)
+
+    with pytest.raises(SessionNotConnected):
+        await sessions.sandbox_inject("acme", "alice", "+44 7700 900123", "not for carol")
+    mine = await sessions.sandbox_inject("other", "carol", "+44 7700 900123", "for carol")
+    other = await manager.get_connection("other")
+    await eventually(lambda: other.message.find_unique(mine), within=10.0)
+    carol = (await sessions.get("other", "carol")).session
+    inbound = await other.message.find_many(session_id=carol.id, direction="inbound")
+    assert [m.content for m in inbound] == ["for carol"]
+
+
+async def _qr_of(client: str, session: str, sessions: SessionService) -> bool:
+    return (await sessions.get(client, session)).session.qr_code is not None
+
+
 async def test_messages_accepted_while_disconnected_go_out_after_reconnecting(
     manager: ConnectionManager, sessions: SessionService, worker: Worker
 ) -> None:
@@ -512,7 +544,6 @@ async def test_restrict_and_transient_faults_through_the_service(
     engine, _ = hosted
     to = "5521988887777@s.whatsapp.net"
     await sessions.sandbox_fault("acme", "alice", "restrict")
-    await sessions.sandbox_fault("acme", "alice", "fail_transient", 2)
 
     async def restricted() -> bool:
         try:
@@ -522,13 +553,25 @@ async def test_restrict_and_transient_faults_through_the_service(
         return False
 
     await eventually(restricted)
-    for _ in range(2):
+    # one fault after the other: sends made while both wait would meet whichever the engine checks first
+    await sessions.sandbox_fault("acme", "alice", "fail_transient", 2)
+    await eventually(lambda: _failing(engine))
+    for _ in range(1):
         with pytest.raises(EngineError) as failed:
             await engine.send_text(ALICE, to, "x", "T1")
         assert failed.value.retryable
     await engine.send_text(ALICE, to, "x", "T1")
     with pytest.raises(NotOnWhatsApp):
         await engine.send_text(ALICE, "5521988880404@s.whatsapp.net", "x", "T2")
+
+
+async def _failing(engine: SandboxEngine) -> bool:
+    try:
+        await engine.send_text(ALICE, "5521988887777@s.whatsapp.net", "x", "T0")
+    except EngineError as exc:
+        assert exc.retryable
+        return True
+    return False
 
 
 async def test_bad_sandbox_injections_are_refused_and_post_nothing(

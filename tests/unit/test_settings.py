@@ -17,6 +17,10 @@ ENV_NAMES = [
     "ZAPGATE_LOG_LEVEL",
     "ZAPGATE_LOG_FORMAT",
     "ZAPGATE_DB_POOL_SIZE",
+    "ZAPGATE_ENGINES",
+    "ZAPGATE_DEFAULT_ENGINE",
+    "ZAPGATE_MAX_SESSIONS_PER_CLIENT",
+    "ZAPGATE_MAX_WEBHOOKS_PER_CLIENT",
 ]
 
 
@@ -85,3 +89,26 @@ def test_postgres_urls_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     for url in ["postgres://u@h/db", "postgresql://u:p@h:5432/db", "postgresql+asyncpg://u@h/db"]:
         monkeypatch.setenv("DATABASE_URL", url)
         assert Settings().database_url == url
+
+
+def test_engines_offered_and_the_default_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().offered_engines == ("whatsmeow", "sandbox")
+    monkeypatch.setenv("ZAPGATE_ENGINES", " Sandbox ")
+    only_sandbox = Settings()
+    assert only_sandbox.offered_engines == ("sandbox",)
+    assert only_sandbox.default_engine == "sandbox"  # not chosen: the first engine offered
+    monkeypatch.setenv("ZAPGATE_DEFAULT_ENGINE", "whatsmeow")  # chosen, and not offered: refused
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "ZAPGATE_DEFAULT_ENGINE" in describe_settings_error(refused.value)
+    monkeypatch.setenv("ZAPGATE_ENGINES", "sandbox,telegram")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "ZAPGATE_ENGINES" in describe_settings_error(refused.value)
+
+
+def test_quota_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().max_sessions_per_client, Settings().max_webhooks_per_client) == (100, 100)
+    monkeypatch.setenv("ZAPGATE_MAX_SESSIONS_PER_CLIENT", "5")
+    monkeypatch.setenv("ZAPGATE_MAX_WEBHOOKS_PER_CLIENT", "0")
+    assert (Settings().max_sessions_per_client, Settings().max_webhooks_per_client) == (5, 0)

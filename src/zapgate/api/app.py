@@ -14,6 +14,7 @@ from zapgate.api import console, problems, realtime
 from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
 from zapgate.api.hotpath import SendHotPath
+from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
 from zapgate.api.routes import admin, health, webhooks, whatsapp
 from zapgate.db import notify
@@ -26,6 +27,7 @@ from zapgate.services.clients import ClientService
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
 from zapgate.services.observability import Observability
+from zapgate.services.quotas import QuotaService, default_quotas
 from zapgate.services.sessions import SessionService
 from zapgate.services.webhooks import WebhookService, webhook_policy
 from zapgate.settings import Settings
@@ -66,15 +68,17 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 log.warning("clients.none", hint=NO_CLIENT_HINT)
             app.state.manager = manager
             app.state.clients = clients
+            app.state.quotas = quotas = QuotaService(manager, default_quotas(settings))
             app.state.sessions = SessionService(
                 manager,
                 default_engine=settings.default_engine,
                 send_rate=settings.send_rate,
                 send_burst=settings.send_burst,
                 coalesce_wakeups=True,
+                quotas=quotas,
             )
             app.state.messages = MessageService(manager)
-            app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings))
+            app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings), quotas=quotas)
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
             app.state.audit = audit = AuditLog(manager)
@@ -105,6 +109,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.limits = ApiLimits.from_settings(settings)  # per API process: see api/limits.py
     problems.install(app)
     app.add_middleware(SendHotPath)  # inside the guard: limited and audited like every other call
     app.add_middleware(RequestGuard)

@@ -6,22 +6,27 @@ than the lookup itself.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 
+from zapgate.api.limits import ApiLimits, address_of
 from zapgate.db.manager import ConnectionManager
-from zapgate.errors import AuthenticationFailed, PermissionDenied
+from zapgate.errors import AuthenticationFailed, PermissionDenied, TooManyFailures
+from zapgate.log import get_logger
 from zapgate.services.audit import AuditLog
 from zapgate.services.clients import ClientService, admin_key_matches, key_display_prefix
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
+from zapgate.services.quotas import QuotaService
 from zapgate.services.sessions import SessionService
 from zapgate.services.webhooks import WebhookService
 from zapgate.settings import Settings
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 def from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
@@ -37,6 +42,14 @@ def from_state(name: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
 
 
 get_settings = from_state("settings", Settings)
+
+
+def _limits(request: Request) -> ApiLimits:
+    limits = request.app.state.limits
+    assert isinstance(limits, ApiLimits)
+    return limits
+
+
 get_client_service = from_state("clients", ClientService)
 
 
@@ -58,13 +71,23 @@ async def presented_key(
 
 
 async def require_admin(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     key: Annotated[str | None, Depends(presented_key)],
 ) -> None:
-    """Let the request through only with the admin key."""
+    """Let the request through only with the admin key; an address that kept guessing waits (429)."""
     if settings.admin_key is None:
         raise PermissionDenied("the admin API is disabled: set ZAPGATE_ADMIN_KEY to enable it")
+    failures = _limits(request).admin_failures
+    address, now = address_of(request), time.monotonic()
+    wait = failures.blocked(address, now)
+    if wait > 0:
+        raise TooManyFailures("too many wrong admin keys from this address: try again later", retry_after=wait)
     if not admin_key_matches(settings.admin_key.get_secret_value(), key):
+        if key is not None:  # a guess (no key at all guesses nothing)
+            log.warning("admin.key_refused", address=address, path=request.url.path)
+            if failures.fail(address, now):
+                log.warning("admin.address_locked_out", address=address, seconds=failures.window)
         raise AuthenticationFailed("missing or wrong admin key")
 
 
@@ -84,6 +107,7 @@ async def client_of_request(
 ) -> str:
     """Return the client whose API key the request carries (401 otherwise); noted for the audit log."""
     client = await clients.authenticate(key)
+    _limits(request).meter(key)  # refused before it is attributed: a flood writes no audit rows
     request.state.client_id = client
     request.state.actor = key_display_prefix(key or "")
     return client
@@ -97,3 +121,4 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Messages = Annotated[MessageService, Depends(from_state("messages", MessageService))]
 Audit = Annotated[AuditLog, Depends(from_state("audit", AuditLog))]
 Webhooks = Annotated[WebhookService, Depends(from_state("webhooks", WebhookService))]
+Quotas = Annotated[QuotaService, Depends(from_state("quotas", QuotaService))]

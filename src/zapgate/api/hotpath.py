@@ -6,7 +6,8 @@ the send itself. This layer does the same work without them, and only when it ca
 
 - the key is looked up as the route's dependency does (`ClientService.authenticate`, cached per process);
 - the body is `json.loads` + `SendMessageRequest.model_validate`, what FastAPI does with the route's model;
-- the Idempotency-Key header, when there is one, is within the route's 255 characters.
+- the Idempotency-Key header, when there is one, is within the route's 255 characters;
+- the key's request rate is metered by the same `ApiLimits.meter` as the route's dependency.
 
 Any other request (no or a wrong key, a body that does not validate, another content type, a repeated header)
 goes on to the route in `routes/whatsapp.py`, which answers it exactly as before; the route also documents
@@ -65,6 +66,11 @@ class SendHotPath:
                 client = None  # the route answers the refusal (and tells a wrong key from a database fault)
         if request is None or client is None:
             await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            state.limits.meter(_key(headers))  # the request rate per key, as the route's dependency meters it
+        except ZapgateError as exc:
+            await zapgate_problem(exc, scope["path"], request_id_of(scope))(scope, receive, send)
             return
         body_model, idempotency_key = request
         request_state = scope.setdefault("state", {})

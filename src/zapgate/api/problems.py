@@ -25,6 +25,7 @@ from zapgate.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     SessionNotConnected,
     ZapgateError,
@@ -127,6 +128,8 @@ def zapgate_problem(exc: ZapgateError, path: str, rid: str | None) -> JSONRespon
     if isinstance(exc, RateLimited):
         wait = max(1, math.ceil(exc.retry_after))
         return problem(status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid)
+    if isinstance(exc, QuotaExceeded):  # which quota, and how much it is: programs need not parse the detail
+        return problem(status, detail, exc.code, quota=exc.quota, limit=exc.limit, request_id=rid)
     errors = field_errors(exc)
     if errors:
         return problem(status, detail, exc.code, errors=errors, request_id=rid)

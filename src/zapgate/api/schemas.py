@@ -36,6 +36,8 @@ class Problem(_Body):
     detail: str = Field(examples=["client 'acme' already exists"])
     code: str = Field(examples=["client_exists"])
     errors: list[FieldError] | None = None
+    quota: str | None = Field(None, description="quota_exceeded: the quota reached (sessions, webhooks).")
+    limit: int | None = Field(None, description="quota_exceeded: how many the client may hold.")
     request_id: str | None = Field(
         None,
         examples=["3f0c1e2a9b8d4c7e8f6a5b4c3d2e1f00"],
@@ -75,6 +77,46 @@ class IssuedKeyOut(_Body):
     created_at: datetime
     api_key: str = Field(examples=["zg_4bT0m3Qh6kM1yX0p9Lr2c8VwZs5NdEjUaFiKoG7HtY"])
     key_prefix: str = Field(examples=["zg_4bT0m3Q"])
+
+
+class QuotaValues(_Body):
+    """A client's quotas: how many sessions and webhooks it may hold, and the engines it may use."""
+
+    max_sessions: int | None = Field(examples=[100])
+    max_webhooks: int | None = Field(examples=[100])
+    engines: list[str] | None = Field(examples=[["whatsmeow", "sandbox"]])
+
+
+class QuotaUsage(_Body):
+    """What a client holds now."""
+
+    sessions: int = Field(examples=[3])
+    webhooks: int = Field(examples=[1])
+
+
+class QuotasOut(_Body):
+    """A client's quotas as they apply, its own overrides (null: the deployment's default), and its usage."""
+
+    client_id: str = Field(examples=["acme"])
+    quotas: QuotaValues
+    overrides: QuotaValues
+    usage: QuotaUsage
+
+
+class UpdateQuotasRequest(_Request):
+    """The quotas to change for one client; null returns a quota to the deployment's default."""
+
+    max_sessions: int | None = Field(
+        None, ge=0, le=1_000_000, description="Sessions it may hold (0: none new).", examples=[20]
+    )
+    max_webhooks: int | None = Field(None, ge=0, le=1_000_000, description="Webhooks it may hold.", examples=[10])
+    engines: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=10,
+        description="Engines it may use, among those this deployment offers (ZAPGATE_ENGINES); null: every one.",
+        examples=[["whatsmeow"]],
+    )
 
 
 class Health(_Body):

@@ -141,19 +141,43 @@ async def remove(conn: AsyncConnection, client_id: str, session_id: str) -> None
 async def claim(
     conn: AsyncConnection, worker_id: str, engines: Sequence[str], room: int, lease_ttl: float
 ) -> list[Placement]:
-    """Take up to `room` sessions that want to run and have no live lease (oldest first)."""
+    """Take up to `room` sessions that want to run and have no live lease, fairly across clients.
+
+    A client's k-th waiting session (oldest first) takes its turn at (sessions of the client placed now) + k,
+    and turns go lowest first (then oldest): one client's queue of waiting sessions cannot keep another
+    client's new session waiting, and a client with fewer sessions running gets the next free slot.
+    """
     if room <= 0:
         return []
+    waiting = or_(placements.c.worker_id.is_(None), placements.c.lease_expires_at < func.now())
+    placed = (
+        select(placements.c.client_id, func.count().label("placed"))
+        .where(placements.c.worker_id.is_not(None), placements.c.lease_expires_at >= func.now())
+        .group_by(placements.c.client_id)
+        .subquery("placed")
+    )
+    rank = func.row_number().over(partition_by=placements.c.client_id, order_by=placements.c.created_at)
+    turns = (
+        select(
+            placements.c.client_id,
+            placements.c.session_id,
+            (func.coalesce(placed.c.placed, 0) + rank).label("turn"),
+        )
+        .select_from(placements.outerjoin(placed, placed.c.client_id == placements.c.client_id))
+        .where(placements.c.desired == "running", placements.c.engine.in_(list(engines)), waiting)
+        .subquery("turns")
+    )
+    # the turns are computed unlocked (a window cannot be locked); the rows are locked, and checked again, here
     free = (
         select(placements.c.client_id, placements.c.session_id)
-        .where(
-            placements.c.desired == "running",
-            placements.c.engine.in_(list(engines)),
-            or_(placements.c.worker_id.is_(None), placements.c.lease_expires_at < func.now()),
+        .join(
+            turns,
+            (turns.c.client_id == placements.c.client_id) & (turns.c.session_id == placements.c.session_id),
         )
-        .order_by(placements.c.created_at)
+        .where(placements.c.desired == "running", waiting)
+        .order_by(turns.c.turn, placements.c.created_at)
         .limit(room)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=placements, skip_locked=True)
     )
     stmt = (
         update(placements)

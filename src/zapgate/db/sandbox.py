@@ -41,6 +41,14 @@ async def unlink(conn: AsyncConnection, phone: str, client_id: str, session_id: 
     )
 
 
+async def phone_of(conn: AsyncConnection, client_id: str, session_id: str) -> str | None:
+    """The phone linked to the session now, or None."""
+    stmt = select(sandbox_phones.c.phone).where(
+        sandbox_phones.c.client_id == client_id, sandbox_phones.c.session_id == session_id
+    )
+    return (await conn.execute(stmt.limit(1))).scalar_one_or_none()
+
+
 async def directory(conn: AsyncConnection) -> dict[str, tuple[str, str]]:
     """Every linked phone with its (client, session)."""
     rows = await conn.execute(select(sandbox_phones.c.phone, sandbox_phones.c.client_id, sandbox_phones.c.session_id))

@@ -366,3 +366,14 @@ webhook_clients = Table(
     _client_column(primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
+
+# a client's own quotas (NULL: the deployment's default, from the settings)
+client_quotas = Table(
+    "client_quotas",
+    registry_metadata,
+    _client_column(primary_key=True),
+    Column("max_sessions", Integer, nullable=True),
+    Column("max_webhooks", Integer, nullable=True),
+    Column("engines", ARRAY(Text), nullable=True),  # the engines it may use; NULL: every engine offered
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)

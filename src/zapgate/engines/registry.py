@@ -7,7 +7,7 @@ pacing defaults, and how to build it for a worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from zapgate.domain.pacing import HUMAN_PACING, NO_PACING, Pacing
@@ -75,10 +75,15 @@ def known() -> tuple[str, ...]:
     return tuple(_SPECS)
 
 
-def available() -> tuple[str, ...]:
-    """Return the engines this installation can run (whatsmeow needs neonize and its Go library)."""
+def available(offered: Collection[str] | None = None) -> tuple[str, ...]:
+    """Return the engines this installation can run, of those `offered` (ZAPGATE_ENGINES; None: every one).
+
+    whatsmeow needs neonize and its Go library; it is not even imported when not offered.
+    """
     names = []
     for name in _SPECS:
+        if offered is not None and name not in offered:
+            continue
         if name == "whatsmeow":
             try:
                 import zapgate.engines.whatsmeow  # noqa: F401

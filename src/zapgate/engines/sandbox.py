@@ -426,6 +426,10 @@ class SandboxEngine:
             await self._network.ack([mail_id])
             return
         if kind == "message":
+            if session.phone is None:  # written to a link that is gone (logged out since): nobody reads it
+                log.info("sandbox.unlinked_mail_dropped", address=address)
+                await self._network.ack([mail_id])
+                return
             await self._receive(session, mail, self._acker(mail_id))
             return
         if kind == "receipt":

@@ -52,6 +52,11 @@ class PostgresSandboxNetwork:
         async with self._manager.registry_transaction() as conn:
             await store.unlink(conn, phone, ref.client_id, ref.session_id)
 
+    async def linked_phone(self, ref: SessionRef) -> str | None:
+        """Return the phone linked to the session now (read now: not from the snapshot), or None."""
+        async with self._manager.registry_transaction() as conn:
+            return await store.phone_of(conn, ref.client_id, ref.session_id)
+
     async def linked_session(self, phone: str) -> SessionRef | None:
         # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds
         if time.monotonic() - self._directory_read > DIRECTORY_TTL:

@@ -25,15 +25,15 @@ from zapgate.domain.records import Session
 from zapgate.domain.sends import message_text
 from zapgate.domain.sessions import SessionStatus, restart_mode
 from zapgate.engines.base import SessionRef
-from zapgate.engines.sandbox import SANDBOX_FAULTS, STATUS_BROADCAST, phone_address, session_address
-from zapgate.errors import DuplicateRecord, InvalidRequest, SessionNotFound
+from zapgate.engines.sandbox import SANDBOX_FAULTS, STATUS_BROADCAST, session_address
+from zapgate.errors import DuplicateRecord, EngineNotAllowed, InvalidRequest, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.quotas import QuotaService
 from zapgate.services.sandbox import PostgresSandboxNetwork
 from zapgate.services.send_intake import SendAccepted, SendIntake
 
 log = get_logger(__name__)
 
-ENGINES = ("whatsmeow", "sandbox")
 SANDBOX_NOTICES = ("undecryptable", "history_sync")
 MAX_TRANSIENT_FAILURES = 100  # sends a fail_transient fault may fail
 _LID = re.compile(r"([0-9]{5,20})(@lid)?", re.ASCII)
@@ -59,9 +59,11 @@ class SessionService:
         send_rate: float = 0.0,
         send_burst: int = 1,
         coalesce_wakeups: bool = False,
+        quotas: QuotaService | None = None,
     ) -> None:
         self._manager = manager
         self._default_engine = default_engine
+        self._quotas = quotas or QuotaService(manager)
         self._sends = SendIntake(manager, send_rate=send_rate, send_burst=send_burst, coalesce_wakeups=coalesce_wakeups)
         self._sandbox = PostgresSandboxNetwork(manager)
 
@@ -73,8 +75,7 @@ class SessionService:
         """Create a session and ask a worker to start it: by QR code, or by pairing code for `phone_number`."""
         cid, sid = valid_client_id(client), valid_session_id(session)
         engine = engine or self._default_engine
-        if engine not in ENGINES:
-            raise InvalidRequest(f"engine: expected one of {', '.join(ENGINES)}", engine=engine)
+        self._quotas.check_offered(engine)
         pairing_phone = None
         if phone_number is not None:
             recipient = parse_recipient(phone_number, field="phoneNumber")
@@ -85,6 +86,7 @@ class SessionService:
         async def work(tx: Transaction) -> Session:
             if await tx.session.find_unique(sid) is not None:
                 raise DuplicateRecord(f"session {sid!r} already exists", session_id=sid)
+            await self._quotas.admit_session(tx, cid, engine)
             created = await tx.session.create(session_id=sid, client_id=cid, status="created", engine=engine)
             mode = "pairing_code" if pairing_phone else "qr"
             await placements.insert(tx.connection, cid, sid, engine, mode, pairing_phone, created.status)
@@ -210,6 +212,8 @@ class SessionService:
             found = await tx.session.find_unique(sid)
             if found is None:
                 raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+            if desired == "running":  # an engine turned off for the client (or here) starts nothing new
+                await self._quotas.check_engine(tx.connection, cid, found.engine)
             chosen_mode = mode
             if restart:
                 chosen_mode = restart_mode(found.jid, found.status)
@@ -277,7 +281,7 @@ class SessionService:
         `group` (a group JID) or `story` (`status@broadcast`) say where it was written. `notice`
         (`undecryptable`, `history_sync`) delivers that notice about the message instead, and needs no text.
         """
-        ref, found = await self._sandbox_session(client, session)
+        ref, _ = await self._sandbox_session(client, session)
         sender = _inbound_sender(from_number, from_lid)
         where = _inbound_chat(group, story)
         message_id = new_message_id()
@@ -289,7 +293,6 @@ class SessionService:
             mail = {
                 "kind": "message",
                 "id": message_id,
-                "to": found.phone_number,
                 "text": message_text(text),
                 "timestamp": now,
             }
@@ -300,8 +303,17 @@ class SessionService:
             if text is not None:
                 message_text(text)  # a notice carries no text, but what is given must still be one
             mail = {"kind": "notice", **_notice(notice, message_id, sender, where), "timestamp": now}
-        address = phone_address(found.phone_number) if found.phone_number else session_address(ref)
-        await self._sandbox.post(address, mail)
+        # a session keeps its last number after a logout, and another session may have linked that number since:
+        # only the session's current link is written to, and through its own mailbox, never the number's
+        linked = await self._sandbox.linked_phone(ref)
+        if linked is None:
+            raise SessionNotConnected(
+                f"session {ref.session_id!r} is not linked to a simulated phone: link it (scan or pairing code) first",
+                session_id=ref.session_id,
+            )
+        if mail["kind"] == "message":
+            mail["to"] = linked
+        await self._sandbox.post(session_address(ref), mail)
         return message_id
 
     async def sandbox_fault(self, client: str, session: str, fault: str, count: int | None = None) -> None:
@@ -324,6 +336,8 @@ class SessionService:
         view = await self.get(client, session)
         if view.session.engine != "sandbox":
             raise InvalidRequest(f"session {session!r} runs on {view.session.engine}, not on the sandbox")
+        if "sandbox" not in (await self._quotas.quotas(view.session.client_id)).engines:
+            raise EngineNotAllowed("engine 'sandbox' is not enabled for this client", engine="sandbox")
         return SessionRef(view.session.client_id, view.session.session_id), view.session
 
 

@@ -39,13 +39,13 @@ from zapgate.domain.webhooks import (
 from zapgate.errors import DeliveryNotFound, InvalidRequest, InvalidWebhook, WebhookNotFound
 from zapgate.log import get_logger
 from zapgate.services.messages import MAX_PAGE, Page
+from zapgate.services.quotas import QuotaService
 from zapgate.services.webhook_sender import resolve
 from zapgate.settings import Settings
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-MAX_WEBHOOKS = 100  # per client
 DEFAULT_OVERLAP = 86_400.0  # seconds the previous secret keeps signing after a rotation
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve a webhook's host when it is created or changed
 
@@ -82,8 +82,16 @@ class WebhookChanges:
 class WebhookService:
     """Create, list, change and delete a client's webhooks; list and redeliver their deliveries."""
 
-    def __init__(self, manager: ConnectionManager, *, policy: AddressPolicy, resolve: bool = True) -> None:
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        *,
+        policy: AddressPolicy,
+        resolve: bool = True,
+        quotas: QuotaService | None = None,
+    ) -> None:
         self._manager = manager
+        self._quotas = quotas or QuotaService(manager)
         self._policy = policy
         self._resolve = resolve
 
@@ -121,8 +129,7 @@ class WebhookService:
         secret = new_secret() if new.secret is None else checked_secret(new.secret)
 
         async def work(conn: Any, cid: ClientId) -> Webhook:
-            if await store.count_webhooks(conn) >= MAX_WEBHOOKS:
-                raise InvalidWebhook(f"a client has at most {MAX_WEBHOOKS} webhooks", field="url")
+            await self._quotas.admit_webhook(conn, cid)
             created = await store.insert_webhook(
                 conn,
                 webhook_id=new_id(),

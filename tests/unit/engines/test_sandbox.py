@@ -538,3 +538,17 @@ async def test_a_connected_session_tells_its_lid(
     await pair(engine, network, events, A, PHONE_A)
     done = await events.wait_for(connected(A))
     assert isinstance(done, StatusChanged) and done.lid == f"{simulated_lid(PHONE_A)}@lid"
+
+
+async def test_a_message_in_the_mailbox_of_a_session_not_linked_is_dropped(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    # injected while linked, delivered after a logout and a new QR: nobody reads it, and it is not kept
+    await engine.start(StartRequest(ref=A, mode=StartMode.QR, qr_timeout=5))
+    await events.wait_for(lambda e: isinstance(e, QrCode) and e.ref == A)
+    await network.post(session_address(A), _mail(id="LATE", **{"from": "447700900123"}))
+    await pair(engine, network, events, B, PHONE_B)  # time for the pump to go round
+    await network.post(session_address(B), _mail(id="ON-TIME", **{"from": "447700900123"}))
+    await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.message_id == "ON-TIME")
+    assert not [e for e in events.events if isinstance(e, InboundMessage) and e.message_id == "LATE"]
+    assert await network.collect([session_address(A)]) == []

@@ -32,6 +32,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "Invalid input, with the reason: a URL that is not http(s) or points to a refused "
         "address, an unknown event name, an unknown field.",
     },
+    429: {
+        "model": Problem,
+        "description": "Over the API key's request rate (ZAPGATE_REQUEST_RATE); `Retry-After` says when to retry.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    },
     503: {"model": Problem, "description": "The database is unavailable."},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such webhook."}}
@@ -75,7 +80,11 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": Problem, "description": "The client holds its quota of webhooks (`quota_exceeded`)."}},
+)
 async def create_webhook(body: CreateWebhookRequest, client: ClientId, webhooks: Webhooks) -> WebhookCreated:
     """Create a webhook: every event logged from now on that passes its filters is POSTed to `url`.
 

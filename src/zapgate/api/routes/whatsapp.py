@@ -67,6 +67,11 @@ log = get_logger(__name__)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or wrong API key."},
     422: {"model": Problem, "description": "Invalid input, with the invalid fields."},
+    429: {
+        "model": Problem,
+        "description": "Over the API key's request rate (ZAPGATE_REQUEST_RATE); `Retry-After` says when to retry.",
+        "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    },
     503: {"model": Problem, "description": "The database is unavailable."},
 }
 
@@ -97,7 +102,14 @@ def session_out(session: Session, desired: str | None = None) -> SessionOut:
 @router.post(
     "/session",
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"model": Problem, "description": "A session with this id exists."}},
+    responses={
+        403: {"model": Problem, "description": "The engine is turned off for this client (`engine_not_allowed`)."},
+        409: {
+            "model": Problem,
+            "description": "A session with this id exists, or the client holds its quota of sessions "
+            "(`quota_exceeded`, with `quota` and `limit`).",
+        },
+    },
 )
 async def create_session(body: CreateSessionRequest, client: ClientId, sessions: Sessions) -> SessionOut:
     """Create a session; a worker starts it at once: QR codes to scan, or with `phoneNumber` a pairing code."""
@@ -127,7 +139,8 @@ async def get_session(sessionId: str, client: ClientId, sessions: Sessions) -> S
         409: {"model": Problem, "description": "The session cannot send in its state (logged out, failed, ...)."},
         429: {
             "model": Problem,
-            "description": "Over the session's send rate; `Retry-After` says when to try again.",
+            "description": "Over the session's send rate, or the API key's request rate; `Retry-After` says when "
+            "to try again.",
             "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
         },
     },
@@ -255,10 +268,17 @@ async def sandbox_enter_code(sessionId: str, body: EnterCodeRequest, client: Cli
     "/sandbox/inbound",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["sandbox"],
-    responses={**_NOT_FOUND, 422: {"model": Problem, "description": "Not a sandbox session, or bad input."}},
+    responses={
+        **_NOT_FOUND,
+        403: {"model": Problem, "description": "The sandbox is turned off for this client (`engine_not_allowed`)."},
+        409: {"model": Problem, "description": "The session is not linked to a simulated phone now."},
+        422: {"model": Problem, "description": "Not a sandbox session, or bad input."},
+    },
 )
 async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sessions) -> InboundAccepted:
     """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows).
+
+    Only a session linked now receives it, and only that session: never another that linked its number since.
 
     Also what a real session meets: a sender known by LID only (`from` = `digits@lid`), a message written on
     the session's own phone (`fromMe`), in a group (`group`), a story (`story`), or instead a notice
