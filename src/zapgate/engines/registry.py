@@ -37,6 +37,7 @@ class EngineSpec:
     uses_keystore: bool = False  # keeps WhatsApp keys in a per-client key store (provision, forget)
     pacing: Pacing = NO_PACING  # default pacing of its sessions' sends
     real: bool = False  # talks to the real WhatsApp network
+    simulated: bool = False  # the simulated network: its phones link by its own routes, and unlink on logout
 
 
 def _build_sandbox(context: EngineContext) -> Engine:
@@ -50,7 +51,7 @@ def _build_whatsmeow(context: EngineContext) -> Engine:
 
 
 _SPECS: dict[str, EngineSpec] = {
-    "sandbox": EngineSpec("sandbox", _build_sandbox),
+    "sandbox": EngineSpec("sandbox", _build_sandbox, simulated=True),
     "whatsmeow": EngineSpec("whatsmeow", _build_whatsmeow, uses_keystore=True, pacing=HUMAN_PACING, real=True),
 }
 
@@ -68,6 +69,18 @@ def unregister(name: str) -> None:
 def spec(name: str) -> EngineSpec:
     """Return the engine kind called `name`; raise KeyError for an unknown one."""
     return _SPECS[name]
+
+
+def simulated(name: str) -> bool:
+    """Return whether sessions on engine `name` live on the simulated network (False for unknown names)."""
+    found = _SPECS.get(name)
+    return found is not None and found.simulated
+
+
+def uses_keystore(name: str) -> bool:
+    """Return whether engine `name` keeps WhatsApp keys in a per-client key store (False for unknown names)."""
+    found = _SPECS.get(name)
+    return found is not None and found.uses_keystore
 
 
 def known() -> tuple[str, ...]:

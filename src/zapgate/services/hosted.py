@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from zapgate.db.outbound import Recipient
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.outbound import Recipient, pending_count
 from zapgate.db.placements import Placement
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import Engine, Receipt, SessionRef
+from zapgate.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -39,3 +43,22 @@ class Hosted:
 
 
 HostedSessions = dict[SessionRef, Hosted]
+
+
+async def queue_depth(manager: ConnectionManager, hosted: HostedSessions) -> int:
+    """Return how many outbound messages of the hosted sessions wait to be sent (clients away are skipped)."""
+    rows: dict[str, list[str]] = {}
+    for ref, one in hosted.items():
+        if one.session_row_id:
+            rows.setdefault(ref.client_id, []).append(one.session_row_id)
+    depth = 0
+    for client, session_rows in rows.items():
+
+        async def count(tx: Transaction, session_rows: list[str] = session_rows) -> int:
+            return await pending_count(tx.connection, session_rows)
+
+        try:
+            depth += await manager.execute_transaction(client, count)
+        except Exception as exc:  # a client deleted meanwhile, the database away: next round
+            log.debug("worker.measure_failed", client=client, error=repr(exc))
+    return depth

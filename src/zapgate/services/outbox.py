@@ -46,7 +46,8 @@ from zapgate.engines.base import (
 )
 from zapgate.log import get_logger
 from zapgate.services.hosted import Hosted, HostedSessions
-from zapgate.services.recorder import EventEntry, Recorder, acks_of, send_entry, split_receipts, status_entry
+from zapgate.services.receipts import EventEntry, acks_of, send_entry, split_receipts, status_entry
+from zapgate.services.recorder import Recorder
 
 log = get_logger(__name__)
 
@@ -318,7 +319,7 @@ class Outbox:
         for wa_id, receipts in ahead.items():  # their message was not recorded here: the usual way
             others.extend(replace(r, message_ids=(wa_id,)) for r in receipts)
         if others:
-            entries.extend(await self._recorder.advance_by_receipts(tx, ref.client_id, others))
+            entries.extend(await self._recorder.receipts.advance(tx, ref.client_id, others))
         await tx.event.append_many(entries)
         return overtaking
 

@@ -15,17 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from zapgate import metrics
-from zapgate.db import notify, outbound, placements
+from zapgate.db import notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.db.outbound import SendOutcome
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
-from zapgate.domain.receipts import announced_steps, furthest
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
@@ -45,6 +42,7 @@ from zapgate.errors import DatabaseUnavailable, InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.hosted import HostedSessions
 from zapgate.services.qr import qr_data_url
+from zapgate.services.receipts import Ack, ReceiptBook, acks_of
 
 log = get_logger(__name__)
 
@@ -59,9 +57,6 @@ RESTING = {
     SessionStatus.QR_TIMEOUT: "stopped",
     SessionStatus.LOGGED_OUT: "logged_out",
 }
-
-EventEntry = tuple[str, str | None, dict[str, Any]]  # (type, session id, payload) for append_many
-Ack = Callable[[], None]
 
 
 class Recorder:
@@ -79,6 +74,7 @@ class Recorder:
         self._hosted = hosted
         self._keep_stories = keep_stories
         self._on_connected = on_connected
+        self.receipts = ReceiptBook(hosted)
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
     def put(self, event: EngineEvent) -> None:
@@ -224,6 +220,22 @@ class Recorder:
                 self._hosted.pop(ref, None)
             elif event.status is SessionStatus.CONNECTED:
                 self._on_connected()
+
+    async def record_unplaced(self, ref: SessionRef, reason: str) -> None:
+        """Record that no worker has room for the session (an `unplaced` status and an `error` event)."""
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None or session.status == SessionStatus.UNPLACED:
+                return
+            if not can_transition(SessionStatus(session.status), SessionStatus.UNPLACED):
+                return
+            await tx.session.update(ref.session_id, status=SessionStatus.UNPLACED.value, last_error=reason)
+            payload = status_change_payload("unplaced", session.status, reason, code="no_capacity")
+            await append(tx, ref, EventType.STATUS_CHANGE, payload)
+            await append(tx, ref, EventType.ERROR, {"code": "no_capacity", "message": reason})
+
+        await self._manager.execute_transaction(ref.client_id, work)
 
     async def _store_qr(self, event: QrCode) -> None:
         ref = event.ref
@@ -372,14 +384,14 @@ class Recorder:
         Returns the acknowledgements of the receipts stored (deferred ones are acknowledged later).
         """
         client = receipts[0].ref.client_id
-        receipts = self._not_overtaking(receipts)
+        receipts = self.receipts.not_overtaking(receipts)
         if not receipts:
             return []
         counted: list[MessageStatus] = []
 
         async def work(tx: Transaction) -> None:
             counted.clear()  # a retried transaction starts again
-            entries = await self.advance_by_receipts(tx, client, receipts)
+            entries = await self.receipts.advance(tx, client, receipts)
             counted.extend(MessageStatus(payload["status"]) for _, _, payload in entries)
             await tx.event.append_many(entries)
 
@@ -387,126 +399,6 @@ class Recorder:
         for status in counted:
             metrics.MESSAGES.labels("outbound", status.value).inc()
         return [ack for receipt in receipts for ack in acks_of(receipt)]
-
-    def _not_overtaking(self, receipts: list[Receipt]) -> list[Receipt]:
-        """Return the receipts that may be stored now; hold those of a session whose sends are being recorded.
-
-        Receipts name WhatsApp's ids, which the worker learns only as each send returns: while a batch is
-        in flight, a receipt of that session may be about one of its messages, and waits for its record.
-        """
-        ready = []
-        for receipt in receipts:
-            hosted = self._hosted.get(receipt.ref)
-            if hosted is None:
-                ready.append(receipt)
-                continue
-            hosted.last_active = time.monotonic()
-            if hosted.in_flight:
-                hosted.deferred.append(receipt)  # stored once the batch is recorded: sent, then delivered
-            else:
-                ready.append(receipt)
-        return ready
-
-    async def advance_by_receipts(self, tx: Transaction, client: str, receipts: list[Receipt]) -> list[EventEntry]:
-        """Move messages forward by `receipts` (of `client`); return the message-status events of the steps."""
-        rows = await self._session_rows(tx, client, {r.ref.session_id for r in receipts})
-        reported: dict[tuple[str, str], list[Receipt]] = {}
-        for receipt in receipts:
-            row = rows.get(receipt.ref.session_id)
-            if row is None:
-                continue
-            for wa_id in receipt.message_ids:
-                reported.setdefault((row, wa_id), []).append(receipt)
-        if not reported:
-            return []
-        targets = [
-            (row, wa_id, furthest(MessageStatus.PENDING, (r.status for r in items)))
-            for (row, wa_id), items in reported.items()
-        ]
-        entries: list[EventEntry] = []
-        for changed in await outbound.advance(tx.connection, targets):
-            items = reported[(changed.session_row, changed.wa_message_id)]
-            steps = announced_steps(changed.old_status, [r.status for r in items])
-            first = items[0]
-            for status in steps:
-                told = next((r for r in items if r.status is status), None)
-                entries.append(
-                    status_entry(
-                        first.ref.session_id,
-                        changed.message_id,
-                        changed.wa_message_id,
-                        status,
-                        told.timestamp.isoformat() if told is not None else None,
-                    )
-                )
-        return entries
-
-    async def _session_rows(self, tx: Transaction, client: str, session_ids: set[str]) -> dict[str, str]:
-        """Return the row ids of `client`'s named sessions (known ones from memory)."""
-        found = {}
-        for session_id in session_ids:
-            hosted = self._hosted.get(SessionRef(client, session_id))
-            if hosted is not None:
-                found[session_id] = hosted.session_row_id
-        for session_id in session_ids - set(found):
-            session = await tx.session.find_unique(session_id)
-            if session is not None:
-                found[session_id] = session.id
-        return found
-
-
-def acks_of(event: EngineEvent) -> list[Ack]:
-    """Return the acknowledgement an event carries, if any."""
-    ack = event.ack if isinstance(event, InboundMessage | Receipt) else None
-    return [ack] if ack is not None else []
-
-
-def split_receipts(receipts: list[Receipt], ids: set[str]) -> tuple[dict[str, list[Receipt]], list[Receipt]]:
-    """Split receipts into those about WhatsApp ids `ids` (per id, in order) and the rest."""
-    about: dict[str, list[Receipt]] = {}
-    rest: list[Receipt] = []  # receipts, or the part of one, about other messages
-    for receipt in receipts:
-        for message_id in receipt.message_ids:
-            if message_id in ids:
-                about.setdefault(message_id, []).append(receipt)
-        others = tuple(message_id for message_id in receipt.message_ids if message_id not in ids)
-        if others:
-            rest.append(receipt if len(others) == len(receipt.message_ids) else replace(receipt, message_ids=others))
-    return about, rest
-
-
-def status_entry(
-    session_id: str, message_id: str, wa_message_id: str | None, status: MessageStatus, timestamp: str | None
-) -> EventEntry:
-    """The message-status event of message `message_id` (ours; WhatsApp's beside it) reaching `status`."""
-    payload: dict[str, Any] = {
-        "sessionId": session_id,
-        "messageId": message_id,
-        "whatsappMessageId": wa_message_id,
-        "status": status.value,
-    }
-    if timestamp is not None:
-        payload["timestamp"] = timestamp
-    return (EventType.MESSAGE_STATUS.value, session_id, payload)
-
-
-def send_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
-    """The message-status event of a send recorded as sent or failed."""
-    entry = status_entry(
-        ref.session_id,
-        outcome.message_id,
-        outcome.assigned_id,
-        outcome.status,
-        outcome.sent_at.isoformat() if outcome.sent_at else None,
-    )
-    payload = entry[2]
-    if outcome.chat_jid:
-        payload["to"] = outcome.chat_jid
-    if outcome.error:
-        payload["error"] = storable(outcome.error)
-    if outcome.error_code:
-        payload["reason"] = outcome.error_code
-    return entry
 
 
 def status_changes(event: StatusChanged) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, mask, p
 from zapgate.domain.records import Session
 from zapgate.domain.sends import message_text
 from zapgate.domain.sessions import SessionStatus, restart_mode
+from zapgate.engines import registry
 from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import SANDBOX_FAULTS, STATUS_BROADCAST, session_address
 from zapgate.errors import DuplicateRecord, EngineNotAllowed, InvalidRequest, SessionNotConnected, SessionNotFound
@@ -147,9 +148,9 @@ class SessionService:
 
     async def _logout_unhosted(self, cid: str, sid: str, session: Session) -> None:
         ref = SessionRef(cid, sid)
-        if session.engine == "sandbox" and session.phone_number:
+        if registry.simulated(session.engine) and session.phone_number:
             await self._sandbox.unlink(session.phone_number, ref)
-        elif session.engine == "whatsmeow" and session.jid:
+        elif registry.uses_keystore(session.engine) and session.jid:
             async with self._manager.registry_transaction() as conn:
                 await keystore.forget_device(conn, cid, session.jid)
 
@@ -192,7 +193,7 @@ class SessionService:
             return deleted
 
         deleted = await self._manager.execute_transaction(cid, work)
-        if deleted.engine == "sandbox" and deleted.phone_number:
+        if registry.simulated(deleted.engine) and deleted.phone_number:
             await self._sandbox.unlink(deleted.phone_number, SessionRef(cid, sid))
         log.info("session.deleted", client_id=cid, session_id=sid)
 
@@ -334,10 +335,11 @@ class SessionService:
 
     async def _sandbox_session(self, client: str, session: str) -> tuple[SessionRef, Session]:
         view = await self.get(client, session)
-        if view.session.engine != "sandbox":
+        if not registry.simulated(view.session.engine):
             raise InvalidRequest(f"session {session!r} runs on {view.session.engine}, not on the sandbox")
-        if "sandbox" not in (await self._quotas.quotas(view.session.client_id)).engines:
-            raise EngineNotAllowed("engine 'sandbox' is not enabled for this client", engine="sandbox")
+        if view.session.engine not in (await self._quotas.quotas(view.session.client_id)).engines:
+            engine = view.session.engine
+            raise EngineNotAllowed(f"engine {engine!r} is not enabled for this client", engine=engine)
         return SessionRef(view.session.client_id, view.session.session_id), view.session
 
 

@@ -27,21 +27,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import notify, placements
 from zapgate.db.keystore import forget_device, provision_keystore
-from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
-from zapgate.db.outbound import pending_count
 from zapgate.db.placements import Placement
-from zapgate.domain.events import EventType, status_change_payload
-from zapgate.domain.pacing import Pacing
-from zapgate.domain.sessions import SessionStatus, can_transition
+from zapgate.domain.sessions import SessionStatus
 from zapgate.engines import registry
 from zapgate.engines.base import (
     Engine,
@@ -55,11 +51,13 @@ from zapgate.engines.base import (
 )
 from zapgate.engines.registry import EngineContext, EngineSpec
 from zapgate.log import get_logger
-from zapgate.services.hosted import Hosted, HostedSessions
-from zapgate.services.outbox import Outbox, OutboxPolicy
-from zapgate.services.recorder import Recorder, append
+from zapgate.services.hosted import Hosted, HostedSessions, queue_depth
+from zapgate.services.outbox import Outbox
+from zapgate.services.recorder import Recorder
 from zapgate.services.sandbox import PostgresSandboxNetwork
-from zapgate.settings import Settings
+from zapgate.services.worker_options import WorkerOptions, worker_options
+
+__all__ = ["EXIT_TO_BE_REPLACED", "Worker", "WorkerOptions", "worker_options"]
 
 log = get_logger(__name__)
 
@@ -71,47 +69,6 @@ T = TypeVar("T")
 _PAIRING = frozenset({SessionStatus.CONNECTING, SessionStatus.QR, SessionStatus.PAIRING})
 # the statuses in which a once-connected session is trying to get its connection back
 _RECONNECTING = frozenset({SessionStatus.RECONNECTING, SessionStatus.DISCONNECTED})
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How a worker treats its engines and sessions beyond capacity and timings (settings, usually)."""
-
-    engine_timeout: float = 15.0  # seconds a start, stop or logout may take before it is given up on
-    max_abandoned: int = 10  # engine clients a worker may abandon in its life before it drains and exits
-    reconnect_window: float = 300.0  # seconds a session may stay reconnecting before it is failed
-    keep_stories: bool = False  # store contacts' stories (status@broadcast) as messages of kind "story"
-    outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
-    pacing: Mapping[str, Pacing] = field(default_factory=dict)  # per engine, in place of its defaults
-    device_name: str = "zapgate"  # what the phone lists under Linked devices
-
-
-def worker_options(settings: Settings) -> WorkerOptions:
-    """Return the worker options the settings ask for."""
-    overrides = {
-        "typing_ms_per_char": settings.pace_typing_ms_per_char,
-        "typing_max_ms": settings.pace_typing_max_ms,
-        "pause_min_ms": settings.pace_pause_min_ms,
-        "pause_max_ms": settings.pace_pause_max_ms,
-        "first_contacts_per_day": settings.first_contacts_per_day,
-    }
-    pacing = {}
-    real = None
-    for name in registry.known():
-        spec = registry.spec(name)
-        if spec.real:
-            real = pacing[name] = spec.pacing.with_overrides(**overrides)
-    if settings.sandbox_paced and real is not None:
-        pacing["sandbox"] = real
-    return WorkerOptions(
-        engine_timeout=settings.engine_timeout,
-        max_abandoned=settings.max_abandoned_clients,
-        reconnect_window=settings.reconnect_window,
-        keep_stories=settings.keep_stories,
-        outbox=OutboxPolicy(recipient_ttl=settings.recipient_cache_ttl, max_attempts=settings.send_max_attempts),
-        pacing=pacing,
-        device_name=settings.device_name,
-    )
 
 
 class Worker:
@@ -234,27 +191,15 @@ class Worker:
         for placement in claimed:
             await self._host(placement)
         for placement in waiting:
-            await self._mark_unplaced(placement)
+            reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
+            with contextlib.suppress(Exception):
+                await self._recorder.record_unplaced(SessionRef(placement.client_id, placement.session_id), reason)
 
     async def _measure(self) -> None:
-        """Update the gauges published with the heartbeat: sessions hosted, outbound queue depth."""
+        """Update the gauges published with the heartbeat: sessions hosted, abandoned clients, queue depth."""
         metrics.HOSTED_SESSIONS.set(len(self._hosted))
         metrics.ABANDONED_CLIENTS.set(self.abandoned)
-        rows: dict[str, list[str]] = {}
-        for ref, hosted in self._hosted.items():
-            if hosted.session_row_id:
-                rows.setdefault(ref.client_id, []).append(hosted.session_row_id)
-        depth = 0
-        for client, session_rows in rows.items():
-
-            async def count(tx: Transaction, session_rows: list[str] = session_rows) -> int:
-                return await pending_count(tx.connection, session_rows)
-
-            try:
-                depth += await self._manager.execute_transaction(client, count)
-            except Exception as exc:  # a client deleted meanwhile, the database away: next round
-                log.debug("worker.measure_failed", client=client, error=repr(exc))
-        metrics.OUTBOUND_QUEUE.set(depth)
+        metrics.OUTBOUND_QUEUE.set(await queue_depth(self._manager, self._hosted))
 
     async def _lease_loop(self) -> None:
         while True:
@@ -433,24 +378,6 @@ class Worker:
         with contextlib.suppress(Exception):
             async with self._manager.registry_transaction() as conn:
                 await placements.release(conn, self.worker_id, ref.client_id, ref.session_id)
-
-    async def _mark_unplaced(self, placement: Placement) -> None:
-        ref = SessionRef(placement.client_id, placement.session_id)
-        reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
-
-        async def work(tx: Transaction) -> None:
-            session = await tx.session.find_unique(ref.session_id)
-            if session is None or session.status == SessionStatus.UNPLACED:
-                return
-            if not can_transition(SessionStatus(session.status), SessionStatus.UNPLACED):
-                return
-            await tx.session.update(ref.session_id, status=SessionStatus.UNPLACED.value, last_error=reason)
-            payload = status_change_payload("unplaced", session.status, reason, code="no_capacity")
-            await append(tx, ref, EventType.STATUS_CHANGE, payload)
-            await append(tx, ref, EventType.ERROR, {"code": "no_capacity", "message": reason})
-
-        with contextlib.suppress(Exception):
-            await self._manager.execute_transaction(ref.client_id, work)
 
     # -- watchdogs: pairing that takes too long, reconnections that do not come back -----------------
 

@@ -12,8 +12,10 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from zapgate.api.hotpath import SendHotPath
+from zapgate.api.limits import ApiLimits
 from zapgate.errors import AuthenticationFailed, RateLimited, ZapgateError
 from zapgate.services.sessions import SendAccepted
+from zapgate.settings import Settings
 
 KEY = "zg_test-key-0123456789"
 BODY = {"sessionId": "s1", "to": "5511999999999", "message": "hello"}
@@ -58,7 +60,8 @@ class Route:
 async def call(
     hot: SendHotPath, body: bytes, headers: list[tuple[bytes, bytes]], sessions: Sessions, path: str = "/whatsapp/send"
 ) -> tuple[int, dict[bytes, bytes], bytes, Scope]:
-    app = SimpleNamespace(state=SimpleNamespace(clients=Clients(), sessions=sessions))
+    limits = ApiLimits.from_settings(Settings(request_rate=0))  # metering is tested over HTTP (test_limits.py)
+    app = SimpleNamespace(state=SimpleNamespace(clients=Clients(), sessions=sessions, limits=limits))
     scope: Scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "app": app, "state": {}}
     sent: list[Message] = []
 

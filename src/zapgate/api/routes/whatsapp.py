@@ -53,6 +53,7 @@ from zapgate.api.schemas import (
 from zapgate.domain.ids import MAX_ROW_ID, SESSION_ID_PATTERN, row_id
 from zapgate.domain.ids import ClientId as ClientIdType
 from zapgate.domain.records import AuditEntry, Contact, Session
+from zapgate.engines import registry
 from zapgate.errors import InvalidRequest, NotFound
 from zapgate.log import get_logger
 from zapgate.services.clients import hash_key
@@ -84,7 +85,7 @@ def session_out(session: Session, desired: str | None = None) -> SessionOut:
         session_id=session.session_id,
         status=session.status,
         engine=session.engine,
-        sandbox=session.engine == "sandbox",
+        sandbox=registry.simulated(session.engine),
         phone_number=session.phone_number,
         jid=session.jid,
         qr_code=session.qr_code,
