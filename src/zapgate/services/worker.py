@@ -62,6 +62,7 @@ __all__ = ["EXIT_TO_BE_REPLACED", "Worker", "WorkerOptions", "worker_options"]
 log = get_logger(__name__)
 
 LEASE_TTL = 10.0  # seconds a lease lives without renewal
+DRAIN_TIMEOUT = 10.0  # seconds a stopping worker waits to store what its engines reported last
 EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL; supervisor.py)
 T = TypeVar("T")
 
@@ -158,7 +159,10 @@ class Worker:
             except Exception as exc:  # a hung engine must not keep the worker from exiting
                 log.error("worker.engine_close_failed", engine=name, error=repr(exc))
         await asyncio.sleep(0)
-        await self._recorder.drain()
+        try:  # the recorder waits for a database that is away; a stop waits for it only so long
+            await asyncio.wait_for(self._recorder.drain(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.error("worker.events_not_drained", waiting=self._recorder.events.qsize())
         await self._tasks.close()
         with contextlib.suppress(Exception):
             async with self._manager.registry_transaction() as conn:
