@@ -10,7 +10,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from zapgate.engines.base import (
     SessionRef,
     StatusChanged,
 )
-from zapgate.engines.registry import EngineContext, EngineSpec
+from zapgate.engines.registry import EngineContext
 from zapgate.engines.sandbox import SandboxEngine
 from zapgate.services import outbox
 from zapgate.services.clients import ClientService
@@ -108,7 +108,7 @@ class Scripted(SandboxEngine):
 def script() -> Iterator[Script]:
     original = registry.spec("sandbox")
     made = Script()
-    registry.register(EngineSpec("sandbox", lambda context: Scripted(context, made)))
+    registry.register(replace(original, build=lambda context: Scripted(context, made)))
     try:
         yield made
     finally:
