@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field("console", validation_alias="ZAPGATE_LOG_FORMAT")
 
     workers: int = Field(1, ge=0, le=64, validation_alias="ZAPGATE_WORKERS")  # started by `zapgate serve`
+    # set by `zapgate serve` for the workers it starts (not by hand): a worker stops once this process is gone
+    supervisor_pid: int | None = Field(None, ge=1, validation_alias="ZAPGATE_SUPERVISOR_PID")
     default_engine: Literal["whatsmeow", "sandbox"] = Field("whatsmeow", validation_alias="ZAPGATE_DEFAULT_ENGINE")
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
