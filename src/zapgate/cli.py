@@ -157,6 +157,7 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
     from zapgate.db.manager import ConnectionManager
     from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
+    from zapgate.services.retention import Pruner, retention_defaults
     from zapgate.services.webhook_dispatcher import WebhookDispatcher, webhook_retry
     from zapgate.services.webhooks import webhook_policy
     from zapgate.services.worker import EXIT_TO_BE_REPLACED, Worker, worker_options
@@ -197,8 +198,10 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
             worker_id=worker.worker_id,
             client_labels=settings.metrics_client_labels,
         )
+        pruner = Pruner(manager, worker.worker_id, retention_defaults(settings))
         await worker.start()
         await dispatcher.start()
+        await pruner.start()
         freeze_startup_objects()
         try:
             await asyncio.wait(
@@ -208,6 +211,7 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
         finally:
             if watching is not None:
                 watching.cancel()
+            await pruner.close()
             await dispatcher.close()
             await worker.close()
         # drained: a fresh process (its supervisor, or the orchestrator) takes over

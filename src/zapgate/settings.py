@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     metrics_key: SecretStr | None = Field(None, validation_alias="ZAPGATE_METRICS_KEY")
     metrics_client_labels: bool = Field(False, validation_alias="ZAPGATE_METRICS_CLIENT_LABELS")
 
+    # retention: days each kind of row is kept (0: for ever); per-client overrides by the admin API. Workers prune
+    # every client once per ZAPGATE_PRUNE_INTERVAL seconds; events a webhook has yet to deliver are kept
+    retain_events_days: int = Field(30, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_EVENTS_DAYS")
+    retain_audit_days: int = Field(90, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_AUDIT_DAYS")
+    retain_deliveries_days: int = Field(30, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_DELIVERIES_DAYS")
+    retain_idempotency_days: int = Field(1, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_IDEMPOTENCY_DAYS")
+    retain_sandbox_mail_days: int = Field(7, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_SANDBOX_MAIL_DAYS")
+    prune_interval: float = Field(3600.0, ge=1, le=7 * 86_400, validation_alias="ZAPGATE_PRUNE_INTERVAL")  # seconds
+
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds

@@ -13,7 +13,7 @@ from zapgate.api import console, problems, realtime
 from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.api.routes import admin, health, webhooks, whatsapp
+from zapgate.api.routes import admin, health, retention, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
@@ -108,6 +108,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's answers and its audit carry the id too
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(retention.router)
     app.include_router(whatsapp.router)
     app.include_router(webhooks.router)
     problems.document(app)
