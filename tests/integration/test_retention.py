@@ -12,7 +12,7 @@ from zapgate import metrics
 from zapgate.db import retention as store
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.clients import ClientService
-from zapgate.services.retention import Pruner, RetentionDefaults, RetentionService, gap_after
+from zapgate.services.retention import NETWORK, Pruner, RetentionDefaults, RetentionService, gap_after
 
 DEFAULTS = RetentionDefaults(events_days=30, audit_days=90, deliveries_days=30, idempotency_days=1)
 
@@ -86,7 +86,7 @@ async def test_each_table_is_pruned_by_its_policy_and_counted(manager: Connectio
     assert gap is not None and gap.payload() == {"requestedLastEventId": old[0] - 1, "oldestEventId": young[0]}
     assert await gap_after(manager, "acme", old[-1]) is None
     # pruned once per interval: nothing is due now
-    assert await Pruner(manager, "w2", DEFAULTS).prune_due() == {"sandbox": {"sandbox_mail": 0}}
+    assert await Pruner(manager, "w2", DEFAULTS).prune_due() == {NETWORK: {"sandbox_mail": 0}}
     policy = await RetentionService(manager, DEFAULTS).get("acme")
     assert policy.last_pruned == counts["acme"] and policy.last_pruned_at is not None
 

@@ -43,6 +43,7 @@ class Step:
     last_id: int | None  # the newest id looked at (None: nothing was left to look at)
     done: bool  # it reached rows too young to go (or the end of the table)
     newest_deleted: int | None = None
+    floor: int | None = None  # events: the newest id no webhook needed in this batch (all after it were kept)
 
 
 async def get(conn: AsyncConnection, client_id: str) -> RetentionRow | None:
@@ -195,7 +196,13 @@ async def prune_step(
     if table == "events":
         params.update(floor=floor, client=client_id)
     row = (await conn.execute(_WALKS[table], params)).mappings().one()
-    return Step(int(row["deleted"]), row["last_id"], bool(row["done"]), row["newest_deleted"])
+    return Step(
+        int(row["deleted"]),
+        row["last_id"],
+        bool(row["done"]),
+        row["newest_deleted"],
+        floor if table == "events" else None,
+    )
 
 
 _IDEMPOTENCY = text(
