@@ -9,15 +9,18 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from zapgate import __version__
 from zapgate.errors import InvalidRequest, ZapgateError
-from zapgate.log import configure_logging
+from zapgate.log import configure_logging, get_logger
 from zapgate.settings import Settings, describe_settings_error
+
+if TYPE_CHECKING:
+    from zapgate.supervisor import ParentWatch
 
 T = TypeVar("T")
 
@@ -98,7 +101,7 @@ def serve(host: str | None, port: int | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so that the embedded
     # PostgreSQL is left (and stopped) on the way out instead of the process dying on the spot
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    from zapgate.supervisor import WorkerSupervisor, worker_environment
+    from zapgate.supervisor import WorkerSupervisor, reap_orphans, worker_environment
 
     # uvloop and httptools: measured beside h11 + asyncio and granian (benchmarks/http_servers.py, README)
     server: dict[str, Any] = {
@@ -112,6 +115,7 @@ def serve(host: str | None, port: int | None) -> None:
     }
     try:
         with _database(settings) as url:
+            reap_orphans(url)  # workers an earlier serve left (killed where no parent-death signal exists)
             app: Any  # the app, or the import string of its factory for several processes
             if settings.api_processes == 1:
                 app = create_app(settings, url)
@@ -134,11 +138,19 @@ def serve(host: str | None, port: int | None) -> None:
 @main.command()
 def worker() -> None:
     """Host sessions: claim them, keep their WhatsApp connections, send and receive (`serve` starts these)."""
+    from zapgate.supervisor import ParentWatch, die_with_parent
+
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    watch = None
+    if settings.supervisor_pid is not None:
+        die_with_parent()  # Linux: SIGTERM when serve's supervising thread ends, whatever killed it
+        watch = ParentWatch(settings.supervisor_pid)
+        if watch.orphaned:  # serve died before the signal was armed
+            _fail("the zapgate serve that started this worker is gone")
     try:
         with _database(settings) as url:
-            code, abandoned = asyncio.run(_run_worker(settings, url))
+            code, abandoned = asyncio.run(_run_worker(settings, url, watch))
     except ZapgateError as exc:
         _fail(exc.message)
     if abandoned:
@@ -150,11 +162,15 @@ def worker() -> None:
     sys.exit(code)
 
 
-async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
-    """Run a worker until SIGTERM/SIGINT, or until it drains itself; return (exit code, clients abandoned)."""
+async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = None) -> tuple[int, int]:
+    """Run a worker until SIGTERM/SIGINT, its supervisor's end, or until it drains itself.
+
+    Returns (exit code, clients abandoned).
+    """
     from zapgate.db.manager import ConnectionManager
     from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
+    from zapgate.services.retention import Pruner, retention_defaults
     from zapgate.services.webhook_dispatcher import WebhookDispatcher, webhook_retry
     from zapgate.services.webhooks import webhook_policy
     from zapgate.services.worker import EXIT_TO_BE_REPLACED, Worker, worker_options
@@ -163,6 +179,7 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watching = asyncio.ensure_future(_watch_parent(watch, stop)) if watch is not None else None
     async with ConnectionManager(
         url,
         pool_size=min(settings.db_pool_size, 10),
@@ -194,8 +211,10 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
             worker_id=worker.worker_id,
             client_labels=settings.metrics_client_labels,
         )
+        pruner = Pruner(manager, worker.worker_id, retention_defaults(settings))
         await worker.start()
         await dispatcher.start()
+        await pruner.start()
         freeze_startup_objects()
         try:
             await asyncio.wait(
@@ -203,10 +222,28 @@ async def _run_worker(settings: Settings, url: str) -> tuple[int, int]:
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
+            if watching is not None:
+                watching.cancel()
+            await pruner.close()
             await dispatcher.close()
             await worker.close()
         # drained: a fresh process (its supervisor, or the orchestrator) takes over
         return (EXIT_TO_BE_REPLACED if worker.exhausted.is_set() else 0), worker.abandoned
+
+
+async def _watch_parent(watch: ParentWatch, stop: asyncio.Event) -> None:
+    """Stop the worker once its supervisor is gone; exit regardless if the clean stop outlasts a deadline."""
+    from zapgate.supervisor import PARENT_CHECK_INTERVAL
+
+    while not watch.orphaned:
+        try:
+            await asyncio.wait_for(stop.wait(), PARENT_CHECK_INTERVAL)
+            return  # stopping anyway
+        except TimeoutError:
+            continue
+    get_logger(__name__).warning("worker.orphaned", supervisor_pid=watch.supervisor_pid)
+    watch.exit_after()  # a clean stop waits for a database that may have gone with serve
+    stop.set()
 
 
 @main.command()

@@ -61,6 +61,12 @@ ABANDONED_CLIENTS = Gauge(
     "Engine clients a worker gave up on because their stop did not return in time (it exits past a bound).",
     registry=REGISTRY,
 )
+PRUNED_ROWS = Counter(
+    "zapgate_pruned_rows",
+    "Rows deleted by retention, per table (events, audit, webhook_deliveries, idempotency_keys, sandbox_mail).",
+    ["table"],
+    registry=REGISTRY,
+)
 ENGINE_CALL_TIMEOUTS = Counter(
     "zapgate_engine_call_timeouts",
     "Engine calls a worker stopped waiting for, by call.",

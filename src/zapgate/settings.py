@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     api_processes: int = Field(1, ge=1, le=64, validation_alias="ZAPGATE_API_PROCESSES")
     # the engines this deployment runs (comma-separated); a session on another is refused, workers run only these
     engines: str = Field("whatsmeow,sandbox", validation_alias="ZAPGATE_ENGINES")
+    # set by `zapgate serve` for the workers it starts (not by hand): a worker stops once this process is gone
+    supervisor_pid: int | None = Field(None, ge=1, validation_alias="ZAPGATE_SUPERVISOR_PID")
     default_engine: Literal["whatsmeow", "sandbox"] = Field("whatsmeow", validation_alias="ZAPGATE_DEFAULT_ENGINE")
     lease_ttl: float = Field(10.0, ge=1.0, le=15.0, validation_alias="ZAPGATE_LEASE_TTL")  # seconds
     max_qr_codes: int = Field(5, ge=1, le=50, validation_alias="ZAPGATE_MAX_QR_CODES")
@@ -90,6 +92,15 @@ class Settings(BaseSettings):
     # /metrics: a key to scrape it with (unset: open), and whether series may name clients and webhooks
     metrics_key: SecretStr | None = Field(None, validation_alias="ZAPGATE_METRICS_KEY")
     metrics_client_labels: bool = Field(False, validation_alias="ZAPGATE_METRICS_CLIENT_LABELS")
+
+    # retention: days each kind of row is kept (0: for ever); per-client overrides by the admin API. Workers prune
+    # every client once per ZAPGATE_PRUNE_INTERVAL seconds; events a webhook has yet to deliver are kept
+    retain_events_days: int = Field(30, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_EVENTS_DAYS")
+    retain_audit_days: int = Field(90, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_AUDIT_DAYS")
+    retain_deliveries_days: int = Field(30, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_DELIVERIES_DAYS")
+    retain_idempotency_days: int = Field(1, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_IDEMPOTENCY_DAYS")
+    retain_sandbox_mail_days: int = Field(7, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_SANDBOX_MAIL_DAYS")
+    prune_interval: float = Field(3600.0, ge=1, le=7 * 86_400, validation_alias="ZAPGATE_PRUNE_INTERVAL")  # seconds
 
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, api_client, client_schemas, new_client, running_app
+from tests.support.retention import prune_events_before
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
@@ -512,6 +513,34 @@ async def test_join_with_last_event_id_resumes_with_no_gap_and_no_duplicate(
     assert mark == after[-1]["eventId"]
     await append(manager, "acme", "s1", 1, start=16)
     assert (await third.event("message-received"))["n"] == 16
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_join_from_pruned_events_is_told_of_the_gap_then_goes_on(
+    api: httpx.AsyncClient, peers: PeerFactory, manager: ConnectionManager, transport: str
+) -> None:
+    acme = await new_client(api, "acme")
+    await create_session(api, acme, "s1")
+    await append(manager, "acme", "s1", 10)
+    ids = [e.id for e in await (await manager.get_connection("acme")).event.list_after(types=["message-received"])]
+    await prune_events_before(manager, "acme", ids[6])  # retention took the first six
+
+    peer = await peers(key_of(acme), transport)
+    joined = await peer.call("join-session", {"sessionId": "s1", "lastEventId": ids[2]})
+    assert joined["ok"] is True
+    assert joined["gap"] == {"requestedLastEventId": ids[2], "oldestEventId": ids[6]}
+    first = await peer.take(lambda m: m["kind"] == "event", "the first event")
+    assert first["event"] == "gap"
+    assert first["args"] == [{"sessionId": "s1", "requestedLastEventId": ids[2], "oldestEventId": ids[6]}]
+    assert [e["n"] for e in await peer.events("message-received", 4)] == [6, 7, 8, 9]
+    assert await peer.quiet() == []
+
+    # from an id retention has not reached: no gap
+    other = await peers(key_of(acme), transport)
+    joined = await other.call("join-session", {"sessionId": "s1", "lastEventId": ids[7]})
+    assert joined["ok"] is True and "gap" not in joined
+    assert [e["n"] for e in await other.events("message-received", 2)] == [8, 9]
+    assert await other.quiet() == []
 
 
 # -- bad input --------------------------------------------------------------------------------------------

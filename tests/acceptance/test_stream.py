@@ -22,6 +22,7 @@ from tests.acceptance.support import (
     new_client,
     running_app,
 )
+from tests.support.retention import prune_events_before
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
@@ -277,3 +278,25 @@ async def append_texts(manager: ConnectionManager, client: str, session: str, n:
         await tx.event.append_many([("message-received", session, {"n": start + i, "text": text}) for i in range(n)])
 
     await manager.execute_transaction(client, work)
+
+
+async def test_a_resume_from_pruned_events_is_told_of_the_gap_then_goes_on(
+    api: httpx.AsyncClient, manager: ConnectionManager
+) -> None:
+    acme = await new_client(api, "acme")
+    await append(manager, "acme", "s1", 10)
+    ids = [e.id for e in await (await manager.get_connection("acme")).event.list_after(limit=100)]
+    await prune_events_before(manager, "acme", ids[6])  # retention took the first six
+
+    async with stream(api, {**acme, "Last-Event-ID": str(ids[2])}) as events:
+        got = await asyncio.wait_for(next_events(events, 5), 10)
+    gap, rest = got[0], got[1:]
+    assert gap.event == "gap" and gap.id is None
+    assert gap.data == {"requestedLastEventId": ids[2], "oldestEventId": ids[6]}
+    assert [m.data["n"] for m in rest] == [6, 7, 8, 9]
+    # from an id retention has not reached: no gap
+    async with stream(api, acme, lastEventId=str(ids[7])) as events:
+        assert [(m.event, m.data["n"]) for m in await asyncio.wait_for(next_events(events, 2), 10)] == [
+            ("message-received", 8),
+            ("message-received", 9),
+        ]

@@ -136,3 +136,36 @@ async def _count(workers: Callable[[], list[psutil.Process]], n: int) -> bool:
 async def _replaced(workers: Callable[[], list[psutil.Process]], dead: int) -> bool:
     current = workers()
     return len(current) == 2 and dead not in [p.pid for p in current]
+
+
+@pytest.mark.slow
+async def test_workers_die_with_a_serve_that_was_killed(database_url: str, serve_process: ServeFactory) -> None:
+    env = clean_environ(DATABASE_URL=database_url, ZAPGATE_ADMIN_KEY=ADMIN_KEY, ZAPGATE_WORKERS="2")
+    serve = serve_process(env=env)
+    await serve.start()
+    await serve.wait_healthy()
+    parent = psutil.Process(serve.pid)
+
+    def workers() -> list[psutil.Process]:
+        return [p for p in parent.children() if _alive(p) and "worker" in " ".join(p.cmdline())]
+
+    await eventually(lambda: _count(workers, 2), every=0.1)
+    orphans = workers()
+    os.kill(serve.pid, signal.SIGKILL)  # no chance to stop them: they must notice by themselves
+    try:
+        await eventually(lambda: _true(not any(_alive(p) for p in orphans)), within=15, every=0.1)
+    finally:
+        for process in orphans:  # never leave them running against the test's dropped database
+            if _alive(process):
+                process.kill()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -470,7 +470,7 @@ async def test_the_duplicate_window_is_one_batch_sent_but_not_recorded(
     async def crash_once(conn: Any, row: str, outcomes: Any) -> set[str]:
         if not crashed:
             crashed.append(len(outcomes))
-            raise ConnectionError("the worker died here")
+            raise RuntimeError("the worker died here")  # not the database away: that is waited for
         return await record(conn, row, outcomes)
 
     await start_worker()

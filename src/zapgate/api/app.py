@@ -16,7 +16,7 @@ from zapgate.api.guard import RequestGuard
 from zapgate.api.hotpath import SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.api.routes import admin, health, webhooks, whatsapp
+from zapgate.api.routes import admin, health, retention, webhooks, whatsapp
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
@@ -116,6 +116,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's answers and its audit carry the id too
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(retention.router)
     app.include_router(whatsapp.router)
     app.include_router(webhooks.router)
     problems.document(app)

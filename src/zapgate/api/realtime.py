@@ -61,7 +61,8 @@ class _Command(BaseModel):
 
 
 class JoinSession(_Command):
-    """`join-session`: receive a session's events; with `lastEventId`, first those after that id."""
+    """`join-session`: receive a session's events; with `lastEventId`, first those after that id (a `gap`
+    event first, and `gap` in the ack, when retention pruned some of them)."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN)
     last_event_id: int | None = Field(None, ge=0, le=MAX_EVENT_ID)
@@ -312,8 +313,16 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
     async def _join(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
         command = JoinSession.model_validate(payload)
         view = await self._sessions.get(sock.client, command.session_id)  # 404 unless the client's own
+        gap = None
         if command.last_event_id is not None:
-            start = await self._rewind(sid, sock, command.session_id, command.last_event_id)
+            after = command.last_event_id
+            gap = await self._hub.gap(sock.client, after)
+            if gap is not None:  # retention pruned events it has not seen: say so first, then go on from the oldest
+                after = gap.oldest - 1
+                async with sock.lock:
+                    if not sock.closed:
+                        await self.emit("gap", {"sessionId": command.session_id, **gap.payload()}, to=sid)
+            start = await self._rewind(sid, sock, command.session_id, after)
         elif (joined := sock.after.get(command.session_id)) is not None:
             start = joined
         else:
@@ -322,11 +331,14 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
             start = sock.after[command.session_id] = max(head, sock.subscription.cursor)
             sock.follow_joined()
             await self._send_current_code(sid, sock, view.session, start)
-        return {
+        answer = {
             "sessionId": command.session_id,
             "lastEventId": start,
             "session": session_out(view.session, view.desired).model_dump(by_alias=True, mode="json"),
         }
+        if gap is not None:
+            answer["gap"] = gap.payload()
+        return answer
 
     async def _send_current_code(self, sid: str, sock: _Socket, session: Session, start: int) -> None:
         """Send a joining socket the session's current QR or pairing code, made before it joined.

@@ -348,6 +348,26 @@ sandbox_mail = Table(
     Column("taken_until", DateTime(timezone=True), nullable=True),
 )
 Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
+Index("ix_sandbox_mail_created_at", sandbox_mail.c.created_at)  # pruning of mail nobody collected
+
+# per client: how long its rows are kept (NULL: the ZAPGATE_RETAIN_* default) and the state of its pruning
+retention = Table(
+    "retention",
+    registry_metadata,
+    _client_column(primary_key=True),
+    Column("events_days", Integer, nullable=True),
+    Column("audit_days", Integer, nullable=True),
+    Column("deliveries_days", Integer, nullable=True),
+    Column("idempotency_days", Integer, nullable=True),
+    # the newest event id pruning deleted: a resume from before it has missed events (the "gap" signal)
+    Column("events_pruned_through", BigInteger, nullable=False, server_default=text("0")),
+    Column("due_at", DateTime(timezone=True), nullable=False, server_default=NOW),  # next pruning
+    Column("claimed_until", DateTime(timezone=True), nullable=True),  # a worker prunes it until then
+    Column("claimed_by", Text, nullable=True),
+    Column("last_pruned_at", DateTime(timezone=True), nullable=True),
+    Column("last_pruned", JSONB, nullable=True),  # rows deleted by the last pruning, per table
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
 
 # whatsmeow's keys of each client live in schema `wm_<client>` owned by its own login role (db/keystore.py)
 keystores = Table(

@@ -494,6 +494,13 @@ class SandboxEngine:
         if from_me and session.phone is not None:
             # written on the linked phone itself: the other party (`from`) names the chat only
             sender = _Party.of(session.phone, None)
+        if session.silenced:
+            return  # stopped meanwhile: whoever hosts the session next is handed this mail
+        if not (is_group or from_me or session.phone is None) and sender.phone is not None:
+            # the recipient's phone gets it, then reads it: the sender hears both. Posted before the message is
+            # reported, so before its mail is acknowledged (once stored): mail whose receipts could not be posted
+            # is handed out again, and its receipts with it (a receipt repeated changes nothing)
+            await self._post_receipts(session, sender.phone, str(mail["id"]))
         self._emit(
             session,
             InboundMessage(
@@ -512,21 +519,22 @@ class SandboxEngine:
                 ack=ack,
             ),
         )
-        if is_group or from_me or session.silenced or session.phone is None:
+
+    async def _post_receipts(self, session: _Session, sender_phone: str, whatsapp_id: str) -> None:
+        """Tell a linked sender that its message `whatsapp_id` was delivered to the session's phone, then read."""
+        if session.phone is None or await self._network.linked_session(sender_phone) is None:
             return
-        if sender.phone is not None and await self._network.linked_session(sender.phone) is not None:
-            # the recipient's phone gets it, then reads it: the sender hears both
-            for status in (MessageStatus.DELIVERED, MessageStatus.READ):
-                await self._network.post(
-                    phone_address(sender.phone),
-                    {
-                        "kind": "receipt",
-                        "ids": [mail["id"]],
-                        "status": status.value,
-                        "from": session.phone,
-                        "timestamp": datetime.now(UTC).isoformat(),
-                    },
-                )
+        for status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            await self._network.post(
+                phone_address(sender_phone),
+                {
+                    "kind": "receipt",
+                    "ids": [whatsapp_id],
+                    "status": status.value,
+                    "from": session.phone,
+                    "timestamp": datetime.now(UTC).isoformat(),
+                },
+            )
 
     def _notice(self, session: _Session, mail: Mail) -> None:
         try:

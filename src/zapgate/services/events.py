@@ -22,6 +22,7 @@ from zapgate.db.notify import EVENTS, Listener
 from zapgate.domain.ids import ClientId, client_id, client_of_schema
 from zapgate.domain.records import Event
 from zapgate.log import get_logger
+from zapgate.services.retention import Gap, gap_after
 
 log = get_logger(__name__)
 
@@ -281,6 +282,10 @@ class EventHub:
             return feed.head
         conn = await self.manager.get_connection(cid)
         return await conn.event.last_id()
+
+    async def gap(self, client: str, after: int) -> Gap | None:
+        """The gap a resume after event `after` would have (events pruned since), or None (services/retention.py)."""
+        return await gap_after(self.manager, client_id(client), after)
 
     async def latest(self, client: str, session: str, types: Collection[str]) -> Event | None:
         """The newest event of `client`'s `session` with one of `types` (None if there is none)."""

@@ -46,6 +46,7 @@ from zapgate.engines.base import (
 )
 from zapgate.log import get_logger
 from zapgate.services.hosted import Hosted, HostedSessions
+from zapgate.services.patience import while_away
 from zapgate.services.receipts import EventEntry, acks_of, send_entry, split_receipts, status_entry
 from zapgate.services.recorder import Recorder
 
@@ -132,8 +133,17 @@ class Outbox:
                 stored: list[Receipt] = []
                 try:
                     sent = await self._send_rows(ref, hosted, batch)
-                    stored = await self._manager.execute_transaction(
-                        ref.client_id, partial(self._record, ref=ref, hosted=hosted, sent=sent)
+                    # sent is sent: its record waits for a database that is away (failing here would send the
+                    # batch again, and drop the receipts that came back meanwhile)
+                    stored = await while_away(
+                        partial(
+                            self._manager.execute_transaction,
+                            ref.client_id,
+                            partial(self._record, ref=ref, hosted=hosted, sent=sent),
+                        ),
+                        event="worker.record_waiting",
+                        other_attempts=1,  # any other failure: as a crash, the batch stays pending
+                        session=str(ref),
                     )
                     for outcome in sent.outcomes:
                         if outcome.status is not MessageStatus.PENDING:

@@ -38,9 +38,10 @@ from zapgate.engines.base import (
     SessionRef,
     StatusChanged,
 )
-from zapgate.errors import DatabaseUnavailable, InvalidRequest, SessionNotFound
+from zapgate.errors import InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.hosted import HostedSessions
+from zapgate.services.patience import database_away
 from zapgate.services.qr import qr_data_url
 from zapgate.services.receipts import Ack, ReceiptBook, acks_of
 
@@ -127,7 +128,7 @@ class Recorder:
                 acks = await self._store_what_can_be_kept(event, exc)
             except Exception as exc:
                 attempt += 1
-                away = isinstance(exc, DatabaseUnavailable) or isinstance(exc.__cause__, OSError | ConnectionError)
+                away = database_away(exc)
                 log.warning("worker.store_failed", kind=type(event).__name__, attempt=attempt, error=repr(exc))
                 if away or attempt < STORE_ATTEMPTS:
                     await asyncio.sleep(min(0.2 * 2 ** min(attempt, 8), 5.0))

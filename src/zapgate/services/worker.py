@@ -182,7 +182,10 @@ class Worker:
                 log.warning("worker.claim_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._poll)
-            await self._reconcile_now()
+            try:
+                await self._reconcile_now()
+            except Exception as exc:  # the database away: this loop must outlive it (the lease loop tries too)
+                log.warning("worker.renew_failed", error=repr(exc))
 
     async def _claim(self) -> None:
         room = self._capacity - len(self._hosted)

@@ -415,7 +415,8 @@ STREAM_END_GRACE = 5.0  # seconds a stream told to end may take to send its last
                 "Server-Sent Events: one per event of the log (`qr-code`, `pairing-code`, `status-change`, "
                 "`message-received`, `message-status`, `error`), each with `id:` (its id in the log), `event:` "
                 "(its type) and `data:` (JSON). Comments (`: ping`) keep the connection alive. A stream that "
-                "the server ends says why in a last `error` event without `id:` (`key_revoked`)."
+                "the server ends says why in a last `error` event without `id:` (`key_revoked`). A resume from an "
+                "event that retention pruned starts with a `gap` event (no `id:`)."
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
         },
@@ -445,6 +446,8 @@ async def stream(
 
     Without `Last-Event-ID` the stream starts with the next event; with it, it first replays every event
     after that id, in order, with no gap and no duplicate (browsers' `EventSource` sends it on reconnect).
+    If retention pruned events after that id, the stream first sends a `gap` event (data
+    `{"requestedLastEventId", "oldestEventId"}`, no `id:`) and goes on from the oldest event kept.
     A reader more than ZAPGATE_STREAM_BACKLOG_BYTES behind that takes nothing for ZAPGATE_STALL_TIMEOUT
     seconds is disconnected: it resumes with `Last-Event-ID`. Revoking the API key
     (rotation, deleting the client) ends its streams at once.
@@ -452,10 +455,17 @@ async def stream(
     after = _event_cursor(last_event_id, last_event_id_query)
     if session_id is not None:
         await sessions.get(client, session_id)  # 404 for another client's or an unknown session
-    cursor = after if after is not None else await hub.head(client)
+    # a resume from before what retention pruned is told so, then goes on from the oldest event kept
+    gap = await hub.gap(client, after) if after is not None else None
+    if gap is not None:
+        cursor = gap.oldest - 1
+    else:
+        cursor = after if after is not None else await hub.head(client)
     wanted = None if session_id is None else [session_id]
 
     async def events() -> AsyncIterator[ServerSentEvent]:
+        if gap is not None:
+            yield ServerSentEvent(data=json.dumps(gap.payload()), event="gap")
         async with hub.subscription(client, after=cursor, sessions=wanted) as subscription:
             response.subscription = subscription
             if response.ending is not None:
