@@ -63,3 +63,36 @@ async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
     async with ConnectionManager(database_url, pool_size=5, health_interval=3600) as cm:
         await cm.migrate_registry()
         yield cm
+
+
+# neonize runs each Go client's `Neonize` on a thread that is not a daemon: one a test leaves running (a stand-in
+# Go library still looping, a client abandoned mid-test) keeps the interpreter from exiting after the last test,
+# and CI would wait for it until its time limit. Name such threads and end the process with pytest's status.
+LINGER = 10.0  # seconds left threads get to end on their own
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+    import threading
+    import time
+
+    deadline = time.monotonic() + LINGER
+    while True:
+        left = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if left:
+        names = ", ".join(t.name for t in left)
+        sys.stderr.write(f"\nthreads left running after the tests (not daemons; a test leaked them): {names}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 1))

@@ -137,7 +137,7 @@ async def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
                 await made.engine.close()
         finally:
             if fake is not None:
-                fake.release.set()
+                fake.shut_down()
 
 
 async def _until(predicate: Callable[[], Any], seconds: float = BOUND) -> None:

@@ -468,7 +468,7 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     yield install
     for fake in made:
-        fake.release.set()
+        fake.shut_down()
 
 
 def _gate_is_free(seconds: float = 2.0) -> bool:

@@ -86,6 +86,14 @@ class FakeGo:
         self.dropped = self.buffer.qsize()  # Stop forgets the channel: these are never handed over
         return b""
 
+    def shut_down(self) -> None:
+        """End every call still in this library (hung ones included): a test's Go threads must not outlive it.
+
+        neonize runs `Neonize` on a thread that is not a daemon, so one left looping keeps pytest from exiting.
+        """
+        self.release.set()
+        self.stopped.set()
+
     def _deliver(self, event_cb: Any, uuid: bytes, code: int, data: bytes) -> None:
         buffer = ctypes.create_string_buffer(data, len(data))
         event_cb(uuid, ctypes.addressof(buffer), len(data), code)
