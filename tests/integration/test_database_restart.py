@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support import databases
 from tests.support.waiting import eventually
 from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager
@@ -31,14 +29,8 @@ SEND_EVERY = 0.02  # seconds between two sends of the load
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, since the test stops it."""
-    folder = Path(tempfile.mkdtemp(prefix="zapgate-test-restart-"))
-    server = EmbeddedPostgres(folder)
-    server.start()
-    try:
+    with databases.own_server("zapgate-test-restart-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

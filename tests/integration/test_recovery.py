@@ -1,14 +1,12 @@
 """The manager notices a dead server and recovers by itself when it returns; committed rows survive."""
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support import databases
 from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import DatabaseUnavailable
@@ -19,14 +17,8 @@ INTERVAL = 1.0  # seconds between health checks in this test
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of this test's own, since the test stops it."""
-    folder = Path(tempfile.mkdtemp(prefix="zapgate-test-recovery-"))
-    server = EmbeddedPostgres(folder)
-    server.start()
-    try:
+    with databases.own_server("zapgate-test-recovery-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _wait_for(condition: Callable[[], bool], within: float) -> float:
