@@ -46,7 +46,7 @@ import asyncpg
 import psutil
 from sqlalchemy.engine import make_url
 
-from sessions_throughput import MONITOR_APP_NAME, WorkerProcess, Workers  # benchmarks/, beside this script
+from sessions_throughput import MONITOR_APP_NAME, CpuMeter, WorkerProcess, Workers  # benchmarks/, beside this script
 from support import percentile, run_on
 from zapgate.db.manager import ConnectionManager
 from zapgate.errors import ZapgateError
@@ -56,6 +56,7 @@ from zapgate.services.sessions import SessionService
 
 PHONE_BASE = 5511970000000  # + client * 100 + session: the phone linked to each session
 POLL = 0.2  # seconds between two looks at the registry
+RESCAN_AFTER = 10.0  # seconds a session may show a QR code after its scan before it is scanned again
 MIB = 2**20
 TEXT_PREFIX = "fleet"
 
@@ -217,10 +218,17 @@ async def outbound_states(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
 
 
 async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: argparse.Namespace) -> dict[str, float]:
-    """Create every session, scan each QR code as it appears, wait until all are connected; return timings."""
+    """Create every session, scan each QR code as it appears, wait until all are connected; return figures.
+
+    A session still showing a QR code RESCAN_AFTER seconds after its scan is scanned again, as a user would scan
+    the code the phone shows now: a session that moved to another worker before its scan was taken starts
+    pairing anew there. How many moved, and how many scans it took, are reported.
+    """
     total = args.clients * args.sessions_per_client
     gate = asyncio.Semaphore(args.concurrency)
-    scanned: set[tuple[str, str]] = set()
+    scanned: dict[tuple[str, str], float] = {}  # last scan
+    hosts: dict[tuple[str, str], set[str]] = {}  # every worker seen hosting it
+    rescans = 0
     started = time.perf_counter()
 
     async def create(c: int, s: int) -> None:
@@ -239,21 +247,31 @@ async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: arg
             creating.result()
             created_at = time.perf_counter() - started
         rows = await placements(monitor)
+        now = time.perf_counter()
         for r in rows:
             key = (r["client_id"], r["session_id"])
-            if r["status"] == "qr" and key not in scanned:
-                scanned.add(key)
+            if r["worker_id"]:
+                hosts.setdefault(key, set()).add(r["worker_id"])
+            if r["status"] == "qr" and now - scanned.get(key, -RESCAN_AFTER) >= RESCAN_AFTER:
+                rescans += key in scanned
+                scanned[key] = now
                 scans.append(asyncio.create_task(scan(*key)))
         if len(scanned) == total and all_qr_at != all_qr_at:
-            all_qr_at = time.perf_counter() - started
+            all_qr_at = now - started
         connected = sum(1 for r in rows if r["status"] == "connected")
         if connected == total:
             break
-        if time.perf_counter() - started > args.connect_timeout:
+        if now - started > args.connect_timeout:
             raise TimeoutError(f"only {connected} of {total} sessions connected after {args.connect_timeout:g} s")
         await asyncio.sleep(POLL)
     await asyncio.gather(*scans)
-    return {"created": created_at, "scanned": all_qr_at, "connected": time.perf_counter() - started}
+    return {
+        "created": created_at,
+        "scanned": all_qr_at,
+        "connected": time.perf_counter() - started,
+        "rescans": rescans,
+        "moved": sum(1 for seen in hosts.values() if len(seen) > 1),
+    }
 
 
 def spread(values: Sequence[int]) -> str:
@@ -305,7 +323,11 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                 print(f"{args.workers} workers up in {time.perf_counter() - began:.1f} s", flush=True)
 
                 print(f"connecting {total} sessions ...", flush=True)
+                cpu = CpuMeter({"workers": [w.pid for w in fleet], "benchmark": [os.getpid()]})
+                cpu.start()
                 timings = await connect_all(sessions, monitor, args)
+                cpu.stop()
+                connect_cpu = dict(cpu.used)
                 print(
                     f"all {total} connected after {timings['connected']:.1f} s (created by {timings['created']:.1f} s, "
                     f"every QR code scanned by {timings['scanned']:.1f} s)",
@@ -385,7 +407,10 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
     )
     print(
         f"\nconnect: all {total} sessions connected {timings['connected']:.1f} s after the first was created "
-        f"(all created by {timings['created']:.1f} s, all QR codes scanned by {timings['scanned']:.1f} s)"
+        f"(all created by {timings['created']:.1f} s, all QR codes scanned by {timings['scanned']:.1f} s); "
+        f"{timings['moved']:.0f} moved to another worker while starting (a lease that ran out), "
+        f"{timings['rescans']:.0f} scanned again; CPU seconds: workers {connect_cpu.get('workers', 0):.0f}, "
+        f"PostgreSQL {connect_cpu.get('postgres', 0):.0f}, this process {connect_cpu.get('benchmark', 0):.0f}"
     )
     print(
         f"balance bound: each worker hosts at most {args.capacity} (WHATSAPP_MAX_SESSIONS), so at least "
