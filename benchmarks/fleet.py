@@ -402,6 +402,9 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                     await wait_until(all_arrived, args.drain_timeout, "every text to arrive")
                 counts = await received(monitor, args.clients)
                 states = await outbound_states(monitor, args.clients)
+                in_mailboxes = await monitor.fetchval(
+                    "SELECT count(*) FROM zapgate.sandbox_mail WHERE envelope->>'kind' = 'message'"
+                )
                 after = await snapshot(monitor, survivors, port)
             finally:
                 await sessions.close()
@@ -453,8 +456,9 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         f"outbound states {dict(states)}"
     )
     print(
-        f"messages: {accepted - len(lost)} of {accepted} accepted texts received, {len(lost)} lost, "
-        f"{len(duplicated)} received more than once, {len(unexpected)} unexpected"
+        f"messages: {accepted - len(lost)} of {accepted} accepted texts received, {len(lost)} not received "
+        f"{args.drain_timeout:g} s after the load stopped ({in_mailboxes} still waiting in the sandbox network's "
+        f"mailboxes for their recipient), {len(duplicated)} received more than once, {len(unexpected)} unexpected"
     )
     for text in (lost + duplicated)[:5]:
         c, sender, message_id = load.accepted[text]
