@@ -89,8 +89,10 @@ async def eventually(check: Any, within: float, what: str) -> Any:
 # -- worker processes -------------------------------------------------------------------------------------
 
 
-def worker_environment(url: str, lease_ttl: float, capacity: int) -> dict[str, str]:
-    """The environment of a worker: ours without zapgate's variables, plus the database and limits."""
+def worker_environment(
+    url: str, lease_ttl: float, capacity: int, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a worker: ours without zapgate's variables, plus the database, limits and `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZAPGATE_", "WHATSAPP_")) and k != "DATABASE_URL"}
     env.update(
         DATABASE_URL=url,
@@ -100,6 +102,7 @@ def worker_environment(url: str, lease_ttl: float, capacity: int) -> dict[str, s
         WHATSAPP_QR_TIMEOUT="60000",
         WHATSAPP_SESSION_TIMEOUT=str(24 * 3600 * 1000),  # idle sessions must stay hosted while measured
     )
+    env.update(extra or {})
     return env
 
 
@@ -127,8 +130,16 @@ class WorkerProcess:
 class Workers:
     """Start, stop and kill worker processes; every one is gone when the block ends."""
 
-    def __init__(self, url: str, monitor: asyncpg.Connection, folder: Path, lease_ttl: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        monitor: asyncpg.Connection,
+        folder: Path,
+        lease_ttl: float,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self._url, self._monitor, self._folder, self._lease_ttl = url, monitor, folder, lease_ttl
+        self._extra_env = extra_env
         self.running: list[WorkerProcess] = []
         self._count = itertools.count()
 
@@ -141,7 +152,7 @@ class Workers:
                 "-m",
                 "zapgate",
                 "worker",
-                env=worker_environment(self._url, self._lease_ttl, capacity),
+                env=worker_environment(self._url, self._lease_ttl, capacity, self._extra_env),
                 cwd=self._folder,  # no stray .env
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,

@@ -91,12 +91,23 @@ def main() -> None:
 @click.option("--host", default=None, help="Address to listen on [ZAPGATE_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [ZAPGATE_PORT, default 8000].")
 def serve(host: str | None, port: int | None) -> None:
-    """Run the API (and, when DATABASE_URL is unset, an embedded PostgreSQL)."""
+    """Run the API and ZAPGATE_WORKERS workers (and, when DATABASE_URL is unset, an embedded PostgreSQL)."""
+    _serve(_settings(host=host, port=port))
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on [ZAPGATE_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [ZAPGATE_PORT, default 8000].")
+def api(host: str | None, port: int | None) -> None:
+    """Run the API alone, without workers (`serve` with ZAPGATE_WORKERS=0): run `zapgate worker` elsewhere."""
+    _serve(_settings(host=host, port=port, workers=0))
+
+
+def _serve(settings: Settings) -> None:
     import uvicorn
 
     from zapgate.api.app import create_app
 
-    settings = _settings(host=host, port=port)
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so that the embedded
     # PostgreSQL is left (and stopped) on the way out instead of the process dying on the spot

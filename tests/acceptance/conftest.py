@@ -29,15 +29,20 @@ async def serve_process(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     made: list[ServeProcess] = []
 
     def factory(
-        *args: str, env: Mapping[str, str], cwd: Path | None = None, host: str = "127.0.0.1", port: int | None = None
+        *args: str,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        command: str = "serve",
     ) -> ServeProcess:
-        """`zapgate serve ARGS` answering on http://HOST:PORT (a free port, passed as --port, unless given)."""
+        """`zapgate COMMAND ARGS` answering on http://HOST:PORT (a free port, passed as --port, unless given)."""
         if port is None:
             port = free_port()
             args = (*args, "--port", str(port))
         log_dir = tmp_path / f"serve-logs-{len(made)}"
         log_dir.mkdir()
-        process = ServeProcess(list(args), env, cwd or tmp_path, log_dir, f"http://{host}:{port}")
+        process = ServeProcess(list(args), env, cwd or tmp_path, log_dir, f"http://{host}:{port}", command)
         made.append(process)
         return process
 

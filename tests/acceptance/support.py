@@ -122,8 +122,10 @@ async def registered_clients(database_url: str) -> list[str]:
 class ServeProcess:
     """`zapgate serve` in a subprocess, its output captured in files."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path, log_dir: Path, base_url: str) -> None:
-        self.args, self.env, self.cwd, self.base_url = args, dict(env), cwd, base_url
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], cwd: Path, log_dir: Path, base_url: str, command: str = "serve"
+    ) -> None:
+        self.args, self.env, self.cwd, self.base_url, self.command = args, dict(env), cwd, base_url, command
         self._log_dir = log_dir
         self._proc: asyncio.subprocess.Process | None = None
         self._files: list[IO[bytes]] = []
@@ -151,7 +153,7 @@ class ServeProcess:
             sys.executable,
             "-m",
             "zapgate",
-            "serve",
+            self.command,
             *self.args,
             env=self.env,
             cwd=self.cwd,

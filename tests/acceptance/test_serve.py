@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -259,3 +260,33 @@ async def test_two_api_processes_on_one_port_keep_limits_idempotency_and_socketi
 
     assert await server.stop() in CLEAN_EXIT
     assert not any(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE for proc in processes)
+
+
+async def test_api_runs_without_workers_and_is_ready_once_a_worker_runs_elsewhere(
+    serve_process: ServeFactory, database_url: str, tmp_path: Path
+) -> None:
+    env = clean_environ(DATABASE_URL=database_url, ZAPGATE_WORKERS="3")  # `api` starts none, whatever it says
+    api = serve_process(env=env, command="api")
+    await api.start()
+    await api.wait_healthy()
+    assert psutil.Process(api.pid).children() == [], "zapgate api started processes of its own"
+
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 503, ready.text
+        assert "no live worker" in ready.json()["checks"]["workers"]
+
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "zapgate", "worker", env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL
+        )
+        try:
+            for _ in range(300):
+                ready = await http.get("/health/ready")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert ready.status_code == 200, ready.text
+        finally:
+            worker.terminate()
+            assert await asyncio.wait_for(worker.wait(), 30) in CLEAN_EXIT
+    assert await api.stop() in CLEAN_EXIT

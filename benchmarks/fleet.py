@@ -1,0 +1,512 @@
+"""A fleet of workers on one PostgreSQL: 1,000 sandbox sessions over 100 clients on 10 worker processes, then
+3 workers killed (SIGKILL) under a steady send load.
+
+Each worker is a separate `python -m zapgate worker` process, as a separate machine would run it; this process
+plays the API (it creates clients and sessions, scans QR codes with simulated phones and accepts sends through
+the same services the API calls) and watches the registry. Reported:
+
+1. the time until all sessions are connected (created, QR shown, scanned, connected);
+2. sessions per worker (min / max / spread) against the bound: a worker never hosts more than
+   WHATSAPP_MAX_SESSIONS (`--capacity`), and claims are first come, first served;
+3. PostgreSQL connections: per worker process (its sockets to the server) and in total (pg_stat_activity),
+   against the bound the pools set (a worker's pool is min(ZAPGATE_DB_POOL_SIZE, 10), plus its listener);
+4. RSS per worker;
+5. with a steady send load running (`--rate` texts a second, each from one session of a client to another of the
+   same client, both ours), 3 workers killed with SIGKILL: the time until every session is hosted again (claimed
+   by a live worker) and connected again; then, once the load has stopped and the queues drained, that every
+   accepted text reached its recipient exactly once (none lost, none duplicated).
+
+    .venv/bin/python benchmarks/fleet.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+
+Without --database-url it runs against a fresh embedded PostgreSQL under /tmp; with it, it creates a fresh
+database `zg_bench_<random>` on that server and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import asyncpg
+import psutil
+from sqlalchemy.engine import make_url
+
+from sessions_throughput import MONITOR_APP_NAME, CpuMeter, WorkerProcess, Workers  # benchmarks/, beside this script
+from support import percentile, run_on
+from zapgate.db.manager import ConnectionManager
+from zapgate.errors import ZapgateError
+from zapgate.log import configure_logging
+from zapgate.services.clients import ClientService
+from zapgate.services.sessions import SessionService
+
+PHONE_BASE = 5511970000000  # + client * 100 + session: the phone linked to each session
+POLL = 0.2  # seconds between two looks at the registry
+MAX_OUTSTANDING = 200  # sends of the load waiting for their answer at once
+RESCAN_AFTER = 10.0  # seconds a session may show a QR code after its scan before it is scanned again
+MIB = 2**20
+TEXT_PREFIX = "fleet"
+
+
+def client_id(c: int) -> str:
+    return f"fleet{c:03d}"
+
+
+def session_id(s: int) -> str:
+    return f"s{s:02d}"
+
+
+def phone(c: int, s: int) -> str:
+    return str(PHONE_BASE + c * 100 + s)
+
+
+# -- the registry, as the benchmark sees it -------------------------------------------------------------------
+
+
+async def placements(monitor: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await monitor.fetch(  # type: ignore[no-any-return]
+        "SELECT client_id, session_id, status, worker_id, lease_expires_at > clock_timestamp() AS leased "
+        "FROM zapgate.placements"
+    )
+
+
+async def wait_until(check: object, within: float, what: str) -> float:
+    """Poll `check()` until true; return the seconds it took; raise TimeoutError naming `what`."""
+    started = time.perf_counter()
+    while not await check():  # type: ignore[operator]
+        if time.perf_counter() - started > within:
+            raise TimeoutError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(POLL)
+    return time.perf_counter() - started
+
+
+def per_worker(rows: Sequence[asyncpg.Record], workers: Sequence[WorkerProcess]) -> list[int]:
+    counts = Counter(r["worker_id"] for r in rows if r["worker_id"])
+    return [counts.get(w.worker_id, 0) for w in workers]
+
+
+def pg_sockets(pid: int, port: int) -> int:
+    """TCP connections process `pid` holds to the PostgreSQL server on `port`."""
+    with contextlib.suppress(psutil.Error):
+        return sum(
+            1
+            for conn in psutil.Process(pid).net_connections(kind="tcp")
+            if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+        )
+    return 0
+
+
+@dataclass
+class Snapshot:
+    """What the fleet looks like at one moment."""
+
+    sessions: list[int]  # per worker
+    sockets: list[int]  # PostgreSQL connections per worker
+    rss: list[int]  # bytes per worker
+    backends: dict[str, int]  # pg_stat_activity of the database, by application_name
+
+
+async def snapshot(monitor: asyncpg.Pool, workers: Sequence[WorkerProcess], port: int | None) -> Snapshot:
+    rows = await placements(monitor)
+    backends = {
+        str(r["application_name"] or "?"): int(r["n"])
+        for r in await monitor.fetch(
+            "SELECT application_name, count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "GROUP BY application_name"
+        )
+    }
+    return Snapshot(
+        sessions=per_worker(rows, workers),
+        sockets=[pg_sockets(w.pid, port) if port else 0 for w in workers],
+        rss=[w.rss() for w in workers],
+        backends=backends,
+    )
+
+
+async def activity(monitor: asyncpg.Pool, workers: Sequence[WorkerProcess], seconds: float) -> tuple[float, float]:
+    """Over `seconds`: the database's transactions a second, and the workers' CPU (cores busy, summed)."""
+    query = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    cpu = CpuMeter({"workers": [w.pid for w in workers]})
+    before = await monitor.fetchval(query)
+    cpu.start()
+    await asyncio.sleep(seconds)
+    cpu.stop()
+    after = await monitor.fetchval(query)
+    return (after - before) / seconds, cpu.used["workers"] / seconds
+
+
+# -- the load --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """A steady send load: `rate` texts a second, each from a random session to the next one of its client."""
+
+    sessions: SessionService
+    clients: int
+    per_client: int
+    rate: float
+    accepted: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # text -> (client, sender, message id)
+    refused: Counter[str] = field(default_factory=Counter)
+    accept_ms: list[float] = field(default_factory=list)
+    skipped: int = 0  # sends not made because MAX_OUTSTANDING were still waiting
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _numbers: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def run(self) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        sent = 0
+        while not self._stop.is_set():
+            due = int((time.perf_counter() - started) * self.rate)
+            while sent < due:
+                sent += 1
+                if len(tasks) >= MAX_OUTSTANDING:  # accepting is slower than the rate: skip, do not pile up
+                    self.skipped += 1
+                    continue
+                task = asyncio.create_task(self._one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.02)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _one(self) -> None:
+        n = next(self._numbers)
+        c = random.randrange(self.clients)
+        s = random.randrange(self.per_client)
+        text = f"{TEXT_PREFIX} {n}"
+        began = time.perf_counter()
+        try:
+            accepted = await self.sessions.send_text(
+                client_id(c), session_id(s), phone(c, (s + 1) % self.per_client), text
+            )
+        except ZapgateError as exc:
+            self.refused[type(exc).__name__] += 1
+            return
+        self.accept_ms.append((time.perf_counter() - began) * 1000)
+        self.accepted[text] = (c, session_id(s), accepted.message_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def received(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
+    """How many inbound rows each load text has, over every client."""
+    counts: Counter[str] = Counter()
+    for c in range(clients):
+        rows = await monitor.fetch(
+            f"SELECT content, count(*) AS n FROM client_{client_id(c)}.messages "  # our own schema names
+            "WHERE direction = 'inbound' AND content LIKE $1 GROUP BY content",
+            f"{TEXT_PREFIX} %",
+        )
+        counts.update({r["content"]: int(r["n"]) for r in rows})
+    return counts
+
+
+async def outbound_states(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for c in range(clients):
+        rows = await monitor.fetch(
+            f"SELECT status, count(*) AS n FROM client_{client_id(c)}.messages "
+            "WHERE direction = 'outbound' AND content LIKE $1 GROUP BY status",
+            f"{TEXT_PREFIX} %",
+        )
+        counts.update({r["status"]: int(r["n"]) for r in rows})
+    return counts
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------
+
+
+async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: argparse.Namespace) -> dict[str, float]:
+    """Create every session, scan each QR code as it appears, wait until all are connected; return figures.
+
+    A session still showing a QR code RESCAN_AFTER seconds after its scan is scanned again, as a user would scan
+    the code the phone shows now: a session that moved to another worker before its scan was taken starts
+    pairing anew there. How many moved, and how many scans it took, are reported.
+    """
+    total = args.clients * args.sessions_per_client
+    gate = asyncio.Semaphore(args.concurrency)
+    scanned: dict[tuple[str, str], float] = {}  # last scan
+    hosts: dict[tuple[str, str], set[str]] = {}  # every worker seen hosting it
+    rescans = 0
+    started = time.perf_counter()
+
+    async def create(c: int, s: int) -> None:
+        async with gate:
+            await sessions.create(client_id(c), session_id(s), engine="sandbox")
+
+    async def scan(cid: str, sid: str) -> None:
+        async with gate:
+            await sessions.sandbox_scan(cid, sid, str(PHONE_BASE + int(cid[5:]) * 100 + int(sid[1:])))
+
+    creating = asyncio.gather(*(create(c, s) for c in range(args.clients) for s in range(args.sessions_per_client)))
+    created_at = all_qr_at = float("nan")
+    scans: list[asyncio.Task[None]] = []
+    while True:
+        if creating.done() and created_at != created_at:
+            creating.result()
+            created_at = time.perf_counter() - started
+        rows = await placements(monitor)
+        now = time.perf_counter()
+        for r in rows:
+            key = (r["client_id"], r["session_id"])
+            if r["worker_id"]:
+                hosts.setdefault(key, set()).add(r["worker_id"])
+            if r["status"] == "qr" and now - scanned.get(key, -RESCAN_AFTER) >= RESCAN_AFTER:
+                rescans += key in scanned
+                scanned[key] = now
+                scans.append(asyncio.create_task(scan(*key)))
+        if len(scanned) == total and all_qr_at != all_qr_at:
+            all_qr_at = now - started
+        connected = sum(1 for r in rows if r["status"] == "connected")
+        if connected == total:
+            break
+        if now - started > args.connect_timeout:
+            raise TimeoutError(f"only {connected} of {total} sessions connected after {args.connect_timeout:g} s")
+        await asyncio.sleep(POLL)
+    await asyncio.gather(*scans)
+    return {
+        "created": created_at,
+        "scanned": all_qr_at,
+        "connected": time.perf_counter() - started,
+        "rescans": rescans,
+        "moved": sum(1 for seen in hosts.values() if len(seen) > 1),
+    }
+
+
+def spread(values: Sequence[int]) -> str:
+    return (
+        f"min {min(values)}, max {max(values)}, mean {statistics.fmean(values):.0f}, "
+        f"stdev {statistics.pstdev(values):.1f}"
+    )
+
+
+def print_snapshot(title: str, snap: Snapshot, pool: int) -> None:
+    print(f"\n{title}")
+    print(f"  sessions per worker: {snap.sessions}  ({spread(snap.sessions)})")
+    bound = min(pool, 10)
+    print(
+        f"  PostgreSQL connections per worker: {snap.sockets}  (max {max(snap.sockets)}; its pool holds at most "
+        f"{bound} + 2 LISTEN connections)"
+    )
+    print(f"  PostgreSQL backends of the database by application: {dict(sorted(snap.backends.items()))}")
+    rss = [r / MIB for r in snap.rss]
+    print(f"  RSS per worker (MiB): {[round(r) for r in rss]}  (mean {statistics.fmean(rss):.0f}, max {max(rss):.0f})")
+
+
+async def benchmark(url: str, *, args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()[0]
+    total = args.clients * args.sessions_per_client
+    folder = Path(tempfile.mkdtemp(prefix="zg-bench-fleet-", dir="/tmp"))
+    # a small pool: the workers starting at once are watched at once
+    monitor = await asyncpg.create_pool(
+        url, min_size=1, max_size=4, server_settings={"application_name": MONITOR_APP_NAME}
+    )
+    parsed = make_url(url)
+    port = None if (parsed.host or "/").startswith("/") else parsed.port or 5432  # TCP: sockets map to processes
+    worker_env = {"ZAPGATE_DB_POOL_SIZE": str(args.worker_pool_size)}
+    try:
+        version = await monitor.fetchval("SHOW server_version")
+        max_connections = await monitor.fetchval("SHOW max_connections")
+        async with ConnectionManager(url, pool_size=args.pool_size) as manager:
+            await manager.migrate_registry()
+            began = time.perf_counter()
+            clients = ClientService(manager)
+            for c in range(args.clients):
+                await clients.create(client_id(c))
+            print(f"{args.clients} clients created in {time.perf_counter() - began:.1f} s", flush=True)
+            sessions = SessionService(manager, default_engine="sandbox", coalesce_wakeups=True)
+            workers = Workers(url, monitor, folder, args.lease_ttl, extra_env=worker_env)
+            try:
+                began = time.perf_counter()
+                fleet = list(await asyncio.gather(*(workers.start(args.capacity) for _ in range(args.workers))))
+                print(f"{args.workers} workers up in {time.perf_counter() - began:.1f} s", flush=True)
+
+                print(f"connecting {total} sessions ...", flush=True)
+                cpu = CpuMeter({"workers": [w.pid for w in fleet], "benchmark": [os.getpid()]})
+                cpu.start()
+                timings = await connect_all(sessions, monitor, args)
+                cpu.stop()
+                connect_cpu = dict(cpu.used)
+                print(
+                    f"all {total} connected after {timings['connected']:.1f} s (created by {timings['created']:.1f} s, "
+                    f"every QR code scanned by {timings['scanned']:.1f} s)",
+                    flush=True,
+                )
+                await asyncio.sleep(3)  # let the pools settle after the start-up burst
+                before = await snapshot(monitor, fleet, port)
+                idle_tps, idle_cores = await activity(monitor, fleet, 10)
+
+                load = Load(sessions, args.clients, args.sessions_per_client, args.rate)
+                running = asyncio.create_task(load.run())
+                load_tps, load_cores = await activity(monitor, fleet, args.steady)
+                under_load = await snapshot(monitor, fleet, port)
+
+                victims = fleet[: args.kill]
+                survivors = fleet[args.kill :]
+                victim_ids = {w.worker_id for w in victims}
+                moving = sum(1 for r in await placements(monitor) if r["worker_id"] in victim_ids)
+                killed = time.perf_counter()
+                for victim in victims:
+                    await workers.kill(victim)
+                print(f"killed {args.kill} workers (SIGKILL) hosting {moving} sessions", flush=True)
+                survivor_ids = {w.worker_id for w in survivors}
+
+                async def all_claimed() -> bool:
+                    rows = await placements(monitor)
+                    return all(r["worker_id"] in survivor_ids and r["leased"] for r in rows)
+
+                async def all_connected() -> bool:
+                    rows = await placements(monitor)
+                    return all(r["worker_id"] in survivor_ids and r["status"] == "connected" for r in rows)
+
+                claimed_after = connected_after = float("nan")  # nan: not within the time given
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(all_claimed, args.failover_timeout, "every session to be claimed again")
+                    claimed_after = time.perf_counter() - killed
+                    await wait_until(all_connected, args.failover_timeout, "every session to be connected again")
+                    connected_after = time.perf_counter() - killed
+                print(
+                    f"every session hosted again {claimed_after:.1f} s after the kill, "
+                    f"connected {connected_after:.1f} s",
+                    flush=True,
+                )
+                await asyncio.sleep(args.after)
+                load.stop()
+                await running
+                accepted = len(load.accepted)
+                print(f"load stopped: {accepted} accepted; waiting for every text to arrive ...", flush=True)
+
+                async def all_arrived() -> bool:
+                    counts = await received(monitor, args.clients)
+                    return all(counts.get(text, 0) >= 1 for text in load.accepted)
+
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(all_arrived, args.drain_timeout, "every text to arrive")
+                counts = await received(monitor, args.clients)
+                states = await outbound_states(monitor, args.clients)
+                in_mailboxes = await monitor.fetchval(
+                    "SELECT count(*) FROM zapgate.sandbox_mail WHERE envelope->>'kind' = 'message'"
+                )
+                after = await snapshot(monitor, survivors, port)
+            finally:
+                await sessions.close()
+                await workers.close()
+    finally:
+        await monitor.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    lost = [text for text in load.accepted if counts.get(text, 0) == 0]
+    duplicated = [text for text in load.accepted if counts.get(text, 0) > 1]
+    unexpected = [text for text in counts if text not in load.accepted]
+    balance_floor = max(0, total - (args.workers - 1) * args.capacity)
+
+    print()
+    print(
+        f"server: PostgreSQL {version} (max_connections {max_connections}); {os.cpu_count()} CPUs, load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+    print(
+        f"fleet: {args.workers} worker processes, WHATSAPP_MAX_SESSIONS={args.capacity}, worker pool "
+        f"{args.worker_pool_size}, lease TTL {args.lease_ttl:g} s; {args.clients} clients x "
+        f"{args.sessions_per_client} sandbox sessions = {total}; this process's pool {args.pool_size}"
+    )
+    print(
+        f"\nconnect: all {total} sessions connected {timings['connected']:.1f} s after the first was created "
+        f"(all created by {timings['created']:.1f} s, all QR codes scanned by {timings['scanned']:.1f} s); "
+        f"{timings['moved']:.0f} moved to another worker while starting (a lease that ran out), "
+        f"{timings['rescans']:.0f} scanned again; CPU seconds: workers {connect_cpu.get('workers', 0):.0f}, "
+        f"PostgreSQL {connect_cpu.get('postgres', 0):.0f}, this process {connect_cpu.get('benchmark', 0):.0f}"
+    )
+    print(
+        f"balance bound: each worker hosts at most {args.capacity} (WHATSAPP_MAX_SESSIONS), so at least "
+        f"{balance_floor} with {args.workers} workers; claims are first come, first served"
+    )
+    print_snapshot("idle, all connected:", before, args.worker_pool_size)
+    print(f"  {idle_tps:.0f} transactions/s in PostgreSQL, workers busy {idle_cores:.2f} cores (10 s)")
+    print_snapshot(f"under load ({args.rate:g} texts/s):", under_load, args.worker_pool_size)
+    print(f"  {load_tps:.0f} transactions/s in PostgreSQL, workers busy {load_cores:.2f} cores ({args.steady:g} s)")
+    print_snapshot(f"after the kill ({len(survivors)} workers left):", after, args.worker_pool_size)
+    print(
+        f"\nfailover: {args.kill} of {args.workers} workers killed (SIGKILL) hosting {moving} sessions: every session "
+        f"claimed by a live worker after {claimed_after:.1f} s, connected again after {connected_after:.1f} s "
+        f"(lease TTL {args.lease_ttl:g} s)"
+    )
+    print(
+        f"load: {accepted} texts accepted over {args.steady + connected_after + args.after:.0f} s "
+        f"(accept p50 {percentile(load.accept_ms, 0.5):.1f} ms, p99 {percentile(load.accept_ms, 0.99):.1f} ms), "
+        f"refused {dict(load.refused) or 0}, not made (over {MAX_OUTSTANDING} waiting) {load.skipped}; "
+        f"outbound states {dict(states)}"
+    )
+    print(
+        f"messages: {accepted - len(lost)} of {accepted} accepted texts received, {len(lost)} not received "
+        f"{args.drain_timeout:g} s after the load stopped ({in_mailboxes} still waiting in the sandbox network's "
+        f"mailboxes for their recipient), {len(duplicated)} received more than once, {len(unexpected)} unexpected"
+    )
+    for text in (lost + duplicated)[:5]:
+        c, sender, message_id = load.accepted[text]
+        got = counts.get(text, 0)
+        print(f"  {text!r}: client {client_id(c)} session {sender} message {message_id}, received {got}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, default=10, help="worker processes (default 10)")
+    parser.add_argument("--clients", type=int, default=100, help="clients (default 100)")
+    parser.add_argument("--sessions-per-client", type=int, default=10, help="sessions per client (default 10)")
+    parser.add_argument("--kill", type=int, default=3, help="workers killed with SIGKILL (default 3)")
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=0,
+        help="WHATSAPP_MAX_SESSIONS per worker (default: room for every session on the workers left after the kill)",
+    )
+    parser.add_argument("--worker-pool-size", type=int, default=4, help="ZAPGATE_DB_POOL_SIZE of each worker (4)")
+    parser.add_argument("--pool-size", type=int, default=10, help="this process's pool (default 10)")
+    parser.add_argument("--rate", type=float, default=100.0, help="texts accepted per second (default 100)")
+    parser.add_argument("--steady", type=float, default=15.0, help="seconds of load before the kill (default 15)")
+    parser.add_argument("--after", type=float, default=15.0, help="seconds of load after the failover (default 15)")
+    parser.add_argument("--lease-ttl", type=float, default=10.0, help="ZAPGATE_LEASE_TTL (default 10)")
+    parser.add_argument("--concurrency", type=int, default=16, help="creates and scans at once (default 16)")
+    parser.add_argument("--connect-timeout", type=float, default=600.0, help="seconds for all to connect")
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds for every text to arrive")
+    parser.add_argument(
+        "--failover-timeout", type=float, default=300.0, help="seconds for the sessions to be hosted again (300)"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL server to use (a fresh database is created and dropped); default: embedded server",
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.kill < args.workers:
+        parser.error("--kill must leave at least one worker")
+    if not args.capacity:
+        args.capacity = math.ceil(args.clients * args.sessions_per_client / (args.workers - args.kill))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging("warning")
+    run_on(args.database_url, partial(benchmark, args=args))
+
+
+if __name__ == "__main__":
+    main()
