@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -78,6 +79,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _EXIT_STATUS = pytest.StashKey[int]()
 
 
+def _may_hold_up_exit(thread: Any) -> bool:
+    """Whether `thread` would keep the interpreter from exiting (an executor's idle workers are ended at exit)."""
+    import concurrent.futures.thread
+    import threading
+
+    pooled = getattr(thread, "_target", None) is concurrent.futures.thread._worker
+    return thread is not threading.main_thread() and not thread.daemon and thread.is_alive() and not pooled
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     import sys
@@ -86,7 +96,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     deadline = time.monotonic() + LINGER
     while True:
-        left = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        left = [t for t in threading.enumerate() if _may_hold_up_exit(t)]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
