@@ -691,7 +691,9 @@ class RawSocket:
             if frame == "2":
                 await self.send("3")
             elif frame.startswith(prefix):
-                answer: Message = json.loads(frame[len(prefix) - 1 :])[0]
+                args = json.loads(frame[len(prefix) - 1 :])
+                # an ack with nothing in it (the socket's client was deleted under it) answers nothing: not ok
+                answer: Message = args[0] if args else {"ok": False, "empty": True}
                 return answer
 
     async def frames_until_closed(self, within: float = 30.0) -> list[str]:
