@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
+from zapgate.domain.content import Content, Media, MessageKey, Quote
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.errors import ZapgateError
@@ -107,6 +108,9 @@ class InboundMessage:
     is_group: bool = False
     from_me: bool = False  # sent by the linked account (from the phone, or another linked device)
     sender_lid: str | None = None  # the sender's LID when known
+    content: Content | None = None  # what it holds, typed (None: an engine that reports text only)
+    quote: Quote | None = None  # the message it replies to
+    mentions: tuple[str, ...] = ()  # JIDs it mentions
     # called once the message is stored: an engine that can hold it (not acknowledge it to WhatsApp,
     # or keep it in the sandbox's mailbox) until then gets it again after a crash instead of losing it
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
@@ -155,7 +159,21 @@ class Notice:
     timestamp: datetime | None = None
 
 
-EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure | Notice
+@dataclass(frozen=True, slots=True)
+class MediaReuploaded:
+    """The phone answered a request to upload an arrived file again (see `Engine.request_reupload`).
+
+    `handle` is the new download handle (replacing the media's), or None with `error` when the phone no
+    longer has the file.
+    """
+
+    ref: SessionRef
+    message_id: str  # WhatsApp's id of the message holding the file
+    handle: bytes | None = field(default=None, repr=False)
+    error: str | None = None
+
+
+EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure | Notice | MediaReuploaded
 EventSink = Callable[[EngineEvent], None]
 
 
@@ -227,6 +245,13 @@ class Restricted(SendRejected):
     code = "restricted"
 
 
+class MediaGone(EngineError):
+    """WhatsApp's media servers no longer have this file (expired, 403/404/410): ask the phone to upload it again."""
+
+    code = "media_gone"
+    retryable = False
+
+
 class StopTimedOut(EngineError):
     """The engine could not stop a session in time; its client was abandoned (see `Engine.abandon`)."""
 
@@ -275,6 +300,31 @@ class Engine(Protocol):
         Raises NotConnected (try again after the reconnection), SendRejected and its kinds (permanent for
         this message) or EngineError (`retryable` says whether another attempt may help).
         """
+
+    async def send(
+        self,
+        ref: SessionRef,
+        to: str,
+        content: Content,
+        message_id: str,
+        *,
+        quote: Quote | None = None,
+        mentions: tuple[str, ...] = (),
+    ) -> SendResult:
+        """Send `content` of any kind to JID `to` (a reply to `quote`, mentioning `mentions`), as `send_text` does.
+
+        A `Media` names its prepared file by `path`; reactions, edits, revokes and votes name their message by
+        its key. Raises as `send_text`, and SendRejected for a kind this engine cannot send.
+        """
+
+    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
+        """Write the file of an arrived `media` (by its `handle`) to the path `dest`.
+
+        Raises MediaGone when WhatsApp no longer has it (then `request_reupload`), NotConnected or EngineError.
+        """
+
+    async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
+        """Ask the phone to upload an arrived file again; the answer comes as a MediaReuploaded event."""
 
     async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
         """Show `presence` (typing, recording, paused) in the chat with JID `to`."""

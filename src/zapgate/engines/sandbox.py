@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
+from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, kind_of
 from zapgate.domain.phones import LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -334,6 +335,27 @@ class SandboxEngine:
             # no sandbox session has this number (or it is a group): a simulated phone receives and reads it
             self._spawn(session, self._external_phone_reads(session, whatsapp_id, to))
         return SendResult(message_id=whatsapp_id, timestamp=now)
+
+    async def send(
+        self,
+        ref: SessionRef,
+        to: str,
+        content: Content,
+        message_id: str,
+        *,
+        quote: Quote | None = None,
+        mentions: tuple[str, ...] = (),
+    ) -> SendResult:
+        if isinstance(content, Text) and quote is None and not mentions:
+            return await self.send_text(ref, to, content.body, message_id)
+        kind = kind_of(content).value
+        raise SendRejected(f"the {self.name} engine cannot send {kind} messages yet", session=str(ref))
+
+    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
+        raise EngineError(f"the {self.name} engine cannot download media yet", session=str(ref))
+
+    async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
+        raise EngineError(f"the {self.name} engine cannot request media again yet", session=str(ref))
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
         self._hosted(ref)

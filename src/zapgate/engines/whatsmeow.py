@@ -70,6 +70,7 @@ with warnings.catch_warnings():
     getattr(subprocess, "_cleanup", lambda: None)()
     gc.collect()
 
+from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, kind_of
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -870,6 +871,27 @@ class WhatsmeowEngine:
         if sent_id != message_id:
             log.debug("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
         return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)), to=went_to)
+
+    async def send(
+        self,
+        ref: SessionRef,
+        to: str,
+        content: Content,
+        message_id: str,
+        *,
+        quote: Quote | None = None,
+        mentions: tuple[str, ...] = (),
+    ) -> SendResult:
+        if isinstance(content, Text) and quote is None and not mentions:
+            return await self.send_text(ref, to, content.body, message_id)
+        kind = kind_of(content).value
+        raise SendRejected(f"the {self.name} engine cannot send {kind} messages yet", session=str(ref))
+
+    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
+        raise EngineError(f"the {self.name} engine cannot download media yet", session=str(ref))
+
+    async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
+        raise EngineError(f"the {self.name} engine cannot request media again yet", session=str(ref))
 
     async def _absent(self, session: _Session, target: Any) -> NotOnWhatsApp | None:
         """Tell "no LID found" for a number without an account apart from any other reason, by asking WhatsApp."""
