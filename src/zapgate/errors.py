@@ -24,6 +24,7 @@
     │   ├── ClientExists
     │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
     │   ├── QuotaExceeded           the client holds as many sessions or webhooks as it may (`quota`, `limit`)
+    │   ├── MessageNotEditable      a message WhatsApp would not let the session edit or delete (now)
     │   └── InvalidTransition       a session status change its state machine does not allow
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
@@ -195,6 +196,12 @@ class QuotaExceeded(Conflict):
         super().__init__(message, quota=quota, limit=limit, **details)
         self.quota = quota
         self.limit = limit
+
+
+class MessageNotEditable(Conflict):
+    """A message WhatsApp would not let the session edit or delete: not its own, not sent, too old, deleted."""
+
+    code = "message_not_editable"
 
 
 class InvalidTransition(Conflict):

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_abandoned_clients: int = Field(10, ge=0, le=1_000, validation_alias="ZAPGATE_MAX_ABANDONED_CLIENTS")
     reconnect_window: float = Field(300.0, ge=5, le=86_400, validation_alias="ZAPGATE_RECONNECT_WINDOW")  # seconds
     keep_stories: bool = Field(False, validation_alias="ZAPGATE_KEEP_STORIES")
+    # a message its author deleted for everyone: marked deleted and kept (false), or its content erased (true)
+    erase_deleted_messages: bool = Field(False, validation_alias="ZAPGATE_ERASE_DELETED_MESSAGES")
     recipient_cache_ttl: float = Field(86_400.0, ge=0, validation_alias="ZAPGATE_RECIPIENT_CACHE_TTL")  # seconds
     send_max_attempts: int = Field(5, ge=1, le=100, validation_alias="ZAPGATE_SEND_MAX_ATTEMPTS")
     # pacing of the real engine's sends (unset: its safe defaults); ZAPGATE_SANDBOX_PACED rehearses it on the sandbox

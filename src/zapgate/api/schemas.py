@@ -201,6 +201,104 @@ class SendMessageRequest(_Request):
     message: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Olá! Como posso ajudar?"])
 
 
+class _Part(BaseModel):
+    """An object of the WhatsApp Cloud API's message shape: snake_case names, checked by zapgate's rules."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Part):
+    body: str = Field(description="1 to 4096 characters.", examples=["Olá! Como posso ajudar?"])
+    preview_url: bool = False
+
+
+class MediaPart(_Part):
+    id: str | None = Field(None, description="A file uploaded before (`POST /whatsapp/media`).")
+    link: str | None = Field(None, description="An http(s) address zapgate fetches (as webhooks, no private ones).")
+    caption: str | None = Field(None, description="Images, videos and documents: up to 1024 characters.")
+    filename: str | None = Field(None, description="Documents: the name the recipient sees.")
+    voice: bool = Field(False, description="Audio: send as a voice note (converted to Ogg/Opus).")
+    view_once: bool = Field(False, description="Images, videos and voice notes: shown once.")
+
+
+class LocationPart(_Part):
+    latitude: float = Field(ge=-90, le=90, examples=[-23.5505])
+    longitude: float = Field(ge=-180, le=180, examples=[-46.6333])
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+
+
+class ContactName(_Part):
+    formatted_name: str = Field(examples=["Ana Souza"])
+
+
+class ContactPhonePart(_Part):
+    phone: str = Field(examples=["+55 11 91234-5678"])
+    wa_id: str | None = Field(None, examples=["5511912345678"])
+    type: str | None = Field(None, examples=["CELL"])
+
+
+class ContactPart(_Part):
+    name: ContactName
+    phones: list[ContactPhonePart] = []
+    vcard: str | None = Field(None, description="A vCard to send as is (else one is made from name and phones).")
+
+
+class ReactionPart(_Part):
+    message_id: str = Field(description="The message reacted to (its `messageId`).")
+    emoji: str = Field(description='One emoji; "" removes the session\'s reaction.', examples=["👍"])
+
+
+class PollPart(_Part):
+    question: str = Field(examples=["Which day suits you?"])
+    options: list[str] = Field(description="2 to 12 different options.", examples=[["Monday", "Tuesday"]])
+    selectable_count: int = Field(1, description="How many options a voter may choose.")
+
+
+class ContextPart(_Part):
+    message_id: str = Field(description="The message this one replies to (its `messageId`).")
+
+
+MESSAGE_TYPES = ("text", "image", "video", "audio", "document", "sticker", "location", "contacts", "reaction", "poll")
+
+
+class MessageRequest(BaseModel):
+    """A message of any kind to send, in the WhatsApp Cloud API's shape (`type` and the object of that type)."""
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True)
+
+    session_id: str = Field(alias="sessionId", pattern=SESSION_ID_PATTERN, examples=["user123"])
+    to: str = Field(
+        min_length=1,
+        max_length=64,
+        description="A phone number with country code, a JID (a group's too) or a LID.",
+        examples=["5511999999999"],
+    )
+    type: str = Field("text", description="One of: " + ", ".join(MESSAGE_TYPES) + ".", examples=["text"])
+    text: TextPart | None = None
+    image: MediaPart | None = None
+    video: MediaPart | None = None
+    audio: MediaPart | None = None
+    document: MediaPart | None = None
+    sticker: MediaPart | None = None
+    location: LocationPart | None = None
+    contacts: list[ContactPart] | None = None
+    reaction: ReactionPart | None = None
+    poll: PollPart | None = None
+    context: ContextPart | None = Field(None, description="Makes the message a reply to another.")
+    mentions: list[str] | None = Field(None, description="Phone numbers or JIDs mentioned (groups).")
+    messaging_product: str | None = Field(None, description="Ignored (the Cloud API's `whatsapp`).")
+    recipient_type: str | None = Field(None, description="Ignored (the Cloud API's `individual`).")
+
+
+class EditMessageRequest(_Request):
+    """A new text (or caption) for a message the session sent, within WhatsApp's 15 minutes."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, examples=["user123"])
+    text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Olá! (corrigido)"])
+
+
 class MessageAccepted(_Body):
     """A message accepted for sending: it is stored and will go out."""
 
@@ -320,6 +418,22 @@ class StatusStepOut(_Body):
     error: str | None = None
 
 
+class ReactionOut(_Body):
+    """An emoji someone has on a message now; `reactor` is their JID, or `me` for the session."""
+
+    reactor: str
+    emoji: str
+    at: datetime
+
+
+class VoteOut(_Body):
+    """A voter's current choice on a poll; `voter` is their JID, or `me` for the session."""
+
+    voter: str
+    selected: list[str]
+    at: datetime
+
+
 class MessageOut(_Body):
     """A message sent or received by a session."""
 
@@ -353,6 +467,18 @@ class MessageOut(_Body):
     attempts: int = Field(0, description="Attempts that failed in a way that may pass (it is tried again).")
     contact: ContactOut | None = None
     history: list[StatusStepOut] | None = Field(None, description="Every status it reached (single message only).")
+    body: dict[str, Any] | None = Field(
+        None,
+        alias="message",
+        description="What it holds, in the Cloud API's shape: `{type, <type>: {...}}` (texts too).",
+        examples=[{"type": "location", "location": {"latitude": -23.55, "longitude": -46.63}}],
+    )
+    context: dict[str, Any] | None = Field(None, description="The message it replies to.")
+    mentions: list[str] | None = None
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = Field(None, description="Deleted for everyone by its author.")
+    reactions: list[ReactionOut] | None = None
+    votes: list[VoteOut] | None = Field(None, description="Polls: each voter's choice.")
 
 
 class MessagePage(_Body):

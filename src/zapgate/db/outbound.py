@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db import conversation
+from zapgate.db.conversation import Target
 from zapgate.db.tables import messages, sessions
 from zapgate.domain import receipts
 from zapgate.domain.ids import new_id
@@ -39,6 +41,11 @@ class PendingMessage:
     attempts: int = 0
     recipient: Recipient | None = None
     is_group: bool = False
+    kind: str = "text"
+    payload: dict[str, Any] | None = None  # the content's public shape (None: a text, in `content`)
+    context: dict[str, Any] | None = None  # the message it replies to (our id)
+    mentions: tuple[str, ...] = ()
+    targets: dict[str, Target] = field(default_factory=dict)  # by our id: what it replies to or acts on
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,8 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
     is kept), not the messages to others.
     """
     rows = (await conn.execute(_CLAIM, {"row": session_row, "limit": limit})).all()
+    named = {name for row in rows for name in _named(row.payload, row.context)}
+    found = {t.message_id: t for t in await conversation.targets(conn, session_row, message_ids=named)}
     return [
         PendingMessage(
             row.message_id,
@@ -96,15 +105,33 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
             row.attempts,
             Recipient(row.phone_number, row.on_whatsapp, row.jid, row.lid) if row.on_whatsapp is not None else None,
             bool(row.is_group),
+            row.type,
+            row.payload,
+            row.context,
+            tuple(row.mentions or ()),
+            {name: found[name] for name in _named(row.payload, row.context) if name in found},
         )
         for row in rows
     ]
 
 
+def _named(payload: dict[str, Any] | None, context: dict[str, Any] | None) -> list[str]:
+    """Our ids of the messages a queued message replies to or acts on (a reaction's, an edit's target)."""
+    names = []
+    if context and isinstance(context.get("message_id"), str):
+        names.append(context["message_id"])
+    if payload:
+        body = payload.get(str(payload.get("type")))
+        if isinstance(body, dict) and isinstance(body.get("message_id"), str):
+            names.append(body["message_id"])
+    return names
+
+
 _CLAIM = text(
     """
     WITH due AS (
-        SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts
+        SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts, m.type, m.payload, m.context,
+               m.mentions
         FROM messages m
         WHERE m.session_id = :row AND m.status = 'pending' AND m.direction = 'outbound'
           AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
@@ -118,8 +145,8 @@ _CLAIM = text(
         LIMIT :limit
         FOR UPDATE OF m SKIP LOCKED
     )
-    SELECT d.message_id, d.content, d.timestamp, d.attempts, c.phone_number, c.is_group,
-           r.on_whatsapp, r.jid, r.lid
+    SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
+           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid
     FROM due d
     JOIN contacts c ON c.id = d.contact_id
     LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
@@ -260,6 +287,10 @@ class QueuedText:
     content: str
     message_id: str
     timestamp: datetime
+    kind: str = "text"
+    payload: dict[str, Any] | None = None  # the content's public shape (None for a text)
+    context: dict[str, Any] | None = None  # the message it replies to: {"message_id": ours}
+    mentions: tuple[str, ...] = ()
 
 
 async def sessions_for_send(conn: AsyncConnection, session_ids: Collection[str]) -> dict[str, tuple[str, str]]:
@@ -292,6 +323,10 @@ async def enqueue_texts(conn: AsyncConnection, texts: Sequence[QueuedText]) -> s
             "message_rows": [new_id() for _ in texts],
             "contact_rows": [new_id() for _ in texts],
             "timestamps": [t.timestamp for t in texts],
+            "kinds": [t.kind for t in texts],
+            "payloads": [None if t.payload is None else json.dumps(t.payload) for t in texts],
+            "contexts": [None if t.context is None else json.dumps(t.context) for t in texts],
+            "mentions": [json.dumps(list(t.mentions)) if t.mentions else None for t in texts],
         },
     )
     return {row.message_id for row in result}
@@ -303,8 +338,10 @@ _ENQUEUE = text(
         SELECT * FROM unnest(
             CAST(:session_rows AS text[]), CAST(:recipients AS text[]), CAST(:groups AS boolean[]),
             CAST(:contents AS text[]), CAST(:message_ids AS text[]), CAST(:message_rows AS text[]),
-            CAST(:contact_rows AS text[]), CAST(:timestamps AS timestamptz[])
-        ) WITH ORDINALITY AS i(session_row, recipient, is_group, content, message_id, message_row, contact_row, ts, n)
+            CAST(:contact_rows AS text[]), CAST(:timestamps AS timestamptz[]), CAST(:kinds AS text[]),
+            CAST(:payloads AS jsonb[]), CAST(:contexts AS jsonb[]), CAST(:mentions AS jsonb[])
+        ) WITH ORDINALITY AS i(session_row, recipient, is_group, content, message_id, message_row, contact_row, ts,
+                               kind, payload, context, mentions, n)
     ), wanted AS (
         SELECT DISTINCT ON (session_row, recipient) session_row, recipient, is_group, contact_row
         FROM input ORDER BY session_row, recipient, n
@@ -322,8 +359,12 @@ _ENQUEUE = text(
     ), c AS (
         SELECT id, session_id, phone_number FROM known UNION ALL SELECT id, session_id, phone_number FROM added
     )
-    INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp, source)
-    SELECT i.message_row, i.session_row, c.id, i.message_id, i.content, 'text', 'outbound', 'pending', i.ts, 'api'
+    INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp, source,
+                          payload, context, mentions)
+    SELECT i.message_row, i.session_row, c.id, i.message_id, i.content, i.kind, 'outbound', 'pending', i.ts, 'api',
+           i.payload, i.context,
+           CASE WHEN i.mentions IS NULL THEN NULL
+                ELSE ARRAY(SELECT jsonb_array_elements_text(i.mentions)) END
     FROM input i JOIN c ON c.session_id = i.session_row AND c.phone_number = i.recipient
     ORDER BY i.n
     RETURNING message_id

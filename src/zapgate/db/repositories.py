@@ -108,6 +108,11 @@ def _message(row: RowMapping, *, with_contact: bool = False) -> Message:
         sender_lid=row["sender_lid"],
         source=row["source"],
         attempts=row["attempts"],
+        payload=row["payload"],
+        context=row["context"],
+        mentions=tuple(row["mentions"] or ()),
+        edited_at=row["edited_at"],
+        deleted_at=row["deleted_at"],
     )
 
 
@@ -455,6 +460,9 @@ class MessageRepository:
         sender_lid: str | None = None,
         source: str | None = None,
         error: str | None = None,
+        payload: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        mentions: Sequence[str] = (),
     ) -> bool:
         """Insert a message unless its `message_id` (or WhatsApp id) is known; return whether it was inserted."""
         stmt = (
@@ -475,6 +483,9 @@ class MessageRepository:
                 sender_lid=sender_lid,
                 source=source,
                 error=error,
+                payload=payload,
+                context=context,
+                mentions=list(mentions) or None,
             )
             .on_conflict_do_nothing()  # the same message id, or the same WhatsApp id (our own send, echoed)
             .returning(messages.c.id)

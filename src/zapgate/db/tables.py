@@ -95,6 +95,11 @@ messages = Table(
     Column("sender_jid", Text, nullable=True),  # who wrote it, in a group
     Column("sender_lid", Text, nullable=True),
     Column("source", Text, nullable=True),  # outbound: api (through zapgate) or phone (the linked phone itself)
+    Column("payload", JSONB, nullable=True),  # the content in its public shape (NULL: a text, in `content`)
+    Column("context", JSONB, nullable=True),  # the message it replies to: ids, whether we wrote it, its author
+    Column("mentions", ARRAY(Text), nullable=True),  # the JIDs it mentions
+    Column("edited_at", DateTime(timezone=True), nullable=True),  # edited by its author (see message_edits)
+    Column("deleted_at", DateTime(timezone=True), nullable=True),  # deleted for everyone by its author
     CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
     UniqueConstraint("session_id", "message_id"),
 )
@@ -121,6 +126,37 @@ Index(
     messages.c.timestamp,
     messages.c.id,
     postgresql_where=text("status = 'pending' AND direction = 'outbound'"),
+)
+
+# each earlier version of an edited message
+message_edits = Table(
+    "message_edits",
+    tenant_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("message_row_id", Text, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("content", Text, nullable=False),
+    Column("payload", JSONB, nullable=True),
+    Column("replaced_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# the emoji each reactor has on a message now (WhatsApp keeps one per reactor)
+reactions = Table(
+    "reactions",
+    tenant_metadata,
+    Column("message_row_id", Text, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("reactor", Text, primary_key=True),  # the reactor's JID; the session's own: its account's JID
+    Column("emoji", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# each voter's current choice on a poll
+poll_votes = Table(
+    "poll_votes",
+    tenant_metadata,
+    Column("message_row_id", Text, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("voter", Text, primary_key=True),
+    Column("selected", ARRAY(Text), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 # WhatsApp's answer about a number, per session: on it or not, under which JIDs (cached until expires_at)

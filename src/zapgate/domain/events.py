@@ -20,6 +20,9 @@ class EventType(StrEnum):
     MESSAGE_UNDECRYPTABLE = "message-undecryptable"  # a message arrived that could not be decrypted
     HISTORY_SYNC = "history-sync"  # the phone sent a chunk of chat history
     CONNECTION_HEALTH = "connection-health"  # keep-alives failing, or answered again
+    MESSAGE_EDITED = "message-edited"  # a message's author gave it a new text (or caption)
+    MESSAGE_DELETED = "message-deleted"  # a message's author deleted it for everyone
+    MEDIA_FAILED = "media-failed"  # an arrived file could not be downloaded, for good
 
 
 def status_change_payload(

@@ -82,6 +82,11 @@ class Message:
     sender_lid: str | None = None
     source: str | None = None  # outbound: "api" or "phone"
     attempts: int = 0
+    payload: dict[str, Any] | None = None  # the content in its public shape (None: a text, in `content`)
+    context: dict[str, Any] | None = None  # the message it replies to
+    mentions: tuple[str, ...] = ()
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None  # deleted for everyone by its author
 
 
 @dataclass(frozen=True, slots=True)

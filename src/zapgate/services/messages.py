@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from zapgate.db import conversation
+from zapgate.db.conversation import Annotations, ReactionRow, VoteRow
 from zapgate.db.manager import ClientConnection, ConnectionManager
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
@@ -40,6 +42,8 @@ class MessageView:
     session_id: str
     contact: Contact | None
     history: list[StatusStep] = field(default_factory=list)
+    reactions: list[ReactionRow] = field(default_factory=list)
+    votes: list[VoteRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +138,30 @@ class MessageService:
             include_contact=True,
             limit=limit + 1,
         )
-        items = [MessageView(m, names.get(m.session_id, ""), m.contact) for m in found[:limit]]
+        shown = found[:limit]
+        notes = await self._annotations(client, shown)
+        items = [
+            MessageView(
+                m,
+                names.get(m.session_id, ""),
+                m.contact,
+                reactions=notes.reactions.get(m.id, []),
+                votes=notes.votes.get(m.id, []),
+            )
+            for m in shown
+        ]
         last = found[limit - 1] if len(found) > limit else None
         next_cursor = None if last is None else _encode([last.timestamp.isoformat(), last.id])
         return Page(items, next_cursor)
+
+    async def _annotations(self, client: str, shown: list[Message]) -> Annotations:
+        """The reactions and votes on `shown` (one query each, only when one of them may have some)."""
+        if not shown:
+            return Annotations({}, {}, {})
+        rows = [m.id for m in shown]
+        return await self._manager.execute_transaction(
+            valid_client_id(client), lambda tx: conversation.annotations_of(tx.connection, rows)
+        )
 
     async def get_message(self, client: str, message_id: str, *, session: str | None = None) -> MessageView:
         """One message by its WhatsApp id, with its status history (in `session`, when two hold the id)."""
@@ -150,7 +174,15 @@ class MessageService:
             raise MessageNotFound(f"message {message_id!r} not found", message_id=message_id)
         names = await self._sessions(db)
         public = names.get(found.session_id, "")
-        return MessageView(found, public, found.contact, await self._history(db, found, public))
+        notes = await self._annotations(client, [found])
+        return MessageView(
+            found,
+            public,
+            found.contact,
+            await self._history(db, found, public),
+            reactions=notes.reactions.get(found.id, []),
+            votes=notes.votes.get(found.id, []),
+        )
 
     async def _history(self, db: ClientConnection, message: Message, session: str) -> list[StatusStep]:
         if message.direction == Direction.INBOUND:

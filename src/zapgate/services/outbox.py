@@ -26,8 +26,10 @@ from typing import Any
 from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import outbound
+from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
+from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, from_payload
 from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user, phone_jid
 from zapgate.domain.receipts import further, furthest
@@ -45,6 +47,7 @@ from zapgate.engines.base import (
     UnknownSession,
 )
 from zapgate.log import get_logger
+from zapgate.services.conversation import ACTING, Actor, apply
 from zapgate.services.hosted import Hosted, HostedSessions
 from zapgate.services.patience import while_away
 from zapgate.services.receipts import EventEntry, acks_of, send_entry, split_receipts, status_entry
@@ -76,6 +79,7 @@ class _Round:
     notices: list[EventEntry] = field(default_factory=list)
     held_chats: set[str] = field(default_factory=set)  # chats whose next message waits: later ones stay pending
     interrupted: bool = False  # the session could not send any more (disconnected)
+    acting: dict[str, Content] = field(default_factory=dict)  # by our id: sent reactions, edits, ... to apply
 
 
 class Outbox:
@@ -186,7 +190,7 @@ class Outbox:
                     sent.outcomes.append(_held(pending, until))
                     sent.notices.append(_held_entry(ref, pending, until))
                     continue
-                outcome = await self._send_one(ref, hosted, pending, to)
+                outcome = await self._send_one(ref, hosted, pending, to, sent)
             except (NotConnected, UnknownSession):
                 sent.interrupted = True
                 break  # stays pending: it goes out after the (re)connection
@@ -204,13 +208,25 @@ class Outbox:
                 await self._sleep(hosted.pacing.pause_seconds())
         return sent
 
-    async def _send_one(self, ref: SessionRef, hosted: Hosted, pending: PendingMessage, to: str) -> SendOutcome:
+    async def _send_one(
+        self, ref: SessionRef, hosted: Hosted, pending: PendingMessage, to: str, sent: _Round
+    ) -> SendOutcome:
         engine = hosted.engine
+        content, quote = composed(pending)
         typing = hosted.pacing.typing_seconds(pending.content)
-        if typing > 0:
-            await self._bounded("presence", engine.send_presence(ref, to, Presence.COMPOSING))
+        if typing > 0 and not isinstance(content, ACTING):
+            shown = Presence.RECORDING if isinstance(content, Media) and content.voice else Presence.COMPOSING
+            await self._bounded("presence", engine.send_presence(ref, to, shown))
             await self._sleep(typing)
-        result = await self._bounded("send", engine.send_text(ref, to, pending.content, pending.message_id))
+        if isinstance(content, Text) and quote is None and not pending.mentions:
+            result = await self._bounded("send", engine.send_text(ref, to, content.body, pending.message_id))
+        else:
+            if isinstance(content, Media):
+                raise SendRejected("files cannot be sent yet: the media store is not configured")
+            call = engine.send(ref, to, content, pending.message_id, quote=quote, mentions=pending.mentions)
+            result = await self._bounded("send", call)
+        if isinstance(content, ACTING):
+            sent.acting[pending.message_id] = content
         return SendOutcome(
             pending.message_id,
             result.message_id,
@@ -318,6 +334,18 @@ class Outbox:
             if outcome.message_id not in recorded or outcome.status is MessageStatus.PENDING:
                 continue  # no longer pending (deleted, or recorded by another run), or waiting for its next attempt
             entries.append(send_entry(ref, outcome))
+            acting = sent.acting.get(outcome.message_id)
+            if acting is not None and outcome.status is not MessageStatus.FAILED:
+                _, applied = await apply(
+                    tx,
+                    session_id=ref.session_id,
+                    session_row=row,
+                    content=acting,
+                    actor=Actor(from_me=True, jid=None),
+                    at=outcome.sent_at or datetime.now(UTC),
+                    erase_deleted=self._recorder.erase_deleted,
+                )
+                entries.extend(applied)
             reached: MessageStatus = outcome.status
             for receipt in ahead.pop(outcome.assigned_id or "", ()):
                 if further(receipt.status, reached):
@@ -335,6 +363,57 @@ class Outbox:
 
 
 FIRST_CONTACT_CAP = "first_contact_cap"
+
+
+def composed(pending: PendingMessage) -> tuple[Content, Quote | None]:
+    """What a queued message sends: its content, with the messages it names as WhatsApp knows them.
+
+    A reply's quote and the target of a reaction, edit or delete are stored by our id; WhatsApp needs its
+    own id and the author. A target not sent yet makes this message wait (it was queued after it, to the same
+    chat, so it goes after it); a target that failed or is gone fails it.
+    """
+    if pending.payload is None:
+        content: Content = Text(body=pending.content)
+    else:
+        try:
+            content = from_payload(pending.payload)
+        except ValueError as exc:
+            raise SendRejected(f"the stored message cannot be read: {exc}") from exc
+    if isinstance(content, ACTING):
+        content = replace(content, key=_key(pending, content.key.id))
+    quote = None
+    if pending.context and isinstance(pending.context.get("message_id"), str):
+        quoted = pending.targets.get(pending.context["message_id"])
+        if quoted is not None and quoted.wa_message_id is not None:
+            shown = None if quoted.payload is None else _readable(quoted.payload)
+            quote = Quote(key=_message_key(quoted), content=shown or Text(body=quoted.content))
+    return content, quote
+
+
+def _key(pending: PendingMessage, message_id: str) -> MessageKey:
+    target = pending.targets.get(message_id)
+    if target is None:
+        raise SendRejected(f"message {message_id!r} is gone: there is nothing to act on")
+    if target.wa_message_id is None:
+        if target.status == MessageStatus.FAILED.value:
+            raise SendRejected(f"message {message_id!r} was never sent: there is nothing to act on")
+        raise EngineError(f"message {message_id!r} is not sent yet")  # retryable: it goes after it
+    return _message_key(target)
+
+
+def _message_key(target: Target) -> MessageKey:
+    return MessageKey(
+        id=target.wa_message_id or target.message_id,
+        from_me=target.direction == "outbound",
+        sender_jid=target.sender_jid,
+    )
+
+
+def _readable(payload: dict[str, Any]) -> Content | None:
+    try:
+        return from_payload(payload)
+    except ValueError:
+        return None
 
 
 def _held(pending: PendingMessage, until: datetime) -> SendOutcome:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from zapgate import metrics
 from zapgate.db import notify, placements
+from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.content import Edit, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
@@ -40,6 +43,7 @@ from zapgate.engines.base import (
 )
 from zapgate.errors import InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.conversation import ACTING, Actor, apply, target_of
 from zapgate.services.hosted import HostedSessions
 from zapgate.services.patience import database_away
 from zapgate.services.qr import qr_data_url
@@ -69,11 +73,13 @@ class Recorder:
         hosted: HostedSessions,
         *,
         keep_stories: bool = False,
+        erase_deleted: bool = False,
         on_connected: Callable[[], None] = lambda: None,
     ) -> None:
         self._manager = manager
         self._hosted = hosted
         self._keep_stories = keep_stories
+        self.erase_deleted = erase_deleted
         self._on_connected = on_connected
         self.receipts = ReceiptBook(hosted)
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
@@ -309,19 +315,10 @@ class Recorder:
 
     async def _store_inbound(self, event: InboundMessage) -> None:
         ref = event.ref
-        story = event.chat_jid == STATUS_BROADCAST
-        if story and not self._keep_stories:
+        if event.chat_jid == STATUS_BROADCAST and not self._keep_stories:
             metrics.MESSAGES.labels("inbound", "story_skipped").inc()
             return  # contacts' stories are not messages (ZAPGATE_KEEP_STORIES keeps them, as kind "story")
-        chat = storable(event.chat_jid)
-        is_group = event.is_group or chat.endswith("@" + GROUP_SERVER)
-        key = chat if is_group or story or not chat.endswith("@" + USER_SERVER) else jid_user(chat)
-        message_id = storable(event.message_id)
-        text = storable(event.text)
-        push_name = storable_or_none(event.push_name)
-        sender = storable(event.sender_jid)
-        sender_lid = storable_or_none(event.sender_lid)
-        kind = "story" if story else storable(event.type)
+        arrival = _Arrival.of(event)
 
         async def work(tx: Transaction) -> bool:
             session = await tx.session.find_unique(ref.session_id)
@@ -329,49 +326,48 @@ class Recorder:
                 raise SessionNotFound(f"session {ref} not found")
             contact = await tx.contact.upsert(
                 session_id=session.id,
-                phone_number=key,
-                name=None if event.from_me or is_group or story else push_name,
-                is_group=is_group,
+                phone_number=arrival.key,
+                name=None if event.from_me or arrival.is_group or arrival.story else arrival.push_name,
+                is_group=arrival.is_group,
             )
+            context = None if arrival.context is None else dict(arrival.context)
+            if context is not None and event.quote is not None:
+                quoted = await target_of(tx, session.id, event.quote.key)
+                if quoted is not None:
+                    context["message_id"] = quoted.message_id  # ours, the public id, when we have it
+            in_group = arrival.is_group or arrival.story
             inserted = await tx.message.insert_if_new(
                 session_id=session.id,
                 contact_id=contact.id,
-                message_id=message_id,
-                wa_message_id=message_id,
-                content=text,
-                type=kind,
+                message_id=arrival.message_id,
+                wa_message_id=arrival.message_id,
+                content=arrival.text,
+                type=arrival.kind,
                 direction="outbound" if event.from_me else "inbound",
                 status=MessageStatus.SENT.value if event.from_me else MessageStatus.DELIVERED.value,
                 timestamp=event.timestamp,
-                chat_jid=chat,
-                sender_jid=sender if is_group or story else None,
-                sender_lid=sender_lid if is_group or story else None,
+                chat_jid=arrival.chat,
+                sender_jid=arrival.sender if in_group else None,
+                sender_lid=arrival.sender_lid if in_group else None,
                 source="phone" if event.from_me else None,
+                payload=arrival.payload,
+                context=context,
+                mentions=arrival.mentions,
             )
             if not inserted:
                 return False  # seen before (WhatsApp redelivers, or our own send echoed): stored once, announced once
-            await append(
+            target, entries = await apply(
                 tx,
-                ref,
-                EventType.MESSAGE_RECEIVED,
-                {
-                    "messageId": message_id,
-                    "whatsappMessageId": message_id,
-                    "from": key,
-                    "chatJid": chat,
-                    "chatLid": storable_or_none(event.chat_lid),
-                    "senderJid": sender,
-                    "senderLid": sender_lid,
-                    "pushName": push_name,
-                    "type": kind,
-                    "text": text,
-                    "isGroup": is_group,
-                    "fromMe": event.from_me,
-                    "source": "phone" if event.from_me else None,
-                    "timestamp": event.timestamp.isoformat(),
-                    "engine": session.engine,
-                },
+                session_id=ref.session_id,
+                session_row=session.id,
+                content=event.content,
+                actor=Actor(from_me=event.from_me, jid=None if event.from_me else arrival.sender),
+                at=event.timestamp,
+                erase_deleted=self.erase_deleted,
             )
+            if not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
+                await append(tx, ref, EventType.MESSAGE_RECEIVED, arrival.body(event, session.engine, context, target))
+            await tx.event.append_many(entries)
             return True
 
         if await self._manager.execute_transaction(ref.client_id, work):
@@ -425,6 +421,100 @@ def status_changes(event: StatusChanged) -> dict[str, Any]:
     elif event.status is SessionStatus.LOGGED_OUT:
         changes.update(jid=None, pairing_code=None)
     return changes
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """An arrived message's fields, made storable (WhatsApp's text may hold what PostgreSQL refuses)."""
+
+    story: bool
+    chat: str
+    is_group: bool
+    key: str  # the contact: a number's digits, or a group's (or other) JID
+    message_id: str
+    push_name: str | None
+    sender: str
+    sender_lid: str | None
+    payload: dict[str, Any] | None  # the content's public shape (None for a text: `text` holds it)
+    text: str
+    kind: str
+    context: dict[str, Any] | None
+    mentions: list[str]
+
+    @classmethod
+    def of(cls, event: InboundMessage) -> _Arrival:
+        story = event.chat_jid == STATUS_BROADCAST
+        chat = storable(event.chat_jid)
+        is_group = event.is_group or chat.endswith("@" + GROUP_SERVER)
+        content = event.content
+        return cls(
+            story=story,
+            chat=chat,
+            is_group=is_group,
+            key=chat if is_group or story or not chat.endswith("@" + USER_SERVER) else jid_user(chat),
+            message_id=storable(event.message_id),
+            push_name=storable_or_none(event.push_name),
+            sender=storable(event.sender_jid),
+            sender_lid=storable_or_none(event.sender_lid),
+            payload=None if content is None or isinstance(content, Text) else storable_json(to_payload(content)),
+            text=storable(summary(content) if content is not None else event.text),
+            kind="story" if story else storable(kind_of(content).value if content is not None else event.type),
+            context=None if event.quote is None else storable_json(_context(event.quote)),
+            mentions=[storable(jid) for jid in event.mentions],
+        )
+
+    def body(
+        self, event: InboundMessage, engine: str, context: dict[str, Any] | None, target: Target | None
+    ) -> dict[str, Any]:
+        """The message-received event's payload."""
+        body: dict[str, Any] = {
+            "messageId": self.message_id,
+            "whatsappMessageId": self.message_id,
+            "from": self.key,
+            "chatJid": self.chat,
+            "chatLid": storable_or_none(event.chat_lid),
+            "senderJid": self.sender,
+            "senderLid": self.sender_lid,
+            "pushName": self.push_name,
+            "type": self.kind,
+            "text": self.text,
+            "isGroup": self.is_group,
+            "fromMe": event.from_me,
+            "source": "phone" if event.from_me else None,
+            "timestamp": event.timestamp.isoformat(),
+            "engine": engine,
+        }
+        content = event.content
+        if content is not None:
+            body["message"] = storable_json(to_payload(content))
+            if isinstance(content, ACTING):
+                body["target"] = _target_out(target, content.key.id)
+        if context is not None:
+            body["context"] = context
+        if self.mentions:
+            body["mentions"] = self.mentions
+        return body
+
+
+def _context(quote: Quote) -> dict[str, Any]:
+    """The stored and announced `context` of a reply: the quoted message's ids and author."""
+    context: dict[str, Any] = {
+        "message_id": quote.key.id,
+        "whatsapp_message_id": quote.key.id,
+        "from_me": quote.key.from_me,
+    }
+    if quote.key.sender_jid:
+        context["from"] = quote.key.sender_jid
+    if quote.content is not None:
+        context["quoted"] = to_payload(quote.content)
+    return context
+
+
+def _target_out(target: Target | None, wa_id: str) -> dict[str, Any]:
+    """The message an acting message acts on, as its events name it."""
+    if target is None:
+        return {"whatsappMessageId": wa_id, "known": False}
+    return {"messageId": target.message_id, "whatsappMessageId": wa_id, "known": True}
 
 
 async def append(tx: Transaction, ref: SessionRef, kind: EventType, payload: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ Coalescer after commit), sends them. The rules a send must pass are `domain/send
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,15 +16,39 @@ from typing import Any
 
 from zapgate import metrics
 from zapgate.batching import GroupCommit
-from zapgate.db import notify, outbound
+from zapgate.db import conversation, notify, outbound
+from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.content import (
+    Content,
+    Edit,
+    Media,
+    MessageKey,
+    Outgoing,
+    Reaction,
+    Revoke,
+    Text,
+    kind_of,
+    summary,
+    text_body,
+    to_payload,
+)
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import Recipient, parse_recipient
 from zapgate.domain.sends import checked_idempotency_key, message_text, over_grant, request_fingerprint
 from zapgate.domain.sessions import CAN_QUEUE_SENDS
-from zapgate.errors import DatabaseError, RateLimited, SessionNotConnected, SessionNotFound
+from zapgate.errors import (
+    DatabaseError,
+    InvalidRequest,
+    MessageNotEditable,
+    MessageNotFound,
+    RateLimited,
+    SessionNotConnected,
+    SessionNotFound,
+)
+from zapgate.services.conversation import ACTING, edited_content
 
 ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
 _CAN_QUEUE = frozenset(status.value for status in CAN_QUEUE_SENDS)
@@ -58,19 +83,38 @@ class SendAccepted:
         )
 
 
+EDIT_WINDOW = timedelta(minutes=15)  # WhatsApp lets the author edit a message this long after sending it
+REVOKE_WINDOW = timedelta(hours=60)  # ... and delete it for everyone this long (about two and a half days)
+
 _Outcomes = list[SendAccepted | Exception]  # per request, in order
 _MaybeOutcomes = list[SendAccepted | Exception | None]
 
 
 @dataclass(frozen=True, slots=True)
 class _SendRequest:
-    """A text to accept, valid so far: its message id and time are chosen when the request arrives."""
+    """A message to accept, valid so far: its message id and time are chosen when the request arrives.
+
+    `text` is a text's body, or the summary of another kind, whose public shape is `payload`. `named` are our
+    ids of the messages it replies to or acts on: each must be a message of the session (and `same_chat`
+    ones of the recipient's chat) before it is queued.
+    """
 
     session_id: str
     recipient: Recipient
     text: str
     message_id: str
     timestamp: datetime
+    kind: str = "text"
+    payload: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    mentions: tuple[str, ...] = ()
+    named: tuple[tuple[str, str, bool], ...] = ()  # (our id, the field that named it, same chat required)
+
+    def fingerprint(self) -> str:
+        if self.payload is None and self.context is None and not self.mentions:
+            return request_fingerprint(self.session_id, self.recipient.key, self.text)
+        shape = json.dumps([self.payload, self.context, list(self.mentions)], sort_keys=True)
+        return request_fingerprint(self.session_id, self.recipient.key, shape)
 
 
 class SendIntake:
@@ -124,7 +168,7 @@ class SendIntake:
         return now
 
     async def _send_idempotent(self, cid: str, request: _SendRequest, key: str) -> SendAccepted:
-        fingerprint = request_fingerprint(request.session_id, request.recipient.key, request.text)
+        fingerprint = request.fingerprint()
 
         async def work(tx: Transaction) -> SendAccepted:
             stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
@@ -157,20 +201,13 @@ class SendIntake:
                 )
             else:
                 rows[index] = found[sid][0]
+        for index, unknown in (await _unknown_targets(tx, requests, rows)).items():
+            outcomes[index] = unknown
+            del rows[index]
         for index, refusal in (await self._over_rate(tx, requests, list(rows))).items():
             outcomes[index] = refusal
             del rows[index]
-        texts = {
-            index: outbound.QueuedText(
-                row,
-                requests[index].recipient.key,
-                requests[index].recipient.is_group,
-                requests[index].text,
-                requests[index].message_id,
-                requests[index].timestamp,
-            )
-            for index, row in rows.items()
-        }
+        texts = {index: _queued(requests[index], row) for index, row in rows.items()}
         queued = await outbound.enqueue_texts(tx.connection, list(texts.values()))
         missing = [t for t in texts.values() if t.message_id not in queued]
         if missing:  # a concurrent send was adding the same new contact: it exists now
@@ -207,8 +244,157 @@ class SendIntake:
             )
         return refused
 
+    async def submit_message(
+        self, client: str, session: str, to: str, outgoing: Outgoing, *, idempotency_key: str | None = None
+    ) -> SendAccepted:
+        """Accept a message of any kind (`POST /whatsapp/messages`) as `submit` accepts a text.
+
+        The messages it replies to or acts on (a reaction's) must be messages of the session; a reaction's
+        must be in the chat it is sent to.
+        """
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        recipient = parse_recipient(to, field="to")
+        request = self._request(sid, recipient, outgoing)
+        return await self._queue_one(cid, sid, request, idempotency_key)
+
+    async def submit_change(
+        self, client: str, session: str, message_id: str, *, text: str | None = None
+    ) -> SendAccepted:
+        """Accept an edit (`text`) or, without text, a delete for everyone of a message the session sent.
+
+        WhatsApp lets the author edit a text or a caption for EDIT_WINDOW and delete a message for everyone
+        for REVOKE_WINDOW after sending it; past that, or for a message not sent (yet), MessageNotEditable.
+        """
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        target = await self._manager.execute_transaction(cid, lambda tx: _change_target(tx, sid, message_id))
+        change: Content
+        if text is None:
+            change = Revoke(key=MessageKey(id=target.message_id, from_me=True))
+        else:
+            change = Edit(key=MessageKey(id=target.message_id, from_me=True), text=text_body(text, "text"))
+        check_change(target, change, datetime.now(UTC))
+        recipient = parse_recipient(target.recipient, field="to")
+        request = self._request(sid, recipient, Outgoing(content=change))
+        return await self._queue_one(cid, sid, request, None)
+
+    def _request(self, sid: str, recipient: Recipient, outgoing: Outgoing) -> _SendRequest:
+        content = outgoing.content
+        if isinstance(content, Media):
+            raise InvalidRequest(f"{content.kind.value}: files cannot be sent yet (the media store is not set up)")
+        named: list[tuple[str, str, bool]] = []
+        context = None
+        if outgoing.reply_to is not None:
+            context = {"message_id": outgoing.reply_to}
+            named.append((outgoing.reply_to, "context.message_id", False))
+        if isinstance(content, ACTING):
+            field_name = f"{kind_of(content).value}.message_id"
+            named.append((content.key.id, field_name, isinstance(content, Reaction)))
+        payload = None if isinstance(content, Text) and not content.preview_url else to_payload(content)
+        return _SendRequest(
+            sid,
+            recipient,
+            summary(content),
+            new_message_id(),
+            self._timestamp(),
+            kind=kind_of(content).value,
+            payload=payload,
+            context=context,
+            mentions=outgoing.mentions,
+            named=tuple(named),
+        )
+
+    async def _queue_one(self, cid: str, sid: str, request: _SendRequest, idempotency_key: str | None) -> SendAccepted:
+        if idempotency_key is None:
+            [outcome] = await self._manager.execute_transaction(cid, lambda tx: self._accept(tx, cid, [request]))
+            if isinstance(outcome, Exception):
+                raise outcome
+            accepted = outcome
+        else:
+            accepted = await self._send_idempotent(cid, request, checked_idempotency_key(idempotency_key))
+        if not accepted.replayed:
+            metrics.MESSAGES.labels("outbound", "accepted").inc()
+            if self._waker is not None:
+                self._waker.wake(f"{cid}/{sid}")
+        return accepted
+
     async def close(self) -> None:
         """Finish the sends being stored; send the wake-ups still waiting."""
         await self._accepting.close()
         if self._waker is not None:
             await self._waker.close()
+
+
+def _queued(request: _SendRequest, row: str) -> outbound.QueuedText:
+    return outbound.QueuedText(
+        row,
+        request.recipient.key,
+        request.recipient.is_group,
+        request.text,
+        request.message_id,
+        request.timestamp,
+        kind=request.kind,
+        payload=request.payload,
+        context=request.context,
+        mentions=request.mentions,
+    )
+
+
+async def _unknown_targets(
+    tx: Transaction, requests: Sequence[_SendRequest], rows: dict[int, str]
+) -> dict[int, InvalidRequest]:
+    """The requests naming a message that is not the session's (or not in the chat a reaction goes to)."""
+    refused: dict[int, InvalidRequest] = {}
+    for index, row in rows.items():
+        request = requests[index]
+        if not request.named:
+            continue
+        ids = {name for name, _, _ in request.named}
+        found = {t.message_id: t for t in await conversation.targets(tx.connection, row, message_ids=ids)}
+        for name, field_name, same_chat in request.named:
+            target = found.get(name)
+            if target is None:
+                refused[index] = InvalidRequest(f"{field_name}: no message {name!r} in session {request.session_id!r}")
+            elif target.deleted_at is not None:
+                refused[index] = InvalidRequest(f"{field_name}: message {name!r} was deleted for everyone")
+            elif same_chat and target.recipient != request.recipient.key:
+                refused[index] = InvalidRequest(
+                    f"{field_name}: message {name!r} is in another chat (send to {target.recipient!r})"
+                )
+    return refused
+
+
+async def _change_target(tx: Transaction, sid: str, message_id: str) -> Target:
+    found = await outbound.sessions_for_send(tx.connection, {sid})
+    if sid not in found:
+        raise SessionNotFound(f"session {sid!r} not found", session_id=sid)
+    targets = await conversation.targets(tx.connection, found[sid][0], message_ids=[message_id])
+    if not targets:
+        raise MessageNotFound(f"message {message_id!r} not found in session {sid!r}")
+    return targets[0]
+
+
+def check_change(target: Target, change: Content, now: datetime) -> None:
+    """Refuse an edit or delete WhatsApp would not take: not ours, not sent, deleted, past its window."""
+    action = "edited" if isinstance(change, Edit) else "deleted for everyone"
+    if target.direction != "outbound":
+        raise MessageNotEditable(f"message {target.message_id!r} was not sent by this session: it cannot be {action}")
+    if target.deleted_at is not None:
+        raise MessageNotEditable(f"message {target.message_id!r} was deleted for everyone already")
+    if target.wa_message_id is None or target.status in {"pending", "failed"}:
+        raise MessageNotEditable(
+            f"message {target.message_id!r} is {target.status}: only a sent message can be {action}"
+        )
+    if target.type in NOT_CHANGEABLE:
+        raise MessageNotEditable(f"a {target.type} message cannot be {action}")
+    sent_at = target.sent_at or target.timestamp
+    window = EDIT_WINDOW if isinstance(change, Edit) else REVOKE_WINDOW
+    if now - sent_at > window:
+        minutes = int(window.total_seconds() // 60)
+        raise MessageNotEditable(
+            f"message {target.message_id!r} is older than WhatsApp's {minutes} minutes to be {action}"
+        )
+    if isinstance(change, Edit) and edited_content(target, change.text) is None:
+        raise MessageNotEditable(f"a {target.type} message has no text to edit")
+
+
+NOT_CHANGEABLE = frozenset({"reaction", "edit", "revoke", "poll_vote"})

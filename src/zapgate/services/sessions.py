@@ -16,6 +16,7 @@ from typing import Any
 
 from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.content import Outgoing
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
@@ -239,6 +240,18 @@ class SessionService:
     ) -> SendAccepted:
         """Accept a text for sending, stored `pending` before this returns (see SendIntake.submit)."""
         return await self._sends.submit(client, session, to, text, idempotency_key=idempotency_key)
+
+    async def send_message(
+        self, client: str, session: str, to: str, outgoing: Outgoing, *, idempotency_key: str | None = None
+    ) -> SendAccepted:
+        """Accept a message of any kind for sending (see SendIntake.submit_message)."""
+        return await self._sends.submit_message(client, session, to, outgoing, idempotency_key=idempotency_key)
+
+    async def change_message(
+        self, client: str, session: str, message_id: str, *, text: str | None = None
+    ) -> SendAccepted:
+        """Accept an edit (`text`) or a delete for everyone of a sent message (see SendIntake.submit_change)."""
+        return await self._sends.submit_change(client, session, message_id, text=text)
 
     async def close(self) -> None:
         """Finish the sends being stored; send the wake-ups still waiting."""

@@ -105,7 +105,11 @@ class Worker:
         self._hosted: HostedSessions = {}
         self._tasks = TaskGroup("worker")
         self._recorder = Recorder(
-            manager, self._hosted, keep_stories=self.options.keep_stories, on_connected=self._wake_outbox
+            manager,
+            self._hosted,
+            keep_stories=self.options.keep_stories,
+            erase_deleted=self.options.erase_deleted,
+            on_connected=self._wake_outbox,
         )
         self._outbox = Outbox(
             manager, self._hosted, self._recorder, self._tasks, self.options.outbox, poll_interval=poll_interval

@@ -19,6 +19,7 @@ class WorkerOptions:
     max_abandoned: int = 10  # engine clients a worker may abandon in its life before it drains and exits
     reconnect_window: float = 300.0  # seconds a session may stay reconnecting before it is failed
     keep_stories: bool = False  # store contacts' stories (status@broadcast) as messages of kind "story"
+    erase_deleted: bool = False  # erase the content of messages deleted for everyone (else keep it, marked)
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
     pacing: Mapping[str, Pacing] = field(default_factory=dict)  # per engine, in place of its defaults
     device_name: str = "zapgate"  # what the phone lists under Linked devices
@@ -46,6 +47,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         max_abandoned=settings.max_abandoned_clients,
         reconnect_window=settings.reconnect_window,
         keep_stories=settings.keep_stories,
+        erase_deleted=settings.erase_deleted_messages,
         outbox=OutboxPolicy(recipient_ttl=settings.recipient_cache_ttl, max_attempts=settings.send_max_attempts),
         pacing=pacing,
         device_name=settings.device_name,

@@ -34,6 +34,7 @@ from zapgate.api.schemas import (
     ContactOut,
     ContactPage,
     CreateSessionRequest,
+    EditMessageRequest,
     EnterCodeRequest,
     FaultRequest,
     InboundAccepted,
@@ -41,15 +42,19 @@ from zapgate.api.schemas import (
     MessageAccepted,
     MessageOut,
     MessagePage,
+    MessageRequest,
     PairingCodeRequest,
     Problem,
     QrOut,
+    ReactionOut,
     ScanRequest,
     SendMessageRequest,
     SessionList,
     SessionOut,
     StatusStepOut,
+    VoteOut,
 )
+from zapgate.domain.content import parse_outgoing
 from zapgate.domain.ids import MAX_ROW_ID, SESSION_ID_PATTERN, row_id
 from zapgate.domain.ids import ClientId as ClientIdType
 from zapgate.domain.records import AuditEntry, Contact, Session
@@ -60,6 +65,7 @@ from zapgate.services.clients import hash_key
 from zapgate.services.events import Subscription
 from zapgate.services.messages import ContactView, MessageView
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
+from zapgate.services.send_intake import SendAccepted
 
 ClientId = Annotated[str, Depends(client_of_request)]
 OpenConnections = Annotated[Connections, Depends(from_state("connections", Connections))]
@@ -172,6 +178,96 @@ async def send_message(
     # the hot path: the body is built directly (MessageAccepted documents it; a test checks they agree)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
     return JSONResponse(accepted.as_json(), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+_IDEMPOTENCY_KEY = Header(
+    alias="Idempotency-Key",
+    max_length=255,
+    description="Any unique string per message: a retry with the same key answers the first result "
+    "and sends nothing new (keys are kept a day).",
+)
+
+
+def _accepted(accepted: SendAccepted) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return JSONResponse(accepted.as_json(), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+@router.post(
+    "/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
+    responses={
+        404: {"model": Problem, "description": "No such session."},
+        409: {"model": Problem, "description": "The session cannot send in its state (logged out, failed, ...)."},
+        429: {
+            "model": Problem,
+            "description": "Over the session's send rate, or the API key's request rate; `Retry-After` says when.",
+            "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+        },
+    },
+)
+async def send_typed_message(
+    body: MessageRequest,
+    client: ClientId,
+    sessions: Sessions,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
+) -> Response:
+    """Accept a message of any kind, in the WhatsApp Cloud API's shape: stored, then sent in order.
+
+    `type` names the kind and the object of that name holds it: `text`, `image`, `video`, `audio` (a voice
+    note with `voice: true`), `document`, `sticker`, `location`, `contacts`, `reaction` (an empty emoji
+    removes it) or `poll`. `context.message_id` makes it a reply; `mentions` names who it mentions. Every
+    kind shares the send queue, the Idempotency-Key, the rate limit and pacing of `POST /whatsapp/send`.
+    """
+    fields = body.model_dump(exclude_none=True, exclude={"session_id", "to", "messaging_product", "recipient_type"})
+    outgoing = parse_outgoing({"type": body.type, **fields})
+    accepted = await sessions.send_message(client, body.session_id, body.to, outgoing, idempotency_key=idempotency_key)
+    return _accepted(accepted)
+
+
+_MESSAGE_ID = Annotated[str, Path(min_length=1, max_length=128)]
+_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such session or message."},
+    409: {"model": Problem, "description": "Not a message WhatsApp lets the session change now (see detail)."},
+}
+
+
+@router.patch(
+    "/messages/{messageId}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
+    responses=_CHANGE_ERRORS,
+)
+async def edit_message(
+    messageId: _MESSAGE_ID, body: EditMessageRequest, client: ClientId, sessions: Sessions
+) -> Response:
+    """Edit a text (or a caption) the session sent, within WhatsApp's 15 minutes: the edit is queued as a message.
+
+    Once sent, the message shows the new text (`editedAt`; the earlier one is kept) and a `message-edited`
+    event is announced.
+    """
+    return _accepted(await sessions.change_message(client, body.session_id, messageId, text=body.text))
+
+
+@router.delete(
+    "/messages/{messageId}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageAccepted,
+    responses=_CHANGE_ERRORS,
+)
+async def delete_message(
+    messageId: _MESSAGE_ID,
+    client: ClientId,
+    sessions: Sessions,
+    session_id: Annotated[str, Query(alias="sessionId", pattern=SESSION_ID_PATTERN)],
+) -> Response:
+    """Delete a message the session sent for everyone (within about two and a half days, as WhatsApp allows).
+
+    Queued as a message; once sent, the message is marked `deletedAt` (its content kept or erased as
+    ZAPGATE_ERASE_DELETED_MESSAGES says) and a `message-deleted` event is announced.
+    """
+    return _accepted(await sessions.change_message(client, session_id, messageId))
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such session."}}
@@ -526,6 +622,13 @@ def message_out(view: MessageView, *, history: bool = False) -> MessageOut:
         attempts=message.attempts,
         contact=None if view.contact is None else contact_out(view.contact, view.session_id),
         history=[StatusStepOut(status=s.status, at=s.at, error=s.error) for s in view.history] if history else None,
+        message=message.payload or {"type": "text", "text": {"body": message.content}},
+        context=message.context,
+        mentions=list(message.mentions) or None,
+        edited_at=message.edited_at,
+        deleted_at=message.deleted_at,
+        reactions=[ReactionOut(reactor=r.reactor, emoji=r.emoji, at=r.at) for r in view.reactions] or None,
+        votes=[VoteOut(voter=v.voter, selected=list(v.selected), at=v.at) for v in view.votes] or None,
     )
 
 

@@ -1,0 +1,76 @@
+"""Rich messages: typed content, replies, mentions, edits, deletes, reactions and poll votes.
+
+- `messages.payload`: the content in its public shape (`domain.content.to_payload`); NULL for the texts
+  stored before this revision and for texts sent through `POST /whatsapp/send` (`content` holds them).
+- `messages.context`: the message it replies to (our id, WhatsApp's id, whether we wrote it, its author).
+- `messages.mentions`: the JIDs it mentions.
+- `messages.edited_at`, `deleted_at`: edited by its author (the earlier texts are in `message_edits`), deleted
+  for everyone (its content kept or erased, per `ZAPGATE_ERASE_DELETED_MESSAGES`).
+- `message_edits`: each earlier version of an edited message.
+- `reactions`: the emoji each reactor has on a message now (one per reactor, as WhatsApp shows them).
+- `poll_votes`: each voter's current choice on a poll.
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("messages", sa.Column("payload", postgresql.JSONB(), nullable=True))
+    op.add_column("messages", sa.Column("context", postgresql.JSONB(), nullable=True))
+    op.add_column("messages", sa.Column("mentions", postgresql.ARRAY(sa.Text()), nullable=True))
+    op.add_column("messages", sa.Column("edited_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("messages", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "message_edits",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("message_row_id", sa.Text(), nullable=False),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("payload", postgresql.JSONB(), nullable=True),
+        sa.Column("replaced_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_row_id"], ["messages.id"], name="fk_message_edits_message_row_id_messages", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_message_edits"),
+    )
+    op.create_index("ix_message_edits_message_row_id", "message_edits", ["message_row_id"])
+    op.create_table(
+        "reactions",
+        sa.Column("message_row_id", sa.Text(), nullable=False),
+        sa.Column("reactor", sa.Text(), nullable=False),
+        sa.Column("emoji", sa.Text(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_row_id"], ["messages.id"], name="fk_reactions_message_row_id_messages", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("message_row_id", "reactor", name="pk_reactions"),
+    )
+    op.create_table(
+        "poll_votes",
+        sa.Column("message_row_id", sa.Text(), nullable=False),
+        sa.Column("voter", sa.Text(), nullable=False),
+        sa.Column("selected", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_row_id"], ["messages.id"], name="fk_poll_votes_message_row_id_messages", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("message_row_id", "voter", name="pk_poll_votes"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("poll_votes")
+    op.drop_table("reactions")
+    op.drop_index("ix_message_edits_message_row_id", table_name="message_edits")
+    op.drop_table("message_edits")
+    for column in ("deleted_at", "edited_at", "mentions", "context", "payload"):
+        op.drop_column("messages", column)
