@@ -130,7 +130,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
+class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over the guarded network backend."""
 
     def __init__(self, policy: AddressPolicy, limits: httpx.Limits) -> None:
@@ -154,7 +154,7 @@ class WebhookSender:
     def __init__(self, policy: AddressPolicy, *, timeout: float = 10.0, max_connections: int = 64) -> None:
         self.timeout = timeout
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._transport = _GuardedTransport(policy, limits)
+        self._transport = GuardedTransport(policy, limits)
         self._timeouts = httpx.Timeout(timeout).as_dict()
 
     async def close(self) -> None:
@@ -181,7 +181,7 @@ class WebhookSender:
         except TimeoutError:
             return _failure(Outcome.RETRY, f"no answer within {self.timeout:g} s", started)
         except httpx.TransportError as exc:
-            refused = _refusal(exc)
+            refused = refusal_of(exc)
             if refused is not None:
                 return _failure(Outcome.RETRY, refused, started)
             if isinstance(exc, httpx.UnsupportedProtocol):
@@ -222,7 +222,7 @@ def _failure(outcome: Outcome, error: str, started: float) -> AttemptResult:
     return AttemptResult(outcome, None, error[:500], None, time.perf_counter() - started)
 
 
-def _refusal(exc: BaseException) -> str | None:
+def refusal_of(exc: BaseException) -> str | None:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, AddressRefused):
