@@ -33,8 +33,9 @@ from zapgate.api.events import event_body
 from zapgate.api.guard import MAX_BODY
 from zapgate.api.problems import field_errors, status_for, validation_errors
 from zapgate.api.routes.whatsapp import session_out
-from zapgate.api.schemas import MessageAccepted, SendMessageRequest, SessionList
+from zapgate.api.schemas import MessageAccepted, MessageRequest, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
+from zapgate.domain.content import parse_outgoing
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import SESSION_ID_PATTERN, ClientId
 from zapgate.domain.records import AuditEntry, Event, Session
@@ -82,6 +83,12 @@ class SendMessage(SendMessageRequest):
     """`send-message`: the body of POST /whatsapp/send, plus the Idempotency-Key header as a field."""
 
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+class SendTypedMessage(MessageRequest):
+    """`send-message` with a typed body: that of POST /whatsapp/messages, plus the Idempotency-Key as a field."""
+
+    idempotency_key: str | None = Field(None, alias="idempotencyKey", min_length=1, max_length=255)
 
 
 @dataclass(eq=False)
@@ -387,11 +394,23 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         return {"sessionId": command.session_id}
 
     async def _send(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
-        command = SendMessage.model_validate(payload)
-        with metrics.ACCEPT_LATENCY.time():
-            accepted = await self._sessions.send_text(
-                sock.client, command.session_id, command.to, command.message, idempotency_key=command.idempotency_key
+        if isinstance(payload, dict) and "message" not in payload:
+            typed = SendTypedMessage.model_validate(payload)
+            skipped = {"session_id", "to", "messaging_product", "recipient_type", "idempotency_key"}
+            outgoing = parse_outgoing({"type": typed.type, **typed.model_dump(exclude_none=True, exclude=skipped)})
+            accepted = await self._sessions.send_message(
+                sock.client, typed.session_id, typed.to, outgoing, idempotency_key=typed.idempotency_key
             )
+        else:
+            command = SendMessage.model_validate(payload)
+            with metrics.ACCEPT_LATENCY.time():
+                accepted = await self._sessions.send_text(
+                    sock.client,
+                    command.session_id,
+                    command.to,
+                    command.message,
+                    idempotency_key=command.idempotency_key,
+                )
         body = MessageAccepted(
             message_id=accepted.message_id,
             session_id=accepted.session_id,
