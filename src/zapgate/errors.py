@@ -26,6 +26,8 @@
     │   ├── QuotaExceeded           the client holds as many sessions or webhooks as it may (`quota`, `limit`)
     │   ├── MessageNotEditable      a message WhatsApp would not let the session edit or delete (now)
     │   └── InvalidTransition       a session status change its state machine does not allow
+    ├── EngineCallFailed            the session's worker could not do what was asked (`reason` says why)
+    │   └── EngineCallTimedOut      no worker answered in time (the session may be moving between workers)
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
     │   └── EngineNotAllowed        an engine the deployment offers but this client may not use
@@ -208,6 +210,19 @@ class InvalidTransition(Conflict):
     """A session status change that the session state machine does not allow."""
 
     code = "invalid_transition"
+
+
+class EngineCallFailed(ZapgateError):
+    """The session's worker could not do what was asked of WhatsApp; `reason` is the engine's error code."""
+
+    code = "engine_call_failed"
+    retryable = True
+
+
+class EngineCallTimedOut(EngineCallFailed):
+    """No worker answered an engine call in time (the session may be moving between workers): try again."""
+
+    code = "engine_call_timed_out"
 
 
 class AuthenticationFailed(ZapgateError):

@@ -22,6 +22,8 @@ from zapgate.errors import (
     Conflict,
     DatabaseError,
     DatabaseUnavailable,
+    EngineCallFailed,
+    EngineCallTimedOut,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -44,6 +46,8 @@ _STATUS: list[tuple[type[ZapgateError], int]] = [
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (RateLimited, 429),
+    (EngineCallTimedOut, 504),
+    (EngineCallFailed, 502),
     (DatabaseUnavailable, 503),
     (DatabaseError, 503),
 ]
@@ -59,7 +63,9 @@ _TITLES = {
     422: "Invalid request",
     429: "Too many requests",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
+    504: "Gateway timeout",
 }
 
 

@@ -23,7 +23,9 @@ log = get_logger(__name__)
 OUTBOUND = "zapgate_outbound"  # payload: "client/session" with new pending messages
 PLACEMENTS = "zapgate_placements"  # payload: "client/session" whose desired state changed
 SANDBOX = "zapgate_sandbox"  # payload: the address that got mail
-CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX)  # what workers listen to
+CALLS = "zapgate_calls"  # payload: "client/session/call id" of an engine call to make
+CHANNELS = (OUTBOUND, PLACEMENTS, SANDBOX, CALLS)  # what workers listen to
+CALLS_DONE = "zapgate_calls_done"  # payload: "client/call id" of an engine call answered (API processes listen)
 EVENTS = "zapgate_events"  # payload: the schema of a client with new events (API processes listen)
 KEYS = "zapgate_keys"  # payload: a client whose API keys were revoked (API processes forget cached keys)
 WEBHOOKS = "zapgate_webhooks"  # payload: the schema of a client whose webhooks or deliveries changed
@@ -33,14 +35,14 @@ _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None:
     """Queue a notification on `channel`; it is delivered when `conn`'s transaction commits."""
-    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS):
+    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS, CALLS_DONE):
         raise ValueError(f"unknown channel {channel!r}")
     await conn.execute(_NOTIFY, {"channel": channel, "payload": payload[:7000]})
 
 
 async def notify_many(conn: AsyncConnection, channel: str, payloads: Collection[str]) -> None:
     """Queue one notification on `channel` per payload (each once), delivered when `conn`'s transaction commits."""
-    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS):
+    if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS, CALLS_DONE):
         raise ValueError(f"unknown channel {channel!r}")
     if payloads:
         await conn.execute(_NOTIFY_MANY, {"channel": channel, "payloads": sorted({p[:7000] for p in payloads})})

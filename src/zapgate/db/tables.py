@@ -159,6 +159,29 @@ poll_votes = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+# what an API process asks a session's worker to do at once, and the answer (the API waits until deadline)
+engine_calls = Table(
+    "engine_calls",
+    tenant_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),  # presence, read, check, ...
+    Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),  # pending, running, done, failed
+    Column("result", JSONB, nullable=True),
+    Column("error_code", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index(
+    "ix_engine_calls_pending",
+    engine_calls.c.session_id,
+    engine_calls.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+
 # WhatsApp's answer about a number, per session: on it or not, under which JIDs (cached until expires_at)
 recipients = Table(
     "recipients",

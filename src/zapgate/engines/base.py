@@ -326,6 +326,9 @@ class Engine(Protocol):
     async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
         """Ask the phone to upload an arrived file again; the answer comes as a MediaReuploaded event."""
 
+    async def mark_read(self, ref: SessionRef, chat_jid: str, keys: tuple[MessageKey, ...]) -> None:
+        """Tell the senders that the messages `keys` of the chat `chat_jid` were read (blue ticks)."""
+
     async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
         """Show `presence` (typing, recording, paused) in the chat with JID `to`."""
 

@@ -251,6 +251,7 @@ class _Session:
     restrict_next_send: bool = False
     failing_sends: int = 0  # sends still to fail with a retryable error (injected fault)
     presences: dict[str, Presence] = field(default_factory=dict)  # the last presence shown, per chat JID
+    reads: list[str] = field(default_factory=list)  # ids of the messages marked read
     silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -396,6 +397,16 @@ class SandboxEngine:
         if session.status is not SessionStatus.CONNECTED:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
         session.presences[to] = presence
+
+    async def mark_read(self, ref: SessionRef, chat_jid: str, keys: tuple[MessageKey, ...]) -> None:
+        session = self._hosted(ref)
+        if session.status is not SessionStatus.CONNECTED:
+            raise NotConnected(f"session {ref} is {session.status.value}, not connected")
+        session.reads.extend(key.id for key in keys)  # the simulated phone read them already: nothing to post
+
+    def reads(self, ref: SessionRef) -> list[str]:
+        """Return the ids of the messages the session marked read (for tests)."""
+        return list(self._hosted(ref).reads)
 
     def presence(self, ref: SessionRef, chat_jid: str) -> Presence | None:
         """Return the presence the session last showed in the chat `chat_jid` (for tests), if any."""

@@ -47,6 +47,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 # neonize's Go library adds a <bot biz_bot="1"/> node to one-to-one sends (recipients see an AI/bot label) unless
@@ -62,7 +63,7 @@ with warnings.catch_warnings():
     from neonize.proto import Neonize_pb2 as pb
     from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType, ReceiptType
 
     # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
     for leaked in list(getattr(subprocess, "_active", None) or ()):
@@ -360,6 +361,10 @@ def parse_jid(value: str) -> Any:
     user, _, server = value.partition("@")
     user, _, device = user.partition(":")
     return pb.JID(User=user, Server=server or USER_SERVER, Device=int(device or 0), RawAgent=0, Integrator=0)
+
+
+def _mark_read(client: Any, *, ids: list[str], chat: Any, sender: Any) -> None:
+    client.mark_read(*ids, chat=chat, sender=sender, receipt=ReceiptType.READ)
 
 
 def _timestamp(value: int) -> datetime:
@@ -937,6 +942,17 @@ class WhatsmeowEngine:
         media = ChatPresenceMedia.CHAT_PRESENCE_MEDIA_AUDIO if recording else ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
         jid = parse_jid(to)
         await self._go(session, lambda client: client.send_chat_presence(jid, state, media))
+
+    async def mark_read(self, ref: SessionRef, chat_jid: str, keys: tuple[MessageKey, ...]) -> None:
+        """Send read receipts for `keys` (whatsmeow's MarkRead, one call per author in a group)."""
+        session = self._hosted(ref)
+        chat = parse_jid(chat_jid)
+        by_sender: dict[str, list[str]] = {}
+        for key in keys:
+            if not key.from_me:
+                by_sender.setdefault(key.sender_jid or chat_jid, []).append(key.id)
+        for sender_jid, ids in by_sender.items():
+            await self._go(session, partial(_mark_read, ids=ids, chat=chat, sender=parse_jid(sender_jid)))
 
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""

@@ -51,6 +51,7 @@ from zapgate.engines.base import (
 )
 from zapgate.engines.registry import EngineContext, EngineSpec
 from zapgate.log import get_logger
+from zapgate.services.engine_calls import CallRunner
 from zapgate.services.hosted import Hosted, HostedSessions, queue_depth
 from zapgate.services.outbox import Outbox
 from zapgate.services.recorder import Recorder
@@ -99,7 +100,7 @@ class Worker:
         self._max_qr_codes = max_qr_codes
         self._session_timeout = session_timeout
         self._poll = poll_interval
-        self._listener = Listener(database_url)
+        self._listener = Listener(database_url, on_notify=self._notified)
         self._database_url = database_url
         self._keystore_dsns: dict[str, str] = {}
         self._hosted: HostedSessions = {}
@@ -114,6 +115,7 @@ class Worker:
         self._outbox = Outbox(
             manager, self._hosted, self._recorder, self._tasks, self.options.outbox, poll_interval=poll_interval
         )
+        self._calls = CallRunner(manager, self._hosted, self._tasks, call_timeout=self.options.outbox.call_timeout)
         context = EngineContext(
             on_event=self._recorder.put,
             sandbox_network=lambda: PostgresSandboxNetwork(manager, self._listener.event(notify.SANDBOX)),
@@ -136,6 +138,10 @@ class Worker:
 
     def _wake_outbox(self) -> None:
         self._outbox.wake()
+
+    def _notified(self, channel: str, payload: str | None) -> None:
+        if channel == notify.CALLS:
+            self._calls.notified(payload)
 
     async def start(self) -> None:
         """Announce the worker and start its loops."""

@@ -9,6 +9,8 @@
 - `message_edits`: each earlier version of an edited message.
 - `reactions`: the emoji each reactor has on a message now (one per reactor, as WhatsApp shows them).
 - `poll_votes`: each voter's current choice on a poll.
+- `engine_calls`: what an API process asks a session's worker to do at once (show typing, mark read, look
+  numbers up, ...) and its answer: the API waits for it until `deadline`.
 
 Revision ID: 0007
 Revises: 0006
@@ -65,9 +67,35 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("message_row_id", "voter", name="pk_poll_votes"),
     )
+    op.create_table(
+        "engine_calls",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("args", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column("status", sa.Text(), server_default=sa.text("'pending'"), nullable=False),
+        sa.Column("result", postgresql.JSONB(), nullable=True),
+        sa.Column("error_code", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name="fk_engine_calls_session_id_sessions", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_engine_calls"),
+    )
+    op.create_index(
+        "ix_engine_calls_pending",
+        "engine_calls",
+        ["session_id", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_engine_calls_pending", table_name="engine_calls")
+    op.drop_table("engine_calls")
     op.drop_table("poll_votes")
     op.drop_table("reactions")
     op.drop_index("ix_message_edits_message_row_id", table_name="message_edits")
