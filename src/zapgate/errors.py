@@ -7,6 +7,7 @@
     │   ├── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
     │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
     │   ├── EngineNotOffered        an engine this deployment does not run (ZAPGATE_ENGINES)
+    │   ├── InvalidMedia            a media file too large, of a type not allowed, or undecodable (`field`, `code`)
     │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     │   ├── TooManyConnections      the API key holds as many realtime connections as it may
@@ -87,6 +88,20 @@ class EngineNotOffered(InvalidRequest):
     """An engine this deployment does not run (not in ZAPGATE_ENGINES); `engine` names it."""
 
     code = "engine_not_offered"
+
+
+class InvalidMedia(InvalidRequest):
+    """A media file WhatsApp would refuse; `field` names it, `code` says why (the three codes below)."""
+
+    code = "invalid_media"
+    TOO_LARGE = "media_too_large"
+    TYPE_NOT_ALLOWED = "media_type_not_allowed"
+    UNDECODABLE = "media_undecodable"
+
+    def __init__(self, message: str, *, field: str, code: str, **details: object) -> None:
+        super().__init__(message, field=field, **details)
+        self.field = field
+        self.code = code
 
 
 class UnstorableData(InvalidRequest):
