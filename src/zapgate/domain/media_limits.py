@@ -7,22 +7,11 @@ file can cause: pixels decoded, video dimensions, duration.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
+from zapgate.domain.content import MediaKind
 from zapgate.errors import InvalidMedia
 
 KB = 1024
 MB = 1024 * 1024
-
-
-class MediaKind(StrEnum):
-    """The kind of WhatsApp message a file is sent as."""
-
-    IMAGE = "image"
-    VIDEO = "video"
-    AUDIO = "audio"
-    DOCUMENT = "document"
-    STICKER = "sticker"
 
 
 SEND_LIMIT = {  # bytes, the largest file WhatsApp takes for each kind

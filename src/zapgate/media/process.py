@@ -49,6 +49,7 @@ import numpy as np
 from av.stream import Disposition
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from zapgate.domain.content import MediaKind
 from zapgate.domain.media_limits import (
     MAX_CONVERSION_INPUT,
     MAX_DURATION,
@@ -57,7 +58,6 @@ from zapgate.domain.media_limits import (
     SENDABLE_MIMES,
     STICKER_SIDE,
     VOICE_MIME,
-    MediaKind,
     check_duration,
     check_input_size,
     check_pixels,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zapgate.domain.media_limits import KB, MB, MediaKind, check_duration, check_size, human_size, send_limit
+from zapgate.domain.content import MediaKind
+from zapgate.domain.media_limits import KB, MB, check_duration, check_size, human_size, send_limit
 from zapgate.errors import InvalidMedia, InvalidRequest
 
 
