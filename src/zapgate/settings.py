@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     keep_stories: bool = Field(False, validation_alias="ZAPGATE_KEEP_STORIES")
     # a message its author deleted for everyone: marked deleted and kept (false), or its content erased (true)
     erase_deleted_messages: bool = Field(False, validation_alias="ZAPGATE_ERASE_DELETED_MESSAGES")
+    # seconds an API request waits for the session's worker to do something at once (typing, read, lookups)
+    engine_call_timeout: float = Field(20.0, gt=0, validation_alias="ZAPGATE_ENGINE_CALL_TIMEOUT")
     recipient_cache_ttl: float = Field(86_400.0, ge=0, validation_alias="ZAPGATE_RECIPIENT_CACHE_TTL")  # seconds
     send_max_attempts: int = Field(5, ge=1, le=100, validation_alias="ZAPGATE_SEND_MAX_ATTEMPTS")
     # pacing of the real engine's sends (unset: its safe defaults); ZAPGATE_SANDBOX_PACED rehearses it on the sandbox

@@ -23,7 +23,9 @@ from zapgate.db.notify import Listener
 from zapgate.heap import freeze_startup_objects
 from zapgate.log import configure_logging, get_logger
 from zapgate.services.audit import AuditLog
+from zapgate.services.chats import ChatActions
 from zapgate.services.clients import ClientService
+from zapgate.services.engine_calls import EngineCalls
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
 from zapgate.services.observability import Observability
@@ -78,6 +80,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 quotas=quotas,
             )
             app.state.messages = MessageService(manager)
+            app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
+            app.state.chats = ChatActions(manager, calls)
             app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings), quotas=quotas)
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
@@ -87,6 +91,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await revocations.start()
             await hub.start()
             await audit.start()
+            await calls.start()
             freeze_startup_objects()
             try:
                 yield
@@ -95,6 +100,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 await connections.close()
                 await hub.close()
                 await revocations.close()
+                await calls.close()
                 await app.state.sessions.close()
                 await audit.close()
         finally:

@@ -17,6 +17,7 @@ from zapgate.db.manager import ConnectionManager
 from zapgate.errors import AuthenticationFailed, PermissionDenied, TooManyFailures
 from zapgate.log import get_logger
 from zapgate.services.audit import AuditLog
+from zapgate.services.chats import ChatActions
 from zapgate.services.clients import ClientService, admin_key_matches, key_display_prefix
 from zapgate.services.events import EventHub
 from zapgate.services.messages import MessageService
@@ -122,3 +123,4 @@ Messages = Annotated[MessageService, Depends(from_state("messages", MessageServi
 Audit = Annotated[AuditLog, Depends(from_state("audit", AuditLog))]
 Webhooks = Annotated[WebhookService, Depends(from_state("webhooks", WebhookService))]
 Quotas = Annotated[QuotaService, Depends(from_state("quotas", QuotaService))]
+Chats = Annotated[ChatActions, Depends(from_state("chats", ChatActions))]

@@ -19,6 +19,11 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = {
     "create_session": "session.create",
     "send_message": "message.send",
+    "send_typed_message": "message.send",
+    "edit_message": "message.edit",
+    "delete_message": "message.delete",
+    "set_presence": "chat.presence",
+    "mark_read": "chat.read",
     "request_pairing_code": "session.pairing_code",
     "restart_session": "session.restart",
     "logout_session": "session.logout",

@@ -299,6 +299,52 @@ class EditMessageRequest(_Request):
     text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, examples=["Olá! (corrigido)"])
 
 
+class PresenceRequest(_Request):
+    """What the session shows in a chat: typing (composing), recording audio, or stopped (paused)."""
+
+    to: str = Field(min_length=1, max_length=64, description="A phone number, a JID or a group's JID.")
+    presence: Literal["composing", "recording", "paused"] = Field(examples=["composing"])
+
+
+class PresenceOut(_Body):
+    """The presence shown."""
+
+    session_id: str
+    to: str = Field(description="The chat's JID.")
+    presence: str
+
+
+class ReadRequest(_Request):
+    """Mark a chat's received messages read (blue ticks for the sender): all not read yet, or those named."""
+
+    chat: str = Field(min_length=1, max_length=64, description="The chat: a phone number or a JID.")
+    message_ids: list[str] | None = Field(None, min_length=1, max_length=500)
+
+
+class ReadOut(_Body):
+    """The messages marked read now (those read before are left out)."""
+
+    session_id: str
+    read: list[str]
+
+
+class NumberCheckOut(_Body):
+    """What WhatsApp says about one number: on it or not, under which JID and LID."""
+
+    input: str = Field(description="The number as given.")
+    number: str = Field(description="Its digits, with the country code.")
+    on_whats_app: bool = Field(alias="onWhatsApp")
+    jid: str | None = Field(None, description="WhatsApp's own JID for it (Brazil's ninth digit as WhatsApp has it).")
+    lid: str | None = None
+
+
+class NumberCheckList(_Body):
+    """WhatsApp's answers about numbers, in the order asked."""
+
+    session_id: str
+    numbers: list[NumberCheckOut]
+
+
 class MessageAccepted(_Body):
     """A message accepted for sending: it is stored and will go out."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -214,3 +214,60 @@ async def annotations_of(conn: AsyncConnection, rows: Collection[str], *, with_e
         ):
             found.edits.setdefault(row.message_row_id, []).append(EditRow(row.content, row.payload, row.replaced_at))
     return found
+
+
+async def chat_jid(conn: AsyncConnection, session_row: str, key: str) -> str | None:
+    """The chat JID the session's latest message with contact `key` was stored with, if any."""
+    stmt = (
+        select(messages.c.chat_jid)
+        .join(contacts, contacts.c.id == messages.c.contact_id)
+        .where(messages.c.session_id == session_row, contacts.c.phone_number == key, messages.c.chat_jid.is_not(None))
+        .order_by(messages.c.timestamp.desc())
+        .limit(1)
+    )
+    found: str | None = (await conn.execute(stmt)).scalar_one_or_none()
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A received message not marked read yet."""
+
+    row_id: str
+    message_id: str
+    wa_message_id: str
+    sender_jid: str | None
+    chat_jid: str | None
+
+
+async def unread(
+    conn: AsyncConnection, session_row: str, key: str, message_ids: Collection[str] | None, *, limit: int
+) -> list[Unread]:
+    """The session's received messages from contact `key` not read yet (those of `message_ids` only, if given)."""
+    stmt = (
+        select(
+            messages.c.id, messages.c.message_id, messages.c.wa_message_id, messages.c.sender_jid, messages.c.chat_jid
+        )
+        .join(contacts, contacts.c.id == messages.c.contact_id)
+        .where(
+            messages.c.session_id == session_row,
+            contacts.c.phone_number == key,
+            messages.c.direction == "inbound",
+            messages.c.status != "read",
+        )
+        .order_by(messages.c.timestamp)
+        .limit(limit)
+    )
+    if message_ids is not None:
+        stmt = stmt.where(messages.c.message_id.in_(sorted(message_ids)))
+    return [
+        Unread(row.id, row.message_id, row.wa_message_id or row.message_id, row.sender_jid, row.chat_jid)
+        for row in await conn.execute(stmt)
+    ]
+
+
+async def mark_read(conn: AsyncConnection, rows: Collection[str]) -> None:
+    """Mark received messages read."""
+    await conn.execute(
+        update(messages).where(messages.c.id.in_(sorted(rows))).values(status="read", updated_at=func.now())
+    )

@@ -19,6 +19,7 @@ from zapgate.api.connections import Connection, Connections, transport_of, unsen
 from zapgate.api.deps import (
     AppSettings,
     Audit,
+    Chats,
     Events,
     Messages,
     Sessions,
@@ -43,10 +44,16 @@ from zapgate.api.schemas import (
     MessageOut,
     MessagePage,
     MessageRequest,
+    NumberCheckList,
+    NumberCheckOut,
     PairingCodeRequest,
+    PresenceOut,
+    PresenceRequest,
     Problem,
     QrOut,
     ReactionOut,
+    ReadOut,
+    ReadRequest,
     ScanRequest,
     SendMessageRequest,
     SessionList,
@@ -676,6 +683,52 @@ async def get_message(
 ) -> MessageOut:
     """Return one message by its WhatsApp id, with every status it reached (`sessionId` when two hold it)."""
     return message_out(await messages.get_message(client, messageId, session=session_id), history=True)
+
+
+_CALL_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such session."},
+    409: {"model": Problem, "description": "The session is not connected."},
+    502: {"model": Problem, "description": "WhatsApp refused (the engine's reason in `reason`)."},
+    504: {"model": Problem, "description": "The session's worker did not answer in time: try again."},
+}
+
+
+@router.post("/sessions/{sessionId}/presence", responses=_CALL_ERRORS)
+async def set_presence(sessionId: str, body: PresenceRequest, client: ClientId, chats: Chats) -> PresenceOut:
+    """Show "typing…" (composing), "recording audio…" or stop (paused) in a chat, now.
+
+    WhatsApp shows it for a few seconds: send it again while the user types. Sends through the API show
+    typing by themselves on engines that pace (whatsmeow).
+    """
+    shown = await chats.presence(client, sessionId, body.to, body.presence)
+    return PresenceOut(session_id=sessionId, to=shown["to"], presence=shown["presence"])
+
+
+@router.post("/sessions/{sessionId}/read", responses=_CALL_ERRORS)
+async def mark_read(sessionId: str, body: ReadRequest, client: ClientId, chats: Chats) -> ReadOut:
+    """Mark a chat's received messages read: WhatsApp shows the sender blue ticks; each message becomes `read`."""
+    done = await chats.mark_read(client, sessionId, body.chat, body.message_ids)
+    return ReadOut(session_id=sessionId, read=done["read"])
+
+
+@router.get("/contacts/check", responses=_CALL_ERRORS)
+async def check_numbers(
+    client: ClientId,
+    chats: Chats,
+    session_id: Annotated[str, Query(alias="sessionId", pattern=SESSION_ID_PATTERN)],
+    numbers: Annotated[
+        list[str],
+        Query(description="Up to 50 phone numbers with country code: repeat the parameter or separate by commas."),
+    ],
+) -> NumberCheckList:
+    """Ask WhatsApp, through the session, whether numbers are on it and under which JID and LID.
+
+    The canonical JID is WhatsApp's answer, never a rewrite of the digits (Brazil's ninth digit). Answers
+    are cached for the session's sends.
+    """
+    wanted = [part.strip() for item in numbers for part in item.split(",") if part.strip()]
+    answers = await chats.check_numbers(client, session_id, wanted)
+    return NumberCheckList(session_id=session_id, numbers=[NumberCheckOut.model_validate(a) for a in answers])
 
 
 @router.get("/contacts", responses={404: {"model": Problem, "description": "No such session."}})
