@@ -16,6 +16,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -157,6 +158,15 @@ poll_votes = Table(
     Column("voter", Text, primary_key=True),
     Column("selected", ARRAY(Text), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# the client's key for signed media links (rotating it revokes every link made before)
+link_keys = Table(
+    "link_keys",
+    tenant_metadata,
+    Column("name", Text, primary_key=True),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
 # what an API process asks a session's worker to do at once, and the answer (the API waits until deadline)

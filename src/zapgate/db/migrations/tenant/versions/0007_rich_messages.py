@@ -9,6 +9,7 @@
 - `message_edits`: each earlier version of an edited message.
 - `reactions`: the emoji each reactor has on a message now (one per reactor, as WhatsApp shows them).
 - `poll_votes`: each voter's current choice on a poll.
+- `link_keys`: the client's key for signed media links (rotating it revokes every link made before).
 - `engine_calls`: what an API process asks a session's worker to do at once (show typing, mark read, look
   numbers up, ...) and its answer: the API waits for it until `deadline`.
 
@@ -68,6 +69,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("message_row_id", "voter", name="pk_poll_votes"),
     )
     op.create_table(
+        "link_keys",
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_link_keys"),
+    )
+    op.create_table(
         "engine_calls",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("session_id", sa.Text(), nullable=False),
@@ -96,6 +104,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_engine_calls_pending", table_name="engine_calls")
     op.drop_table("engine_calls")
+    op.drop_table("link_keys")
     op.drop_table("poll_votes")
     op.drop_table("reactions")
     op.drop_index("ix_message_edits_message_row_id", table_name="message_edits")
