@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 
 from tests.support.neonize import FakeGo, jid, message, source
+from zapgate.domain.content import Location, Media, MediaKind, MessageKey, Quote, Text, Unsupported
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
@@ -25,6 +26,7 @@ from zapgate.engines.base import (
     InboundMessage,
     Presence,
     Receipt,
+    SendRejected,
     SessionRef,
     StartMode,
     StartRequest,
@@ -200,12 +202,24 @@ async def test_calls_on_a_session_not_hosted_fail_as_engine_errors(driver: Drive
         driver.engine.resolve(ghost, OTHER),
         driver.engine.send_presence(ghost, f"{OTHER}@s.whatsapp.net", Presence.COMPOSING),
         driver.engine.logout(ghost),
+        driver.engine.send(ghost, f"{OTHER}@s.whatsapp.net", Location(latitude=1.0, longitude=2.0), "3EB0X"),
+        driver.engine.send(ghost, f"{OTHER}@s.whatsapp.net", Text("hi"), "3EB0Y", quote=Quote(MessageKey("3EB0Z"))),
+        driver.engine.download(ghost, Media(kind=MediaKind.IMAGE), "/nonexistent/file"),
+        driver.engine.request_reupload(ghost, f"{OTHER}@s.whatsapp.net", MessageKey("3EB0Z"), Media(MediaKind.IMAGE)),
     ]
     for call in calls:
         with pytest.raises(EngineError):
             await call
     assert not driver.engine.hosts(ghost)
     await driver.engine.stop(ghost)  # stopping what is not hosted is nothing
+
+
+async def test_what_an_engine_cannot_send_is_refused_for_good(driver: Driver) -> None:
+    await driver.connect(REF)
+    await _until(lambda: _connected(driver.events))
+    with pytest.raises(SendRejected) as refused:
+        await driver.engine.send(REF, f"{OTHER}@s.whatsapp.net", Unsupported(wa_type="paymentInviteMessage"), "3EB0U")
+    assert not refused.value.retryable
 
 
 async def test_a_stop_is_bounded_and_final(driver: Driver) -> None:

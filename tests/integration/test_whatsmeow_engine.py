@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from tests.support.databases import plain_url
 from tests.support.neonize import EVENT_TO_INT, FakeGo
+from tests.support.neonize import Fed as _Fed
 from tests.support.neonize import jid as _jid
 from tests.support.neonize import message as _message
 from tests.support.neonize import source as _source
@@ -46,7 +47,7 @@ from zapgate.engines.base import (
     StopTimedOut,
     UnknownSession,
 )
-from zapgate.engines.whatsmeow import _GATE, DeviceProps, WhatsmeowEngine, _Session, pb, wa
+from zapgate.engines.whatsmeow import _GATE, DeviceProps, WhatsmeowEngine, pb, wa
 
 history = importlib.import_module("neonize.proto.waHistorySync.WAWebProtobufsHistorySync_pb2")
 
@@ -230,31 +231,6 @@ async def test_restoring_a_jid_without_stored_keys_fails_instead_of_crashing(tmp
 # -- event translation through the entry points Go calls ----------------------------------------------
 
 
-class _Fed:
-    """A session's neonize client, fed events the way Go delivers them."""
-
-    def __init__(self, engine: WhatsmeowEngine, request: StartRequest) -> None:
-        self.session = _Session(request=request, dsn=":memory:")
-        self.client = engine._new_client(self.session, restore=False)
-
-    def event(self, message: Any) -> None:
-        self.raw(message.SerializePartialToString(), EVENT_TO_INT[type(message)])
-
-    def raw(self, data: bytes, code: int) -> None:
-        buffer = ctypes.create_string_buffer(data, len(data))
-        self.client.event.execute(1, ctypes.addressof(buffer), len(data), code)
-
-    def me(self, jid: pb.JID, lid: pb.JID) -> None:
-        data = pb.Device(JID=jid, LID=lid, Platform="", BussinessName="", PushName="", Initialized=True)
-        raw = data.SerializePartialToString()
-        buffer = ctypes.create_string_buffer(raw, len(raw))
-        self.client.event.execute(1, ctypes.addressof(buffer), len(raw), 0)
-
-    def qr(self, code: str) -> None:
-        buffer = ctypes.create_string_buffer(code.encode())
-        self.client._NewClient__onQr(1, ctypes.addressof(buffer))
-
-
 async def test_events_translate_into_engine_events() -> None:
     events: list[EngineEvent] = []
     engine = WhatsmeowEngine(events.append, lambda c: ":memory:")
@@ -292,7 +268,7 @@ async def test_events_translate_into_engine_events() -> None:
     assert [(m.type, m.text, m.chat_jid, m.chat_lid) for m in inbound] == [
         ("text", "olá", "5511988887777@s.whatsapp.net", "123456789012345@lid"),
         ("text", "see https://example.com", "5511988887777@s.whatsapp.net", "123456789012345@lid"),
-        ("image", "a cat", "120363000000000000@g.us", None),
+        ("image", "[image] a cat", "120363000000000000@g.us", None),
         ("audio", "[audio]", "5511988887777@s.whatsapp.net", None),
     ]
     first, mine, in_group = inbound[0], inbound[1], inbound[2]

@@ -6,12 +6,14 @@ Shared by the whatsmeow engine tests and the engine contract suite.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import queue
 import threading
 from typing import Any
 
-from zapgate.engines.whatsmeow import pb, wa
+from zapgate.engines.base import StartRequest
+from zapgate.engines.whatsmeow import WhatsmeowEngine, _Session, pb, wa
 
 # imported through the engine first: neonize's own import leaks a popen, which the engine's import absorbs
 EVENT_TO_INT: dict[Any, int] = importlib.import_module("neonize.events").EVENT_TO_INT
@@ -42,10 +44,20 @@ def message(source: pb.MessageSource, content: wa.Message, message_id: str = "3E
     return pb.Message(Info=info, Message=content)
 
 
+def _timings() -> pb.MessageDebugTimings:
+    return pb.MessageDebugTimings(
+        Queue=0, Marshal=0, GetParticipants=0, GetDevices=0, GroupEncrypt=0, PeerEncrypt=0, Send=0, Resp=0, Retry=0
+    )
+
+
 class FakeGo:
     """neonize's Go library as far as the engine reaches it: `Neonize` calls back as Go does (the device event,
     then its event loop over a buffer, main.go:2526-2550), `Stop` ends that loop and drops what is still
-    buffered (main.go:587-604), `Disconnect` only closes the socket."""
+    buffered (main.go:587-604), `Disconnect` only closes the socket.
+
+    Sends, uploads, downloads and poll votes answer as the Go exports do (main.go:416-427, :473-520,
+    :1185-1202, :2216-2239, :2414-2431) and remember what neonize's Python client handed them, serialised.
+    """
 
     def __init__(self, *, stop_hangs: bool = False, call_hangs: bool = False, dial_error: bytes = b"") -> None:
         self.stop_hangs = stop_hangs
@@ -61,6 +73,21 @@ class FakeGo:
         self.props: bytes = b""
         self.device_lookups = 0
         self.devices = b""
+        self.sent: list[tuple[pb.JID, wa.Message]] = []  # what SendMessage was handed
+        self.send_error = ""
+        self.uploads: list[tuple[bytes, int]] = []  # the file and neonize's MediaType number
+        self.upload_error = ""
+        self.upload_hangs = False
+        self.downloads: list[wa.Message] = []
+        self.download_data = b""
+        self.download_error = ""
+        self.vote_builds: list[tuple[pb.MessageInfo, list[str]]] = []
+        self.vote_error = ""
+        self.decrypted: list[pb.Message] = []
+        self.vote = wa.PollVoteMessage()  # what DecryptPollVote answers
+        self.decrypt_error = ""
+        self.lids: dict[str, pb.JID] = {}  # phone user -> LID, as whatsmeow's store keeps them
+        self.on_whatsapp: dict[str, bool] = {}  # "+digits" -> IsIn
 
     def Neonize(self, *args: Any) -> bytes:
         uuid, event_cb, props, props_size = args[1], args[8], args[12], args[13]
@@ -122,3 +149,96 @@ class FakeGo:
     def GetAllDevices(self, _db: bytes, _cb: Any) -> bytes:
         self.device_lookups += 1
         return self.devices
+
+    def SendMessage(self, _uuid: bytes, to: bytes, _to_size: int, message: bytes, _size: int) -> bytes:
+        if self.call_hangs:
+            self.release.wait()
+        if self.send_error:
+            return pb.SendMessageReturnFunction(Error=self.send_error).SerializeToString()
+        self.sent.append((pb.JID.FromString(to), wa.Message.FromString(message)))
+        response = pb.SendResponse(
+            Timestamp=1_790_000_002, ID=f"3EB0SENT{len(self.sent)}", ServerID=0, DebugTimings=_timings()
+        )
+        return pb.SendMessageReturnFunction(SendResponse=response).SerializeToString()
+
+    def Upload(self, _uuid: bytes, data: bytes, size: int, media_type: int) -> bytes:
+        if self.upload_hangs:
+            self.release.wait()
+        self.uploads.append((bytes(data[:size]), media_type))
+        if self.upload_error:
+            return pb.UploadReturnFunction(Error=self.upload_error).SerializeToString()
+        path = f"/v/t62.7118-24/{len(self.uploads)}.enc?ccb=11-4"
+        response = pb.UploadResponse(
+            url="https://mmg.whatsapp.net" + path,
+            DirectPath=path,
+            Handle="",
+            MediaKey=b"K" * 32,
+            FileEncSHA256=b"E" * 32,
+            FileSHA256=hashlib.sha256(data[:size]).digest(),
+            FileLength=size,
+        )
+        return pb.UploadReturnFunction(UploadResponse=response).SerializeToString()
+
+    def DownloadAny(self, _uuid: bytes, message: bytes, _size: int) -> bytes:
+        self.downloads.append(wa.Message.FromString(message))
+        if self.download_error:
+            return pb.DownloadReturnFunction(Error=self.download_error).SerializeToString()
+        return pb.DownloadReturnFunction(Binary=self.download_data).SerializeToString()
+
+    def BuildPollVote(self, _uuid: bytes, info: bytes, _info_size: int, names: bytes, _names_size: int) -> bytes:
+        poll = pb.MessageInfo.FromString(info)  # fails like Go would on a missing required field
+        self.vote_builds.append((poll, list(pb.ArrayString.FromString(names).data)))
+        if self.vote_error:
+            return pb.BuildPollVoteReturnFunction(Error=self.vote_error).SerializeToString()
+        update = wa.PollUpdateMessage(
+            pollCreationMessageKey={"remoteJID": "x", "fromMe": poll.MessageSource.IsFromMe, "ID": poll.ID},
+            vote=wa.PollEncValue(encPayload=b"sealed", encIV=b"iv" * 6),
+            senderTimestampMS=1_790_000_002_000,
+        )
+        return pb.BuildPollVoteReturnFunction(PollVote=wa.Message(pollUpdateMessage=update)).SerializeToString()
+
+    def DecryptPollVote(self, _uuid: bytes, message: bytes, _size: int) -> bytes:
+        self.decrypted.append(pb.Message.FromString(message))
+        if self.decrypt_error:
+            return pb.ReturnFunctionWithError(Error=self.decrypt_error).SerializeToString()
+        return pb.ReturnFunctionWithError(PollVoteMessage=self.vote).SerializeToString()
+
+    def GetLIDFromPN(self, _uuid: bytes, jid_buf: bytes, _size: int) -> bytes:
+        asked = pb.JID.FromString(jid_buf)
+        found = self.lids.get(asked.User, empty_jid())  # the empty JID when unknown (lidmap.go:96-115)
+        return pb.GetJIDFromStoreReturnFunction(Jid=found).SerializeToString()
+
+    def IsOnWhatsApp(self, _uuid: bytes, numbers: bytes, _size: int) -> bytes:
+        answers = [
+            pb.IsOnWhatsAppResponse(Query=number, JID=jid(number.lstrip("+")), IsIn=self.on_whatsapp[number])
+            for number in numbers.decode().split(" ")
+            if number in self.on_whatsapp
+        ]
+        if not answers:
+            return pb.IsOnWhatsAppReturnFunction(Error="Function returned nothing.").SerializeToString()
+        return pb.IsOnWhatsAppReturnFunction(IsOnWhatsAppResponse=answers).SerializeToString()
+
+
+class Fed:
+    """A session's neonize client, fed events the way Go delivers them (through `client.event.execute`)."""
+
+    def __init__(self, engine: WhatsmeowEngine, request: StartRequest) -> None:
+        self.session = _Session(request=request, dsn=":memory:")
+        self.client = engine._new_client(self.session, restore=False)
+
+    def event(self, message: Any) -> None:
+        self.raw(message.SerializePartialToString(), EVENT_TO_INT[type(message)])
+
+    def raw(self, data: bytes, code: int) -> None:
+        buffer = ctypes.create_string_buffer(data, len(data))
+        self.client.event.execute(1, ctypes.addressof(buffer), len(data), code)
+
+    def me(self, jid: pb.JID, lid: pb.JID) -> None:
+        data = pb.Device(JID=jid, LID=lid, Platform="", BussinessName="", PushName="", Initialized=True)
+        raw = data.SerializePartialToString()
+        buffer = ctypes.create_string_buffer(raw, len(raw))
+        self.client.event.execute(1, ctypes.addressof(buffer), len(raw), 0)
+
+    def qr(self, code: str) -> None:
+        buffer = ctypes.create_string_buffer(code.encode())
+        self.client._NewClient__onQr(1, ctypes.addressof(buffer))

@@ -9,9 +9,11 @@ Threads, and why:
 - Go calls back (QR codes, events) on that client's Go-owned thread; callbacks only translate protobufs into
   EngineEvents and hand them to the event loop with `call_soon_threadsafe` (one producer per session keeps
   their order). Only messages and receipts hold Go's thread, until the worker stored them.
-- Calls into Go from the worker (send, lookup, pairing, logout, stop) each run on a daemon thread of their own
-  and are awaited with a deadline: a call stuck in Go costs one thread, never the worker's loop or its exit.
-  A session whose stop does not finish in time is abandoned (`abandoned_clients` counts them).
+- Calls into Go from the worker (send, upload, download, lookup, pairing, logout, stop) each run on a daemon
+  thread of their own and are awaited with a deadline (for files, one that grows with their size): a call stuck
+  in Go costs one thread, never the worker's loop or its exit. A session whose stop does not finish in time is
+  abandoned (`abandoned_clients` counts them). The one call made from Go's event thread, decrypting an arriving
+  poll vote, runs the same way, on a thread of its own with a deadline, while Go's thread waits for it.
 
 neonize's Go core keeps process-global maps (clients, stop signals, event channels) without locks: a start or
 stop writing them while another thread reads them aborts the process (`fatal error: concurrent map writes`).
@@ -36,18 +38,21 @@ import asyncio
 import ctypes
 import dataclasses
 import gc
+import hashlib
 import os
 import re
 import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 # neonize's Go library adds a <bot biz_bot="1"/> node to one-to-one sends (recipients see an AI/bot label) unless
@@ -58,12 +63,14 @@ os.environ["NEONIZE_BOT_TAG"] = "off"
 with warnings.catch_warnings():
     # neonize's import runs `uname -a` through os.popen and never closes it
     warnings.simplefilter("ignore", ResourceWarning)
+    from neonize.builder import build_edit
     from neonize.client import ClientFactory, NewClient
-    from neonize.exc import NeonizeError
+    from neonize.exc import BuildPollVoteError, DownloadError, NeonizeError
     from neonize.proto import Neonize_pb2 as pb
+    from neonize.proto.waCommon.WACommon_pb2 import MessageKey as WaMessageKey
     from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType, ReceiptType
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType, MediaType, ReceiptType
 
     # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
     for leaked in list(getattr(subprocess, "_active", None) or ()):
@@ -71,7 +78,26 @@ with warnings.catch_warnings():
     getattr(subprocess, "_cleanup", lambda: None)()
     gc.collect()
 
-from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, kind_of
+from zapgate.domain.content import (
+    ContactCard,
+    ContactPhone,
+    Contacts,
+    Content,
+    Edit,
+    Location,
+    Media,
+    MediaKind,
+    MessageKey,
+    Poll,
+    PollVote,
+    Quote,
+    Reaction,
+    Revoke,
+    Text,
+    Unsupported,
+    kind_of,
+    summary,
+)
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -82,6 +108,7 @@ from zapgate.engines.base import (
     EventSink,
     InboundMessage,
     JidLookup,
+    MediaGone,
     NotConnected,
     Notice,
     NoticeKind,
@@ -122,6 +149,9 @@ LOGIN_END_GATE = 2.0
 PAIRING_WAIT = 30.0  # seconds request_pairing_code waits for the socket to come up
 STOP_TIMEOUT = 10.0  # seconds a stop may take before its session is abandoned
 CALL_TIMEOUT = 30.0  # seconds a call into Go (send, lookup, logout, ...) may take before it is given up
+# bytes per second an upload or download is allowed on top of CALL_TIMEOUT before it is given up (a slow link)
+MIN_TRANSFER_RATE = 256 * 1024
+POLL_MEMORY = 4096  # polls (per engine) whose option names are kept to name their votes' options
 DRAIN_QUIET = 0.3  # seconds without an event, after Disconnect, that show neonize's buffer is empty
 # whatsmeow shows the first QR code 60 s and each next one 20 s (qrchan.go:90-93); neonize passes the codes
 # on without their Timeout (main.go:1148), so the lifetimes are whatsmeow's constants
@@ -166,20 +196,65 @@ _RECEIPT_STATUS = {
     pb.Receipt.PLAYED: MessageStatus.PLAYED,
 }
 # message fields that carry no content of their own
-_NOT_CONTENT = frozenset({"messageContextInfo", "senderKeyDistributionMessage"})
-# wrappers whose inner `message` is the content
-_WRAPPERS = frozenset(
+_NOT_CONTENT = frozenset(
+    {"messageContextInfo", "senderKeyDistributionMessage", "fastRatchetKeySenderKeyDistributionMessage"}
+)
+# wrappers whose inner `message` is the content. whatsmeow unwraps the outermost ones itself before the event
+# (types/events/events.go:372-420, neonize passes that Message on, goneonize/utils/encoder.go:303-326): these
+# are unwrapped again for quoted messages, for wrappers whatsmeow does not know and for events built by hand
+_VIEW_ONCE_WRAPPERS = frozenset({"viewOnceMessage", "viewOnceMessageV2", "viewOnceMessageV2Extension"})
+_WRAPPERS = _VIEW_ONCE_WRAPPERS | {
+    "ephemeralMessage",
+    "documentWithCaptionMessage",
+    "editedMessage",
+    "deviceSentMessage",
+    "botInvokeMessage",
+    "lottieStickerMessage",
+    "groupMentionedMessage",
+    "pollCreationMessageV4",
+}
+_MAX_WRAPPING = 6  # wrappers nest a few levels at most
+# the message fields holding a file, by kind; the first of each kind is the one `download` hands whatsmeow
+_MEDIA_FIELDS = {
+    "imageMessage": MediaKind.IMAGE,
+    "videoMessage": MediaKind.VIDEO,
+    "ptvMessage": MediaKind.VIDEO,  # a round video note: a VideoMessage
+    "audioMessage": MediaKind.AUDIO,
+    "documentMessage": MediaKind.DOCUMENT,
+    "stickerMessage": MediaKind.STICKER,
+}
+_MEDIA_FIELD = {
+    MediaKind.IMAGE: "imageMessage",
+    MediaKind.VIDEO: "videoMessage",
+    MediaKind.AUDIO: "audioMessage",
+    MediaKind.DOCUMENT: "documentMessage",
+    MediaKind.STICKER: "stickerMessage",
+}
+_POLL_FIELDS = frozenset(
     {
-        "ephemeralMessage",
-        "viewOnceMessage",
-        "viewOnceMessageV2",
-        "viewOnceMessageV2Extension",
-        "documentWithCaptionMessage",
-        "editedMessage",
+        "pollCreationMessage",
+        "pollCreationMessageV2",
+        "pollCreationMessageV3",
+        "pollCreationMessageV5",
+        "pollCreationMessageV6",
     }
 )
 _CAPTIONED = ("caption", "text", "name", "title", "conversation")
 _BROADCAST_SERVER = "broadcast"  # broadcast lists and stories, status@broadcast (whatsmeow types/jid.go:26, 42)
+
+
+class NotSupported(EngineError):
+    """Something this engine cannot do with the neonize it runs on (see the method's docstring)."""
+
+    code = "not_supported"
+    retryable = False
+
+
+class MediaHandleInvalid(EngineError):
+    """A media's download handle names no file whatsmeow can fetch (another engine's, or damaged)."""
+
+    code = "media_handle_invalid"
+    retryable = False
 
 
 class StartRejected(EngineError):
@@ -392,30 +467,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _content(message: Any) -> tuple[str, str] | None:
-    """Return (type, text) of a waE2E.Message, or None when it holds nothing a user would call a message."""
-    for _ in range(4):  # wrappers nest at most a few levels
-        fields = [(f.name, v) for f, v in message.ListFields() if f.name not in _NOT_CONTENT]
-        if not fields:
-            return None
-        name, value = fields[0]
-        if name in _WRAPPERS and hasattr(value, "message"):
-            message = value.message
-            continue
-        if name == "conversation":
-            return "text", _text(value)
-        if name == "extendedTextMessage":
-            return "text", _text(value.text)
-        if name == "protocolMessage":
-            return None  # revokes, key shares, history notices: not messages
-        kind = name.removesuffix("Message")
-        if name == "reactionMessage":
-            return "reaction", _text(value.text)
-        text = next((_text(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
-        return kind, text or f"[{kind}]"
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class _Parties:
     """Who a MessageSource names, phone JIDs preferred and LIDs alongside (devices dropped)."""
@@ -460,11 +511,316 @@ def _parties(source: Any) -> _Parties:
     return _Parties(chat_jid, chat_lid, sender, sender_lid, False)
 
 
-def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
+# -- what a message holds: waE2E protobufs in, domain Content out ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """What reading a message needs beyond the message: who the session is, and how to open its poll votes.
+
+    `decrypt_vote` is a call into Go (whatsmeow's DecryptPollVote, with the poll's secret from its store);
+    `poll_options` names the options of a poll this engine saw (their SHA-256 is all a vote carries).
+    """
+
+    own_users: frozenset[str] = frozenset()  # the user part of the session's phone JID and of its LID
+    decrypt_vote: Callable[[Any], Any] | None = None
+    poll_options: Callable[[str], Sequence[str] | None] | None = None
+
+
+_NO_CONTEXT = MessageContext()
+
+
+@dataclass(frozen=True, slots=True)
+class _Carrier:
+    """The message that names another one (by a key or a quote): whose perspective the key was written from."""
+
+    from_me: bool  # the session's account wrote it
+    sender_jid: str  # who wrote it
+    is_group: bool
+    own_users: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    content: Content
+    quote: Quote | None = None
+    mentions: tuple[str, ...] = ()
+
+
+def _first_field(message: Any) -> tuple[str, Any] | None:
+    """The first field of a waE2E.Message that holds content (in field-number order), or None."""
+    for descriptor, value in message.ListFields():
+        if descriptor.name not in _NOT_CONTENT:
+            return descriptor.name, value
+    return None
+
+
+def _unwrap(message: Any) -> tuple[Any, bool]:
+    """Return the message inside any wrappers, and whether a view-once wrapper was among them."""
+    view_once = False
+    for _ in range(_MAX_WRAPPING):
+        found = _first_field(message)
+        if found is None or found[0] not in _WRAPPERS or not found[1].HasField("message"):
+            break
+        view_once = view_once or found[0] in _VIEW_ONCE_WRAPPERS
+        message = found[1].message
+    return message, view_once
+
+
+def _bare(jid: str) -> str:
+    """`jid` without its device part (`user:device@server` → `user@server`)."""
+    user, at, server = jid.partition("@")
+    return user.partition(":")[0] + at + server
+
+
+def _user(jid: str | None) -> str:
+    return (jid or "").partition("@")[0].partition(":")[0]
+
+
+def _key_of(message_id: str, said_from_me: bool, participant: str, carrier: _Carrier) -> MessageKey:
+    """A key as the session sees it, from a key written from the point of view of `carrier`'s author.
+
+    WhatsApp writes keys the way their author sees the chat (whatsmeow BuildMessageKey, send.go:494-508):
+    `fromMe` is the author of the carrier, `participant` the target's author in groups (and in quotes).
+    """
+    author = _bare(participant)
+    if author:
+        mine = _user(author) in carrier.own_users
+        return MessageKey(message_id, mine, None if mine or not carrier.is_group else author)
+    if said_from_me:  # the carrier's author wrote the target too
+        group_author = carrier.sender_jid if carrier.is_group and not carrier.from_me else None
+        return MessageKey(message_id, carrier.from_me, group_author)
+    if carrier.is_group:
+        return MessageKey(message_id)  # someone else in the group, unnamed
+    return MessageKey(message_id, not carrier.from_me)  # a one-to-one chat has one other party
+
+
+def _wa_key(key: Any, carrier: _Carrier) -> MessageKey:
+    """Read a waCommon.MessageKey (reactions, revokes, edits, poll votes)."""
+    return _key_of(_text(key.ID), bool(key.fromMe), _text(key.participant), carrier)
+
+
+def _optional(value: Any, name: str) -> Any:
+    """A protobuf field's value, or None when the message has no such field or it is unset."""
+    if name not in value.DESCRIPTOR.fields_by_name or not value.HasField(name):
+        return None
+    return getattr(value, name)
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    found = _optional(value, name)
+    return (_text(found) or None) if found is not None else None
+
+
+def _media(kind: MediaKind, value: Any, view_once: bool) -> Media:
+    """A file message; its `handle` is a waE2E.Message holding only the file's sub-message (what DownloadAny reads)."""
+    stored = type(value)()
+    stored.CopyFrom(value)
+    stored.ClearField("contextInfo")  # quotes and mentions are not needed to download, and may be large
+    handle = wa.Message(**{_MEDIA_FIELD[kind]: stored}).SerializeToString()
+    seconds = _optional(value, "seconds")
+    return Media(
+        kind=kind,
+        mime_type=_optional_text(value, "mimetype"),
+        size=int(value.fileLength) or None,
+        sha256=bytes(value.fileSHA256).hex() or None,
+        caption=_optional_text(value, "caption"),
+        filename=_optional_text(value, "fileName"),
+        width=_optional(value, "width") or None,
+        height=_optional(value, "height") or None,
+        duration_seconds=float(seconds) if seconds else None,
+        voice=bool(_optional(value, "PTT")),
+        view_once=view_once or bool(_optional(value, "viewOnce")),
+        animated=bool(_optional(value, "gifPlayback") or _optional(value, "isAnimated")),
+        handle=handle,
+    )
+
+
+_VCARD_ESCAPES = {"n": "\n", "N": "\n", ",": ",", ";": ";", "\\": "\\"}
+
+
+def _vcard_text(value: str) -> str:
+    """Undo vCard escaping (RFC 2426 section 4: `\\n`, `\\,`, `\\;`, `\\\\`)."""
+    return re.sub(r"\\(.)", lambda m: _VCARD_ESCAPES.get(m.group(1), m.group(1)), value)
+
+
+def _vcard_phone(params: list[str], value: str) -> ContactPhone:
+    """One TEL line: `TEL;type=CELL;waid=5511988887777:+55 11 98888-7777` (WhatsApp's own shape)."""
+    wa_id = kind = None
+    for param in params:
+        name, equals, said = param.partition("=")
+        if not equals:  # vCard 2.1 shorthand: TEL;CELL:...
+            name, said = "type", name
+        if name.lower() == "waid" and said.isdigit():
+            wa_id = said
+        elif name.lower() == "type" and kind is None:
+            kind = next((t.upper() for t in said.split(",") if t.upper() not in ("VOICE", "PREF")), None)
+    return ContactPhone(phone=value.strip(), wa_id=wa_id, type=kind)
+
+
+def _vcard(vcard: str) -> tuple[str, tuple[ContactPhone, ...]]:
+    """The formatted name and the phones of a vCard (lines unfolded; `item1.` groups ignored)."""
+    formatted = ""
+    phones: list[ContactPhone] = []
+    for line in re.sub(r"\r?\n[ \t]", "", vcard).splitlines():
+        head, colon, value = line.partition(":")
+        if not colon:
+            continue
+        name, *params = head.split(";")
+        name = name.rpartition(".")[2].upper()
+        if name == "FN" and not formatted:
+            formatted = _vcard_text(value).strip()
+        elif name == "TEL" and value.strip():
+            phones.append(_vcard_phone(params, value))
+    return formatted, tuple(phones)
+
+
+def _card(value: Any) -> ContactCard:
+    vcard = _text(value.vcard)
+    formatted, phones = _vcard(vcard)
+    return ContactCard(formatted_name=_text(value.displayName) or formatted, phones=phones, vcard=vcard or None)
+
+
+def _poll(value: Any) -> Poll:
+    options = tuple(_text(option.optionName) for option in value.options)
+    count = int(value.selectableOptionsCount)  # 0: any number of them (whatsmeow msgsecret.go:342-346)
+    return Poll(
+        question=_text(value.name),
+        options=options,
+        selectable_count=max(1, count if 0 < count <= len(options) else len(options)),
+    )
+
+
+def _location(name: str, value: Any) -> Location:
+    live = name == "liveLocationMessage"
+    return Location(
+        latitude=float(value.degreesLatitude),
+        longitude=float(value.degreesLongitude),
+        name=None if live else _text(value.name) or None,
+        address=None if live else _text(value.address) or None,
+        url=None if live else _text(value.URL) or None,
+        live=live or bool(value.isLive),
+    )
+
+
+def _unsupported(name: str, value: Any) -> Unsupported:
+    kind = name.removesuffix("Message")
+    said = next((_text(getattr(value, a)) for a in _CAPTIONED if getattr(value, a, "")), "")
+    return Unsupported(wa_type=name, summary=f"[{kind}] {said}" if said else f"[{kind}]")
+
+
+def _content_of(name: str, value: Any, *, view_once: bool, carrier: _Carrier) -> Content:
+    """The Content of one message field (no protocol messages, no poll votes: see `_read`)."""
+    if name == "conversation":
+        return Text(body=_text(value))
+    if name == "extendedTextMessage":
+        return Text(body=_text(value.text), preview_url=bool(value.matchedText))
+    if name in _MEDIA_FIELDS:
+        return _media(_MEDIA_FIELDS[name], value, view_once)
+    if name in ("locationMessage", "liveLocationMessage"):
+        return _location(name, value)
+    if name == "contactMessage":
+        return Contacts(cards=(_card(value),))
+    if name == "contactsArrayMessage":
+        return Contacts(cards=tuple(_card(contact) for contact in value.contacts))
+    if name == "reactionMessage":  # an empty text removes the reaction (send.go:1033, RemoveReactionText)
+        return Reaction(key=_wa_key(value.key, carrier), emoji=_text(value.text))
+    if name in _POLL_FIELDS:
+        return _poll(value)
+    return _unsupported(name, value)
+
+
+def _text_of(message: Any) -> str:
+    """The text, or caption, a message holds (what an edit replaces)."""
+    found = _first_field(_unwrap(message)[0])
+    if found is None:
+        return ""
+    name, value = found
+    if name == "conversation":
+        return _text(value)
+    return next((_text(getattr(value, a)) for a in ("text", "caption") if getattr(value, a, "")), "")
+
+
+def _quoted(message: Any, carrier: _Carrier) -> Content | None:
+    """What a quoted message held, when it can be read (no protocol messages)."""
+    inner, view_once = _unwrap(message)
+    found = _first_field(inner)
+    if found is None or found[0] == "protocolMessage":
+        return None
+    return _content_of(found[0], found[1], view_once=view_once, carrier=carrier)
+
+
+def _context(value: Any, carrier: _Carrier) -> tuple[Quote | None, tuple[str, ...]]:
+    """The quote and the mentions in a message field's contextInfo (a conversation has none)."""
+    info = None if isinstance(value, str | bytes) else _optional(value, "contextInfo")
+    if info is None:
+        return None, ()
+    mentions = tuple(_text(jid) for jid in info.mentionedJID if jid)
+    quote = None
+    if info.stanzaID:
+        # participant names the quoted message's author, in one-to-one chats too (neonize client.py:576-596)
+        key = _key_of(_text(info.stanzaID), False, _text(info.participant), carrier)
+        quoted = _quoted(info.quotedMessage, carrier) if info.HasField("quotedMessage") else None
+        quote = Quote(key=key, content=quoted)
+    return quote, mentions
+
+
+def _protocol(value: Any, carrier: _Carrier) -> _Read | None:
+    """A revoke or an edit; None for the other protocol messages (key shares, history notices, ...)."""
+    if value.type == wa.ProtocolMessage.REVOKE and value.HasField("key"):  # REVOKE is also the unset type's value
+        return _Read(Revoke(key=_wa_key(value.key, carrier)))
+    if value.type == wa.ProtocolMessage.MESSAGE_EDIT and value.HasField("editedMessage"):
+        # whatsmeow unwraps the editedMessage wrapper (events.go:412-415): this protocol message is inside it
+        edited = _first_field(_unwrap(value.editedMessage)[0])
+        _, mentions = _context(edited[1], carrier) if edited is not None else (None, ())
+        return _Read(Edit(key=_wa_key(value.key, carrier), text=_text_of(value.editedMessage)), mentions=mentions)
+    return None
+
+
+def _vote(event: Any, value: Any, carrier: _Carrier, context: MessageContext) -> Content:
+    """A poll vote, decrypted by whatsmeow with the poll's secret (msgsecret.go:245-260).
+
+    A vote carries the SHA-256 of each chosen option's name (msgsecret.go:309-318): they are named when this
+    engine saw the poll, else given as `sha256:<hex>` for whoever stored the poll to name.
+    """
+    key = _wa_key(value.pollCreationMessageKey, carrier)
+    if context.decrypt_vote is None:
+        return Unsupported(wa_type="pollUpdateMessage", summary="[vote] not decrypted")
+    try:
+        vote = context.decrypt_vote(event)
+    except Exception as exc:  # no secret for the poll (not seen here), no answer from Go, an unserialisable event
+        log.warning("whatsmeow.vote_undecryptable", poll_id=key.id, error=repr(exc))
+        return Unsupported(wa_type="pollUpdateMessage", summary="[vote] could not be decrypted")
+    options = (context.poll_options(key.id) if context.poll_options else None) or ()
+    names = {hashlib.sha256(option.encode()).digest(): option for option in options}
+    chosen = (bytes(digest) for digest in vote.selectedOptions)
+    return PollVote(key=key, selected=tuple(names.get(d) or "sha256:" + d.hex() for d in chosen))
+
+
+def _read(event: Any, parties: _Parties, context: MessageContext) -> _Read | None:
+    """What a Message event holds; None when it is no message a user sees (protocol-only, empty)."""
+    message, view_once = _unwrap(event.Message)
+    found = _first_field(message)
+    if found is None:
+        return None
+    name, value = found
+    from_me = bool(event.Info.MessageSource.IsFromMe)
+    carrier = _Carrier(from_me, parties.sender_jid, parties.is_group, context.own_users)
+    if name == "protocolMessage":
+        return _protocol(value, carrier)
+    if name == "pollUpdateMessage":
+        return _Read(_vote(event, value, carrier, context))
+    content = _content_of(name, value, view_once=view_once or bool(event.IsViewOnce), carrier=carrier)
+    quote, mentions = _context(value, carrier)
+    return _Read(content, quote, mentions)
+
+
+def translate_message(ref: SessionRef, event: Any, context: MessageContext = _NO_CONTEXT) -> InboundMessage | None:
     """Return the InboundMessage a neonize Message event carries (None for protocol-only messages).
 
     Stories keep their chat, `status@broadcast` (the worker decides about them); messages the linked phone sent
-    are `from_me`, in the chat with the other party. Texts and names pass as WhatsApp gave them.
+    are `from_me`, in the chat with the other party. Texts and names pass as WhatsApp gave them. `content` is
+    what it holds, typed; `type` is its kind and `text` its summary (domain.content).
     """
     info = event.Info
     message_id = _text(info.ID)
@@ -473,11 +829,11 @@ def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
         log.warning("whatsmeow.message_unaddressed", session=str(ref), has_id=bool(message_id))
         return None
     try:
-        content = _content(event.Message)
+        read = _read(event, parties, context)
     except Exception as exc:  # whatsmeow acknowledges the message whatever happens here: keep what we know
         log.warning("whatsmeow.content_unreadable", session=str(ref), message_id=message_id, error=repr(exc))
-        content = ("unknown", "[unknown]")
-    if content is None:
+        read = _Read(Unsupported(wa_type="unknown", summary="[unknown]"))
+    if read is None:
         return None
     return InboundMessage(
         ref=ref,
@@ -485,13 +841,16 @@ def translate_message(ref: SessionRef, event: Any) -> InboundMessage | None:
         chat_jid=parties.chat_jid,
         chat_lid=parties.chat_lid,
         sender_jid=parties.sender_jid,
-        type=content[0],
-        text=content[1],
+        type=kind_of(read.content).value,
+        text=summary(read.content),
         timestamp=_timestamp(int(info.Timestamp)),
         push_name=_text(info.Pushname) or None,
         is_group=parties.is_group,
         from_me=bool(info.MessageSource.IsFromMe),
         sender_lid=parties.sender_lid,
+        content=read.content,
+        quote=read.quote,
+        mentions=read.mentions,
     )
 
 
@@ -562,6 +921,328 @@ def translate_history_sync(ref: SessionRef, event: Any) -> Notice:
         "messages": sum(len(c.messages) for c in data.conversations),
     }
     return Notice(ref, NoticeKind.HISTORY_SYNC, details, timestamp=datetime.now(UTC))
+
+
+# -- what a send holds: domain Content in, waE2E protobufs out -----------------------------------------
+#
+# neonize's build_*_message helpers do not fit a gateway: they read the whole file or fetch a URL themselves
+# (get_bytes_from_name_or_url), run ffmpeg for durations and thumbnails and PIL for image thumbnails, guess the
+# mimetype with libmagic, convert stickers, and reuse the file's own path and hashes as the thumbnail's
+# (neonize client.py:1331-1403, :1457-1520, :1706-1745, :1777-1838, :977-1067). zapgate has prepared and
+# measured the file already, so the messages are built here, field by field as those helpers and whatsmeow's
+# builders (send.go:494-617, msgsecret.go:342-362) do, and only the upload is neonize's (client.upload).
+
+VOICE_MIME = "audio/ogg; codecs=opus"  # what WhatsApp plays as a voice note
+_DEFAULT_MIME = {
+    MediaKind.IMAGE: "image/jpeg",
+    MediaKind.VIDEO: "video/mp4",
+    MediaKind.AUDIO: "audio/mpeg",
+    MediaKind.DOCUMENT: "application/octet-stream",
+    MediaKind.STICKER: "image/webp",
+}
+# the key the file is encrypted under; stickers are image uploads (whatsmeow download.go:95-100)
+_UPLOAD_TYPE = {
+    MediaKind.IMAGE: MediaType.MediaImage,
+    MediaKind.VIDEO: MediaType.MediaVideo,
+    MediaKind.AUDIO: MediaType.MediaAudio,
+    MediaKind.DOCUMENT: MediaType.MediaDocument,
+    MediaKind.STICKER: MediaType.MediaImage,
+}
+_MEDIA_CLASS = {
+    MediaKind.IMAGE: wa.ImageMessage,
+    MediaKind.VIDEO: wa.VideoMessage,
+    MediaKind.AUDIO: wa.AudioMessage,
+    MediaKind.DOCUMENT: wa.DocumentMessage,
+    MediaKind.STICKER: wa.StickerMessage,
+}
+# chats where a key never names a participant: one-to-one ones (whatsmeow BuildMessageKey, send.go:500-503)
+_ONE_TO_ONE_SERVERS = frozenset({USER_SERVER, LID_SERVER, "msgr"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Me:
+    """The session's own account, as a send names it (quotes of its own messages, votes on its own polls)."""
+
+    jid: str | None  # phone JID, without device
+    lid: str | None
+
+    def in_chat(self, chat: Any) -> str | None:
+        """How the account is named in `chat`: by its LID in a LID-addressed chat, else by its phone JID."""
+        return self.lid if chat.Server == LID_SERVER and self.lid else self.jid
+
+
+def _mention_jid(mention: str) -> str:
+    """A mention as WhatsApp wants it: a JID (digits alone are a phone number's)."""
+    digits = mention.removeprefix("+")
+    return f"{digits}@{USER_SERVER}" if digits.isdigit() else _bare(mention)
+
+
+def _message_key(chat: Any, key: MessageKey) -> Any:
+    """The waCommon.MessageKey naming `key` in `chat`, as whatsmeow's BuildMessageKey writes it (send.go:494-508)."""
+    built = WaMessageKey(remoteJID=jid_string(chat, device=False), fromMe=key.from_me, ID=key.id)
+    if not key.from_me and chat.Server not in _ONE_TO_ONE_SERVERS:
+        if not key.sender_jid:
+            raise SendRejected("someone else's message in a group is named with its author (sender_jid)")
+        built.participant = _bare(key.sender_jid)
+    return built
+
+
+def _quoted_author(chat: Any, key: MessageKey, me: _Me) -> str | None:
+    if key.from_me:
+        return me.in_chat(chat)
+    if key.sender_jid:
+        return _bare(key.sender_jid)
+    if chat.Server in _ONE_TO_ONE_SERVERS:
+        return jid_string(chat, device=False)  # the one other party
+    return None
+
+
+def _context_info(chat: Any, quote: Quote | None, mentions: Sequence[str], me: _Me) -> Any:
+    """The contextInfo of a reply and its mentions (neonize client.py:576-596 quotes the same way), or None."""
+    if quote is None and not mentions:
+        return None
+    info = wa.ContextInfo(mentionedJID=[_mention_jid(m) for m in mentions])
+    if quote is not None:
+        info.stanzaID = quote.key.id
+        author = _quoted_author(chat, quote.key, me)
+        if author:
+            info.participant = author
+        quoted = _quoted_message(quote.content) if quote.content is not None else None
+        if quoted is not None:
+            info.quotedMessage.CopyFrom(quoted)
+    return info
+
+
+def _media_submessage(media: Media) -> Any:
+    """The file's sub-message without the upload: what WhatsApp shows before the download (and in a quote)."""
+    cls = _MEDIA_CLASS[media.kind]
+    duration = media.duration_seconds
+    candidates = {
+        "mimetype": VOICE_MIME if media.voice else media.mime_type or _DEFAULT_MIME[media.kind],
+        "caption": media.caption,
+        "fileName": media.filename,
+        "width": media.width,
+        "height": media.height,
+        "seconds": max(1, round(duration)) if duration else None,
+        "PTT": media.voice or None,
+        "waveform": media.waveform,
+        "JPEGThumbnail": media.thumbnail,
+        "gifPlayback": media.animated or None,
+        "isAnimated": media.animated or None,
+        "viewOnce": media.view_once or None,
+    }
+    names = cls.DESCRIPTOR.fields_by_name  # each kind takes the fields WhatsApp's schema gives it
+    return cls(**{name: value for name, value in candidates.items() if value is not None and name in names})
+
+
+def _media_message(media: Media, upload: Any, now: int) -> Any:
+    """A file message from neonize's UploadResponse (whatsmeow upload.go: URL, direct path, key and hashes)."""
+    sub = _media_submessage(media)
+    sub.URL = upload.url
+    sub.directPath = upload.DirectPath
+    sub.mediaKey = upload.MediaKey
+    sub.fileEncSHA256 = upload.FileEncSHA256
+    sub.fileSHA256 = upload.FileSHA256
+    sub.fileLength = upload.FileLength
+    sub.mediaKeyTimestamp = now  # seconds
+    message = wa.Message(**{_MEDIA_FIELD[media.kind]: sub})
+    if media.view_once and "viewOnce" in sub.DESCRIPTOR.fields_by_name:
+        # the viewOnce field (as neonize's builders set it) inside the wrapper WhatsApp's clients send
+        message = wa.Message(viewOnceMessage=wa.FutureProofMessage(message=message))
+    return message
+
+
+def _vcard_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace(",", "\\,").replace(";", "\\;")
+
+
+def make_vcard(card: ContactCard) -> str:
+    """A vCard 3.0 for `card`, as WhatsApp writes them: `TEL;type=CELL;waid=<wa_id>:<phone>`."""
+    name = _vcard_escape(card.formatted_name)
+    lines = ["BEGIN:VCARD", "VERSION:3.0", f"N:;{name};;;", f"FN:{name}"]
+    for phone in card.phones:
+        kind = re.sub(r"[^A-Za-z0-9-]", "", phone.type or "").upper() or "CELL"
+        waid = f";waid={phone.wa_id}" if phone.wa_id else ""
+        lines.append(f"TEL;type={kind}{waid}:{phone.phone}")
+    lines.append("END:VCARD")
+    return "\n".join(lines)
+
+
+def _contacts_message(contacts: Contacts) -> Any:
+    cards = [wa.ContactMessage(displayName=c.formatted_name, vcard=c.vcard or make_vcard(c)) for c in contacts.cards]
+    if len(cards) == 1:
+        return wa.Message(contactMessage=cards[0])
+    several = wa.ContactsArrayMessage(displayName=f"{len(cards)} contacts", contacts=cards)
+    return wa.Message(contactsArrayMessage=several)
+
+
+def _poll_message(poll: Poll, secret: bytes | None) -> Any:
+    """A poll as whatsmeow's BuildPollCreation makes it (msgsecret.go:342-362): v1, whose sends whatsmeow marks
+    as polls (send.go:924, :1128-1138), with the 32-byte secret its votes are encrypted under."""
+    everything = poll.selectable_count >= len(poll.options) > 1
+    creation = wa.PollCreationMessage(
+        name=poll.question,
+        options=[wa.PollCreationMessage.Option(optionName=option) for option in poll.options],
+        selectableOptionsCount=0 if everything else poll.selectable_count,  # 0: any number, as phones send
+    )
+    message = wa.Message(pollCreationMessage=creation)
+    if secret is not None:
+        message.messageContextInfo.messageSecret = secret
+    return message
+
+
+def _edit_message(chat: Any, edit: Edit, mentions: Sequence[str]) -> Any:
+    """neonize's build_edit (builder.py:16-44, whatsmeow's BuildEdit, send.go:599-617): a new text for our message.
+
+    whatsmeow defines a 20-minute EditWindow (send.go:591) but checks it nowhere; nor does this engine, which does
+    not know when the message was sent.
+    """
+    if not edit.key.from_me:
+        raise SendRejected("only the session's own messages can be edited")
+    if mentions:
+        context = wa.ContextInfo(mentionedJID=[_mention_jid(m) for m in mentions])
+        new = wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=edit.text, contextInfo=context))
+    else:
+        new = wa.Message(conversation=edit.text)
+    return build_edit(chat, edit.key.id, new)
+
+
+def _content_message(content: Content, chat: Any, mentions: Sequence[str]) -> Any:
+    """The waE2E.Message for a content that needs no call into Go (not a file, not a vote)."""
+    if isinstance(content, Text):  # only with a quote or mentions: a plain text is a conversation (send_text)
+        return wa.Message(extendedTextMessage=wa.ExtendedTextMessage(text=content.body))
+    if isinstance(content, Location):
+        place = {"name": content.name, "address": content.address, "URL": content.url}
+        located = {"degreesLatitude": content.latitude, "degreesLongitude": content.longitude}
+        fields = located | {name: value for name, value in place.items() if value is not None}
+        return wa.Message(locationMessage=wa.LocationMessage(**fields))
+    if isinstance(content, Contacts):
+        return _contacts_message(content)
+    if isinstance(content, Reaction):  # whatsmeow BuildReaction, send.go:534-546
+        now = int(time.time() * 1000)
+        reaction = wa.ReactionMessage(key=_message_key(chat, content.key), text=content.emoji, senderTimestampMS=now)
+        return wa.Message(reactionMessage=reaction)
+    if isinstance(content, Poll):
+        return _poll_message(content, os.urandom(32))
+    if isinstance(content, Edit):
+        return _edit_message(chat, content, mentions)
+    if isinstance(content, Revoke):  # whatsmeow BuildRevoke, send.go:519-527
+        revoke = wa.ProtocolMessage(type=wa.ProtocolMessage.REVOKE, key=_message_key(chat, content.key))
+        return wa.Message(protocolMessage=revoke)
+    raise SendRejected(f"{kind_of(content).value} messages cannot be sent")
+
+
+def _quoted_message(content: Content) -> Any:
+    """What a quote shows of the message it answers (no upload: an arrived file's own sub-message, else a stub)."""
+    if isinstance(content, Text):
+        return wa.Message(conversation=content.body)
+    if isinstance(content, Media):
+        if content.handle:
+            try:
+                return wa.Message.FromString(content.handle)
+            except Exception:  # protobuf's DecodeError: a handle of another engine; the stub will do
+                log.debug("whatsmeow.quoted_handle_unreadable")
+        return wa.Message(**{_MEDIA_FIELD[content.kind]: _media_submessage(content)})
+    if isinstance(content, Poll):
+        return _poll_message(content, None)
+    if isinstance(content, Location | Contacts):
+        return _content_message(content, None, ())
+    return None  # reactions, edits, revokes, votes: nothing to show
+
+
+def _attach(message: Any, info: Any) -> None:
+    """Put `info` (a contextInfo) into the content of `message`, inside any wrapper; kinds without one take none."""
+    if info is None:
+        return
+    found = _first_field(_unwrap(message)[0])
+    if found is not None and "contextInfo" in found[1].DESCRIPTOR.fields_by_name:
+        found[1].contextInfo.MergeFrom(info)
+
+
+def _poll_info(chat: Any, key: MessageKey, me: _Me) -> Any:
+    """The MessageInfo of a poll, as whatsmeow's BuildPollVote reads it (msgsecret.go:331-386): chat, author, id.
+
+    Every field neonize's Go decodes is set (goneonize/utils/decoder.go:72-88, :117-138 dereferences them).
+    """
+    if key.from_me:
+        if me.jid is None:
+            raise SendRejected("the session's own account is not known yet")
+        sender = parse_jid(me.jid)  # whatsmeow keeps our polls' secrets under our phone JID (send.go:390-391)
+    elif key.sender_jid:
+        sender = parse_jid(_bare(key.sender_jid))
+    elif chat.Server in _ONE_TO_ONE_SERVERS:
+        sender = chat
+    else:
+        raise SendRejected("a vote on a group poll names the poll's author (sender_jid)")
+    empty = pb.JID(User="", Server="", Device=0, RawAgent=0, Integrator=0)
+    source = pb.MessageSource(
+        Chat=chat,
+        Sender=sender,
+        IsFromMe=key.from_me,
+        IsGroup=chat.Server in (GROUP_SERVER, _BROADCAST_SERVER),
+        SenderAlt=empty,
+        RecipientAlt=empty,
+        BroadcastListOwner=empty,
+    )
+    return pb.MessageInfo(
+        MessageSource=source,
+        ID=key.id,
+        ServerID=0,
+        Type="",
+        Pushname="",
+        Timestamp=0,
+        Category="",
+        Multicast=False,
+        MediaType="",
+        Edit="",
+    )
+
+
+# whatsmeow's download errors (errors.go:116-144, download.go:247-286), as neonize passes their text
+_MEDIA_GONE = re.compile(r"download failed with status code (403|404|410)\b")  # DownloadHTTPError, errors.go:120-133
+_BAD_HANDLE = (
+    "no url present",  # ErrNoURLPresent
+    "unknown media type",  # ErrUnknownMediaType
+    "didn't find any attachments",  # ErrNothingDownloadableFound
+    "does not start with slash",  # download.go:259
+)
+
+
+def _download_error(exc: NeonizeError, ref: SessionRef) -> EngineError:
+    """Map a failed download: gone from WhatsApp's servers (ask the phone again), a useless handle, or retryable."""
+    text = str(exc)
+    lowered = text.lower()
+    session = str(ref)
+    if match := _MEDIA_GONE.search(lowered):
+        status = int(match.group(1))
+        return MediaGone(f"whatsapp's media servers no longer have the file: {text}", session=session, status=status)
+    if any(s in lowered for s in _BAD_HANDLE):
+        return MediaHandleInvalid(f"the media's handle names no file: {text}", session=session)
+    translated = _translate_error(exc, ref)
+    if isinstance(translated, NotConnected):
+        return translated
+    return EngineError(f"whatsmeow could not download the file: {text}", session=session)
+
+
+def _download_message(media: Media, ref: SessionRef) -> Any:
+    """The waE2E.Message a media's handle holds (one file sub-message, see `_media`)."""
+    message = wa.Message()
+    try:
+        message.ParseFromString(media.handle or b"")
+    except Exception as exc:  # protobuf's DecodeError
+        raise MediaHandleInvalid("the media's handle is not whatsmeow's", session=str(ref)) from exc
+    found = _first_field(message)
+    if found is None or found[0] not in _MEDIA_FIELD.values():
+        raise MediaHandleInvalid("the media has no whatsmeow download handle", session=str(ref))
+    return message
+
+
+def _read_file(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _write_file(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
 
 
 # -- sends and lookups (called on an executor thread, under the gate, by _go_call) --------------------------
@@ -798,6 +1479,7 @@ class WhatsmeowEngine:
         self._stop_timeout = stop_timeout
         self._call_timeout = call_timeout
         self._sessions: dict[SessionRef, _Session] = {}
+        self._polls: OrderedDict[tuple[SessionRef, str], tuple[str, ...]] = OrderedDict()  # see _remember_poll
         self._abandoned: set[_Session] = set()  # abandoned, their thread still stuck in Go
         self._lock = threading.Lock()
 
@@ -865,6 +1547,92 @@ class WhatsmeowEngine:
             message = wa.Message(conversation=text)
         except ValueError as exc:  # a device that is no number; lone surrogates, which protobuf cannot carry
             raise SendRejected("the recipient or the text cannot be sent", session=str(ref)) from exc
+        return await self._send_built(session, target, message, message_id)
+
+    async def send(
+        self,
+        ref: SessionRef,
+        to: str,
+        content: Content,
+        message_id: str,
+        *,
+        quote: Quote | None = None,
+        mentions: tuple[str, ...] = (),
+    ) -> SendResult:
+        """Send `content` of any kind to `to`, as a reply to `quote`, mentioning `mentions`, as `send_text` does.
+
+        A file is read from `media.path`, uploaded (neonize's client.upload, whatsmeow's Upload) and sent with
+        the upload's URL, path, key and hashes. A poll vote is built by whatsmeow (BuildPollVote), which encrypts
+        it under the poll's secret from its store: only polls this session received or sent can be voted on.
+        Reactions, edits, revokes and votes take no quote. Raises as `send_text`, and SendRejected for what
+        cannot be sent (an edit of someone else's message, a file that is not there, ...).
+        """
+        if isinstance(content, Text) and quote is None and not mentions:
+            return await self.send_text(ref, to, content.body, message_id)
+        session = self._hosted(ref)
+        me = _Me(jid=_bare(session.jid) if session.jid else None, lid=session.lid)
+        try:
+            target = parse_jid(to)
+            info = _context_info(target, quote, mentions, me)
+            if isinstance(content, Media):
+                message = await self._media_message(session, content)
+            elif isinstance(content, PollVote):
+                message = await self._vote_message(session, target, content, me)
+            else:
+                message = _content_message(content, target, mentions)
+            _attach(message, info)
+        except ValueError as exc:  # a JID with a bad device part; lone surrogates, which protobuf cannot carry
+            raise SendRejected("the recipient or the content cannot be sent", session=str(ref)) from exc
+        except SendRejected as exc:
+            exc.details.setdefault("session", str(ref))
+            raise
+        result = await self._send_built(session, target, message, message_id)
+        if isinstance(content, Poll):
+            self._remember_poll(ref, result.message_id, content.options)
+        return result
+
+    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
+        """Download an arrived file by its handle (neonize's download_any: whatsmeow's DownloadAny) into `dest`.
+
+        whatsmeow checks the file against its hashes and MAC before handing it over (download.go:288-313).
+        Memory: neonize 0.5.2 returns the whole file as bytes (goneonize/main.go:1185-1202; its download_any
+        writes a path only after that, client.py:1950-1971), and whatsmeow's streaming DownloadToFile
+        (download-to-file.go) is not exported: the file is held whole in this worker, in Go and in Python
+        (a few copies of it at the peak), until it is written out.
+
+        Raises MediaGone when WhatsApp's servers answer 403, 404 or 410 (errors.go:131-133; ask the phone to
+        upload it again), MediaHandleInvalid for a handle naming no file, NotConnected, or EngineError (retryable).
+        """
+        session = self._hosted(ref)
+        message = _download_message(media, ref)
+        found = _first_field(message)
+        size = media.size or (int(found[1].fileLength) if found is not None else 0)
+
+        def fetch(client: Any) -> bytes:
+            try:
+                return bytes(client.download_any(message))
+            except DownloadError as exc:
+                raise _download_error(exc, ref) from exc
+
+        data = await self._go(session, fetch, within=self._transfer_timeout(size))
+        try:
+            await asyncio.wrap_future(_in_thread(f"zapgate-wm-write-{ref}", _write_file, dest, data))
+        except OSError as exc:
+            raise EngineError(f"the downloaded file could not be written: {exc}", session=str(ref)) from exc
+
+    async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
+        """Not supported: neonize 0.5.2 exposes neither whatsmeow's SendMediaRetryReceipt (mediaretry.go:77; the
+        bundled library exports no such function) nor its MediaRetry event ("not implemented yet",
+        goneonize/Neonize.proto:785-786; no case for it in goneonize/main.go:658-1093), so the phone can be neither
+        asked nor heard, and no MediaReuploaded is ever emitted. Raises NotSupported (not retryable)."""
+        self._hosted(ref)
+        raise NotSupported(
+            "asking the phone to upload a file again is not supported by neonize 0.5.2", session=str(ref)
+        )
+
+    async def _send_built(self, session: _Session, target: Any, message: Any, message_id: str) -> SendResult:
+        """Send a built message (the one send path: the gate, error translation, WhatsApp's id and the JID)."""
+        ref = session.ref
         try:
             response, went_to = await self._go(session, lambda client: _send(client, target, message))
         except RecipientUnknown as exc:
@@ -877,26 +1645,58 @@ class WhatsmeowEngine:
             log.debug("whatsmeow.message_id_assigned", session=str(ref), requested=message_id, assigned=sent_id)
         return SendResult(message_id=sent_id, timestamp=_timestamp(int(response.Timestamp)), to=went_to)
 
-    async def send(
-        self,
-        ref: SessionRef,
-        to: str,
-        content: Content,
-        message_id: str,
-        *,
-        quote: Quote | None = None,
-        mentions: tuple[str, ...] = (),
-    ) -> SendResult:
-        if isinstance(content, Text) and quote is None and not mentions:
-            return await self.send_text(ref, to, content.body, message_id)
-        kind = kind_of(content).value
-        raise SendRejected(f"the {self.name} engine cannot send {kind} messages yet", session=str(ref))
+    async def _media_message(self, session: _Session, media: Media) -> Any:
+        """Read the prepared file and upload it (a call into Go, bounded by its size); build its message.
 
-    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
-        raise EngineError(f"the {self.name} engine cannot download media yet", session=str(ref))
+        neonize's Upload takes the file's bytes (goneonize/main.go:416-427): whatsmeow's UploadReader is not
+        exported, so the file is held whole in memory while it uploads (ours, Go's copy and its ciphertext).
+        """
+        ref = str(session.ref)
+        if not media.path:
+            raise SendRejected("a file message needs its prepared file (path)", session=ref)
+        try:
+            data = await asyncio.wrap_future(_in_thread(f"zapgate-wm-read-{ref}", _read_file, media.path))
+        except OSError as exc:
+            raise SendRejected(f"the prepared file cannot be read: {exc.strerror}", session=ref) from exc
+        kind = _UPLOAD_TYPE[media.kind]
+        upload = await self._go(session, lambda c: c.upload(data, kind), within=self._transfer_timeout(len(data)))
+        return _media_message(media, upload, int(time.time()))
 
-    async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
-        raise EngineError(f"the {self.name} engine cannot request media again yet", session=str(ref))
+    async def _vote_message(self, session: _Session, chat: Any, vote: PollVote, me: _Me) -> Any:
+        """whatsmeow's BuildPollVote through neonize's build_poll_vote (goneonize/main.go:2216-2239)."""
+        if any(option.startswith("sha256:") for option in vote.selected):
+            raise SendRejected("a vote names its options by name", session=str(session.ref))
+        info = _poll_info(chat, vote.key, me)
+
+        def build(client: Any) -> Any:
+            try:
+                return client.build_poll_vote(info, list(vote.selected))
+            except BuildPollVoteError as exc:
+                if "secret" not in str(exc).lower():
+                    raise
+                # ErrOriginalMessageSecretNotFound (errors.go:148): whatsmeow never stored this poll's secret
+                raise SendRejected(
+                    "this session does not hold the poll's secret: it can vote only on polls it received or sent",
+                    session=str(session.ref),
+                ) from exc
+
+        return await self._go(session, build)
+
+    def _transfer_timeout(self, size: int) -> float:
+        """Seconds an upload or download of `size` bytes may take: a call's, plus the file at a slow rate."""
+        return self._call_timeout + size / MIN_TRANSFER_RATE
+
+    def _remember_poll(self, ref: SessionRef, poll_id: str, options: Sequence[str]) -> None:
+        """Keep a poll's options, to name the options of its votes (a vote carries their SHA-256 only)."""
+        with self._lock:
+            self._polls[(ref, poll_id)] = tuple(options)
+            self._polls.move_to_end((ref, poll_id))
+            while len(self._polls) > POLL_MEMORY:
+                self._polls.popitem(last=False)
+
+    def _poll_options(self, ref: SessionRef, poll_id: str) -> tuple[str, ...] | None:
+        with self._lock:
+            return self._polls.get((ref, poll_id))
 
     async def _absent(self, session: _Session, target: Any) -> NotOnWhatsApp | None:
         """Tell "no LID found" for a number without an account apart from any other reason, by asking WhatsApp."""
@@ -1212,8 +2012,10 @@ class WhatsmeowEngine:
     def _on_event_proto(self, session: _Session, event: Any) -> None:
         ref = session.ref
         if isinstance(event, pb.Message):
-            message = translate_message(ref, event)
+            message = translate_message(ref, event, self._message_context(session))
             if message is not None:
+                if isinstance(message.content, Poll):
+                    self._remember_poll(ref, message.message_id, message.content.options)
                 self._emit_and_wait_until_stored(session, message)
         elif isinstance(event, pb.Receipt):
             receipt = translate_receipt(ref, event)
@@ -1225,6 +2027,21 @@ class WhatsmeowEngine:
             self._emit(session, translate_history_sync(ref, event))
         else:
             self._on_connection_event(session, event)
+
+    def _message_context(self, session: _Session) -> MessageContext:
+        """Who the session is, and how to open its poll votes (whatsmeow's DecryptPollVote: a call into Go)."""
+        own = frozenset(user for user in (_user(session.jid), _user(session.lid)) if user)
+
+        def decrypt(event: Any) -> Any:
+            # neonize serialises the event whole (client.py:3356-3363): a required field missing raises here,
+            # before Go would dereference it (goneonize/utils/decoder.go:205-231)
+            return self._go_now(session, lambda client: client.decrypt_poll_vote(event), halting=True)
+
+        return MessageContext(
+            own_users=own,
+            decrypt_vote=decrypt,
+            poll_options=lambda poll_id: self._poll_options(session.ref, poll_id),
+        )
 
     def _emit_and_wait_until_stored(self, session: _Session, event: InboundMessage | Receipt) -> None:
         """Hand `event` over and hold Go's event thread until it is stored.
@@ -1383,23 +2200,38 @@ class WhatsmeowEngine:
 
     # -- calls into Go --------------------------------------------------------------------------------
 
-    def _go_call(self, session: _Session, call: _GoCall, fn: Callable[[Any], T]) -> T:
-        """Call `fn(client)` under the shared gate, translating neonize's errors (on a thread of its own)."""
+    def _go_call(self, session: _Session, call: _GoCall, fn: Callable[[Any], T], halting: bool = False) -> T:
+        """Call `fn(client)` under the shared gate, translating neonize's errors (on a thread of its own).
+
+        A session being halted refuses calls, unless `halting` (reading what it drains before its Stop).
+        """
         with call.shared():
             client = session.client
-            if client is None or not session.go_live or session.halt or session.abandoned:
+            if client is None or not session.go_live or (session.halt and not halting) or session.abandoned:
                 raise NotConnected("the session has no live connection", session=str(session.ref))
             try:
                 return fn(client)
             except NeonizeError as exc:
                 raise _translate_error(exc, session.ref) from exc
 
-    async def _go(self, session: _Session, fn: Callable[[Any], T]) -> T:
-        """Run `fn(client)` in Go within `call_timeout`; a call that takes longer is given up (retryable)."""
+    async def _go(self, session: _Session, fn: Callable[[Any], T], *, within: float | None = None) -> T:
+        """Run `fn(client)` in Go within `within` seconds (`call_timeout`); a longer call is given up (retryable)."""
         call = _GoCall()
+        seconds = self._call_timeout if within is None else within
         future = _in_thread(f"zapgate-wm-go-{session.ref}", self._go_call, session, call, fn)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._call_timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(future), seconds)
+        except TimeoutError:
+            call.give_up()
+            log.warning("whatsmeow.call_timed_out", session=str(session.ref), seconds=seconds)
+            raise EngineError(f"whatsmeow did not answer within {seconds:g} s", session=str(session.ref)) from None
+
+    def _go_now(self, session: _Session, fn: Callable[[Any], T], *, halting: bool = False) -> T:
+        """Run `fn(client)` in Go from a thread that may block (Go's event thread), within `call_timeout`."""
+        call = _GoCall()
+        future: Future[T] = _in_thread(f"zapgate-wm-go-{session.ref}", self._go_call, session, call, fn, halting)
+        try:
+            return future.result(self._call_timeout)
         except TimeoutError:
             call.give_up()
             log.warning("whatsmeow.call_timed_out", session=str(session.ref), seconds=self._call_timeout)

@@ -168,7 +168,7 @@ def test_captions_wrappers_and_empty_media_have_a_type_and_a_text() -> None:
     image = wa.Message(imageMessage=wa.ImageMessage(caption="a cat"))
     audio = wa.Message(ephemeralMessage=wa.FutureProofMessage(message=wa.Message(audioMessage=wa.AudioMessage())))
     found = [translate_message(REF, pb.Message(Info=_info(_source(PHONE, PHONE)), Message=m)) for m in (image, audio)]
-    assert [(m.type, m.text) for m in found if m is not None] == [("image", "a cat"), ("audio", "[audio]")]
+    assert [(m.type, m.text) for m in found if m is not None] == [("image", "[image] a cat"), ("audio", "[audio]")]
 
 
 # -- receipts ---------------------------------------------------------------------------------------------
