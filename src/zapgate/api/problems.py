@@ -23,6 +23,7 @@ from zapgate.errors import (
     DatabaseError,
     DatabaseUnavailable,
     InvalidRequest,
+    MediaStoreError,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
@@ -46,6 +47,7 @@ _STATUS: list[tuple[type[ZapgateError], int]] = [
     (RateLimited, 429),
     (DatabaseUnavailable, 503),
     (DatabaseError, 503),
+    (MediaStoreError, 503),
 ]
 
 _TITLES = {
