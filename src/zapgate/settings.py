@@ -182,10 +182,19 @@ class Settings(BaseSettings):
             return location.store.value
         return f"s3://{location.bucket}/{location.prefix}".rstrip("/")
 
-    @field_validator("s3_endpoint_url", "s3_region", "s3_access_key_id")
+    @field_validator("s3_region", "s3_access_key_id")
     @classmethod
     def _unset_when_empty(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("expected the server's URL, such as http://127.0.0.1:9000 or https://s3.example.com")
+        return value.rstrip("/")
 
     @field_validator("s3_secret_access_key")
     @classmethod

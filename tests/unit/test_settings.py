@@ -160,6 +160,7 @@ def test_s3_settings_fall_back_to_the_aws_variables(monkeypatch: pytest.MonkeyPa
     [
         ({"ZAPGATE_MEDIA_STORE": "disk"}, "ZAPGATE_MEDIA_STORE: expected postgres or s3://bucket/prefix"),
         ({"ZAPGATE_MEDIA_STORE": "s3://Media_Bucket"}, "ZAPGATE_MEDIA_STORE: expected an S3 bucket name"),
+        ({"ZAPGATE_S3_ENDPOINT_URL": "minio:9000"}, "ZAPGATE_S3_ENDPOINT_URL: expected the server's URL"),
         ({"ZAPGATE_S3_SECRET_ACCESS_KEY": "half-a-pair"}, "set together or not at all"),
         ({"ZAPGATE_S3_ACCESS_KEY_ID": "half-a-pair"}, "set together or not at all"),
     ],

@@ -5,15 +5,15 @@ Nothing to run besides the database, backed up with it, and gone with the client
 How a put relates to the media record: the record comes first. The caller inserts the `media` row (status
 `pending`, `db.media.insert_pending`) and commits it; the row's `store_key` is the key handed to `put`, and
 its id is the key's last segment. Chunks name that id (`media_chunks.media_id`, a foreign key), so they go
-when the row goes: with its session, with the client's schema, or by `db.media.delete_records`. A put under a key with
-no such row raises `MediaNotFound`.
+when the row goes: with its session, with the client's schema, or by `db.media.delete_records`. A put under a
+key with no such row raises `MediaNotFound`.
 
 Transactions: one per chunk, each short. A put of 100 MB fed by a slow upload would otherwise hold a pooled
 connection (and the oldest open transaction, which holds back vacuum everywhere) for as long as the upload
 takes. A put that fails (the source raises, the database refuses, the task is cancelled) deletes the chunks it
 wrote before it re-raises. A process that dies mid-put leaves chunks behind a record still `pending`: readers
 only open `stored` records, and `db.media.stale_pending` finds those records for a sweep, whose delete takes
-the chunks along.
+the chunks along. One put per key at a time: each file gets a media id of its own, so two never meet.
 
 Chunks are `CHUNK_SIZE` bytes, the last one shorter (an empty file is one empty chunk, so "stored and empty"
 differs from "missing"). A read fetches one chunk per query, each in its own transaction, so a slow reader
