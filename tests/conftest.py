@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from tests.support.databases import plain_url, with_database
+from tests.support.s3 import S3Server, moto_server
 from zapgate.db.embedded import EmbeddedPostgres
 from zapgate.db.manager import ConnectionManager
 from zapgate.log import configure_logging
@@ -64,6 +65,13 @@ async def manager(database_url: str) -> AsyncIterator[ConnectionManager]:
     async with ConnectionManager(database_url, pool_size=5, health_interval=3600) as cm:
         await cm.migrate_registry()
         yield cm
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """An S3-compatible server (moto) on a loopback port, for the suite; each test makes its own bucket."""
+    with moto_server() as server:
+        yield server
 
 
 # neonize runs each Go client's `Neonize` on a thread that is not a daemon: one a test leaves running (a stand-in

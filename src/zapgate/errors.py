@@ -20,7 +20,8 @@
     │   ├── ContactNotFound
     │   ├── MessageNotFound
     │   ├── WebhookNotFound
-    │   └── DeliveryNotFound
+    │   ├── DeliveryNotFound
+    │   └── MediaNotFound           no media (or no stored bytes) under this id or store key for this client
     ├── Conflict                    the request collides with existing state
     │   ├── ClientExists
     │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
@@ -32,8 +33,9 @@
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
     │   └── EngineNotAllowed        an engine the deployment offers but this client may not use
-    └── DatabaseError               the database failed us (retryable unless said otherwise)
-        └── DatabaseUnavailable     the server cannot be reached
+    ├── DatabaseError               the database failed us (retryable unless said otherwise)
+    │   └── DatabaseUnavailable     the server cannot be reached
+    └── MediaStoreError             the media store (PostgreSQL chunks or an S3 bucket) failed us (retryable)
 
 Services raise these; `api/problems.py` alone turns them into HTTP status codes and the CLI into one line.
 Data travels in attributes (`code`, `retryable`, ...), never inside the message text.
@@ -186,6 +188,12 @@ class DeliveryNotFound(NotFound):
     code = "delivery_not_found"
 
 
+class MediaNotFound(NotFound):
+    """No media with this id for this client, or no stored bytes under this store key."""
+
+    code = "media_not_found"
+
+
 class Conflict(ZapgateError):
     """The request collides with existing state."""
 
@@ -269,3 +277,10 @@ class EngineNotAllowed(PermissionDenied):
     """An engine the deployment offers that this client may not use (its quotas); `engine` names it."""
 
     code = "engine_not_allowed"
+
+
+class MediaStoreError(ZapgateError):
+    """The media store failed to store, read or delete bytes (the database or the bucket failed us)."""
+
+    code = "media_store_error"
+    retryable = True

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zapgate.domain.media import parse_store_location
 from zapgate.domain.quotas import engine_names
 
 
@@ -106,6 +107,22 @@ class Settings(BaseSettings):
     retain_sandbox_mail_days: int = Field(7, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_SANDBOX_MAIL_DAYS")
     prune_interval: float = Field(3600.0, ge=1, le=7 * 86_400, validation_alias="ZAPGATE_PRUNE_INTERVAL")  # seconds
 
+    # media files: `postgres` (chunks in each client's schema) or `s3://bucket/prefix` (any S3-compatible server,
+    # reached with the ZAPGATE_S3_* settings or, where those are unset, the usual AWS_* variables)
+    media_store: str = Field("postgres", validation_alias="ZAPGATE_MEDIA_STORE")
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("ZAPGATE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    )
+    s3_region: str | None = Field(
+        None, validation_alias=AliasChoices("ZAPGATE_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("ZAPGATE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ZAPGATE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds
     db_health_interval: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_HEALTH_INTERVAL")  # seconds
@@ -161,6 +178,39 @@ class Settings(BaseSettings):
             raise ValueError("expected a PostgreSQL URL such as postgresql://user:password@host:5432/dbname")
         return value
 
+    @field_validator("media_store")
+    @classmethod
+    def _media_store(cls, value: str) -> str:
+        location = parse_store_location(value)
+        if location.bucket is None:
+            return location.store.value
+        return f"s3://{location.bucket}/{location.prefix}".rstrip("/")
+
+    @field_validator("s3_region", "s3_access_key_id")
+    @classmethod
+    def _unset_when_empty(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("expected the server's URL, such as http://127.0.0.1:9000 or https://s3.example.com")
+        return value.rstrip("/")
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _unset_when_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or value.get_secret_value() == "" else value
+
+    @model_validator(mode="after")
+    def _s3_keys_together(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("ZAPGATE_S3_ACCESS_KEY_ID and ZAPGATE_S3_SECRET_ACCESS_KEY are set together or not at all")
+        return self
+
     @field_validator("admin_key", "metrics_key")
     @classmethod
     def _strong_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -172,7 +222,16 @@ class Settings(BaseSettings):
 
 
 # values never echoed back: they hold keys or passwords
-_SECRET_VARIABLES = frozenset({"ZAPGATE_ADMIN_KEY", "ZAPGATE_METRICS_KEY", "DATABASE_URL"})
+_SECRET_VARIABLES = frozenset(
+    {
+        "ZAPGATE_ADMIN_KEY",
+        "ZAPGATE_METRICS_KEY",
+        "DATABASE_URL",
+        "ZAPGATE_S3_SECRET_ACCESS_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "S3_SECRET_ACCESS_KEY",
+    }
+)
 
 
 def describe_settings_error(exc: ValidationError) -> str:

@@ -10,7 +10,15 @@ from fastapi import FastAPI
 
 from zapgate.api import problems
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.errors import DatabaseError, DatabaseUnavailable, InvalidRequest, UnstorableData, ZapgateError
+from zapgate.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidRequest,
+    MediaNotFound,
+    MediaStoreError,
+    UnstorableData,
+    ZapgateError,
+)
 from zapgate.log import configure_logging
 
 LEAK = 'relation "client_acme.secret_table" does not exist; host db-internal.corp:5432'
@@ -74,3 +82,8 @@ async def test_an_unexpected_error_carries_the_request_id_too() -> None:
     answer = await call(app_raising(RuntimeError("internal detail")), **{"X-Request-Id": "req-9"})
     assert answer.status_code == 500 and answer.json()["requestId"] == "req-9"
     assert "internal detail" not in answer.text
+
+
+def test_media_errors_answer_404_and_503() -> None:
+    assert problems.status_for(MediaNotFound("nothing is stored under this key")) == 404
+    assert problems.status_for(MediaStoreError("the S3 media store failed: SlowDown", code="SlowDown")) == 503

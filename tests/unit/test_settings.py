@@ -21,6 +21,17 @@ ENV_NAMES = [
     "ZAPGATE_DEFAULT_ENGINE",
     "ZAPGATE_MAX_SESSIONS_PER_CLIENT",
     "ZAPGATE_MAX_WEBHOOKS_PER_CLIENT",
+    "ZAPGATE_MEDIA_STORE",
+    "ZAPGATE_S3_ENDPOINT_URL",
+    "ZAPGATE_S3_REGION",
+    "ZAPGATE_S3_ACCESS_KEY_ID",
+    "ZAPGATE_S3_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 ]
 
 
@@ -112,3 +123,55 @@ def test_quota_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZAPGATE_MAX_SESSIONS_PER_CLIENT", "5")
     monkeypatch.setenv("ZAPGATE_MAX_WEBHOOKS_PER_CLIENT", "0")
     assert (Settings().max_sessions_per_client, Settings().max_webhooks_per_client) == (5, 0)
+
+
+def test_media_is_kept_in_postgresql_unless_a_bucket_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().media_store == "postgres"
+    monkeypatch.setenv("ZAPGATE_MEDIA_STORE", "s3://zapgate-media/prod/")
+    monkeypatch.setenv("ZAPGATE_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("ZAPGATE_S3_ACCESS_KEY_ID", "minio")
+    monkeypatch.setenv("ZAPGATE_S3_SECRET_ACCESS_KEY", "minio-secret-key")
+    settings = Settings()
+    assert settings.media_store == "s3://zapgate-media/prod"
+    assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.s3_access_key_id == "minio"
+    assert settings.s3_secret_access_key is not None
+    assert settings.s3_secret_access_key.get_secret_value() == "minio-secret-key"
+    assert "minio-secret-key" not in repr(settings)
+
+
+def test_s3_settings_fall_back_to_the_aws_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    settings = Settings()
+    assert (settings.s3_region, settings.s3_access_key_id) == ("eu-west-1", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_REGION", "sa-east-1")  # botocore's order: AWS_REGION first
+    monkeypatch.setenv("ZAPGATE_S3_ACCESS_KEY_ID", "zapgate-key")  # ours win over AWS_*
+    monkeypatch.setenv("ZAPGATE_S3_SECRET_ACCESS_KEY", "zapgate-secret")
+    settings = Settings()
+    assert (settings.s3_region, settings.s3_access_key_id) == ("sa-east-1", "zapgate-key")
+    assert settings.s3_secret_access_key is not None
+    assert settings.s3_secret_access_key.get_secret_value() == "zapgate-secret"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"ZAPGATE_MEDIA_STORE": "disk"}, "ZAPGATE_MEDIA_STORE: expected postgres or s3://bucket/prefix"),
+        ({"ZAPGATE_MEDIA_STORE": "s3://Media_Bucket"}, "ZAPGATE_MEDIA_STORE: expected an S3 bucket name"),
+        ({"ZAPGATE_S3_ENDPOINT_URL": "minio:9000"}, "ZAPGATE_S3_ENDPOINT_URL: expected the server's URL"),
+        ({"ZAPGATE_S3_SECRET_ACCESS_KEY": "half-a-pair"}, "set together or not at all"),
+        ({"ZAPGATE_S3_ACCESS_KEY_ID": "half-a-pair"}, "set together or not at all"),
+    ],
+)
+def test_invalid_media_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    line = describe_settings_error(caught.value)
+    assert expected in line
+    assert "half-a-pair" not in line

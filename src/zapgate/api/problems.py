@@ -25,6 +25,7 @@ from zapgate.errors import (
     EngineCallFailed,
     EngineCallTimedOut,
     InvalidRequest,
+    MediaStoreError,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
@@ -50,6 +51,7 @@ _STATUS: list[tuple[type[ZapgateError], int]] = [
     (EngineCallFailed, 502),
     (DatabaseUnavailable, 503),
     (DatabaseError, 503),
+    (MediaStoreError, 503),
 ]
 
 _TITLES = {

@@ -336,6 +336,55 @@ Index(
 )
 
 
+# media files of a session (images, videos, audio, documents, stickers, thumbnails): what each is and where its
+# bytes are; the bytes themselves live in a media store (media_chunks below, or an S3 bucket)
+media = Table(
+    "media",
+    tenant_metadata,
+    Column("id", Text, primary_key=True),
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    # the message it belongs to; SET NULL, not CASCADE: a row must outlive its message until its bytes are
+    # deleted from the store (an S3 object whose row went with its message could never be found again)
+    Column("message_row_id", Text, ForeignKey("messages.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("kind", Text, nullable=False),
+    Column("mime_type", Text, nullable=False),
+    Column("size", BigInteger, nullable=True),  # bytes; known once stored
+    Column("sha256", Text, nullable=True),  # hex; known once stored
+    Column("filename", Text, nullable=True),
+    Column("width", Integer, nullable=True),  # pixels
+    Column("height", Integer, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("pages", Integer, nullable=True),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("error", Text, nullable=True),  # why it failed
+    Column("store", Text, nullable=False),  # postgres or s3
+    Column("store_key", Text, nullable=False),  # {session_row_id}/{media_id}
+    Column("thumbnail_id", Text, ForeignKey("media.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # retention: deleted after this moment
+    Column("waveform", LargeBinary, nullable=True),  # a voice note's 64 loudness values (0-100)
+    CheckConstraint("kind IN ('image', 'video', 'audio', 'voice', 'document', 'sticker', 'thumbnail')", name="kind"),
+    CheckConstraint("status IN ('pending', 'stored', 'failed')", name="status"),
+    CheckConstraint("store IN ('postgres', 's3')", name="store"),
+)
+# deleting a media row looks for the rows whose thumbnail it is (the FK's SET NULL): without this, a scan each
+Index("ix_media_thumbnail_id", media.c.thumbnail_id, postgresql_where=text("thumbnail_id IS NOT NULL"))
+# retention: the rows whose time is up
+Index("ix_media_expires_at", media.c.expires_at, postgresql_where=text("expires_at IS NOT NULL"))
+# puts that never finished (a process died mid-way): found by age
+Index("ix_media_pending", media.c.created_at, postgresql_where=text("status = 'pending'"))
+
+# the bytes of media in the PostgreSQL store, in chunks of equal size (the last one shorter); the column's
+# storage is EXTERNAL (migration 0007): media is compressed already, and a range read fetches only its slices
+media_chunks = Table(
+    "media_chunks",
+    tenant_metadata,
+    Column("media_id", Text, ForeignKey("media.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+
 def _client_column(*, primary_key: bool = False, index: bool = False) -> Column[str]:
     """A registry table's `client_id`: its rows go when the client goes."""
     return Column(

@@ -9,25 +9,27 @@
 - `message_edits`: each earlier version of an edited message.
 - `reactions`: the emoji each reactor has on a message now (one per reactor, as WhatsApp shows them).
 - `poll_votes`: each voter's current choice on a poll.
+- `media.waveform`: a voice note's 64 loudness values, which WhatsApp shows before it is played.
 - `link_keys`: the client's key for signed media links (rotating it revokes every link made before).
 - `engine_calls`: what an API process asks a session's worker to do at once (show typing, mark read, look
   numbers up, ...) and its answer: the API waits for it until `deadline`.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("media", sa.Column("waveform", sa.LargeBinary(), nullable=True))
     op.add_column("messages", sa.Column("payload", postgresql.JSONB(), nullable=True))
     op.add_column("messages", sa.Column("context", postgresql.JSONB(), nullable=True))
     op.add_column("messages", sa.Column("mentions", postgresql.ARRAY(sa.Text()), nullable=True))
@@ -111,3 +113,4 @@ def downgrade() -> None:
     op.drop_table("message_edits")
     for column in ("deleted_at", "edited_at", "mentions", "context", "payload"):
         op.drop_column("messages", column)
+    op.drop_column("media", "waveform")
