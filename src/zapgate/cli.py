@@ -181,6 +181,8 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
     from zapgate.db.manager import ConnectionManager
     from zapgate.engines import registry
     from zapgate.heap import freeze_startup_objects
+    from zapgate.media.factory import media_store
+    from zapgate.services.media import MediaFiles
     from zapgate.services.retention import Pruner, retention_defaults
     from zapgate.services.webhook_dispatcher import WebhookDispatcher, webhook_retry
     from zapgate.services.webhooks import webhook_policy
@@ -210,6 +212,12 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
             max_qr_codes=settings.max_qr_codes,
             session_timeout=settings.session_timeout_ms / 1000,
             options=worker_options(settings),
+            media=MediaFiles(
+                manager,
+                media_store(settings, manager),
+                link_ttl=settings.media_link_ttl,
+                public_url=settings.public_url,
+            ),
         )
         dispatcher = WebhookDispatcher(
             manager,

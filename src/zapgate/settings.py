@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ZAPGATE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
     )
+    # signed media links (in events and webhooks): how long they work, and the address they start with (the
+    # gateway as webhook consumers reach it, e.g. https://gw.example.com; empty: links are paths)
+    media_link_ttl: float = Field(7 * 86_400.0, ge=60, le=365 * 86_400, validation_alias="ZAPGATE_MEDIA_LINK_TTL")
+    public_url: str = Field("", max_length=512, validation_alias="ZAPGATE_PUBLIC_URL")
 
     db_pool_size: int = Field(20, ge=1, le=1_000, validation_alias="ZAPGATE_DB_POOL_SIZE")
     db_pool_timeout: float = Field(30.0, gt=0, validation_alias="ZAPGATE_DB_POOL_TIMEOUT")  # seconds

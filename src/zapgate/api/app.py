@@ -17,16 +17,20 @@ from zapgate.api.hotpath import SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
 from zapgate.api.routes import admin, health, retention, webhooks, whatsapp
+from zapgate.api.routes import media as media_routes
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.notify import Listener
 from zapgate.heap import freeze_startup_objects
 from zapgate.log import configure_logging, get_logger
+from zapgate.media.factory import media_store
 from zapgate.services.audit import AuditLog
 from zapgate.services.chats import ChatActions
 from zapgate.services.clients import ClientService
 from zapgate.services.engine_calls import EngineCalls
 from zapgate.services.events import EventHub
+from zapgate.services.media import MediaFiles
+from zapgate.services.media_links import LinkFetcher
 from zapgate.services.messages import MessageService
 from zapgate.services.observability import Observability
 from zapgate.services.quotas import QuotaService, default_quotas
@@ -71,6 +75,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.manager = manager
             app.state.clients = clients
             app.state.quotas = quotas = QuotaService(manager, default_quotas(settings))
+            app.state.media = media = MediaFiles(
+                manager,
+                media_store(settings, manager),
+                fetcher=LinkFetcher(webhook_policy(settings)),
+                link_ttl=settings.media_link_ttl,
+                public_url=settings.public_url,
+            )
             app.state.sessions = SessionService(
                 manager,
                 default_engine=settings.default_engine,
@@ -78,6 +89,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 send_burst=settings.send_burst,
                 coalesce_wakeups=True,
                 quotas=quotas,
+                media=media,
             )
             app.state.messages = MessageService(manager)
             app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
@@ -101,6 +113,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 await hub.close()
                 await revocations.close()
                 await calls.close()
+                await media.close()
                 await app.state.sessions.close()
                 await audit.close()
         finally:
@@ -123,6 +136,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(retention.router)
+    app.include_router(media_routes.router)  # before whatsapp's: /whatsapp/messages/upload is not a message id
+    app.include_router(media_routes.public)
     app.include_router(whatsapp.router)
     app.include_router(webhooks.router)
     problems.document(app)

@@ -14,6 +14,8 @@ from zapgate.services.audit import AuditLog
 
 MAX_BODY = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# routes whose bodies are files: streamed through (never buffered here), up to their own limit in bytes
+STREAMED = {("POST", "/whatsapp/media"): 101 * 1024 * 1024, ("POST", "/whatsapp/messages/upload"): 101 * 1024 * 1024}
 
 # route name -> audit action
 ACTIONS = {
@@ -24,6 +26,8 @@ ACTIONS = {
     "delete_message": "message.delete",
     "set_presence": "chat.presence",
     "mark_read": "chat.read",
+    "upload_media": "media.upload",
+    "send_upload": "message.send",
     "request_pairing_code": "session.pairing_code",
     "restart_session": "session.restart",
     "logout_session": "session.logout",
@@ -64,6 +68,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        streamed = STREAMED.get((scope["method"], scope.get("path", "")))
+        if streamed is not None:
+            await self._stream(scope, receive, send, declared, streamed)
+            return
         if declared is not None and declared > self.max_body:
             await self._refuse(send)
             return
@@ -101,8 +109,36 @@ class RequestGuard:
         finally:
             self._audit(scope, bytes(body), answer["status"], bytes(answer["body"]))
 
-    async def _refuse(self, send: Send) -> None:
-        payload = _problem_413(self.max_body)
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, declared: int | None, limit: int) -> None:
+        """Pass a file's body through as it arrives, cut off past `limit` bytes, and audit the call."""
+        if declared is not None and declared > limit:
+            await self._refuse(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                return {"type": "http.disconnect"}  # the route stops reading: nothing of it is kept
+            return message
+
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counted, capture)
+        finally:
+            self._audit(scope, b"", status, b"")
+
+    async def _refuse(self, send: Send, limit: int | None = None) -> None:
+        payload = _problem_413(limit or self.max_body)
         headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

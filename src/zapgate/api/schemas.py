@@ -345,6 +345,23 @@ class NumberCheckList(_Body):
     numbers: list[NumberCheckOut]
 
 
+class MediaOut(BaseModel):
+    """A stored file: what it is, and a signed link to its bytes that needs no API key until `url_expires_at`."""
+
+    id: str
+    status: Literal["pending", "stored", "failed"]
+    mime_type: str = Field(examples=["image/jpeg"])
+    size: int | None = Field(None, description="Bytes.")
+    sha256: str | None = Field(None, description="Of the bytes, hex.")
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(None, description="Seconds (audio, video).")
+    filename: str | None = None
+    error: str | None = Field(None, description="Why it failed (status failed).")
+    url: str = Field(description="A signed link to the bytes (GET, no API key).")
+    url_expires_at: datetime
+
+
 class MessageAccepted(_Body):
     """A message accepted for sending: it is stored and will go out."""
 

@@ -16,9 +16,11 @@ caller, with the store keys these functions return, after the rows' transaction 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db.tables import media
@@ -47,6 +49,9 @@ def _record(row: RowMapping) -> MediaRecord:
         error=row["error"],
         thumbnail_id=row["thumbnail_id"],
         expires_at=row["expires_at"],
+        waveform=row["waveform"],
+        handle=row["handle"],
+        attempts=row["attempts"],
     )
 
 
@@ -105,6 +110,7 @@ async def mark_stored(
     duration_ms: int | None = None,
     pages: int | None = None,
     thumbnail_id: str | None = None,
+    waveform: bytes | None = None,
 ) -> MediaRecord | None:
     """Record that a media file's bytes are stored (their size, SHA-256 and what is known of the file); None if
     there is no such record."""
@@ -118,6 +124,10 @@ async def mark_stored(
         "duration_ms": duration_ms,
         "pages": pages,
         "thumbnail_id": thumbnail_id,
+        "waveform": waveform,
+        "handle": None,
+        "announce": None,
+        "next_attempt_at": None,
     }
     stmt = update(media).where(media.c.id == media_id).values(**values).returning(*media.c)
     row = (await conn.execute(stmt)).mappings().one_or_none()
@@ -129,7 +139,7 @@ async def mark_failed(conn: AsyncConnection, media_id: str, error: str) -> Media
     stmt = (
         update(media)
         .where(media.c.id == media_id)
-        .values(status=MediaStatus.FAILED.value, error=error)
+        .values(status=MediaStatus.FAILED.value, error=error, handle=None, announce=None, next_attempt_at=None)
         .returning(*media.c)
     )
     row = (await conn.execute(stmt)).mappings().one_or_none()
@@ -192,3 +202,71 @@ async def stale_pending(conn: AsyncConnection, before: datetime, *, limit: int =
         .limit(limit)
     )
     return [_stored_object(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def await_download(
+    conn: AsyncConnection, media_id: str, *, handle: bytes, announce: dict[str, Any] | None
+) -> None:
+    """Keep what an arrived file needs until it is downloaded: the engine's handle, the event to announce then."""
+    await conn.execute(
+        update(media).where(media.c.id == media_id).values(handle=handle, announce=announce, next_attempt_at=func.now())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An arrived file to download: its record, and the event to announce once it is settled."""
+
+    record: MediaRecord
+    announce: dict[str, Any] | None
+
+
+async def due_downloads(conn: AsyncConnection, session_row_id: str, *, limit: int = 100) -> list[Download]:
+    """The session's arrived files whose download is due (after a restart too), oldest first."""
+    stmt = (
+        select(media)
+        .where(
+            media.c.session_id == session_row_id,
+            media.c.handle.is_not(None),
+            media.c.status == MediaStatus.PENDING.value,
+            or_(media.c.next_attempt_at.is_(None), media.c.next_attempt_at <= func.now()),
+        )
+        .order_by(media.c.created_at, media.c.id)
+        .limit(limit)
+    )
+    return [Download(_record(row), row["announce"]) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def download_failed(conn: AsyncConnection, media_id: str, *, error: str, retry_at: datetime) -> None:
+    """Count a failed download and set when to try again."""
+    await conn.execute(
+        update(media)
+        .where(media.c.id == media_id)
+        .values(attempts=media.c.attempts + 1, error=error, next_attempt_at=retry_at)
+    )
+
+
+async def new_handle(conn: AsyncConnection, session_row_id: str, message_row_id: str, handle: bytes) -> list[str]:
+    """Give the pending files of a message a new handle (the phone uploaded them again); return their ids."""
+    stmt = (
+        update(media)
+        .where(
+            media.c.session_id == session_row_id,
+            media.c.message_row_id == message_row_id,
+            media.c.status == MediaStatus.PENDING.value,
+            media.c.handle.is_not(None),
+        )
+        .values(handle=handle, next_attempt_at=func.now(), error=None)
+        .returning(media.c.id)
+    )
+    return [str(row.id) for row in await conn.execute(stmt)]
+
+
+async def keep(conn: AsyncConnection, media_id: str) -> None:
+    """Keep a file (and its thumbnail) as long as the message that sends it: no expiry of its own."""
+    found = await conn.execute(
+        update(media).where(media.c.id == media_id).values(expires_at=None).returning(media.c.thumbnail_id)
+    )
+    thumbnail = found.scalar_one_or_none()
+    if thumbnail is not None:
+        await conn.execute(update(media).where(media.c.id == thumbnail).values(expires_at=None))

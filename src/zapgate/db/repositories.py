@@ -463,8 +463,8 @@ class MessageRepository:
         payload: dict[str, Any] | None = None,
         context: dict[str, Any] | None = None,
         mentions: Sequence[str] = (),
-    ) -> bool:
-        """Insert a message unless its `message_id` (or WhatsApp id) is known; return whether it was inserted."""
+    ) -> str | None:
+        """Insert a message unless its `message_id` (or WhatsApp id) is known; return its row id (None: known)."""
         stmt = (
             pg_insert(messages)
             .values(
@@ -491,8 +491,9 @@ class MessageRepository:
             .returning(messages.c.id)
         )
 
-        async def run(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).one_or_none() is not None
+        async def run(conn: AsyncConnection) -> str | None:
+            row = (await conn.execute(stmt)).one_or_none()
+            return None if row is None else str(row.id)
 
         return await self._x.run("messages.insert_if_new", run)
 

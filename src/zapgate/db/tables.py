@@ -363,10 +363,16 @@ media = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("expires_at", DateTime(timezone=True), nullable=True),  # retention: deleted after this moment
     Column("waveform", LargeBinary, nullable=True),  # a voice note's 64 loudness values (0-100)
+    Column("handle", LargeBinary, nullable=True),  # an arrived file being downloaded: the engine's handle for it
+    Column("announce", JSONB, nullable=True),  # its message-received event, announced once it is settled
+    Column("attempts", Integer, nullable=False, server_default=text("0")),  # downloads tried and failed
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("kind IN ('image', 'video', 'audio', 'voice', 'document', 'sticker', 'thumbnail')", name="kind"),
     CheckConstraint("status IN ('pending', 'stored', 'failed')", name="status"),
     CheckConstraint("store IN ('postgres', 's3')", name="store"),
 )
+# arrived files still to download, per session
+Index("ix_media_downloads", media.c.session_id, media.c.next_attempt_at, postgresql_where=text("handle IS NOT NULL"))
 # deleting a media row looks for the rows whose thumbnail it is (the FK's SET NULL): without this, a scan each
 Index("ix_media_thumbnail_id", media.c.thumbnail_id, postgresql_where=text("thumbnail_id IS NOT NULL"))
 # retention: the rows whose time is up

@@ -124,6 +124,9 @@ class MediaRecord:
     error: str | None = None  # why it failed
     thumbnail_id: str | None = None  # another media record: this one's thumbnail
     expires_at: datetime | None = None  # retention: deleted after this moment
+    waveform: bytes | None = None  # a voice note's 64 loudness values (0-100)
+    handle: bytes | None = None  # an arrived file not downloaded yet: the engine's handle for it
+    attempts: int = 0  # downloads tried and failed
 
 
 @dataclass(frozen=True, slots=True)

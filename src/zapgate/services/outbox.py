@@ -43,12 +43,15 @@ from zapgate.engines.base import (
     Receipt,
     Restricted,
     SendRejected,
+    SendResult,
     SessionRef,
     UnknownSession,
 )
+from zapgate.errors import MediaNotFound, MediaStoreError
 from zapgate.log import get_logger
 from zapgate.services.conversation import ACTING, Actor, apply
 from zapgate.services.hosted import Hosted, HostedSessions
+from zapgate.services.media import MediaFiles
 from zapgate.services.patience import while_away
 from zapgate.services.receipts import EventEntry, acks_of, send_entry, split_receipts, status_entry
 from zapgate.services.recorder import Recorder
@@ -95,7 +98,9 @@ class Outbox:
         *,
         poll_interval: float = 1.0,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        media: MediaFiles | None = None,
     ) -> None:
+        self._media = media
         self._manager = manager
         self._hosted = hosted
         self._recorder = recorder
@@ -222,9 +227,10 @@ class Outbox:
             result = await self._bounded("send", engine.send_text(ref, to, content.body, pending.message_id))
         else:
             if isinstance(content, Media):
-                raise SendRejected("files cannot be sent yet: the media store is not configured")
-            call = engine.send(ref, to, content, pending.message_id, quote=quote, mentions=pending.mentions)
-            result = await self._bounded("send", call)
+                result = await self._send_file(ref, hosted, content, quote, pending, to)
+            else:
+                call = engine.send(ref, to, content, pending.message_id, quote=quote, mentions=pending.mentions)
+                result = await self._bounded("send", call)
         if isinstance(content, ACTING):
             sent.acting[pending.message_id] = content
         return SendOutcome(
@@ -236,6 +242,22 @@ class Outbox:
             None,
             attempts=pending.attempts,
         )
+
+    async def _send_file(
+        self, ref: SessionRef, hosted: Hosted, media: Media, quote: Quote | None, pending: PendingMessage, to: str
+    ) -> SendResult:
+        """Send a media message: its stored file copied to a temporary one for the engine, removed afterwards."""
+        if self._media is None:
+            raise SendRejected("this worker has no media store: files cannot be sent")
+        try:
+            async with self._media.materialized(ref.client_id, media) as ready:
+                call = hosted.engine.send(ref, to, ready, pending.message_id, quote=quote, mentions=pending.mentions)
+                result: SendResult = await self._bounded("send", call)
+                return result
+        except MediaNotFound as exc:
+            raise SendRejected(f"the message's file is gone: {exc.message}") from exc
+        except MediaStoreError as exc:
+            raise EngineError(f"the message's file could not be read: {exc.message}") from exc
 
     async def _bounded(self, call: str, awaitable: Any) -> Any:
         """Await an engine call for at most the policy's timeout (a timeout is an error that may pass)."""

@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from zapgate import metrics
+from zapgate.background import TaskGroup
+from zapgate.db import media as media_records
 from zapgate.db import notify, placements
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.content import Edit, Quote, Revoke, Text, kind_of, summary, to_payload
+from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
+from zapgate.domain.ids import new_id
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
@@ -33,6 +36,7 @@ from zapgate.engines.base import (
     EngineEvent,
     EngineFailure,
     InboundMessage,
+    MediaReuploaded,
     Notice,
     NoticeKind,
     PairingCode,
@@ -44,7 +48,9 @@ from zapgate.engines.base import (
 from zapgate.errors import InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
 from zapgate.services.conversation import ACTING, Actor, apply, target_of
+from zapgate.services.downloads import Downloads, file_kind
 from zapgate.services.hosted import HostedSessions
+from zapgate.services.media import MediaFiles
 from zapgate.services.patience import database_away
 from zapgate.services.qr import qr_data_url
 from zapgate.services.receipts import Ack, ReceiptBook, acks_of
@@ -75,12 +81,16 @@ class Recorder:
         keep_stories: bool = False,
         erase_deleted: bool = False,
         on_connected: Callable[[], None] = lambda: None,
+        media: MediaFiles | None = None,
+        tasks: TaskGroup | None = None,
     ) -> None:
         self._manager = manager
         self._hosted = hosted
         self._keep_stories = keep_stories
         self.erase_deleted = erase_deleted
         self._on_connected = on_connected
+        self._media = media
+        self.downloads = None if media is None or tasks is None else Downloads(manager, hosted, media, tasks)
         self.receipts = ReceiptBook(hosted)
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
 
@@ -186,6 +196,8 @@ class Recorder:
             await self._store_failure(event)
         elif isinstance(event, Notice):
             await self._store_notice(event)
+        elif isinstance(event, MediaReuploaded):
+            await self._store_reupload(event)
         return acks_of(event)
 
     # -- sessions -------------------------------------------------------------------------------------
@@ -227,6 +239,8 @@ class Recorder:
                 self._hosted.pop(ref, None)
             elif event.status is SessionStatus.CONNECTED:
                 self._on_connected()
+                if self.downloads is not None:
+                    self.downloads.wake(ref)  # files that arrived before a crash or a move are due
 
     async def record_unplaced(self, ref: SessionRef, reason: str) -> None:
         """Record that no worker has room for the session (an `unplaced` status and an `error` event)."""
@@ -318,6 +332,10 @@ class Recorder:
         if event.chat_jid == STATUS_BROADCAST and not self._keep_stories:
             metrics.MESSAGES.labels("inbound", "story_skipped").inc()
             return  # contacts' stories are not messages (ZAPGATE_KEEP_STORIES keeps them, as kind "story")
+        file = None
+        if isinstance(event.content, Media) and event.content.handle is not None and self.downloads is not None:
+            file = replace(event.content, media_id=new_id())  # stored once downloaded (services/downloads.py)
+            event = replace(event, content=file)
         arrival = _Arrival.of(event)
 
         async def work(tx: Transaction) -> bool:
@@ -365,13 +383,54 @@ class Recorder:
                 at=event.timestamp,
                 erase_deleted=self.erase_deleted,
             )
-            if not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
-                await append(tx, ref, EventType.MESSAGE_RECEIVED, arrival.body(event, session.engine, context, target))
+            body = {"sessionId": ref.session_id, **arrival.body(event, session.engine, context, target)}
+            if file is not None:
+                await self._await_file(tx, session.id, inserted, file, body)  # announced once it is downloaded
+            elif not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
+                await tx.event.append(type=EventType.MESSAGE_RECEIVED.value, session_id=ref.session_id, payload=body)
             await tx.event.append_many(entries)
             return True
 
         if await self._manager.execute_transaction(ref.client_id, work):
             metrics.MESSAGES.labels("outbound" if event.from_me else "inbound", "received").inc()
+            if file is not None and self.downloads is not None:
+                self.downloads.wake(ref)
+
+    async def _await_file(
+        self, tx: Transaction, session_row: str, message_row: str, file: Media, body: dict[str, Any]
+    ) -> None:
+        """Keep an arrived file's record pending, with its handle and the event to announce once it is settled."""
+        assert self._media is not None and file.media_id is not None and file.handle is not None
+        await media_records.insert_pending(
+            tx.connection,
+            session_row_id=session_row,
+            kind=file_kind(file),
+            mime_type=storable(file.mime_type or "application/octet-stream"),
+            store=self._media.store.name,
+            message_row_id=message_row,
+            filename=storable_or_none(file.filename),
+            media_id=file.media_id,
+        )
+        await media_records.await_download(tx.connection, file.media_id, handle=file.handle, announce=body)
+
+    async def _store_reupload(self, event: MediaReuploaded) -> None:
+        """The phone uploaded a file again (or could not): download it anew, or let it fail."""
+        ref = event.ref
+
+        async def work(tx: Transaction) -> list[str]:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                return []
+            found = await target_of(tx, session.id, MessageKey(id=event.message_id))
+            if found is None:
+                return []
+            if event.handle is None:
+                return [r.id for r in await media_records.list_for_message(tx.connection, found.row_id)]
+            return await media_records.new_handle(tx.connection, session.id, found.row_id, event.handle)
+
+        ids = await self._manager.execute_transaction(ref.client_id, work)
+        if self.downloads is not None and ids:
+            self.downloads.wake(ref)
 
     # -- receipts -------------------------------------------------------------------------------------
 

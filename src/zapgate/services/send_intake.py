@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from zapgate.domain.content import (
     Content,
     Edit,
     Media,
+    MediaSource,
     MessageKey,
     Outgoing,
     Reaction,
@@ -109,11 +110,18 @@ class _SendRequest:
     context: dict[str, Any] | None = None
     mentions: tuple[str, ...] = ()
     named: tuple[tuple[str, str, bool], ...] = ()  # (our id, the field that named it, same chat required)
+    source: MediaSource | None = None  # where the file of a media message came from (its id is made anew)
 
     def fingerprint(self) -> str:
+        """What identifies the request for its Idempotency-Key: what was asked, not what it was made into."""
         if self.payload is None and self.context is None and not self.mentions:
             return request_fingerprint(self.session_id, self.recipient.key, self.text)
-        shape = json.dumps([self.payload, self.context, list(self.mentions)], sort_keys=True)
+        payload = self.payload
+        if self.source is not None and payload is not None:
+            kind = str(payload["type"])
+            asked = {k: v for k, v in payload[kind].items() if k in {"caption", "filename", "voice", "view_once"}}
+            payload = {"type": kind, kind: asked, "source": [self.source.media_id, self.source.link]}
+        shape = json.dumps([payload, self.context, list(self.mentions)], sort_keys=True)
         return request_fingerprint(self.session_id, self.recipient.key, shape)
 
 
@@ -245,7 +253,14 @@ class SendIntake:
         return refused
 
     async def submit_message(
-        self, client: str, session: str, to: str, outgoing: Outgoing, *, idempotency_key: str | None = None
+        self,
+        client: str,
+        session: str,
+        to: str,
+        outgoing: Outgoing,
+        *,
+        idempotency_key: str | None = None,
+        source: MediaSource | None = None,
     ) -> SendAccepted:
         """Accept a message of any kind (`POST /whatsapp/messages`) as `submit` accepts a text.
 
@@ -254,7 +269,7 @@ class SendIntake:
         """
         cid, sid = valid_client_id(client), valid_session_id(session)
         recipient = parse_recipient(to, field="to")
-        request = self._request(sid, recipient, outgoing)
+        request = replace(self._request(sid, recipient, outgoing), source=source)
         return await self._queue_one(cid, sid, request, idempotency_key)
 
     async def submit_change(
@@ -279,8 +294,8 @@ class SendIntake:
 
     def _request(self, sid: str, recipient: Recipient, outgoing: Outgoing) -> _SendRequest:
         content = outgoing.content
-        if isinstance(content, Media):
-            raise InvalidRequest(f"{content.kind.value}: files cannot be sent yet (the media store is not set up)")
+        if isinstance(content, Media) and content.media_id is None:
+            raise InvalidRequest(f"{content.kind.value}: the file must be stored before it is sent")
         named: list[tuple[str, str, bool]] = []
         context = None
         if outgoing.reply_to is not None:

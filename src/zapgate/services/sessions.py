@@ -10,13 +10,13 @@ SendIntake's job (`services/send_intake.py`): the SessionService hands sends to 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.content import Outgoing
+from zapgate.domain.content import Media, Outgoing
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
@@ -30,6 +30,7 @@ from zapgate.engines.base import SessionRef
 from zapgate.engines.sandbox import SANDBOX_FAULTS, STATUS_BROADCAST, session_address
 from zapgate.errors import DuplicateRecord, EngineNotAllowed, InvalidRequest, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.media import MediaFiles
 from zapgate.services.quotas import QuotaService
 from zapgate.services.sandbox import PostgresSandboxNetwork
 from zapgate.services.send_intake import SendAccepted, SendIntake
@@ -62,8 +63,10 @@ class SessionService:
         send_burst: int = 1,
         coalesce_wakeups: bool = False,
         quotas: QuotaService | None = None,
+        media: MediaFiles | None = None,
     ) -> None:
         self._manager = manager
+        self._media = media
         self._default_engine = default_engine
         self._quotas = quotas or QuotaService(manager)
         self._sends = SendIntake(manager, send_rate=send_rate, send_burst=send_burst, coalesce_wakeups=coalesce_wakeups)
@@ -244,7 +247,24 @@ class SessionService:
     async def send_message(
         self, client: str, session: str, to: str, outgoing: Outgoing, *, idempotency_key: str | None = None
     ) -> SendAccepted:
-        """Accept a message of any kind for sending (see SendIntake.submit_message)."""
+        """Accept a message of any kind for sending (see SendIntake.submit_message).
+
+        The file of a media message is fetched, checked, converted and stored first: a bad file is refused
+        before anything is queued.
+        """
+        content = outgoing.content
+        if isinstance(content, Media):
+            if self._media is None or outgoing.source is None:
+                raise InvalidRequest(f"{content.kind.value}: files cannot be sent here (no media store)")
+            source = outgoing.source
+            prepared = await self._media.prepare_outgoing(client, session, content, source)
+            outgoing = replace(outgoing, content=prepared, source=None)
+            accepted = await self._sends.submit_message(
+                client, session, to, outgoing, idempotency_key=idempotency_key, source=source
+            )
+            if prepared.media_id is not None:
+                await self._media.keep_for_message(client, prepared.media_id)
+            return accepted
         return await self._sends.submit_message(client, session, to, outgoing, idempotency_key=idempotency_key)
 
     async def change_message(

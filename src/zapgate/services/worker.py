@@ -51,8 +51,10 @@ from zapgate.engines.base import (
 )
 from zapgate.engines.registry import EngineContext, EngineSpec
 from zapgate.log import get_logger
+from zapgate.media.postgres import PostgresMediaStore
 from zapgate.services.engine_calls import CallRunner
 from zapgate.services.hosted import Hosted, HostedSessions, queue_depth
+from zapgate.services.media import MediaFiles
 from zapgate.services.outbox import Outbox
 from zapgate.services.recorder import Recorder
 from zapgate.services.sandbox import PostgresSandboxNetwork
@@ -90,6 +92,7 @@ class Worker:
         poll_interval: float = 1.0,
         worker_id: str | None = None,
         options: WorkerOptions | None = None,
+        media: MediaFiles | None = None,
     ) -> None:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.options = options or WorkerOptions()
@@ -105,15 +108,24 @@ class Worker:
         self._keystore_dsns: dict[str, str] = {}
         self._hosted: HostedSessions = {}
         self._tasks = TaskGroup("worker")
+        self._media = media or MediaFiles(manager, PostgresMediaStore(manager))
         self._recorder = Recorder(
             manager,
             self._hosted,
             keep_stories=self.options.keep_stories,
             erase_deleted=self.options.erase_deleted,
             on_connected=self._wake_outbox,
+            media=self._media,
+            tasks=self._tasks,
         )
         self._outbox = Outbox(
-            manager, self._hosted, self._recorder, self._tasks, self.options.outbox, poll_interval=poll_interval
+            manager,
+            self._hosted,
+            self._recorder,
+            self._tasks,
+            self.options.outbox,
+            poll_interval=poll_interval,
+            media=self._media,
         )
         self._calls = CallRunner(manager, self._hosted, self._tasks, call_timeout=self.options.outbox.call_timeout)
         context = EngineContext(
@@ -178,6 +190,7 @@ class Worker:
             async with self._manager.registry_transaction() as conn:
                 await placements.forget_worker(conn, self.worker_id)
         await self._listener.close()
+        await self._media.close()
         log.info("worker.stopped", worker_id=self.worker_id)
 
     # -- placement: claim, renew, reconcile -------------------------------------------------------------

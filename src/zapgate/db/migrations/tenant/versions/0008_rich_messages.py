@@ -10,6 +10,9 @@
 - `reactions`: the emoji each reactor has on a message now (one per reactor, as WhatsApp shows them).
 - `poll_votes`: each voter's current choice on a poll.
 - `media.waveform`: a voice note's 64 loudness values, which WhatsApp shows before it is played.
+- `media.handle`, `announce`, `attempts`, `next_attempt_at`: a file that arrived and is being downloaded: what
+  the engine needs to download it (after a restart too), the message-received event to announce once it is
+  stored (or failed for good), and its download attempts.
 - `link_keys`: the client's key for signed media links (rotating it revokes every link made before).
 - `engine_calls`: what an API process asks a session's worker to do at once (show typing, mark read, look
   numbers up, ...) and its answer: the API waits for it until `deadline`.
@@ -30,6 +33,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("media", sa.Column("waveform", sa.LargeBinary(), nullable=True))
+    op.add_column("media", sa.Column("handle", sa.LargeBinary(), nullable=True))
+    op.add_column("media", sa.Column("announce", postgresql.JSONB(), nullable=True))
+    op.add_column("media", sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False))
+    op.add_column("media", sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_media_downloads", "media", ["session_id", "next_attempt_at"], postgresql_where=sa.text("handle IS NOT NULL")
+    )
     op.add_column("messages", sa.Column("payload", postgresql.JSONB(), nullable=True))
     op.add_column("messages", sa.Column("context", postgresql.JSONB(), nullable=True))
     op.add_column("messages", sa.Column("mentions", postgresql.ARRAY(sa.Text()), nullable=True))
@@ -113,4 +123,6 @@ def downgrade() -> None:
     op.drop_table("message_edits")
     for column in ("deleted_at", "edited_at", "mentions", "context", "payload"):
         op.drop_column("messages", column)
-    op.drop_column("media", "waveform")
+    op.drop_index("ix_media_downloads", table_name="media")
+    for column in ("next_attempt_at", "attempts", "announce", "handle", "waveform"):
+        op.drop_column("media", column)
