@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.acceptance.sse import read_sse
 from tests.support.waiting import eventually
 from zapgate.api.app import create_app
 from zapgate.settings import Settings
@@ -318,3 +319,53 @@ async def linked(api: httpx.AsyncClient, headers: dict[str, str], session: str, 
         return (await api.get(f"/whatsapp/sessions/{session}", headers=headers)).json()["status"] == "connected"
 
     await eventually(connected, within=20.0)
+
+
+# -- messages --------------------------------------------------------------------------------------------
+
+
+async def send(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> str:
+    answer = await api.post("/whatsapp/messages", headers=headers, json=body)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "pending"
+    return str(answer.json()["messageId"])
+
+
+async def message(api: httpx.AsyncClient, headers: dict[str, str], session: str, message_id: str) -> dict[str, Any]:
+    answer = await api.get(f"/whatsapp/messages/{message_id}", headers=headers, params={"sessionId": session})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+async def sent(api: httpx.AsyncClient, headers: dict[str, str], session: str, message_id: str) -> dict[str, Any]:
+    """The message once it went out (read by the sandbox's simulated recipient)."""
+    found: dict[str, Any] = {}
+
+    async def read() -> bool:
+        found.update(await message(api, headers, session, message_id))
+        assert found["status"] != "failed", found
+        return bool(found["status"] == "read")
+
+    await eventually(read, within=20.0)
+    return found
+
+
+async def received(api: httpx.AsyncClient, headers: dict[str, str], session: str, kind: str) -> list[dict[str, Any]]:
+    """The messages of `kind` the session received, newest first."""
+    page = await api.get("/whatsapp/messages", headers=headers, params={"sessionId": session, "direction": "inbound"})
+    assert page.status_code == 200, page.text
+    return [m for m in page.json()["messages"] if m["type"] == kind]
+
+
+async def events(api: httpx.AsyncClient, headers: dict[str, str], session: str, wanted: str) -> list[dict[str, Any]]:
+    """Every event of type `wanted` of the session so far (read from the start of the log over SSE)."""
+    found: list[dict[str, Any]] = []
+    params = {"sessionId": session, "lastEventId": "0"}
+    try:
+        async with asyncio.timeout(3.0), api.stream("GET", "/whatsapp/stream", headers=headers, params=params) as r:
+            async for item in read_sse(r):
+                if item.event == wanted:
+                    found.append(item.data)
+    except TimeoutError:
+        pass
+    return found

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.acceptance.sse import read_sse
-from tests.acceptance.support import api_client, assert_problem, linked, new_client
+from tests.acceptance.support import (
+    api_client,
+    assert_problem,
+    events,
+    linked,
+    message,
+    new_client,
+    received,
+    send,
+    sent,
+)
 from tests.support.waiting import eventually
 from zapgate.services.worker import Worker
 
@@ -21,53 +29,6 @@ ALICE, BOB = "5511977770001", "5511977770002"
 async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(database_url, send_rate=0) as http:
         yield http
-
-
-async def send(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> str:
-    answer = await api.post("/whatsapp/messages", headers=headers, json=body)
-    assert answer.status_code == 202, answer.text
-    assert answer.json()["status"] == "pending"
-    return str(answer.json()["messageId"])
-
-
-async def message(api: httpx.AsyncClient, headers: dict[str, str], session: str, message_id: str) -> dict[str, Any]:
-    answer = await api.get(f"/whatsapp/messages/{message_id}", headers=headers, params={"sessionId": session})
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-async def sent(api: httpx.AsyncClient, headers: dict[str, str], session: str, message_id: str) -> dict[str, Any]:
-    """The message once it went out (read by the sandbox's simulated recipient)."""
-    found: dict[str, Any] = {}
-
-    async def read() -> bool:
-        found.update(await message(api, headers, session, message_id))
-        assert found["status"] != "failed", found
-        return bool(found["status"] == "read")
-
-    await eventually(read, within=20.0)
-    return found
-
-
-async def received(api: httpx.AsyncClient, headers: dict[str, str], session: str, kind: str) -> list[dict[str, Any]]:
-    """The messages of `kind` the session received, newest first."""
-    page = await api.get("/whatsapp/messages", headers=headers, params={"sessionId": session, "direction": "inbound"})
-    assert page.status_code == 200, page.text
-    return [m for m in page.json()["messages"] if m["type"] == kind]
-
-
-async def events(api: httpx.AsyncClient, headers: dict[str, str], session: str, wanted: str) -> list[dict[str, Any]]:
-    """Every event of type `wanted` of the session so far (read from the start of the log over SSE)."""
-    found: list[dict[str, Any]] = []
-    params = {"sessionId": session, "lastEventId": "0"}
-    try:
-        async with asyncio.timeout(3.0), api.stream("GET", "/whatsapp/stream", headers=headers, params=params) as r:
-            async for item in read_sse(r):
-                if item.event == wanted:
-                    found.append(item.data)
-    except TimeoutError:
-        pass
-    return found
 
 
 async def test_every_kind_without_a_file_goes_both_ways(api: httpx.AsyncClient, worker: Worker) -> None:

@@ -132,6 +132,13 @@ class Downloads:
         if download.record.attempts + 1 >= MAX_ATTEMPTS:
             await self._failed(ref, download, gone.message, permanent=True)
             return
+        # the attempt is counted first: the phone's answer (a new handle, due at once) may come before this returns
+        retry_at = datetime.now(UTC) + timedelta(seconds=REUPLOAD_WAIT)
+        media_id = download.record.id
+        await self._manager.execute_transaction(
+            ref.client_id,
+            lambda tx: records.download_failed(tx.connection, media_id, error=gone.message, retry_at=retry_at),
+        )
         key = MessageKey(
             id=str(announce.get("whatsappMessageId") or ""),
             from_me=bool(announce.get("fromMe")),
@@ -143,17 +150,9 @@ class Downloads:
             )
         except (EngineError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, EngineError) else "the phone was not reached"
-            await self._failed(
-                ref, download, f"{gone.message}; asking the phone again failed: {reason}", permanent=True
-            )
+            error = f"{gone.message}; asking the phone again failed: {reason}"
+            await self._failed(ref, download, error, permanent=True)
             return
-        retry_at = datetime.now(UTC) + timedelta(seconds=REUPLOAD_WAIT)
-        await self._manager.execute_transaction(
-            ref.client_id,
-            lambda tx: records.download_failed(
-                tx.connection, download.record.id, error=gone.message, retry_at=retry_at
-            ),
-        )
         self._later(ref, REUPLOAD_WAIT)
 
     async def _failed(self, ref: SessionRef, download: Download, error: str, *, permanent: bool) -> None:
