@@ -63,7 +63,8 @@ ABANDONED_CLIENTS = Gauge(
 )
 PRUNED_ROWS = Counter(
     "zapgate_pruned_rows",
-    "Rows deleted by retention, per table (events, audit, webhook_deliveries, idempotency_keys, sandbox_mail).",
+    "Rows deleted by retention, per table "
+    "(events, audit, webhook_deliveries, idempotency_keys, sandbox_mail, sandbox_media).",
     ["table"],
     registry=REGISTRY,
 )

@@ -1,4 +1,8 @@
-"""ASGI middleware in front of the routes: the request body limit (413) and the audit log of mutating calls."""
+"""ASGI middleware in front of the routes: the request body limit (413) and the audit log of mutating calls.
+
+Bodies are read here whole (up to MAX_BODY) for the audit, except on the routes that take files
+(`FILE_ROUTES`): theirs stream through to the route as they come, counted against the route's own limits.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,18 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zapgate.api.problems import PROBLEM_JSON
+from zapgate.domain.injection import MAX_INLINE_MEDIA, MAX_UPLOADED_MEDIA
 from zapgate.domain.records import AuditEntry
 from zapgate.services.audit import AuditLog
 
 MAX_BODY = 64 * 1024
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# routes whose bodies are files: streamed through (never buffered here), up to their own limit in bytes
-STREAMED = {("POST", "/whatsapp/media"): 101 * 1024 * 1024, ("POST", "/whatsapp/messages/upload"): 101 * 1024 * 1024}
+# route path -> (limit of a JSON body, of a multipart body) in bytes: a file inline in base64, or uploaded
+FILE_ROUTES = {
+    "/whatsapp/sandbox/inbound": (MAX_INLINE_MEDIA * 4 // 3 + MAX_BODY, MAX_UPLOADED_MEDIA + MAX_BODY),
+    "/whatsapp/media": (MAX_BODY, MAX_UPLOADED_MEDIA + MAX_BODY),  # uploads (multipart only)
+    "/whatsapp/messages/upload": (MAX_BODY, MAX_UPLOADED_MEDIA + MAX_BODY),
+}
 
 # route name -> audit action
 ACTIONS = {
@@ -67,13 +76,14 @@ class RequestGuard:
         if scope["type"] != "http" or scope["method"] not in MUTATING:
             await self.app(scope, receive, send)
             return
+        file_limits = FILE_ROUTES.get(scope["path"])
+        limit = self.max_body if file_limits is None else _file_route_limit(scope, file_limits)
         declared = _content_length(scope)
-        streamed = STREAMED.get((scope["method"], scope.get("path", "")))
-        if streamed is not None:
-            await self._stream(scope, receive, send, declared, streamed)
+        if declared is not None and declared > limit:
+            await self._refuse(send, limit)
             return
-        if declared is not None and declared > self.max_body:
-            await self._refuse(send)
+        if file_limits is not None:
+            await self._answer(scope, _counted(receive, limit), send, b"", limit)
             return
         body = bytearray()
         more = True
@@ -83,8 +93,8 @@ class RequestGuard:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_body:
-                await self._refuse(send)
+            if len(body) > limit:
+                await self._refuse(send, limit)
                 return
         replayed = False
 
@@ -95,50 +105,31 @@ class RequestGuard:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
-        answer: dict[str, Any] = {"status": 500, "body": bytearray()}
+        await self._answer(scope, replay, send, bytes(body), limit)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, body: bytes, limit: int) -> None:
+        """Let the app answer, then audit the call (with its `body`, when it was read here)."""
+        answer: dict[str, Any] = {"status": 500, "body": bytearray(), "started": False}
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
+                answer["status"], answer["started"] = message["status"], True
             elif message["type"] == "http.response.body" and answer["status"] >= 400 and len(answer["body"]) < 4096:
                 answer["body"] += message.get("body", b"")
             await send(message)
 
         try:
-            await self.app(scope, replay, capture)
-        finally:
-            self._audit(scope, bytes(body), answer["status"], bytes(answer["body"]))
-
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, declared: int | None, limit: int) -> None:
-        """Pass a file's body through as it arrives, cut off past `limit` bytes, and audit the call."""
-        if declared is not None and declared > limit:
+            await self.app(scope, receive, capture)
+        except _BodyTooLarge:
+            if answer["started"]:
+                raise
+            answer["status"] = 413
             await self._refuse(send, limit)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                return {"type": "http.disconnect"}  # the route stops reading: nothing of it is kept
-            return message
-
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, counted, capture)
         finally:
-            self._audit(scope, b"", status, b"")
+            self._audit(scope, body, answer["status"], bytes(answer["body"]))
 
-    async def _refuse(self, send: Send, limit: int | None = None) -> None:
-        payload = _problem_413(limit or self.max_body)
+    async def _refuse(self, send: Send, limit: int) -> None:
+        payload = _problem_413(limit)
         headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -175,6 +166,33 @@ class RequestGuard:
                 detail=detail,
             ),
         )
+
+
+class _BodyTooLarge(Exception):
+    """A streamed body went past its route's limit (raised to the route reading it, caught by the guard)."""
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """Return `receive`, raising _BodyTooLarge once the body it has handed out is over `limit` bytes."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _BodyTooLarge
+        return message
+
+    return counted
+
+
+def _file_route_limit(scope: Scope, limits: tuple[int, int]) -> int:
+    """The body limit of a file route for this request: a multipart upload's, or an inline file's."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return limits[1] if value.lower().startswith(b"multipart/form-data") else limits[0]
+    return limits[0]
 
 
 def _content_length(scope: Scope) -> int | None:

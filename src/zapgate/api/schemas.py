@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from zapgate.domain.ids import CLIENT_ID_PATTERN, SESSION_ID_PATTERN
 from zapgate.domain.phones import MAX_TEXT_LENGTH
+from zapgate.errors import InvalidRequest
 
 
 class _Body(BaseModel):
@@ -404,8 +405,11 @@ class Accepted(_Body):
     accepted: bool = True
 
 
+_KIND_OBJECT = "The message of this `type`, as in the send body (snake_case inside, see the route)."
+
+
 class InboundRequest(_Request):
-    """A text from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
+    """A message from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN, examples=["user123"])
     from_number: str = Field(
@@ -420,7 +424,7 @@ class InboundRequest(_Request):
         min_length=1,
         max_length=MAX_TEXT_LENGTH,
         examples=["Hello from the sandbox"],
-        description="The text; required unless `notice` is given.",
+        description="A text message; or give `type` and its object (or `notice`).",
     )
     from_me: bool = Field(
         False, description="Written on the session's own phone, in the chat with `from` (a message it sent)."
@@ -442,15 +446,102 @@ class InboundRequest(_Request):
         description="Deliver this notice instead: a message from `from` that could not be decrypted, or a "
         "chunk of chat history from the phone.",
     )
+    type: (
+        Literal[
+            "text",
+            "image",
+            "video",
+            "audio",
+            "document",
+            "sticker",
+            "location",
+            "contacts",
+            "reaction",
+            "poll",
+            "poll_vote",
+            "edit",
+            "revoke",
+        ]
+        | None
+    ) = Field(None, description="The kind of message (instead of `message`); its object goes under this name.")
+    text: dict[str, Any] | None = Field(None, description=_KIND_OBJECT, examples=[{"body": "Hi!"}])
+    image: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"data": "iVBORw0KGgo...", "mime_type": "image/png", "caption": "x"}]
+    )
+    video: dict[str, Any] | None = Field(None, description=_KIND_OBJECT)
+    audio: dict[str, Any] | None = Field(None, description=_KIND_OBJECT)
+    document: dict[str, Any] | None = Field(None, description=_KIND_OBJECT)
+    sticker: dict[str, Any] | None = Field(None, description=_KIND_OBJECT)
+    location: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"latitude": -23.55, "longitude": -46.63, "name": "Sé"}]
+    )
+    contacts: list[Any] | None = Field(None, description=_KIND_OBJECT)
+    reaction: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"message_id": "3EB0C767D26A1A6D4E2B", "emoji": "👍"}]
+    )
+    poll: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"question": "Lunch?", "options": ["pizza", "sushi"]}]
+    )
+    poll_vote: dict[str, Any] | None = Field(
+        None,
+        alias="poll_vote",
+        description=_KIND_OBJECT,
+        examples=[{"message_id": "3EB0C767D26A1A6D4E2B", "selected": ["sushi"]}],
+    )
+    edit: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"message_id": "3EB0C767D26A1A6D4E2B", "text": "fixed"}]
+    )
+    revoke: dict[str, Any] | None = Field(
+        None, description=_KIND_OBJECT, examples=[{"message_id": "3EB0C767D26A1A6D4E2B"}]
+    )
+    context: dict[str, Any] | None = Field(
+        None, description='A reply: `{"message_id": ...}` names the message it answers.'
+    )
+    mentions: list[Any] | None = Field(None, description="Phone numbers or JIDs the message mentions.")
+
+    def message_part(self) -> dict[str, Any] | None:
+        """The message in the send body's shape (`type`, its object, `context`, `mentions`) if `type` is given,
+        or if `message` replies or mentions (a text); None for a plain `message`."""
+        kind = self.type
+        for name in INBOUND_KINDS:
+            if name != kind and getattr(self, name) is not None:
+                raise InvalidRequest(f"{name}: only the object of `type` is given ({kind or 'no type'})", field=name)
+        if kind is None:
+            if self.context is None and self.mentions is None:
+                return None
+            if self.message is None:
+                raise InvalidRequest("type: the kind of message that replies or mentions is required", field="type")
+            return {"type": "text", "text": {"body": self.message}, "context": self.context, "mentions": self.mentions}
+        return {"type": kind, kind: getattr(self, kind), "context": self.context, "mentions": self.mentions}
+
+
+INBOUND_KINDS = (
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "reaction",
+    "poll",
+    "poll_vote",
+    "edit",
+    "revoke",
+)
 
 
 class FaultRequest(_Request):
     """A fault to inject into a sandbox session."""
 
-    fault: Literal["drop_connection", "logout", "reject_next_send", "restrict", "fail_transient"] = Field(
+    fault: Literal[
+        "drop_connection", "logout", "reject_next_send", "restrict", "fail_transient", "expire_media", "lose_media"
+    ] = Field(
         description="`drop_connection` (it reconnects), `logout` (from the phone), `reject_next_send`, `restrict` "
         "(the next send is refused as from a restricted account, code 463), `fail_transient` (the next `count` "
-        "sends fail with a retryable error)."
+        "sends fail with a retryable error), `expire_media` (the media the session received so far expire: "
+        "downloads fail until the phone uploads them again), `lose_media` (the phone lost them too)."
     )
     count: int | None = Field(None, ge=1, le=100, description="Sends that `fail_transient` fails (default 1).")
 

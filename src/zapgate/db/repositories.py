@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -516,6 +517,25 @@ class MessageRepository:
             return None if row is None else _message(row, with_contact=include_contact)
 
         return await self._x.run("messages.find_unique", run)
+
+    async def find_known(self, message_id: str, *, session_id: str) -> Message | None:
+        """Return the message of session row `session_id` that WhatsApp knows as `message_id` (or, failing that,
+        whose own id it is), or None."""
+        stmt = (
+            select(messages)
+            .where(
+                messages.c.session_id == session_id,
+                or_(messages.c.wa_message_id == message_id, messages.c.message_id == message_id),
+            )
+            .order_by((messages.c.wa_message_id == message_id).desc().nulls_last())
+            .limit(1)
+        )
+
+        async def run(conn: AsyncConnection) -> Message | None:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+            return None if row is None else _message(row)
+
+        return await self._x.run("messages.find_known", run)
 
     async def find_many(
         self,

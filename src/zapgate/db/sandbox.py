@@ -1,18 +1,19 @@
-"""The sandbox network's registry tables: the phone directory (`sandbox_phones`) and the mailboxes
-(`sandbox_mail`). Statements for a registry transaction of the caller's.
+"""The sandbox network's registry tables: the phone directory (`sandbox_phones`), the mailboxes
+(`sandbox_mail`) and the media server (`sandbox_media`). Statements for a registry transaction of the caller's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import Text, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import notify
-from zapgate.db.tables import sandbox_mail, sandbox_phones
+from zapgate.db.tables import sandbox_mail, sandbox_media, sandbox_phones
 
 
 async def link(conn: AsyncConnection, phone: str, client_id: str, session_id: str) -> tuple[str, str]:
@@ -89,3 +90,74 @@ async def collect(
 async def ack(conn: AsyncConnection, mail_ids: Collection[int]) -> None:
     """Remove delivered mail."""
     await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.id.in_(list(mail_ids))))
+
+
+def _from_now(seconds: float) -> Any:
+    return func.now() + text("make_interval(secs => :seconds)").bindparams(seconds=seconds)
+
+
+async def store_media_part(conn: AsyncConnection, key: str, part: int, data: bytes, recipient: str, ttl: float) -> None:
+    """Store part `part` (0, 1, ...) of the file `key`, for the phone `recipient`, downloadable for `ttl` seconds."""
+    await conn.execute(
+        insert(sandbox_media).values(key=key, part=part, data=data, recipient=recipient, expires_at=_from_now(ttl))
+    )
+
+
+async def media_parts(conn: AsyncConnection, key: str) -> int:
+    """How many parts the file `key` has while it can be downloaded (0: expired, lost, or never stored)."""
+    stmt = select(func.count()).where(sandbox_media.c.key == key, sandbox_media.c.expires_at > func.now())
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def media_part(conn: AsyncConnection, key: str, part: int) -> bytes | None:
+    """Part `part` of the file `key` while it can be downloaded, else None."""
+    stmt = select(sandbox_media.c.data).where(
+        sandbox_media.c.key == key, sandbox_media.c.part == part, sandbox_media.c.expires_at > func.now()
+    )
+    data = (await conn.execute(stmt)).scalar_one_or_none()
+    return None if data is None else bytes(data)
+
+
+async def copy_media(conn: AsyncConnection, key: str, new_key: str, ttl: float) -> bool:
+    """Store the file `key` again (whether expired or not) as `new_key` for `ttl` seconds; False if it is gone."""
+    copied = select(
+        literal(new_key, Text),
+        sandbox_media.c.part,
+        sandbox_media.c.data,
+        sandbox_media.c.recipient,
+        _from_now(ttl),
+    ).where(sandbox_media.c.key == key)
+    stmt = insert(sandbox_media).from_select(["key", "part", "data", "recipient", "expires_at"], copied)
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+async def expire_media(conn: AsyncConnection, recipient: str) -> int:
+    """Make the files of `recipient` undownloadable now (their rows stay); return how many parts."""
+    stmt = (
+        update(sandbox_media)
+        .where(sandbox_media.c.recipient == recipient, sandbox_media.c.expires_at > func.now())
+        .values(expires_at=func.now())
+    )
+    return int((await conn.execute(stmt)).rowcount)
+
+
+async def lose_media(conn: AsyncConnection, recipient: str) -> int:
+    """Delete the files of `recipient`; return how many parts went."""
+    return int((await conn.execute(delete(sandbox_media).where(sandbox_media.c.recipient == recipient))).rowcount)
+
+
+_PURGE_MEDIA = text(
+    """
+    WITH gone AS (
+        DELETE FROM sandbox_media WHERE ctid IN (
+            SELECT ctid FROM sandbox_media WHERE expires_at < :cutoff LIMIT :batch
+        ) RETURNING 1
+    )
+    SELECT count(*) FROM gone
+    """
+)
+
+
+async def purge_media(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
+    """Delete up to `batch` parts of files that expired before `cutoff`; return how many went."""
+    return int((await conn.execute(_PURGE_MEDIA, {"cutoff": cutoff, "batch": batch})).scalar_one())

@@ -474,6 +474,19 @@ sandbox_mail = Table(
 Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
 Index("ix_sandbox_mail_created_at", sandbox_mail.c.created_at)  # pruning of mail nobody collected
 
+# the sandbox's media server: each file in parts of at most engines.sandbox.MEDIA_CHUNK bytes, under a random key
+sandbox_media = Table(
+    "sandbox_media",
+    registry_metadata,
+    Column("key", Text, primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("recipient", Text, nullable=False, index=True),  # the phone it was sent to (faults act per phone)
+    # downloads fail from then on; the rows stay (the phone's copy, for reuploads) until pruned
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
 # per client: how long its rows are kept (NULL: the ZAPGATE_RETAIN_* default) and the state of its pruning
 retention = Table(
     "retention",

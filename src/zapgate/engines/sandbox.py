@@ -24,30 +24,59 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
 - anyone can inject an inbound message from any number (or from a LID alone, from the linked phone itself, in
   a group, as a story on `status@broadcast`) and notices (`undecryptable`, `history_sync`). Texts pass
   through unchanged, NUL included: cleaning them is the worker's job;
+- every kind of message travels (texts, media, locations, contacts, reactions, polls and votes, edits, deletes
+  for everyone), with the message it replies to and whom it mentions. A message that names another (a reaction,
+  an edit, a reply's quote) names it by key from its reader's side, as WhatsApp does: the `from_me` of a key
+  the sender wrote flips for the recipient;
+- media go through the network's media server, as WhatsApp's: a send uploads the file (`SandboxNetwork.upload`)
+  and the recipient's message carries a `handle` to download it with (`download`). Files expire after
+  `MEDIA_TTL`; the phone keeps its copy, so `request_reupload` gets a new handle (`MediaReuploaded`) until the
+  phone's copy is gone too (`error="gone"`);
 - faults: drop the connection, log out from the phone, reject the next send (`SendRejected`), restrict the
-  account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`);
+  account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`),
+  expire the media the session's phone received so far (`expire_media`: downloads raise `MediaGone`, a
+  reupload brings them back), lose them from the phone as well (`lose_media`: reuploads fail);
 - `send_presence` shows nothing to anyone, but keeps the last presence per chat (`SandboxEngine.presence`);
 - a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
-(`session:client/session`). `LocalSandboxNetwork` keeps them in memory (one process); the worker uses one
-backed by PostgreSQL, so that mail waits, like WhatsApp's servers keep it, until the addressee is online.
+(`session:client/session`), and a media server. `LocalSandboxNetwork` keeps them in memory (one process); the
+worker uses one backed by PostgreSQL, so that mail waits, like WhatsApp's servers keep it, until the addressee
+is online. Mail is JSON: a message carries its content as `domain.content.to_payload` does (`content_mail`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import itertools
+import os
 import re
+import secrets
 from collections import deque
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol
 
-from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, kind_of
+from zapgate.domain.content import (
+    Content,
+    Edit,
+    Media,
+    MessageKey,
+    PollVote,
+    Quote,
+    Reaction,
+    Revoke,
+    Text,
+    Unsupported,
+    from_payload,
+    kind_of,
+    summary,
+    to_payload,
+)
 from zapgate.domain.phones import LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -58,6 +87,8 @@ from zapgate.engines.base import (
     EventSink,
     InboundMessage,
     JidLookup,
+    MediaGone,
+    MediaReuploaded,
     NotConnected,
     Notice,
     NoticeKind,
@@ -91,7 +122,17 @@ NINTH_DIGIT_DROPPED_FROM_AREA = 30  # Brazilian mobiles of this area code and up
 WHATSAPP_ID_PREFIX = "3EB0"  # whatsmeow's message ids: this, then 18 uppercase hex digits
 STATUS_BROADCAST = "status@broadcast"  # the chat of stories
 RESTRICTED_CODE = 463  # WhatsApp's error code when it restricts an account's sending
-SANDBOX_FAULTS = ("drop_connection", "logout", "reject_next_send", "restrict", "fail_transient")
+SANDBOX_FAULTS = (
+    "drop_connection",
+    "logout",
+    "reject_next_send",
+    "restrict",
+    "fail_transient",
+    "expire_media",
+    "lose_media",
+)
+MEDIA_TTL = timedelta(days=30)  # how long the media server keeps a file, as WhatsApp's do
+MEDIA_CHUNK = 1024 * 1024  # bytes read, stored and written at a time: a file is never whole in memory
 
 # LID = number x _LID_FACTOR mod a prime above every 15-digit number: a bijection that fixes no phone number
 _LID_MODULUS = 1_000_000_000_000_037
@@ -157,6 +198,101 @@ def session_address(ref: SessionRef) -> str:
     return f"session:{ref.client_id}/{ref.session_id}"
 
 
+def content_mail(
+    content: Content, *, quote: Quote | None = None, mentions: Sequence[str] = (), upload: MediaUpload | None = None
+) -> Mail:
+    """Return the mail fields that carry `content`, the message it replies to and whom it mentions.
+
+    `text` is its summary (a text's body), `content` its public object (`to_payload`), `media` a file's
+    download handle (the `upload`'s, else the media's own), thumbnail and waveform, in base64. Keys are
+    written as the reader sees them: the sender turns them (`seen_by`) before.
+    """
+    if isinstance(content, Media):
+        content = replace(content, media_id=None)  # zapgate's id of the file is the sender's, not the reader's
+        if upload is not None:
+            content = replace(content, size=upload.size, sha256=upload.sha256)
+    fields: Mail = {"text": summary(content), "content": to_payload(content)}
+    if isinstance(content, Media):
+        handle = upload.handle if upload is not None else content.handle
+        extras = (("handle", handle), ("thumbnail", content.thumbnail), ("waveform", content.waveform))
+        fields["media"] = {name: base64.b64encode(value).decode() for name, value in extras if value is not None}
+    if quote is not None:
+        quoted = quote.content
+        if isinstance(quoted, Media):
+            quoted = replace(quoted, media_id=None)
+        fields["quote"] = {"key": _key_mail(quote.key), "content": None if quoted is None else to_payload(quoted)}
+    if mentions:
+        fields["mentions"] = list(mentions)
+    return fields
+
+
+def mail_content(mail: Mapping[str, Any]) -> tuple[Content, Quote | None, tuple[str, ...]]:
+    """Read what `content_mail` wrote (or mail with a plain `text`): the content, its quote, its mentions."""
+    payload = mail.get("content")
+    if not isinstance(payload, Mapping):
+        return Text(body=str(mail["text"])), None, ()
+    try:
+        content = from_payload(payload)
+    except ValueError:
+        log.warning("sandbox.unreadable_content", type=payload.get("type"))
+        content = Unsupported(wa_type=str(payload.get("type")), summary=str(mail.get("text") or ""))
+    if isinstance(content, Media):
+        media = mail.get("media")
+        extras = media if isinstance(media, Mapping) else {}
+        content = replace(
+            content,
+            handle=_unb64(extras.get("handle")),
+            thumbnail=_unb64(extras.get("thumbnail")),
+            waveform=_unb64(extras.get("waveform")),
+        )
+    quote = None
+    quoted = mail.get("quote")
+    if isinstance(quoted, Mapping):
+        try:
+            inner = quoted.get("content")
+            quote = Quote(key=_key_read(quoted["key"]), content=from_payload(inner) if inner else None)
+        except (KeyError, TypeError, ValueError):
+            log.warning("sandbox.unreadable_quote")
+    mentions = tuple(str(jid) for jid in mail.get("mentions") or ())
+    return content, quote, mentions
+
+
+def seen_by(key: MessageKey) -> MessageKey:
+    """Return `key`, as its writer named it in a chat, as the other party of the chat sees it.
+
+    WhatsApp's keys say "mine or not": a message the writer wrote is not the reader's, and the other way round.
+    (Group messages reach no sandbox session: the simulated phones of a group read them at once.)
+    """
+    return MessageKey(id=key.id, from_me=not key.from_me)
+
+
+def content_seen_by(content: Content) -> Content:
+    """Return `content` with the key of the message it acts on (if any) as the chat's other party sees it."""
+    if isinstance(content, Reaction | PollVote | Edit | Revoke):
+        return replace(content, key=seen_by(content.key))
+    return content
+
+
+def _key_mail(key: MessageKey) -> dict[str, Any]:
+    return {"id": key.id, "from_me": key.from_me, "sender": key.sender_jid}
+
+
+def _key_read(raw: Mapping[str, Any]) -> MessageKey:
+    sender = raw.get("sender")
+    return MessageKey(id=str(raw["id"]), from_me=bool(raw.get("from_me")), sender_jid=str(sender) if sender else None)
+
+
+def _unb64(value: object) -> bytes | None:
+    return base64.b64decode(value) if isinstance(value, str) else None
+
+
+class MediaCorrupt(EngineError):
+    """A downloaded file is not the one the message names (its SHA-256 differs)."""
+
+    code = "media_corrupt"
+    retryable = False
+
+
 class PhoneInUse(EngineError):
     """The simulated phone is linked to another session already."""
 
@@ -164,8 +300,82 @@ class PhoneInUse(EngineError):
     retryable = False
 
 
+@dataclass(frozen=True, slots=True)
+class MediaUpload:
+    """A file on the network's media server: the handle to download it by, its size and SHA-256 (hex)."""
+
+    handle: bytes = field(repr=False)
+    size: int
+    sha256: str
+
+
+MediaSource = str | BinaryIO  # a file's path, or a binary file open for reading (read from where it stands)
+_MEDIA_KEY = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+def new_media_key() -> str:
+    """Return a new key of the media server (what a handle holds)."""
+    return secrets.token_hex(16)
+
+
+def media_handle(key: str) -> bytes:
+    """The handle a recipient downloads the file `key` by (opaque to everyone but the network)."""
+    return key.encode("ascii")
+
+
+def media_key(handle: bytes | None) -> str:
+    """Return the media server's key in `handle`; raise MediaGone for a handle the server never gave."""
+    try:
+        key = handle.decode("ascii") if handle else ""
+    except UnicodeDecodeError:
+        key = ""
+    if _MEDIA_KEY.fullmatch(key) is None:
+        raise MediaGone("the media server has no file by this handle")
+    return key
+
+
+async def file_chunks(source: MediaSource) -> AsyncIterator[bytes]:
+    """Yield the bytes of `source`, MEDIA_CHUNK at a time, read off the event loop (a path is opened here)."""
+    reader = await asyncio.to_thread(open, source, "rb") if isinstance(source, str) else source
+    try:
+        while chunk := await asyncio.to_thread(reader.read, MEDIA_CHUNK):
+            yield chunk
+    finally:
+        if isinstance(source, str):
+            reader.close()
+
+
+class ChunkWriter:
+    """Write a downloaded file chunk by chunk off the event loop, hashing it; remove it unless completed."""
+
+    def __init__(self, dest: str) -> None:
+        self._dest = dest
+        self._digest = hashlib.sha256()
+        self._file: BinaryIO | None = None
+
+    async def __aenter__(self) -> ChunkWriter:
+        self._file = await asyncio.to_thread(open, self._dest, "wb")
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._digest.update(chunk)
+        await asyncio.to_thread(self._file.write, chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    async def __aexit__(self, kind: object, error: object, trace: object) -> None:
+        assert self._file is not None
+        await asyncio.to_thread(self._file.close)
+        if error is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.unlink, self._dest)
+
+
 class SandboxNetwork(Protocol):
-    """Mailboxes and the phone directory of the simulated network."""
+    """Mailboxes, the phone directory and the media server of the simulated network."""
 
     async def link(self, phone: str, ref: SessionRef) -> None:
         """Record that `phone` is linked to `ref`; raise EngineError if another session has it."""
@@ -192,6 +402,37 @@ class SandboxNetwork(Protocol):
     async def wait_for_mail(self, at_most: float) -> None:
         """Return when mail may have arrived, or after `at_most` seconds."""
 
+    async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:
+        """Store the file `source` on the media server for `MEDIA_TTL`, for the phone `recipient` (digits).
+
+        The file streams through, MEDIA_CHUNK at a time. Raises OSError when it cannot be read.
+        """
+
+    async def fetch(self, handle: bytes, dest: str) -> str:
+        """Write the file of `handle` to the path `dest`, streaming; return its SHA-256 (hex).
+
+        Raises MediaGone when the server no longer has it (expired, or never had it); `dest` is removed then.
+        """
+
+    async def reupload(self, handle: bytes) -> bytes | None:
+        """Upload the file of `handle` again from the phone's copy, for another `MEDIA_TTL`: return the new
+        handle, or None when the phone no longer has it."""
+
+    async def expire_media(self, recipient: str) -> int:
+        """Expire every file stored so far for the phone `recipient` (the phone keeps its copy); return how much
+        expired (files, or their parts: for logs and tests)."""
+
+    async def lose_media(self, recipient: str) -> int:
+        """Forget every file of the phone `recipient`, the phone's copy included; return how much went (files,
+        or their parts)."""
+
+
+@dataclass
+class _StoredFile:
+    data: bytearray
+    recipient: str
+    expires_at: datetime  # downloads fail from then on; the bytes stay as the phone's copy
+
 
 class LocalSandboxNetwork:
     """The sandbox network inside one process."""
@@ -201,6 +442,7 @@ class LocalSandboxNetwork:
         self._boxes: dict[str, deque[tuple[int, Mail]]] = {}
         self._arrived = asyncio.Event()
         self._ids = itertools.count(1)
+        self._files: dict[str, _StoredFile] = {}
         self.unacknowledged: dict[int, Mail] = {}
 
     async def link(self, phone: str, ref: SessionRef) -> None:
@@ -239,6 +481,48 @@ class LocalSandboxNetwork:
             async with asyncio.timeout(at_most):
                 await self._arrived.wait()
         self._arrived.clear()
+
+    async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:
+        data = bytearray()
+        async for chunk in file_chunks(source):
+            data += chunk
+        key = new_media_key()
+        self._files[key] = _StoredFile(data, recipient, datetime.now(UTC) + MEDIA_TTL)
+        return MediaUpload(media_handle(key), len(data), hashlib.sha256(data).hexdigest())
+
+    async def fetch(self, handle: bytes, dest: str) -> str:
+        stored = self._files.get(media_key(handle))
+        if stored is None or stored.expires_at <= datetime.now(UTC):
+            raise MediaGone("the media server no longer has this file")
+        async with ChunkWriter(dest) as writer:
+            view = memoryview(stored.data)
+            for start in range(0, len(view), MEDIA_CHUNK):
+                await writer.write(bytes(view[start : start + MEDIA_CHUNK]))
+        return writer.sha256
+
+    async def reupload(self, handle: bytes) -> bytes | None:
+        try:
+            stored = self._files.get(media_key(handle))
+        except MediaGone:
+            return None
+        if stored is None:
+            return None
+        key = new_media_key()
+        self._files[key] = replace(stored, expires_at=datetime.now(UTC) + MEDIA_TTL)
+        return media_handle(key)
+
+    async def expire_media(self, recipient: str) -> int:
+        now = datetime.now(UTC)
+        expired = [f for f in self._files.values() if f.recipient == recipient and f.expires_at > now]
+        for stored in expired:
+            stored.expires_at = now
+        return len(expired)
+
+    async def lose_media(self, recipient: str) -> int:
+        lost = [key for key, stored in self._files.items() if stored.recipient == recipient]
+        for key in lost:
+            del self._files[key]
+        return len(lost)
 
 
 @dataclass
@@ -315,27 +599,7 @@ class SandboxEngine:
         self._silence(session)
 
     async def send_text(self, ref: SessionRef, to: str, text: str, message_id: str) -> SendResult:
-        session = self._hosted(ref)
-        if session.status is not SessionStatus.CONNECTED or session.phone is None:
-            raise NotConnected(f"session {ref} is {session.status.value}, not connected")
-        self._injected_send_fault(session)
-        account = await self._recipient_account(to)
-        now = datetime.now(UTC)
-        whatsapp_id = whatsapp_message_id(ref, message_id)
-        mail: Mail = {
-            "kind": "message",
-            "id": whatsapp_id,
-            "from": session.phone,
-            "to": account or jid_user(to),
-            "text": text,
-            "timestamp": now.isoformat(),
-        }
-        if account is not None and await self._network.linked_session(account) is not None:
-            await self._network.post(phone_address(account), mail)
-        else:
-            # no sandbox session has this number (or it is a group): a simulated phone receives and reads it
-            self._spawn(session, self._external_phone_reads(session, whatsapp_id, to))
-        return SendResult(message_id=whatsapp_id, timestamp=now)
+        return await self.send(ref, to, Text(body=text), message_id)
 
     async def send(
         self,
@@ -347,16 +611,70 @@ class SandboxEngine:
         quote: Quote | None = None,
         mentions: tuple[str, ...] = (),
     ) -> SendResult:
-        if isinstance(content, Text) and quote is None and not mentions:
-            return await self.send_text(ref, to, content.body, message_id)
-        kind = kind_of(content).value
-        raise SendRejected(f"the {self.name} engine cannot send {kind} messages yet", session=str(ref))
+        session = self._connected_session(ref)
+        assert session.phone is not None
+        if isinstance(content, Unsupported):
+            raise SendRejected(f"the {self.name} engine cannot send {content.wa_type} messages", session=str(ref))
+        self._injected_send_fault(session)
+        account = await self._recipient_account(to)
+        linked = account is not None and await self._network.linked_session(account) is not None
+        upload = await self._upload(ref, content, account if linked else None)
+        now = datetime.now(UTC)
+        whatsapp_id = whatsapp_message_id(ref, message_id)
+        if account is None or not linked:
+            # no sandbox session has this number (or it is a group): a simulated phone receives and reads it
+            self._spawn(session, self._external_phone_reads(session, whatsapp_id, to))
+            return SendResult(message_id=whatsapp_id, timestamp=now)
+        if quote is not None:
+            quote = replace(quote, key=seen_by(quote.key))
+        mail: Mail = {
+            "kind": "message",
+            "id": whatsapp_id,
+            "from": session.phone,
+            "to": account,
+            "timestamp": now.isoformat(),
+            **content_mail(content_seen_by(content), quote=quote, mentions=mentions, upload=upload),
+        }
+        await self._network.post(phone_address(account), mail)
+        return SendResult(message_id=whatsapp_id, timestamp=now)
+
+    async def _upload(self, ref: SessionRef, content: Content, recipient: str | None) -> MediaUpload | None:
+        """Upload a media's file for the linked phone `recipient` (a simulated phone only needs it readable)."""
+        if not isinstance(content, Media):
+            return None
+        if content.path is None:
+            raise SendRejected(f"a {content.kind.value} message needs its prepared file (path)", session=str(ref))
+        try:
+            if recipient is None:
+                await asyncio.to_thread(os.stat, content.path)
+                return None
+            return await self._network.upload(content.path, recipient=recipient)
+        except OSError as exc:
+            raise SendRejected(f"the file to send cannot be read: {exc.strerror}", session=str(ref)) from exc
 
     async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
-        raise EngineError(f"the {self.name} engine cannot download media yet", session=str(ref))
+        self._connected_session(ref)
+        if media.handle is None:
+            raise MediaGone("the message names no file on the media server", session=str(ref))
+        sha256 = await self._network.fetch(media.handle, dest)
+        if media.sha256 is not None and media.sha256 != sha256:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.unlink, dest)
+            raise MediaCorrupt("the downloaded file does not match its SHA-256", session=str(ref))
 
     async def request_reupload(self, ref: SessionRef, chat_jid: str, key: MessageKey, media: Media) -> None:
-        raise EngineError(f"the {self.name} engine cannot request media again yet", session=str(ref))
+        session = self._connected_session(ref)
+        self._spawn(session, self._reupload(session, key.id, media.handle))
+
+    async def _reupload(self, session: _Session, message_id: str, handle: bytes | None) -> None:
+        """The phone answers a reupload request: its copy of the file uploaded again, or gone."""
+        fresh = await self._network.reupload(handle) if handle else None
+        self._emit(
+            session,
+            MediaReuploaded(
+                ref=session.ref, message_id=message_id, handle=fresh, error=None if fresh is not None else "gone"
+            ),
+        )
 
     async def resolve(self, ref: SessionRef, phone_number: str) -> JidLookup:
         self._hosted(ref)
@@ -527,6 +845,7 @@ class SandboxEngine:
         if from_me and session.phone is not None:
             # written on the linked phone itself: the other party (`from`) names the chat only
             sender = _Party.of(session.phone, None)
+        content, quote, mentions = mail_content(mail)
         if session.silenced:
             return  # stopped meanwhile: whoever hosts the session next is handed this mail
         if not (is_group or from_me or session.phone is None) and sender.phone is not None:
@@ -543,12 +862,15 @@ class SandboxEngine:
                 chat_lid=chat_lid,
                 sender_jid=sender.jid,
                 sender_lid=sender.lid,
-                type="text",
-                text=str(mail["text"]),
+                type=kind_of(content).value,
+                text=summary(content),
                 timestamp=datetime.fromisoformat(mail["timestamp"]),
                 push_name=mail.get("push_name"),
                 is_group=is_group,
                 from_me=from_me,
+                content=content,
+                quote=quote,
+                mentions=mentions,
                 ack=ack,
             ),
         )
@@ -675,6 +997,11 @@ class SandboxEngine:
             self._sessions.pop(session.ref, None)
             self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
             self._silence(session)
+        elif fault in ("expire_media", "lose_media"):
+            # the media the session's phone received so far: expired on the server (the phone keeps a copy), or lost
+            forget = self._network.expire_media if fault == "expire_media" else self._network.lose_media
+            if session.phone is not None:
+                await forget(session.phone)
         elif fault == "drop_connection":
             if session.status is SessionStatus.CONNECTED:
                 self._set_status(session, SessionStatus.DISCONNECTED, "connection dropped (injected fault)")
@@ -695,6 +1022,12 @@ class SandboxEngine:
         session = self._sessions.get(ref)
         if session is None:
             raise UnknownSession(f"session {ref} is not hosted here")
+        return session
+
+    def _connected_session(self, ref: SessionRef) -> _Session:
+        session = self._hosted(ref)
+        if session.status is not SessionStatus.CONNECTED or session.phone is None:
+            raise NotConnected(f"session {ref} is {session.status.value}, not connected")
         return session
 
     async def _account(self, phone: str) -> str | None:

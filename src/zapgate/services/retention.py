@@ -5,7 +5,8 @@ Each worker runs a `Pruner`: it claims clients due for pruning (a registry row e
 SKIP LOCKED and a lease, so one worker at a time prunes a client), deletes their old rows in batches of
 short transactions, counts them (`zapgate_pruned_rows_total{table}`) and makes the client due again after
 ZAPGATE_PRUNE_INTERVAL. The sandbox's undelivered mail is the network's, not a client's: it follows the
-setting alone, pruned by whichever worker takes its advisory lock.
+setting alone, pruned by whichever worker takes its advisory lock; so do the sandbox's media files, counted
+from when they expired (until then and that long after, a simulated phone can upload them again).
 
 What is never pruned, whatever its age: events a webhook has not delivered yet (after the cursor of an
 enabled webhook, or named by a pending delivery, which reads its event at each attempt); pending webhook
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import retention as store
+from zapgate.db import sandbox as sandbox_store
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.registry import ClientRegistry
 from zapgate.domain.ids import client_id
@@ -43,6 +45,7 @@ PRUNE_BATCH = 1000  # rows looked at per transaction: short transactions, short 
 CLAIM_LIMIT = 10  # clients a worker claims at once
 CLAIM_LEASE = 600.0  # seconds a claim lasts (a worker that died mid-pruning frees the client then)
 NETWORK = "*sandbox*"  # what `prune_due` reports the sandbox mail under (no client id looks like it)
+MEDIA_PRUNE_BATCH = 64  # parts of sandbox media (up to 1 MiB each) deleted per transaction
 CHECK_EVERY = 60.0  # seconds between looks for due clients, at most (less with a shorter interval)
 
 # the tables of a client's schema, as named in metrics, and the policy field of each
@@ -197,7 +200,10 @@ class Pruner:
         loop = asyncio.get_running_loop()
         if loop.time() >= self._mail_due:
             self._mail_due = loop.time() + self._defaults.interval
-            done[NETWORK] = {"sandbox_mail": await self.prune_sandbox_mail()}
+            done[NETWORK] = {
+                "sandbox_mail": await self.prune_sandbox_mail(),
+                "sandbox_media": await self.prune_sandbox_media(),
+            }
         while True:
             async with self._manager.registry_transaction() as conn:
                 claimed = await store.claim_due(conn, self._worker_id, CLAIM_LIMIT, CLAIM_LEASE)
@@ -236,6 +242,24 @@ class Pruner:
             return 0
         cutoff = datetime.now(UTC) - timedelta(days=self._defaults.sandbox_mail_days)
         return await self._walk("sandbox_mail", cutoff, None)
+
+    async def prune_sandbox_media(self) -> int:
+        """Delete the sandbox's media files (their parts) that expired ZAPGATE_RETAIN_SANDBOX_MAIL_DAYS ago or more:
+        until then the simulated phone keeps its copy, for reuploads."""
+        if self._defaults.sandbox_mail_days <= 0:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(days=self._defaults.sandbox_mail_days)
+        total = 0
+        while True:
+            async with self._manager.registry_transaction() as conn:
+                if not await store.try_lock_mail(conn):
+                    return total  # another worker prunes the network right now
+                gone = await sandbox_store.purge_media(conn, cutoff, MEDIA_PRUNE_BATCH)
+            if gone:
+                metrics.PRUNED_ROWS.labels("sandbox_media").inc(gone)
+            total += gone
+            if gone < MEDIA_PRUNE_BATCH:
+                return total
 
     async def _walk(self, table: str, cutoff: datetime, client: str | None) -> int:
         total, after = 0, 0

@@ -1,25 +1,51 @@
-"""The sandbox network in PostgreSQL: the phone directory and mailboxes shared by every worker (and the API).
+"""The sandbox network in PostgreSQL: the phone directory, mailboxes and media server shared by every worker
+(and the API).
 
 Every call waits for a database that is away rather than fail: a receipt or a message whose post failed
 while PostgreSQL restarted would be lost (the mail it answers may be stored and acknowledged meanwhile).
+Files stream through in parts of MEDIA_CHUNK bytes, one row each: an upload is one transaction (a handle names
+a whole file or nothing), a download reads one part per transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
 
 from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
-from zapgate.engines.base import SessionRef
-from zapgate.engines.sandbox import Mail, PhoneInUse
+from zapgate.engines.base import MediaGone, SessionRef
+from zapgate.engines.sandbox import (
+    MEDIA_CHUNK,
+    MEDIA_TTL,
+    ChunkWriter,
+    Mail,
+    MediaSource,
+    MediaUpload,
+    PhoneInUse,
+    media_handle,
+    media_key,
+    new_media_key,
+)
 from zapgate.services.patience import while_away
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFile:
+    """A file a simulated phone sends (uploaded to the inject route): where to read it, what the upload said."""
+
+    file: BinaryIO
+    content_type: str | None = None
+    filename: str | None = None
+
 
 MAIL_LEASE = 10.0  # seconds handed-out mail waits for its acknowledgement before it is handed out again
 DIRECTORY_TTL = 1.0  # seconds a snapshot of the phone directory is used (a lookup per send would dominate)
@@ -101,3 +127,75 @@ class PostgresSandboxNetwork:
             async with asyncio.timeout(at_most):
                 await self._wake.wait()
         self._wake.clear()
+
+    async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:
+        key = new_media_key()
+        ttl = MEDIA_TTL.total_seconds()
+        reader = await asyncio.to_thread(open, source, "rb") if isinstance(source, str) else source
+        try:
+            start = reader.tell()
+
+            async def attempt() -> MediaUpload:
+                reader.seek(start)  # from the start again on a retry
+                digest, size, part = hashlib.sha256(), 0, 0
+                async with self._manager.registry_transaction() as conn:
+                    while chunk := await _read(reader):
+                        digest.update(chunk)
+                        await store.store_media_part(conn, key, part, chunk, recipient, ttl)
+                        size, part = size + len(chunk), part + 1
+                    if part == 0:  # an empty file is one empty part: the file exists
+                        await store.store_media_part(conn, key, 0, b"", recipient, ttl)
+                return MediaUpload(media_handle(key), size, digest.hexdigest())
+
+            try:  # one try, unless the database is away (waited for): an unreadable file is raised at once
+                return await while_away(attempt, event="sandbox.network_waiting", other_attempts=1, operation="upload")
+            except _Unreadable as exc:
+                raise exc.error from None
+        finally:
+            if isinstance(source, str):
+                reader.close()
+
+    async def fetch(self, handle: bytes, dest: str) -> str:
+        key = media_key(handle)
+        parts = await self._registry("media", lambda conn: store.media_parts(conn, key))
+        if not parts:
+            raise MediaGone("the media server no longer has this file")
+        async with ChunkWriter(dest) as writer:
+            for part in range(parts):
+                data = await self._registry("media", lambda conn, part=part: store.media_part(conn, key, part))
+                if data is None:  # expired (or lost) while it was downloaded
+                    raise MediaGone("the media server no longer has this file")
+                await writer.write(data)
+        return writer.sha256
+
+    async def reupload(self, handle: bytes) -> bytes | None:
+        try:
+            key = media_key(handle)
+        except MediaGone:
+            return None
+        fresh = new_media_key()
+        ttl = MEDIA_TTL.total_seconds()
+        copied = await self._registry("reupload", lambda conn: store.copy_media(conn, key, fresh, ttl))
+        return media_handle(fresh) if copied else None
+
+    async def expire_media(self, recipient: str) -> int:
+        return await self._registry("expire_media", lambda conn: store.expire_media(conn, recipient))
+
+    async def lose_media(self, recipient: str) -> int:
+        return await self._registry("lose_media", lambda conn: store.lose_media(conn, recipient))
+
+
+class _Unreadable(Exception):
+    """The file being uploaded could not be read (not the database's failure: never waited for, never retried)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _read(reader: BinaryIO) -> bytes:
+    """The next MEDIA_CHUNK bytes of `reader` (b"" at its end), read off the event loop."""
+    try:
+        return await asyncio.to_thread(reader.read, MEDIA_CHUNK)
+    except OSError as exc:
+        raise _Unreadable(exc) from None

@@ -10,6 +10,7 @@ SendIntake's job (`services/send_intake.py`): the SessionService hands sends to 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
 from zapgate.domain.ids import session_id as valid_session_id
+from zapgate.domain.injection import parse_injected
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, mask, parse_recipient
 from zapgate.domain.records import Session
 from zapgate.domain.sends import message_text
@@ -32,7 +34,8 @@ from zapgate.errors import DuplicateRecord, EngineNotAllowed, InvalidRequest, Se
 from zapgate.log import get_logger
 from zapgate.services.media import MediaFiles
 from zapgate.services.quotas import QuotaService
-from zapgate.services.sandbox import PostgresSandboxNetwork
+from zapgate.services.sandbox import InboundFile, PostgresSandboxNetwork
+from zapgate.services.sandbox_inbound import injected_mail
 from zapgate.services.send_intake import SendAccepted, SendIntake
 
 log = get_logger(__name__)
@@ -307,36 +310,49 @@ class SessionService:
         from_lid: str | None = None,
         push_name: str | None = None,
         notice: str | None = None,
+        content: Mapping[str, Any] | None = None,
+        file: InboundFile | None = None,
     ) -> str:
-        """Deliver a text from any number to the session (as if that phone wrote it); return its message id.
+        """Deliver a message from any number to the session (as if that phone wrote it); return its message id.
 
+        `text` is a text message; `content` any kind, in the send body's shape (`type`, its object, `context`,
+        `mentions`: see `domain.injection`), with `file` for a media message's uploaded file.
         `from_number` is a phone number, or a LID (`digits@lid`) for a sender known by LID only; `from_lid`
         gives a number's LID. `from_me`: the linked phone itself wrote it, in the chat with `from_number`.
         `group` (a group JID) or `story` (`status@broadcast`) say where it was written. `notice`
         (`undecryptable`, `history_sync`) delivers that notice about the message instead, and needs no text.
         """
-        ref, _ = await self._sandbox_session(client, session)
+        ref, current = await self._sandbox_session(client, session)
         sender = _inbound_sender(from_number, from_lid)
         where = _inbound_chat(group, story)
         message_id = new_message_id()
         now = datetime.now(UTC).isoformat()
         mail: dict[str, Any]
-        if notice is None:
-            if text is None:
-                raise InvalidRequest("message: a text of 1 to 4096 characters is required", field="message")
-            mail = {
-                "kind": "message",
-                "id": message_id,
-                "text": message_text(text),
-                "timestamp": now,
-            }
-            mail.update(sender, **where, from_me=bool(from_me))
-            if push_name:
-                mail["push_name"] = push_name
-        else:
+        injected = None
+        if notice is not None:
+            if content is not None or file is not None:
+                raise InvalidRequest("notice: a notice carries no message (no type, no file)", field="notice")
             if text is not None:
                 message_text(text)  # a notice carries no text, but what is given must still be one
             mail = {"kind": "notice", **_notice(notice, message_id, sender, where), "timestamp": now}
+        elif content is not None:
+            if text is not None:
+                raise InvalidRequest(
+                    "message: give either a text (`message`) or `type` with its object", field="message"
+                )
+            injected = parse_injected(content, file_attached=file is not None)
+            mail = {"kind": "message", "id": message_id, "timestamp": now, **sender, **where, "from_me": bool(from_me)}
+        else:
+            if file is not None:
+                raise InvalidRequest(
+                    "type: the kind of media the file is (image, video, ...) is required", field="type"
+                )
+            if text is None:
+                raise InvalidRequest("message: a text of 1 to 4096 characters is required", field="message")
+            mail = {"kind": "message", "id": message_id, "text": message_text(text), "timestamp": now}
+            mail.update(sender, **where, from_me=bool(from_me))
+        if mail["kind"] == "message" and push_name:
+            mail["push_name"] = push_name
         # a session keeps its last number after a logout, and another session may have linked that number since:
         # only the session's current link is written to, and through its own mailbox, never the number's
         linked = await self._sandbox.linked_phone(ref)
@@ -347,13 +363,16 @@ class SessionService:
             )
         if mail["kind"] == "message":
             mail["to"] = linked
+        if injected is not None:
+            mail.update(await injected_mail(self._manager, self._sandbox, current, linked, injected, mail, file))
         await self._sandbox.post(session_address(ref), mail)
         return message_id
 
     async def sandbox_fault(self, client: str, session: str, fault: str, count: int | None = None) -> None:
         """Inject a fault: drop_connection, logout (from the phone), reject_next_send, restrict (the next send
-        is refused as from a restricted account, code 463) or fail_transient (the next `count` sends, 1 unless
-        given, fail with a retryable error)."""
+        is refused as from a restricted account, code 463), fail_transient (the next `count` sends, 1 unless
+        given, fail with a retryable error), expire_media (the media the session received so far expire on the
+        media server: the phone can upload them again) or lose_media (the phone lost them too)."""
         ref, _ = await self._sandbox_session(client, session)
         if fault not in SANDBOX_FAULTS:
             raise InvalidRequest(f"fault: expected one of {', '.join(SANDBOX_FAULTS)}", fault=fault, field="fault")

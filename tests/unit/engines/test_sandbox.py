@@ -1,12 +1,36 @@
-"""The sandbox engine on an in-memory network: pairing, messaging with receipts, faults."""
+"""The sandbox engine on an in-memory network: pairing, messaging every kind with receipts, media, faults."""
 
 import asyncio
+import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from zapgate.domain.content import (
+    ContactCard,
+    ContactPhone,
+    Contacts,
+    Content,
+    Edit,
+    Location,
+    Media,
+    MediaKind,
+    MessageKey,
+    Poll,
+    PollVote,
+    Quote,
+    Reaction,
+    Revoke,
+    Text,
+    Unsupported,
+    kind_of,
+    summary,
+)
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
@@ -14,6 +38,8 @@ from zapgate.engines.base import (
     EngineEvent,
     EngineFailure,
     InboundMessage,
+    MediaGone,
+    MediaReuploaded,
     NotConnected,
     Notice,
     NoticeKind,
@@ -32,7 +58,9 @@ from zapgate.engines.base import (
     UnknownSession,
 )
 from zapgate.engines.sandbox import (
+    MEDIA_CHUNK,
     LocalSandboxNetwork,
+    MediaCorrupt,
     SandboxEngine,
     phone_address,
     phone_of_lid,
@@ -552,3 +580,260 @@ async def test_a_message_in_the_mailbox_of_a_session_not_linked_is_dropped(
     await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.message_id == "ON-TIME")
     assert not [e for e in events.events if isinstance(e, InboundMessage) and e.message_id == "LATE"]
     assert await network.collect([session_address(A)]) == []
+
+
+# -- every kind of message, both ways ---------------------------------------------------------------------
+
+JID_A, JID_B = f"{PHONE_A}@s.whatsapp.net", f"{PHONE_B}@s.whatsapp.net"
+PEERS = {A: (PHONE_A, JID_A), B: (PHONE_B, JID_B)}
+
+
+@pytest.fixture
+async def linked(engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder) -> SandboxEngine:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    return engine
+
+
+async def exchange(
+    engine: SandboxEngine,
+    events: Recorder,
+    sender: SessionRef,
+    recipient: SessionRef,
+    content: Content,
+    *,
+    quote: Quote | None = None,
+    mentions: tuple[str, ...] = (),
+) -> tuple[str, InboundMessage]:
+    """Send `content` from `sender` to `recipient`; return WhatsApp's id and what the recipient got."""
+    sent = await engine.send(
+        sender, PEERS[recipient][1], content, f"M-{len(events.events)}", quote=quote, mentions=mentions
+    )
+    got = await events.wait_for(
+        lambda e: isinstance(e, InboundMessage) and e.ref == recipient and e.message_id == sent.message_id
+    )
+    assert isinstance(got, InboundMessage)
+    assert (got.chat_jid, got.sender_jid, got.from_me) == (PEERS[sender][1], PEERS[sender][1], False)
+    assert (got.type, got.text) == (_kind(content), summary(content))
+    return sent.message_id, got
+
+
+def _kind(content: Content) -> str:
+    return kind_of(content).value
+
+
+CARDS = Contacts(
+    cards=(
+        ContactCard(
+            formatted_name="Maria Silva",
+            phones=(ContactPhone(phone="+55 11 99999-0003", wa_id="5511999990003", type="CELL"),),
+            vcard="BEGIN:VCARD\nVERSION:3.0\nFN:Maria Silva\nEND:VCARD",
+        ),
+    )
+)
+PLAIN_KINDS: list[Content] = [
+    Text(body="olá, *bold* and \x00 NUL", preview_url=True),
+    Location(latitude=-23.55052, longitude=-46.633308, name="Praça da Sé", address="São Paulo", url="https://x.y"),
+    Location(latitude=1.5, longitude=2.5, live=True),
+    CARDS,
+    Poll(question="Lunch?", options=("pizza", "sushi", "salad"), selectable_count=2),
+]
+
+
+@pytest.mark.parametrize("content", PLAIN_KINDS, ids=lambda c: _kind(c))
+async def test_every_plain_kind_arrives_intact_both_ways(
+    linked: SandboxEngine, events: Recorder, content: Content
+) -> None:
+    for sender, recipient in ((A, B), (B, A)):
+        _, got = await exchange(linked, events, sender, recipient, content, mentions=(JID_B, "123456789012345@lid"))
+        assert got.content == content
+        assert got.quote is None and got.mentions == (JID_B, "123456789012345@lid")
+
+
+async def test_keys_flip_for_the_reader_reactions_votes_edits_revokes_and_replies(
+    linked: SandboxEngine, events: Recorder
+) -> None:
+    hello, _ = await exchange(linked, events, A, B, Text(body="hello bob"))
+    # B reacts to A's message: for B it is not its own, for A it is
+    _, got = await exchange(linked, events, B, A, Reaction(key=MessageKey(hello, from_me=False), emoji="👍"))
+    assert got.content == Reaction(key=MessageKey(hello, from_me=True), emoji="👍")
+    _, got = await exchange(linked, events, B, A, Reaction(key=MessageKey(hello, from_me=False), emoji=""))
+    assert got.content == Reaction(key=MessageKey(hello, from_me=True), emoji="") and got.text == "[reaction removed]"
+
+    # B replies to it, quoting what it held and mentioning A
+    quote = Quote(key=MessageKey(hello, from_me=False), content=Text(body="hello bob"))
+    reply, got = await exchange(linked, events, B, A, Text(body="hi alice"), quote=quote, mentions=(JID_A,))
+    assert got.content == Text(body="hi alice")
+    assert got.quote == Quote(key=MessageKey(hello, from_me=True), content=Text(body="hello bob"))
+    assert got.mentions == (JID_A,)
+    # A reacts to B's reply: its own key says "not mine", B's says "mine"
+    _, got = await exchange(linked, events, A, B, Reaction(key=MessageKey(reply, from_me=False), emoji="❤️"))
+    assert got.content == Reaction(key=MessageKey(reply, from_me=True), emoji="❤️")
+
+    # A's poll, B's vote (and its withdrawal)
+    poll, got = await exchange(linked, events, A, B, Poll(question="Lunch?", options=("pizza", "sushi")))
+    _, got = await exchange(linked, events, B, A, PollVote(key=MessageKey(poll, from_me=False), selected=("sushi",)))
+    assert got.content == PollVote(key=MessageKey(poll, from_me=True), selected=("sushi",))
+    _, got = await exchange(linked, events, B, A, PollVote(key=MessageKey(poll, from_me=False), selected=()))
+    assert got.content == PollVote(key=MessageKey(poll, from_me=True), selected=()) and got.text == "[vote withdrawn]"
+
+    # A edits and then deletes its own message: B reads them about a message that is not B's
+    _, got = await exchange(linked, events, A, B, Edit(key=MessageKey(hello, from_me=True), text="hello, bob!"))
+    assert got.content == Edit(key=MessageKey(hello, from_me=False), text="hello, bob!")
+    _, got = await exchange(linked, events, A, B, Revoke(key=MessageKey(hello, from_me=True)))
+    assert got.content == Revoke(key=MessageKey(hello, from_me=False)) and got.text == "[deleted]"
+
+
+async def test_rich_messages_get_receipts_and_whatsapps_ids_as_texts_do(
+    linked: SandboxEngine, events: Recorder
+) -> None:
+    sent = await linked.send(A, JID_B, Poll(question="?", options=("a", "b")), "POLL-1")
+    assert sent.message_id == whatsapp_message_id(A, "POLL-1")
+    assert (await linked.send(A, JID_B, Poll(question="?", options=("a", "b")), "POLL-1")).message_id == sent.message_id
+    await events.wait_for(
+        lambda e: (
+            isinstance(e, Receipt)
+            and e.ref == A
+            and e.status is MessageStatus.READ
+            and sent.message_id in e.message_ids
+        )
+    )
+    # a number no session linked is a simulated phone: it reads at once; a number not on WhatsApp refuses
+    elsewhere = await linked.send(A, "5521988887777@s.whatsapp.net", Location(latitude=0, longitude=0), "LOC-1")
+    await events.wait_for(
+        lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ and elsewhere.message_id in e.message_ids
+    )
+    with pytest.raises(NotOnWhatsApp):
+        await linked.send(A, "5521988887404@s.whatsapp.net", CARDS, "CARDS-1")
+    with pytest.raises(SendRejected):
+        await linked.send(A, JID_B, Unsupported(wa_type="buttons"), "U-1")
+
+
+async def test_a_rich_message_from_the_phone_keeps_its_keys_as_written(
+    linked: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    # injected mail is written as the session reads it: nothing flips on the way in
+    from zapgate.engines.sandbox import content_mail
+
+    reaction = Reaction(key=MessageKey("3EB0ABC", from_me=True), emoji="🎉")
+    mail = _mail(id="REACT-1", **{"from": "447700900123"}, **content_mail(reaction, mentions=(JID_A,)))
+    got = await _inbound(network, events, mail)
+    assert (got.type, got.text, got.content, got.mentions) == ("reaction", "[reaction] 🎉", reaction, (JID_A,))
+
+
+# -- media ------------------------------------------------------------------------------------------------
+
+
+def _file(tmp_path: Path, name: str, size: int) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+MEDIA_KINDS = [
+    Media(kind=MediaKind.IMAGE, mime_type="image/jpeg", caption="a cat", width=640, height=480, view_once=True),
+    Media(kind=MediaKind.VIDEO, mime_type="video/mp4", caption="clip", duration_seconds=3.5, animated=True),
+    Media(kind=MediaKind.AUDIO, mime_type="audio/ogg; codecs=opus", voice=True, duration_seconds=2.0),
+    Media(kind=MediaKind.DOCUMENT, mime_type="application/pdf", filename="report.pdf", caption="Q3"),
+    Media(kind=MediaKind.STICKER, mime_type="image/webp", width=512, height=512),
+]
+
+
+@pytest.mark.parametrize("media", MEDIA_KINDS, ids=lambda m: m.kind.value)
+async def test_media_go_through_the_media_server_both_ways(
+    linked: SandboxEngine, events: Recorder, tmp_path: Path, media: Media
+) -> None:
+    for sender, recipient in ((A, B), (B, A)):
+        source = _file(tmp_path, f"{sender.session_id}.bin", MEDIA_CHUNK * 2 + 123)  # parts, and a partial one
+        sending = replace(
+            media, media_id="zapgate-id", path=str(source), thumbnail=b"\xff\xd8thumb", waveform=bytes(range(64))
+        )
+        _, got = await exchange(linked, events, sender, recipient, sending, quote=None, mentions=(JID_A,))
+        received = got.content
+        assert isinstance(received, Media)
+        # what the sender said of it arrives, with WhatsApp's size and hash; zapgate's id and path stay behind
+        assert received == replace(media, size=source.stat().st_size, sha256=_sha256(source))
+        assert received.media_id is None and received.path is None and received.handle
+        assert (received.thumbnail, received.waveform) == (b"\xff\xd8thumb", bytes(range(64)))
+        dest = tmp_path / f"{recipient.session_id}.down"
+        await linked.download(recipient, received, str(dest))
+        assert _sha256(dest) == _sha256(source) == received.sha256
+
+
+async def test_expired_media_come_back_through_a_reupload_until_the_phone_lost_them(
+    linked: SandboxEngine, network: LocalSandboxNetwork, events: Recorder, tmp_path: Path
+) -> None:
+    source = _file(tmp_path, "photo.jpg", 300_000)
+    photo = Media(kind=MediaKind.IMAGE, mime_type="image/jpeg", path=str(source))
+    sent, got = await exchange(linked, events, A, B, photo)
+    media = got.content
+    assert isinstance(media, Media) and media.handle is not None
+    dest = tmp_path / "down.jpg"
+
+    await network.post(session_address(B), {"kind": "fault", "fault": "expire_media"})
+    await _gone(linked, media, str(dest))
+    dest.unlink(missing_ok=True)
+    with pytest.raises(MediaGone):
+        await linked.download(B, media, str(dest))
+    assert not dest.exists()  # nothing half-written is left
+    await linked.request_reupload(B, JID_A, MessageKey(sent, from_me=False), media)
+    answer = await events.wait_for(lambda e: isinstance(e, MediaReuploaded) and e.message_id == sent)
+    assert isinstance(answer, MediaReuploaded) and answer.error is None and answer.handle not in (None, media.handle)
+    await linked.download(B, replace(media, handle=answer.handle), str(dest))
+    assert _sha256(dest) == _sha256(source)
+    # media the session receives after the fault are fine; the other session's never expired
+    later, got_later = await exchange(linked, events, A, B, photo)
+    assert isinstance(got_later.content, Media)
+    await linked.download(B, got_later.content, str(tmp_path / "later.jpg"))
+
+    await network.post(session_address(B), {"kind": "fault", "fault": "lose_media"})
+    await _gone(linked, got_later.content, str(tmp_path / "lost.jpg"))
+    await linked.request_reupload(B, JID_A, MessageKey(later, from_me=False), got_later.content)
+    lost = await events.wait_for(lambda e: isinstance(e, MediaReuploaded) and e.message_id == later)
+    assert isinstance(lost, MediaReuploaded) and (lost.handle, lost.error) == (None, "gone")
+    with pytest.raises(MediaGone):
+        await linked.download(B, replace(media, handle=answer.handle), str(dest))  # the reuploaded copy too
+
+
+async def _gone(engine: SandboxEngine, media: Media, dest: str) -> None:
+    """Wait until the fault is in force: downloads of `media` raise MediaGone."""
+    for _ in range(200):
+        try:
+            await engine.download(B, media, dest)
+        except MediaGone:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the media never expired")
+
+
+async def test_media_refusals(linked: SandboxEngine, events: Recorder, tmp_path: Path) -> None:
+    with pytest.raises(SendRejected, match="prepared file"):
+        await linked.send(A, JID_B, Media(kind=MediaKind.IMAGE), "NO-PATH")
+    with pytest.raises(SendRejected, match="cannot be read"):
+        await linked.send(A, JID_B, Media(kind=MediaKind.IMAGE, path=str(tmp_path / "missing.jpg")), "MISSING")
+    # to a simulated phone the file only needs to be readable: it reads at once
+    source = _file(tmp_path, "doc.pdf", 10)
+    doc = Media(kind=MediaKind.DOCUMENT, filename="doc.pdf", path=str(source))
+    away = await linked.send(A, "5521988887777@s.whatsapp.net", doc, "DOC-1")
+    await events.wait_for(lambda e: isinstance(e, Receipt) and away.message_id in e.message_ids)
+    # a handle the media server never gave, no handle, and a file that is not the one the message names
+    with pytest.raises(MediaGone):
+        await linked.download(B, replace(doc, handle=b"not-a-handle"), str(tmp_path / "x"))
+    with pytest.raises(MediaGone):
+        await linked.download(B, doc, str(tmp_path / "x"))
+    _, got = await exchange(linked, events, A, B, doc)
+    assert isinstance(got.content, Media)
+    with pytest.raises(MediaCorrupt):
+        await linked.download(B, replace(got.content, sha256="0" * 64), str(tmp_path / "y"))
+    assert not (tmp_path / "y").exists()
+    # an empty file is a file
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    _, got = await exchange(linked, events, A, B, Media(kind=MediaKind.DOCUMENT, path=str(empty)))
+    assert isinstance(got.content, Media) and got.content.size == 0
+    await linked.download(B, got.content, str(tmp_path / "empty.down"))
+    assert (tmp_path / "empty.down").read_bytes() == b""

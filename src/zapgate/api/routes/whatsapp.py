@@ -9,9 +9,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
+from starlette.datastructures import FormData, UploadFile
 from starlette.types import Receive, Scope, Send
 
 from zapgate import metrics
@@ -72,7 +75,9 @@ from zapgate.services.clients import hash_key
 from zapgate.services.events import Subscription
 from zapgate.services.messages import ContactView, MessageView
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
+from zapgate.services.sandbox import InboundFile
 from zapgate.services.send_intake import SendAccepted
+from zapgate.services.sessions import SessionService
 
 ClientId = Annotated[str, Depends(client_of_request)]
 OpenConnections = Annotated[Connections, Depends(from_state("connections", Connections))]
@@ -368,6 +373,27 @@ async def sandbox_enter_code(sessionId: str, body: EnterCodeRequest, client: Cli
     return Accepted(accepted=True)
 
 
+_INBOUND_MULTIPART = {
+    "type": "object",
+    "properties": {
+        "message": {
+            "type": "string",
+            "description": "The request as JSON (the application/json body, without the file's `data`).",
+            "example": '{"sessionId": "bot", "from": "447700900123", "type": "image", "image": {"caption": "hi"}}',
+        },
+        "file": {"type": "string", "format": "binary", "description": "The file of the media message."},
+    },
+    "required": ["message", "file"],
+}
+_INBOUND_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": InboundRequest.model_json_schema(by_alias=True)},
+        "multipart/form-data": {"schema": _INBOUND_MULTIPART},
+    },
+}
+
+
 @router.post(
     "/sandbox/inbound",
     status_code=status.HTTP_202_ACCEPTED,
@@ -376,31 +402,85 @@ async def sandbox_enter_code(sessionId: str, body: EnterCodeRequest, client: Cli
         **_NOT_FOUND,
         403: {"model": Problem, "description": "The sandbox is turned off for this client (`engine_not_allowed`)."},
         409: {"model": Problem, "description": "The session is not linked to a simulated phone now."},
+        413: {"model": Problem, "description": "The body is over 1.4 MB (JSON) or 100 MB (multipart)."},
         422: {"model": Problem, "description": "Not a sandbox session, or bad input."},
     },
+    openapi_extra={"requestBody": _INBOUND_BODY},
 )
-async def sandbox_inbound(body: InboundRequest, client: ClientId, sessions: Sessions) -> InboundAccepted:
-    """Sandbox: deliver a text to a session as if the phone `from` wrote it (a message-received follows).
+async def sandbox_inbound(request: Request, client: ClientId, sessions: Sessions) -> InboundAccepted:
+    """Sandbox: deliver a message to a session as if the phone `from` wrote it (a message-received follows).
 
     Only a session linked now receives it, and only that session: never another that linked its number since.
+
+    **A text**: `message`. **Any kind**: `type` and the object of that type, in the shape of the send body
+    (WhatsApp Cloud API; snake_case inside the object): `text` `{body}`, `location` `{latitude, longitude, name,
+    address, url}`, `contacts` `[{name: {formatted_name}, phones: [{phone, wa_id, type}], vcard}]`, `poll`
+    `{question, options, selectable_count}`, `reaction` `{message_id, emoji}` (`""` removes it); what only a
+    phone writes: `poll_vote` `{message_id, selected: [option, ...]}` (`[]` withdraws the vote), `edit`
+    `{message_id, text}` and `revoke` `{message_id}` (deleted for everyone: the phone's own messages only).
+    `context: {message_id}` makes it a reply, `mentions` lists the numbers or JIDs it mentions.
+    A `message_id` is WhatsApp's id of a message as the session knows it (`whatsappMessageId`; the session's
+    own message ids are taken too): the session's own messages are named as its, the phone's as the phone's.
+
+    **Media** (`image`, `video`, `audio`, `document`, `sticker`) carry `caption`, `filename` (documents),
+    `voice` (a voice note), `view_once` as in a send, and what the phone tells about the file: `mime_type`,
+    `width`, `height`, `duration` (seconds), `animated`. The file comes inline as `data` (base64, up to 1 MiB
+    decoded), or as a multipart/form-data upload of up to 100 MiB: the field `file` holds it and the field
+    `message` the rest of the request as JSON (the upload's content type and file name fill in `mime_type`
+    and a document's `filename` when not given). The session downloads it from the sandbox's media server.
 
     Also what a real session meets: a sender known by LID only (`from` = `digits@lid`), a message written on
     the session's own phone (`fromMe`), in a group (`group`), a story (`story`), or instead a notice
     (`notice`: `undecryptable` or `history_sync`).
     """
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=1) as form:
+            body, upload = _inbound_upload(form)
+            return await _inject(request, body, upload, client, sessions)
+    return await _inject(request, _inbound_json(await request.body()), None, client, sessions)
+
+
+async def _inject(
+    request: Request, body: InboundRequest, upload: InboundFile | None, client: str, sessions: SessionService
+) -> InboundAccepted:
+    request.state.session_id = body.session_id  # for the audit log: the body is not read by the guard here
+    part = body.message_part()
     message_id = await sessions.sandbox_inject(
         client,
         body.session_id,
         body.from_number,
-        body.message,
+        body.message if part is None or body.type is not None else None,
         from_me=body.from_me,
         group=body.group,
         story=body.story,
         from_lid=body.from_lid,
         push_name=body.push_name,
         notice=body.notice,
+        content=part,
+        file=upload,
     )
     return InboundAccepted(message_id=message_id, session_id=body.session_id)
+
+
+def _inbound_json(raw: bytes | str) -> InboundRequest:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        error = {"loc": ("body",), "msg": "JSON decode error: a JSON object is expected", "type": "json_invalid"}
+        raise RequestValidationError([error]) from exc
+    try:
+        return InboundRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+
+
+def _inbound_upload(form: FormData) -> tuple[InboundRequest, InboundFile]:
+    message, file = form.get("message"), form.get("file")
+    if not isinstance(message, str):
+        raise InvalidRequest("message: the request as JSON is expected in the form field `message`", field="message")
+    if not isinstance(file, UploadFile):
+        raise InvalidRequest("file: the file is expected in the form field `file`", field="file")
+    return _inbound_json(message), InboundFile(file.file, file.content_type, file.filename)
 
 
 @router.post(
