@@ -231,9 +231,9 @@ async def test_bad_files_and_links_are_refused_by_field_and_nothing_is_kept(
 
 
 async def test_links_to_private_addresses_are_refused(
-    clear_zapgate_env: None, database_url: str, worker: Worker
+    api: httpx.AsyncClient, worker: Worker, database_url: str
 ) -> None:
-    async with api_client(database_url, send_rate=0) as api:  # loopback not allowed (the default)
+    async with api_client(database_url, send_rate=0) as api:  # a second API process, loopback not allowed (default)
         acme = await new_client(api, "acme")
         await linked(api, acme, "alice", ALICE)
         with serving({"/a.png": (png(), "image/png")}) as base:

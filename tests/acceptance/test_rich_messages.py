@@ -96,7 +96,7 @@ async def test_every_kind_without_a_file_goes_both_ways(api: httpx.AsyncClient, 
 
         async def arrived_as_sent(kind: str = kind, body: dict[str, Any] = body) -> bool:
             found = await received(api, acme, "bob", kind)
-            return bool(found) and found[0]["message"][kind] == {**body[kind], **_defaults(kind)}
+            return bool(found) and found[0]["message"][kind] == _as_stored(kind, body[kind])
 
         await eventually(arrived_as_sent, within=20.0)
 
@@ -128,8 +128,8 @@ async def test_every_kind_without_a_file_goes_both_ways(api: httpx.AsyncClient, 
     assert_problem(again, 409, "message_not_editable")
 
 
-def _defaults(kind: str) -> dict[str, Any]:
-    return {"selectable_count": 1} if kind == "poll" else {}
+def _as_stored(kind: str, part: Any) -> Any:
+    return {**part, "selectable_count": 1} if kind == "poll" else part
 
 
 async def test_what_cannot_be_sent_is_refused_with_its_field(api: httpx.AsyncClient, worker: Worker) -> None:

@@ -397,7 +397,9 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         if isinstance(payload, dict) and "message" not in payload:
             typed = SendTypedMessage.model_validate(payload)
             skipped = {"session_id", "to", "messaging_product", "recipient_type", "idempotency_key"}
-            outgoing = parse_outgoing({"type": typed.type, **typed.model_dump(exclude_none=True, exclude=skipped)})
+            outgoing = parse_outgoing(
+                {"type": typed.type, **typed.model_dump(exclude_none=True, exclude_unset=True, exclude=skipped)}
+            )
             accepted = await self._sessions.send_message(
                 sock.client, typed.session_id, typed.to, outgoing, idempotency_key=typed.idempotency_key
             )

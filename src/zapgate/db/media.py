@@ -270,3 +270,13 @@ async def keep(conn: AsyncConnection, media_id: str) -> None:
     thumbnail = found.scalar_one_or_none()
     if thumbnail is not None:
         await conn.execute(update(media).where(media.c.id == thumbnail).values(expires_at=None))
+
+
+async def downloads_of(conn: AsyncConnection, media_ids: Collection[str]) -> list[Download]:
+    """The arrived files `media_ids` still waiting for their download."""
+    if not media_ids:
+        return []
+    stmt = select(media).where(
+        media.c.id.in_(sorted(media_ids)), media.c.handle.is_not(None), media.c.status == MediaStatus.PENDING.value
+    )
+    return [Download(_record(row), row["announce"]) for row in (await conn.execute(stmt)).mappings()]

@@ -77,6 +77,14 @@ class Downloads:
                 self._running.add(one)
                 self._tasks.spawn(self._session(one), name="downloads")
 
+    async def gone(self, ref: SessionRef, media_ids: list[str], error: str) -> None:
+        """The phone no longer has these files either: they fail for good, and their messages are announced."""
+        waiting = await self._manager.execute_transaction(
+            ref.client_id, lambda tx: records.downloads_of(tx.connection, media_ids)
+        )
+        for download in waiting:
+            await self._failed(ref, download, error, permanent=True)
+
     async def _session(self, ref: SessionRef) -> None:
         try:
             while True:

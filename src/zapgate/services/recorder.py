@@ -429,7 +429,12 @@ class Recorder:
             return await media_records.new_handle(tx.connection, session.id, found.row_id, event.handle)
 
         ids = await self._manager.execute_transaction(ref.client_id, work)
-        if self.downloads is not None and ids:
+        if self.downloads is None or not ids:
+            return
+        if event.handle is None:
+            error = f"the phone no longer has the file ({event.error or 'it could not upload it again'})"
+            await self.downloads.gone(ref, ids, error)
+        else:
             self.downloads.wake(ref)
 
     # -- receipts -------------------------------------------------------------------------------------

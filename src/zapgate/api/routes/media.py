@@ -135,7 +135,9 @@ async def send_upload(request: Request, client: ClientId, media: Media, sessions
         stored = await media.upload(client, body.session_id, _chunks(upload), filename=upload.filename)
     finally:
         await upload.close()
-    fields_out = body.model_dump(exclude_none=True, exclude={"session_id", "to", "messaging_product", "recipient_type"})
+    fields_out = body.model_dump(
+        exclude_none=True, exclude_unset=True, exclude={"session_id", "to", "messaging_product", "recipient_type"}
+    )
     fields_out[body.type]["id"] = stored.id
     outgoing = parse_outgoing({"type": body.type, **fields_out})
     return _accepted(await sessions.send_message(client, body.session_id, body.to, outgoing))

@@ -232,7 +232,9 @@ async def send_typed_message(
     removes it) or `poll`. `context.message_id` makes it a reply; `mentions` names who it mentions. Every
     kind shares the send queue, the Idempotency-Key, the rate limit and pacing of `POST /whatsapp/send`.
     """
-    fields = body.model_dump(exclude_none=True, exclude={"session_id", "to", "messaging_product", "recipient_type"})
+    fields = body.model_dump(
+        exclude_none=True, exclude_unset=True, exclude={"session_id", "to", "messaging_product", "recipient_type"}
+    )
     outgoing = parse_outgoing({"type": body.type, **fields})
     accepted = await sessions.send_message(client, body.session_id, body.to, outgoing, idempotency_key=idempotency_key)
     return _accepted(accepted)
