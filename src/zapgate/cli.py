@@ -230,7 +230,7 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
             worker_id=worker.worker_id,
             client_labels=settings.metrics_client_labels,
         )
-        pruner = Pruner(manager, worker.worker_id, retention_defaults(settings))
+        pruner = Pruner(manager, worker.worker_id, retention_defaults(settings), media=worker.media)
         await worker.start()
         await dispatcher.start()
         await pruner.start()

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tests.support.records import new_message, new_session
 from zapgate.db import media
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.media import FileKind, MediaRecord, MediaStatus, StoredObject, StoreName
-from zapgate.domain.records import Direction
 from zapgate.errors import DuplicateRecord, InvalidRequest
 from zapgate.media.postgres import PostgresMediaStore
 
@@ -31,26 +31,6 @@ def in_client(
         return manager.execute_transaction(client, lambda tx: fn(tx.connection))
 
     return run
-
-
-async def new_session(manager: ConnectionManager, client: str, name: str = "s") -> str:
-    db = await manager.get_connection(client)
-    return (await db.session.create(session_id=name, client_id=client)).id
-
-
-async def new_message(manager: ConnectionManager, client: str, session_row: str, message_id: str) -> str:
-    db = await manager.get_connection(client)
-    contact = await db.contact.upsert(session_id=session_row, phone_number="5511999990001")
-    message = await db.message.create(
-        session_id=session_row,
-        contact_id=contact.id,
-        message_id=message_id,
-        content="[image]",
-        direction=Direction.INBOUND,
-        status="delivered",
-        timestamp=T0,
-    )
-    return message.id
 
 
 async def _image(conn: AsyncConnection, *, session_row_id: str) -> MediaRecord:

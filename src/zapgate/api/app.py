@@ -69,7 +69,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         await manager.start()
         try:
             await manager.migrate_registry()
-            clients = ClientService(manager, key_cache_ttl=settings.key_cache_ttl)
+            store = media_store(settings, manager)
+            clients = ClientService(manager, key_cache_ttl=settings.key_cache_ttl, media=store)
             if await clients.count() == 0:
                 log.warning("clients.none", hint=NO_CLIENT_HINT)
             app.state.manager = manager
@@ -77,7 +78,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.quotas = quotas = QuotaService(manager, default_quotas(settings))
             app.state.media = media = MediaFiles(
                 manager,
-                media_store(settings, manager),
+                store,
                 fetcher=LinkFetcher(webhook_policy(settings)),
                 link_ttl=settings.media_link_ttl,
                 public_url=settings.public_url,

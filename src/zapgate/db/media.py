@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy import RowMapping, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.db.tables import media
+from zapgate.db.tables import media, messages
 from zapgate.domain.ids import new_id
 from zapgate.domain.media import FileKind, MediaRecord, MediaStatus, StoredObject, StoreName, store_key
 
@@ -262,14 +262,42 @@ async def new_handle(conn: AsyncConnection, session_row_id: str, message_row_id:
     return [str(row.id) for row in await conn.execute(stmt)]
 
 
-async def keep(conn: AsyncConnection, media_id: str) -> None:
-    """Keep a file (and its thumbnail) as long as the message that sends it: no expiry of its own."""
+async def keep(conn: AsyncConnection, media_id: str, message_id: str) -> None:
+    """Keep a file (and its thumbnail) as long as the message (our id) that sends it: no expiry of its own."""
     found = await conn.execute(
-        update(media).where(media.c.id == media_id).values(expires_at=None).returning(media.c.thumbnail_id)
+        update(media)
+        .where(media.c.id == media_id)
+        .values(
+            expires_at=None,
+            message_row_id=select(messages.c.id)
+            .where(messages.c.session_id == media.c.session_id, messages.c.message_id == message_id)
+            .scalar_subquery(),
+        )
+        .returning(media.c.thumbnail_id, media.c.message_row_id)
     )
-    thumbnail = found.scalar_one_or_none()
-    if thumbnail is not None:
-        await conn.execute(update(media).where(media.c.id == thumbnail).values(expires_at=None))
+    row = found.one_or_none()
+    if row is not None and row.thumbnail_id is not None:
+        await conn.execute(
+            update(media)
+            .where(media.c.id == row.thumbnail_id)
+            .values(expires_at=None, message_row_id=row.message_row_id)
+        )
+
+
+async def unneeded(conn: AsyncConnection, now: datetime, *, limit: int = 500) -> list[str]:
+    """Files to delete: past their expiry (uploads never sent), or whose message is gone (deleted, pruned)."""
+    stmt = (
+        select(media.c.id)
+        .where(
+            or_(
+                media.c.expires_at <= now,
+                and_(media.c.message_row_id.is_(None), media.c.expires_at.is_(None)),
+            )
+        )
+        .order_by(media.c.id)
+        .limit(limit)
+    )
+    return [str(row.id) for row in await conn.execute(stmt)]
 
 
 async def downloads_of(conn: AsyncConnection, media_ids: Collection[str]) -> list[Download]:

@@ -17,6 +17,7 @@ from zapgate.domain.ids import ClientId, client_id
 from zapgate.domain.records import Client
 from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId
 from zapgate.log import get_logger
+from zapgate.media.store import MediaStore
 
 log = get_logger(__name__)
 
@@ -55,8 +56,11 @@ class ClientService:
     process forgets its cache then (`forget_keys`), and whenever its listener reconnects.
     """
 
-    def __init__(self, manager: ConnectionManager, *, key_cache_ttl: float = 0.0) -> None:
+    def __init__(
+        self, manager: ConnectionManager, *, key_cache_ttl: float = 0.0, media: MediaStore | None = None
+    ) -> None:
         self._manager = manager
+        self._media = media
         self._key_cache_ttl = key_cache_ttl
         self._known_keys: dict[str, tuple[ClientId, float]] = {}
         # bumped by every revocation: a lookup that began before one may have read a key it revoked since,
@@ -149,6 +153,8 @@ class ClientService:
             await notify.notify(conn, notify.KEYS, cid)
         self.forget_keys()
         self._manager.forget(cid)
+        if self._media is not None:  # the schema's media rows and chunks went with it; a bucket's objects go now
+            await self._media.delete_client(cid)
         log.info("client.deleted", client_id=cid)
 
     async def ensure_schema(self, client: str) -> None:

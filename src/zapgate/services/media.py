@@ -34,7 +34,7 @@ from zapgate.domain import signed_links
 from zapgate.domain.content import Media, MediaKind, MediaSource
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
-from zapgate.domain.media import FileKind, MediaRecord, MediaStatus
+from zapgate.domain.media import FileKind, MediaRecord, MediaStatus, StoredObject, StoreName
 from zapgate.domain.media_limits import SEND_LIMIT, human_size
 from zapgate.errors import InvalidMedia, InvalidRequest, MediaNotFound, SessionNotFound
 from zapgate.log import get_logger
@@ -193,11 +193,25 @@ class MediaFiles:
             animated=prepared.is_animated,
         )
 
-    async def keep_for_message(self, client: str, media_id: str) -> None:
-        """A file's message was queued: keep the file (and its thumbnail) as long as the message."""
+    async def keep_for_message(self, client: str, media_id: str, message_id: str) -> None:
+        """A file's message (our id) was queued: keep the file (and its thumbnail) as long as the message."""
         await self._manager.execute_transaction(
-            valid_client_id(client), lambda tx: records.keep(tx.connection, media_id)
+            valid_client_id(client), lambda tx: records.keep(tx.connection, media_id, message_id)
         )
+
+    async def prune(self, client: str, now: datetime) -> int:
+        """Delete the client's files no longer needed (expired uploads, files of deleted messages); return how many."""
+        total = 0
+        while True:
+
+            async def batch(tx: Transaction) -> list[StoredObject]:
+                return await records.delete_records(tx.connection, await records.unneeded(tx.connection, now))
+
+            gone = await self._manager.execute_transaction(client, batch)
+            if not gone:
+                return total
+            await self.store.delete(client, [item.store_key for item in gone if item.store is not StoreName.POSTGRES])
+            total += len(gone)
 
     # -- the worker: sending and receiving --------------------------------------------------------------
 
@@ -226,7 +240,16 @@ class MediaFiles:
         if preview is not None:
             thumb = path.with_suffix(".thumbnail.jpg")
             thumb.write_bytes(preview)
-            thumb_id = (await self._store_file(client, record.session_id, thumb, FileKind.THUMBNAIL, "image/jpeg")).id
+            thumb_id = (
+                await self._store_file(
+                    client,
+                    record.session_id,
+                    thumb,
+                    FileKind.THUMBNAIL,
+                    "image/jpeg",
+                    message_row_id=record.message_row_id,
+                )
+            ).id
         stored = await self.store.put(client, record.store_key, _file_chunks(path))
         duration = None if info.duration_seconds is None else round(info.duration_seconds * 1000)
 
@@ -338,6 +361,7 @@ class MediaFiles:
         waveform: bytes | None = None,
         thumbnail_id: str | None = None,
         expires_at: datetime | None = None,
+        message_row_id: str | None = None,
     ) -> MediaRecord:
         async def insert(tx: Transaction) -> MediaRecord:
             return await records.insert_pending(
@@ -348,6 +372,7 @@ class MediaFiles:
                 store=self.store.name,
                 filename=filename,
                 expires_at=expires_at,
+                message_row_id=message_row_id,
             )
 
         pending = await self._manager.execute_transaction(client, insert)

@@ -37,6 +37,7 @@ from zapgate.db.registry import ClientRegistry
 from zapgate.domain.ids import client_id
 from zapgate.errors import ClientNotFound
 from zapgate.log import get_logger
+from zapgate.services.media import MediaFiles
 from zapgate.settings import Settings
 
 log = get_logger(__name__)
@@ -169,7 +170,15 @@ async def gap_after(manager: ConnectionManager, client: str, after: int) -> Gap 
 class Pruner:
     """Prune the clients due for it, one worker at a time per client, for ever (a worker runs one)."""
 
-    def __init__(self, manager: ConnectionManager, worker_id: str, defaults: RetentionDefaults) -> None:
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        worker_id: str,
+        defaults: RetentionDefaults,
+        *,
+        media: MediaFiles | None = None,
+    ) -> None:
+        self._media = media
         self._manager = manager
         self._worker_id = worker_id
         self._defaults = defaults
@@ -234,6 +243,8 @@ class Pruner:
                 counts[table] = await self._prune_keys(client, cutoff)
             else:
                 counts[table] = await self._walk(table, cutoff, client)
+        if self._media is not None:  # files of messages pruned (or deleted), and uploads never sent in time
+            counts["media"] = await self._media.prune(client, now)
         return counts
 
     async def prune_sandbox_mail(self) -> int:

@@ -202,6 +202,8 @@ class SessionService:
         deleted = await self._manager.execute_transaction(cid, work)
         if registry.simulated(deleted.engine) and deleted.phone_number:
             await self._sandbox.unlink(deleted.phone_number, SessionRef(cid, sid))
+        if self._media is not None:  # its media rows went with it; an S3 bucket's objects go now
+            await self._media.store.delete_prefix(cid, deleted.id)
         log.info("session.deleted", client_id=cid, session_id=sid)
 
     async def _want(
@@ -265,8 +267,8 @@ class SessionService:
             accepted = await self._sends.submit_message(
                 client, session, to, outgoing, idempotency_key=idempotency_key, source=source
             )
-            if prepared.media_id is not None:
-                await self._media.keep_for_message(client, prepared.media_id)
+            if prepared.media_id is not None and not accepted.replayed:
+                await self._media.keep_for_message(client, prepared.media_id, accepted.message_id)
             return accepted
         return await self._sends.submit_message(client, session, to, outgoing, idempotency_key=idempotency_key)
 

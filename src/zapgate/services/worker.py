@@ -108,7 +108,7 @@ class Worker:
         self._keystore_dsns: dict[str, str] = {}
         self._hosted: HostedSessions = {}
         self._tasks = TaskGroup("worker")
-        self._media = media or MediaFiles(manager, PostgresMediaStore(manager))
+        self.media = self._media = media or MediaFiles(manager, PostgresMediaStore(manager))
         self._recorder = Recorder(
             manager,
             self._hosted,
