@@ -341,6 +341,19 @@ async def test_the_seeds_flow_over_socketio(
         assert received["sessionId"] == "user123" and received["text"] == "hello there"
         assert received["from"] == "447700900123"
 
+        # any kind, in the shape of POST /whatsapp/messages
+        place = {"latitude": -23.5505, "longitude": -46.6333, "name": "Sé"}
+        typed = await socket.call(
+            "send-message", {"sessionId": "user123", "to": "447700900123", "type": "location", "location": place}
+        )
+        assert typed["ok"] is True and typed["status"] == "pending", typed
+        one = await api.get(f"/whatsapp/messages/{typed['messageId']}", headers=acme)
+        assert one.json()["message"] == {"type": "location", "location": place}
+        bad = await socket.call(
+            "send-message", {"sessionId": "user123", "to": "447700900123", "type": "poll", "poll": {}}
+        )
+        assert_refusal(bad, 422, "validation_failed")
+
         listed = await socket.call("get-sessions")
         assert [(s["sessionId"], s["status"]) for s in listed["sessions"]] == [("user123", "connected")]
     finally:

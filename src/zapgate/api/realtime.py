@@ -33,7 +33,7 @@ from zapgate.api.events import event_body
 from zapgate.api.guard import MAX_BODY
 from zapgate.api.problems import field_errors, status_for, validation_errors
 from zapgate.api.routes.whatsapp import session_out
-from zapgate.api.schemas import MessageAccepted, MessageRequest, SendMessageRequest, SessionList
+from zapgate.api.schemas import MESSAGE_TYPES, MessageAccepted, MessageRequest, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
 from zapgate.domain.content import parse_outgoing
 from zapgate.domain.events import EventType
@@ -83,6 +83,9 @@ class SendMessage(SendMessageRequest):
     """`send-message`: the body of POST /whatsapp/send, plus the Idempotency-Key header as a field."""
 
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+_TYPED_KEYS = frozenset({"type", *MESSAGE_TYPES})  # a send-message body in the shape of POST /whatsapp/messages
 
 
 class SendTypedMessage(MessageRequest):
@@ -394,7 +397,7 @@ class WhatsAppNamespace(socketio.AsyncNamespace):  # type: ignore[misc]  # pytho
         return {"sessionId": command.session_id}
 
     async def _send(self, sid: str, sock: _Socket, payload: Any) -> dict[str, Any]:
-        if isinstance(payload, dict) and "message" not in payload:
+        if isinstance(payload, dict) and "message" not in payload and _TYPED_KEYS & payload.keys():
             typed = SendTypedMessage.model_validate(payload)
             skipped = {"session_id", "to", "messaging_product", "recipient_type", "idempotency_key"}
             outgoing = parse_outgoing(

@@ -14,6 +14,7 @@ from zapgate.db.keystore import drop_keystore
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.registry import ClientRegistry
 from zapgate.domain.ids import ClientId, client_id
+from zapgate.domain.media import StoreName
 from zapgate.domain.records import Client
 from zapgate.errors import AuthenticationFailed, ClientExists, ClientNotFound, InvalidClientId
 from zapgate.log import get_logger
@@ -153,8 +154,8 @@ class ClientService:
             await notify.notify(conn, notify.KEYS, cid)
         self.forget_keys()
         self._manager.forget(cid)
-        if self._media is not None:  # the schema's media rows and chunks went with it; a bucket's objects go now
-            await self._media.delete_client(cid)
+        if self._media is not None and self._media.name != StoreName.POSTGRES:
+            await self._media.delete_client(cid)  # the schema's media rows and chunks went with it; a bucket's now
         log.info("client.deleted", client_id=cid)
 
     async def ensure_schema(self, client: str) -> None:
