@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import json
 import wave
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +21,13 @@ from PIL import Image
 
 from tests.acceptance.support import api_client, assert_problem, events, linked, message, new_client, received, sent
 from tests.support.databases import plain_url
+from tests.support.s3 import S3Server
 from tests.support.waiting import eventually
+from zapgate.db.manager import ConnectionManager
+from zapgate.media.factory import media_store
+from zapgate.services.media import MediaFiles
 from zapgate.services.worker import Worker
+from zapgate.settings import Settings
 
 ALICE, BOB = "5511955550001", "5511955550002"
 
@@ -333,3 +339,50 @@ async def test_an_expired_file_is_asked_again_and_a_lost_one_fails_clearly(
     assert mine["type"] == "image"
     await asyncio.sleep(0)
     assert await received(api, acme, "alice", "image")
+
+
+async def test_files_go_through_an_s3_bucket_and_a_deleted_session_takes_its_objects(
+    clear_zapgate_env: None, database_url: str, s3_server: S3Server
+) -> None:
+    bucket = await s3_server.new_bucket()
+    settings = {
+        "send_rate": 0,
+        "media_store": f"s3://{bucket}/zg",
+        "s3_endpoint_url": s3_server.endpoint_url,
+        "s3_region": s3_server.region,
+        "s3_access_key_id": s3_server.access_key_id,
+        "s3_secret_access_key": s3_server.secret_access_key,
+    }
+    async with api_client(database_url, **settings) as api:
+        config = Settings(database_url=database_url, **settings)  # type: ignore[arg-type]
+        async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
+            files = MediaFiles(manager, media_store(config, manager))
+            worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2, media=files)
+            await worker.start()
+            try:
+                acme = await new_client(api, "acme")
+                await linked(api, acme, "alice", ALICE)
+                await linked(api, acme, "bob", BOB)
+                picture = png(32, 32)
+                body = {"sessionId": "alice", "to": BOB, "type": "image", "image": {"caption": "via s3"}}
+                answer = await api.post(
+                    "/whatsapp/messages/upload",
+                    headers=acme,
+                    data={"message": json.dumps(body)},
+                    files={"file": ("p.png", picture, "image/png")},
+                )
+                assert answer.status_code == 202, answer.text
+                got = await arrived(api, acme, "bob", "image")
+                assert (await api.get(got["media"]["url"])).content == picture
+                async with s3_server.client() as s3:
+                    listed = await s3.list_objects_v2(Bucket=bucket, Prefix="zg/acme/")
+                keys = [item["Key"] for item in listed.get("Contents", [])]
+                assert len(keys) >= 2  # alice's file and bob's copy, each under its own session
+                assert (await api.delete("/whatsapp/sessions/bob", headers=acme)).status_code == 204
+                async with s3_server.client() as s3:
+                    left = await s3.list_objects_v2(Bucket=bucket, Prefix="zg/acme/")
+                remaining = [item["Key"] for item in left.get("Contents", [])]
+                assert remaining and len(remaining) < len(keys)
+                assert all(got["media"]["id"] not in key for key in remaining)  # bob's copy went with bob
+            finally:
+                await worker.close()
