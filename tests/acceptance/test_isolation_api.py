@@ -33,6 +33,13 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
     assert hook.status_code == 201, hook.text
     webhook_id = hook.json()["id"]
     s, m, w = "acme-s", message_id, webhook_id
+    uploaded = await api.post(
+        "/whatsapp/media", headers=acme, params={"sessionId": s}, files={"file": ("a.pdf", b"%PDF-1.4 acme's file")}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    f = uploaded.json()["id"]
+    typed = {"sessionId": s, "to": "5511999999999", "type": "text", "text": {"body": "acme's secret"}}
+    upload_form = {"message": '{"sessionId": "acme-s", "to": "5511999999999", "type": "document", "document": {}}'}
 
     # (method, path template, concrete path, body or None, what globex gets)
     cases: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
@@ -79,6 +86,34 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
             "404",
         ),
         ("POST", "/whatsapp/send", "/whatsapp/send", send, "404"),
+        ("POST", "/whatsapp/messages", "/whatsapp/messages", typed, "404"),
+        ("PATCH", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}", {"sessionId": s, "text": "x"}, "404"),
+        ("DELETE", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}?sessionId={s}", None, "404"),
+        ("POST", "/whatsapp/messages/upload", "/whatsapp/messages/upload", {"form": upload_form}, "404"),
+        ("POST", "/whatsapp/media", f"/whatsapp/media?sessionId={s}", {"form": {}}, "404"),
+        ("GET", "/whatsapp/media/{mediaId}", f"/whatsapp/media/{f}", None, "404"),
+        ("GET", "/whatsapp/media/{mediaId}/info", f"/whatsapp/media/{f}/info", None, "404"),
+        (
+            "POST",
+            "/whatsapp/sessions/{sessionId}/presence",
+            f"/whatsapp/sessions/{s}/presence",
+            {"to": "5511999999999", "presence": "composing"},
+            "404",
+        ),
+        (
+            "POST",
+            "/whatsapp/sessions/{sessionId}/read",
+            f"/whatsapp/sessions/{s}/read",
+            {"chat": "5511999999999"},
+            "404",
+        ),
+        (
+            "GET",
+            "/whatsapp/contacts/check",
+            f"/whatsapp/contacts/check?sessionId={s}&numbers=5511999999999",
+            None,
+            "404",
+        ),
         ("GET", "/whatsapp/stream", f"/whatsapp/stream?sessionId={s}", None, "404"),
         ("GET", "/whatsapp/messages", "/whatsapp/messages", None, "empty:messages"),
         ("GET", "/whatsapp/messages", f"/whatsapp/messages?sessionId={s}", None, "404"),
@@ -110,7 +145,11 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
     assert {(method, template) for method, template, *_ in cases} == documented
 
     for method, template, path, body, expected in cases:
-        answer = await api.request(method, path, headers=globex, json=body)
+        if body is not None and "form" in body:  # a multipart route: a file with it
+            files = {"file": ("x.pdf", b"%PDF-1.4 globex")}
+            answer = await api.request(method, path, headers=globex, data=body["form"], files=files)
+        else:
+            answer = await api.request(method, path, headers=globex, json=body)
         where = f"{method} {template}"
         if expected == "404":
             assert_problem(answer, 404)
@@ -120,7 +159,7 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
             field = expected.split(":")[1]
             assert answer.status_code == 200, (where, answer.text)
             assert answer.json()[field] == [], where
-        for secret in (message_id, webhook_id, "acme's secret"):
+        for secret in (message_id, webhook_id, f, "acme's secret", "acme's file"):
             if secret not in path and secret not in str(body):  # an id globex gave may be named back to it
                 assert secret not in answer.text, (where, secret)
 

@@ -149,10 +149,20 @@ async def media_info(mediaId: _MEDIA_ID, client: ClientId, media: Media) -> Medi
     return media_out(await media.get(client, mediaId))
 
 
-@router.get(
-    "/media/{mediaId}",
-    responses={**_NOT_FOUND, 206: {"description": "The range asked for."}, 416: {"description": "Bad range."}},
-)
+_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes, of its type.",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    206: {
+        "description": "The range asked for.",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    416: {"description": "A range outside the file."},
+}
+
+
+@router.get("/media/{mediaId}", response_class=Response, responses={**_NOT_FOUND, **_BYTES})
 async def download_media(mediaId: _MEDIA_ID, request: Request, client: ClientId, media: Media) -> Response:
     """The bytes of a file (byte ranges with `Range`)."""
     return await _serve(request, lambda start, end: media.open(client, mediaId, start=start, end=end))
@@ -160,7 +170,8 @@ async def download_media(mediaId: _MEDIA_ID, request: Request, client: ClientId,
 
 @public.get(
     "/media/{clientId}/{mediaId}",
-    responses={**_NOT_FOUND, 401: {"model": Problem, "description": "The link expired, or is not valid."}},
+    response_class=Response,
+    responses={**_NOT_FOUND, **_BYTES, 401: {"model": Problem, "description": "The link expired, or is not valid."}},
 )
 async def signed_media(
     clientId: Annotated[str, Path(max_length=48)],
