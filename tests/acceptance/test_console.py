@@ -6,23 +6,35 @@ each test prints its folder.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 
 from tests.acceptance.support import ADMIN_KEY, linked, new_client, running_app
+from tests.support.media_files import write_image, write_tone, write_video
+from tests.support.waiting import eventually
+from zapgate.db.manager import ConnectionManager
+from zapgate.domain.content import Media
+from zapgate.engines import registry
+from zapgate.engines.base import SessionRef
+from zapgate.engines.registry import EngineContext
+from zapgate.engines.sandbox import SandboxEngine
 from zapgate.services.worker import Worker
 from zapgate.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: `./run test` installs it; Playwright downloads nothing
 SEEN = 30_000  # ms to wait for what must appear (generous: a loaded 2-core machine)
 SCREENSHOTS = os.environ.get("ZAPGATE_SCREENSHOTS")  # read at import: the fixtures clear ZAPGATE_* variables
-ALICE, BOB = "5511977770001", "5511977770002"
+ALICE, BOB, CAROL = "5511977770001", "5511977770002", "5511977770003"
 QR_IMAGE = re.compile(r"^QR code")
 
 expect.set_options(timeout=SEEN)
@@ -376,3 +388,297 @@ async def test_the_page_is_served_whole_by_the_gateway(api: httpx.AsyncClient, c
     await expect(tab.page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert await tab.page.evaluate("sessionStorage.length") == 0
     assert tab.errors == []
+
+
+# -- rich messages ------------------------------------------------------------------------------------
+
+
+class HeldDownloads(SandboxEngine):
+    """The sandbox, whose downloads wait while `flowing` is clear: what a list shows of a file on its way."""
+
+    def __init__(self, context: EngineContext) -> None:
+        super().__init__(context.on_event, context.sandbox_network())
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def download(self, ref: SessionRef, media: Media, dest: str) -> None:
+        await self.flowing.wait()
+        await super().download(ref, media, dest)
+
+
+@pytest.fixture
+async def held_worker(database_url: str) -> AsyncIterator[HeldDownloads]:
+    """A sandbox worker in the test's process (as `worker`) whose engine is `HeldDownloads`."""
+    original = registry.spec("sandbox")
+    registry.register(replace(original, build=HeldDownloads))
+    async with ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager:
+        try:
+            worker = Worker(manager, database_url, ("sandbox",), qr_timeout=30, poll_interval=0.2)
+        finally:
+            registry.register(original)  # its engine is built: nothing else sees the replacement
+        engine = worker.engine("sandbox")
+        assert isinstance(engine, HeldDownloads)
+        await worker.start()
+        try:
+            yield engine
+        finally:
+            engine.flowing.set()
+            await worker.close()
+
+
+def inline(path: Path, mime: str, **fields: Any) -> dict[str, Any]:
+    """A file as the sandbox's inbound route takes it in JSON: base64, with what the phone says it is."""
+    return {"data": base64.b64encode(path.read_bytes()).decode(), "mime_type": mime, **fields}
+
+
+async def files_settled(api: httpx.AsyncClient, headers: dict[str, str], session: str, count: int) -> bool:
+    """Whether the session holds `count` messages with a file, none of them still downloading."""
+    page = await api.get("/whatsapp/messages", headers=headers, params={"sessionId": session, "limit": 100})
+    kinds = {"image", "video", "audio", "document", "sticker"}
+    ids = [m["message"][m["type"]]["id"] for m in page.json()["messages"] if m["type"] in kinds]
+    if len(ids) < count:
+        return False
+    infos = [(await api.get(f"/whatsapp/media/{i}/info", headers=headers)).json() for i in ids]
+    return all(info["status"] != "pending" for info in infos)
+
+
+async def loaded(image: Locator) -> int:
+    """The natural width of an <img> once the browser decoded it (scrolled to: it loads lazily)."""
+    await image.scroll_into_view_if_needed()
+    await expect(image).to_be_visible()
+
+    async def decoded() -> int:
+        return int(await image.evaluate("(img) => img.complete ? img.naturalWidth : 0"))
+
+    return int(await eventually(decoded, within=SEEN / 1000))
+
+
+async def test_every_kind_of_message_shows_as_people_know_it(
+    api: httpx.AsyncClient, held_worker: HeldDownloads, consoles: ConsoleFactory, tmp_path: Path
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+
+    async def carol(body: dict[str, Any], **fields: Any) -> str:
+        """Carol's phone writes `body` to alice (or alice's own phone does, with from_me)."""
+        sent = await api.post(
+            "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": CAROL, **body, **fields}
+        )
+        assert sent.status_code == 202, sent.text
+        return str(sent.json()["messageId"])
+
+    photo = write_image(tmp_path / "photo.png", (320, 240), "PNG")
+    sticker = write_image(tmp_path / "sticker.webp", (128, 128), "WEBP", "RGBA")
+    tram = write_video(tmp_path / "tram.mp4", container="mp4")
+    voice = write_tone(tmp_path / "voice.ogg", container="ogg", codec="libopus", rate=48_000, seconds=3.0)
+    menu = tmp_path / "menu.pdf"
+    menu.write_bytes(b"%PDF-1.4\n% the menu\n%%EOF\n" * 60)
+
+    # carol writes one message of each kind, then reacts, votes, replies, edits and deletes
+    text = await carol({"message": "Bom dia! Lunch at Sé?"})
+    image = await carol({"type": "image", "image": inline(photo, "image/png", caption="The square at noon")})
+    sticker_id = await carol({"type": "sticker", "sticker": inline(sticker, "image/webp")})
+    video = await carol({"type": "video", "video": inline(tram, "video/mp4", caption="The tram", duration=1)})
+    voice_id = await carol({"type": "audio", "audio": inline(voice, "audio/ogg; codecs=opus", voice=True, duration=3)})
+    document = await carol(
+        {"type": "document", "document": inline(menu, "application/pdf", filename="menu.pdf", caption="<b>today</b>")}
+    )
+    place = await carol(
+        {
+            "type": "location",
+            "location": {
+                "latitude": -23.5505,
+                "longitude": -46.6333,
+                "name": "Praça da Sé",
+                "address": "Sé, São Paulo - SP",
+            },
+        }
+    )
+    card = await carol(
+        {
+            "type": "contacts",
+            "contacts": [
+                {"name": {"formatted_name": "Ana Souza"}, "phones": [{"phone": "+55 11 91234-5678", "type": "CELL"}]}
+            ],
+        }
+    )
+    poll = await carol(
+        {
+            "type": "poll",
+            "poll": {
+                "question": "Where for lunch?",
+                "options": ["Sé", "Pinheiros", "Liberdade"],
+                "selectable_count": 2,
+            },
+        }
+    )
+    acting = [
+        await carol({"type": "poll_vote", "poll_vote": {"message_id": poll, "selected": ["Sé"]}}),
+        await carol(
+            {"type": "poll_vote", "poll_vote": {"message_id": poll, "selected": ["Sé", "Liberdade"]}}, fromMe=True
+        ),
+        await carol({"type": "reaction", "reaction": {"message_id": image, "emoji": "❤️"}}),
+        await carol({"type": "reaction", "reaction": {"message_id": image, "emoji": "❤️"}}, fromMe=True),
+        await carol({"type": "reaction", "reaction": {"message_id": place, "emoji": "👍"}}, fromMe=True),
+    ]
+    elsewhere = await carol({"type": "reaction", "reaction": {"message_id": "3EB0000000000000OLD1", "emoji": "🙏"}})
+    reply = await carol({"message": "Yes, see you there", "context": {"message_id": text}})
+    asked = await carol({"message": "Did you get my note?", "context": {"message_id": "3EB0000000000000OLD2"}})
+    five = await carol({"message": "See you at 5"})
+    acting.append(await carol({"type": "edit", "edit": {"message_id": five, "text": "See you at 6"}}))
+    oops = await carol({"message": "Wrong chat, sorry"})
+    acting.append(await carol({"type": "revoke", "revoke": {"message_id": oops}}))
+
+    async def settled() -> bool:
+        return await files_settled(api, acme, "alice", 5)
+
+    await eventually(settled, within=60.0)
+    # two more files, whose downloads wait: the list shows them at once; one of them the phone then loses
+    held_worker.flowing.clear()
+    scan = await carol({"type": "document", "document": inline(menu, "application/pdf", filename="scan.pdf")})
+    lost = await api.post("/whatsapp/sandbox/sessions/alice/fault", headers=acme, json={"fault": "lose_media"})
+    assert lost.status_code == 202, lost.text
+    later = await carol(
+        {
+            "type": "image",
+            "image": inline(
+                write_image(tmp_path / "later.png", (200, 300), "PNG"), "image/png", caption="Still on its way"
+            ),
+        }
+    )
+
+    tab = await consoles()
+    await tab.page.set_viewport_size({"width": 1280, "height": 2400})
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    await tab.page.locator("#message-list").evaluate("(list) => { list.style.maxHeight = 'none'; }")  # all in a shot
+
+    def item(message_id: str) -> Locator:
+        return tab.page.locator(f'#message-list > li[data-message-id="{message_id}"]')
+
+    await expect(item(later).locator(".media-slot")).to_have_attribute("data-state", "pending")
+    await expect(item(later).locator(".media-slot")).to_have_text("Image: downloading…")
+    await expect(item(scan).locator(".media-slot")).to_have_text("Document scan.pdf: downloading…")
+
+    thumb = item(image).locator("img.thumb")
+    assert await loaded(thumb) == 320
+    await expect(thumb).to_have_attribute("alt", "Image: The square at noon")
+    await expect(thumb).to_have_attribute("loading", "lazy")
+    signed = re.compile(r"^/media/acme/\S+\?expires=")
+    await expect(item(image).locator("a.media-open")).to_have_attribute("href", signed)
+    await expect(item(image)).to_contain_text("The square at noon")
+    chips = item(image).locator(".reactions .chip")
+    await expect(chips).to_have_count(1)
+    await expect(chips).to_have_text("❤️2")
+    await expect(chips).to_have_attribute("title", f"+{CAROL}, You")
+    await expect(item(place).locator(".chip")).to_have_text("👍1")
+    assert await loaded(item(sticker_id).locator("img.sticker")) == 128
+
+    player = item(video).locator("video")
+    await expect(player).to_have_attribute("preload", "none")
+    await expect(player).to_have_attribute("controls", "")
+    await expect(player).to_have_attribute("src", signed)
+    await expect(item(video)).to_contain_text("The tram")
+    note = item(voice_id)
+    await expect(note.locator(".audio")).to_have_attribute("data-voice", "true")
+    await expect(note.locator(".media-facts")).to_have_text("Voice note · 0:03")
+    await expect(note.locator("audio[controls]")).to_have_attribute("src", signed)
+    name = item(document).locator("a.document-name")
+    await expect(name).to_have_text("menu.pdf")
+    await expect(name).to_have_attribute("download", "menu.pdf")
+    await expect(item(document).locator(".media-facts")).to_have_text("application/pdf · 1.5 KB")
+    await expect(item(document)).to_contain_text("<b>today</b>")  # a caption is text, never HTML
+    await expect(tab.page.locator("#message-list b")).to_have_count(0)
+
+    await expect(item(place).locator(".location-name")).to_have_text("Praça da Sé")
+    await expect(item(place).locator(".location-coordinates")).to_have_text("-23.55050, -46.63330")
+    await expect(item(place).get_by_role("link", name="Open in OpenStreetMap")).to_have_attribute(
+        "href", re.compile(r"^https://www\.openstreetmap\.org/\?mlat=-23\.550500&mlon=-46\.633300")
+    )
+    await expect(item(card).locator(".contact-name")).to_have_text("Ana Souza")
+    await expect(item(card).locator(".contact-phones")).to_have_text("+55 11 91234-5678 (cell)")
+    options = item(poll).locator(".poll-options li")
+    await expect(options.locator(".poll-option")).to_have_text(["Sé", "Pinheiros", "Liberdade"])
+    await expect(options.locator(".poll-count")).to_have_text(["2 votes", "0 votes", "1 vote"])
+    await expect(item(poll)).to_contain_text("2 voters")
+
+    await expect(item(reply).locator(".message-quote")).to_have_text(f"+{CAROL}Bom dia! Lunch at Sé?")
+    await expect(item(asked).locator(".message-quote")).to_have_text("reply to an earlier message")
+    await expect(item(five).locator(".message-text")).to_have_text("See you at 6")
+    edited = item(five).locator('.mark[data-mark="edited"]')
+    await expect(edited).to_have_text("edited")
+    await expect(edited).to_have_attribute("title", re.compile(r"^Edited "))
+    await expect(item(oops)).to_have_attribute("data-deleted", "true")
+    await expect(item(oops).locator('.mark[data-mark="deleted"]')).to_have_attribute("title", re.compile("^Deleted "))
+    # what acts on a shown message is shown on it; what acts on one not shown says so in a line
+    for hidden in acting:
+        await expect(item(hidden)).to_have_count(0)
+    await expect(item(elsewhere)).to_have_text(re.compile("Reacted 🙏 to an earlier message"))
+    await tab.shot("alice-rich-messages")
+
+    # the downloads go on: the lost file is said unavailable, the photo replaces "downloading…" by itself
+    held_worker.flowing.set()
+    assert await loaded(item(later).locator("img.thumb")) == 200
+    await expect(item(scan).locator(".media-slot")).to_have_text("Document scan.pdf: file unavailable")
+    await expect(item(scan).locator(".media-slot")).to_have_attribute("data-state", "failed")
+    await tab.shot("alice-downloads-settled")
+    assert tab.script_errors() == []
+
+
+async def test_a_file_chosen_in_the_send_box_arrives_as_its_kind(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory, tmp_path: Path
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    await linked(api, acme, "bob", BOB)
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    form = tab.form("send-form")
+    picker = form.get_by_label("File")
+
+    # audio: no caption, and a choice to send it as a voice note
+    await picker.set_input_files({"name": "memo.ogg", "mimeType": "audio/ogg", "buffer": b"OggS" + bytes(60)})
+    await expect(form.get_by_label("Send as a voice note")).to_be_visible()
+    await expect(tab.page.locator("#send-message")).to_be_hidden()
+    await form.get_by_label("Send as a voice note").check()
+    await expect(tab.page.locator("#send-file-kind")).to_have_text("Sends as a voice note: memo.ogg, 64 B")
+    await form.get_by_role("button", name="Remove the file").click()
+    await expect(tab.page.locator("#send-message")).to_be_visible()
+    await expect(form.get_by_label("Send as a voice note")).to_be_hidden()
+
+    # an empty file: refused, said under the picker, nothing sent
+    await form.get_by_label("To").fill(BOB)
+    await picker.set_input_files({"name": "empty.png", "mimeType": "image/png", "buffer": b""})
+    await form.get_by_role("button", name="Send").click()
+    await expect(tab.page.locator("#send-file-error")).to_have_text("file: the file is empty")
+    await expect(picker).to_have_attribute("aria-invalid", "true")
+    await tab.shot("empty-file-refused")
+
+    # a photo with a caption: sent to bob, shown to both as a picture
+    photo = write_image(tmp_path / "lunch.png", (300, 200), "PNG")
+    await picker.set_input_files(str(photo))
+    await expect(tab.page.locator("#send-file-kind")).to_have_text(re.compile(r"^Sends as an image: lunch\.png, "))
+    await expect(form.locator("#send-message-label")).to_have_text("Caption")
+    await form.get_by_label("Caption").fill("Lunch is served")
+    await form.get_by_role("button", name="Send").click()
+    await expect(form.locator(".form-done")).to_have_text(re.compile(r"^Queued as \S+\.$"))
+    await expect(picker).to_have_value("")
+    sent = tab.page.locator("#message-list > li[data-type=image]")
+    await expect(sent).to_have_attribute("data-direction", "outbound")
+    await expect(sent.locator(".ticks")).to_have_attribute("data-status", "read")
+    assert await loaded(sent.locator("img.thumb")) > 0
+    await expect(sent).to_contain_text("Lunch is served")
+    await tab.shot("alice-sent-a-photo")
+
+    await tab.open("bob")
+    arrived = tab.page.locator("#message-list > li[data-type=image]")
+    await expect(arrived).to_have_attribute("data-direction", "inbound")
+    await expect(arrived.locator(".message-peer")).to_have_text(f"From +{ALICE}")
+    assert await loaded(arrived.locator("img.thumb")) > 0
+    await expect(arrived).to_contain_text("Lunch is served")
+    await tab.shot("bob-received-the-photo")
+    page = (await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "bob"})).json()
+    [received] = page["messages"]
+    assert received["type"] == "image" and received["message"]["image"]["caption"] == "Lunch is served"
+    assert tab.script_errors() == []

@@ -9,6 +9,8 @@
   const MESSAGES_SHOWN = 50;
   const LIST_REFRESH = 15000; // ms: sessions created elsewhere announce nothing to this tab
   const MAX_TEXT = 4096; // characters of a message, as the API counts them
+  const MAX_CAPTION = 1024; // characters of a file's caption
+  const MAX_FILE = 100 * 1024 * 1024; // bytes: the largest file WhatsApp takes (a document)
 
   // status -> [words, tone]
   const SESSION_STATUS = {
@@ -40,6 +42,10 @@
     duplicate_record: ["sessionId"],
     invalid_session_id: ["sessionId"],
   };
+  const FIELD_ALIASES = [
+    [/^(image|video|audio|document|sticker)(\.(id|link|voice|view_once))?$/, "file"],
+    [/^(image|video|document)\.caption$|^text\.body$/, "message"],
+  ];
   const CONFIRMATIONS = {
     restart: ["Restart session?", "Restart “%s”? A linked session reconnects from its keys; another shows a new QR code.", "Restart"],
     logout: ["Log out session?", "Unlink “%s” from its phone and delete its keys? Linking it again needs a new scan.", "Log out"],
@@ -121,7 +127,9 @@
   async function api(method, path, body, key = state.key) {
     const headers = { "X-API-Key": key, Accept: "application/json" };
     const init = { method, headers, cache: "no-store", credentials: "omit" };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init.body = body; // the browser writes the multipart Content-Type with its boundary
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -170,11 +178,17 @@
     if (slot) slot.textContent = message;
   }
 
+  /** The form field an API field is about: a file message's object is its file, its caption the text box. */
+  function formField(field) {
+    for (const [pattern, name] of FIELD_ALIASES) if (pattern.test(field)) return name;
+    return field;
+  }
+
   /** Put an API error next to the fields it names, the rest at the form's foot. */
   function showError(form, error) {
     if (error.errors.length) {
       for (const { field, message } of error.errors) {
-        if (!fieldError(form, field, message)) formError(form, `${field}: ${message}`);
+        if (!fieldError(form, formField(field), message)) formError(form, `${field}: ${message}`);
       }
     } else {
       const field = (CODE_FIELDS[error.code] || []).find((name) => form.elements.namedItem(name));
@@ -276,6 +290,7 @@
     state.timers = [];
     state.sessions.clear();
     state.qrs.clear();
+    files.clear(); // their signed links are this client's
     select(null);
     renderSessions();
     setLive("offline");
@@ -385,7 +400,7 @@
       }
       $("action-result").textContent = "";
       $("scan-phone").value = suggestPhone();
-      updateCounter();
+      updateSendForm();
       if (id) loadMessages(id);
     }
     renderSessions();
@@ -541,6 +556,28 @@
     failed: "M7 1.5a5.5 5.5 0 1 1 0 11a5.5 5.5 0 1 1 0-11Z M7 4v4 M7 10v0.3",
   };
 
+  const ICON_PATHS = {
+    document: "M4 1.5h5.5l3 3v10H4Z M9.5 1.5v3h3 M6 8h4.5 M6 10.5h4.5",
+    pin: "M8 14.5s4.5-4.6 4.5-8a4.5 4.5 0 0 0-9 0c0 3.4 4.5 8 4.5 8Z M8 4.5a1.8 1.8 0 1 1 0 3.6a1.8 1.8 0 1 1 0-3.6Z",
+    person: "M8 2a2.8 2.8 0 1 1 0 5.6a2.8 2.8 0 1 1 0-5.6Z M2.5 14.5c0-3 2.5-5 5.5-5s5.5 2 5.5 5",
+    poll: "M3 14.5V8 M8 14.5V2.5 M13 14.5V10.5",
+    mic: "M8 1.5a2 2 0 0 1 2 2v4a2 2 0 0 1-4 0v-4a2 2 0 0 1 2-2Z M4 7.5a4 4 0 0 0 8 0 M8 11.5v3",
+  };
+
+  /** A small line drawing (no emoji font needed), decorative. */
+  function icon(name) {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("aria-hidden", "true");
+    svg.classList.add("icon");
+    const line = document.createElementNS(SVG, "path");
+    line.setAttribute("d", ICON_PATHS[name]);
+    for (const [attribute, value] of [["fill", "none"], ["stroke", "currentColor"], ["stroke-width", "1.4"],
+      ["stroke-linecap", "round"], ["stroke-linejoin", "round"]]) line.setAttribute(attribute, value);
+    svg.append(line);
+    return svg;
+  }
+
   function tickIcon(status) {
     const path = TICK_PATHS[status] || TICK_PATHS.delivered; // read and played: the double tick, in blue
     const svg = document.createElementNS(SVG, "svg");
@@ -554,13 +591,411 @@
     return svg;
   }
 
+  // -- what a message holds -----------------------------------------------------------------------------
+
+  const MEDIA_KINDS = new Set(["image", "video", "audio", "document", "sticker"]);
+  const ACTING_KINDS = new Set(["reaction", "poll_vote", "edit", "revoke"]); // shown on the message they act on
+  const KIND_WORDS = { image: "Image", video: "Video", audio: "Audio", document: "Document", sticker: "Sticker" };
+  const THUMB_SIDE = 240; // px: the box an image or video preview fits in
+  const STICKER_SIDE = 128; // px
+  const LINK_MARGIN = 30000; // ms: a signed link this close to its expiry is asked for again
+  const PENDING_POLL = 3000; // ms between looks at a file that is still downloading
+  const RETRY_INFO = 10000; // ms before a file whose description could not be read is asked for again
+
+  const files = new Map(); // media id -> {status, url, expires (ms), info, error, checked (ms), loading}
+  let filePoll = null;
+
+  const bodyOf = (message) => {
+    const object = message.message;
+    return object && typeof object === "object" && object[message.type] ? object[message.type] : null;
+  };
+
+  const idsOf = (message) => [message.messageId, message.whatsappMessageId].filter(Boolean);
+
+  /** The loaded message with id `id` (ours or WhatsApp's), or undefined. */
+  function findMessage(id) {
+    return id ? state.messages.find((message) => idsOf(message).includes(id)) : undefined;
+  }
+
+  /** A reaction, vote, edit or delete whose message is loaded: shown on that message instead of on its own. */
+  function shownOnTarget(message) {
+    if (!ACTING_KINDS.has(message.type)) return false;
+    const body = bodyOf(message);
+    return Boolean(body && findMessage(body.message_id));
+  }
+
+  /** Bytes as WhatsApp shows them (binary: 1 MB = 1024 × 1024 bytes). */
+  function sizeWords(bytes) {
+    if (typeof bytes !== "number" || !Number.isFinite(bytes)) return "";
+    if (bytes < 1024) return `${bytes} B`;
+    let value = bytes;
+    let unit = "";
+    for (const next of ["KB", "MB", "GB"]) {
+      value /= 1024;
+      unit = next;
+      if (value < 1024) break;
+    }
+    return `${value.toFixed(value < 10 ? 1 : 0)} ${unit}`;
+  }
+
+  function durationWords(seconds) {
+    if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "";
+    const whole = Math.round(seconds);
+    return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+  }
+
+  /** `width`×`height` scaled down to fit a `side` px square; null when either is unknown. */
+  function fitted(width, height, side) {
+    if (!(width > 0 && height > 0)) return null;
+    const scale = Math.min(1, side / Math.max(width, height));
+    return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+  }
+
+  /** A signed link as this page may load it: the console's policy allows its own origin only. */
+  function sameOrigin(url) {
+    let parsed;
+    try {
+      parsed = new URL(url, location.href);
+    } catch {
+      return null;
+    }
+    if (parsed.origin === location.origin) return parsed.pathname + parsed.search;
+    // ZAPGATE_PUBLIC_URL names another address: the same route of this gateway serves the same signed link
+    const tail = /\/media\/[^/?#]+\/[^/?#]+\?[^#]*$/.exec(parsed.pathname + parsed.search);
+    return tail ? tail[0] : null;
+  }
+
+  /** What is known of the file `id` now; asks the API when that is missing, pending or about to expire. */
+  function fileState(id) {
+    if (!id) return { status: "sending" };
+    const known = files.get(id);
+    const age = known ? now() - known.checked : Infinity;
+    const due =
+      !known ||
+      (known.status === "pending" && age >= PENDING_POLL) ||
+      (known.status === "stored" && known.expires - now() < LINK_MARGIN) ||
+      (known.status === "error" && age >= RETRY_INFO);
+    if (due) loadFile(id);
+    return known || { status: "loading" };
+  }
+
+  async function loadFile(id) {
+    const entry = files.get(id) || { status: "loading", checked: 0 };
+    if (entry.loading) return;
+    entry.loading = true;
+    files.set(id, entry);
+    try {
+      const info = await api("GET", `/whatsapp/media/${encodeURIComponent(id)}/info`);
+      const url = info.status === "stored" ? sameOrigin(info.url) : null;
+      Object.assign(entry, {
+        status: info.status === "stored" && !url ? "failed" : info.status,
+        url,
+        expires: Date.parse(info.url_expires_at) || 0,
+        info,
+        error: info.error || (info.status === "stored" && !url ? "its link is not on this gateway" : null),
+      });
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.code === "signed_out") return;
+      entry.status = error.status === 404 ? "failed" : "error";
+      entry.error = error.status === 404 ? "no longer kept" : error.message;
+    } finally {
+      entry.loading = false;
+      entry.checked = now();
+    }
+    renderMessages();
+  }
+
+  /** While a shown file downloads, look again now and then (its message-received comes once it settles). */
+  function watchPendingFiles() {
+    clearTimeout(filePoll);
+    const pending = state.messages.some((message) => {
+      const body = MEDIA_KINDS.has(message.type) ? bodyOf(message) : null;
+      const known = body && body.id ? files.get(body.id) : null;
+      return known && (known.status === "pending" || known.status === "error");
+    });
+    if (pending) filePoll = setTimeout(renderMessages, PENDING_POLL);
+  }
+
+  function captionOf(body) {
+    return body && typeof body.caption === "string" && body.caption ? h("p", { className: "message-text", text: body.caption }) : null;
+  }
+
+  /** A file message: a preview or player once the file is stored, else what keeps it from being shown. */
+  function mediaBody(kind, body) {
+    const data = body || {};
+    const file = fileState(data.id);
+    const info = file.info || {};
+    const word = kind === "audio" && data.voice ? "Voice note" : KIND_WORDS[kind];
+    const parts = [];
+    if (file.status !== "stored") {
+      const words = {
+        sending: "sending…",
+        loading: "…",
+        pending: "downloading…",
+        error: "cannot be read now",
+        failed: "file unavailable",
+      }[file.status] || file.status;
+      parts.push(
+        h(
+          "div",
+          { className: "media-slot", "data-state": file.status, title: file.error || null },
+          h("span", { className: "media-kind", text: word }),
+          data.filename ? h("span", { className: "media-name", text: ` ${data.filename}` }) : null,
+          ": ",
+          h("span", { className: "media-state", text: words }),
+        ),
+      );
+    } else if (kind === "image" || kind === "sticker") {
+      const size = fitted(data.width || info.width, data.height || info.height, kind === "sticker" ? STICKER_SIDE : THUMB_SIDE);
+      const alt = data.caption ? `${word}: ${data.caption}` : word;
+      parts.push(
+        h(
+          "a",
+          { className: "media-open", href: file.url, target: "_blank", rel: "noopener noreferrer", title: `Open the full ${word.toLowerCase()}` },
+          h("img", { className: kind === "sticker" ? "sticker" : "thumb", src: file.url, alt, loading: "lazy", decoding: "async", ...size }),
+        ),
+      );
+    } else if (kind === "video") {
+      const size = fitted(data.width || info.width, data.height || info.height, THUMB_SIDE);
+      const length = durationWords(data.duration ?? info.duration);
+      parts.push(
+        h("video", { className: "player", src: file.url, controls: true, preload: "none", playsinline: true, ...size }),
+        h(
+          "p",
+          { className: "media-facts" },
+          [word, length, sizeWords(data.size ?? info.size)].filter(Boolean).join(" · "),
+          " ",
+          h("a", { href: file.url, target: "_blank", rel: "noopener noreferrer", text: "Open" }),
+        ),
+      );
+    } else if (kind === "audio") {
+      const length = durationWords(data.duration ?? info.duration);
+      parts.push(
+        h(
+          "div",
+          { className: "audio", "data-voice": data.voice ? "true" : "false" },
+          h("span", { className: "media-facts" }, data.voice ? icon("mic") : null, [word, length].filter(Boolean).join(" · ")),
+          h("audio", { src: file.url, controls: true, preload: "none" }),
+        ),
+      );
+    } else {
+      const name = data.filename || info.filename || "document";
+      const facts = [data.mime_type || info.mime_type, sizeWords(data.size ?? info.size)].filter(Boolean).join(" · ");
+      parts.push(
+        h(
+          "div",
+          { className: "document" },
+          icon("document"),
+          h(
+            "span",
+            { className: "document-text" },
+            h("a", { className: "document-name", href: file.url, download: name, text: name }),
+            h("span", { className: "media-facts", text: facts }),
+          ),
+          h("a", { className: "document-download", href: file.url, download: name, text: "Download" }),
+        ),
+      );
+    }
+    if (kind !== "audio" && kind !== "sticker") parts.push(captionOf(data));
+    if (data.view_once) parts.push(h("p", { className: "hint", text: "View once" }));
+    return parts;
+  }
+
+  function locationBody(body) {
+    const lat = Number(body.latitude);
+    const lon = Number(body.longitude);
+    const known = Number.isFinite(lat) && Number.isFinite(lon);
+    const coordinates = known ? `${lat.toFixed(5)}, ${lon.toFixed(5)}` : "";
+    const map = known
+      ? `https://www.openstreetmap.org/?mlat=${lat.toFixed(6)}&mlon=${lon.toFixed(6)}#map=16/${lat.toFixed(6)}/${lon.toFixed(6)}`
+      : null;
+    return [
+      h(
+        "div",
+        { className: "location" },
+        icon("pin"),
+        h(
+          "span",
+          { className: "location-text" },
+          h("strong", { className: "location-name", text: body.name || (body.live ? "Live location" : "Location") }),
+          body.address ? h("span", { className: "location-address", text: body.address }) : null,
+          h("span", { className: "location-coordinates", text: coordinates }),
+          map ? h("a", { href: map, target: "_blank", rel: "noopener noreferrer", text: "Open in OpenStreetMap" }) : null,
+        ),
+      ),
+    ];
+  }
+
+  function contactsBody(cards) {
+    const list = Array.isArray(cards) ? cards : [];
+    return [
+      h(
+        "ul",
+        { className: "contact-cards" },
+        ...list.map((card) => {
+          const name = (card && card.name && card.name.formatted_name) || "Contact";
+          const phones = Array.isArray(card && card.phones) ? card.phones : [];
+          return h(
+            "li",
+            { className: "contact-card" },
+            h("strong", { className: "contact-name" }, icon("person"), name),
+            h(
+              "ul",
+              { className: "contact-phones" },
+              ...phones.map((entry) =>
+                h("li", { text: [entry.phone || entry.wa_id || "", entry.type ? `(${entry.type.toLowerCase()})` : ""].join(" ").trim() }),
+              ),
+            ),
+          );
+        }),
+      ),
+    ];
+  }
+
+  function pollBody(body, votes) {
+    const options = Array.isArray(body.options) ? body.options : [];
+    const counts = new Map(options.map((option) => [option, 0]));
+    const voters = (votes || []).filter((vote) => Array.isArray(vote.selected) && vote.selected.length);
+    for (const vote of voters) {
+      for (const option of vote.selected) if (counts.has(option)) counts.set(option, counts.get(option) + 1);
+    }
+    const most = Math.max(1, voters.length);
+    const choose = body.selectable_count > 1 ? `Choose up to ${body.selectable_count}` : "Choose one";
+    return [
+      h("p", { className: "poll-question" }, icon("poll"), body.question || "Poll"),
+      h("p", { className: "hint", text: choose }),
+      h(
+        "ol",
+        { className: "poll-options" },
+        ...options.map((option) => {
+          const count = counts.get(option);
+          return h(
+            "li",
+            { "data-votes": count },
+            h("span", { className: "poll-option", text: option }),
+            h("span", { className: "poll-count", text: `${count} ${count === 1 ? "vote" : "votes"}` }),
+            h("meter", { min: 0, max: most, value: count, "aria-label": `${option}: ${count} of ${voters.length}` }),
+          );
+        }),
+      ),
+      h("p", { className: "hint", text: `${voters.length} ${voters.length === 1 ? "voter" : "voters"}` }),
+    ];
+  }
+
+  /** A reaction, vote, edit or delete whose message is not loaded: one line saying what it did. */
+  function actingBody(message, body) {
+    const data = body || {};
+    const line = {
+      reaction: data.emoji ? `Reacted ${data.emoji} to an earlier message` : "Took back a reaction to an earlier message",
+      poll_vote: Array.isArray(data.selected) && data.selected.length
+        ? `Voted “${data.selected.join("”, “")}” in an earlier poll`
+        : "Took back a vote in an earlier poll",
+      edit: `Edited an earlier message: ${data.text || ""}`,
+      revoke: "Deleted an earlier message",
+    }[message.type];
+    return [h("p", { className: "message-text acting", text: line || message.content })];
+  }
+
+  function messageBody(message) {
+    const body = bodyOf(message);
+    if (message.deletedAt && !message.content) {
+      return [h("p", { className: "message-text gone", text: "This message was deleted" })];
+    }
+    if (MEDIA_KINDS.has(message.type)) return mediaBody(message.type, body);
+    if (ACTING_KINDS.has(message.type)) return actingBody(message, body);
+    if (message.type === "location" && body) return locationBody(body);
+    if (message.type === "contacts" && body) return contactsBody(body);
+    if (message.type === "poll" && body) return pollBody(body, message.votes);
+    const text = message.type === "text" && body && typeof body.body === "string" ? body.body : message.content;
+    return [h("p", { className: "message-text", "data-kind": message.type === "text" ? null : message.type, text: text || `[${message.type}]` })];
+  }
+
+  /** A one-line summary of a quoted message object (what a reply's `context.quoted` holds). */
+  function quotedWords(object) {
+    const body = object && object[object.type];
+    if (!body) return "";
+    if (object.type === "text") return body.body || "";
+    if (MEDIA_KINDS.has(object.type)) {
+      const word = object.type === "audio" && body.voice ? "Voice note" : KIND_WORDS[object.type];
+      return body.caption ? `${word}: ${body.caption}` : word;
+    }
+    if (object.type === "location") return `Location${body.name ? `: ${body.name}` : ""}`;
+    if (object.type === "poll") return `Poll: ${body.question || ""}`;
+    if (object.type === "contacts") return "Contact card";
+    return "";
+  }
+
+  function peerWords(message) {
+    if (message.direction === "outbound") return "You";
+    const contact = message.contact;
+    const number = contact ? phone(contact.phoneNumber) : message.chatJid || "";
+    return contact && contact.name ? contact.name : number;
+  }
+
+  function quoteOf(message) {
+    const context = message.context;
+    if (!context || !context.message_id) return null;
+    const quoted = findMessage(context.message_id) || findMessage(context.whatsapp_message_id);
+    if (quoted) {
+      const gone = quoted.deletedAt && !quoted.content;
+      return { who: peerWords(quoted), text: gone ? "This message was deleted" : quoted.content || `[${quoted.type}]`, id: quoted.messageId };
+    }
+    const words = quotedWords(context.quoted);
+    return words ? { who: context.from_me ? "You" : "", text: words, id: null } : { who: "", text: "reply to an earlier message", id: null };
+  }
+
+  /** A reactor or voter as people read it: "You", a number, or the JID as it came. */
+  function personWords(jid) {
+    if (jid === "me") return "You";
+    const [user, server] = String(jid || "").split("@");
+    return !server || server === "s.whatsapp.net" ? phone(user) : jid;
+  }
+
+  function reactionChips(reactions) {
+    const groups = new Map();
+    for (const reaction of reactions || []) {
+      if (!reaction.emoji) continue;
+      const group = groups.get(reaction.emoji) || [];
+      group.push(personWords(reaction.reactor));
+      groups.set(reaction.emoji, group);
+    }
+    return [...groups].map(([emoji, who]) =>
+      h(
+        "li",
+        { className: "chip", title: who.join(", "), "aria-label": `${emoji} ${who.length}: ${who.join(", ")}` },
+        h("span", { className: "chip-emoji", text: emoji }),
+        h("span", { className: "chip-count", text: String(who.length) }),
+      ),
+    );
+  }
+
+  /** Replace `slot`'s children with `make()` only when `signature` changed (a shown image is not reloaded). */
+  function refill(slot, signature, make) {
+    if (slot.dataset.signature === signature) return;
+    slot.dataset.signature = signature;
+    const children = make().filter((child) => child !== null && child !== undefined);
+    slot.replaceChildren(...children);
+    slot.hidden = children.length === 0;
+  }
+
+  // -- the message list ---------------------------------------------------------------------------------
+
   function messageItem() {
     return h(
       "li",
       { className: "message" },
       h("div", { className: "message-meta" }, h("span", { className: "message-peer" }), h("span", { className: "message-time" })),
-      h("p", { className: "message-text" }),
-      h("div", { className: "message-foot" }, h("span", { className: "message-error" }), h("span", { className: "ticks" })),
+      h("button", { type: "button", className: "message-quote", hidden: true }),
+      h("div", { className: "message-body" }),
+      h("ul", { className: "reactions", "aria-label": "Reactions", hidden: true }),
+      h(
+        "div",
+        { className: "message-foot" },
+        h("span", { className: "message-marks" }),
+        h("span", { className: "message-error" }),
+        h("span", { className: "ticks" }),
+      ),
     );
   }
 
@@ -568,12 +1003,36 @@
     item.dataset.messageId = message.messageId;
     item.dataset.direction = message.direction;
     item.dataset.status = message.status;
+    item.dataset.type = message.type;
+    item.dataset.deleted = message.deletedAt ? "true" : "false";
     const contact = message.contact;
     const number = contact ? phone(contact.phoneNumber) : message.chatJid || "";
     const peer = contact && contact.name ? `${contact.name} (${number})` : number;
     item.querySelector(".message-peer").textContent = `${message.direction === "outbound" ? "To" : "From"} ${peer}`;
     item.querySelector(".message-time").replaceChildren(timeElement(message.timestamp, true));
-    item.querySelector(".message-text").textContent = message.content || `[${message.type}]`;
+
+    const quote = quoteOf(message);
+    const quoteSlot = item.querySelector(".message-quote");
+    quoteSlot.hidden = !quote;
+    quoteSlot.dataset.target = quote && quote.id ? quote.id : "";
+    quoteSlot.disabled = !(quote && quote.id);
+    refill(quoteSlot, JSON.stringify(quote), () =>
+      quote ? [quote.who ? h("span", { className: "quote-who", text: quote.who }) : null, h("span", { className: "quote-text", text: quote.text })] : [],
+    );
+
+    const body = bodyOf(message);
+    const file = MEDIA_KINDS.has(message.type) && body ? fileState(body.id) : null;
+    const shape = [message.type, message.content, message.message, message.deletedAt, message.type === "poll" ? message.votes : null,
+      file ? [file.status, file.url] : null];
+    refill(item.querySelector(".message-body"), JSON.stringify(shape), () => messageBody(message));
+    refill(item.querySelector(".reactions"), JSON.stringify(message.reactions || []), () => reactionChips(message.reactions));
+
+    refill(item.querySelector(".message-marks"), JSON.stringify([message.editedAt, message.deletedAt]), () =>
+      [["edited", message.editedAt, "Edited"], ["deleted", message.deletedAt, "Deleted"]]
+        .filter(([, at]) => at)
+        .map(([mark, at, word]) => h("span", { className: "mark", "data-mark": mark, title: `${word} ${FULL.format(new Date(at))}`, text: mark })),
+    );
+
     item.querySelector(".message-error").textContent = message.status === "failed" ? message.error || "" : "";
     const ticks = item.querySelector(".ticks");
     if (ticks.dataset.status !== message.status) {
@@ -590,7 +1049,8 @@
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
     const items = new Map([...list.children].map((item) => [item.dataset.messageId, item]));
     let previous = null;
-    for (const message of state.messages) {
+    const shown = state.messages.filter((message) => !shownOnTarget(message));
+    for (const message of shown) {
       let item = items.get(message.messageId);
       if (item) items.delete(message.messageId);
       else item = messageItem();
@@ -600,15 +1060,80 @@
       previous = item;
     }
     for (const stale of items.values()) stale.remove();
-    $("no-messages").hidden = state.messages.length > 0;
+    $("no-messages").hidden = shown.length > 0;
     if (atEnd) list.scrollTop = list.scrollHeight;
+    watchPendingFiles();
+  }
+
+  function showQuoted(id) {
+    const item = [...$("message-list").children].find((candidate) => candidate.dataset.messageId === id);
+    if (!item) return;
+    item.scrollIntoView({ block: "nearest" });
+    item.classList.remove("flash");
+    void item.offsetWidth; // restart the highlight
+    item.classList.add("flash");
+  }
+
+  // -- the send box ------------------------------------------------------------------------------------
+
+  /** The kind a chosen file is sent as, from its type as the browser tells it. */
+  function fileKind(file) {
+    const type = (file.type || "").toLowerCase();
+    if (type.startsWith("image/") && type !== "image/svg+xml") return "image"; // a drawing is no photo
+    if (type.startsWith("video/")) return "video";
+    if (type.startsWith("audio/")) return "audio";
+    return "document";
+  }
+
+  const chosenFile = () => $("send-file").files[0] || null;
+
+  /** Fit the form to what is sent: a text, or a file with an optional caption (audio has none). */
+  function updateSendForm() {
+    const file = chosenFile();
+    const kind = file ? fileKind(file) : null;
+    const message = $("send-message");
+    message.required = !file;
+    $("send-message-field").hidden = kind === "audio";
+    $("send-message-label").textContent = file ? "Caption" : "Message";
+    $("send-message-optional").hidden = !file;
+    $("send-voice-field").hidden = kind !== "audio";
+    $("send-file-clear").hidden = !file;
+    $("send-file-kind").textContent = file
+      ? `Sends as ${kind === "audio" && $("send-voice").checked ? "a voice note" : `${kind === "image" ? "an" : "a"} ${kind}`}: ${file.name}, ${sizeWords(file.size)}`
+      : "";
+    updateCounter();
   }
 
   function updateCounter() {
+    const limit = chosenFile() ? MAX_CAPTION : MAX_TEXT;
     const length = textLength($("send-message").value);
     const counter = $("send-message-count");
-    counter.textContent = `${length} / ${MAX_TEXT} characters`;
-    counter.classList.toggle("over", length > MAX_TEXT);
+    counter.textContent = `${length} / ${limit} characters`;
+    counter.classList.toggle("over", length > limit);
+  }
+
+  function clearFile() {
+    $("send-file").value = "";
+    $("send-voice").checked = false;
+    updateSendForm();
+  }
+
+  /** Send the chosen file (multipart: the message's JSON and the file); answer what the API accepted. */
+  async function sendFile(form, to, file) {
+    const kind = fileKind(file);
+    if (file.size > MAX_FILE) {
+      throw new ApiError(422, { detail: `file: over the ${sizeWords(MAX_FILE)} of the largest file WhatsApp takes`, errors: [{ field: "file", message: `Over ${sizeWords(MAX_FILE)}, the largest file WhatsApp takes.` }] });
+    }
+    const part = {};
+    const caption = form.elements.namedItem("message").value.trim();
+    if (caption && kind !== "audio") part.caption = caption;
+    if (kind === "document" && file.name) part.filename = file.name;
+    if (kind === "audio" && $("send-voice").checked) part.voice = true;
+    const body = new FormData();
+    body.append("message", JSON.stringify({ sessionId: state.selected, to, type: kind, [kind]: part }));
+    body.append("file", file, file.name);
+    const accepted = await api("POST", "/whatsapp/messages/upload", body);
+    return { accepted, type: kind, content: caption && kind !== "audio" ? caption : `[${kind}]`, message: { type: kind, [kind]: part } };
   }
 
   // -- live updates (Socket.IO) -------------------------------------------------------------------------
@@ -682,6 +1207,11 @@
       if (event.sessionId === state.selected) reloadMessagesSoon();
     }));
     socket.on("message-status", mine(onMessageStatus));
+    for (const name of ["message-edited", "message-deleted", "media-failed"]) {
+      socket.on(name, mine((event) => {
+        if (event.sessionId === state.selected) reloadMessagesSoon();
+      }));
+    }
     socket.on("error", mine((event) => {
       // a session's error from the event log (refused commands are answered by their acks instead)
       if (event && event.eventId && event.sessionId) patchSession(event.sessionId, { lastError: event.message });
@@ -780,26 +1310,46 @@
 
     onSubmit($("send-form"), async (form) => {
       const to = value(form, "to");
-      const text = form.elements.namedItem("message").value; // sent as typed: spaces are part of a text
-      const accepted = await api("POST", "/whatsapp/send", { sessionId: state.selected, to, message: text });
+      const file = chosenFile();
+      let sent;
+      if (file) {
+        sent = await sendFile(form, to, file);
+      } else {
+        const text = form.elements.namedItem("message").value; // sent as typed: spaces are part of a text
+        sent = { accepted: await api("POST", "/whatsapp/send", { sessionId: state.selected, to, message: text }), type: "text", content: text };
+        sent.message = { type: "text", text: { body: text } };
+      }
+      const accepted = sent.accepted;
       if (accepted.sessionId === state.selected && !state.messages.some((m) => m.messageId === accepted.messageId)) {
         state.messages.push({
           messageId: accepted.messageId,
           direction: "outbound",
           status: accepted.status,
-          type: "text",
-          content: text,
+          type: sent.type,
+          content: sent.content,
+          message: sent.message,
           timestamp: accepted.timestamp,
           contact: { phoneNumber: to.includes("@") ? to : to.replace(/\D/g, "") },
         });
         renderMessages();
       }
       form.elements.namedItem("message").value = "";
+      if (file) clearFile();
       updateCounter();
       formDone(form, `Queued as ${accepted.messageId}.`);
       reloadMessagesSoon();
     });
     $("send-message").addEventListener("input", updateCounter);
+    $("send-file").addEventListener("change", updateSendForm);
+    $("send-voice").addEventListener("change", updateSendForm);
+    $("send-file-clear").addEventListener("click", () => {
+      clearFile();
+      $("send-file").focus();
+    });
+    $("message-list").addEventListener("click", (event) => {
+      const quote = event.target.closest(".message-quote");
+      if (quote && quote.dataset.target) showQuoted(quote.dataset.target);
+    });
   }
 
   wire();
