@@ -282,6 +282,8 @@ async def test_signed_links_cannot_be_forged_reused_late_or_turned_on_another_fi
     assert_problem(await api.get(f"/whatsapp/media/{theirs.json()['id']}", headers=acme), 404)
     expired = url.copy_set_param("expires", "1000")
     assert_problem(await api.get(expired), 401)
+    # a client that does not exist is answered as a bad link: links do not tell which clients exist
+    assert_problem(await api.get(str(url).replace("/media/acme/", "/media/nobody/")), 401)
 
 
 async def test_an_expired_file_is_asked_again_and_a_lost_one_fails_clearly(

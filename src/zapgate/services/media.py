@@ -36,7 +36,14 @@ from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.media import FileKind, MediaRecord, MediaStatus, StoredObject, StoreName
 from zapgate.domain.media_limits import SEND_LIMIT, human_size
-from zapgate.errors import InvalidMedia, InvalidRequest, MediaNotFound, SessionNotFound
+from zapgate.errors import (
+    AuthenticationFailed,
+    ClientNotFound,
+    InvalidMedia,
+    InvalidRequest,
+    MediaNotFound,
+    SessionNotFound,
+)
 from zapgate.log import get_logger
 from zapgate.media import process
 from zapgate.media.sniff import sniff_file
@@ -293,8 +300,11 @@ class MediaFiles:
         self, client: str, media_id: str, expires: int, signature: str, *, start: int = 0, end: int | None = None
     ) -> tuple[MediaRecord, MediaStream]:
         """As `open`, for a signed link (AuthenticationFailed when it is expired, altered or revoked)."""
-        cid = valid_client_id(client)
-        key = await self._manager.execute_transaction(cid, lambda tx: link_keys.key(tx.connection))
+        try:
+            cid = valid_client_id(client)
+            key = await self._manager.execute_transaction(cid, lambda tx: link_keys.key(tx.connection))
+        except (InvalidRequest, ClientNotFound) as exc:  # told apart from a bad signature, it would name clients
+            raise AuthenticationFailed("this media link is not valid (altered, or its key was rotated)") from exc
         signed_links.verify(key, cid, media_id, expires, signature, now=time.time())
         return await self.open(cid, media_id, start=start, end=end)
 
