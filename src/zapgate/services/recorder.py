@@ -69,7 +69,7 @@ class Recorder:
         hosted: HostedSessions,
         *,
         keep_stories: bool = False,
-        on_connected: Callable[[], None] = lambda: None,
+        on_connected: Callable[[SessionRef], None] = lambda ref: None,
     ) -> None:
         self._manager = manager
         self._hosted = hosted
@@ -220,7 +220,7 @@ class Recorder:
             if event.status in RESTING:
                 self._hosted.pop(ref, None)
             elif event.status is SessionStatus.CONNECTED:
-                self._on_connected()
+                self._on_connected(ref)
 
     async def record_unplaced(self, ref: SessionRef, reason: str) -> None:
         """Record that no worker has room for the session (an `unplaced` status and an `error` event)."""
