@@ -137,16 +137,35 @@ async def snapshot(monitor: asyncpg.Pool, workers: Sequence[WorkerProcess], port
     )
 
 
-async def activity(monitor: asyncpg.Pool, workers: Sequence[WorkerProcess], seconds: float) -> tuple[float, float]:
-    """Over `seconds`: the database's transactions a second, and the workers' CPU (cores busy, summed)."""
+async def outbox_claims(monitor: asyncpg.Pool) -> float:
+    """The outbox claims (looks at a session's queue) of every worker, as of their last heartbeats."""
+    total = 0.0
+    for row in await monitor.fetch("SELECT metrics FROM zapgate.workers WHERE metrics IS NOT NULL"):
+        for line in row["metrics"].splitlines():
+            if line.startswith("zapgate_outbox_claims_total "):
+                total += float(line.split()[1])
+    return total
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the fleet did over a while, a second."""
+
+    transactions: float  # committed and rolled back in the database
+    claims: float  # outbox claims of the workers (part of the transactions)
+    cores: float  # the workers' CPU, summed
+
+
+async def activity(monitor: asyncpg.Pool, workers: Sequence[WorkerProcess], seconds: float) -> Activity:
+    """Over `seconds`: the database's transactions, the outbox claims and the workers' CPU (cores busy, summed)."""
     query = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
     cpu = CpuMeter({"workers": [w.pid for w in workers]})
-    before = await monitor.fetchval(query)
+    before, claims_before = await monitor.fetchval(query), await outbox_claims(monitor)
     cpu.start()
     await asyncio.sleep(seconds)
     cpu.stop()
-    after = await monitor.fetchval(query)
-    return (after - before) / seconds, cpu.used["workers"] / seconds
+    after, claims_after = await monitor.fetchval(query), await outbox_claims(monitor)
+    return Activity((after - before) / seconds, (claims_after - claims_before) / seconds, cpu.used["workers"] / seconds)
 
 
 # -- the load --------------------------------------------------------------------------------------------
@@ -304,7 +323,7 @@ def print_snapshot(title: str, snap: Snapshot, pool: int) -> None:
     bound = min(pool, 10)
     print(
         f"  PostgreSQL connections per worker: {snap.sockets}  (max {max(snap.sockets)}; its pool holds at most "
-        f"{bound} + 2 LISTEN connections)"
+        f"{bound} + 1 for leases + 2 LISTEN connections)"
     )
     print(f"  PostgreSQL backends of the database by application: {dict(sorted(snap.backends.items()))}")
     rss = [r / MIB for r in snap.rss]
@@ -352,17 +371,21 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                 )
                 await asyncio.sleep(3)  # let the pools settle after the start-up burst
                 before = await snapshot(monitor, fleet, port)
-                idle_tps, idle_cores = await activity(monitor, fleet, 10)
+                hosts_before = {(r["client_id"], r["session_id"]): r["worker_id"] for r in await placements(monitor)}
+                idle = await activity(monitor, fleet, 10)
 
                 load = Load(sessions, args.clients, args.sessions_per_client, args.rate)
                 running = asyncio.create_task(load.run())
-                load_tps, load_cores = await activity(monitor, fleet, args.steady)
+                loaded = await activity(monitor, fleet, args.steady)
                 under_load = await snapshot(monitor, fleet, port)
 
                 victims = fleet[: args.kill]
                 survivors = fleet[args.kill :]
                 victim_ids = {w.worker_id for w in victims}
-                moving = sum(1 for r in await placements(monitor) if r["worker_id"] in victim_ids)
+                rows = await placements(monitor)
+                moving = sum(1 for r in rows if r["worker_id"] in victim_ids)
+                # a lease that ran out while all workers lived: the session moved (a new QR code, in real life)
+                bounced = sum(1 for r in rows if hosts_before.get((r["client_id"], r["session_id"])) != r["worker_id"])
                 killed = time.perf_counter()
                 for victim in victims:
                     await workers.kill(victim)
@@ -440,9 +463,16 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         f"{balance_floor} with {args.workers} workers; claims are first come, first served"
     )
     print_snapshot("idle, all connected:", before, args.worker_pool_size)
-    print(f"  {idle_tps:.0f} transactions/s in PostgreSQL, workers busy {idle_cores:.2f} cores (10 s)")
+    print(
+        f"  {idle.transactions:.0f} transactions/s in PostgreSQL, of which {idle.claims:.0f} outbox claims; "
+        f"workers busy {idle.cores:.2f} cores (10 s)"
+    )
     print_snapshot(f"under load ({args.rate:g} texts/s):", under_load, args.worker_pool_size)
-    print(f"  {load_tps:.0f} transactions/s in PostgreSQL, workers busy {load_cores:.2f} cores ({args.steady:g} s)")
+    print(
+        f"  {loaded.transactions:.0f} transactions/s in PostgreSQL, of which {loaded.claims:.0f} outbox claims; "
+        f"workers busy {loaded.cores:.2f} cores ({args.steady:g} s)"
+    )
+    print(f"  sessions that changed worker between the idle snapshot and the kill (no worker had died): {bounced}")
     print_snapshot(f"after the kill ({len(survivors)} workers left):", after, args.worker_pool_size)
     print(
         f"\nfailover: {args.kill} of {args.workers} workers killed (SIGKILL) hosting {moving} sessions: every session "

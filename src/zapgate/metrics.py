@@ -49,6 +49,12 @@ OUTBOUND_QUEUE = Gauge(
     "Outbound messages waiting to be sent by the sessions a worker hosts.",
     registry=REGISTRY,
 )
+OUTBOX_CLAIMS = Counter(
+    "zapgate_outbox_claims",
+    "Looks at a hosted session's queue of pending sends (each a transaction): on a notification, a connection, "
+    "or an idle session's back-off.",
+    registry=REGISTRY,
+)
 HOSTED_SESSIONS = Gauge("zapgate_hosted_sessions", "Sessions a worker hosts.", registry=REGISTRY)
 KEEPALIVE = Counter(
     "zapgate_keepalive",

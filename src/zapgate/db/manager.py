@@ -174,6 +174,23 @@ class ConnectionManager:
                 "server_settings": {"application_name": "zapgate"},
             },
         )
+        # Lease renewals get a connection of their own: behind a busy shared pool (one transaction per send batch,
+        # per receipt, per client measured) a renewal would wait its turn until the lease ran out, and every
+        # session of the worker would move. pool_size=1 and lazy: only a worker ever connects it; pre-ping
+        # replaces the connection a database restart killed before a renewal fails on it.
+        self._lease_engine: AsyncEngine = create_async_engine(
+            async_url(url),
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            pool_recycle=RECYCLE_AFTER,
+            pool_pre_ping=True,
+            connect_args={
+                "timeout": connect_timeout,
+                "server_settings": {"application_name": "zapgate-leases"},
+            },
+        )
         self._connect_timeout = connect_timeout
         self._handles: dict[ClientId, ClientConnection] = {}
         self._ready: set[ClientId] = set()
@@ -203,6 +220,7 @@ class ConnectionManager:
         """Stop the background tasks and close every pooled connection."""
         await self._tasks.close()
         await self._engine.dispose()
+        await self._lease_engine.dispose()
 
     async def __aenter__(self) -> ConnectionManager:
         await self.start()
@@ -269,6 +287,12 @@ class ConnectionManager:
     async def registry_transaction(self) -> AsyncIterator[AsyncConnection]:
         """Open a transaction whose unqualified names resolve in the registry schema."""
         async with self._transaction(REGISTRY_SCHEMA, "registry") as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def lease_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Open a registry transaction on the connection kept for lease renewals, outside the shared pool."""
+        async with self._transaction(REGISTRY_SCHEMA, "leases", self._lease_engine) as conn:
             yield conn
 
     async def drop_client_schema(self, client: str, conn: AsyncConnection | None = None) -> None:
@@ -340,10 +364,12 @@ class ConnectionManager:
     # -- internals ------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _transaction(self, schema: SchemaName, op: str) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(
+        self, schema: SchemaName, op: str, engine: AsyncEngine | None = None
+    ) -> AsyncIterator[AsyncConnection]:
         started = time.perf_counter()
         try:
-            async with self._engine.begin() as conn:
+            async with (engine or self._engine).begin() as conn:
                 await conn.execute(_SET_SEARCH_PATH, {"schema": schema})
                 yield conn
         except BaseException as exc:

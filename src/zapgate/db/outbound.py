@@ -155,6 +155,26 @@ _CLAIM = text(
 )
 
 
+async def held_for(conn: AsyncConnection, session_row: str) -> float | None:
+    """Return in how many seconds the session's first pending message that is not due yet falls due (None: none).
+
+    Such a message waits for its next attempt or for room under the first-contact cap (`next_attempt_at`).
+    """
+    seconds = (await conn.execute(_HELD_FOR, {"row": session_row})).scalar_one()
+    return None if seconds is None else max(0.0, float(seconds))
+
+
+# the condition of ix_messages_held, so that the index answers it
+_HELD_FOR = text(
+    """
+    SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())
+    FROM messages
+    WHERE session_id = :row AND status = 'pending' AND next_attempt_at IS NOT NULL
+      AND direction = 'outbound' AND next_attempt_at > now()
+    """
+)
+
+
 async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
     """Record the outcome of sends still pending; return the ids (ours) recorded.
 

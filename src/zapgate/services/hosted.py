@@ -9,6 +9,7 @@ from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import Recipient, pending_count
 from zapgate.db.placements import Placement
 from zapgate.domain.pacing import Pacing
+from zapgate.domain.polling import QueueWatch
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import Engine, Receipt, SessionRef
 from zapgate.log import get_logger
@@ -30,7 +31,8 @@ class Hosted:
     status_since: float = field(default_factory=time.monotonic)  # when `status` was last entered
     started_at: float = field(default_factory=time.monotonic)  # when the engine was last told to start it
     ever_connected: bool = False  # connected since that start (pairing is over)
-    sending: bool = False
+    sending: bool = False  # a sender runs for it (the outbox starts no second one)
+    queue: QueueWatch = field(default_factory=QueueWatch)  # when the outbox next looks at its pending sends
     in_flight: bool = False  # a batch is being sent: its receipts may overtake its record
     deferred: list[Receipt] = field(default_factory=list)  # receipts held until the batch in flight is recorded
     recipients: dict[str, tuple[Recipient, float]] = field(default_factory=dict)  # number → (answer, expiry)

@@ -11,11 +11,19 @@ is whatever WhatsApp answers. A failure that cannot get better (not on WhatsApp,
 final for that message; one that may pass is tried again later, up to an attempt cap, and holds back
 only the later messages to the same chat. Paced engines show "typing…" and pause between sends, one
 message at a time, and write to at most so many new numbers a day (the rest wait for room).
+
+A look at a session's queue is a transaction, so the outbox looks only where there may be work
+(`domain/polling.py`): at the session a NOTIFY names, at a session that (re)connected, at every session
+after the listener reconnected (notifications may have been lost then); an idle session's queue is
+looked at again after a back-off that doubles up to `idle_poll_max`, and a queue holding messages that are
+not due yet when the first of them is. 100 idle sessions cost a few transactions a second, not 100.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,7 +39,9 @@ from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
 from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, from_payload
 from zapgate.domain.events import EventType
+from zapgate.domain.ids import client_id, session_id
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user, phone_jid
+from zapgate.domain.polling import IdleBackoff
 from zapgate.domain.receipts import further, furthest
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -47,7 +57,7 @@ from zapgate.engines.base import (
     SessionRef,
     UnknownSession,
 )
-from zapgate.errors import MediaNotFound, MediaStoreError
+from zapgate.errors import InvalidRequest, MediaNotFound, MediaStoreError
 from zapgate.log import get_logger
 from zapgate.services.conversation import ACTING, Actor, apply
 from zapgate.services.hosted import Hosted, HostedSessions
@@ -70,6 +80,7 @@ class OutboxPolicy:
     recipient_ttl: float = 86_400.0  # seconds WhatsApp's answer about a number is trusted
     max_attempts: int = 5  # attempts of a message that fails retryably before it fails for good
     call_timeout: float = 90.0  # seconds a send, lookup or presence call may take before it counts as failed
+    idle_poll_max: float = 30.0  # seconds: the longest an idle session's queue goes unseen (a lost NOTIFY's delay)
 
 
 @dataclass
@@ -106,38 +117,65 @@ class Outbox:
         self._recorder = recorder
         self._tasks = tasks
         self._policy = policy
-        self._poll = poll_interval
+        self._backoff = IdleBackoff(first=poll_interval, cap=max(poll_interval, policy.idle_poll_max))
         self._sleep = sleep
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a session's schedule changed: the loop looks again
 
-    def wake(self) -> None:
-        """Look for pending messages now (a session connected)."""
+    def wake(self, ref: SessionRef | None = None) -> None:
+        """Look for the pending messages of `ref` now (of every hosted session without one)."""
+        for hosted in self._hosted.values() if ref is None else filter(None, [self._hosted.get(ref)]):
+            hosted.queue.wake()
         self._wake.set()
 
-    async def run(self, notified: asyncio.Event) -> None:
-        """Start a sender for each connected session with nothing in flight, on every wake-up or poll."""
+    def notified(self, payload: str | None) -> None:
+        """Act on a notification of the outbound channel (`payload` None: notifications may have been lost).
+
+        Its payload names the session with new messages ("client/session"): that session is woken if it is
+        hosted here. Anything else (no payload, one cut short, one from an older version) wakes every session.
+        """
+        ref = _named_session(payload)
+        if ref is None:
+            self.wake()
+        elif ref in self._hosted:
+            self.wake(ref)
+
+    async def run(self) -> None:
+        """Start a sender for each connected session whose queue is due for a look, as each falls due."""
         while True:
-            notified.clear()
             self._wake.clear()
+            now = time.monotonic()
+            next_look = now + self._backoff.cap
             for ref, hosted in list(self._hosted.items()):
-                if hosted.status is SessionStatus.CONNECTED and not hosted.sending:
+                if hosted.status is not SessionStatus.CONNECTED or hosted.sending:
+                    continue  # a connection wakes it; a sender that ends schedules its next look
+                if hosted.queue.due(now):
                     hosted.sending = True
                     self._tasks.spawn(self._send_pending(ref, hosted), name="send")
-            waits = [asyncio.ensure_future(notified.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waits, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+                else:
+                    next_look = min(next_look, hosted.queue.due_at)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_look - time.monotonic()))
 
     async def _send_pending(self, ref: SessionRef, hosted: Hosted) -> None:
-        """Send the session's due pending messages, oldest first, in batches, each recorded with its events."""
+        """Send the session's due pending messages, oldest first, in batches, each recorded with its events.
+
+        Then schedule the next look at its queue: soon when messages were found, later and later while none
+        are, and no later than the first message held back (by its next attempt or the first-contact cap).
+        """
+        found = False
+        held_until: float | None = None  # monotonic seconds when the first held message falls due
         try:
             while hosted.status is SessionStatus.CONNECTED and self._hosted.get(ref) is hosted:
                 limit = 1 if hosted.pacing.paced else SEND_BATCH
-                batch = await self._manager.execute_transaction(
+                hosted.queue.looking()
+                metrics.OUTBOX_CLAIMS.inc()
+                batch, held = await self._manager.execute_transaction(
                     ref.client_id, partial(self._claim_batch, hosted, limit)
                 )
+                held_until = _earliest(held_until, held)
                 if not batch:
                     return
+                found = True
                 hosted.in_flight = True
                 stored: list[Receipt] = []
                 try:
@@ -157,6 +195,8 @@ class Outbox:
                     for outcome in sent.outcomes:
                         if outcome.status is not MessageStatus.PENDING:
                             metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
+                        elif outcome.retry_at is not None:
+                            held_until = _earliest(held_until, _monotonic_at(outcome.retry_at))
                 finally:
                     hosted.in_flight = False
                     # receipts held while the batch was in flight, and not taken by its record, go to the recorder
@@ -173,11 +213,22 @@ class Outbox:
         except Exception as exc:
             log.warning("worker.send_failed", session=str(ref), error=repr(exc))
         finally:
+            hosted.queue.looked(
+                time.monotonic(), self._backoff, found=found, held_until=held_until, spread=random.uniform(0.75, 1.0)
+            )
             hosted.sending = False
+            self._wake.set()
 
-    async def _claim_batch(self, hosted: Hosted, limit: int, tx: Transaction) -> list[PendingMessage]:
-        """Lock and return the session's oldest due pending messages."""
-        return await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
+    async def _claim_batch(
+        self, hosted: Hosted, limit: int, tx: Transaction
+    ) -> tuple[list[PendingMessage], float | None]:
+        """Lock and return the session's oldest due pending messages; with the last of them, when the first
+        message held back falls due (monotonic seconds, None: none is held)."""
+        batch = await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
+        if len(batch) == limit:
+            return batch, None  # more may be due: the next claim asks
+        seconds = await outbound.held_for(tx.connection, hosted.session_row_id)
+        return batch, None if seconds is None else time.monotonic() + seconds
 
     # -- sending ----------------------------------------------------------------------------------------
 
@@ -456,6 +507,26 @@ def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> Ev
         "retryAt": until.isoformat(),
     }
     return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
+
+
+def _named_session(payload: str | None) -> SessionRef | None:
+    """Return the session an outbound notification names ("client/session"), or None if it names none."""
+    client, slash, session = (payload or "").partition("/")
+    if not slash:
+        return None
+    try:
+        return SessionRef(client_id(client), session_id(session))
+    except InvalidRequest:
+        return None
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    return second if first is None else first if second is None else min(first, second)
+
+
+def _monotonic_at(when: datetime) -> float:
+    """Return the monotonic time of the wall-clock time `when`."""
+    return time.monotonic() + (when - datetime.now(UTC)).total_seconds()
 
 
 def _iso(receipt: Receipt) -> str:

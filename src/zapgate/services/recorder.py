@@ -80,7 +80,7 @@ class Recorder:
         *,
         keep_stories: bool = False,
         erase_deleted: bool = False,
-        on_connected: Callable[[], None] = lambda: None,
+        on_connected: Callable[[SessionRef], None] = lambda ref: None,
         media: MediaFiles | None = None,
         tasks: TaskGroup | None = None,
     ) -> None:
@@ -238,7 +238,7 @@ class Recorder:
             if event.status in RESTING:
                 self._hosted.pop(ref, None)
             elif event.status is SessionStatus.CONNECTED:
-                self._on_connected()
+                self._on_connected(ref)
                 if self.downloads is not None:
                     self.downloads.wake(ref)  # files that arrived before a crash or a move are due
 

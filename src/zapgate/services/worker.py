@@ -65,6 +65,7 @@ __all__ = ["EXIT_TO_BE_REPLACED", "Worker", "WorkerOptions", "worker_options"]
 log = get_logger(__name__)
 
 LEASE_TTL = 10.0  # seconds a lease lives without renewal
+MEASURE_EVERY = 15.0  # seconds between two counts of the outbound queue (zapgate_outbound_queue_depth)
 DRAIN_TIMEOUT = 10.0  # seconds a stopping worker waits to store what its engines reported last
 EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL; supervisor.py)
 T = TypeVar("T")
@@ -148,11 +149,13 @@ class Worker:
         """Return the engine called `name`."""
         return self._engines[name]
 
-    def _wake_outbox(self) -> None:
-        self._outbox.wake()
+    def _wake_outbox(self, ref: SessionRef) -> None:
+        self._outbox.wake(ref)
 
     def _notified(self, channel: str, payload: str | None) -> None:
-        if channel == notify.CALLS:
+        if channel == notify.OUTBOUND:  # the outbox looks at the session named (at every one, without a name)
+            self._outbox.notified(payload)
+        elif channel == notify.CALLS:  # an engine call for a session named (None: look for missed ones)
             self._calls.notified(payload)
 
     async def start(self) -> None:
@@ -163,7 +166,8 @@ class Worker:
         self._tasks.spawn(self._recorder.consume(), name="events")
         self._tasks.spawn(self._lease_loop(), name="leases")
         self._tasks.spawn(self._placement_loop(), name="placements")
-        self._tasks.spawn(self._outbox.run(self._listener.event(notify.OUTBOUND)), name="outbound")
+        self._tasks.spawn(self._measure_loop(), name="measure")
+        self._tasks.spawn(self._outbox.run(), name="outbound")
         log.info("worker.started", worker_id=self.worker_id, capacity=self._capacity, engines=list(self._engines))
 
     async def close(self) -> None:
@@ -225,11 +229,14 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._recorder.record_unplaced(SessionRef(placement.client_id, placement.session_id), reason)
 
-    async def _measure(self) -> None:
-        """Update the gauges published with the heartbeat: sessions hosted, abandoned clients, queue depth."""
-        metrics.HOSTED_SESSIONS.set(len(self._hosted))
-        metrics.ABANDONED_CLIENTS.set(self.abandoned)
-        metrics.OUTBOUND_QUEUE.set(await queue_depth(self._manager, self._hosted))
+    async def _measure_loop(self) -> None:
+        """Count the outbound queue for the heartbeat's metrics now and then (a transaction per client hosted)."""
+        while True:
+            try:
+                metrics.OUTBOUND_QUEUE.set(await queue_depth(self._manager, self._hosted))
+            except Exception as exc:
+                log.warning("worker.measure_failed", error=repr(exc))
+            await asyncio.sleep(MEASURE_EVERY)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -241,8 +248,10 @@ class Worker:
                 log.warning("worker.renew_failed", error=repr(exc))
 
     async def _reconcile_now(self) -> None:
-        await self._measure()
-        async with self._manager.registry_transaction() as conn:
+        metrics.HOSTED_SESSIONS.set(len(self._hosted))
+        metrics.ABANDONED_CLIENTS.set(self.abandoned)
+        # on a connection of its own: a renewal never waits behind the outbox's and recorder's transactions
+        async with self._manager.lease_transaction() as conn:
             await placements.heartbeat(
                 conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity, metrics.process_text()
             )
