@@ -309,6 +309,8 @@ def _prepare_image(job: _Job) -> Prepared:
         raise job.refuse(f"{_describe(job.sniffed)} is not an image WhatsApp shows; send JPEG, PNG, WebP or GIF")
     check_size(MediaKind.IMAGE, job.size, field=job.field)  # also the bound for decoding it in memory
     with _temporary_output(job):
+        if job.sniffed.mime == "image/jpeg":
+            return _prepare_jpeg(job)  # sent as it is: only its thumbnail is decoded, at a fraction of its size
         image = _decode_image(job)
         if _is_animated(image):
             raise job.refuse("an animated image is sent as a video (GIF) or a sticker (WebP), not as an image")
@@ -323,6 +325,27 @@ def _prepare_image(job: _Job) -> Prepared:
         check_size(MediaKind.IMAGE, out.stat().st_size, field=job.field)
         width, height = _displayed_size(image)
         return job.result(out, mime, width=width, height=height, thumbnail=_optional_thumbnail(image))
+
+
+def _prepare_jpeg(job: _Job) -> Prepared:
+    """A JPEG goes as it is: its size from its header, its thumbnail from a reduced decode (JPEG's draft mode),
+    so a 50-megapixel photo never has its pixels in memory whole."""
+    with job.decoding(job.sniffed.mime), _pillow_guard():
+        try:
+            image = Image.open(job.path, formats=("JPEG",))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InvalidMedia(
+                f"{job.field}: the image has more pixels than zapgate decodes ({MAX_IMAGE_PIXELS // 1_000_000} "
+                "megapixels)",
+                field=job.field,
+                code=InvalidMedia.TOO_LARGE,
+            ) from exc
+        with image:
+            check_pixels(*image.size, field=job.field)
+            width, height = _displayed_size(image)
+            image.draft("RGB", (THUMBNAIL_SIDE * 2, THUMBNAIL_SIDE * 2))
+            image.load()  # undecodable data fails here, as with every other image
+            return job.result(job.path, "image/jpeg", width=width, height=height, thumbnail=_optional_thumbnail(image))
 
 
 def _decode_image(job: _Job) -> Image.Image:

@@ -57,6 +57,7 @@ UPLOAD_TTL = timedelta(days=30)  # an upload not sent by then is deleted (as the
 UNSENT_TTL = timedelta(days=1)  # a prepared file whose message was refused after all is deleted then
 READ_CHUNK = 1024 * 1024  # bytes per chunk when copying a stored file to disk
 LINK_TTL = 7 * 86_400.0  # seconds a signed link lives by default
+PREPARE_AT_ONCE = 2  # files made ready at once per process: decoding is CPU and memory, bounded here
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class MediaFiles:
         self._fetcher = fetcher
         self._link_ttl = link_ttl
         self._public_url = public_url.rstrip("/")
+        self._preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
 
     async def close(self) -> None:
         if self._fetcher is not None:
@@ -147,16 +149,17 @@ class MediaFiles:
                 field = f"{kind.value}.link"
                 fetched = await self._fetcher.fetch(source.link, original, limit=UPLOAD_LIMIT, field=field)
                 declared, filename = fetched.content_type, fetched.filename
-            prepared = await asyncio.to_thread(
-                process.prepare,
-                kind,
-                original,
-                declared_mime=declared,
-                filename=media.filename or filename,
-                voice=media.voice,
-                field=kind.value,
-                workdir=folder,
-            )
+            async with self._preparing:
+                prepared = await asyncio.to_thread(
+                    process.prepare,
+                    kind,
+                    original,
+                    declared_mime=declared,
+                    filename=media.filename or filename,
+                    voice=media.voice,
+                    field=kind.value,
+                    workdir=folder,
+                )
             thumb_id = None
             if prepared.thumbnail is not None:
                 thumb = folder / "thumbnail.jpg"
