@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     retain_audit_days: int = Field(90, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_AUDIT_DAYS")
     retain_deliveries_days: int = Field(30, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_DELIVERIES_DAYS")
     retain_idempotency_days: int = Field(1, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_IDEMPOTENCY_DAYS")
+    # media files (sent and received) are deleted this many days after they were stored; their messages stay
+    retain_media_days: int = Field(0, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_MEDIA_DAYS")
     retain_sandbox_mail_days: int = Field(7, ge=0, le=36_500, validation_alias="ZAPGATE_RETAIN_SANDBOX_MAIL_DAYS")
     prune_interval: float = Field(3600.0, ge=1, le=7 * 86_400, validation_alias="ZAPGATE_PRUNE_INTERVAL")  # seconds
 

@@ -28,6 +28,7 @@ async def test_a_clients_retention_starts_at_the_defaults_and_can_be_its_own(api
         "auditDays": 90,
         "deliveriesDays": 30,
         "idempotencyDays": 1,
+        "mediaDays": 0,  # media as long as their messages
         "overridden": [],
         "lastPrunedAt": None,
         "lastPruned": None,
@@ -41,6 +42,8 @@ async def test_a_clients_retention_starts_at_the_defaults_and_can_be_its_own(api
 
     back = await api.patch("/admin/clients/acme/retention", headers=ADMIN, json={"eventsDays": None})
     assert back.json()["eventsDays"] == 14 and back.json()["overridden"] == ["auditDays"]
+    media = await api.patch("/admin/clients/acme/retention", headers=ADMIN, json={"mediaDays": 7})
+    assert media.json()["mediaDays"] == 7 and media.json()["overridden"] == ["auditDays", "mediaDays"]
 
 
 async def test_retention_requests_that_cannot_be_are_refused(api: httpx.AsyncClient) -> None:

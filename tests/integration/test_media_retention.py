@@ -13,6 +13,7 @@ from zapgate.db.manager import ConnectionManager
 from zapgate.errors import MediaNotFound
 from zapgate.media.postgres import PostgresMediaStore
 from zapgate.services.media import MediaFiles
+from zapgate.services.retention import Pruner, RetentionDefaults
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -54,3 +55,28 @@ async def test_expired_uploads_and_files_of_deleted_messages_are_pruned_with_the
     assert (await files.get("acme", kept_upload.id)).record.id == kept_upload.id
     with pytest.raises(MediaNotFound):
         await files.open("acme", sent.id)
+
+
+async def test_a_clients_media_retention_deletes_old_files_and_keeps_their_messages(manager: ConnectionManager) -> None:
+    files = MediaFiles(manager, PostgresMediaStore(manager))
+    session_row = await new_session(manager, "acme")
+    old = await files.upload("acme", "s", chunks(b"%PDF-1.4 old"))
+    new = await files.upload("acme", "s", chunks(b"%PDF-1.4 new"))
+    message_row = await new_message(manager, "acme", session_row, "M1")
+    await files.keep_for_message("acme", old.id, "M1")  # a file sent with a message: retention still takes it
+    await manager.execute_transaction(
+        "acme",
+        lambda tx: tx.connection.execute(
+            text("UPDATE media SET created_at = now() - interval '10 days' WHERE id = :id"), {"id": old.id}
+        ),
+    )
+    pruner = Pruner(manager, "w1", RetentionDefaults(media_days=7), media=files)
+    counts = await pruner.prune_client("acme", {**_FOREVER, "media_days": 7})
+    assert counts["media"] == 1
+    with pytest.raises(MediaNotFound):
+        await files.get("acme", old.id)
+    assert (await files.get("acme", new.id)).record.id == new.id
+    assert await count(manager, "acme", "messages") == 1 and message_row  # the message stays
+
+
+_FOREVER = {"events_days": 0, "audit_days": 0, "deliveries_days": 0, "idempotency_days": 0}

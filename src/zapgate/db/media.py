@@ -284,14 +284,21 @@ async def keep(conn: AsyncConnection, media_id: str, message_id: str) -> None:
         )
 
 
-async def unneeded(conn: AsyncConnection, now: datetime, *, limit: int = 500) -> list[str]:
-    """Files to delete: past their expiry (uploads never sent), or whose message is gone (deleted, pruned)."""
+async def unneeded(
+    conn: AsyncConnection, now: datetime, *, stored_before: datetime | None = None, limit: int = 500
+) -> list[str]:
+    """Files to delete: past their expiry (uploads never sent), whose message is gone (deleted, pruned), or
+    stored before `stored_before` (the client's retention; a file still downloading is left)."""
     stmt = (
         select(media.c.id)
         .where(
             or_(
                 media.c.expires_at <= now,
                 and_(media.c.message_row_id.is_(None), media.c.expires_at.is_(None)),
+                and_(
+                    media.c.created_at < (stored_before or datetime.min.replace(tzinfo=now.tzinfo)),
+                    media.c.status != MediaStatus.PENDING.value,
+                ),
             )
         )
         .order_by(media.c.id)

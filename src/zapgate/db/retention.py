@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zapgate.db.tables import retention
 from zapgate.domain.ids import REGISTRY_SCHEMA
 
-POLICY_COLUMNS = ("events_days", "audit_days", "deliveries_days", "idempotency_days")
+POLICY_COLUMNS = ("events_days", "audit_days", "deliveries_days", "idempotency_days", "media_days")
 
 
 @dataclass(frozen=True, slots=True)

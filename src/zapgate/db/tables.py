@@ -493,6 +493,7 @@ retention = Table(
     registry_metadata,
     _client_column(primary_key=True),
     Column("events_days", Integer, nullable=True),
+    Column("media_days", Integer, nullable=True),
     Column("audit_days", Integer, nullable=True),
     Column("deliveries_days", Integer, nullable=True),
     Column("idempotency_days", Integer, nullable=True),

@@ -209,13 +209,15 @@ class MediaFiles:
             valid_client_id(client), lambda tx: records.keep(tx.connection, media_id, message_id)
         )
 
-    async def prune(self, client: str, now: datetime) -> int:
-        """Delete the client's files no longer needed (expired uploads, files of deleted messages); return how many."""
+    async def prune(self, client: str, now: datetime, *, stored_before: datetime | None = None) -> int:
+        """Delete the client's files no longer needed: expired uploads, files of deleted messages, and with
+        `stored_before` every file stored before then (the client's media retention); return how many."""
         total = 0
         while True:
 
             async def batch(tx: Transaction) -> list[StoredObject]:
-                return await records.delete_records(tx.connection, await records.unneeded(tx.connection, now))
+                unneeded = await records.unneeded(tx.connection, now, stored_before=stored_before)
+                return await records.delete_records(tx.connection, unneeded)
 
             gone = await self._manager.execute_transaction(client, batch)
             if not gone:

@@ -66,6 +66,7 @@ class RetentionDefaults:
     audit_days: int = 90
     deliveries_days: int = 30
     idempotency_days: int = 1
+    media_days: int = 0  # for ever: as long as their messages
     sandbox_mail_days: int = 7
     interval: float = 3600.0  # seconds
 
@@ -82,6 +83,7 @@ def retention_defaults(settings: Settings) -> RetentionDefaults:
         audit_days=settings.retain_audit_days,
         deliveries_days=settings.retain_deliveries_days,
         idempotency_days=settings.retain_idempotency_days,
+        media_days=settings.retain_media_days,
         sandbox_mail_days=settings.retain_sandbox_mail_days,
         interval=settings.prune_interval,
     )
@@ -243,8 +245,9 @@ class Pruner:
                 counts[table] = await self._prune_keys(client, cutoff)
             else:
                 counts[table] = await self._walk(table, cutoff, client)
-        if self._media is not None:  # files of messages pruned (or deleted), and uploads never sent in time
-            counts["media"] = await self._media.prune(client, now)
+        if self._media is not None:  # files past the client's days, of messages gone, or uploads never sent in time
+            older = None if days["media_days"] <= 0 else now - timedelta(days=days["media_days"])
+            counts["media"] = await self._media.prune(client, now, stored_before=older)
         return counts
 
     async def prune_sandbox_mail(self) -> int:

@@ -40,6 +40,7 @@ class RetentionPatch(_Body):
     audit_days: int | None = _DAYS
     deliveries_days: int | None = _DAYS
     idempotency_days: int | None = _DAYS
+    media_days: int | None = _DAYS
 
 
 class RetentionOut(_Body):
@@ -51,6 +52,7 @@ class RetentionOut(_Body):
     audit_days: int = Field(examples=[90])
     deliveries_days: int = Field(examples=[30])
     idempotency_days: int = Field(examples=[1])
+    media_days: int = Field(examples=[0], description="Days a media file is kept (0: as long as its message).")
     overridden: list[str] = Field(examples=[["eventsDays"]])
     last_pruned_at: datetime | None = None
     last_pruned: dict[str, int] | None = Field(None, examples=[{"events": 120, "audit": 0}])
@@ -70,6 +72,7 @@ def _out(policy: Policy) -> RetentionOut:
         audit_days=policy.days["audit_days"],
         deliveries_days=policy.days["deliveries_days"],
         idempotency_days=policy.days["idempotency_days"],
+        media_days=policy.days["media_days"],
         overridden=sorted(to_camel(field) for field in policy.overridden),
         last_pruned_at=policy.last_pruned_at,
         last_pruned=dict(policy.last_pruned) if policy.last_pruned is not None else None,
