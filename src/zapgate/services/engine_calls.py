@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -40,13 +39,6 @@ log = get_logger(__name__)
 
 CALL_TIMEOUT = 20.0  # seconds an API request waits for the session's worker
 CHECK_POLL = 1.0  # seconds between looks at the row while waiting (a lost NOTIFY costs at most this)
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A call's result."""
-
-    result: dict[str, Any]
 
 
 class EngineCalls:
