@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import Recipient, pending_count
 from zapgate.db.placements import Placement
+from zapgate.domain.ids import client_id, session_id
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.polling import QueueWatch
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import Engine, Receipt, SessionRef
+from zapgate.errors import InvalidRequest
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
@@ -45,6 +47,17 @@ class Hosted:
 
 
 HostedSessions = dict[SessionRef, Hosted]
+
+
+def named_session(payload: str | None) -> SessionRef | None:
+    """Return the session a notification's payload names ("client/session"), or None if it names none."""
+    client, slash, session = (payload or "").partition("/")
+    if not slash:
+        return None
+    try:
+        return SessionRef(client_id(client), session_id(session))
+    except InvalidRequest:
+        return None
 
 
 async def queue_depth(manager: ConnectionManager, hosted: HostedSessions) -> int:

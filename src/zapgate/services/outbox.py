@@ -39,7 +39,6 @@ from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
 from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, from_payload
 from zapgate.domain.events import EventType
-from zapgate.domain.ids import client_id, session_id
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user, phone_jid
 from zapgate.domain.polling import IdleBackoff
 from zapgate.domain.receipts import further, furthest
@@ -57,10 +56,10 @@ from zapgate.engines.base import (
     SessionRef,
     UnknownSession,
 )
-from zapgate.errors import InvalidRequest, MediaNotFound, MediaStoreError
+from zapgate.errors import MediaNotFound, MediaStoreError
 from zapgate.log import get_logger
 from zapgate.services.conversation import ACTING, Actor, apply
-from zapgate.services.hosted import Hosted, HostedSessions
+from zapgate.services.hosted import Hosted, HostedSessions, named_session
 from zapgate.services.media import MediaFiles
 from zapgate.services.patience import while_away
 from zapgate.services.receipts import EventEntry, acks_of, send_entry, split_receipts, status_entry
@@ -133,7 +132,7 @@ class Outbox:
         Its payload names the session with new messages ("client/session"): that session is woken if it is
         hosted here. Anything else (no payload, one cut short, one from an older version) wakes every session.
         """
-        ref = _named_session(payload)
+        ref = named_session(payload)
         if ref is None:
             self.wake()
         elif ref in self._hosted:
@@ -507,17 +506,6 @@ def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> Ev
         "retryAt": until.isoformat(),
     }
     return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
-
-
-def _named_session(payload: str | None) -> SessionRef | None:
-    """Return the session an outbound notification names ("client/session"), or None if it names none."""
-    client, slash, session = (payload or "").partition("/")
-    if not slash:
-        return None
-    try:
-        return SessionRef(client_id(client), session_id(session))
-    except InvalidRequest:
-        return None
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:

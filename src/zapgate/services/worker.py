@@ -53,7 +53,7 @@ from zapgate.engines.registry import EngineContext, EngineSpec
 from zapgate.log import get_logger
 from zapgate.media.postgres import PostgresMediaStore
 from zapgate.services.engine_calls import CallRunner
-from zapgate.services.hosted import Hosted, HostedSessions, queue_depth
+from zapgate.services.hosted import Hosted, HostedSessions, named_session, queue_depth
 from zapgate.services.media import MediaFiles
 from zapgate.services.outbox import Outbox
 from zapgate.services.recorder import Recorder
@@ -108,6 +108,8 @@ class Worker:
         self._database_url = database_url
         self._keystore_dsns: dict[str, str] = {}
         self._hosted: HostedSessions = {}
+        self._reconciled_at = 0.0  # monotonic seconds of the last renewal and reconciliation
+        self._reconcile_wanted = False  # a notification named a session hosted here (or may have been lost)
         self._tasks = TaskGroup("worker")
         self.media = self._media = media or MediaFiles(manager, PostgresMediaStore(manager))
         self._recorder = Recorder(
@@ -157,6 +159,10 @@ class Worker:
             self._outbox.notified(payload)
         elif channel == notify.CALLS:  # an engine call for a session named (None: look for missed ones)
             self._calls.notified(payload)
+        elif channel == notify.PLACEMENTS:
+            ref = named_session(payload)
+            if ref is None or ref in self._hosted:  # what its owner wants of it changed: act at once
+                self._reconcile_wanted = True
 
     async def start(self) -> None:
         """Announce the worker and start its loops."""
@@ -204,17 +210,24 @@ class Worker:
         while not self.exhausted.is_set():
             wake.clear()
             try:
-                await self._claim()
+                if await self._claim():
+                    self._reconcile_wanted = True  # announce the sessions taken (the heartbeat carries the count)
             except Exception as exc:
                 log.warning("worker.claim_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._poll)
+            # a storm of notifications for sessions placed elsewhere (a thousand created at once) makes this loop
+            # claim on each, not renew every lease on each: that waits for the poll
+            if not self._reconcile_wanted and time.monotonic() - self._reconciled_at < self._poll:
+                continue
+            self._reconcile_wanted = False
             try:
                 await self._reconcile_now()
             except Exception as exc:  # the database away: this loop must outlive it (the lease loop tries too)
                 log.warning("worker.renew_failed", error=repr(exc))
 
-    async def _claim(self) -> None:
+    async def _claim(self) -> int:
+        """Take free sessions while there is room, and host them; return how many were taken."""
         room = self._capacity - len(self._hosted)
         async with self._manager.registry_transaction() as conn:
             claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
@@ -228,6 +241,7 @@ class Worker:
             reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
             with contextlib.suppress(Exception):
                 await self._recorder.record_unplaced(SessionRef(placement.client_id, placement.session_id), reason)
+        return len(claimed)
 
     async def _measure_loop(self) -> None:
         """Count the outbound queue for the heartbeat's metrics now and then (a transaction per client hosted)."""
@@ -248,6 +262,7 @@ class Worker:
                 log.warning("worker.renew_failed", error=repr(exc))
 
     async def _reconcile_now(self) -> None:
+        self._reconciled_at = time.monotonic()
         metrics.HOSTED_SESSIONS.set(len(self._hosted))
         metrics.ABANDONED_CLIENTS.set(self.abandoned)
         # on a connection of its own: a renewal never waits behind the outbox's and recorder's transactions
