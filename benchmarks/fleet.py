@@ -9,12 +9,16 @@ the same services the API calls) and watches the registry. Reported:
 2. sessions per worker (min / max / spread) against the bound: a worker never hosts more than
    WHATSAPP_MAX_SESSIONS (`--capacity`), and claims are first come, first served;
 3. PostgreSQL connections: per worker process (its sockets to the server) and in total (pg_stat_activity),
-   against the bound the pools set (a worker's pool is min(ZAPGATE_DB_POOL_SIZE, 10), plus its listener);
+   against the bound the pools set (a worker's pool is min(ZAPGATE_DB_POOL_SIZE, 10), plus its lease connection and
+   its listeners);
 4. RSS per worker;
 5. with a steady send load running (`--rate` texts a second, each from one session of a client to another of the
    same client, both ours), 3 workers killed with SIGKILL: the time until every session is hosted again (claimed
    by a live worker) and connected again; then, once the load has stopped and the queues drained, that every
-   accepted text reached its recipient exactly once (none lost, none duplicated).
+   accepted text reached its recipient exactly once (none lost, none duplicated);
+6. idle and under load: PostgreSQL's transactions a second, the outbox's claims among them
+   (`zapgate_outbox_claims_total` from the workers' heartbeats), and the sessions that changed worker while every
+   worker lived (a lease that ran out).
 
     .venv/bin/python benchmarks/fleet.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
@@ -428,6 +432,16 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                 in_mailboxes = await monitor.fetchval(
                     "SELECT count(*) FROM zapgate.sandbox_mail WHERE envelope->>'kind' = 'message'"
                 )
+                # whose mailboxes still hold texts, and how their sessions stand: who should be collecting them
+                uncollected = await monitor.fetch(
+                    "SELECT m.address, count(*) AS n, p.client_id, p.session_id, p.status, p.worker_id, "
+                    "p.lease_expires_at > clock_timestamp() AS leased "
+                    "FROM zapgate.sandbox_mail m "
+                    "LEFT JOIN zapgate.sandbox_phones ph ON m.address = 'phone:' || ph.phone "
+                    "LEFT JOIN zapgate.placements p ON p.client_id = ph.client_id AND p.session_id = ph.session_id "
+                    "WHERE m.envelope->>'kind' = 'message' "
+                    "GROUP BY m.address, p.client_id, p.session_id, p.status, p.worker_id, p.lease_expires_at"
+                )
                 after = await snapshot(monitor, survivors, port)
             finally:
                 await sessions.close()
@@ -490,6 +504,11 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         f"{args.drain_timeout:g} s after the load stopped ({in_mailboxes} still waiting in the sandbox network's "
         f"mailboxes for their recipient), {len(duplicated)} received more than once, {len(unexpected)} unexpected"
     )
+    for row in uncollected:
+        print(
+            f"  mailbox {row['address']}: {row['n']} texts; its session {row['client_id']}/{row['session_id']} "
+            f"{row['status']} on {row['worker_id']} (lease alive: {row['leased']})"
+        )
     for text in (lost + duplicated)[:5]:
         c, sender, message_id = load.accepted[text]
         got = counts.get(text, 0)
