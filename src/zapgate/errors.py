@@ -135,7 +135,7 @@ class TooManyRequests(RateLimited):
 
 
 class TooManyFailures(RateLimited):
-    """Too many wrong admin keys came from this address lately (ZAPGATE_ADMIN_MAX_FAILURES): it must wait."""
+    """Too many wrong admin keys or media links came from this address lately (ZAPGATE_ADMIN_MAX_FAILURES): it waits."""
 
     code = "too_many_failures"
 
