@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -408,6 +408,25 @@ class Accepted(_Body):
 _KIND_OBJECT = "The message of this `type`, as in the send body (snake_case inside, see the route)."
 
 
+# the kinds a simulated phone can send (`type` of a sandbox injection), each with its object under its name
+InboundKind = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "reaction",
+    "poll",
+    "poll_vote",
+    "edit",
+    "revoke",
+]
+INBOUND_KINDS: tuple[str, ...] = get_args(InboundKind)
+
+
 class InboundRequest(_Request):
     """A message from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
 
@@ -446,24 +465,9 @@ class InboundRequest(_Request):
         description="Deliver this notice instead: a message from `from` that could not be decrypted, or a "
         "chunk of chat history from the phone.",
     )
-    type: (
-        Literal[
-            "text",
-            "image",
-            "video",
-            "audio",
-            "document",
-            "sticker",
-            "location",
-            "contacts",
-            "reaction",
-            "poll",
-            "poll_vote",
-            "edit",
-            "revoke",
-        ]
-        | None
-    ) = Field(None, description="The kind of message (instead of `message`); its object goes under this name.")
+    type: InboundKind | None = Field(
+        None, description="The kind of message (instead of `message`); its object goes under this name."
+    )
     text: dict[str, Any] | None = Field(None, description=_KIND_OBJECT, examples=[{"body": "Hi!"}])
     image: dict[str, Any] | None = Field(
         None, description=_KIND_OBJECT, examples=[{"data": "iVBORw0KGgo...", "mime_type": "image/png", "caption": "x"}]
@@ -513,23 +517,6 @@ class InboundRequest(_Request):
                 raise InvalidRequest("type: the kind of message that replies or mentions is required", field="type")
             return {"type": "text", "text": {"body": self.message}, "context": self.context, "mentions": self.mentions}
         return {"type": kind, kind: getattr(self, kind), "context": self.context, "mentions": self.mentions}
-
-
-INBOUND_KINDS = (
-    "text",
-    "image",
-    "video",
-    "audio",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "reaction",
-    "poll",
-    "poll_vote",
-    "edit",
-    "revoke",
-)
 
 
 class FaultRequest(_Request):
