@@ -108,6 +108,7 @@ class InboundMessage:
     is_group: bool = False
     from_me: bool = False  # sent by the linked account (from the phone, or another linked device)
     sender_lid: str | None = None  # the sender's LID when known
+    verified_name: str | None = None  # the sender's verified business name, for a business account
     content: Content | None = None  # what it holds, typed (None: an engine that reports text only)
     quote: Quote | None = None  # the message it replies to
     mentions: tuple[str, ...] = ()  # JIDs it mentions
