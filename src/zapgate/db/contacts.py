@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, or_, select, text, update
+from sqlalchemy import ColumnElement, RowMapping, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db.outbound import Recipient
 from zapgate.db.repositories import contact_from_row as _contact
-from zapgate.db.tables import contacts
-from zapgate.domain.contacts import Sighting, keeper, merged
+from zapgate.db.tables import contacts, sessions
+from zapgate.domain.contacts import Sighting, keeper, merged, sighting
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Contact
 
@@ -81,7 +82,7 @@ async def lock(conn: AsyncConnection, session_row: str, keys: Sequence[str]) -> 
 
 
 async def _matching(conn: AsyncConnection, session_row: str, seen: Sighting, keys: list[str]) -> list[Contact]:
-    conditions = [contacts.c.phone_number.in_(keys)]
+    conditions: list[ColumnElement[bool]] = [contacts.c.phone_number.in_(keys)]
     if seen.jid is not None:
         conditions.append(contacts.c.jid == seen.jid)
     if seen.lid is not None:
@@ -146,6 +147,37 @@ async def repoint(conn: AsyncConnection, kept: str, others: list[str]) -> None:
                 ),
                 {"kept": kept, "others": others},
             )
+
+
+async def learn_answers(
+    conn: AsyncConnection, session_row: str, answers: Sequence[Recipient]
+) -> dict[str, Contact | None]:
+    """Record WhatsApp's answers about numbers on the session's contacts: each number on WhatsApp is one contact
+    by its JID and LID (made if new, merged if split); one that is not is marked so where it is a contact.
+
+    Returns the contact of each number asked (None for a number not on WhatsApp).
+    """
+    found: dict[str, Contact | None] = {}
+    absent = sorted({answer.phone_number for answer in answers if not answer.on_whatsapp})
+    if absent:
+        await conn.execute(
+            update(contacts)
+            .where(contacts.c.session_id == session_row, contacts.c.phone_number.in_(absent))
+            .values(on_whatsapp=False, updated_at=func.now())
+        )
+    for answer in answers:
+        if answer.on_whatsapp and (answer.jid or answer.lid):
+            seen = sighting(answer.jid, answer.lid, on_whatsapp=True)
+            found[answer.phone_number] = await identify(conn, session_row, seen)
+        else:
+            found.setdefault(answer.phone_number, None)
+    return found
+
+
+async def session_id_of(conn: AsyncConnection, session_row: str) -> str | None:
+    """The public id of the session with row id `session_row`."""
+    stmt = select(sessions.c.session_id).where(sessions.c.id == session_row)
+    return (await conn.execute(stmt)).scalar_one_or_none()
 
 
 async def find(conn: AsyncConnection, contact_id: str) -> Contact | None:

@@ -488,6 +488,15 @@ sandbox_phones = Table(
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
+# the sandbox's blocklists: `owner` (a phone's number) blocked `phone`; their messages no longer reach it
+sandbox_blocks = Table(
+    "sandbox_blocks",
+    registry_metadata,
+    Column("owner", Text, primary_key=True),
+    Column("phone", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
 sandbox_mail = Table(
     "sandbox_mail",
     registry_metadata,

@@ -11,12 +11,35 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user
+from zapgate.domain.phones import (
+    GROUP_SERVER,
+    LID_SERVER,
+    USER_SERVER,
+    Jid,
+    Recipient,
+    jid_user,
+    parse_recipient,
+    phone_jid,
+)
 from zapgate.domain.records import Contact
 
 _CONTACT_ID = re.compile(r"[a-z][0-9a-z]{24}", re.ASCII)  # domain.ids.new_id's form
+
+
+@dataclass(frozen=True, slots=True)
+class ContactIds:
+    """A contact's id and its ids on WhatsApp, as every message and event names them."""
+
+    id: str
+    jid: str | None
+    lid: str | None
+
+    def fields(self) -> dict[str, Any]:
+        """The event payload's fields of the contact (additive to a payload's own)."""
+        return {"contactId": self.id, "contactJid": self.jid, "contactLid": self.lid}
 
 
 def is_contact_id(value: str) -> bool:
@@ -128,3 +151,35 @@ def merged(kept: Contact, others: Sequence[Contact], seen: Sighting) -> dict[str
             )
     values["phone_number"] = Sighting(values["jid"], values["lid"]).key or kept.phone_number
     return {name: value for name, value in values.items() if getattr(kept, name) != value}
+
+
+def recipient_of(contact: Contact, *, field: str = "to") -> Recipient:
+    """Where a message to `contact` goes: its number (WhatsApp resolves it), else its LID, else its JID (a group's)."""
+    if contact.jid is not None and contact.jid.endswith("@" + USER_SERVER):
+        return Recipient(phone=jid_user(contact.jid), jid=None)
+    if contact.lid is not None:
+        return Recipient(phone=None, jid=Jid(contact.lid))
+    if contact.jid is not None:
+        return Recipient(phone=None, jid=Jid(contact.jid))
+    return parse_recipient(contact.phone_number, field=field)
+
+
+def address_of(contact: Contact) -> str:
+    """The JID WhatsApp knows `contact` by, for calls about it: its phone JID, else its LID, else its key's JID."""
+    if contact.jid is not None:
+        return contact.jid
+    if contact.lid is not None:
+        return contact.lid
+    key = contact.phone_number
+    return key if "@" in key else phone_jid(key)
+
+
+def picture_due(contact: Contact, now: datetime) -> bool:
+    """Whether the contact's profile picture must be asked for (never asked, or its cached answer expired)."""
+    return contact.picture_expires_at is None or contact.picture_expires_at <= now
+
+
+def picture_expiry(link_expires_at: datetime | None, now: datetime, ttl: timedelta) -> datetime:
+    """Until when a picture answer is kept: `ttl` at most, and never past its link's own expiry."""
+    cap = now + ttl
+    return cap if link_expires_at is None else max(now, min(link_expires_at, cap))

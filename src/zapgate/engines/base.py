@@ -205,6 +205,16 @@ class JidLookup:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ProfilePicture:
+    """Someone's profile picture as WhatsApp shows it to the session: a URL (None: no picture, or not shown to
+    this account) that works until `expires_at` (when the engine knows; WhatsApp's links expire)."""
+
+    url: str | None
+    picture_id: str | None = None
+    expires_at: datetime | None = None
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 
@@ -338,6 +348,12 @@ class Engine(Protocol):
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         """Request a pairing code for `phone_number` (also emitted as a PairingCode event)."""
+
+    async def profile_picture(self, ref: SessionRef, jid: str) -> ProfilePicture:
+        """Ask WhatsApp for the profile picture of `jid` (a person's phone JID or LID, or a group's JID)."""
+
+    async def set_blocked(self, ref: SessionRef, jid: str, blocked: bool) -> None:
+        """Block `jid` (their messages no longer reach the session) or unblock it, on the account's blocklist."""
 
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""

@@ -25,7 +25,7 @@ from zapgate.db import contacts, notify, placements
 from zapgate.db import media as media_records
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.contacts import Sighting, sighting
+from zapgate.domain.contacts import ContactIds, Sighting, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import new_id
@@ -343,11 +343,7 @@ class Recorder:
             session = await tx.session.find_unique(ref.session_id)
             if session is None:
                 raise SessionNotFound(f"session {ref} not found")
-            contact = await contacts.identify(tx.connection, session.id, arrival.party(event))
-            assert contact is not None  # a chat always names someone: made if new
-            if arrival.is_group and arrival.sender_lid and not event.from_me:
-                # a group names its writer by both ids: a person known apart by each is one (never made here)
-                await contacts.identify(tx.connection, session.id, arrival.writer(), create=False)
+            contact = await _contact_of(tx, session.id, arrival, event)
             context = None if arrival.context is None else dict(arrival.context)
             if context is not None and event.quote is not None:
                 quoted = await target_of(tx, session.id, event.quote.key)
@@ -582,11 +578,21 @@ class _Arrival:
         return body
 
 
+async def _contact_of(tx: Transaction, session_row: str, arrival: _Arrival, event: InboundMessage) -> Contact:
+    """The contact of an arrived message's chat, made if new, merged when the message names both of its ids."""
+    contact = await contacts.identify(tx.connection, session_row, arrival.party(event))
+    assert contact is not None  # a chat always names someone: made if new
+    if arrival.is_group and arrival.sender_lid and not event.from_me:
+        # a group names its writer by both ids: a person known apart by each is one (never made here)
+        await contacts.identify(tx.connection, session_row, arrival.writer(), create=False)
+    return contact
+
+
 def contact_fields(contact: Contact | None) -> dict[str, Any]:
     """What every message event says of its contact: its id, and both of its ids on WhatsApp where known."""
     if contact is None:
         return {}
-    return {"contactId": contact.id, "contactJid": contact.jid, "contactLid": contact.lid}
+    return ContactIds(contact.id, contact.jid, contact.lid).fields()
 
 
 def _context(quote: Quote) -> dict[str, Any]:
