@@ -584,8 +584,8 @@ class ContactOut(_Body):
     picture_expires_at: datetime | None = Field(
         None, description="Until when `pictureUrl` is cached (it is asked again afterwards); null: never asked."
     )
-    on_whatsapp: bool | None = Field(
-        None, alias="onWhatsApp", description="Whether it is on WhatsApp, as WhatsApp last said (null: never said)."
+    on_whats_app: bool | None = Field(
+        None, description="Whether it is on WhatsApp, as WhatsApp last said (null: never said)."
     )
     blocked: bool = False
     updated_at: datetime | None = None

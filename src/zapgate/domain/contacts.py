@@ -96,7 +96,9 @@ def sighting(
         else:
             phone = phone or bare
     group = is_group or (phone is not None and phone.endswith("@" + GROUP_SERVER))
-    return Sighting(phone, lid_found, push_name or None, business_name or None, on_whatsapp, group)
+    if group:  # a name seen in a group is its writer's, never the group's
+        return Sighting(phone, lid_found, None, None, on_whatsapp, True)
+    return Sighting(phone, lid_found, push_name or None, business_name or None, on_whatsapp, False)
 
 
 def bare_jid(jid: str) -> str:

@@ -689,7 +689,7 @@ def contact_out(contact: Contact, session_id: str) -> ContactOut:
         business_name=contact.business_name,
         picture_url=contact.picture_url,
         picture_expires_at=contact.picture_expires_at,
-        on_whatsapp=contact.on_whatsapp,
+        on_whats_app=contact.on_whatsapp,
         blocked=contact.blocked,
         updated_at=contact.updated_at,
     )
