@@ -8,6 +8,7 @@
     │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
     │   ├── EngineNotOffered        an engine this deployment does not run (ZAPGATE_ENGINES)
     │   ├── InvalidMedia            a media file too large, of a type not allowed, or undecodable (`field`, `code`)
+    │   ├── UnknownContact          a recipient named by a contact id the client has no contact under (`field`)
     │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     │   ├── TooManyConnections      the API key holds as many realtime connections as it may
@@ -104,6 +105,12 @@ class InvalidMedia(InvalidRequest):
         super().__init__(message, field=field, **details)
         self.field = field
         self.code = code
+
+
+class UnknownContact(InvalidRequest):
+    """A recipient named by a contact id the client has no contact under."""
+
+    code = "unknown_contact"
 
 
 class UnstorableData(InvalidRequest):

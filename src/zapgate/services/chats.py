@@ -16,6 +16,7 @@ from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import parse_recipient
 from zapgate.engines.base import Presence
 from zapgate.errors import InvalidRequest, SessionNotFound
+from zapgate.services.contacts import recipient_for
 from zapgate.services.engine_calls import EngineCalls, chat_jid_of
 
 MAX_NUMBERS = 50  # numbers looked up in one request
@@ -35,7 +36,7 @@ class ChatActions:
             shown = Presence(presence)
         except ValueError as exc:
             raise InvalidRequest(f"presence: one of {', '.join(Presence)} expected", field="presence") from exc
-        recipient = parse_recipient(to, field="to")
+        recipient = await recipient_for(self._manager, client, to)
         cid, sid = valid_client_id(client), valid_session_id(session)
         chat = await self._manager.execute_transaction(cid, lambda tx: _chat_of(tx, sid, recipient.key))
         return await self._calls.call(cid, sid, "presence", {"to": chat, "presence": shown.value})
