@@ -536,7 +536,9 @@ sandbox_groups = Table(
 sandbox_group_members = Table(
     "sandbox_group_members",
     registry_metadata,
-    Column("group_jid", Text, ForeignKey(f"{REGISTRY_SCHEMA}.sandbox_groups.jid", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "group_jid", Text, ForeignKey(f"{REGISTRY_SCHEMA}.sandbox_groups.jid", ondelete="CASCADE"), primary_key=True
+    ),
     Column("phone", Text, primary_key=True, index=True),
     Column("role", Text, nullable=False),  # member, admin, superadmin
     Column("position", BigInteger, Identity(always=True), nullable=False),  # joining order

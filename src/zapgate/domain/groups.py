@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER
 from zapgate.errors import InvalidRequest
 
@@ -151,7 +153,9 @@ def invite_code(raw: str, *, field: str = "link") -> str:
             break
     value = value.split("?", 1)[0].rstrip("/")
     if _INVITE_CODE.fullmatch(value) is None:
-        raise InvalidRequest(f"{field}: an invite link (https://chat.whatsapp.com/CODE) or its code expected", field=field)
+        raise InvalidRequest(
+            f"{field}: an invite link (https://chat.whatsapp.com/CODE) or its code expected", field=field
+        )
     return value
 
 
@@ -170,3 +174,70 @@ def check_description(description: str, *, field: str = "description") -> str:
             f"{field}: at most {MAX_DESCRIPTION} characters expected", field=field, limit=MAX_DESCRIPTION
         )
     return description
+
+
+# -- the public shapes (a contract: the API's answers and the events' bodies) --
+
+
+def participant_out(participant: GroupParticipant) -> dict[str, Any]:
+    """A participant as the API and events show it."""
+    return {
+        "jid": participant.jid,
+        "lid": participant.lid,
+        "isAdmin": participant.is_admin,
+        "isSuperAdmin": participant.is_super_admin,
+    }
+
+
+def group_out(info: GroupInfo) -> dict[str, Any]:
+    """A group as the API and events show it."""
+    return {
+        "id": info.jid,
+        "subject": info.subject,
+        "description": info.description,
+        "owner": info.owner_jid,
+        "announce": info.announce,
+        "locked": info.locked,
+        "pictureId": info.picture_id,
+        "createdAt": info.created_at.isoformat() if info.created_at is not None else None,
+        "size": len(info.participants),
+        "participants": [participant_out(p) for p in info.participants],
+    }
+
+
+_SETTING_FIELDS = {
+    GroupAction.SUBJECT: "subject",
+    GroupAction.DESCRIPTION: "description",
+    GroupAction.PICTURE: "pictureId",
+    GroupAction.ANNOUNCE: "announce",
+    GroupAction.LOCKED: "locked",
+}
+
+
+def group_event(
+    action: GroupAction,
+    group_jid: str,
+    *,
+    actor: str | None,
+    timestamp: datetime,
+    participants: tuple[str, ...] = (),
+    value: object = None,
+    reason: str | None = None,
+    info: GroupInfo | None = None,
+) -> tuple[EventType, dict[str, Any]]:
+    """The event type and body of a group change (`value`: the new value of the setting `action` names)."""
+    body: dict[str, Any] = {"groupId": group_jid, "actor": actor, "timestamp": timestamp.isoformat()}
+    if action is GroupAction.JOINED:
+        body.update(reason=reason, group=None if info is None else group_out(info))
+        return EventType.GROUP_JOIN, body
+    if action is GroupAction.LEFT:
+        body["reason"] = reason
+        return EventType.GROUP_LEAVE, body
+    if action in PARTICIPANT_ACTIONS:
+        body.update(action=action.value, participants=list(participants))
+        return EventType.GROUP_PARTICIPANTS, body
+    body["action"] = action.value
+    field = _SETTING_FIELDS.get(action)
+    if field is not None:
+        body[field] = value
+    return EventType.GROUP_UPDATE, body

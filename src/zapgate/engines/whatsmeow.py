@@ -106,10 +106,10 @@ from zapgate.domain.content import (
     kind_of,
     summary,
 )
+from zapgate.domain.groups import GroupInfo, ParticipantAction, ParticipantResult
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
-from zapgate.domain.groups import GroupInfo, ParticipantAction, ParticipantResult
 from zapgate.engines.base import (
     EngineError,
     EngineEvent,
@@ -1826,7 +1826,7 @@ class WhatsmeowEngine:
         await self._group_call(ref, lambda client: client.set_group_name(parse_jid(group), subject))
 
     async def set_group_description(self, ref: SessionRef, group: str, description: str) -> None:
-        # empty previous and new ids: whatsmeow reads the current topic's id and makes a new one (group.go SetGroupTopic)
+        # empty previous and new ids: whatsmeow reads the current topic id and makes a new one (SetGroupTopic)
         await self._group_call(ref, lambda client: client.set_group_topic(parse_jid(group), "", "", description))
 
     async def set_group_picture(self, ref: SessionRef, group: str, image: bytes) -> str:

@@ -109,7 +109,9 @@ def outcome_of(action: ParticipantAction, code: int) -> ParticipantOutcome:
     if code in (401, 403):
         return ParticipantOutcome.NOT_AUTHORIZED
     if code == 404:
-        return ParticipantOutcome.NOT_ON_WHATSAPP if action is ParticipantAction.ADD else ParticipantOutcome.NOT_IN_GROUP
+        return (
+            ParticipantOutcome.NOT_ON_WHATSAPP if action is ParticipantAction.ADD else ParticipantOutcome.NOT_IN_GROUP
+        )
     if code == 409:
         return ParticipantOutcome.ALREADY_IN if action is ParticipantAction.ADD else ParticipantOutcome.FAILED
     if code == 500 and action is ParticipantAction.ADD:
@@ -117,7 +119,9 @@ def outcome_of(action: ParticipantAction, code: int) -> ParticipantOutcome:
     return ParticipantOutcome.FAILED
 
 
-def translate_group_info(ref: SessionRef, event: Any, own_users: Collection[str], jid_text: JidText) -> list[GroupChanged]:
+def translate_group_info(
+    ref: SessionRef, event: Any, own_users: Collection[str], jid_text: JidText
+) -> list[GroupChanged]:
     """The GroupChanged events of one neonize GroupInfoEvent (whatsmeow's events.GroupInfo), in a fixed order."""
     group = _jid(jid_text, event.JID) or ""
     actor = _jid(jid_text, event.Sender) if event.HasField("Sender") else None
@@ -191,7 +195,7 @@ _STATUS = re.compile(r"status (\d+)")
 
 def group_error(exc: EngineError, *, inviting: bool = False) -> EngineError:
     """Map an error of a group call (translated once already) to the group kinds WhatsApp's answer means."""
-    if isinstance(exc, NotConnected) or exc.retryable and not _STATUS.search(exc.message.lower()):
+    if isinstance(exc, NotConnected) or (exc.retryable and not _STATUS.search(exc.message.lower())):
         return exc
     lowered = exc.message.lower()
     if inviting and any(s in lowered for s in (*_INVITE, "status 404", "item-not-found")):

@@ -33,6 +33,7 @@ from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.group_calls import group_call_handlers
 from zapgate.services.hosted import Hosted, HostedSessions
 
 log = get_logger(__name__)
@@ -139,6 +140,7 @@ class CallRunner:
         self._tasks = tasks
         self._call_timeout = call_timeout
         self._handlers: dict[str, Handler] = {"presence": self._presence, "read": self._read, "check": self._check}
+        self._handlers.update(group_call_handlers(self._bounded))  # groups: services/group_calls.py
 
     def notified(self, payload: str | None) -> None:
         """A NOTIFY on the calls channel: run the call it names if ours; None (reconnected): look for missed ones."""

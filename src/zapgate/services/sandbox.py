@@ -187,7 +187,6 @@ class PostgresSandboxNetwork:
     async def lose_media(self, recipient: str) -> int:
         return await self._registry("lose_media", lambda conn: store.lose_media(conn, recipient))
 
-
     # -- groups (engines/sandbox_groups.py) --
 
     async def create_group(self, group: SandboxGroup) -> None:

@@ -91,10 +91,9 @@ async def test_a_group_message_reaches_every_member_session_with_receipts_from_e
         assert got.message_id == sent.message_id and not got.from_me
     for member in (PB, PC, SIMULATED):
         read = await events.wait_for(
-            lambda e, m=member: isinstance(e, Receipt)
-            and e.ref == A
-            and e.sender_jid == jid(m)
-            and e.status is MessageStatus.READ
+            lambda e, m=member: (
+                isinstance(e, Receipt) and e.ref == A and e.sender_jid == jid(m) and e.status is MessageStatus.READ
+            )
         )
         assert isinstance(read, Receipt) and read.chat_jid == info.jid and read.message_ids == (sent.message_id,)
 

@@ -32,7 +32,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("left_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], name="fk_groups_session_id_sessions", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name="fk_groups_session_id_sessions", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_groups"),
         sa.UniqueConstraint("session_id", "jid", name="uq_groups_session_id_jid"),
     )
