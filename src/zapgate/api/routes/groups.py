@@ -259,11 +259,11 @@ async def set_group_picture(
     """Give the group a new picture: a JPEG (multipart, part `file`), up to 2 MB."""
     request.state.session_id = session_id
     await groups.check_session(client, session_id)
-    form = await request.form(max_files=1, max_fields=5)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("file: a multipart/form-data part named file is required", field="file")
-    image = await upload.read(MAX_PICTURE + 1)
+    async with request.form(max_files=1, max_fields=5) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("file: a multipart/form-data part named file is required", field="file")
+        image = await upload.read(MAX_PICTURE + 1)
     done = await groups.set_picture(client, session_id, groupId, image)
     return PictureOut(session_id=session_id, group_id=done["groupId"], picture_id=done["pictureId"])
 
