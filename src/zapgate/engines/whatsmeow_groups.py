@@ -8,7 +8,6 @@ created it, was added, or joined by link; with the whole group). Field names are
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -190,12 +189,11 @@ _NOT_FOUND = ("group not found", "not participating", "item-not-found", "status 
 _INVITE = ("invite link is not valid", "invite link has been revoked", "status 410", "gone")
 _FORBIDDEN = ("unauthorized", "forbidden", "not-authorized", "status 401", "status 403")
 _FULL = ("status 406", "not-acceptable", "group is full")
-_STATUS = re.compile(r"status (\d+)")
 
 
 def group_error(exc: EngineError, *, inviting: bool = False) -> EngineError:
     """Map an error of a group call (translated once already) to the group kinds WhatsApp's answer means."""
-    if isinstance(exc, NotConnected) or (exc.retryable and not _STATUS.search(exc.message.lower())):
+    if isinstance(exc, NotConnected):
         return exc
     lowered = exc.message.lower()
     if inviting and any(s in lowered for s in (*_INVITE, "status 404", "item-not-found")):
