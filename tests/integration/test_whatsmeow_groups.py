@@ -210,7 +210,7 @@ async def test_info_list_and_settings_reach_their_go_exports(live: Live) -> None
     await live.engine.set_group_announce(REF, GROUP, True)
     await live.engine.set_group_locked(REF, GROUP, False)
     assert await live.engine.set_group_picture(REF, GROUP, b"\xff\xd8\xffJPEG") == "1790000123"
-    calls = {kind: args for kind, args in live.fake.calls}
+    calls = dict(live.fake.calls)
     assert calls["name"][0].User == "120363000000000001" and calls["name"][1] == "Renamed"
     assert calls["topic"][1:] == (b"", b"", "New topic")  # whatsmeow fills the previous and new topic ids
     assert calls["announce"][1] is True and calls["locked"][1] is False
@@ -224,7 +224,7 @@ async def test_participant_changes_answer_each_one_matched_by_user(live: Live) -
     ]
     asked = (f"{ANA}@s.whatsapp.net", f"{BIA}@s.whatsapp.net", "5511900000000@s.whatsapp.net")
     results = await live.engine.update_group_participants(REF, GROUP, ParticipantAction.ADD, asked)
-    kind, (group, jids, action) = live.fake.calls[-1]
+    kind, (_, jids, action) = live.fake.calls[-1]
     assert kind == "participants" and action == "add" and [j.User for j in jids] == [ANA, BIA, "5511900000000"]
     assert [r.outcome for r in results] == [
         ParticipantOutcome.OK,
