@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tests.unit.engines.test_sandbox import Recorder, pair
-from zapgate.domain.content import Text
+from zapgate.domain.content import MessageKey, Reaction, Text
 from zapgate.domain.groups import GroupAction, ParticipantAction, ParticipantOutcome
 from zapgate.domain.records import MessageStatus
 from zapgate.engines.base import (
@@ -168,3 +168,20 @@ async def test_invite_links_join_reset_and_leave(engine: SandboxEngine, events: 
     assert isinstance(own, GroupChanged) and own.reason == "left"
     with pytest.raises(GroupNotFound):
         await engine.send(B, info.jid, Text(body="still there?"), "m4")
+
+
+async def test_a_reaction_in_a_group_names_its_message_from_each_readers_side(
+    engine: SandboxEngine, events: Recorder
+) -> None:
+    info, _ = await engine.create_group(A, "Team", (jid(PB), jid(PC)))
+    sent = await engine.send(A, info.jid, Text(body="vote on this"), "m1")
+    await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.ref == B)
+    reaction = Reaction(key=MessageKey(id=sent.message_id, from_me=False, sender_jid=jid(PA)), emoji="👍")
+    await engine.send(B, info.jid, reaction, "r1")
+    for reader, mine in ((A, True), (C, False)):
+        got = await events.wait_for(
+            lambda e, r=reader: isinstance(e, InboundMessage) and e.ref == r and isinstance(e.content, Reaction)
+        )
+        assert isinstance(got, InboundMessage) and isinstance(got.content, Reaction)
+        assert got.content.key.id == sent.message_id and got.content.key.from_me is mine
+        assert got.content.key.sender_jid == jid(PA) and got.sender_jid == jid(PB)
