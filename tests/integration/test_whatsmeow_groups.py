@@ -307,3 +307,13 @@ async def test_joining_a_group_comes_with_the_whole_group(live: Live) -> None:
     assert joined.action is GroupAction.JOINED and joined.reason == "added"
     assert joined.actor_jid == f"{ANA}@s.whatsapp.net"
     assert joined.info is not None and joined.info.subject == "Team" and len(joined.info.participants) == 2
+
+
+async def test_a_groups_picture_change_is_told_and_a_persons_is_not(live: Live) -> None:
+    live.fake.push(filled(pb.Picture, JID=jid(ANA), Author=jid(ANA), Timestamp=1_790_000_300))
+    live.fake.push(
+        filled(pb.Picture, JID=jid("120363000000000001", "g.us"), Author=jid(BIA), Timestamp=1_790_000_301, Remove=True)
+    )
+    (picture,) = await live.changes(1)
+    assert picture.action is GroupAction.PICTURE and picture.group_jid == GROUP and picture.reason == "removed"
+    assert picture.actor_jid == f"{BIA}@s.whatsapp.net" and picture.picture_id is None

@@ -240,4 +240,6 @@ def group_event(
     field = _SETTING_FIELDS.get(action)
     if field is not None:
         body[field] = value
+    if reason is not None:
+        body["reason"] = reason  # a picture: changed or removed (whatsmeow tells no id)
     return EventType.GROUP_UPDATE, body

@@ -144,6 +144,7 @@ from zapgate.engines.whatsmeow_groups import (
     participant_results,
     translate_group_info,
     translate_joined_group,
+    translate_picture,
 )
 from zapgate.log import get_logger
 
@@ -1964,6 +1965,7 @@ class WhatsmeowEngine:
             pb.HistorySync,
             pb.GroupInfoEvent,  # groups: a change (events.GroupInfo)
             pb.JoinedGroup,  # groups: the session is now in one
+            pb.Picture,  # groups: a group's picture changed (a person's is ignored)
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -2112,14 +2114,22 @@ class WhatsmeowEngine:
             self._emit(session, translate_undecryptable(ref, event))
         elif isinstance(event, pb.HistorySync):
             self._emit(session, translate_history_sync(ref, event))
-        elif isinstance(event, pb.GroupInfoEvent):
+        elif isinstance(event, pb.GroupInfoEvent | pb.JoinedGroup | pb.Picture):
+            self._on_group_event(session, event)
+        else:
+            self._on_connection_event(session, event)
+
+    def _on_group_event(self, session: _Session, event: Any) -> None:
+        """A group changed (GroupInfoEvent, Picture) or the session joined one (JoinedGroup)."""
+        ref = session.ref
+        if isinstance(event, pb.GroupInfoEvent):
             own = frozenset(user for user in (_user(session.jid), _user(session.lid)) if user)
             for change in translate_group_info(ref, event, own, _bare_jid):
                 self._emit(session, change)
         elif isinstance(event, pb.JoinedGroup):
             self._emit(session, translate_joined_group(ref, event, _bare_jid))
-        else:
-            self._on_connection_event(session, event)
+        elif (picture := translate_picture(ref, event, _bare_jid)) is not None:
+            self._emit(session, picture)
 
     def _message_context(self, session: _Session) -> MessageContext:
         """Who the session is, and how to open its poll votes (whatsmeow's DecryptPollVote: a call into Go)."""

@@ -20,7 +20,7 @@ from zapgate.domain.groups import (
     ParticipantOutcome,
     ParticipantResult,
 )
-from zapgate.domain.phones import LID_SERVER
+from zapgate.domain.phones import GROUP_SERVER, LID_SERVER
 from zapgate.engines.base import (
     EngineError,
     GroupChanged,
@@ -181,6 +181,25 @@ def translate_joined_group(ref: SessionRef, event: Any, jid_text: JidText) -> Gr
         actor_jid=sender,
         reason=reason,
         info=info,
+    )
+
+
+def translate_picture(ref: SessionRef, event: Any, jid_text: JidText) -> GroupChanged | None:
+    """The PICTURE change of a neonize Picture event about a group (None for a person's picture).
+
+    neonize's Picture carries no picture id (whatsmeow's PictureID is not in Neonize.proto): the event says
+    that it changed, or was removed (`reason`), and by whom.
+    """
+    group = _jid(jid_text, event.JID) or ""
+    if not group.endswith("@" + GROUP_SERVER):
+        return None
+    return GroupChanged(
+        ref=ref,
+        group_jid=group,
+        action=GroupAction.PICTURE,
+        timestamp=datetime.fromtimestamp(int(event.Timestamp), UTC) if event.Timestamp else datetime.now(UTC),
+        actor_jid=_jid(jid_text, event.Author) if event.HasField("Author") else None,
+        reason="removed" if event.Remove else "changed",
     )
 
 

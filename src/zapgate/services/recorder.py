@@ -475,7 +475,7 @@ class Recorder:
                 await group_records.change_participants(
                     conn, session.id, event.group_jid, event.action.value, event.participants
                 )
-            elif setting is not None and value is not None:
+            elif setting is not None and (value is not None or event.reason == "removed"):
                 await group_records.update_settings(conn, session.id, event.group_jid, {setting: value})
             await append(tx, ref, kind, payload)
 
