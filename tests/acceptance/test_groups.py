@@ -9,9 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acceptance.receiver import receiving
 from tests.acceptance.sse import read_sse
 from tests.acceptance.support import api_client, assert_problem, linked, message, new_client, send
 from tests.support.waiting import eventually
+from zapgate.db.manager import ConnectionManager
+from zapgate.domain.webhooks import AddressPolicy
+from zapgate.services.webhook_dispatcher import WebhookDispatcher
 from zapgate.services.worker import Worker
 
 ALICE, BOB, CAROL = "5511977770001", "5511977770002", "5511977770003"
@@ -235,3 +239,54 @@ async def test_bad_group_input_is_refused_naming_the_field(api: httpx.AsyncClien
     assert told["pictureId"] == picture_id
     info = await api.get(f"/whatsapp/groups/{group}", headers=acme, params={"sessionId": "alice"})
     assert info.json()["pictureId"] == picture_id
+
+
+@pytest.fixture
+async def hooked_api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = {"send_rate": 0, "engine_call_timeout": 5.0, "webhook_allow_loopback": True}
+    async with api_client(database_url, **settings) as http:
+        yield http
+
+
+async def test_group_events_reach_webhooks_like_every_other_event(
+    hooked_api: httpx.AsyncClient, database_url: str, worker: Worker
+) -> None:
+    api = hooked_api
+    async with (
+        receiving() as receiver,
+        ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager,
+    ):
+        dispatcher = WebhookDispatcher(manager, database_url, policy=AddressPolicy(allow_loopback=True), timeout=5.0)
+        await dispatcher.start()
+        try:
+            acme = await new_client(api, "acme")
+            await linked(api, acme, "alice", ALICE)
+            await linked(api, acme, "bob", BOB)
+            hook = await api.post(
+                "/whatsapp/webhooks",
+                headers=acme,
+                json={"url": receiver.url("/groups"), "events": ["group-join", "group-update"]},
+            )
+            assert hook.status_code == 201, hook.text
+            made = await api.post(
+                "/whatsapp/groups",
+                headers=acme,
+                json={"sessionId": "alice", "subject": "Hooked", "participants": [BOB]},
+            )
+            group = made.json()["group"]["id"]
+            renamed = await api.patch(
+                f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "bob", "subject": "Renamed"}
+            )
+            assert renamed.status_code == 200, renamed.text
+            delivered = [r.json for r in await receiver.wait_for("/groups", 4, within=30.0)]
+            kinds = sorted((body["type"], body["sessionId"]) for body in delivered)
+            assert kinds == [
+                ("group-join", "alice"),
+                ("group-join", "bob"),
+                ("group-update", "alice"),
+                ("group-update", "bob"),
+            ]
+            assert all(body["groupId"] == group for body in delivered)
+            assert {body.get("subject") for body in delivered if body["type"] == "group-update"} == {"Renamed"}
+        finally:
+            await dispatcher.close()
