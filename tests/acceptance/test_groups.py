@@ -290,3 +290,45 @@ async def test_group_events_reach_webhooks_like_every_other_event(
             assert {body.get("subject") for body in delivered if body["type"] == "group-update"} == {"Renamed"}
         finally:
             await dispatcher.close()
+
+
+async def test_simulated_phones_act_in_groups_as_members_would(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    act = "/whatsapp/sandbox/sessions/alice/group-act"
+    created = await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "create", "subject": "Outside", "participants": [ALICE]},
+    )
+    assert created.status_code == 202, created.text
+    joined = await event(api, acme, "alice", "group-join")
+    assert joined["reason"] == "added" and joined["actor"] == jid(SIMULATED)
+    group = joined["groupId"]
+    owner = {p["jid"]: p["isSuperAdmin"] for p in joined["group"]["participants"]}
+    assert owner == {jid(SIMULATED): True, jid(ALICE): False}
+
+    stranger = "5511977776666"
+    await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "add", "groupId": group, "participants": [stranger]},
+    )
+    added = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "add")
+    assert added["participants"] == [jid(stranger)] and added["actor"] == jid(SIMULATED)
+    # a simulated member who is not an admin is held back, as a session would be: the session hears why
+    refused = await api.post(
+        act, headers=acme, json={"phoneNumber": stranger, "action": "announce", "groupId": group, "enabled": True}
+    )
+    assert refused.status_code == 202
+    error = await event(api, acme, "alice", "error", lambda b: b["code"] == "group_forbidden")
+    assert "admins" in error["message"]
+    await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "remove", "groupId": group, "participants": [ALICE]},
+    )
+    gone = await event(api, acme, "alice", "group-leave")
+    assert gone["reason"] == "removed" and gone["actor"] == jid(SIMULATED)
+    bad = await api.post(act, headers=acme, json={"phoneNumber": SIMULATED, "action": "subject", "groupId": group})
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "subject"

@@ -139,6 +139,13 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
         ("DELETE", "/whatsapp/groups/{groupId}/invite", f"/whatsapp/groups/{g}/invite?sessionId={s}", None, "404"),
         ("POST", "/whatsapp/groups/join", "/whatsapp/groups/join", {"sessionId": s, "link": "AbCdEfGhIjKl"}, "404"),
         ("POST", "/whatsapp/groups/{groupId}/leave", f"/whatsapp/groups/{g}/leave", {"sessionId": s}, "404"),
+        (
+            "POST",
+            "/whatsapp/sandbox/sessions/{sessionId}/group-act",
+            f"/whatsapp/sandbox/sessions/{s}/group-act",
+            {"phoneNumber": "5511999990009", "action": "leave", "groupId": g},
+            "404",
+        ),
         ("GET", "/whatsapp/messages", "/whatsapp/messages", None, "empty:messages"),
         ("GET", "/whatsapp/messages", f"/whatsapp/messages?sessionId={s}", None, "404"),
         ("GET", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}", None, "404"),

@@ -144,6 +144,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(whatsapp.router)
     app.include_router(webhooks.router)
     app.include_router(groups.router)
+    app.include_router(groups.sandbox)
     problems.document(app)
     # Socket.IO at /socket.io, namespace /whatsapp; behind several API processes, WebSocket only (README)
     sockets = realtime.mount(app, websocket_only=settings.api_processes > 1)

@@ -39,6 +39,7 @@ ACTIONS = {
     "revoke_group_invite": "group.invite_revoke",
     "join_group": "group.join",
     "leave_group": "group.leave",
+    "sandbox_group_act": "sandbox.group_act",
     "create_session": "session.create",
     "send_message": "message.send",
     "send_typed_message": "message.send",

@@ -56,9 +56,10 @@ import os
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from zapgate.domain.content import (
@@ -803,9 +804,9 @@ class SandboxEngine:
         return [group_info_of(group) for group in await self._network.groups_of(phone)]
 
     async def create_group(
-        self, ref: SessionRef, subject: str, participants: tuple[str, ...]
+        self, ref: SessionRef, subject: str, participants: tuple[str, ...], *, acting: str | None = None
     ) -> tuple[GroupInfo, tuple[ParticipantResult, ...]]:
-        phone = self._phone(ref)
+        phone = self._phone(ref, acting)
         targets = [(jid, await self._member_account(jid)) for jid in participants]
         group = SandboxGroup(
             jid=new_group_jid(),
@@ -828,26 +829,29 @@ class SandboxEngine:
         require_member(found, phone)
         return group_info_of(found)
 
-    async def set_group_subject(self, ref: SessionRef, group: str, subject: str) -> None:
-        await self._edit_group(ref, group, GroupAction.SUBJECT, subject=subject)
+    async def set_group_subject(self, ref: SessionRef, group: str, subject: str, *, acting: str | None = None) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.SUBJECT, subject=subject)
 
-    async def set_group_description(self, ref: SessionRef, group: str, description: str) -> None:
-        await self._edit_group(ref, group, GroupAction.DESCRIPTION, description=description)
+    async def set_group_description(
+        self, ref: SessionRef, group: str, description: str, *, acting: str | None = None
+    ) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.DESCRIPTION, description=description)
 
     async def set_group_picture(self, ref: SessionRef, group: str, image: bytes) -> str:
         picture_id = str(int.from_bytes(hashlib.sha256(image).digest()[:6], "big"))
-        await self._edit_group(ref, group, GroupAction.PICTURE, picture_id=picture_id)
+        await self._edit_group(self._phone(ref), group, GroupAction.PICTURE, picture_id=picture_id)
         return picture_id
 
-    async def set_group_announce(self, ref: SessionRef, group: str, announce: bool) -> None:
-        await self._edit_group(ref, group, GroupAction.ANNOUNCE, announce=announce)
+    async def set_group_announce(
+        self, ref: SessionRef, group: str, announce: bool, *, acting: str | None = None
+    ) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.ANNOUNCE, announce=announce)
 
-    async def set_group_locked(self, ref: SessionRef, group: str, locked: bool) -> None:
-        await self._edit_group(ref, group, GroupAction.LOCKED, locked=locked)
+    async def set_group_locked(self, ref: SessionRef, group: str, locked: bool, *, acting: str | None = None) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.LOCKED, locked=locked)
 
-    async def _edit_group(self, ref: SessionRef, group: str, action: GroupAction, **value: Any) -> None:
-        """Change one setting of the group (`value` names it as SandboxGroup does) and tell its members."""
-        phone = self._phone(ref)
+    async def _edit_group(self, phone: str, group: str, action: GroupAction, **value: Any) -> None:
+        """Change one setting of the group as `phone` (`value` names it as SandboxGroup does); tell its members."""
 
         def change(found: SandboxGroup) -> SandboxGroup:
             if action in (GroupAction.ANNOUNCE, GroupAction.LOCKED):
@@ -862,9 +866,15 @@ class SandboxEngine:
         await self._tell_group(changed, phone, action, fields=value)
 
     async def update_group_participants(
-        self, ref: SessionRef, group: str, action: ParticipantAction, participants: tuple[str, ...]
+        self,
+        ref: SessionRef,
+        group: str,
+        action: ParticipantAction,
+        participants: tuple[str, ...],
+        *,
+        acting: str | None = None,
     ) -> tuple[ParticipantResult, ...]:
-        phone = self._phone(ref)
+        phone = self._phone(ref, acting)
         targets = [(jid, await self._member_account(jid)) for jid in participants]
 
         def change(found: SandboxGroup) -> tuple[SandboxGroup, list[ParticipantResult]]:
@@ -895,8 +905,8 @@ class SandboxEngine:
             await self._tell_group(changed, phone, GroupAction.INVITE_RESET)
         return INVITE_LINK_PREFIX + changed.invite_code
 
-    async def join_group(self, ref: SessionRef, code: str) -> str:
-        phone = self._phone(ref)
+    async def join_group(self, ref: SessionRef, code: str, *, acting: str | None = None) -> str:
+        phone = self._phone(ref, acting)
         group = await self._network.group_of_invite(code)
         if group is None:
             raise InviteInvalid("the invite link was revoked or never existed")
@@ -911,8 +921,8 @@ class SandboxEngine:
             await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
         return group
 
-    async def leave_group(self, ref: SessionRef, group: str) -> None:
-        phone = self._phone(ref)
+    async def leave_group(self, ref: SessionRef, group: str, *, acting: str | None = None) -> None:
+        phone = self._phone(ref, acting)
 
         def change(found: SandboxGroup) -> SandboxGroup:
             leave_group(found, phone)
@@ -921,10 +931,41 @@ class SandboxEngine:
         changed = await self._network.change_group(group, change)
         await self._tell_group(changed, phone, GroupAction.LEAVE, participants=[phone], gone=[phone])
 
-    def _phone(self, ref: SessionRef) -> str:
+    def _phone(self, ref: SessionRef, acting: str | None = None) -> str:
+        """The number that acts: the session's (connected), or the simulated phone `acting` (injection)."""
+        if acting is not None:
+            return acting
         session = self._connected_session(ref)
         assert session.phone is not None
         return session.phone
+
+    async def _group_act(self, session: _Session, mail: Mail) -> None:
+        """A simulated phone (`as`) acts in a group as a member would (injection: sandbox group-act mail).
+
+        What WhatsApp refuses it is told to the session it was injected through, as an `error` event.
+        """
+        ref, acting, group = session.ref, str(mail["as"]), str(mail.get("group") or "")
+        people = tuple(str(jid) for jid in mail.get("participants") or ())
+        value = mail.get("value")
+        acts: dict[str, Callable[[], Awaitable[Any]]] = {
+            "create": lambda: self.create_group(ref, str(value), people, acting=acting),
+            "subject": lambda: self.set_group_subject(ref, group, str(value), acting=acting),
+            "description": lambda: self.set_group_description(ref, group, str(value), acting=acting),
+            "announce": lambda: self.set_group_announce(ref, group, bool(value), acting=acting),
+            "locked": lambda: self.set_group_locked(ref, group, bool(value), acting=acting),
+            "join": lambda: self.join_group(ref, str(value), acting=acting),
+            "leave": lambda: self.leave_group(ref, group, acting=acting),
+        }
+        for change in ParticipantAction:
+            acts[change.value] = partial(self.update_group_participants, ref, group, change, people, acting=acting)
+        act = acts.get(str(mail.get("action")))
+        if act is None:
+            self._fail(session, "unknown_group_act", f"unknown group action {mail.get('action')!r}")
+            return
+        try:
+            await act()
+        except EngineError as exc:
+            self._fail(session, exc.code, f"the simulated phone could not do it: {exc.message}")
 
     async def _member_account(self, jid: str) -> str | None:
         """Return the number of the account JID `jid` (or digits) names, or None if it has none."""
@@ -1129,6 +1170,8 @@ class SandboxEngine:
             await self._code_entered(session, str(mail["code"]))
         elif kind == "fault":
             await self._fault(session, str(mail["fault"]), int(mail.get("count") or 1))
+        elif kind == "group_act":
+            await self._group_act(session, mail)
         else:
             log.warning("sandbox.unknown_mail", kind=kind)
 

@@ -43,6 +43,7 @@ from zapgate.errors import (
     SessionNotFound,
 )
 from zapgate.services.engine_calls import EngineCalls
+from zapgate.services.sessions import SessionService
 
 MAX_PICTURE = 2 * 1024 * 1024  # bytes of a group picture (WhatsApp shows 640x640 JPEGs)
 _JPEG = b"\xff\xd8\xff"
@@ -172,6 +173,42 @@ class GroupService:
             client, session, lambda tx, row: records.mark_left(tx.connection, row, jid, datetime.now(UTC))
         )
         return {"groupId": jid, "left": True}
+
+    async def sandbox_act(
+        self,
+        sessions: SessionService,
+        client: str,
+        session: str,
+        *,
+        phone_number: str,
+        action: str,
+        group: str | None = None,
+        participants: list[str] | None = None,
+        subject: str | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+        link: str | None = None,
+    ) -> None:
+        """Sandbox: the simulated phone `phone_number` acts in a group (or creates one), told through `session`."""
+        actor = parse_recipient(phone_number, field="phoneNumber")
+        if actor.phone is None:
+            raise InvalidRequest("phoneNumber: a phone number with country code is expected", field="phoneNumber")
+        act: dict[str, Any] = {"as": actor.phone, "action": action}
+        if action != "create" and action != "join":
+            act["group"] = group_jid(group or "", field="groupId")
+        if action == "create" or action == "subject":
+            act["value"] = check_subject(subject or "")
+        elif action == "description":
+            act["value"] = check_description(description or "")
+        elif action in ("announce", "locked"):
+            if enabled is None:
+                raise InvalidRequest(f"enabled: true or false, for {action}", field="enabled")
+            act["value"] = enabled
+        elif action == "join":
+            act["value"] = invite_code(link or "")
+        if action == "create" or action in {a.value for a in ParticipantAction}:
+            act["participants"] = _participants(participants or [])
+        await sessions.sandbox_group_act(client, session, act)
 
     async def check_session(self, client: str, session: str) -> None:
         """Raise SessionNotFound unless the client has the session (before reading a file for it)."""

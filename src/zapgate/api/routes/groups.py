@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import Field
 from starlette.datastructures import UploadFile
 
-from zapgate.api.deps import client_of_request, from_state
-from zapgate.api.schemas import Problem, _Body, _Request
+from zapgate.api.deps import Sessions, client_of_request, from_state
+from zapgate.api.schemas import Accepted, Problem, _Body, _Request
 from zapgate.domain.groups import MAX_CHANGE, MAX_DESCRIPTION, MAX_PARTICIPANTS, MAX_SUBJECT
 from zapgate.domain.ids import SESSION_ID_PATTERN
 from zapgate.errors import InvalidRequest
@@ -23,6 +23,7 @@ from zapgate.services.groups import MAX_PICTURE, GroupService
 ClientId = Annotated[str, Depends(client_of_request)]
 Groups = Annotated[GroupService, Depends(from_state("groups", GroupService))]
 router = APIRouter(prefix="/whatsapp/groups", tags=["groups"])
+sandbox = APIRouter(prefix="/whatsapp/sandbox", tags=["sandbox"])
 
 _SessionId = Annotated[str, Query(alias="sessionId", pattern=SESSION_ID_PATTERN, description="The session.")]
 _GroupId = Annotated[
@@ -305,3 +306,48 @@ async def leave_group(groupId: _GroupId, body: SessionRequest, client: ClientId,
     """Leave the group; the members hear a `group-participants` event (leave), the session `group-leave`."""
     left = await groups.leave(client, body.session_id, groupId)
     return LeftOut(session_id=body.session_id, group_id=left["groupId"], left=True)
+
+
+class SandboxGroupActRequest(_Request):
+    """What a simulated phone does in a group (or creates one), as a member would."""
+
+    phone_number: str = Field(min_length=1, max_length=32, description="The simulated phone that acts.")
+    action: Literal[
+        "create", "add", "remove", "promote", "demote", "subject", "description", "announce", "locked", "join", "leave"
+    ]
+    group_id: str | None = Field(None, max_length=64, description="The group (all but create and join).")
+    participants: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=MAX_CHANGE)
+    subject: str | None = Field(None, max_length=MAX_SUBJECT, description="create, subject.")
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+    enabled: bool | None = Field(None, description="announce, locked: on or off.")
+    link: str | None = Field(None, max_length=200, description="join: the invite link or code.")
+
+
+@sandbox.post(
+    "/sessions/{sessionId}/group-act",
+    status_code=202,
+    responses={
+        404: {"model": Problem, "description": "No such session."},
+        422: {"model": Problem, "description": "Not a sandbox session, or bad input."},
+    },
+)
+async def sandbox_group_act(
+    sessionId: str, body: SandboxGroupActRequest, client: ClientId, groups: Groups, sessions: Sessions
+) -> Accepted:
+    """Sandbox: a simulated phone acts in a group as a member would (create it, add or remove people, change
+    settings, join by link, leave), told through the session; WhatsApp's rules apply, and what they refuse
+    comes back as an `error` event of the session. Every member session hears the change as events."""
+    await groups.sandbox_act(
+        sessions,
+        client,
+        sessionId,
+        phone_number=body.phone_number,
+        action=body.action,
+        group=body.group_id,
+        participants=body.participants,
+        subject=body.subject,
+        description=body.description,
+        enabled=body.enabled,
+        link=body.link,
+    )
+    return Accepted(accepted=True)
