@@ -22,18 +22,22 @@
     │   ├── MessageNotFound
     │   ├── WebhookNotFound
     │   ├── DeliveryNotFound
-    │   └── MediaNotFound           no media (or no stored bytes) under this id or store key for this client
+    │   ├── MediaNotFound           no media (or no stored bytes) under this id or store key for this client
+    │   ├── GroupNotFound           no such group with the session in it
+    │   └── InviteNotFound          an invite link or code that names no group (revoked, or never given)
     ├── Conflict                    the request collides with existing state
     │   ├── ClientExists
     │   ├── DuplicateRecord         a unique key (session id, message id, ...) is taken
     │   ├── QuotaExceeded           the client holds as many sessions or webhooks as it may (`quota`, `limit`)
     │   ├── MessageNotEditable      a message WhatsApp would not let the session edit or delete (now)
-    │   └── InvalidTransition       a session status change its state machine does not allow
+    │   ├── InvalidTransition       a session status change its state machine does not allow
+    │   └── GroupFull               the group has as many participants as WhatsApp allows
     ├── EngineCallFailed            the session's worker could not do what was asked (`reason` says why)
     │   └── EngineCallTimedOut      no worker answered in time (the session may be moving between workers)
     ├── AuthenticationFailed        a missing or wrong API key
     ├── PermissionDenied            the caller is known but may not do this (e.g. admin API disabled)
-    │   └── EngineNotAllowed        an engine the deployment offers but this client may not use
+    │   ├── EngineNotAllowed        an engine the deployment offers but this client may not use
+    │   └── GroupActionForbidden    the session's role in a group does not allow this (not an admin, ...)
     ├── DatabaseError               the database failed us (retryable unless said otherwise)
     │   └── DatabaseUnavailable     the server cannot be reached
     └── MediaStoreError             the media store (PostgreSQL chunks or an S3 bucket) failed us (retryable)
@@ -291,3 +295,27 @@ class MediaStoreError(ZapgateError):
 
     code = "media_store_error"
     retryable = True
+
+
+class GroupNotFound(NotFound):
+    """No group with this id has the session in it."""
+
+    code = "group_not_found"
+
+
+class InviteNotFound(NotFound):
+    """The invite link or code names no group (revoked, or never given)."""
+
+    code = "invite_not_found"
+
+
+class GroupFull(Conflict):
+    """The group has as many participants as WhatsApp allows."""
+
+    code = "group_full"
+
+
+class GroupActionForbidden(PermissionDenied):
+    """The session's role in the group does not allow this (only admins may; the group is locked; ...)."""
+
+    code = "group_forbidden"

@@ -34,6 +34,7 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
     webhook_id = hook.json()["id"]
     s, m, w = "acme-s", message_id, webhook_id
     c = (await api.get("/whatsapp/contacts", headers=acme)).json()["contacts"][0]["id"]  # the send made it
+    g = "120363000000000001@g.us"
     uploaded = await api.post(
         "/whatsapp/media", headers=acme, params={"sessionId": s}, files={"file": ("a.pdf", b"%PDF-1.4 acme's file")}
     )
@@ -116,6 +117,36 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
             "404",
         ),
         ("GET", "/whatsapp/stream", f"/whatsapp/stream?sessionId={s}", None, "404"),
+        # groups: acme's session names nothing for globex (g: a group id of the right form)
+        ("GET", "/whatsapp/groups", f"/whatsapp/groups?sessionId={s}", None, "404"),
+        ("POST", "/whatsapp/groups", "/whatsapp/groups", {"sessionId": s, "subject": "acme's secret"}, "404"),
+        ("GET", "/whatsapp/groups/{groupId}", f"/whatsapp/groups/{g}?sessionId={s}", None, "404"),
+        ("PATCH", "/whatsapp/groups/{groupId}", f"/whatsapp/groups/{g}", {"sessionId": s, "subject": "x"}, "404"),
+        (
+            "PUT",
+            "/whatsapp/groups/{groupId}/picture",
+            f"/whatsapp/groups/{g}/picture?sessionId={s}",
+            {"form": {}},
+            "404",
+        ),
+        (
+            "POST",
+            "/whatsapp/groups/{groupId}/participants",
+            f"/whatsapp/groups/{g}/participants",
+            {"sessionId": s, "action": "add", "participants": ["5511999999999"]},
+            "404",
+        ),
+        ("GET", "/whatsapp/groups/{groupId}/invite", f"/whatsapp/groups/{g}/invite?sessionId={s}", None, "404"),
+        ("DELETE", "/whatsapp/groups/{groupId}/invite", f"/whatsapp/groups/{g}/invite?sessionId={s}", None, "404"),
+        ("POST", "/whatsapp/groups/join", "/whatsapp/groups/join", {"sessionId": s, "link": "AbCdEfGhIjKl"}, "404"),
+        ("POST", "/whatsapp/groups/{groupId}/leave", f"/whatsapp/groups/{g}/leave", {"sessionId": s}, "404"),
+        (
+            "POST",
+            "/whatsapp/sandbox/sessions/{sessionId}/group-act",
+            f"/whatsapp/sandbox/sessions/{s}/group-act",
+            {"phoneNumber": "5511999990009", "action": "leave", "groupId": g},
+            "404",
+        ),
         ("GET", "/whatsapp/messages", "/whatsapp/messages", None, "empty:messages"),
         ("GET", "/whatsapp/messages", f"/whatsapp/messages?sessionId={s}", None, "404"),
         ("GET", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}", None, "404"),

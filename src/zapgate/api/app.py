@@ -16,7 +16,7 @@ from zapgate.api.guard import RequestGuard
 from zapgate.api.hotpath import SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.api.routes import admin, contacts, health, retention, webhooks, whatsapp
+from zapgate.api.routes import admin, contacts, groups, health, retention, webhooks, whatsapp
 from zapgate.api.routes import media as media_routes
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
@@ -30,6 +30,7 @@ from zapgate.services.clients import ClientService
 from zapgate.services.contacts import ContactService
 from zapgate.services.engine_calls import EngineCalls
 from zapgate.services.events import EventHub
+from zapgate.services.groups import GroupService
 from zapgate.services.media import MediaFiles
 from zapgate.services.media_links import LinkFetcher
 from zapgate.services.messages import MessageService
@@ -97,6 +98,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
             app.state.chats = ChatActions(manager, calls)
             app.state.contacts = ContactService(manager, calls)
+            app.state.groups = GroupService(manager, calls)  # groups: api/routes/groups.py
             app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings), quotas=quotas)
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
@@ -144,6 +146,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(whatsapp.router)
     app.include_router(contacts.router)
     app.include_router(webhooks.router)
+    app.include_router(groups.router)
+    app.include_router(groups.sandbox)
     problems.document(app)
     # Socket.IO at /socket.io, namespace /whatsapp; behind several API processes, WebSocket only (README)
     sockets = realtime.mount(app, websocket_only=settings.api_processes > 1)

@@ -7,6 +7,7 @@ Bodies are read here whole (up to MAX_BODY) for the audit, except on the routes 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +26,20 @@ FILE_ROUTES = {
     "/whatsapp/media": (MAX_BODY, MAX_UPLOADED_MEDIA + MAX_BODY),  # uploads (multipart only)
     "/whatsapp/messages/upload": (MAX_BODY, MAX_UPLOADED_MEDIA + MAX_BODY),
 }
+GROUP_PICTURE = re.compile(r"/whatsapp/groups/[^/]+/picture")
+MAX_GROUP_PICTURE = 2 * 1024 * 1024  # bytes (services/groups.py MAX_PICTURE)
 
 # route name -> audit action
 ACTIONS = {
+    # groups (api/routes/groups.py)
+    "create_group": "group.create",
+    "update_group": "group.update",
+    "set_group_picture": "group.picture",
+    "update_group_participants": "group.participants",
+    "revoke_group_invite": "group.invite_revoke",
+    "join_group": "group.join",
+    "leave_group": "group.leave",
+    "sandbox_group_act": "sandbox.group_act",
     "create_session": "session.create",
     "send_message": "message.send",
     "send_typed_message": "message.send",
@@ -79,6 +91,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         file_limits = FILE_ROUTES.get(scope["path"])
+        if file_limits is None and GROUP_PICTURE.fullmatch(scope["path"]):
+            file_limits = (MAX_BODY, MAX_GROUP_PICTURE + MAX_BODY)  # a group's picture (multipart)
         limit = self.max_body if file_limits is None else _file_route_limit(scope, file_limits)
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import notify
-from zapgate.db.tables import sandbox_blocks, sandbox_mail, sandbox_media, sandbox_phones
+from zapgate.db.tables import (
+    sandbox_blocks,
+    sandbox_group_members,
+    sandbox_groups,
+    sandbox_mail,
+    sandbox_media,
+    sandbox_phones,
+)
 
 
 async def link(conn: AsyncConnection, phone: str, client_id: str, session_id: str) -> tuple[str, str]:
@@ -176,3 +184,88 @@ _PURGE_MEDIA = text(
 async def purge_media(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
     """Delete up to `batch` parts of files that expired before `cutoff`; return how many went."""
     return int((await conn.execute(_PURGE_MEDIA, {"cutoff": cutoff, "batch": batch})).scalar_one())
+
+
+# -- groups (engines/sandbox_groups.py) --
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    """A sandbox group as stored: its fields, and its members (number, role) in joining order."""
+
+    fields: dict[str, Any]
+    members: list[tuple[str, str]]
+
+
+async def insert_group(conn: AsyncConnection, fields: dict[str, Any], members: list[tuple[str, str]]) -> None:
+    """Store a new group and its members."""
+    await conn.execute(insert(sandbox_groups).values(**fields))
+    await _add_members(conn, str(fields["jid"]), members)
+
+
+async def _add_members(conn: AsyncConnection, jid: str, members: list[tuple[str, str]]) -> None:
+    if members:
+        await conn.execute(
+            insert(sandbox_group_members), [{"group_jid": jid, "phone": p, "role": r} for p, r in members]
+        )
+
+
+async def load_group(conn: AsyncConnection, jid: str, *, for_update: bool = False) -> GroupRow | None:
+    """The group `jid` with its members (locked until the transaction ends with `for_update`), or None."""
+    stmt = select(sandbox_groups).where(sandbox_groups.c.jid == jid)
+    row = (await conn.execute(stmt.with_for_update() if for_update else stmt)).mappings().one_or_none()
+    if row is None:
+        return None
+    members = await conn.execute(
+        select(sandbox_group_members.c.phone, sandbox_group_members.c.role)
+        .where(sandbox_group_members.c.group_jid == jid)
+        .order_by(sandbox_group_members.c.position)
+    )
+    return GroupRow(dict(row), [(m.phone, m.role) for m in members])
+
+
+async def save_group(conn: AsyncConnection, fields: dict[str, Any], members: list[tuple[str, str]]) -> None:
+    """Write a changed group back: its fields, its members (kept ones keep their place, new ones come last)."""
+    jid = str(fields["jid"])
+    await conn.execute(
+        update(sandbox_groups)
+        .where(sandbox_groups.c.jid == jid)
+        .values(**{k: v for k, v in fields.items() if k != "jid"}, updated_at=func.now())
+    )
+    before = dict(
+        (
+            await conn.execute(
+                select(sandbox_group_members.c.phone, sandbox_group_members.c.role).where(
+                    sandbox_group_members.c.group_jid == jid
+                )
+            )
+        ).all()
+    )
+    after = dict(members)
+    gone = [phone for phone in before if phone not in after]
+    if gone:
+        await conn.execute(
+            delete(sandbox_group_members).where(
+                sandbox_group_members.c.group_jid == jid, sandbox_group_members.c.phone.in_(gone)
+            )
+        )
+    for phone, role in after.items():
+        if phone in before and before[phone] != role:
+            await conn.execute(
+                update(sandbox_group_members)
+                .where(sandbox_group_members.c.group_jid == jid, sandbox_group_members.c.phone == phone)
+                .values(role=role)
+            )
+    await _add_members(conn, jid, [(phone, role) for phone, role in members if phone not in before])
+
+
+async def groups_of(conn: AsyncConnection, phone: str) -> list[str]:
+    """The JIDs of the groups `phone` is in."""
+    stmt = select(sandbox_group_members.c.group_jid).where(sandbox_group_members.c.phone == phone)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def group_of_invite(conn: AsyncConnection, code: str) -> str | None:
+    """The JID of the group whose invite code is `code`."""
+    stmt = select(sandbox_groups.c.jid).where(sandbox_groups.c.invite_code == code)
+    return (await conn.execute(stmt)).scalar_one_or_none()

@@ -220,6 +220,36 @@ Index(
     postgresql_where=text("status = 'pending'"),
 )
 
+# -- groups the session is (or was) in, as WhatsApp last told (services/groups.py) --
+groups = Table(
+    "groups",
+    tenant_metadata,
+    Column("id", Text, primary_key=True),
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("jid", Text, nullable=False),
+    Column("subject", Text, nullable=False, server_default=text("''")),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("owner_jid", Text, nullable=True),
+    Column("announce", Boolean, nullable=False, server_default=text("false")),  # only admins send
+    Column("locked", Boolean, nullable=False, server_default=text("false")),  # only admins edit its info
+    Column("picture_id", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=True),  # when WhatsApp created it
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("left_at", DateTime(timezone=True), nullable=True),  # the session left it (or was removed)
+    UniqueConstraint("session_id", "jid"),
+)
+
+group_participants = Table(
+    "group_participants",
+    tenant_metadata,
+    Column("group_id", Text, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("jid", Text, primary_key=True),  # phone JID when known, else LID
+    Column("lid", Text, nullable=True),
+    Column("is_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("is_super_admin", Boolean, nullable=False, server_default=text("false")),
+)
+
+
 # WhatsApp's answer about a number, per session: on it or not, under which JIDs (cached until expires_at)
 recipients = Table(
     "recipients",
@@ -523,6 +553,35 @@ sandbox_media = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
+
+# -- groups of the sandbox network (engines/sandbox_groups.py) --
+sandbox_groups = Table(
+    "sandbox_groups",
+    registry_metadata,
+    Column("jid", Text, primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("owner", Text, nullable=False),  # the creator's number
+    Column("picture_id", Text, nullable=True),
+    Column("announce", Boolean, nullable=False, server_default=text("false")),  # only admins send
+    Column("locked", Boolean, nullable=False, server_default=text("false")),  # only admins edit its info
+    Column("invite_code", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+sandbox_group_members = Table(
+    "sandbox_group_members",
+    registry_metadata,
+    Column(
+        "group_jid", Text, ForeignKey(f"{REGISTRY_SCHEMA}.sandbox_groups.jid", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("phone", Text, primary_key=True, index=True),
+    Column("role", Text, nullable=False),  # member, admin, superadmin
+    Column("position", BigInteger, Identity(always=True), nullable=False),  # joining order
+    CheckConstraint("role IN ('member', 'admin', 'superadmin')", name="role"),
+)
+
 
 # per client: how long its rows are kept (NULL: the ZAPGATE_RETAIN_* default) and the state of its pruning
 retention = Table(

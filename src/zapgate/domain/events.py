@@ -23,6 +23,11 @@ class EventType(StrEnum):
     MESSAGE_EDITED = "message-edited"  # a message's author gave it a new text (or caption)
     MESSAGE_DELETED = "message-deleted"  # a message's author deleted it for everyone
     MEDIA_FAILED = "media-failed"  # an arrived file could not be downloaded, for good
+    # -- groups (domain/groups.py builds their bodies) --
+    GROUP_UPDATE = "group-update"  # a group's subject, description, picture, settings or invite link changed
+    GROUP_PARTICIPANTS = "group-participants"  # participants added, removed, promoted, demoted, joined, left
+    GROUP_JOIN = "group-join"  # the session is now in a group (created it, was added, joined by link)
+    GROUP_LEAVE = "group-leave"  # the session is no longer in a group (left it, or was removed)
 
 
 def status_change_payload(

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from zapgate.domain.content import Content, Media, MessageKey, Quote
+from zapgate.domain.groups import GroupAction, GroupInfo, ParticipantAction, ParticipantResult
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.errors import ZapgateError
@@ -174,7 +175,45 @@ class MediaReuploaded:
     error: str | None = None
 
 
-EngineEvent = QrCode | PairingCode | StatusChanged | InboundMessage | Receipt | EngineFailure | Notice | MediaReuploaded
+# -- groups: events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChanged:
+    """Something changed in a group the session is (or was) in: one `action`, by `actor_jid` when known.
+
+    `participants` are whom a participants action names (JIDs, phone JID when known); the setting fields
+    carry the new value of the setting `action` names. `info` is the whole group when the engine has it
+    (JOINED: the session created it, was added, joined by link).
+    """
+
+    ref: SessionRef
+    group_jid: str
+    action: GroupAction
+    timestamp: datetime
+    actor_jid: str | None = None
+    participants: tuple[str, ...] = ()
+    subject: str | None = None
+    description: str | None = None
+    picture_id: str | None = None
+    announce: bool | None = None
+    locked: bool | None = None
+    reason: str | None = None  # why a JOINED/LEFT happened: created, added, invite, left, removed
+    info: GroupInfo | None = None
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)  # as InboundMessage.ack
+
+
+EngineEvent = (
+    QrCode
+    | PairingCode
+    | StatusChanged
+    | InboundMessage
+    | Receipt
+    | EngineFailure
+    | Notice
+    | MediaReuploaded
+    | GroupChanged
+)
 EventSink = Callable[[EngineEvent], None]
 
 
@@ -285,6 +324,37 @@ class UnknownSession(EngineError):
     retryable = False
 
 
+# -- groups: errors -----------------------------------------------------------------------------------
+
+
+class GroupNotFound(EngineError):
+    """No such group, or the session is not in it (WhatsApp answers both alike: 404 or 403 item-not-found)."""
+
+    code = "group_not_found"
+    retryable = False
+
+
+class GroupForbidden(EngineError):
+    """The session's role in the group does not allow this (not an admin; a locked or announce group)."""
+
+    code = "group_forbidden"
+    retryable = False
+
+
+class InviteInvalid(EngineError):
+    """The invite link or code names no group (revoked, or never given)."""
+
+    code = "invite_invalid"
+    retryable = False
+
+
+class GroupFull(EngineError):
+    """The group has as many participants as WhatsApp allows."""
+
+    code = "group_full"
+    retryable = False
+
+
 # -- the protocol -------------------------------------------------------------------------------------
 
 
@@ -366,3 +436,47 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Stop every session (keeping keys) and release the engine's resources."""
+
+    # -- groups -----------------------------------------------------------------------------------------
+    # Each raises NotConnected, GroupNotFound, GroupForbidden (WhatsApp's rules on who may do what) or
+    # EngineError; changes are also reported to every member (the session included) as GroupChanged events.
+
+    async def list_groups(self, ref: SessionRef) -> list[GroupInfo]:
+        """Return the groups the session is in."""
+
+    async def create_group(
+        self, ref: SessionRef, subject: str, participants: tuple[str, ...]
+    ) -> tuple[GroupInfo, tuple[ParticipantResult, ...]]:
+        """Create a group with the session as its creator (super admin); return it and each participant's outcome."""
+
+    async def group_info(self, ref: SessionRef, group: str) -> GroupInfo:
+        """Return what the group `group` (its JID) is now."""
+
+    async def set_group_subject(self, ref: SessionRef, group: str, subject: str) -> None:
+        """Give the group a new subject (its name)."""
+
+    async def set_group_description(self, ref: SessionRef, group: str, description: str) -> None:
+        """Give the group a new description ("" removes it)."""
+
+    async def set_group_picture(self, ref: SessionRef, group: str, image: bytes) -> str:
+        """Give the group a new picture (a JPEG); return WhatsApp's id of it."""
+
+    async def set_group_announce(self, ref: SessionRef, group: str, announce: bool) -> None:
+        """Let only admins send (True), or everyone (False)."""
+
+    async def set_group_locked(self, ref: SessionRef, group: str, locked: bool) -> None:
+        """Let only admins edit the group's info (True), or everyone (False)."""
+
+    async def update_group_participants(
+        self, ref: SessionRef, group: str, action: ParticipantAction, participants: tuple[str, ...]
+    ) -> tuple[ParticipantResult, ...]:
+        """Add, remove, promote or demote participants (JIDs); return each one's outcome, in order."""
+
+    async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
+        """Return the group's invite link; `reset` revokes the current one and returns its replacement."""
+
+    async def join_group(self, ref: SessionRef, code: str) -> str:
+        """Join the group of invite code `code`; return its JID. Raises InviteInvalid, GroupFull."""
+
+    async def leave_group(self, ref: SessionRef, group: str) -> None:
+        """Leave the group."""

@@ -60,10 +60,11 @@ import os
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO, ClassVar, Protocol
+from functools import partial
+from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from zapgate.domain.content import (
     Content,
@@ -81,6 +82,15 @@ from zapgate.domain.content import (
     summary,
     to_payload,
 )
+from zapgate.domain.groups import (
+    INVITE_LINK_PREFIX,
+    GroupAction,
+    GroupInfo,
+    GroupParticipant,
+    ParticipantAction,
+    ParticipantOutcome,
+    ParticipantResult,
+)
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -89,7 +99,11 @@ from zapgate.engines.base import (
     EngineEvent,
     EngineFailure,
     EventSink,
+    GroupChanged,
+    GroupForbidden,
+    GroupNotFound,
     InboundMessage,
+    InviteInvalid,
     JidLookup,
     MediaGone,
     MediaReuploaded,
@@ -112,12 +126,28 @@ from zapgate.engines.base import (
     StatusChanged,
     UnknownSession,
 )
+from zapgate.engines.sandbox_groups import (
+    ADMIN,
+    SUPER_ADMIN,
+    LocalGroups,
+    SandboxGroup,
+    change_participants,
+    new_group_jid,
+    new_invite_code,
+    require_admin,
+    require_editor,
+    require_member,
+    require_sender,
+)
+from zapgate.engines.sandbox_groups import join as join_group
+from zapgate.engines.sandbox_groups import leave as leave_group
 from zapgate.errors import InvalidRequest
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
 
 Mail = dict[str, Any]
+T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
@@ -269,7 +299,6 @@ def seen_by(key: MessageKey) -> MessageKey:
     """Return `key`, as its writer named it in a chat, as the other party of the chat sees it.
 
     WhatsApp's keys say "mine or not": a message the writer wrote is not the reader's, and the other way round.
-    (Group messages reach no sandbox session: the simulated phones of a group read them at once.)
     """
     return MessageKey(id=key.id, from_me=not key.from_me)
 
@@ -440,6 +469,24 @@ class SandboxNetwork(Protocol):
         """Forget every file of the phone `recipient`, the phone's copy included; return how much went (files,
         or their parts)."""
 
+    # -- groups (engines/sandbox_groups.py) --
+
+    async def create_group(self, group: SandboxGroup) -> None:
+        """Store a new group."""
+
+    async def group(self, jid: str) -> SandboxGroup | None:
+        """Return the group `jid` as it is now, or None."""
+
+    async def change_group(self, jid: str, change: Callable[[SandboxGroup], T]) -> T:
+        """Apply `change` to the group `jid` (alone: no other change meanwhile) and keep the result; return what
+        `change` returns. Raises GroupNotFound, or what `change` raises (then nothing changed)."""
+
+    async def groups_of(self, phone: str) -> list[SandboxGroup]:
+        """Return the groups `phone` is in."""
+
+    async def group_of_invite(self, code: str) -> str | None:
+        """Return the JID of the group whose invite code is `code`, or None."""
+
 
 @dataclass
 class _StoredFile:
@@ -448,10 +495,11 @@ class _StoredFile:
     expires_at: datetime  # downloads fail from then on; the bytes stay as the phone's copy
 
 
-class LocalSandboxNetwork:
+class LocalSandboxNetwork(LocalGroups):
     """The sandbox network inside one process."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._links: dict[str, SessionRef] = {}
         self._boxes: dict[str, deque[tuple[int, Mail]]] = {}
         self._arrived = asyncio.Event()
@@ -640,6 +688,8 @@ class SandboxEngine:
         if isinstance(content, Unsupported):
             raise SendRejected(f"the {self.name} engine cannot send {content.wa_type} messages", session=str(ref))
         self._injected_send_fault(session)
+        if to.endswith("@" + GROUP_SERVER):
+            return await self._send_to_group(session, to, content, message_id, quote=quote, mentions=mentions)
         account = await self._recipient_account(to)
         linked = account is not None and await self._network.linked_session(account) is not None
         upload = await self._upload(ref, content, account if linked else None)
@@ -791,6 +841,298 @@ class SandboxEngine:
                 await self._pump
             self._pump = None
 
+    # -- groups (the rules: engines/sandbox_groups.py) ----------------------------------------------------
+
+    async def list_groups(self, ref: SessionRef) -> list[GroupInfo]:
+        phone = self._phone(ref)
+        return [group_info_of(group) for group in await self._network.groups_of(phone)]
+
+    async def create_group(
+        self, ref: SessionRef, subject: str, participants: tuple[str, ...], *, acting: str | None = None
+    ) -> tuple[GroupInfo, tuple[ParticipantResult, ...]]:
+        phone = self._phone(ref, acting)
+        targets = [(jid, await self._member_account(jid)) for jid in participants]
+        group = SandboxGroup(
+            jid=new_group_jid(),
+            subject=subject,
+            owner=phone,
+            created_at=datetime.now(UTC).replace(microsecond=0),
+            invite_code=new_invite_code(),
+            members={phone: SUPER_ADMIN},
+        )
+        results = change_participants(group, phone, ParticipantAction.ADD, targets)
+        await self._network.create_group(group)
+        await self._tell_group(group, phone, GroupAction.JOINED, participants=list(group.members))
+        return group_info_of(group), tuple(results)
+
+    async def group_info(self, ref: SessionRef, group: str) -> GroupInfo:
+        phone = self._phone(ref)
+        found = await self._network.group(group)
+        if found is None:
+            raise GroupNotFound(f"no group {group}")
+        require_member(found, phone)
+        return group_info_of(found)
+
+    async def set_group_subject(self, ref: SessionRef, group: str, subject: str, *, acting: str | None = None) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.SUBJECT, subject=subject)
+
+    async def set_group_description(
+        self, ref: SessionRef, group: str, description: str, *, acting: str | None = None
+    ) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.DESCRIPTION, description=description)
+
+    async def set_group_picture(self, ref: SessionRef, group: str, image: bytes) -> str:
+        picture_id = str(int.from_bytes(hashlib.sha256(image).digest()[:6], "big"))
+        await self._edit_group(self._phone(ref), group, GroupAction.PICTURE, picture_id=picture_id)
+        return picture_id
+
+    async def set_group_announce(
+        self, ref: SessionRef, group: str, announce: bool, *, acting: str | None = None
+    ) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.ANNOUNCE, announce=announce)
+
+    async def set_group_locked(self, ref: SessionRef, group: str, locked: bool, *, acting: str | None = None) -> None:
+        await self._edit_group(self._phone(ref, acting), group, GroupAction.LOCKED, locked=locked)
+
+    async def _edit_group(self, phone: str, group: str, action: GroupAction, **value: Any) -> None:
+        """Change one setting of the group as `phone` (`value` names it as SandboxGroup does); tell its members."""
+
+        def change(found: SandboxGroup) -> SandboxGroup:
+            if action in (GroupAction.ANNOUNCE, GroupAction.LOCKED):
+                require_admin(found, phone, f"change its {action.value} setting")
+            else:
+                require_editor(found, phone, f"change its {action.value}")
+            for name, new in value.items():
+                setattr(found, name, new)
+            return found
+
+        changed = await self._network.change_group(group, change)
+        await self._tell_group(changed, phone, action, fields=value)
+
+    async def update_group_participants(
+        self,
+        ref: SessionRef,
+        group: str,
+        action: ParticipantAction,
+        participants: tuple[str, ...],
+        *,
+        acting: str | None = None,
+    ) -> tuple[ParticipantResult, ...]:
+        phone = self._phone(ref, acting)
+        targets = [(jid, await self._member_account(jid)) for jid in participants]
+
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, list[ParticipantResult]]:
+            return found, change_participants(found, phone, action, targets)
+
+        changed, results = await self._network.change_group(group, change)
+        done = [
+            account
+            for (_, account), result in zip(targets, results, strict=True)
+            if result.outcome is ParticipantOutcome.OK and account is not None
+        ]
+        if done:
+            gone = done if action is ParticipantAction.REMOVE else []
+            await self._tell_group(changed, phone, GroupAction(action.value), participants=done, gone=gone)
+        return tuple(results)
+
+    async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
+        phone = self._phone(ref)
+
+        def change(found: SandboxGroup) -> SandboxGroup:
+            require_admin(found, phone, "see or reset its invite link")
+            if reset:
+                found.invite_code = new_invite_code()
+            return found
+
+        changed = await self._network.change_group(group, change)
+        if reset:
+            await self._tell_group(changed, phone, GroupAction.INVITE_RESET)
+        return INVITE_LINK_PREFIX + changed.invite_code
+
+    async def join_group(self, ref: SessionRef, code: str, *, acting: str | None = None) -> str:
+        phone = self._phone(ref, acting)
+        group = await self._network.group_of_invite(code)
+        if group is None:
+            raise InviteInvalid("the invite link was revoked or never existed")
+
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, bool]:
+            if found.invite_code != code:  # revoked meanwhile
+                raise InviteInvalid("the invite link was revoked or never existed")
+            return found, join_group(found, phone)
+
+        changed, joined = await self._network.change_group(group, change)
+        if joined:
+            await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
+        return group
+
+    async def leave_group(self, ref: SessionRef, group: str, *, acting: str | None = None) -> None:
+        phone = self._phone(ref, acting)
+
+        def change(found: SandboxGroup) -> SandboxGroup:
+            leave_group(found, phone)
+            return found
+
+        changed = await self._network.change_group(group, change)
+        await self._tell_group(changed, phone, GroupAction.LEAVE, participants=[phone], gone=[phone])
+
+    def _phone(self, ref: SessionRef, acting: str | None = None) -> str:
+        """The number that acts: the session's (connected), or the simulated phone `acting` (injection)."""
+        if acting is not None:
+            return acting
+        session = self._connected_session(ref)
+        assert session.phone is not None
+        return session.phone
+
+    async def _group_act(self, session: _Session, mail: Mail) -> None:
+        """A simulated phone (`as`) acts in a group as a member would (injection: sandbox group-act mail).
+
+        What WhatsApp refuses it is told to the session it was injected through, as an `error` event.
+        """
+        ref, acting, group = session.ref, str(mail["as"]), str(mail.get("group") or "")
+        people = tuple(str(jid) for jid in mail.get("participants") or ())
+        value = mail.get("value")
+        acts: dict[str, Callable[[], Awaitable[Any]]] = {
+            "create": lambda: self.create_group(ref, str(value), people, acting=acting),
+            "subject": lambda: self.set_group_subject(ref, group, str(value), acting=acting),
+            "description": lambda: self.set_group_description(ref, group, str(value), acting=acting),
+            "announce": lambda: self.set_group_announce(ref, group, bool(value), acting=acting),
+            "locked": lambda: self.set_group_locked(ref, group, bool(value), acting=acting),
+            "join": lambda: self.join_group(ref, str(value), acting=acting),
+            "leave": lambda: self.leave_group(ref, group, acting=acting),
+        }
+        for change in ParticipantAction:
+            acts[change.value] = partial(self.update_group_participants, ref, group, change, people, acting=acting)
+        act = acts.get(str(mail.get("action")))
+        if act is None:
+            self._fail(session, "unknown_group_act", f"unknown group action {mail.get('action')!r}")
+            return
+        try:
+            await act()
+        except EngineError as exc:
+            self._fail(session, exc.code, f"the simulated phone could not do it: {exc.message}")
+
+    async def _member_account(self, jid: str) -> str | None:
+        """Return the number of the account JID `jid` (or digits) names, or None if it has none."""
+        try:
+            return await self._recipient_account(jid)
+        except SendRejected:
+            return None
+
+    async def _tell_group(
+        self,
+        group: SandboxGroup,
+        actor: str,
+        action: GroupAction,
+        *,
+        participants: Sequence[str] = (),
+        gone: Sequence[str] = (),
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Notify every linked member of `group` (and those `gone` from it) of a change, as WhatsApp does.
+
+        Who the change brings in hears JOINED with the whole group; who it takes out hears LEFT; the others
+        hear `action` with the `participants` it names, or the new value of the setting (`fields`).
+        """
+        base: Mail = {"kind": "group", "group": group.jid, "actor": actor, "timestamp": datetime.now(UTC).isoformat()}
+        joining = action in (GroupAction.JOINED, GroupAction.ADD, GroupAction.JOIN_BY_LINK)
+        for phone in dict.fromkeys([*group.members, *gone]):
+            if await self._network.linked_session(phone) is None:
+                continue  # a simulated phone: it takes note, nobody hears of it
+            if joining and phone in participants:
+                reason = {GroupAction.ADD: "added", GroupAction.JOIN_BY_LINK: "invite"}.get(action)
+                reason = reason or ("created" if phone == group.owner else "added")
+                mail = {**base, "action": GroupAction.JOINED.value, "reason": reason, "info": group.to_mail()}
+            elif phone in gone:
+                reason = "removed" if action is GroupAction.REMOVE else "left"
+                mail = {**base, "action": GroupAction.LEFT.value, "reason": reason}
+            else:
+                mail = {**base, "action": action.value, "participants": list(participants), **(fields or {})}
+            await self._network.post(phone_address(phone), mail)
+
+    def _group_changed(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> GroupChanged:
+        """The GroupChanged event a group notification carries."""
+        info = mail.get("info")
+        actor = mail.get("actor")
+        return GroupChanged(
+            ref=session.ref,
+            group_jid=str(mail["group"]),
+            action=GroupAction(mail["action"]),
+            timestamp=datetime.fromisoformat(mail["timestamp"]),
+            actor_jid=f"{actor}@{USER_SERVER}" if actor else None,
+            participants=tuple(f"{phone}@{USER_SERVER}" for phone in mail.get("participants") or ()),
+            subject=mail.get("subject"),
+            description=mail.get("description"),
+            picture_id=mail.get("picture_id"),
+            announce=mail.get("announce"),
+            locked=mail.get("locked"),
+            reason=mail.get("reason"),
+            info=group_info_of(SandboxGroup.from_mail(info)) if isinstance(info, dict) else None,
+            ack=ack,
+        )
+
+    async def _send_to_group(
+        self,
+        session: _Session,
+        to: str,
+        content: Content,
+        message_id: str,
+        *,
+        quote: Quote | None,
+        mentions: tuple[str, ...],
+    ) -> SendResult:
+        """Send to every member of the group `to`: linked members get the message, simulated ones read it at once."""
+        assert session.phone is not None
+        group = await self._network.group(to)
+        if group is None:
+            raise GroupNotFound(f"no group {to}", session=str(session.ref))
+        try:
+            require_sender(group, session.phone)
+        except GroupForbidden as exc:
+            raise SendRejected(exc.message, session=str(session.ref)) from exc
+        now = datetime.now(UTC)
+        whatsapp_id = whatsapp_message_id(session.ref, message_id)
+        simulated = []
+        await self._upload(session.ref, content, None)  # readable at all
+        for phone in group.members:
+            if phone == session.phone:
+                continue
+            if await self._network.linked_session(phone) is None:
+                simulated.append(phone)
+                continue
+            upload = await self._upload(session.ref, content, phone)
+            read_quote = None if quote is None else replace(quote, key=key_for(quote.key, session.phone, phone))
+            mail: Mail = {
+                "kind": "message",
+                "id": whatsapp_id,
+                "from": session.phone,
+                "to": phone,
+                "group": to,
+                "timestamp": now.isoformat(),
+                **content_mail(
+                    content_for(content, session.phone, phone), quote=read_quote, mentions=mentions, upload=upload
+                ),
+            }
+            await self._network.post(phone_address(phone), mail)
+        if simulated:
+            self._spawn(session, self._simulated_members_read(session, whatsapp_id, to, simulated))
+        return SendResult(message_id=whatsapp_id, timestamp=now)
+
+    async def _simulated_members_read(self, session: _Session, message_id: str, group: str, phones: list[str]) -> None:
+        await asyncio.sleep(0)  # after the send has returned
+        for status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            for phone in phones:
+                self._emit(
+                    session,
+                    Receipt(
+                        ref=session.ref,
+                        message_ids=(message_id,),
+                        status=status,
+                        chat_jid=group,
+                        timestamp=datetime.now(UTC),
+                        sender_jid=f"{phone}@{USER_SERVER}",
+                    ),
+                )
+
     # -- the simulated network ----------------------------------------------------------------------------
 
     def _ensure_pump(self) -> None:
@@ -828,17 +1170,26 @@ class SandboxEngine:
             await self._receive(session, mail, self._acker(mail_id))
             return
         if kind == "receipt":
+            group = mail.get("group")
+            reader = f"{mail['from']}@{USER_SERVER}"
             self._emit(
                 session,
                 Receipt(
                     ref=session.ref,
                     message_ids=tuple(mail["ids"]),
                     status=MessageStatus(mail["status"]),
-                    chat_jid=f"{mail['from']}@{USER_SERVER}",
+                    chat_jid=group if isinstance(group, str) else reader,
                     timestamp=datetime.fromisoformat(mail["timestamp"]),
                     ack=self._acker(mail_id),
+                    sender_jid=reader if isinstance(group, str) else None,
                 ),
             )
+            return
+        if kind == "group":
+            if session.phone is None:
+                await self._network.ack([mail_id])
+                return
+            self._emit(session, self._group_changed(session, mail, self._acker(mail_id)))
             return
         if kind == "notice":
             self._notice(session, mail)
@@ -863,6 +1214,8 @@ class SandboxEngine:
             await self._code_entered(session, str(mail["code"]))
         elif kind == "fault":
             await self._fault(session, str(mail["fault"]), int(mail.get("count") or 1))
+        elif kind == "group_act":
+            await self._group_act(session, mail)
         else:
             log.warning("sandbox.unknown_mail", kind=kind)
 
@@ -895,11 +1248,12 @@ class SandboxEngine:
         if not (is_group or from_me) and await self._blocked(session, sender):
             ack()  # WhatsApp never delivers it (the sender sees one tick): nothing is reported, nothing waits
             return
-        if not (is_group or from_me or session.phone is None) and sender.phone is not None:
+        in_group = isinstance(group, str) and not mail.get("story")
+        if not ((is_group and not in_group) or from_me or session.phone is None) and sender.phone is not None:
             # the recipient's phone gets it, then reads it: the sender hears both. Posted before the message is
             # reported, so before its mail is acknowledged (once stored): mail whose receipts could not be posted
             # is handed out again, and its receipts with it (a receipt repeated changes nothing)
-            await self._post_receipts(session, sender.phone, str(mail["id"]))
+            await self._post_receipts(session, sender.phone, str(mail["id"]), group if in_group else None)
         self._emit(
             session,
             InboundMessage(
@@ -930,21 +1284,26 @@ class SandboxEngine:
             return False
         return await self._network.is_blocked(session.phone, phone)
 
-    async def _post_receipts(self, session: _Session, sender_phone: str, whatsapp_id: str) -> None:
-        """Tell a linked sender that its message `whatsapp_id` was delivered to the session's phone, then read."""
+    async def _post_receipts(
+        self, session: _Session, sender_phone: str, whatsapp_id: str, group: str | None = None
+    ) -> None:
+        """Tell a linked sender that its message `whatsapp_id` was delivered to the session's phone, then read.
+
+        In a group, each member's phone answers for itself (`group` names the chat, `from` the member).
+        """
         if session.phone is None or await self._network.linked_session(sender_phone) is None:
             return
         for status in (MessageStatus.DELIVERED, MessageStatus.READ):
-            await self._network.post(
-                phone_address(sender_phone),
-                {
-                    "kind": "receipt",
-                    "ids": [whatsapp_id],
-                    "status": status.value,
-                    "from": session.phone,
-                    "timestamp": datetime.now(UTC).isoformat(),
-                },
-            )
+            receipt: Mail = {
+                "kind": "receipt",
+                "ids": [whatsapp_id],
+                "status": status.value,
+                "from": session.phone,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+            if group is not None:
+                receipt["group"] = group
+            await self._network.post(phone_address(sender_phone), receipt)
 
     def _notice(self, session: _Session, mail: Mail) -> None:
         try:
@@ -1179,6 +1538,44 @@ def _picture(owner: str) -> ProfilePicture:
         picture_id=str(int(digest[:8], 16)),
         expires_at=datetime.now(UTC) + PICTURE_LINK_TTL,
     )
+
+
+def group_info_of(group: SandboxGroup) -> GroupInfo:
+    """The GroupInfo of a sandbox group: members by phone JID, with their LIDs."""
+    return GroupInfo(
+        jid=group.jid,
+        subject=group.subject,
+        description=group.description,
+        owner_jid=f"{group.owner}@{USER_SERVER}",
+        announce=group.announce,
+        locked=group.locked,
+        picture_id=group.picture_id,
+        created_at=group.created_at,
+        participants=tuple(
+            GroupParticipant(
+                jid=f"{phone}@{USER_SERVER}",
+                lid=f"{simulated_lid(phone)}@{LID_SERVER}",
+                is_admin=role in (ADMIN, SUPER_ADMIN),
+                is_super_admin=role == SUPER_ADMIN,
+            )
+            for phone, role in group.members.items()
+        ),
+    )
+
+
+def key_for(key: MessageKey, writer: str, reader: str) -> MessageKey:
+    """Return `key`, as `writer` (a number) named it in a group, as the member `reader` sees it."""
+    author = writer if key.from_me else (jid_user(key.sender_jid) if key.sender_jid else None)
+    return MessageKey(
+        id=key.id, from_me=author == reader, sender_jid=None if author is None else f"{author}@{USER_SERVER}"
+    )
+
+
+def content_for(content: Content, writer: str, reader: str) -> Content:
+    """Return `content` with the key of the message it acts on (if any) as the group member `reader` sees it."""
+    if isinstance(content, Reaction | PollVote | Edit | Revoke):
+        return replace(content, key=key_for(content.key, writer, reader))
+    return content
 
 
 def _qr_code(ref: SessionRef, sequence: int) -> str:

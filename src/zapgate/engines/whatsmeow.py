@@ -77,6 +77,7 @@ with warnings.catch_warnings():
         ClientName,
         ClientType,
         MediaType,
+        ParticipantChange,
         ReceiptType,
     )
 
@@ -106,6 +107,7 @@ from zapgate.domain.content import (
     kind_of,
     summary,
 )
+from zapgate.domain.groups import GroupInfo, ParticipantAction, ParticipantResult
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -136,6 +138,15 @@ from zapgate.engines.base import (
     StatusChanged,
     StopTimedOut,
     UnknownSession,
+)
+from zapgate.engines.whatsmeow_groups import (
+    creation_results,
+    group_error,
+    group_info_of,
+    participant_results,
+    translate_group_info,
+    translate_joined_group,
+    translate_picture,
 )
 from zapgate.log import get_logger
 
@@ -438,6 +449,11 @@ def jid_string(jid: Any, *, device: bool = True) -> str | None:
     if device and jid.Device:
         return f"{jid.User}:{jid.Device}@{jid.Server}"
     return f"{jid.User}@{jid.Server}"
+
+
+def _bare_jid(jid: Any) -> str | None:
+    """A neonize JID without its device (how groups name people), None if empty."""
+    return jid_string(jid, device=False)
 
 
 def parse_jid(value: str) -> Any:
@@ -1828,6 +1844,69 @@ class WhatsmeowEngine:
             if isinstance(result, BaseException):
                 log.warning("whatsmeow.close_stop_failed", session=str(ref), error=repr(result))
 
+    # -- groups (translation: engines/whatsmeow_groups.py) ---------------------------------------------
+
+    async def _group_call(self, ref: SessionRef, fn: Callable[[Any], T], *, inviting: bool = False) -> T:
+        """Run a group call in Go; WhatsApp's refusals come out as the group errors they mean."""
+        session = self._hosted(ref)
+        try:
+            return await self._go(session, fn)
+        except EngineError as exc:
+            raise group_error(exc, inviting=inviting) from exc
+
+    async def list_groups(self, ref: SessionRef) -> list[GroupInfo]:
+        """The groups the session is in (GetJoinedGroups)."""
+        found = await self._group_call(ref, lambda client: list(client.get_joined_groups()))
+        return [group_info_of(raw, _bare_jid) for raw in found]
+
+    async def create_group(
+        self, ref: SessionRef, subject: str, participants: tuple[str, ...]
+    ) -> tuple[GroupInfo, tuple[ParticipantResult, ...]]:
+        """CreateGroup: the answer lists each participant with its error code (0: added)."""
+        jids = [parse_jid(jid) for jid in participants]
+        raw = await self._group_call(ref, lambda client: client.create_group(subject, jids))
+        return group_info_of(raw, _bare_jid), creation_results(raw, participants, _bare_jid)
+
+    async def group_info(self, ref: SessionRef, group: str) -> GroupInfo:
+        raw = await self._group_call(ref, lambda client: client.get_group_info(parse_jid(group)))
+        return group_info_of(raw, _bare_jid)
+
+    async def set_group_subject(self, ref: SessionRef, group: str, subject: str) -> None:
+        await self._group_call(ref, lambda client: client.set_group_name(parse_jid(group), subject))
+
+    async def set_group_description(self, ref: SessionRef, group: str, description: str) -> None:
+        # empty previous and new ids: whatsmeow reads the current topic id and makes a new one (SetGroupTopic)
+        await self._group_call(ref, lambda client: client.set_group_topic(parse_jid(group), "", "", description))
+
+    async def set_group_picture(self, ref: SessionRef, group: str, image: bytes) -> str:
+        return str(await self._group_call(ref, lambda client: client.set_group_photo(parse_jid(group), image)))
+
+    async def set_group_announce(self, ref: SessionRef, group: str, announce: bool) -> None:
+        await self._group_call(ref, lambda client: client.set_group_announce(parse_jid(group), announce))
+
+    async def set_group_locked(self, ref: SessionRef, group: str, locked: bool) -> None:
+        await self._group_call(ref, lambda client: client.set_group_locked(parse_jid(group), locked))
+
+    async def update_group_participants(
+        self, ref: SessionRef, group: str, action: ParticipantAction, participants: tuple[str, ...]
+    ) -> tuple[ParticipantResult, ...]:
+        change = ParticipantChange(action.value)
+        jids = [parse_jid(jid) for jid in participants]
+        answered = await self._group_call(
+            ref, lambda client: list(client.update_group_participants(parse_jid(group), jids, change))
+        )
+        return participant_results(action, participants, answered, _bare_jid)
+
+    async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
+        return str(await self._group_call(ref, lambda client: client.get_group_invite_link(parse_jid(group), reset)))
+
+    async def join_group(self, ref: SessionRef, code: str) -> str:
+        joined = await self._group_call(ref, lambda client: client.join_group_with_link(code), inviting=True)
+        return _bare_jid(joined) or ""
+
+    async def leave_group(self, ref: SessionRef, group: str) -> None:
+        await self._group_call(ref, lambda client: client.leave_group(parse_jid(group)))
+
     # -- beyond the protocol --------------------------------------------------------------------------
 
     def is_connected(self, ref: SessionRef) -> bool:
@@ -1932,6 +2011,9 @@ class WhatsmeowEngine:
             pb.Receipt,
             pb.UndecryptableMessage,
             pb.HistorySync,
+            pb.GroupInfoEvent,  # groups: a change (events.GroupInfo)
+            pb.JoinedGroup,  # groups: the session is now in one
+            pb.Picture,  # groups: a group's picture changed (a person's is ignored)
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -2080,8 +2162,22 @@ class WhatsmeowEngine:
             self._emit(session, translate_undecryptable(ref, event))
         elif isinstance(event, pb.HistorySync):
             self._emit(session, translate_history_sync(ref, event))
+        elif isinstance(event, pb.GroupInfoEvent | pb.JoinedGroup | pb.Picture):
+            self._on_group_event(session, event)
         else:
             self._on_connection_event(session, event)
+
+    def _on_group_event(self, session: _Session, event: Any) -> None:
+        """A group changed (GroupInfoEvent, Picture) or the session joined one (JoinedGroup)."""
+        ref = session.ref
+        if isinstance(event, pb.GroupInfoEvent):
+            own = frozenset(user for user in (_user(session.jid), _user(session.lid)) if user)
+            for change in translate_group_info(ref, event, own, _bare_jid):
+                self._emit(session, change)
+        elif isinstance(event, pb.JoinedGroup):
+            self._emit(session, translate_joined_group(ref, event, _bare_jid))
+        elif (picture := translate_picture(ref, event, _bare_jid)) is not None:
+            self._emit(session, picture)
 
     def _message_context(self, session: _Session) -> MessageContext:
         """Who the session is, and how to open its poll votes (whatsmeow's DecryptPollVote: a call into Go)."""

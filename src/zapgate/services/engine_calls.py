@@ -34,6 +34,7 @@ from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.group_calls import group_call_handlers
 from zapgate.services.hosted import Hosted, HostedSessions
 
 log = get_logger(__name__)
@@ -146,6 +147,7 @@ class CallRunner:
             "picture": self._picture,
             "block": self._block,
         }
+        self._handlers.update(group_call_handlers(self._bounded))  # groups: services/group_calls.py
 
     def notified(self, payload: str | None) -> None:
         """A NOTIFY on the calls channel: run the call it names if ours; None (reconnected): look for missed ones."""

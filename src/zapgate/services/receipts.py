@@ -20,7 +20,7 @@ from zapgate.domain.events import EventType
 from zapgate.domain.receipts import announced_steps, furthest
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.storable import storable
-from zapgate.engines.base import EngineEvent, InboundMessage, Receipt, SessionRef
+from zapgate.engines.base import EngineEvent, GroupChanged, InboundMessage, Receipt, SessionRef
 from zapgate.services.hosted import HostedSessions
 
 EventEntry = tuple[str, str | None, dict[str, Any]]  # (type, session id, payload) for append_many
@@ -103,7 +103,7 @@ class ReceiptBook:
 
 def acks_of(event: EngineEvent) -> list[Ack]:
     """Return the acknowledgement an event carries, if any."""
-    ack = event.ack if isinstance(event, InboundMessage | Receipt) else None
+    ack = event.ack if isinstance(event, InboundMessage | Receipt | GroupChanged) else None
     return [ack] if ack is not None else []
 
 

@@ -22,12 +22,14 @@ from typing import Any
 from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import contacts, notify, placements
+from zapgate.db import groups as group_records
 from zapgate.db import media as media_records
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.contacts import ContactIds, Sighting, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
+from zapgate.domain.groups import PARTICIPANT_ACTIONS, GroupAction, group_event
 from zapgate.domain.ids import new_id
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import Contact, MessageStatus
@@ -36,6 +38,7 @@ from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
     EngineEvent,
     EngineFailure,
+    GroupChanged,
     InboundMessage,
     MediaReuploaded,
     Notice,
@@ -199,6 +202,8 @@ class Recorder:
             await self._store_notice(event)
         elif isinstance(event, MediaReuploaded):
             await self._store_reupload(event)
+        elif isinstance(event, GroupChanged):
+            await self._store_group_change(event)
         return acks_of(event)
 
     # -- sessions -------------------------------------------------------------------------------------
@@ -434,6 +439,45 @@ class Recorder:
         else:
             self.downloads.wake(ref)
 
+    # -- groups ---------------------------------------------------------------------------------------
+
+    async def _store_group_change(self, event: GroupChanged) -> None:
+        """Refresh the stored group by a change, with its event (group-update, -participants, -join, -leave)."""
+        ref = event.ref
+        setting = _GROUP_SETTINGS.get(event.action)
+        value = None if setting is None else getattr(event, setting)
+        if isinstance(value, str):
+            value = storable(value)
+        kind, payload = group_event(
+            event.action,
+            event.group_jid,
+            actor=event.actor_jid,
+            timestamp=event.timestamp,
+            participants=event.participants,
+            value=value,
+            reason=event.reason,
+            info=event.info,
+        )
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            conn = tx.connection
+            if event.info is not None:
+                await group_records.save_info(conn, session.id, event.info)
+            if event.action is GroupAction.LEFT:
+                await group_records.mark_left(conn, session.id, event.group_jid, event.timestamp)
+            elif event.action in PARTICIPANT_ACTIONS:
+                await group_records.change_participants(
+                    conn, session.id, event.group_jid, event.action.value, event.participants
+                )
+            elif setting is not None and (value is not None or event.reason == "removed"):
+                await group_records.update_settings(conn, session.id, event.group_jid, {setting: value})
+            await append(tx, ref, kind, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
     # -- receipts -------------------------------------------------------------------------------------
 
     async def _store_receipts(self, receipts: list[Receipt]) -> list[Ack]:
@@ -457,6 +501,16 @@ class Recorder:
         for status in counted:
             metrics.MESSAGES.labels("outbound", status.value).inc()
         return [ack for receipt in receipts for ack in acks_of(receipt)]
+
+
+# a group setting's action -> its field on GroupChanged and its column in `groups`
+_GROUP_SETTINGS = {
+    GroupAction.SUBJECT: "subject",
+    GroupAction.DESCRIPTION: "description",
+    GroupAction.PICTURE: "picture_id",
+    GroupAction.ANNOUNCE: "announce",
+    GroupAction.LOCKED: "locked",
+}
 
 
 def status_changes(event: StatusChanged) -> dict[str, Any]:

@@ -16,11 +16,13 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
-from zapgate.engines.base import MediaGone, SessionRef
+from zapgate.engines.base import EngineError, GroupNotFound, MediaGone, SessionRef
 from zapgate.engines.sandbox import (
     MEDIA_CHUNK,
     MEDIA_TTL,
@@ -33,6 +35,7 @@ from zapgate.engines.sandbox import (
     media_key,
     new_media_key,
 )
+from zapgate.engines.sandbox_groups import SandboxGroup
 from zapgate.services.patience import while_away
 
 T = TypeVar("T")
@@ -189,6 +192,89 @@ class PostgresSandboxNetwork:
 
     async def lose_media(self, recipient: str) -> int:
         return await self._registry("lose_media", lambda conn: store.lose_media(conn, recipient))
+
+    # -- groups (engines/sandbox_groups.py) --
+
+    async def create_group(self, group: SandboxGroup) -> None:
+        fields, members = _group_row(group)
+        await self._registry("create_group", lambda conn: store.insert_group(conn, fields, members))
+
+    async def group(self, jid: str) -> SandboxGroup | None:
+        row = await self._registry("group", lambda conn: store.load_group(conn, jid))
+        return None if row is None else _group_of(row)
+
+    async def change_group(self, jid: str, change: Callable[[SandboxGroup], T]) -> T:
+        async def attempt() -> T:
+            async with self._manager.registry_transaction() as conn:
+                row = await store.load_group(conn, jid, for_update=True)
+                if row is None:
+                    raise _Refused(GroupNotFound(f"no group {jid}"))
+                group = _group_of(row)
+                try:
+                    result = change(group)  # raises before anything is written (the transaction rolls back)
+                except EngineError as exc:
+                    raise _Refused(exc) from None
+                fields, members = _group_row(group)
+                await store.save_group(conn, fields, members)
+                return result
+
+        try:  # WhatsApp's refusal is raised at once; only a database that is away is waited for
+            return await while_away(attempt, event="sandbox.network_waiting", other_attempts=1, operation="group")
+        except _Refused as refused:
+            raise refused.error from None
+
+    async def groups_of(self, phone: str) -> list[SandboxGroup]:
+        async def work(conn: AsyncConnection) -> list[SandboxGroup]:
+            found = []
+            for jid in await store.groups_of(conn, phone):
+                row = await store.load_group(conn, jid)
+                if row is not None:
+                    found.append(_group_of(row))
+            return found
+
+        return await self._registry("groups_of", work)
+
+    async def group_of_invite(self, code: str) -> str | None:
+        return await self._registry("group_of_invite", lambda conn: store.group_of_invite(conn, code))
+
+
+def _group_row(group: SandboxGroup) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    fields = {
+        "jid": group.jid,
+        "subject": group.subject,
+        "description": group.description,
+        "owner": group.owner,
+        "picture_id": group.picture_id,
+        "announce": group.announce,
+        "locked": group.locked,
+        "invite_code": group.invite_code,
+        "created_at": group.created_at,
+    }
+    return fields, list(group.members.items())
+
+
+def _group_of(row: store.GroupRow) -> SandboxGroup:
+    f = row.fields
+    return SandboxGroup(
+        jid=f["jid"],
+        subject=f["subject"],
+        owner=f["owner"],
+        created_at=f["created_at"],
+        invite_code=f["invite_code"],
+        description=f["description"],
+        picture_id=f["picture_id"],
+        announce=f["announce"],
+        locked=f["locked"],
+        members=dict(row.members),
+    )
+
+
+class _Refused(Exception):
+    """WhatsApp's rules refused a group change (not the database's failure: never waited for, never retried)."""
+
+    def __init__(self, error: EngineError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Unreadable(Exception):

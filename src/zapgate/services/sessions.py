@@ -390,6 +390,11 @@ class SessionService:
             mail["count"] = count
         await self._sandbox.post(session_address(ref), mail)
 
+    async def sandbox_group_act(self, client: str, session: str, act: dict[str, Any]) -> None:
+        """A simulated phone acts in a group, told through the session (`act` as services/groups.py builds it)."""
+        ref, _ = await self._sandbox_session(client, session)
+        await self._sandbox.post(session_address(ref), {"kind": "group_act", **act})
+
     async def _sandbox_session(self, client: str, session: str) -> tuple[SessionRef, Session]:
         view = await self.get(client, session)
         if not registry.simulated(view.session.engine):

@@ -1,14 +1,14 @@
 """The sandbox's blocklists: a simulated account's blocked numbers, whose messages no longer reach it.
 
 Revision ID: r0011
-Revises: r0009
+Revises: r0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "r0011"
-down_revision = "r0009"
+down_revision = "r0010"
 branch_labels = None
 depends_on = None
 

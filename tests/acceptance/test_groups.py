@@ -1,0 +1,334 @@
+"""Groups end to end on the sandbox: three sessions in one group, over HTTP, with the events each member hears."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.receiver import receiving
+from tests.acceptance.sse import read_sse
+from tests.acceptance.support import api_client, assert_problem, linked, message, new_client, send
+from tests.support.waiting import eventually
+from zapgate.db.manager import ConnectionManager
+from zapgate.domain.webhooks import AddressPolicy
+from zapgate.services.webhook_dispatcher import WebhookDispatcher
+from zapgate.services.worker import Worker
+
+ALICE, BOB, CAROL = "5511977770001", "5511977770002", "5511977770003"
+SIMULATED = "5511977778888"  # a phone no session has linked: it reads at once
+NOBODY = "5511977770404"  # no WhatsApp account (the sandbox's rule: ending in 404)
+
+
+def jid(phone: str) -> str:
+    return f"{phone}@s.whatsapp.net"
+
+
+@pytest.fixture
+async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(database_url, send_rate=0, engine_call_timeout=5.0) as http:
+        yield http
+
+
+async def event(
+    api: httpx.AsyncClient,
+    headers: dict[str, str],
+    session: str,
+    kind: str,
+    match: Callable[[dict[str, Any]], bool] = lambda body: True,
+    within: float = 20.0,
+) -> dict[str, Any]:
+    """The first event of `kind` of the session that `match`es, read over SSE from the start of the log."""
+    params = {"sessionId": session, "lastEventId": "0"}
+    stream = api.stream("GET", "/whatsapp/stream", headers=headers, params=params, timeout=within + 5)
+    async with asyncio.timeout(within), stream as r:
+        async for item in read_sse(r):
+            if item.event == kind and match(item.data):
+                return dict(item.data)
+    raise AssertionError(f"no {kind} event for {session}")
+
+
+async def test_three_sessions_in_one_group(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    for session, phone in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
+        await linked(api, acme, session, phone)
+
+    # create: alice is the creator (super admin); each participant's outcome apart
+    made = await api.post(
+        "/whatsapp/groups",
+        headers=acme,
+        json={"sessionId": "alice", "subject": "Team", "participants": [BOB, jid(SIMULATED), NOBODY]},
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    group = body["group"]["id"]
+    assert group.endswith("@g.us")
+    assert [(p["jid"], p["status"]) for p in body["participants"]] == [
+        (jid(BOB), "ok"),
+        (jid(SIMULATED), "ok"),
+        (jid(NOBODY), "not_on_whatsapp"),
+    ]
+    roles = {p["jid"]: (p["isAdmin"], p["isSuperAdmin"]) for p in body["group"]["participants"]}
+    assert roles == {jid(ALICE): (True, True), jid(BOB): (False, False), jid(SIMULATED): (False, False)}
+    joined = await event(api, acme, "bob", "group-join")
+    assert joined["groupId"] == group and joined["reason"] == "added" and joined["actor"] == jid(ALICE)
+    assert joined["group"]["subject"] == "Team"
+    listed = await api.get("/whatsapp/groups", headers=acme, params={"sessionId": "bob"})
+    assert [g["id"] for g in listed.json()["groups"]] == [group]
+    by_user_part = await api.get(f"/whatsapp/groups/{group.split('@')[0]}", headers=acme, params={"sessionId": "bob"})
+    assert by_user_part.status_code == 200 and by_user_part.json()["size"] == 3
+
+    # a message to the group reaches the member sessions; receipts come from each member
+    sent_id = await send(api, acme, {"sessionId": "alice", "to": group, "type": "text", "text": {"body": "hello team"}})
+    got = await event(api, acme, "bob", "message-received", lambda b: b.get("text") == "hello team")
+    assert got["chatJid"] == group and got["isGroup"] is True, got
+    assert got["senderJid"] == jid(ALICE), got
+
+    async def read_by_members() -> bool:
+        return (await message(api, acme, "alice", sent_id))["status"] == "read"
+
+    await eventually(read_by_members, within=20.0)
+
+    # participants: admins only; each participant's result apart (200 with a body per participant)
+    add = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "alice", "action": "add", "participants": [CAROL, BOB]},
+    )
+    assert add.status_code == 200, add.text
+    assert [(p["jid"], p["status"]) for p in add.json()["participants"]] == [
+        (jid(CAROL), "ok"),
+        (jid(BOB), "already_in"),
+    ]
+    assert (await event(api, acme, "carol", "group-join"))["reason"] == "added"
+    told = await event(api, acme, "bob", "group-participants", lambda b: b["action"] == "add")
+    assert told["participants"] == [jid(CAROL)] and told["actor"] == jid(ALICE)
+
+    refused = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "bob", "action": "remove", "participants": [CAROL]},
+    )
+    problem = assert_problem(refused, 403, "group_forbidden")
+    assert problem["errors"][0]["field"] == "participants"
+    settings = await api.patch(f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "bob", "announce": True})
+    assert assert_problem(settings, 403, "group_forbidden")["errors"][0]["field"] == "announce"
+
+    promote = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "alice", "action": "promote", "participants": [BOB]},
+    )
+    assert [p["status"] for p in promote.json()["participants"]] == ["ok"]
+    promoted = await event(api, acme, "carol", "group-participants", lambda b: b["action"] == "promote")
+    assert promoted["participants"] == [jid(BOB)]
+    by_bob = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "bob", "action": "demote", "participants": [ALICE, jid(SIMULATED)]},
+    )
+    assert [p["status"] for p in by_bob.json()["participants"]] == [
+        "not_authorized",
+        "ok",
+    ]  # nobody demotes the creator
+    removed = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "bob", "action": "remove", "participants": [CAROL]},
+    )
+    assert [p["status"] for p in removed.json()["participants"]] == ["ok"]
+    gone = await event(api, acme, "carol", "group-leave")
+    assert gone["reason"] == "removed" and gone["actor"] == jid(BOB)
+
+    # settings: the other members hear each change as an event
+    changed = await api.patch(
+        f"/whatsapp/groups/{group}",
+        headers=acme,
+        json={"sessionId": "alice", "subject": "Team 2", "description": "Our team", "announce": True},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["changed"] == ["subject", "description", "announce"]
+    assert changed.json()["group"]["announce"] is True
+    update = await event(api, acme, "bob", "group-update", lambda b: b["action"] == "subject")
+    assert update["subject"] == "Team 2" and update["actor"] == jid(ALICE)
+    assert (await event(api, acme, "bob", "group-update", lambda b: b["action"] == "announce"))["announce"] is True
+    info = (await api.get(f"/whatsapp/groups/{group}", headers=acme, params={"sessionId": "bob"})).json()
+    assert (info["subject"], info["description"], info["announce"]) == ("Team 2", "Our team", True)
+
+    # invite link: carol joins by it; revoking it makes the old one unknown
+    invite = await api.get(f"/whatsapp/groups/{group}/invite", headers=acme, params={"sessionId": "alice"})
+    assert invite.status_code == 200, invite.text
+    link = invite.json()["link"]
+    assert link.startswith("https://chat.whatsapp.com/")
+    joined_by_link = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "carol", "link": link})
+    assert joined_by_link.status_code == 200, joined_by_link.text
+    assert joined_by_link.json()["groupId"] == group
+    by_link = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "join-by-link")
+    assert by_link["participants"] == [jid(CAROL)]
+    assert (await event(api, acme, "carol", "group-join", lambda b: b["reason"] == "invite"))["groupId"] == group
+
+    # announce: a member who is not an admin cannot send
+    muted = await send(api, acme, {"sessionId": "carol", "to": group, "type": "text", "text": {"body": "may I?"}})
+
+    async def failed() -> bool:
+        return (await message(api, acme, "carol", muted))["status"] == "failed"
+
+    await eventually(failed, within=20.0)
+
+    revoked = await api.delete(f"/whatsapp/groups/{group}/invite", headers=acme, params={"sessionId": "alice"})
+    assert revoked.status_code == 200 and revoked.json()["link"] != link
+    stale = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "carol", "link": link})
+    assert_problem(stale, 404, "invite_not_found")
+
+    # leave
+    left = await api.post(f"/whatsapp/groups/{group}/leave", headers=acme, json={"sessionId": "carol"})
+    assert left.status_code == 200, left.text
+    leaving = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "leave")
+    assert leaving["participants"] == [jid(CAROL)]
+    assert (await event(api, acme, "carol", "group-leave", lambda b: b["reason"] == "left"))["groupId"] == group
+    assert (await api.get("/whatsapp/groups", headers=acme, params={"sessionId": "carol"})).json()["groups"] == []
+    after = await api.get(f"/whatsapp/groups/{group}", headers=acme, params={"sessionId": "carol"})
+    assert_problem(after, 404, "group_not_found")
+
+
+async def test_bad_group_input_is_refused_naming_the_field(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    long_subject = await api.post(
+        "/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "x" * 101, "participants": []}
+    )
+    assert assert_problem(long_subject, 422)["errors"][0]["field"] == "subject"
+    made = await api.post("/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "Solo"})
+    assert made.status_code == 201, made.text
+    group = made.json()["group"]["id"]
+    long_description = await api.patch(
+        f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "alice", "description": "x" * 2049}
+    )
+    assert assert_problem(long_description, 422)["errors"][0]["field"] == "description"
+    nothing = await api.patch(f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "alice"})
+    assert_problem(nothing, 422)
+    bad_participant = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "alice", "action": "add", "participants": ["not a number"]},
+    )
+    assert assert_problem(bad_participant, 422)["errors"][0]["field"] == "participants[0]"
+    unknown = await api.get("/whatsapp/groups/120363999999999999@g.us", headers=acme, params={"sessionId": "alice"})
+    assert_problem(unknown, 404, "group_not_found")
+    bad_id = await api.get("/whatsapp/groups/not-a-group", headers=acme, params={"sessionId": "alice"})
+    assert assert_problem(bad_id, 422)["errors"][0]["field"] == "groupId"
+    not_jpeg = await api.put(
+        f"/whatsapp/groups/{group}/picture",
+        headers=acme,
+        params={"sessionId": "alice"},
+        files={"file": ("a.png", b"\x89PNG\r\n\x1a\n")},
+    )
+    assert assert_problem(not_jpeg, 422)["errors"][0]["field"] == "file"
+    picture = await api.put(
+        f"/whatsapp/groups/{group}/picture",
+        headers=acme,
+        params={"sessionId": "alice"},
+        files={"file": ("a.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 100_000)},
+    )
+    assert picture.status_code == 200, picture.text
+    picture_id = picture.json()["pictureId"]
+    told = await event(api, acme, "alice", "group-update", lambda b: b["action"] == "picture")
+    assert told["pictureId"] == picture_id
+    info = await api.get(f"/whatsapp/groups/{group}", headers=acme, params={"sessionId": "alice"})
+    assert info.json()["pictureId"] == picture_id
+
+
+@pytest.fixture
+async def hooked_api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = {"send_rate": 0, "engine_call_timeout": 5.0, "webhook_allow_loopback": True}
+    async with api_client(database_url, **settings) as http:
+        yield http
+
+
+async def test_group_events_reach_webhooks_like_every_other_event(
+    hooked_api: httpx.AsyncClient, database_url: str, worker: Worker
+) -> None:
+    api = hooked_api
+    async with (
+        receiving() as receiver,
+        ConnectionManager(database_url, pool_size=4, health_interval=3600) as manager,
+    ):
+        dispatcher = WebhookDispatcher(manager, database_url, policy=AddressPolicy(allow_loopback=True), timeout=5.0)
+        await dispatcher.start()
+        try:
+            acme = await new_client(api, "acme")
+            await linked(api, acme, "alice", ALICE)
+            await linked(api, acme, "bob", BOB)
+            hook = await api.post(
+                "/whatsapp/webhooks",
+                headers=acme,
+                json={"url": receiver.url("/groups"), "events": ["group-join", "group-update"]},
+            )
+            assert hook.status_code == 201, hook.text
+            made = await api.post(
+                "/whatsapp/groups",
+                headers=acme,
+                json={"sessionId": "alice", "subject": "Hooked", "participants": [BOB]},
+            )
+            group = made.json()["group"]["id"]
+            renamed = await api.patch(
+                f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "bob", "subject": "Renamed"}
+            )
+            assert renamed.status_code == 200, renamed.text
+            delivered = [r.json for r in await receiver.wait_for("/groups", 4, within=30.0)]
+            kinds = sorted((body["type"], body["sessionId"]) for body in delivered)
+            assert kinds == [
+                ("group-join", "alice"),
+                ("group-join", "bob"),
+                ("group-update", "alice"),
+                ("group-update", "bob"),
+            ]
+            assert all(body["groupId"] == group for body in delivered)
+            assert {body.get("subject") for body in delivered if body["type"] == "group-update"} == {"Renamed"}
+        finally:
+            await dispatcher.close()
+
+
+async def test_simulated_phones_act_in_groups_as_members_would(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    act = "/whatsapp/sandbox/sessions/alice/group-act"
+    created = await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "create", "subject": "Outside", "participants": [ALICE]},
+    )
+    assert created.status_code == 202, created.text
+    joined = await event(api, acme, "alice", "group-join")
+    assert joined["reason"] == "added" and joined["actor"] == jid(SIMULATED)
+    group = joined["groupId"]
+    owner = {p["jid"]: p["isSuperAdmin"] for p in joined["group"]["participants"]}
+    assert owner == {jid(SIMULATED): True, jid(ALICE): False}
+
+    stranger = "5511977776666"
+    await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "add", "groupId": group, "participants": [stranger]},
+    )
+    added = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "add")
+    assert added["participants"] == [jid(stranger)] and added["actor"] == jid(SIMULATED)
+    # a simulated member who is not an admin is held back, as a session would be: the session hears why
+    refused = await api.post(
+        act, headers=acme, json={"phoneNumber": stranger, "action": "announce", "groupId": group, "enabled": True}
+    )
+    assert refused.status_code == 202
+    error = await event(api, acme, "alice", "error", lambda b: b["code"] == "group_forbidden")
+    assert "admins" in error["message"]
+    await api.post(
+        act,
+        headers=acme,
+        json={"phoneNumber": SIMULATED, "action": "remove", "groupId": group, "participants": [ALICE]},
+    )
+    gone = await event(api, acme, "alice", "group-leave")
+    assert gone["reason"] == "removed" and gone["actor"] == jid(SIMULATED)
+    bad = await api.post(act, headers=acme, json={"phoneNumber": SIMULATED, "action": "subject", "groupId": group})
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "subject"
