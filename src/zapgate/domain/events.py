@@ -23,6 +23,9 @@ class EventType(StrEnum):
     MESSAGE_EDITED = "message-edited"  # a message's author gave it a new text (or caption)
     MESSAGE_DELETED = "message-deleted"  # a message's author deleted it for everyone
     MEDIA_FAILED = "media-failed"  # an arrived file could not be downloaded, for good
+    # chats and presence (issue 14)
+    CHAT_UPDATE = "chat-update"  # a chat was archived, pinned, muted, read or marked unread (by the API or the phone)
+    PRESENCE = "presence"  # a contact is online, offline (last seen), typing, recording or paused in a chat
 
 
 def status_change_payload(

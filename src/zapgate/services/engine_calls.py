@@ -30,6 +30,7 @@ from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import GROUP_SERVER, phone_jid
 from zapgate.domain.sessions import SessionStatus
+from zapgate.domain.chats import chat_state_of
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
@@ -139,6 +140,8 @@ class CallRunner:
         self._tasks = tasks
         self._call_timeout = call_timeout
         self._handlers: dict[str, Handler] = {"presence": self._presence, "read": self._read, "check": self._check}
+        # chats and presence (issue 14)
+        self._handlers.update(chat=self._chat, subscribe=self._subscribe, available=self._available)
 
     def notified(self, payload: str | None) -> None:
         """A NOTIFY on the calls channel: run the call it names if ours; None (reconnected): look for missed ones."""
@@ -227,6 +230,23 @@ class CallRunner:
 
         await self._manager.execute_transaction(ref.client_id, remember)
         return {"numbers": answers}
+
+
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def _chat(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        state = chat_state_of(args)
+        await self._bounded("chat", hosted.engine.change_chat(ref, str(args["chat"]), state))
+        return {"chat": args["chat"], **state.changes()}
+
+    async def _subscribe(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        await self._bounded("subscribe", hosted.engine.subscribe_presence(ref, str(args["jid"])))
+        return {"subscribed": args["jid"]}
+
+    async def _available(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        available = bool(args["available"])
+        await self._bounded("available", hosted.engine.set_available(ref, available))
+        return {"presence": "available" if available else "unavailable"}
 
 
 async def _pending(session_row: str, tx: Transaction) -> list[int]:

@@ -21,10 +21,12 @@ from typing import Any
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
+from zapgate.db import chats as chat_rows
 from zapgate.db import media as media_records
 from zapgate.db import notify, placements
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.chats import state_columns
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import new_id
@@ -33,6 +35,7 @@ from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
+    ChatChanged,
     EngineEvent,
     EngineFailure,
     InboundMessage,
@@ -40,6 +43,7 @@ from zapgate.engines.base import (
     Notice,
     NoticeKind,
     PairingCode,
+    PresenceSeen,
     QrCode,
     Receipt,
     SessionRef,
@@ -198,6 +202,10 @@ class Recorder:
             await self._store_notice(event)
         elif isinstance(event, MediaReuploaded):
             await self._store_reupload(event)
+        elif isinstance(event, ChatChanged):
+            await self._store_chat_change(event)
+        elif isinstance(event, PresenceSeen):
+            await self._store_presence(event)
         return acks_of(event)
 
     # -- sessions -------------------------------------------------------------------------------------
@@ -436,6 +444,53 @@ class Recorder:
             await self.downloads.gone(ref, ids, error)
         else:
             self.downloads.wake(ref)
+
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def _store_chat_change(self, event: ChatChanged) -> None:
+        """The phone changed a chat's state (archived, pinned, muted, read): record it, with a chat-update event."""
+        ref = event.ref
+        chat = storable(event.chat_jid)
+        is_group = chat.endswith("@" + GROUP_SERVER)
+        key = jid_user(chat) if chat.endswith("@" + USER_SERVER) else chat
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            contact = await tx.contact.upsert(session_id=session.id, phone_number=key, is_group=is_group)
+            columns = state_columns(event.state, at=event.timestamp)
+            if columns:
+                await chat_rows.set_state(tx.connection, session.id, contact.id, columns)
+            if event.state.read:
+                await chat_rows.read_all(tx.connection, contact.id, up_to=event.timestamp)
+            payload = {
+                "chatId": contact.id,
+                "chat": key,
+                "chatJid": chat,
+                "isGroup": is_group,
+                "changes": event.state.changes(),
+                "source": "phone",
+                "timestamp": event.timestamp.isoformat(),
+            }
+            await append(tx, ref, EventType.CHAT_UPDATE, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_presence(self, event: PresenceSeen) -> None:
+        """A contact's presence: a `presence` event (nothing else is kept)."""
+        payload: dict[str, Any] = {
+            "jid": storable(event.jid),
+            "lid": storable_or_none(event.lid),
+            "presence": event.presence.value,
+            "chatJid": storable_or_none(event.chat_jid),
+            "lastSeen": event.last_seen.isoformat() if event.last_seen is not None else None,
+        }
+
+        async def work(tx: Transaction) -> None:
+            await append(tx, event.ref, EventType.PRESENCE, payload)
+
+        await self._manager.execute_transaction(event.ref.client_id, work)
 
     # -- receipts -------------------------------------------------------------------------------------
 
