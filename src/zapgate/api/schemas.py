@@ -408,6 +408,31 @@ class Accepted(_Body):
 _KIND_OBJECT = "The message of this `type`, as in the send body (snake_case inside, see the route)."
 
 
+class InboundAppState(_Request):
+    """A change the session's own phone made to a chat (WhatsApp's app state)."""
+
+    archived: bool | None = None
+    pinned: bool | None = None
+    muted: bool | None = None
+    muted_until: datetime | None = Field(None, description="With muted: until when (none: for ever).")
+    read: bool | None = Field(None, description="true: the chat was read on the phone; false: marked unread.")
+
+    def mail(self) -> dict[str, Any]:
+        """The fields of the sandbox's app_state mail."""
+        fields: dict[str, Any] = {
+            name: value
+            for name in ("archived", "pinned", "muted", "read")
+            if (value := getattr(self, name)) is not None
+        }
+        if not fields:
+            raise InvalidRequest("appState: at least one of archived, pinned, muted, read", field="appState")
+        if self.muted_until is not None:
+            if not self.muted:
+                raise InvalidRequest("appState.mutedUntil: only with muted true", field="appState.mutedUntil")
+            fields["muted_until"] = self.muted_until.isoformat()
+        return fields
+
+
 class InboundRequest(_Request):
     """A message from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
 
@@ -498,6 +523,18 @@ class InboundRequest(_Request):
         None, description='A reply: `{"message_id": ...}` names the message it answers.'
     )
     mentions: list[Any] | None = Field(None, description="Phone numbers or JIDs the message mentions.")
+    # chats and presence (issue 14)
+    app_state: InboundAppState | None = Field(
+        None,
+        description="Instead of a message: the session's phone changed its chat with `from` (or `group`): "
+        "archived, pinned, muted (until `mutedUntil`, for ever without), read (or marked unread).",
+    )
+    presence: Literal["available", "unavailable", "composing", "recording", "paused"] | None = Field(
+        None,
+        description="Instead of a message: `from` shows this presence: online or offline (with `lastSeen`), or "
+        "typing, recording or paused in its chat with the session (or in `group`).",
+    )
+    last_seen: datetime | None = Field(None, description="With presence unavailable: when `from` was last online.")
 
     def message_part(self) -> dict[str, Any] | None:
         """The message in the send body's shape (`type`, its object, `context`, `mentions`) if `type` is given,
@@ -536,12 +573,20 @@ class FaultRequest(_Request):
     """A fault to inject into a sandbox session."""
 
     fault: Literal[
-        "drop_connection", "logout", "reject_next_send", "restrict", "fail_transient", "expire_media", "lose_media"
+        "drop_connection",
+        "logout",
+        "reject_next_send",
+        "restrict",
+        "fail_transient",
+        "expire_media",
+        "lose_media",
+        "hold_reads",
     ] = Field(
         description="`drop_connection` (it reconnects), `logout` (from the phone), `reject_next_send`, `restrict` "
         "(the next send is refused as from a restricted account, code 463), `fail_transient` (the next `count` "
         "sends fail with a retryable error), `expire_media` (the media the session received so far expire: "
-        "downloads fail until the phone uploads them again), `lose_media` (the phone lost them too)."
+        "downloads fail until the phone uploads them again), `lose_media` (the phone lost them too), "
+        "`hold_reads` (the phone stops reading what arrives at once: senders get `read` when the chat is marked read)."
     )
     count: int | None = Field(None, ge=1, le=100, description="Sends that `fail_transient` fails (default 1).")
 
@@ -788,3 +833,85 @@ class DeliveryPage(_Body):
 
     deliveries: list[DeliveryOut]
     next_cursor: str | None = None
+
+
+# -- chats and presence (issue 14) ----------------------------------------------------------------------
+
+
+class ChatLastMessage(_Body):
+    """A chat's newest message."""
+
+    id: str = Field(description="The message's id (as in /whatsapp/messages).")
+    whatsapp_message_id: str | None = None
+    direction: Literal["inbound", "outbound"]
+    type: str = Field(examples=["text"])
+    text: str = Field(description="Its text, or a summary of what it holds.")
+    timestamp: datetime
+    status: str = Field(examples=["read"])
+
+
+class ChatOut(_Body):
+    """A conversation of a session: with a contact or a group."""
+
+    id: str = Field(description="The chat's id: its contact's id.")
+    session_id: str
+    chat: str = Field(description="The contact's key: a number's digits, a LID or a group's JID.")
+    jid: str = Field(description="The chat's JID.")
+    lid: str | None = Field(None, description="The contact's LID, when known.")
+    name: str | None = None
+    is_group: bool
+    last_message: ChatLastMessage | None = None
+    unread_count: int = Field(description="Received messages not read yet.")
+    marked_unread: bool = Field(description="Marked unread on the phone (till it is read).")
+    archived: bool
+    pinned: bool
+    pinned_at: datetime | None = None
+    muted: bool
+    muted_until: datetime | None = Field(None, description="Muted until then; null while muted: for ever.")
+
+
+class ChatPage(_Body):
+    """A page of chats, newest activity first; pass `nextCursor` as `cursor` for the next one."""
+
+    chats: list[ChatOut]
+    next_cursor: str | None = None
+
+
+class ChatReadOut(_Body):
+    """A chat marked read."""
+
+    chat: ChatOut
+    read: int = Field(description="Messages that became `read` now.")
+
+
+class MuteRequest(_Request):
+    """Mute a chat until a moment, for a duration, or (neither given) for ever."""
+
+    until: datetime | None = Field(None, description="Until this moment (ISO 8601 with offset).")
+    duration: int | None = Field(None, description="For this many seconds (up to 366 days).", examples=[28800])
+
+
+class PresenceSubscribeRequest(_Request):
+    """Whose presence to hear."""
+
+    to: str = Field(min_length=1, max_length=64, description="A phone number or a contact's JID (or LID).")
+
+
+class PresenceSubscribeOut(_Body):
+    """Subscribed: `presence` events follow for this JID."""
+
+    session_id: str
+    subscribed: str = Field(description="The JID subscribed to.")
+
+
+class OwnPresenceRequest(_Request):
+    """Show the session online or offline to contacts subscribed to its presence."""
+
+    presence: Literal["available", "unavailable"]
+
+
+class OwnPresenceOut(_Body):
+    """The presence the session shows now."""
+
+    session_id: str
+    presence: str

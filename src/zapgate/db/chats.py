@@ -101,7 +101,9 @@ async def chat(conn: AsyncConnection, contact_id: str) -> ChatRow | None:
     """The chat with the contact `contact_id` (any contact of the client's sessions), with its last message."""
     last = _last()
     page = (
-        select(contacts.c.id, last.c.row.label("last_row"), func.coalesce(last.c.at, chats.c.updated_at).label("activity"))
+        select(
+            contacts.c.id, last.c.row.label("last_row"), func.coalesce(last.c.at, chats.c.updated_at).label("activity")
+        )
         .select_from(contacts.outerjoin(chats, chats.c.contact_id == contacts.c.id).outerjoin(last, true()))
         .where(contacts.c.id == contact_id)
         .cte("page")
@@ -209,7 +211,9 @@ class UnreadKey:
 async def newest_unread(conn: AsyncConnection, contact_id: str, *, limit: int) -> list[UnreadKey]:
     """The chat's newest received messages not read yet, at most `limit`."""
     stmt = (
-        select(messages.c.id, messages.c.message_id, messages.c.wa_message_id, messages.c.sender_jid, messages.c.chat_jid)
+        select(
+            messages.c.id, messages.c.message_id, messages.c.wa_message_id, messages.c.sender_jid, messages.c.chat_jid
+        )
         .where(messages.c.contact_id == contact_id, messages.c.direction == "inbound", messages.c.status != "read")
         .order_by(messages.c.timestamp.desc(), messages.c.id.desc())
         .limit(limit)

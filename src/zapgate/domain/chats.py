@@ -118,8 +118,6 @@ def state_columns(state: ChatState, at: datetime | None = None) -> dict[str, Any
     return values
 
 
-
-
 def muted_until_out(value: datetime | None) -> tuple[bool, datetime | None]:
     """(muted, until) of a stored `muted_until` at this moment: until None when muted for ever."""
     if value is None:

@@ -2102,7 +2102,11 @@ class WhatsmeowEngine:
         elif isinstance(event, pb.HistorySync):
             self._emit(session, translate_history_sync(ref, event))
         elif isinstance(event, pb.Presence | pb.ChatPresence):
-            seen = translate_presence(ref, event) if isinstance(event, pb.Presence) else translate_chat_presence(ref, event)
+            seen = (
+                translate_presence(ref, event)
+                if isinstance(event, pb.Presence)
+                else translate_chat_presence(ref, event)
+            )
             if seen is not None:
                 self._emit(session, seen)
         else:

@@ -20,11 +20,11 @@ from zapgate.db import conversation, outbound
 from zapgate.db.chats import ChatRow
 from zapgate.db.conversation import Unread
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.chats import ChatState, chat_state_args, state_columns
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import parse_recipient
-from zapgate.domain.chats import ChatState, chat_state_args, state_columns
 from zapgate.engines.base import Presence
 from zapgate.errors import ChatNotFound, InvalidRequest, SessionNotFound
 from zapgate.services.engine_calls import EngineCalls, chat_jid_of
@@ -86,7 +86,6 @@ class ChatActions:
         result = await self._calls.call(client, session, "check", {"numbers": list(dict.fromkeys(digits))})
         answers = {answer["number"]: answer for answer in result["numbers"]}
         return [{"input": given, **answers[number]} for given, number in zip(numbers, digits, strict=True)]
-
 
     # -- chats (issue 14) ---------------------------------------------------------------------------------
 

@@ -25,12 +25,12 @@ from zapgate.background import TaskGroup
 from zapgate.db import engine_calls, notify, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
+from zapgate.domain.chats import chat_state_of
 from zapgate.domain.content import MessageKey
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import GROUP_SERVER, phone_jid
 from zapgate.domain.sessions import SessionStatus
-from zapgate.domain.chats import chat_state_of
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
@@ -230,7 +230,6 @@ class CallRunner:
 
         await self._manager.execute_transaction(ref.client_id, remember)
         return {"numbers": answers}
-
 
     # -- chats and presence (issue 14) -----------------------------------------------------------------
 
