@@ -124,4 +124,6 @@ def muted_until_out(value: datetime | None) -> tuple[bool, datetime | None]:
         return False, None
     if value.year >= FOREVER.year:
         return True, None  # infinity (asyncpg reads it back without its time zone)
-    return (value > datetime.now(UTC), value if value > datetime.now(UTC) else None)
+    if value <= datetime.now(UTC):
+        return False, None  # the mute is over
+    return True, value
