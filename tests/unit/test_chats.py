@@ -36,7 +36,7 @@ def test_a_mute_lasts_for_a_duration_until_a_moment_or_for_ever() -> None:
         (datetime.now(UTC) + timedelta(hours=1), 60, "until"),  # both
         (datetime(2001, 1, 1, tzinfo=UTC), None, "until"),  # past
         (datetime.now(UTC) + timedelta(days=400), None, "until"),  # too far
-        (datetime(2099, 1, 1), None, "until"),  # no offset
+        (datetime(2099, 1, 1), None, "until"),  # noqa: DTZ001 (no offset: refused)
         (None, 0, "duration"),
         (None, 400 * 86_400, "duration"),
     ],
@@ -76,7 +76,7 @@ def test_a_change_sets_its_columns_and_tells_what_changed(
 
 def test_a_stored_mute_reads_back_as_muted_or_not() -> None:
     assert muted_until_out(None) == (False, None)
-    assert muted_until_out(datetime.max) == (True, None)  # PostgreSQL's infinity, as asyncpg reads it
+    assert muted_until_out(datetime.max) == (True, None)  # noqa: DTZ901 (infinity, as asyncpg reads it)
     later = datetime.now(UTC) + timedelta(hours=1)
     assert muted_until_out(later) == (True, later)
     assert muted_until_out(datetime.now(UTC) - timedelta(seconds=1)) == (False, None)  # over

@@ -1,11 +1,11 @@
 """Chats in a client's schema: each session's conversations, newest activity first, and their state.
 
 Statements for the transaction of a `ConnectionManager` (its search_path names the client's schema). A chat is
-a contact of the session (a number, a LID or a group) with messages, or with a state set (`chats`). Its last
-message and unread count are computed when listed, from two indexes of `messages`
-(ix_messages_contact_id_timestamp, ix_messages_unread), so neither a send nor an arrival writes a chat row:
-the send path is unchanged. Measured on 10,000 chats and 100,000 messages in one session: see
-`benchmarks/chats_list.py`.
+a contact of the session (a number, a LID or a group) with messages; its state (archived, pinned, muted) is a
+row of `chats` once set. Its last message and unread count are computed when listed, from indexes of
+`messages` (ix_messages_session_id_timestamp, ix_messages_contact_id_timestamp, ix_messages_unread), so
+neither a send nor an arrival writes a chat row: the send path is unchanged. Measured on 10,000 chats and
+100,000 messages in one session (`benchmarks/chats_list.py`): a page of 50 in 5-15 ms of execution.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, literal, or_, select, true, tuple_, update
+from sqlalchemy import and_, false, func, literal, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -73,28 +73,105 @@ async def list_chats(
 ) -> list[ChatRow]:
     """The session's chats, newest activity first; `before` is the (activity, chat id) of the previous page's last.
 
-    Only the page's chats get their last message and unread count read.
+    A chat is a contact with messages, its activity its last message's time. The page is found among the
+    session's newest messages first (WINDOW_PER_CHAT per chat asked for, ix_messages_session_id_timestamp): a chat that
+    wrote or was written to in them is newer than every chat that was not. Only when they hold too few chats
+    (a few very busy chats; archived chats only) is every chat's last message looked up. Only the page's chats
+    get their last message and unread count read.
     """
+    ids = None if archived else await _window_page(conn, session_row, archived, before, limit)
+    if ids is None:
+        ids = await _full_page(conn, session_row, archived, before, limit)
     last = _last()
-    activity = func.coalesce(last.c.at, chats.c.updated_at)
+    page = (
+        select(contacts.c.id, last.c.row.label("last_row"), last.c.at.label("activity"))
+        .select_from(contacts.join(last, true()))
+        .where(contacts.c.id.in_(ids))
+        .cte("page")
+    )
+    return await _chats(conn, page) if ids else []
+
+
+WINDOW_PER_CHAT = 20  # the session's newest messages a page of chats is looked for in first, per chat of the page
+MIN_WINDOW = 200
+
+
+async def _window_page(
+    conn: AsyncConnection, session_row: str, archived: bool | None, before: tuple[datetime, str] | None, limit: int
+) -> list[str] | None:
+    """The ids of the page's chats found among the session's newest messages (older than `before`), or None when
+    those do not settle the page."""
+    window = max(MIN_WINDOW, WINDOW_PER_CHAT * limit)
+    recent_where = [messages.c.session_id == session_row]
+    if before is not None:
+        recent_where.append(messages.c.timestamp <= before[0])
+    recent = (
+        select(messages.c.contact_id, messages.c.timestamp)
+        .where(*recent_where)
+        .order_by(messages.c.timestamp.desc(), messages.c.id.desc())
+        .limit(window)
+        .cte("recent")
+    )
+    grouped = (
+        select(recent.c.contact_id, func.max(recent.c.timestamp).label("at"))
+        .group_by(recent.c.contact_id)
+        .cte("grouped")
+    )
+    conditions = [contacts.c.phone_number != STORIES]
+    if before is not None:
+        newer = messages.alias("newer")
+        # a chat with a message after the window's newest of it was listed on an earlier page (the first page's
+        # window holds each of its chats' newest message)
+        conditions.append(
+            ~select(newer.c.id)
+            .where(newer.c.contact_id == grouped.c.contact_id, newer.c.timestamp > grouped.c.at)
+            .exists()
+        )
+        conditions.append(tuple_(grouped.c.at, grouped.c.contact_id) < tuple_(literal(before[0]), literal(before[1])))
+    if archived is not None:
+        conditions.append(func.coalesce(chats.c.archived, false()) == archived)
+    stmt = (
+        select(grouped.c.contact_id, select(func.count()).select_from(recent).scalar_subquery().label("scanned"))
+        .select_from(
+            grouped.join(contacts, contacts.c.id == grouped.c.contact_id).outerjoin(
+                chats, chats.c.contact_id == grouped.c.contact_id
+            )
+        )
+        .where(*conditions)
+        .order_by(grouped.c.at.desc(), grouped.c.contact_id.desc())
+        .limit(limit)
+    )
+    rows = (await conn.execute(stmt)).all()
+    if len(rows) == limit or (rows and rows[0].scanned < window):
+        return [row.contact_id for row in rows]
+    if not rows:
+        scanned = (await conn.execute(select(func.count()).select_from(recent))).scalar_one()
+        return [] if scanned < window else None
+    return None  # the window ran out before the page was full
+
+
+async def _full_page(
+    conn: AsyncConnection, session_row: str, archived: bool | None, before: tuple[datetime, str] | None, limit: int
+) -> list[str]:
+    """The ids of the page's chats, every chat's last message looked up (ix_messages_contact_id_timestamp)."""
+    last = _last()
     conditions = [
         contacts.c.session_id == session_row,
         contacts.c.phone_number != STORIES,
-        or_(last.c.row.is_not(None), chats.c.contact_id.is_not(None)),
+        last.c.row.is_not(None),
     ]
     if archived is not None:
         conditions.append(func.coalesce(chats.c.archived, false()) == archived)
     if before is not None:
-        conditions.append(tuple_(activity, contacts.c.id) < tuple_(literal(before[0]), literal(before[1])))
-    page = (
-        select(contacts.c.id, last.c.row.label("last_row"), activity.label("activity"))
-        .select_from(contacts.outerjoin(chats, chats.c.contact_id == contacts.c.id).outerjoin(last, true()))
+        conditions.append(tuple_(last.c.at, contacts.c.id) < tuple_(literal(before[0]), literal(before[1])))
+    stmt = (
+        select(contacts.c.id)
+        .select_from(contacts.outerjoin(chats, chats.c.contact_id == contacts.c.id).join(last, true()))
         .where(and_(*conditions))
-        .order_by(activity.desc(), contacts.c.id.desc())
+        .order_by(last.c.at.desc(), contacts.c.id.desc())
         .limit(limit)
-        .cte("page")
     )
-    return await _chats(conn, page)
+    return [row.id for row in await conn.execute(stmt)]
 
 
 async def chat(conn: AsyncConnection, contact_id: str) -> ChatRow | None:
