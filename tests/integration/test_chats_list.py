@@ -92,7 +92,7 @@ async def test_every_page_is_the_chats_by_last_message(
         while True:
             page = await manager.execute_transaction(
                 "acme",
-                lambda tx, before=before: chat_rows.list_chats(
+                lambda tx, before=before, archived=archived: chat_rows.list_chats(
                     tx.connection, session.id, archived=archived, before=before, limit=7
                 ),
             )
