@@ -715,11 +715,19 @@ class AuditPage(_Body):
 
 
 WebhookEventName = Literal[
-    "qr-code", "pairing-code", "status-change", "message-received", "message-status", "error", "*"
+    "qr-code",
+    "pairing-code",
+    "status-change",
+    "message-received",
+    "message-status",
+    "error",
+    "chat-update",
+    "presence",
+    "*",
 ]
 _EVENTS_FIELD = (
     "The event types to deliver (`*` or leaving it out: every type): qr-code, pairing-code, status-change, "
-    "message-received, message-status, error."
+    "message-received, message-status, error, chat-update, presence."
 )
 _SESSIONS_FIELD = "Only the events of these sessions (leave it out for every session, present and future)."
 
