@@ -10,7 +10,6 @@ neither a send nor an arrival writes a chat row: the send path is unchanged. Mea
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -299,19 +298,3 @@ async def newest_unread(conn: AsyncConnection, contact_id: str, *, limit: int) -
         UnreadKey(row.id, row.wa_message_id or row.message_id, row.sender_jid, row.chat_jid)
         for row in await conn.execute(stmt)
     ]
-
-
-async def contact_by_key(conn: AsyncConnection, session_row: str, keys: Collection[str]) -> Contact | None:
-    """The session's contact under one of `keys` (a number's digits, a LID or a group's JID), if any."""
-    stmt = select(contacts).where(contacts.c.session_id == session_row, contacts.c.phone_number.in_(sorted(keys)))
-    row = (await conn.execute(stmt.limit(1))).mappings().one_or_none()
-    if row is None:
-        return None
-    return Contact(
-        id=row["id"],
-        session_id=row["session_id"],
-        phone_number=row["phone_number"],
-        name=row["name"],
-        profile_pic=row["profile_pic"],
-        is_group=row["is_group"],
-    )
