@@ -44,9 +44,10 @@ async def text(api: httpx.AsyncClient, headers: dict[str, str], session: str, to
     return await send(api, headers, {"sessionId": session, "to": to, "type": "text", "text": {"body": body}})
 
 
-async def inject(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> None:
+async def inject(api: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any]) -> str:
     answer = await api.post("/whatsapp/sandbox/inbound", headers=headers, json=body)
     assert answer.status_code == 202, answer.text
+    return str(answer.json()["messageId"])
 
 
 async def an_event(
@@ -147,10 +148,14 @@ async def test_archive_pin_mute_round_trip_and_the_phones_own_changes(api: httpx
     acme = await new_client(api, "acme")
     await linked(api, acme, "alice", ALICE)
     ref = SessionRef("acme", "alice")
-    await inject(api, acme, {"sessionId": "alice", "from": DAVE, "message": "hello"})
+    hello = await inject(api, acme, {"sessionId": "alice", "from": DAVE, "message": "hello"})
+    # a reaction is the chat's last message, but no unread one (WhatsApp does not count it)
+    reaction = {"message_id": hello, "emoji": "👍"}
+    await inject(api, acme, {"sessionId": "alice", "from": DAVE, "type": "reaction", "reaction": reaction})
 
     async def listed() -> bool:
-        return len(await chats(api, acme, "alice")) == 1
+        found = await chats(api, acme, "alice")
+        return len(found) == 1 and found[0]["lastMessage"]["type"] == "reaction"
 
     await eventually(listed, within=20.0)
     chat = (await chats(api, acme, "alice"))[0]

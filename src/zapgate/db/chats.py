@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, literal, select, true, tuple_, update
+from sqlalchemy import and_, false, func, literal, select, text, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.db.tables import chats, contacts, messages, sessions
+from zapgate.db.tables import UNREAD, chats, contacts, messages, sessions
 from zapgate.domain.records import Contact
 
 STORIES = "status@broadcast"  # the contact that holds stories (ZAPGATE_KEEP_STORIES) is no chat
@@ -190,11 +190,7 @@ async def chat(conn: AsyncConnection, contact_id: str) -> ChatRow | None:
 
 async def _chats(conn: AsyncConnection, page: Any) -> list[ChatRow]:
     """The chats of `page` (contact id, last message row, activity) with what the list shows of each."""
-    unread = (
-        select(func.count())
-        .where(messages.c.contact_id == page.c.id, messages.c.direction == "inbound", messages.c.status != "read")
-        .scalar_subquery()
-    )
+    unread = select(func.count()).where(messages.c.contact_id == page.c.id, text(UNREAD)).scalar_subquery()
     last = messages.alias("m")
     stmt = (
         select(

@@ -128,12 +128,10 @@ Index(
     messages.c.timestamp.desc(),
     messages.c.id.desc(),
 )
-# a chat's unread count: received messages not read yet (outbound rows never enter it)
-Index(
-    "ix_messages_unread",
-    messages.c.contact_id,
-    postgresql_where=text("direction = 'inbound' AND status <> 'read'"),
-)
+# a chat's unread count: received messages not read yet, but reactions, votes, edits and deletes, which WhatsApp
+# does not count (outbound rows never enter it)
+UNREAD = "direction = 'inbound' AND status <> 'read' AND type NOT IN ('reaction', 'poll_vote', 'edit', 'revoke')"
+Index("ix_messages_unread", messages.c.contact_id, postgresql_where=text(UNREAD))
 
 # the outbound queue: a worker claims a session's pending messages oldest first
 Index(

@@ -4,7 +4,8 @@
   row per chat whose state was ever set, keyed by its contact (a merge of two contacts repoints it).
 - `messages`: the index on `contact_id` alone becomes one on (contact_id, timestamp, id): a chat's messages
   newest first and its last message, at the same write cost for a send; a partial index on the received
-  messages not read yet gives each chat's unread count (sends never enter it).
+  messages not read yet (reactions, votes, edits and deletes aside, as WhatsApp counts) gives each chat's
+  unread count (sends never enter it).
 
 Revision ID: 0010
 Revises: 0008
@@ -48,7 +49,9 @@ def upgrade() -> None:
         "ix_messages_unread",
         "messages",
         ["contact_id"],
-        postgresql_where=sa.text("direction = 'inbound' AND status <> 'read'"),
+        postgresql_where=sa.text(
+            "direction = 'inbound' AND status <> 'read' AND type NOT IN ('reaction', 'poll_vote', 'edit', 'revoke')"
+        ),
     )
 
 
