@@ -137,6 +137,20 @@ async def test_two_sessions_see_their_chats_unread_counts_and_read_receipts(
     again = await api.post(f"/whatsapp/chats/{with_alice['id']}/read", headers=acme)
     assert again.json()["read"] == 0
 
+    # bob reads on his phone: the chat is read there, and alice's new message turns read too
+    three = await text(api, acme, "alice", BOB, "three")
+
+    async def bob_unread_again() -> bool:
+        return bool((await chats(api, acme, "bob"))[0]["unreadCount"] == 1)
+
+    await eventually(bob_unread_again, within=20.0)
+    assert (await message(api, acme, "alice", three))["status"] == "delivered"
+    await inject(api, acme, {"sessionId": "bob", "from": ALICE, "appState": {"read": True}})
+    await eventually(lambda: _status_is(api, acme, "alice", three, "read"), within=20.0)
+    assert (await chats(api, acme, "bob"))[0]["unreadCount"] == 0
+    on_phone = await an_event(api, acme, "bob", "chat-update", {"chatId": with_alice["id"], "source": "phone"})
+    assert on_phone["changes"] == {"read": True}
+
 
 async def _status_is(
     api: httpx.AsyncClient, headers: dict[str, str], session: str, message_id: str, status: str

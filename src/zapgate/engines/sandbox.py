@@ -822,6 +822,9 @@ class SandboxEngine:
             chat = str(mail["chat"])
             session.chats[chat] = _merged(session.chats.get(chat), state)
             self._emit(session, ChatChanged(ref=session.ref, chat_jid=chat, state=state, timestamp=timestamp))
+            read_ids = [str(i) for i in mail.get("read_ids") or ()]
+            if read_ids and session.hold_reads:  # the phone read them now: the sender sees blue ticks
+                await self.mark_read(session.ref, chat, tuple(MessageKey(id=i) for i in read_ids))
             return
         party = _Party.of(mail.get("from"), mail.get("from_lid"))
         group = mail.get("group")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from zapgate.db import chats as chat_rows
 from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import SeenPresence
@@ -399,6 +400,9 @@ class SessionService:
         mail: dict[str, Any]
         if app_state is not None:
             mail = {"kind": "app_state", "chat": where.get("group", sender_jid), "timestamp": now, **app_state}
+            if app_state.get("read") and "group" not in where and sender["from"]:
+                # the phone reads the chat: its senders see blue ticks for what it had not read
+                mail["read_ids"] = [*await self._unread_ids(ref, sender["from"])]
         else:
             if presence not in set(SeenPresence):
                 raise InvalidRequest(f"presence: one of {', '.join(SeenPresence)} expected", field="presence")
@@ -417,6 +421,19 @@ class SessionService:
             )
         await self._sandbox.post(session_address(ref), mail)
         return new_message_id()
+
+    async def _unread_ids(self, ref: SessionRef, key: str) -> tuple[str, ...]:
+        """WhatsApp's ids of the newest received messages of the session's chat with `key` not read yet."""
+
+        async def work(tx: Transaction) -> tuple[str, ...]:
+            session = await tx.session.find_unique(ref.session_id)
+            found = [] if session is None else await tx.contact.find_many(session_id=session.id, phone_number=key)
+            if not found:
+                return ()
+            unread = await chat_rows.newest_unread(tx.connection, found[0].id, limit=500)
+            return tuple(k.wa_message_id for k in unread)
+
+        return await self._manager.execute_transaction(ref.client_id, work)
 
     async def sandbox_fault(self, client: str, session: str, fault: str, count: int | None = None) -> None:
         """Inject a fault: drop_connection, logout (from the phone), reject_next_send, restrict (the next send
