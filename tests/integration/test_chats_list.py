@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select, text, update
 
 from zapgate.db import chats as chat_rows
 from zapgate.db.manager import ConnectionManager, Transaction
@@ -110,3 +110,27 @@ async def test_every_page_is_the_chats_by_last_message(
     assert (bool(full), any(windowed)) == {1: (True, False), 20: (True, True), 10_000: (True, True)}[window]
     if window == 10_000:
         assert all(windowed)  # the window settled every page it was given (archived-only pages get none)
+
+
+async def test_a_merge_of_contacts_folds_their_chats_state_the_newest_winning(manager: ConnectionManager) -> None:
+    await manager.get_connection("acme")
+
+    async def work(tx: Transaction) -> list[tuple[str, bool, bool]]:
+        session = (await tx.session.create(session_id="alice", client_id="acme")).id
+        rows = [{"id": f"k{i}", "session_id": session, "phone_number": f"k{i}", "is_group": False} for i in range(4)]
+        await tx.connection.execute(insert(contacts), rows)
+        states = [
+            {"contact_id": "k0", "session_id": session, "archived": False, "updated_at": T0},
+            {"contact_id": "k1", "session_id": session, "archived": True, "updated_at": T0 + timedelta(hours=1)},
+            {"contact_id": "k2", "session_id": session, "archived": False, "updated_at": T0},
+        ]
+        await tx.connection.execute(insert(chats), states)
+        await tx.connection.execute(update(chats).where(chats.c.contact_id == "k2").values(marked_unread=True))
+        # k1 (newer) folds into k0; k2's state moves to k3, which had none
+        await tx.connection.execute(text(chat_rows.MERGE), {"kept": "k0", "others": ["k1"]})
+        await tx.connection.execute(text(chat_rows.MERGE), {"kept": "k3", "others": ["k2"]})
+        await tx.connection.execute(text(chat_rows.MERGE), {"kept": "k0", "others": ["k9"]})  # nothing to fold
+        found = await tx.connection.execute(select(chats).order_by(chats.c.contact_id))
+        return [(row.contact_id, row.archived, row.marked_unread) for row in found]
+
+    assert await manager.execute_transaction("acme", work) == [("k0", True, False), ("k3", False, True)]

@@ -294,3 +294,23 @@ async def newest_unread(conn: AsyncConnection, contact_id: str, *, limit: int) -
         UnreadKey(row.id, row.wa_message_id or row.message_id, row.sender_jid, row.chat_jid)
         for row in await conn.execute(stmt)
     ]
+
+
+# For the merge of contacts (db/contacts.py on main: `Reference("chats", merge=chats.MERGE)`): the state of the
+# chats of `:others` folds into `:kept`'s, the most recently changed one winning, and none is left behind.
+MERGE = """
+WITH folded AS (
+    DELETE FROM chats WHERE contact_id = ANY(CAST(:others AS text[])) RETURNING *
+), newest AS (
+    SELECT * FROM folded ORDER BY updated_at DESC LIMIT 1
+)
+INSERT INTO chats (contact_id, session_id, archived, pinned_at, muted_until, marked_unread, updated_at)
+SELECT :kept, session_id, archived, pinned_at, muted_until, marked_unread, updated_at FROM newest
+ON CONFLICT (contact_id) DO UPDATE SET
+    archived = excluded.archived,
+    pinned_at = excluded.pinned_at,
+    muted_until = excluded.muted_until,
+    marked_unread = excluded.marked_unread,
+    updated_at = excluded.updated_at
+WHERE chats.updated_at < excluded.updated_at
+"""
