@@ -8,6 +8,7 @@
     │   ├── InvalidWebhook          a webhook URL, event name or destination that cannot be used
     │   ├── EngineNotOffered        an engine this deployment does not run (ZAPGATE_ENGINES)
     │   ├── InvalidMedia            a media file too large, of a type not allowed, or undecodable (`field`, `code`)
+    │   ├── UnknownContact          a recipient named by a contact id the client has no contact under (`field`)
     │   └── UnstorableData          a value the database refuses to store (never worth a retry)
     ├── RateLimited                 too many sends for the session now (`retry_after` seconds)
     │   ├── TooManyConnections      the API key holds as many realtime connections as it may
@@ -107,6 +108,12 @@ class InvalidMedia(InvalidRequest):
         self.code = code
 
 
+class UnknownContact(InvalidRequest):
+    """A recipient named by a contact id the client has no contact under."""
+
+    code = "unknown_contact"
+
+
 class UnstorableData(InvalidRequest):
     """A value the database refuses to store as it is (a NUL byte, an invalid encoding): never retried."""
 
@@ -136,7 +143,7 @@ class TooManyRequests(RateLimited):
 
 
 class TooManyFailures(RateLimited):
-    """Too many wrong admin keys came from this address lately (ZAPGATE_ADMIN_MAX_FAILURES): it must wait."""
+    """Too many wrong admin keys or media links came from this address lately (ZAPGATE_ADMIN_MAX_FAILURES): it waits."""
 
     code = "too_many_failures"
 

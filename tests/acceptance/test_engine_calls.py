@@ -80,7 +80,9 @@ async def test_presence_read_and_number_checks_reach_the_engine(api: httpx.Async
         "onWhatsApp": False,
         "jid": None,
         "lid": None,
+        "contactId": None,  # no account: no contact
     }
+    assert answers["5511912345678"]["contactId"]  # an account is a contact of the session
 
 
 async def test_calls_fail_clearly(api: httpx.AsyncClient, worker: Worker) -> None:

@@ -33,6 +33,7 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
     assert hook.status_code == 201, hook.text
     webhook_id = hook.json()["id"]
     s, m, w = "acme-s", message_id, webhook_id
+    c = (await api.get("/whatsapp/contacts", headers=acme)).json()["contacts"][0]["id"]  # the send made it
     uploaded = await api.post(
         "/whatsapp/media", headers=acme, params={"sessionId": s}, files={"file": ("a.pdf", b"%PDF-1.4 acme's file")}
     )
@@ -120,6 +121,9 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
         ("GET", "/whatsapp/messages", f"/whatsapp/messages?sessionId={s}", None, "404"),
         ("GET", "/whatsapp/messages/{messageId}", f"/whatsapp/messages/{m}", None, "404"),
         ("GET", "/whatsapp/contacts", "/whatsapp/contacts", None, "empty:contacts"),
+        ("GET", "/whatsapp/contacts/{contactId}", f"/whatsapp/contacts/{c}", None, "404"),
+        ("POST", "/whatsapp/contacts/{contactId}/block", f"/whatsapp/contacts/{c}/block", None, "404"),
+        ("POST", "/whatsapp/contacts/{contactId}/unblock", f"/whatsapp/contacts/{c}/unblock", None, "404"),
         ("GET", "/whatsapp/webhooks", "/whatsapp/webhooks", None, "empty:webhooks"),
         ("GET", "/whatsapp/webhooks/{webhookId}", f"/whatsapp/webhooks/{w}", None, "404"),
         ("PATCH", "/whatsapp/webhooks/{webhookId}", f"/whatsapp/webhooks/{w}", {"enabled": False}, "404"),

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
 import httpx
+from PIL import Image
 
 from tests.acceptance.support import ADMIN, ADMIN_KEY, assert_problem, new_client, running_app
 from zapgate.settings import Settings
 
 WRONG = {"X-API-Key": "wrong-admin-key-0123456789"}
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 90)).save(out, "PNG")
+    return out.getvalue()
 
 
 async def test_an_api_key_over_its_request_rate_gets_429_with_retry_after(
@@ -55,3 +64,28 @@ async def test_wrong_admin_keys_lock_their_address_out(clear_zapgate_env: None, 
         transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
         async with httpx.AsyncClient(base_url=base_url, transport=transport) as elsewhere:
             assert (await elsewhere.get("/admin/clients", headers=ADMIN)).status_code == 200
+
+
+async def test_addresses_that_keep_trying_bad_media_links_are_locked_out(
+    clear_zapgate_env: None, database_url: str
+) -> None:
+    settings = Settings(admin_key=ADMIN_KEY, database_url=database_url, admin_max_failures=3, admin_failure_window=60)
+    async with running_app(settings, database_url) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as api:
+            acme = await new_client(api, "acme")
+            assert (await api.post("/whatsapp/session", headers=acme, json={"sessionId": "s1"})).status_code == 201
+            stored = await api.post(
+                "/whatsapp/media", headers=acme, params={"sessionId": "s1"}, files={"file": ("a.png", png())}
+            )
+            url = httpx.URL(stored.json()["url"])
+            assert (await api.get(url)).status_code == 200
+            for _ in range(3):
+                bad = url.copy_set_param("signature", "A" * 43)
+                assert_problem(await api.get(bad), 401, "authentication_failed")
+            locked = await api.get(url)  # even a good link, from there
+            assert_problem(locked, 429, "too_many_failures")
+            assert 55 <= int(locked.headers["retry-after"]) <= 60
+            assert (await api.get("/health")).status_code == 200
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=base_url, transport=transport) as elsewhere:
+            assert (await elsewhere.get(url)).status_code == 200

@@ -86,6 +86,10 @@ class FakeGo:
         self.decrypted: list[pb.Message] = []
         self.vote = wa.PollVoteMessage()  # what DecryptPollVote answers
         self.decrypt_error = ""
+        self.pictures: list[tuple[pb.JID, pb.GetProfilePictureParams]] = []  # what GetProfilePicture was asked
+        self.picture = pb.ProfilePictureInfo()  # what it answers (empty: whatsmeow found none)
+        self.picture_error = ""
+        self.blocklist: list[tuple[pb.JID, str]] = []  # what UpdateBlocklist was asked: (JID, action)
         # chats and presence (issue 14): what SubscribePresence and SendPresence were handed
         self.subscribed: list[pb.JID] = []
         self.presences: list[bytes] = []
@@ -214,6 +218,18 @@ class FakeGo:
         if self.decrypt_error:
             return pb.ReturnFunctionWithError(Error=self.decrypt_error).SerializeToString()
         return pb.ReturnFunctionWithError(PollVoteMessage=self.vote).SerializeToString()
+
+    def GetProfilePicture(self, _uuid: bytes, jid_buf: bytes, _size: int, extra: bytes, _extra_size: int) -> bytes:
+        self.pictures.append((pb.JID.FromString(jid_buf), pb.GetProfilePictureParams.FromString(extra)))
+        if self.picture_error:
+            return pb.GetProfilePictureReturnFunction(Error=self.picture_error).SerializeToString()
+        return pb.GetProfilePictureReturnFunction(Picture=self.picture).SerializeToString()
+
+    def UpdateBlocklist(self, _uuid: bytes, jid_buf: bytes, _size: int, action: bytes) -> bytes:
+        asked = pb.JID.FromString(jid_buf)
+        self.blocklist.append((asked, action.decode()))
+        blocked = [jid for jid, act in self.blocklist if act == "block"]
+        return pb.GetBlocklistReturnFunction(Blocklist=pb.Blocklist(DHash="1", JIDs=blocked)).SerializeToString()
 
     def GetLIDFromPN(self, _uuid: bytes, jid_buf: bytes, _size: int) -> bytes:
         asked = pb.JID.FromString(jid_buf)

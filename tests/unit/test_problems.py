@@ -87,3 +87,26 @@ async def test_an_unexpected_error_carries_the_request_id_too() -> None:
 def test_media_errors_answer_404_and_503() -> None:
     assert problems.status_for(MediaNotFound("nothing is stored under this key")) == 404
     assert problems.status_for(MediaStoreError("the S3 media store failed: SlowDown", code="SlowDown")) == 503
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DatabaseError(f"database error: {LEAK}", sqlstate="42P01"),
+        DatabaseUnavailable(f"database unavailable: {LEAK}"),
+        InvalidRequest(f"rejected by the database: {LEAK}", sqlstate="23514"),
+    ],
+)
+def test_a_socketio_error_never_carries_the_database_words(error: ZapgateError) -> None:
+    from zapgate.api.realtime import _error
+
+    body = _error(error)
+    assert body["status"] == problems.status_for(error) and body["code"] == error.code
+    assert "secret_table" not in json.dumps(body) and "logged" in body["detail"]
+
+
+def test_a_socketio_error_keeps_a_service_message() -> None:
+    from zapgate.api.realtime import _error
+
+    body = _error(InvalidRequest("to: a phone number is expected", field="to"))
+    assert body["detail"] == "to: a phone number is expected" and body["status"] == 422

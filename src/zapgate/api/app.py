@@ -16,7 +16,7 @@ from zapgate.api.guard import RequestGuard
 from zapgate.api.hotpath import SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.api.routes import admin, chats, health, retention, webhooks, whatsapp
+from zapgate.api.routes import admin, chats, contacts, health, retention, webhooks, whatsapp
 from zapgate.api.routes import media as media_routes
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
@@ -27,6 +27,7 @@ from zapgate.media.factory import media_store
 from zapgate.services.audit import AuditLog
 from zapgate.services.chats import ChatActions
 from zapgate.services.clients import ClientService
+from zapgate.services.contacts import ContactService
 from zapgate.services.engine_calls import EngineCalls
 from zapgate.services.events import EventHub
 from zapgate.services.media import MediaFiles
@@ -95,6 +96,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             app.state.messages = MessageService(manager)
             app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
             app.state.chats = ChatActions(manager, calls)
+            app.state.contacts = ContactService(manager, calls)
             app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings), quotas=quotas)
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)
@@ -140,6 +142,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(media_routes.router)  # before whatsapp's: /whatsapp/messages/upload is not a message id
     app.include_router(media_routes.public)
     app.include_router(whatsapp.router)
+    app.include_router(contacts.router)
     app.include_router(webhooks.router)
     app.include_router(chats.router)  # chats and presence (issue 14)
     problems.document(app)

@@ -35,6 +35,8 @@ ACTIONS = {
     "delete_message": "message.delete",
     "set_presence": "chat.presence",
     "mark_read": "chat.read",
+    "block_contact": "contact.block",
+    "unblock_contact": "contact.unblock",
     "upload_media": "media.upload",
     "send_upload": "message.send",
     "request_pairing_code": "session.pairing_code",

@@ -1,4 +1,5 @@
-"""The API's request limits: a request rate per API key, and a lock-out of addresses guessing admin keys.
+"""The API's request limits: a request rate per API key, and a lock-out of addresses guessing admin keys or
+signed media links.
 
 Both live in memory, per API process: a send must not pay a database round trip to be metered (a bucket
 costs about a microsecond), so with N API processes behind a balancer a key may make up to N times the rate.
@@ -26,6 +27,7 @@ class ApiLimits:
 
     requests: TokenBuckets | None
     admin_failures: FailureWindows
+    link_failures: FailureWindows  # signed media links refused per address (public: no key to meter)
 
     def meter(self, key: str | None) -> None:
         """Count a request made with `key`; raise TooManyRequests when the key is over its rate.
@@ -47,7 +49,11 @@ class ApiLimits:
         requests = None
         if settings.request_rate > 0:
             requests = TokenBuckets(settings.request_rate, settings.request_burst)
-        return cls(requests, FailureWindows(settings.admin_max_failures, settings.admin_failure_window))
+        return cls(
+            requests,
+            FailureWindows(settings.admin_max_failures, settings.admin_failure_window),
+            FailureWindows(settings.admin_max_failures, settings.admin_failure_window),
+        )
 
 
 def address_of(connection: HTTPConnection) -> str:

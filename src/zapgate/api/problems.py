@@ -127,9 +127,8 @@ def zapgate_problem(exc: ZapgateError, path: str, rid: str | None) -> JSONRespon
     The database's own words never reach the caller: they go to the log, with the request id the answer carries.
     """
     status = status_for(exc)
-    detail = exc.message
-    if isinstance(exc, DatabaseError) or "sqlstate" in exc.details:
-        detail = _DATABASE_DETAIL.get(status, "the database refused the request") + "; it has been logged"
+    detail = public_detail(exc, status)
+    if detail != exc.message:
         log.warning("http.database_error", path=path, code=exc.code, error=exc.message, request_id=rid)
     elif status >= 500:
         log.warning("http.error", path=path, code=exc.code, error=exc.message, request_id=rid)
@@ -147,6 +146,13 @@ def zapgate_problem(exc: ZapgateError, path: str, rid: str | None) -> JSONRespon
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def public_detail(exc: ZapgateError, status: int) -> str:
+    """The `detail` a caller may read for `exc`: its message, except the database's own words (logged instead)."""
+    if isinstance(exc, DatabaseError) or "sqlstate" in exc.details:
+        return _DATABASE_DETAIL.get(status, "the database refused the request") + "; it has been logged"
+    return exc.message
 
 
 _DATABASE_DETAIL = {

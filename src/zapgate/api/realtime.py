@@ -31,7 +31,7 @@ from zapgate.api.connections import Connection, Connections, transport_of
 from zapgate.api.deps import key_in_headers
 from zapgate.api.events import event_body
 from zapgate.api.guard import MAX_BODY
-from zapgate.api.problems import field_errors, status_for, validation_errors
+from zapgate.api.problems import field_errors, public_detail, status_for, validation_errors
 from zapgate.api.routes.whatsapp import session_out
 from zapgate.api.schemas import MESSAGE_TYPES, MessageAccepted, MessageRequest, SendMessageRequest, SessionList
 from zapgate.background import TaskGroup
@@ -127,9 +127,10 @@ def _error(exc: Exception) -> dict[str, Any]:
         return {"status": 422, "code": "validation_failed", "detail": detail, "errors": errors}
     if isinstance(exc, ZapgateError):
         status = status_for(exc)
-        if status >= 500:
+        detail = public_detail(exc, status)
+        if status >= 500 or detail != exc.message:
             log.warning("socket.error", code=exc.code, error=exc.message)
-        body: dict[str, Any] = {"status": status, "code": exc.code, "detail": exc.message, "errors": field_errors(exc)}
+        body: dict[str, Any] = {"status": status, "code": exc.code, "detail": detail, "errors": field_errors(exc)}
         if isinstance(exc, RateLimited):
             body["retryAfter"] = max(1, math.ceil(exc.retry_after))
         return body

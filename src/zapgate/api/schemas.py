@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -337,6 +337,9 @@ class NumberCheckOut(_Body):
     on_whats_app: bool = Field(alias="onWhatsApp")
     jid: str | None = Field(None, description="WhatsApp's own JID for it (Brazil's ninth digit as WhatsApp has it).")
     lid: str | None = None
+    contact_id: str | None = Field(
+        None, description="The session's contact for it (made or merged by this check); null when not on WhatsApp."
+    )
 
 
 class NumberCheckList(_Body):
@@ -408,6 +411,25 @@ class Accepted(_Body):
 _KIND_OBJECT = "The message of this `type`, as in the send body (snake_case inside, see the route)."
 
 
+# the kinds a simulated phone can send (`type` of a sandbox injection), each with its object under its name
+InboundKind = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "reaction",
+    "poll",
+    "poll_vote",
+    "edit",
+    "revoke",
+]
+INBOUND_KINDS: tuple[str, ...] = get_args(InboundKind)
+
+
 class InboundAppState(_Request):
     """A change the session's own phone made to a chat (WhatsApp's app state)."""
 
@@ -466,29 +488,17 @@ class InboundRequest(_Request):
     )
     story: bool = Field(False, description="A story (status@broadcast) that `from` posted.")
     push_name: str | None = Field(None, min_length=1, max_length=100, description="The sender's profile name.")
+    business_name: str | None = Field(
+        None, min_length=1, max_length=100, description="The sender's verified business name (a business account)."
+    )
     notice: Literal["undecryptable", "history_sync"] | None = Field(
         None,
         description="Deliver this notice instead: a message from `from` that could not be decrypted, or a "
         "chunk of chat history from the phone.",
     )
-    type: (
-        Literal[
-            "text",
-            "image",
-            "video",
-            "audio",
-            "document",
-            "sticker",
-            "location",
-            "contacts",
-            "reaction",
-            "poll",
-            "poll_vote",
-            "edit",
-            "revoke",
-        ]
-        | None
-    ) = Field(None, description="The kind of message (instead of `message`); its object goes under this name.")
+    type: InboundKind | None = Field(
+        None, description="The kind of message (instead of `message`); its object goes under this name."
+    )
     text: dict[str, Any] | None = Field(None, description=_KIND_OBJECT, examples=[{"body": "Hi!"}])
     image: dict[str, Any] | None = Field(
         None, description=_KIND_OBJECT, examples=[{"data": "iVBORw0KGgo...", "mime_type": "image/png", "caption": "x"}]
@@ -552,23 +562,6 @@ class InboundRequest(_Request):
         return {"type": kind, kind: getattr(self, kind), "context": self.context, "mentions": self.mentions}
 
 
-INBOUND_KINDS = (
-    "text",
-    "image",
-    "video",
-    "audio",
-    "document",
-    "sticker",
-    "location",
-    "contacts",
-    "reaction",
-    "poll",
-    "poll_vote",
-    "edit",
-    "revoke",
-)
-
-
 class FaultRequest(_Request):
     """A fault to inject into a sandbox session."""
 
@@ -599,14 +592,35 @@ class InboundAccepted(_Body):
 
 
 class ContactOut(_Body):
-    """A chat partner of a session: a phone number, a group or another JID."""
+    """A chat partner of a session: a person (one contact, by phone-number JID and LID together) or a group.
+
+    `to` of a send takes its `id`.
+    """
 
     id: str
     session_id: str = Field(examples=["user123"])
-    phone_number: str = Field(examples=["5511999999999"], description="The number, or the JID of a group.")
+    phone_number: str = Field(
+        examples=["5511999999999"],
+        description="Its key: the number (once its phone JID is known), else its LID, or the JID of a group.",
+    )
     name: str | None = Field(examples=["Maria"])
-    profile_pic: str | None = None
+    profile_pic: str | None = Field(None, description="The profile picture's URL, as `pictureUrl` (the seed's name).")
     is_group: bool = False
+    jid: str | None = Field(
+        None, examples=["5511999999999@s.whatsapp.net"], description="Its phone-number JID (a group's JID)."
+    )
+    lid: str | None = Field(None, examples=["123456789012345@lid"], description="Its LID, once WhatsApp named it.")
+    push_name: str | None = Field(None, description="The name the person set in WhatsApp (their last message's).")
+    business_name: str | None = Field(None, description="A business account's verified name.")
+    picture_url: str | None = Field(None, description="Its profile picture (null: none, or not shown to the session).")
+    picture_expires_at: datetime | None = Field(
+        None, description="Until when `pictureUrl` is cached (it is asked again afterwards); null: never asked."
+    )
+    on_whats_app: bool | None = Field(
+        None, description="Whether it is on WhatsApp, as WhatsApp last said (null: never said)."
+    )
+    blocked: bool = False
+    updated_at: datetime | None = None
 
 
 class StatusStepOut(_Body):
@@ -664,6 +678,7 @@ class MessageOut(_Body):
     error: str | None = None
     error_code: str | None = Field(None, examples=["not_on_whatsapp"], description="Why it failed, for programs.")
     attempts: int = Field(0, description="Attempts that failed in a way that may pass (it is tried again).")
+    contact_id: str | None = Field(None, description="Its contact's id (the chat's: a person or a group).")
     contact: ContactOut | None = None
     history: list[StatusStepOut] | None = Field(None, description="Every status it reached (single message only).")
     body: dict[str, Any] | None = Field(

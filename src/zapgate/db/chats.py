@@ -18,6 +18,7 @@ from sqlalchemy import and_, false, func, literal, select, text, true, tuple_, u
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db.repositories import contact_from_row
 from zapgate.db.tables import UNREAD, chats, contacts, messages, sessions
 from zapgate.domain.records import Contact
 
@@ -222,14 +223,7 @@ async def _chats(conn: AsyncConnection, page: Any) -> list[ChatRow]:
 
 
 def _row(row: Any) -> ChatRow:
-    contact = Contact(
-        id=row["id"],
-        session_id=row["session_id"],
-        phone_number=row["phone_number"],
-        name=row["name"],
-        profile_pic=row["profile_pic"],
-        is_group=row["is_group"],
-    )
+    contact = contact_from_row(row)
     last = None
     if row["last_message_id"] is not None:
         last = LastMessage(

@@ -18,6 +18,7 @@ from zapgate.db import conversation
 from zapgate.db.conversation import Target
 from zapgate.db.tables import messages, sessions
 from zapgate.domain import receipts
+from zapgate.domain.contacts import ContactIds
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import MessageStatus
 from zapgate.errors import IdempotencyKeyReused
@@ -85,6 +86,7 @@ class Advanced:
     message_id: str  # ours
     wa_message_id: str  # WhatsApp's, which the receipt named
     old_status: MessageStatus
+    contact: ContactIds | None = None
 
 
 async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> list[PendingMessage]:
@@ -175,15 +177,17 @@ _HELD_FOR = text(
 )
 
 
-async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]) -> set[str]:
-    """Record the outcome of sends still pending; return the ids (ours) recorded.
+async def record_sends(
+    conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]
+) -> dict[str, ContactIds]:
+    """Record the outcome of sends still pending; return the ids (ours) recorded, with their contacts.
 
     An outcome's status is sent or failed, or further along when the message's receipts came first, or
     pending with the time of its next attempt. A message no longer pending was overtaken by its own
     receipt and is left as it is.
     """
     if not outcomes:
-        return set()
+        return {}
     result = await conn.execute(
         _RECORD_SENDS,
         {
@@ -199,7 +203,7 @@ async def record_sends(conn: AsyncConnection, session_row: str, outcomes: Sequen
             "attempts": [o.attempts for o in outcomes],
         },
     )
-    return {row.requested for row in result}
+    return {row.requested: ContactIds(row.contact_id, row.contact_jid, row.contact_lid) for row in result}
 
 
 async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, MessageStatus]]) -> list[Advanced]:
@@ -216,7 +220,14 @@ async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, Messa
         },
     )
     return [
-        Advanced(row.session_id, row.message_id, row.wa_message_id, MessageStatus(row.old_status)) for row in result
+        Advanced(
+            row.session_id,
+            row.message_id,
+            row.wa_message_id,
+            MessageStatus(row.old_status),
+            ContactIds(row.contact_id, row.contact_jid, row.contact_lid),
+        )
+        for row in result
     ]
 
 
@@ -366,18 +377,26 @@ _ENQUEUE = text(
         SELECT DISTINCT ON (session_row, recipient) session_row, recipient, is_group, contact_row
         FROM input ORDER BY session_row, recipient, n
     ), known AS (
-        SELECT c.id, c.session_id, c.phone_number
+        SELECT c.id, c.session_id, w.recipient
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.phone_number = w.recipient
+        UNION ALL  -- a LID of a person known by number (its key is the number's digits then)
+        SELECT c.id, c.session_id, w.recipient
+        FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.lid = w.recipient
+        WHERE c.phone_number <> w.recipient
     ), added AS (
-        -- new contacts; known ones are only read, never written (no row lock shared by every send to them)
-        INSERT INTO contacts (id, session_id, phone_number, is_group)
-        SELECT w.contact_row, w.session_row, w.recipient, w.is_group FROM wanted w
-        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.session_id = w.session_row AND k.phone_number = w.recipient)
+        -- new contacts; known ones are only read, never written (no row lock shared by every send to them).
+        -- A LID or a group's JID names the contact's id on WhatsApp; a number's JID is WhatsApp's to tell
+        INSERT INTO contacts (id, session_id, phone_number, is_group, lid, jid)
+        SELECT w.contact_row, w.session_row, w.recipient, w.is_group,
+               CASE WHEN w.recipient LIKE '%@lid' THEN w.recipient END,
+               CASE WHEN w.recipient LIKE '%@%' AND w.recipient NOT LIKE '%@lid' THEN w.recipient END
+        FROM wanted w
+        WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.session_id = w.session_row AND k.recipient = w.recipient)
         ORDER BY w.session_row, w.recipient
-        ON CONFLICT (session_id, phone_number) DO NOTHING
-        RETURNING id, session_id, phone_number
+        ON CONFLICT DO NOTHING
+        RETURNING id, session_id, phone_number AS recipient
     ), c AS (
-        SELECT id, session_id, phone_number FROM known UNION ALL SELECT id, session_id, phone_number FROM added
+        SELECT id, session_id, recipient FROM known UNION ALL SELECT id, session_id, recipient FROM added
     )
     INSERT INTO messages (id, session_id, contact_id, message_id, content, type, direction, status, timestamp, source,
                           payload, context, mentions)
@@ -385,7 +404,7 @@ _ENQUEUE = text(
            i.payload, i.context,
            CASE WHEN i.mentions IS NULL THEN NULL
                 ELSE ARRAY(SELECT jsonb_array_elements_text(i.mentions)) END
-    FROM input i JOIN c ON c.session_id = i.session_row AND c.phone_number = i.recipient
+    FROM input i JOIN c ON c.session_id = i.session_row AND c.recipient = i.recipient
     ORDER BY i.n
     RETURNING message_id
     """
@@ -404,8 +423,9 @@ _ADVANCE = text(
         FOR UPDATE OF m
     )
     UPDATE messages m SET status = t.new_status, sent_at = COALESCE(m.sent_at, now()), updated_at = now()
-    FROM target t WHERE m.id = t.id
-    RETURNING m.session_id, m.message_id, m.wa_message_id, t.old_status
+    FROM target t, contacts c WHERE m.id = t.id AND c.id = m.contact_id
+    RETURNING m.session_id, m.message_id, m.wa_message_id, t.old_status,
+              m.contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     """
 )
 
@@ -422,10 +442,10 @@ _RECORD_SENDS = text(
     SET status = i.status, wa_message_id = COALESCE(i.wa_message_id, m.wa_message_id),
         chat_jid = COALESCE(i.chat_jid, m.chat_jid), sent_at = i.sent_at, error = i.error,
         error_code = i.error_code, next_attempt_at = i.retry_at, attempts = i.attempts, updated_at = now()
-    FROM input i
+    FROM input i, contacts c
     WHERE m.session_id = :row AND m.message_id = ANY(CAST(:ids AS text[]))  -- index lookups, not a join scan
-      AND m.message_id = i.message_id AND m.status = 'pending'
-    RETURNING i.message_id AS requested
+      AND m.message_id = i.message_id AND m.status = 'pending' AND c.id = m.contact_id
+    RETURNING i.message_id AS requested, m.contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     """
 )
 

@@ -85,7 +85,22 @@ def _contact(row: RowMapping, prefix: str = "") -> Contact:
         name=row[prefix + "name"],
         profile_pic=row[prefix + "profile_pic"],
         is_group=row[prefix + "is_group"],
+        jid=row[prefix + "jid"],
+        lid=row[prefix + "lid"],
+        push_name=row[prefix + "push_name"],
+        business_name=row[prefix + "business_name"],
+        picture_url=row[prefix + "picture_url"],
+        picture_id=row[prefix + "picture_id"],
+        picture_checked_at=row[prefix + "picture_checked_at"],
+        picture_expires_at=row[prefix + "picture_expires_at"],
+        on_whatsapp=row[prefix + "on_whatsapp"],
+        blocked=row[prefix + "blocked"],
+        created_at=row[prefix + "created_at"],
+        updated_at=row[prefix + "updated_at"],
     )
+
+
+contact_from_row = _contact
 
 
 def _message(row: RowMapping, *, with_contact: bool = False) -> Message:

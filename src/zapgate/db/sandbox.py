@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import notify
-from zapgate.db.tables import sandbox_mail, sandbox_media, sandbox_phones
+from zapgate.db.tables import sandbox_blocks, sandbox_mail, sandbox_media, sandbox_phones
 
 
 async def link(conn: AsyncConnection, phone: str, client_id: str, session_id: str) -> tuple[str, str]:
@@ -54,6 +54,21 @@ async def directory(conn: AsyncConnection) -> dict[str, tuple[str, str]]:
     """Every linked phone with its (client, session)."""
     rows = await conn.execute(select(sandbox_phones.c.phone, sandbox_phones.c.client_id, sandbox_phones.c.session_id))
     return {row.phone: (row.client_id, row.session_id) for row in rows}
+
+
+async def set_blocked(conn: AsyncConnection, owner: str, phone: str, blocked: bool) -> None:
+    """Put `phone` on the blocklist of the account `owner`, or take it off."""
+    if blocked:
+        stmt: Any = pg_insert(sandbox_blocks).values(owner=owner, phone=phone).on_conflict_do_nothing()
+    else:
+        stmt = delete(sandbox_blocks).where(sandbox_blocks.c.owner == owner, sandbox_blocks.c.phone == phone)
+    await conn.execute(stmt)
+
+
+async def is_blocked(conn: AsyncConnection, owner: str, phone: str) -> bool:
+    """Whether the account `owner` blocked `phone`."""
+    stmt = select(literal(True)).where(sandbox_blocks.c.owner == owner, sandbox_blocks.c.phone == phone)
+    return bool((await conn.execute(stmt)).scalar_one_or_none())
 
 
 async def post(conn: AsyncConnection, address: str, envelope: dict[str, Any]) -> None:

@@ -70,7 +70,35 @@ contacts = Table(
     Column("name", Text, nullable=True),
     Column("profile_pic", Text, nullable=True),
     Column("is_group", Boolean, nullable=False, server_default=text("false")),
+    # who it is (db/contacts.py): the phone-number JID (a group's JID for a group) and the LID, either or both
+    Column("jid", Text, nullable=True),
+    Column("lid", Text, nullable=True),
+    Column("push_name", Text, nullable=True),  # the name the person set in WhatsApp
+    Column("business_name", Text, nullable=True),  # a business account's verified name
+    Column("picture_url", Text, nullable=True),  # the profile picture, fetched on demand (None: none, or not yet)
+    Column("picture_id", Text, nullable=True),
+    Column("picture_checked_at", DateTime(timezone=True), nullable=True),
+    Column("picture_expires_at", DateTime(timezone=True), nullable=True),  # asked again after this
+    Column("on_whatsapp", Boolean, nullable=True),  # WhatsApp's last answer (None: never asked)
+    Column("blocked", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     UniqueConstraint("session_id", "phone_number"),
+)
+# one row per person per session, by either of its ids
+Index(
+    "uq_contacts_session_id_jid",
+    contacts.c.session_id,
+    contacts.c.jid,
+    unique=True,
+    postgresql_where=text("jid IS NOT NULL"),
+)
+Index(
+    "uq_contacts_session_id_lid",
+    contacts.c.session_id,
+    contacts.c.lid,
+    unique=True,
+    postgresql_where=text("lid IS NOT NULL"),
 )
 
 messages = Table(
@@ -485,6 +513,15 @@ sandbox_phones = Table(
     _client_column(),
     Column("session_id", Text, nullable=False),
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# the sandbox's blocklists: `owner` (a phone's number) blocked `phone`; their messages no longer reach it
+sandbox_blocks = Table(
+    "sandbox_blocks",
+    registry_metadata,
+    Column("owner", Text, primary_key=True),
+    Column("phone", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
 sandbox_mail = Table(

@@ -47,8 +47,12 @@ class Recipient:
 
     @property
     def key(self) -> str:
-        """The contact key stored for this recipient: the digits of a phone, or the JID."""
-        return self.phone if self.phone is not None else str(self.jid)
+        """The contact key stored for this recipient: the digits of a phone (a phone JID's too), or the JID."""
+        if self.phone is not None:
+            return self.phone
+        user, _, server = str(self.jid).partition("@")
+        user = user.split(":", 1)[0]  # a device's JID names its account
+        return user if server == USER_SERVER else f"{user}@{server}"
 
 
 def sanitize(raw: str) -> str:

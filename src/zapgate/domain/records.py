@@ -49,7 +49,10 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """A chat partner of a session: a phone number or a group (the seed's `Contact`)."""
+    """A chat partner of a session: a person (by phone-number JID, LID or both) or a group (the seed's `Contact`).
+
+    `phone_number` is its key: a number's digits once its phone JID is known, else its LID, or a group's JID.
+    """
 
     id: str
     session_id: str
@@ -57,6 +60,18 @@ class Contact:
     name: str | None
     profile_pic: str | None
     is_group: bool
+    jid: str | None = None  # the phone-number JID (a group's JID for a group)
+    lid: str | None = None
+    push_name: str | None = None
+    business_name: str | None = None  # a business account's verified name
+    picture_url: str | None = None
+    picture_id: str | None = None
+    picture_checked_at: datetime | None = None
+    picture_expires_at: datetime | None = None
+    on_whatsapp: bool | None = None
+    blocked: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

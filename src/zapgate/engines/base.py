@@ -109,6 +109,7 @@ class InboundMessage:
     is_group: bool = False
     from_me: bool = False  # sent by the linked account (from the phone, or another linked device)
     sender_lid: str | None = None  # the sender's LID when known
+    verified_name: str | None = None  # the sender's verified business name, for a business account
     content: Content | None = None  # what it holds, typed (None: an engine that reports text only)
     quote: Quote | None = None  # the message it replies to
     mentions: tuple[str, ...] = ()  # JIDs it mentions
@@ -239,6 +240,16 @@ class JidLookup:
     jid: str | None = None
     lid: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilePicture:
+    """Someone's profile picture as WhatsApp shows it to the session: a URL (None: no picture, or not shown to
+    this account) that works until `expires_at` (when the engine knows; WhatsApp's links expire)."""
+
+    url: str | None
+    picture_id: str | None = None
+    expires_at: datetime | None = None
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -374,6 +385,12 @@ class Engine(Protocol):
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         """Request a pairing code for `phone_number` (also emitted as a PairingCode event)."""
+
+    async def profile_picture(self, ref: SessionRef, jid: str) -> ProfilePicture:
+        """Ask WhatsApp for the profile picture of `jid` (a person's phone JID or LID, or a group's JID)."""
+
+    async def set_blocked(self, ref: SessionRef, jid: str, blocked: bool) -> None:
+        """Block `jid` (their messages no longer reach the session) or unblock it, on the account's blocklist."""
 
     # -- chats and presence (issue 14) -----------------------------------------------------------------
 

@@ -44,6 +44,10 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   phone): it hears its online/offline changes (`set_available`) and its typing in their chat as
   `PresenceSeen`; a simulated phone shows presence by injected `presence` mail. The `hold_reads` fault makes
   the session's phone stop reading what arrives at once: senders get `read` when the chat is marked read;
+- every account has a profile picture (a stable simulated URL whose link expires after `PICTURE_LINK_TTL`)
+  except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too;
+- each account has a blocklist on the network: a blocked number's messages to it are never delivered (they
+  vanish, as WhatsApp shows its sender a single tick), whether it writes by number or by LID;
 - a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
@@ -85,7 +89,7 @@ from zapgate.domain.content import (
     summary,
     to_payload,
 )
-from zapgate.domain.phones import LID_SERVER, USER_SERVER, jid_user
+from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
@@ -105,6 +109,7 @@ from zapgate.engines.base import (
     PairingCode,
     Presence,
     PresenceSeen,
+    ProfilePicture,
     QrCode,
     Receipt,
     RecipientUnknown,
@@ -128,6 +133,9 @@ RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
+NO_PICTURE_SUFFIX = "00"  # an account whose number ends so shows no profile picture
+PICTURE_URL = "https://pps.sandbox.zapgate.invalid/v/t61"  # where simulated profile pictures are (never fetched)
+PICTURE_LINK_TTL = timedelta(days=1)  # how long a profile picture's link works, as WhatsApp's expire
 NINTH_DIGIT_DROPPED_FROM_AREA = 30  # Brazilian mobiles of this area code and up are on WhatsApp without the 9
 WHATSAPP_ID_PREFIX = "3EB0"  # whatsmeow's message ids: this, then 18 uppercase hex digits
 STATUS_BROADCAST = "status@broadcast"  # the chat of stories
@@ -400,6 +408,12 @@ class SandboxNetwork(Protocol):
     async def post(self, address: str, mail: Mail) -> None:
         """Leave `mail` in the mailbox at `address`."""
 
+    async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
+        """Put the number `phone` on the blocklist of the account `owner` (a number), or take it off."""
+
+    async def is_blocked(self, owner: str, phone: str) -> bool:
+        """Whether the account `owner` blocked the number `phone`."""
+
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         """Hand out the waiting mail of `addresses`, oldest first, as (mail id, address, mail).
 
@@ -454,6 +468,7 @@ class LocalSandboxNetwork:
         self._arrived = asyncio.Event()
         self._ids = itertools.count(1)
         self._files: dict[str, _StoredFile] = {}
+        self._blocked: set[tuple[str, str]] = set()
         self.unacknowledged: dict[int, Mail] = {}
 
     async def link(self, phone: str, ref: SessionRef) -> None:
@@ -472,6 +487,15 @@ class LocalSandboxNetwork:
     async def post(self, address: str, mail: Mail) -> None:
         self._boxes.setdefault(address, deque()).append((next(self._ids), mail))
         self._arrived.set()
+
+    async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
+        if blocked:
+            self._blocked.add((owner, phone))
+        else:
+            self._blocked.discard((owner, phone))
+
+    async def is_blocked(self, owner: str, phone: str) -> bool:
+        return (owner, phone) in self._blocked
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         taken: list[tuple[int, str, Mail]] = []
@@ -706,6 +730,26 @@ class SandboxEngine:
             lid=f"{simulated_lid(account)}@{LID_SERVER}",
             extra={"sandbox": "linked" if linked else "simulated"},
         )
+
+    async def profile_picture(self, ref: SessionRef, jid: str) -> ProfilePicture:
+        self._connected_session(ref)
+        user, server = jid_user(jid), jid.partition("@")[2]
+        if server == GROUP_SERVER:
+            return _picture(jid)
+        phone = phone_of_lid(user) if server == LID_SERVER else user
+        account = None if phone is None else await self._account(phone)
+        if account is None or account.endswith(NO_PICTURE_SUFFIX):
+            return ProfilePicture(url=None)
+        return _picture(account)
+
+    async def set_blocked(self, ref: SessionRef, jid: str, blocked: bool) -> None:
+        session = self._connected_session(ref)
+        assert session.phone is not None
+        user, server = jid_user(jid), jid.partition("@")[2]
+        phone = phone_of_lid(user) if server == LID_SERVER else user if server in ("", USER_SERVER) else None
+        if phone is None:
+            raise SendRejected("only a person can be blocked: a phone number's JID or a LID", session=str(ref))
+        await self._network.set_blocked(session.phone, phone, blocked)
 
     async def request_pairing_code(self, ref: SessionRef, phone_number: str) -> str:
         session = self._hosted(ref)
@@ -962,6 +1006,9 @@ class SandboxEngine:
         content, quote, mentions = mail_content(mail)
         if session.silenced:
             return  # stopped meanwhile: whoever hosts the session next is handed this mail
+        if not (is_group or from_me) and await self._blocked(session, sender):
+            ack()  # WhatsApp never delivers it (the sender sees one tick): nothing is reported, nothing waits
+            return
         if not (is_group or from_me or session.phone is None) and sender.phone is not None:
             # the recipient's phone gets it, then reads it: the sender hears both. Posted before the message is
             # reported, so before its mail is acknowledged (once stored): mail whose receipts could not be posted
@@ -980,6 +1027,7 @@ class SandboxEngine:
                 text=summary(content),
                 timestamp=datetime.fromisoformat(mail["timestamp"]),
                 push_name=mail.get("push_name"),
+                verified_name=None if from_me else mail.get("verified_name"),
                 is_group=is_group,
                 from_me=from_me,
                 content=content,
@@ -988,6 +1036,13 @@ class SandboxEngine:
                 ack=ack,
             ),
         )
+
+    async def _blocked(self, session: _Session, sender: _Party) -> bool:
+        """Whether the session's account blocked the sender (known by number or by LID)."""
+        phone = sender.phone or (phone_of_lid(sender.lid_user) if sender.lid_user else None)
+        if session.phone is None or phone is None:
+            return False
+        return await self._network.is_blocked(session.phone, phone)
 
     async def _post_receipts(self, session: _Session, sender_phone: str, whatsapp_id: str) -> None:
         """Tell a linked sender that its message `whatsapp_id` was delivered to the session's phone, then read."""
@@ -1252,6 +1307,16 @@ class _Party:
     @property
     def lid(self) -> str | None:
         return f"{self.lid_user}@{LID_SERVER}" if self.lid_user else None
+
+
+def _picture(owner: str) -> ProfilePicture:
+    """The simulated profile picture of an account (digits) or a group (its JID): a stable URL, a day's link."""
+    digest = hashlib.sha256(f"picture:{owner}".encode()).hexdigest()
+    return ProfilePicture(
+        url=f"{PICTURE_URL}/{digest[:32]}.jpg",
+        picture_id=str(int(digest[:8], 16)),
+        expires_at=datetime.now(UTC) + PICTURE_LINK_TTL,
+    )
 
 
 def _qr_code(ref: SessionRef, sequence: int) -> str:

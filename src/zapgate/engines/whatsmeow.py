@@ -70,7 +70,15 @@ with warnings.catch_warnings():
     from neonize.proto.waCommon.WACommon_pb2 import MessageKey as WaMessageKey
     from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
     from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as wa
-    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType, MediaType, ReceiptType
+    from neonize.utils.enum import (
+        BlocklistAction,
+        ChatPresence,
+        ChatPresenceMedia,
+        ClientName,
+        ClientType,
+        MediaType,
+        ReceiptType,
+    )
     from neonize.utils.enum import Presence as AccountPresence
 
     # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
@@ -118,6 +126,7 @@ from zapgate.engines.base import (
     PairingCode,
     Presence,
     PresenceSeen,
+    ProfilePicture,
     QrCode,
     Receipt,
     RecipientUnknown,
@@ -848,6 +857,7 @@ def translate_message(ref: SessionRef, event: Any, context: MessageContext = _NO
         text=summary(read.content),
         timestamp=_timestamp(int(info.Timestamp)),
         push_name=_text(info.Pushname) or None,
+        verified_name=_verified_name(info),
         is_group=parties.is_group,
         from_me=bool(info.MessageSource.IsFromMe),
         sender_lid=parties.sender_lid,
@@ -855,6 +865,13 @@ def translate_message(ref: SessionRef, event: Any, context: MessageContext = _NO
         quote=read.quote,
         mentions=read.mentions,
     )
+
+
+def _verified_name(info: Any) -> str | None:
+    """The sender's verified business name, from the certificate details whatsmeow puts in MessageInfo."""
+    if not info.HasField("VerifiedName") or not info.VerifiedName.HasField("Details"):
+        return None
+    return _text(info.VerifiedName.Details.verifiedName) or None
 
 
 def translate_receipt(ref: SessionRef, event: Any) -> Receipt | None:
@@ -1370,6 +1387,20 @@ def _lookup(client: Any, phone_number: str) -> JidLookup:
     )
 
 
+# whatsmeow's errors for a picture it cannot give (errors.go: ErrProfilePictureNotSet, ErrProfilePictureUnauthorized)
+_NO_PICTURE = ("has no profile picture", "hidden their profile picture")
+_LINK_EXPIRY = re.compile(r"[?&]oe=([0-9A-Fa-f]{1,16})(?:&|$)")
+
+
+def picture_of(info: Any) -> ProfilePicture:
+    """Read neonize's ProfilePictureInfo: an empty one (whatsmeow answered none) is no picture."""
+    url = _text(info.URL) or None
+    expires_at = None
+    if url is not None and (found := _LINK_EXPIRY.search(url)):
+        expires_at = datetime.fromtimestamp(int(found.group(1), 16), UTC)
+    return ProfilePicture(url=url, picture_id=_text(info.ID) or None, expires_at=expires_at)
+
+
 def _reason(value: Any) -> str:
     try:
         return str(pb.ConnectFailureReason.Name(value)).lower()
@@ -1808,6 +1839,30 @@ class WhatsmeowEngine:
                 by_sender.setdefault(key.sender_jid or chat_jid, []).append(key.id)
         for sender_jid, ids in by_sender.items():
             await self._go(session, partial(_mark_read, ids=ids, chat=chat, sender=parse_jid(sender_jid)))
+
+    async def profile_picture(self, ref: SessionRef, jid: str) -> ProfilePicture:
+        """Ask WhatsApp for the profile picture of `jid` (whatsmeow's GetProfilePictureInfo, the full picture).
+
+        None as URL when there is none or it is hidden from this account (whatsmeow's ErrProfilePictureNotSet and
+        ErrProfilePictureUnauthorized); the link's expiry is the `oe` of its URL (hex seconds), as WhatsApp sets it.
+        """
+        session = self._hosted(ref)
+        target = parse_jid(jid)
+        params = pb.GetProfilePictureParams(Preview=False, ExistingID="", IsCommunity=False)
+        try:
+            info = await self._go(session, lambda client: client.get_profile_picture(target, params))
+        except EngineError as exc:
+            if any(s in exc.message.lower() for s in _NO_PICTURE):
+                return ProfilePicture(url=None)
+            raise
+        return picture_of(info)
+
+    async def set_blocked(self, ref: SessionRef, jid: str, blocked: bool) -> None:
+        """Block or unblock `jid` (whatsmeow's UpdateBlocklist, on the account's blocklist)."""
+        session = self._hosted(ref)
+        target = parse_jid(jid)
+        action = BlocklistAction.BLOCK if blocked else BlocklistAction.UNBLOCK
+        await self._go(session, lambda client: client.update_blocklist(target, action))
 
     # -- chats and presence (issue 14) -----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import parse_recipient
 from zapgate.engines.base import Presence
 from zapgate.errors import ChatNotFound, InvalidRequest, SessionNotFound
+from zapgate.services.contacts import recipient_for
 from zapgate.services.engine_calls import EngineCalls, chat_jid_of
 from zapgate.services.messages import Page, decode_cursor, encode_cursor, page_limit
 
@@ -47,7 +48,7 @@ class ChatActions:
             shown = Presence(presence)
         except ValueError as exc:
             raise InvalidRequest(f"presence: one of {', '.join(Presence)} expected", field="presence") from exc
-        recipient = parse_recipient(to, field="to")
+        recipient = await recipient_for(self._manager, client, to)
         cid, sid = valid_client_id(client), valid_session_id(session)
         chat = await self._manager.execute_transaction(cid, lambda tx: _chat_of(tx, sid, recipient.key))
         return await self._calls.call(cid, sid, "presence", {"to": chat, "presence": shown.value})
@@ -162,9 +163,10 @@ class ChatActions:
         return await self.chat(cid, chat_id)
 
     async def subscribe_presence(self, client: str, session: str, to: str) -> dict[str, Any]:
-        """Ask WhatsApp for a contact's presence: `presence` events follow (online, last seen, typing)."""
-        recipient = parse_recipient(to, field="to")
-        if recipient.phone is None and recipient.jid is not None and recipient.jid.endswith("@g.us"):
+        """Ask WhatsApp for a contact's presence (`to`: a number, a JID, a LID or a contact id): `presence` events
+        follow (online, last seen, typing)."""
+        recipient = await recipient_for(self._manager, client, to)
+        if recipient.is_group:
             raise InvalidRequest("to: a contact's number or JID is expected, not a group's", field="to")
         cid, sid = valid_client_id(client), valid_session_id(session)
         jid = await self._manager.execute_transaction(cid, lambda tx: _chat_of(tx, sid, recipient.key))

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any
 
 from zapgate.background import TaskGroup
-from zapgate.db import engine_calls, notify, outbound
+from zapgate.db import contacts, engine_calls, notify, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
 from zapgate.domain.chats import chat_state_of
@@ -30,6 +30,7 @@ from zapgate.domain.content import MessageKey
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import GROUP_SERVER, phone_jid
+from zapgate.domain.records import Contact
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
@@ -139,7 +140,13 @@ class CallRunner:
         self._hosted = hosted
         self._tasks = tasks
         self._call_timeout = call_timeout
-        self._handlers: dict[str, Handler] = {"presence": self._presence, "read": self._read, "check": self._check}
+        self._handlers: dict[str, Handler] = {
+            "presence": self._presence,
+            "read": self._read,
+            "check": self._check,
+            "picture": self._picture,
+            "block": self._block,
+        }
         # chats and presence (issue 14)
         self._handlers.update(chat=self._chat, subscribe=self._subscribe, available=self._available)
 
@@ -225,11 +232,25 @@ class CallRunner:
             learned.append(outbound.Recipient(str(number), lookup.on_whatsapp, lookup.jid, lookup.lid))
             answers.append({"number": number, "onWhatsApp": lookup.on_whatsapp, "jid": lookup.jid, "lid": lookup.lid})
 
-        async def remember(tx: Transaction) -> None:
+        async def remember(tx: Transaction) -> dict[str, Contact | None]:
             await outbound.remember_recipients(tx.connection, hosted.session_row_id, learned, RECIPIENT_TTL)
+            return await contacts.learn_answers(tx.connection, hosted.session_row_id, learned)
 
-        await self._manager.execute_transaction(ref.client_id, remember)
+        known = await self._manager.execute_transaction(ref.client_id, remember)
+        for answer in answers:
+            contact = known.get(answer["number"])
+            answer["contactId"] = None if contact is None else contact.id
         return {"numbers": answers}
+
+    async def _picture(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        picture = await self._bounded("picture", hosted.engine.profile_picture(ref, str(args["jid"])))
+        expires = None if picture.expires_at is None else picture.expires_at.isoformat()
+        return {"url": picture.url, "id": picture.picture_id, "expiresAt": expires}
+
+    async def _block(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        blocked = bool(args["blocked"])
+        await self._bounded("block", hosted.engine.set_blocked(ref, str(args["jid"]), blocked))
+        return {"jid": args["jid"], "blocked": blocked}
 
     # -- chats and presence (issue 14) -----------------------------------------------------------------
 

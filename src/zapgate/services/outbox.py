@@ -33,7 +33,7 @@ from typing import Any
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
-from zapgate.db import outbound
+from zapgate.db import contacts, outbound
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
@@ -398,6 +398,7 @@ class Outbox:
 
         row = hosted.session_row_id
         await outbound.remember_recipients(tx.connection, row, sent.learned, self._policy.recipient_ttl)
+        await contacts.learn_answers(tx.connection, row, sent.learned)  # WhatsApp named the numbers' ids
         recorded = await outbound.record_sends(tx.connection, row, [with_receipts(o) for o in outcomes])
         taken = {o.chat_jid for o in outcomes if o.status is MessageStatus.SENT and o.message_id in recorded}
         await outbound.note_first_contacts(tx.connection, row, sent.first_contacts & taken)
@@ -405,7 +406,7 @@ class Outbox:
         for outcome in outcomes:
             if outcome.message_id not in recorded or outcome.status is MessageStatus.PENDING:
                 continue  # no longer pending (deleted, or recorded by another run), or waiting for its next attempt
-            entries.append(send_entry(ref, outcome))
+            entries.append(send_entry(ref, outcome, recorded[outcome.message_id]))
             acting = sent.acting.get(outcome.message_id)
             if acting is not None and outcome.status is not MessageStatus.FAILED:
                 _, applied = await apply(
@@ -424,7 +425,14 @@ class Outbox:
                     reached = receipt.status
                     wa_id = outcome.assigned_id
                     entries.append(
-                        status_entry(ref.session_id, outcome.message_id, wa_id, receipt.status, _iso(receipt))
+                        status_entry(
+                            ref.session_id,
+                            outcome.message_id,
+                            wa_id,
+                            receipt.status,
+                            _iso(receipt),
+                            recorded[outcome.message_id],
+                        )
                     )
         for wa_id, receipts in ahead.items():  # their message was not recorded here: the usual way
             others.extend(replace(r, message_ids=(wa_id,)) for r in receipts)

@@ -15,6 +15,7 @@ from typing import Any
 from zapgate.db import outbound
 from zapgate.db.manager import Transaction
 from zapgate.db.outbound import SendOutcome
+from zapgate.domain.contacts import ContactIds
 from zapgate.domain.events import EventType
 from zapgate.domain.receipts import announced_steps, furthest
 from zapgate.domain.records import MessageStatus
@@ -81,6 +82,7 @@ class ReceiptBook:
                         changed.wa_message_id,
                         status,
                         told.timestamp.isoformat() if told is not None else None,
+                        changed.contact,
                     )
                 )
         return entries
@@ -120,9 +122,15 @@ def split_receipts(receipts: list[Receipt], ids: set[str]) -> tuple[dict[str, li
 
 
 def status_entry(
-    session_id: str, message_id: str, wa_message_id: str | None, status: MessageStatus, timestamp: str | None
+    session_id: str,
+    message_id: str,
+    wa_message_id: str | None,
+    status: MessageStatus,
+    timestamp: str | None,
+    contact: ContactIds | None = None,
 ) -> EventEntry:
-    """The message-status event of message `message_id` (ours; WhatsApp's beside it) reaching `status`."""
+    """The message-status event of message `message_id` (ours; WhatsApp's beside it) reaching `status`, with its
+    contact's ids."""
     payload: dict[str, Any] = {
         "sessionId": session_id,
         "messageId": message_id,
@@ -131,10 +139,12 @@ def status_entry(
     }
     if timestamp is not None:
         payload["timestamp"] = timestamp
+    if contact is not None:
+        payload.update(contact.fields())
     return (EventType.MESSAGE_STATUS.value, session_id, payload)
 
 
-def send_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
+def send_entry(ref: SessionRef, outcome: SendOutcome, contact: ContactIds | None = None) -> EventEntry:
     """The message-status event of a send recorded as sent or failed."""
     entry = status_entry(
         ref.session_id,
@@ -142,6 +152,7 @@ def send_entry(ref: SessionRef, outcome: SendOutcome) -> EventEntry:
         outcome.assigned_id,
         outcome.status,
         outcome.sent_at.isoformat() if outcome.sent_at else None,
+        contact,
     )
     payload = entry[2]
     if outcome.chat_jid:

@@ -22,16 +22,17 @@ from typing import Any
 from zapgate import metrics
 from zapgate.background import TaskGroup
 from zapgate.db import chats as chat_rows
+from zapgate.db import contacts, notify, placements
 from zapgate.db import media as media_records
-from zapgate.db import notify, placements
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import state_columns
+from zapgate.domain.contacts import ContactIds, Sighting, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import new_id
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
-from zapgate.domain.records import MessageStatus
+from zapgate.domain.records import Contact, MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
@@ -350,12 +351,7 @@ class Recorder:
             session = await tx.session.find_unique(ref.session_id)
             if session is None:
                 raise SessionNotFound(f"session {ref} not found")
-            contact = await tx.contact.upsert(
-                session_id=session.id,
-                phone_number=arrival.key,
-                name=None if event.from_me or arrival.is_group or arrival.story else arrival.push_name,
-                is_group=arrival.is_group,
-            )
+            contact = await _contact_of(tx, session.id, arrival, event)
             context = None if arrival.context is None else dict(arrival.context)
             if context is not None and event.quote is not None:
                 quoted = await target_of(tx, session.id, event.quote.key)
@@ -392,6 +388,7 @@ class Recorder:
                 erase_deleted=self.erase_deleted,
             )
             body = {"sessionId": ref.session_id, **arrival.body(event, session.engine, context, target)}
+            body.update(contact_fields(contact))
             if file is not None:
                 await self._await_file(tx, session.id, inserted, file, body)  # announced once it is downloaded
             elif not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
@@ -452,13 +449,13 @@ class Recorder:
         ref = event.ref
         chat = storable(event.chat_jid)
         is_group = chat.endswith("@" + GROUP_SERVER)
-        key = jid_user(chat) if chat.endswith("@" + USER_SERVER) else chat
 
         async def work(tx: Transaction) -> None:
             session = await tx.session.find_unique(ref.session_id)
             if session is None:
                 raise SessionNotFound(f"session {ref} not found")
-            contact = await tx.contact.upsert(session_id=session.id, phone_number=key, is_group=is_group)
+            contact = await contacts.identify(tx.connection, session.id, sighting(chat, is_group=is_group))
+            assert contact is not None  # a chat always names someone: made if new
             columns = state_columns(event.state, at=event.timestamp)
             if columns:
                 await chat_rows.set_state(tx.connection, session.id, contact.id, columns)
@@ -466,7 +463,7 @@ class Recorder:
                 await chat_rows.read_all(tx.connection, contact.id, up_to=event.timestamp)
             payload = {
                 "chatId": contact.id,
-                "chat": key,
+                "chat": contact.phone_number,
                 "chatJid": chat,
                 "isGroup": is_group,
                 "changes": event.state.changes(),
@@ -552,6 +549,7 @@ class _Arrival:
     key: str  # the contact: a number's digits, or a group's (or other) JID
     message_id: str
     push_name: str | None
+    business_name: str | None
     sender: str
     sender_lid: str | None
     payload: dict[str, Any] | None  # the content's public shape (None for a text: `text` holds it)
@@ -573,6 +571,7 @@ class _Arrival:
             key=chat if is_group or story or not chat.endswith("@" + USER_SERVER) else jid_user(chat),
             message_id=storable(event.message_id),
             push_name=storable_or_none(event.push_name),
+            business_name=storable_or_none(event.verified_name),
             sender=storable(event.sender_jid),
             sender_lid=storable_or_none(event.sender_lid),
             payload=None if content is None or isinstance(content, Text) else storable_json(to_payload(content)),
@@ -581,6 +580,23 @@ class _Arrival:
             context=None if event.quote is None else storable_json(_context(event.quote)),
             mentions=[storable(jid) for jid in event.mentions],
         )
+
+    def party(self, event: InboundMessage) -> Sighting:
+        """Who the chat is with: the person (by both ids when known, with the names they show) or the group."""
+        if self.is_group or self.story:
+            return sighting(self.chat, is_group=True)
+        theirs = not event.from_me  # the linked phone's own messages show the session's name, not theirs
+        return sighting(
+            self.chat,
+            storable_or_none(event.chat_lid),
+            push_name=self.push_name if theirs else None,
+            business_name=self.business_name if theirs else None,
+            on_whatsapp=True,
+        )
+
+    def writer(self) -> Sighting:
+        """Who wrote a group message, by both ids."""
+        return sighting(self.sender, self.sender_lid, push_name=self.push_name, business_name=self.business_name)
 
     def body(
         self, event: InboundMessage, engine: str, context: dict[str, Any] | None, target: Target | None
@@ -603,6 +619,8 @@ class _Arrival:
             "timestamp": event.timestamp.isoformat(),
             "engine": engine,
         }
+        if self.business_name is not None:
+            body["businessName"] = self.business_name
         content = event.content
         if content is not None:
             body["message"] = storable_json(to_payload(content))
@@ -613,6 +631,23 @@ class _Arrival:
         if self.mentions:
             body["mentions"] = self.mentions
         return body
+
+
+async def _contact_of(tx: Transaction, session_row: str, arrival: _Arrival, event: InboundMessage) -> Contact:
+    """The contact of an arrived message's chat, made if new, merged when the message names both of its ids."""
+    contact = await contacts.identify(tx.connection, session_row, arrival.party(event))
+    assert contact is not None  # a chat always names someone: made if new
+    if arrival.is_group and arrival.sender_lid and not event.from_me:
+        # a group names its writer by both ids: a person known apart by each is one (never made here)
+        await contacts.identify(tx.connection, session_row, arrival.writer(), create=False)
+    return contact
+
+
+def contact_fields(contact: Contact | None) -> dict[str, Any]:
+    """What every message event says of its contact: its id, and both of its ids on WhatsApp where known."""
+    if contact is None:
+        return {}
+    return ContactIds(contact.id, contact.jid, contact.lid).fields()
 
 
 def _context(quote: Quote) -> dict[str, Any]:

@@ -106,6 +106,12 @@ class PostgresSandboxNetwork:
             self._directory_read = time.monotonic()
         return self._directory.get(phone)
 
+    async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
+        await self._registry("block", lambda conn: store.set_blocked(conn, owner, phone, blocked))
+
+    async def is_blocked(self, owner: str, phone: str) -> bool:
+        return await self._registry("blocked", lambda conn: store.is_blocked(conn, owner, phone))
+
     async def post(self, address: str, mail: Mail) -> None:
         stored = envelope(mail)
         await self._registry("post", lambda conn: store.post(conn, address, stored))

@@ -19,6 +19,7 @@ from zapgate.batching import GroupCommit
 from zapgate.db import conversation, notify, outbound
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.contacts import is_contact_id
 from zapgate.domain.content import (
     Content,
     Edit,
@@ -49,6 +50,7 @@ from zapgate.errors import (
     SessionNotConnected,
     SessionNotFound,
 )
+from zapgate.services.contacts import recipient_for
 from zapgate.services.conversation import ACTING, edited_content
 
 ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
@@ -155,7 +157,7 @@ class SendIntake:
         RateLimited says when to retry.
         """
         cid, sid = valid_client_id(client), valid_session_id(session)
-        recipient = parse_recipient(to, field="to")
+        recipient = await self._recipient(cid, to)
         request = _SendRequest(sid, recipient, message_text(text), new_message_id(), self._timestamp())
         if idempotency_key is None:
             accepted = await self._accepting.submit(cid, request)
@@ -166,6 +168,12 @@ class SendIntake:
             if self._waker is not None:
                 self._waker.wake(f"{cid}/{sid}")
         return accepted
+
+    async def _recipient(self, cid: str, to: str) -> Recipient:
+        """The recipient `to` names; a contact id costs a read (only then: a number or a JID is parsed here)."""
+        if is_contact_id(to.strip()):
+            return await recipient_for(self._manager, cid, to)
+        return parse_recipient(to, field="to")
 
     def _timestamp(self) -> datetime:
         """Now, later than every time given before: the worker sends a session's texts in this order."""
@@ -268,7 +276,7 @@ class SendIntake:
         must be in the chat it is sent to.
         """
         cid, sid = valid_client_id(client), valid_session_id(session)
-        recipient = parse_recipient(to, field="to")
+        recipient = await self._recipient(cid, to)
         request = replace(self._request(sid, recipient, outgoing), source=source)
         return await self._queue_one(cid, sid, request, idempotency_key)
 

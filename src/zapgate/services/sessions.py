@@ -313,6 +313,7 @@ class SessionService:
         story: bool = False,
         from_lid: str | None = None,
         push_name: str | None = None,
+        business_name: str | None = None,
         notice: str | None = None,
         content: Mapping[str, Any] | None = None,
         file: InboundFile | None = None,
@@ -355,8 +356,10 @@ class SessionService:
                 raise InvalidRequest("message: a text of 1 to 4096 characters is required", field="message")
             mail = {"kind": "message", "id": message_id, "text": message_text(text), "timestamp": now}
             mail.update(sender, **where, from_me=bool(from_me))
-        if mail["kind"] == "message" and push_name:
-            mail["push_name"] = push_name
+        if mail["kind"] == "message":
+            # what the sender shows of itself: its profile name, a business account's verified name
+            shown = {"push_name": push_name, "verified_name": business_name}
+            mail.update({name: value for name, value in shown.items() if value})
         # a session keeps its last number after a logout, and another session may have linked that number since:
         # only the session's current link is written to, and through its own mailbox, never the number's
         linked = await self._sandbox.linked_phone(ref)

@@ -67,7 +67,7 @@ def chat_out(row: ChatRow) -> ChatOut:
     """Return the API view of a chat."""
     contact = row.contact
     key = contact.phone_number
-    jid = key if "@" in key else str(phone_jid(key))
+    jid = contact.jid or (key if "@" in key else str(phone_jid(key)))
     muted, until = muted_until_out(row.muted_until)
     last = row.last
     return ChatOut(
@@ -75,8 +75,8 @@ def chat_out(row: ChatRow) -> ChatOut:
         session_id=row.session_id,
         chat=key,
         jid=jid,
-        lid=jid if jid.endswith("@" + LID_SERVER) else None,
-        name=contact.name,
+        lid=contact.lid or (jid if jid.endswith("@" + LID_SERVER) else None),
+        name=contact.name or contact.push_name or contact.business_name,
         is_group=contact.is_group or jid.endswith("@" + GROUP_SERVER),
         last_message=None
         if last is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -14,12 +15,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from zapgate.api.deps import Sessions, client_of_request, from_state
+from zapgate.api.limits import address_of
 from zapgate.api.routes.whatsapp import _accepted
 from zapgate.api.schemas import MediaOut, MessageAccepted, MessageRequest, Problem
 from zapgate.domain.content import parse_outgoing
 from zapgate.domain.ids import SESSION_ID_PATTERN
 from zapgate.domain.media import MediaRecord
-from zapgate.errors import InvalidRequest
+from zapgate.errors import AuthenticationFailed, InvalidRequest, TooManyFailures
+from zapgate.log import get_logger
 from zapgate.media.store import MediaStream
 from zapgate.services.media import MediaFiles, MediaView, media_object
 
@@ -28,6 +31,7 @@ Media = Annotated[MediaFiles, Depends(from_state("media", MediaFiles))]
 
 router = APIRouter(prefix="/whatsapp", tags=["media"])
 public = APIRouter(tags=["media"])
+log = get_logger(__name__)
 
 _MEDIA_ID = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such file."}}
@@ -181,11 +185,25 @@ async def signed_media(
     expires: Annotated[int, Query(ge=0)],
     signature: Annotated[str, Query(min_length=1, max_length=128)],
 ) -> Response:
-    """The bytes of a file by a signed link (as events and webhooks carry them): no API key, until it expires."""
-    return await _serve(
-        request,
-        lambda start, end: media.open_signed(clientId, mediaId, expires, signature, start=start, end=end),
-    )
+    """The bytes of a file by a signed link (as events and webhooks carry them): no API key, until it expires.
+
+    An address whose links keep failing (`ZAPGATE_ADMIN_MAX_FAILURES` in `ZAPGATE_ADMIN_FAILURE_WINDOW`, as for
+    admin keys) is refused with 429 until its window ends, even with a good link.
+    """
+    failures = request.app.state.limits.link_failures
+    address, now = address_of(request), time.monotonic()
+    wait = failures.blocked(address, now)
+    if wait > 0:
+        raise TooManyFailures("too many invalid media links from this address: try again later", retry_after=wait)
+    try:
+        return await _serve(
+            request,
+            lambda start, end: media.open_signed(clientId, mediaId, expires, signature, start=start, end=end),
+        )
+    except AuthenticationFailed:
+        if failures.fail(address, now):
+            log.warning("media.address_locked_out", address=address, seconds=failures.window)
+        raise
 
 
 async def _serve(request: Request, opener: Any) -> Response:

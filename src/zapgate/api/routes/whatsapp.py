@@ -36,7 +36,6 @@ from zapgate.api.schemas import (
     AuditEntryOut,
     AuditPage,
     ContactOut,
-    ContactPage,
     CreateSessionRequest,
     EditMessageRequest,
     EnterCodeRequest,
@@ -47,8 +46,6 @@ from zapgate.api.schemas import (
     MessageOut,
     MessagePage,
     MessageRequest,
-    NumberCheckList,
-    NumberCheckOut,
     PairingCodeRequest,
     PresenceOut,
     PresenceRequest,
@@ -73,7 +70,7 @@ from zapgate.errors import InvalidRequest, NotFound
 from zapgate.log import get_logger
 from zapgate.services.clients import hash_key
 from zapgate.services.events import Subscription
-from zapgate.services.messages import ContactView, MessageView
+from zapgate.services.messages import MessageView
 from zapgate.services.qr import qr_data_url, qr_png, qr_svg
 from zapgate.services.sandbox import InboundFile
 from zapgate.services.send_intake import SendAccepted
@@ -464,6 +461,7 @@ async def _inject(
         story=body.story,
         from_lid=body.from_lid,
         push_name=body.push_name,
+        business_name=body.business_name,
         notice=body.notice,
         content=part,
         file=upload,
@@ -714,6 +712,15 @@ def contact_out(contact: Contact, session_id: str) -> ContactOut:
         name=contact.name,
         profile_pic=contact.profile_pic,
         is_group=contact.is_group,
+        jid=contact.jid,
+        lid=contact.lid,
+        push_name=contact.push_name,
+        business_name=contact.business_name,
+        picture_url=contact.picture_url,
+        picture_expires_at=contact.picture_expires_at,
+        on_whats_app=contact.on_whatsapp,
+        blocked=contact.blocked,
+        updated_at=contact.updated_at,
     )
 
 
@@ -738,6 +745,7 @@ def message_out(view: MessageView, *, history: bool = False) -> MessageOut:
         error=message.error,
         error_code=message.error_code,
         attempts=message.attempts,
+        contact_id=message.contact_id,
         contact=None if view.contact is None else contact_out(view.contact, view.session_id),
         history=[StatusStepOut(status=s.status, at=s.at, error=s.error) for s in view.history] if history else None,
         message=message.payload or {"type": "text", "text": {"body": message.content}},
@@ -820,42 +828,6 @@ async def mark_read(sessionId: str, body: ReadRequest, client: ClientId, chats: 
     """Mark a chat's received messages read: WhatsApp shows the sender blue ticks; each message becomes `read`."""
     done = await chats.mark_read(client, sessionId, body.chat, body.message_ids)
     return ReadOut(session_id=sessionId, read=done["read"])
-
-
-@router.get("/contacts/check", responses=_CALL_ERRORS)
-async def check_numbers(
-    client: ClientId,
-    chats: Chats,
-    session_id: Annotated[str, Query(alias="sessionId", pattern=SESSION_ID_PATTERN)],
-    numbers: Annotated[
-        list[str],
-        Query(description="Up to 50 phone numbers with country code: repeat the parameter or separate by commas."),
-    ],
-) -> NumberCheckList:
-    """Ask WhatsApp, through the session, whether numbers are on it and under which JID and LID.
-
-    The canonical JID is WhatsApp's answer, never a rewrite of the digits (Brazil's ninth digit). Answers
-    are cached for the session's sends.
-    """
-    wanted = [part.strip() for item in numbers for part in item.split(",") if part.strip()]
-    answers = await chats.check_numbers(client, session_id, wanted)
-    return NumberCheckList(session_id=session_id, numbers=[NumberCheckOut.model_validate(a) for a in answers])
-
-
-@router.get("/contacts", responses={404: {"model": Problem, "description": "No such session."}})
-async def list_contacts(
-    client: ClientId,
-    messages: Messages,
-    session_id: _SessionFilter = None,
-    limit: _Limit = 100,
-    cursor: _Cursor = None,
-) -> ContactPage:
-    """List the contacts of the client's sessions, by number."""
-    page = await messages.list_contacts(client, session=session_id, limit=limit, cursor=cursor)
-    items: list[ContactView] = page.items
-    return ContactPage(
-        contacts=[contact_out(view.contact, view.session_id) for view in items], next_cursor=page.next_cursor
-    )
 
 
 def audit_out(entry: AuditEntry) -> AuditEntryOut:

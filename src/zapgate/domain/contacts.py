@@ -1,0 +1,187 @@
+"""Who a contact is, pure: a person known by phone-number JID, LID or both, and how two rows of one person merge.
+
+WhatsApp names a person by a phone-number JID (`digits@s.whatsapp.net`), by a LID (`digits@lid`) or by both,
+and tells the other id later (a message carrying both, a number lookup, a send). A session keeps one contact per
+person: a sighting names the ids it knows, finds every row holding one of them, and those rows become one
+(`db/contacts.py` does it in a transaction; the rules are here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from zapgate.domain.phones import (
+    GROUP_SERVER,
+    LID_SERVER,
+    USER_SERVER,
+    Jid,
+    Recipient,
+    jid_user,
+    parse_recipient,
+    phone_jid,
+)
+from zapgate.domain.records import Contact
+
+_CONTACT_ID = re.compile(r"[a-z][0-9a-z]{24}", re.ASCII)  # domain.ids.new_id's form
+
+
+@dataclass(frozen=True, slots=True)
+class ContactIds:
+    """A contact's id and its ids on WhatsApp, as every message and event names them."""
+
+    id: str
+    jid: str | None
+    lid: str | None
+
+    def fields(self) -> dict[str, Any]:
+        """The event payload's fields of the contact (additive to a payload's own)."""
+        return {"contactId": self.id, "contactJid": self.jid, "contactLid": self.lid}
+
+
+def is_contact_id(value: str) -> bool:
+    """Return whether `value` has the form of a contact's id (never a phone number or a JID)."""
+    return _CONTACT_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What WhatsApp told about a person (or a group) at one moment: its ids, and what it shows of itself.
+
+    `jid` is a phone-number JID (or a group's, or another chat's JID: `other`), `lid` a LID; devices dropped.
+    `number` is digits someone asked about, when the sighting is WhatsApp's answer about them.
+    """
+
+    jid: str | None = None
+    lid: str | None = None
+    push_name: str | None = None
+    business_name: str | None = None
+    on_whatsapp: bool | None = None
+    is_group: bool = False
+
+    @property
+    def key(self) -> str | None:
+        """The contact key for these ids: a number's digits, else the LID, else the JID as it is (a group's)."""
+        if self.jid is not None and self.jid.endswith("@" + USER_SERVER):
+            return jid_user(self.jid)
+        return self.lid or self.jid
+
+    @property
+    def lookup_keys(self) -> list[str]:
+        """Every value a row of this person may be found by (its key, JID or LID), sorted (the lock order)."""
+        found = {value for value in (self.jid, self.lid, self.key) if value}
+        return sorted(found)
+
+
+def sighting(
+    jid: str | None,
+    lid: str | None = None,
+    *,
+    push_name: str | None = None,
+    business_name: str | None = None,
+    on_whatsapp: bool | None = None,
+    is_group: bool = False,
+) -> Sighting:
+    """Return the sighting of a party named by any JIDs: a LID given as `jid` counts as the LID, devices dropped."""
+    phone, lid_found = None, None
+    for value in (jid, lid):
+        if not value:
+            continue
+        bare = bare_jid(value)
+        if bare.endswith("@" + LID_SERVER):
+            lid_found = lid_found or bare
+        else:
+            phone = phone or bare
+    group = is_group or (phone is not None and phone.endswith("@" + GROUP_SERVER))
+    if group:  # a name seen in a group is its writer's, never the group's
+        return Sighting(phone, lid_found, None, None, on_whatsapp, True)
+    return Sighting(phone, lid_found, push_name or None, business_name or None, on_whatsapp, False)
+
+
+def bare_jid(jid: str) -> str:
+    """Return `jid` without its device (`5511…:7@s.whatsapp.net` -> `5511…@s.whatsapp.net`)."""
+    user, at, server = jid.partition("@")
+    return f"{user.split(':', 1)[0]}{at}{server}" if at else jid
+
+
+def keeper(rows: Sequence[Contact]) -> Contact:
+    """Return the row of one person that stays when its rows merge: the one known by phone number, else the oldest."""
+
+    def rank(row: Contact) -> tuple[int, float, str]:
+        by_phone = 0 if row.jid is not None and row.jid.endswith("@" + USER_SERVER) else 1
+        created = row.created_at.timestamp() if row.created_at is not None else 0.0
+        return (by_phone, created, row.id)
+
+    return min(rows, key=rank)
+
+
+def merged(kept: Contact, others: Sequence[Contact], seen: Sighting) -> dict[str, Any]:
+    """Return the columns of `kept` that change when it absorbs `others` and learns `seen`.
+
+    What was just seen wins (a push name changes, a number moves to another account); what only one row knew is
+    kept (a picture, a name given); blocked if any row was.
+    """
+    rows = [kept, *others]
+
+    def first(name: str) -> Any:
+        return next((getattr(row, name) for row in rows if getattr(row, name) is not None), None)
+
+    values: dict[str, Any] = {
+        "jid": seen.jid or first("jid"),
+        "lid": seen.lid or first("lid"),
+        "name": first("name") if not seen.push_name or seen.is_group else seen.push_name,
+        "push_name": seen.push_name or first("push_name"),
+        "business_name": seen.business_name or first("business_name"),
+        "is_group": seen.is_group or any(row.is_group for row in rows),
+        "blocked": any(row.blocked for row in rows),
+    }
+    if seen.on_whatsapp is not None:
+        values["on_whatsapp"] = seen.on_whatsapp
+    elif any(row.on_whatsapp for row in rows):
+        values["on_whatsapp"] = True
+    if kept.picture_checked_at is None:
+        source = next((row for row in others if row.picture_checked_at is not None), None)
+        if source is not None:
+            values.update(
+                picture_url=source.picture_url,
+                picture_id=source.picture_id,
+                picture_checked_at=source.picture_checked_at,
+                picture_expires_at=source.picture_expires_at,
+            )
+    values["phone_number"] = Sighting(values["jid"], values["lid"]).key or kept.phone_number
+    return {name: value for name, value in values.items() if getattr(kept, name) != value}
+
+
+def recipient_of(contact: Contact, *, field: str = "to") -> Recipient:
+    """Where a message to `contact` goes: its number (WhatsApp resolves it), else its LID, else its JID (a group's)."""
+    if contact.jid is not None and contact.jid.endswith("@" + USER_SERVER):
+        return Recipient(phone=jid_user(contact.jid), jid=None)
+    if contact.lid is not None:
+        return Recipient(phone=None, jid=Jid(contact.lid))
+    if contact.jid is not None:
+        return Recipient(phone=None, jid=Jid(contact.jid))
+    return parse_recipient(contact.phone_number, field=field)
+
+
+def address_of(contact: Contact) -> str:
+    """The JID WhatsApp knows `contact` by, for calls about it: its phone JID, else its LID, else its key's JID."""
+    if contact.jid is not None:
+        return contact.jid
+    if contact.lid is not None:
+        return contact.lid
+    key = contact.phone_number
+    return key if "@" in key else phone_jid(key)
+
+
+def picture_due(contact: Contact, now: datetime) -> bool:
+    """Whether the contact's profile picture must be asked for (never asked, or its cached answer expired)."""
+    return contact.picture_expires_at is None or contact.picture_expires_at <= now
+
+
+def picture_expiry(link_expires_at: datetime | None, now: datetime, ttl: timedelta) -> datetime:
+    """Until when a picture answer is kept: `ttl` at most, and never past its link's own expiry."""
+    cap = now + ttl
+    return cap if link_expires_at is None else max(now, min(link_expires_at, cap))

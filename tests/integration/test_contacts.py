@@ -1,0 +1,204 @@
+"""One contact per person per session, on a real PostgreSQL: rows found by phone JID, LID or both, merged without
+losing a message, and never duplicated by concurrent sightings."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from zapgate.db import contacts, migrate
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.contacts import Sighting, sighting
+from zapgate.domain.ids import SchemaName
+from zapgate.domain.records import Contact
+
+PHONE = "5511988887777@s.whatsapp.net"
+LID = "123456789012345@lid"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def _session(manager: ConnectionManager, client: str = "acme") -> str:
+    db = await manager.get_connection(client)
+    return (await db.session.create(session_id="s1", client_id=client)).id
+
+
+async def _identify(manager: ConnectionManager, row: str, seen: Sighting, *, create: bool = True) -> Contact | None:
+    return await manager.execute_transaction(
+        "acme", lambda tx: contacts.identify(tx.connection, row, seen, create=create)
+    )
+
+
+async def _message(manager: ConnectionManager, row: str, contact: Contact, message_id: str) -> None:
+    async def insert(tx: Transaction) -> None:
+        await tx.message.create(
+            session_id=row,
+            contact_id=contact.id,
+            message_id=message_id,
+            content="hi",
+            direction="inbound",
+            timestamp=T0,
+        )
+
+    await manager.execute_transaction("acme", insert)
+
+
+async def _rows(manager: ConnectionManager, row: str) -> list[Contact]:
+    db = await manager.get_connection("acme")
+    return await db.contact.find_many(session_id=row)
+
+
+async def test_a_lid_first_then_both_ids_is_one_contact_with_every_message(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    by_lid = await _identify(manager, row, sighting(LID, push_name="Ana"))
+    assert by_lid is not None
+    assert (by_lid.phone_number, by_lid.jid, by_lid.lid, by_lid.push_name) == (LID, None, LID, "Ana")
+    by_phone = await _identify(manager, row, sighting(PHONE))
+    assert by_phone is not None and by_phone.id != by_lid.id  # nobody said they are one person yet
+    await _message(manager, row, by_lid, "M1")
+    await _message(manager, row, by_phone, "M2")
+
+    both = await _identify(manager, row, sighting(PHONE, LID, business_name="Ana's Bakery"))
+    assert both is not None
+    assert both.id == by_phone.id  # the row known by number stays
+    assert (both.phone_number, both.jid, both.lid) == ("5511988887777", PHONE, LID)
+    assert (both.push_name, both.name, both.business_name) == ("Ana", "Ana", "Ana's Bakery")
+    assert [c.id for c in await _rows(manager, row)] == [both.id]
+    db = await manager.get_connection("acme")
+    moved = await db.message.find_many(session_id=row)
+    assert {m.message_id for m in moved} == {"M1", "M2"}
+    assert {m.contact_id for m in moved} == {both.id}
+
+    # found again by either id alone, and by the number's digits
+    assert (await _identify(manager, row, sighting(LID))) == both
+    again = await _identify(manager, row, sighting("5511988887777:12@s.whatsapp.net", push_name="Ana B."))
+    assert again is not None and again.id == both.id and again.push_name == "Ana B."
+
+
+async def test_a_number_known_by_its_digits_learns_its_ids(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    db = await manager.get_connection("acme")
+    typed = await db.contact.upsert(session_id=row, phone_number="5511988887777")  # a send made it, by digits
+    learned = await _identify(manager, row, sighting(PHONE, LID, on_whatsapp=True))
+    assert learned is not None and learned.id == typed.id
+    assert (learned.jid, learned.lid, learned.on_whatsapp) == (PHONE, LID, True)
+
+
+async def test_a_sighting_that_may_not_create_only_merges(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    assert await _identify(manager, row, sighting(PHONE, LID), create=False) is None
+    assert await _rows(manager, row) == []
+    lid_only = await _identify(manager, row, sighting(LID))
+    found = await _identify(manager, row, sighting(PHONE, LID, push_name="Ana"), create=False)
+    assert found is not None and lid_only is not None and found.id == lid_only.id
+    assert (found.phone_number, found.jid) == ("5511988887777", PHONE)
+
+
+async def test_a_merge_keeps_what_either_row_knew(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    by_lid = await _identify(manager, row, sighting(LID))
+    by_phone = await _identify(manager, row, sighting(PHONE))
+    assert by_lid is not None and by_phone is not None
+
+    async def mark(tx: Transaction) -> None:
+        await contacts.set_blocked(tx.connection, by_lid.id, True)
+        await contacts.set_picture(
+            tx.connection, by_lid.id, url="https://pps.example/p.jpg", picture_id="7", checked_at=T0, expires_at=T0
+        )
+
+    await manager.execute_transaction("acme", mark)
+    both = await _identify(manager, row, sighting(LID, PHONE))
+    assert both is not None and both.id == by_phone.id
+    assert both.blocked and both.picture_url == "https://pps.example/p.jpg" and both.picture_id == "7"
+
+
+async def test_groups_are_contacts_by_their_jid(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    group = await _identify(manager, row, sighting("120363000000000001@g.us", push_name="not a group's"))
+    assert group is not None and group.is_group
+    assert (group.phone_number, group.jid, group.lid, group.name) == (
+        "120363000000000001@g.us",
+        "120363000000000001@g.us",
+        None,
+        None,
+    )
+
+
+async def test_concurrent_sightings_of_one_person_make_one_contact(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    # every mix of the ids at once, many times: by number only, by LID only, by both, by digits
+    seen = [sighting(PHONE), sighting(LID), sighting(PHONE, LID)] * 8
+
+    made = await asyncio.gather(*(_identify(manager, row, s) for s in seen))
+    final = await _rows(manager, row)
+    assert len(final) == 1, final
+    assert (final[0].jid, final[0].lid) == (PHONE, LID)
+    assert all(c is not None for c in made)
+
+
+async def test_concurrent_first_sightings_by_both_ids_insert_once(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    made = await asyncio.gather(*(_identify(manager, row, sighting(PHONE, LID)) for _ in range(10)))
+    assert len({c.id for c in made if c is not None}) == 1
+    assert len(await _rows(manager, row)) == 1
+
+
+async def test_sessions_keep_their_own_contacts(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    db = await manager.get_connection("acme")
+    other = (await db.session.create(session_id="s2", client_id="acme")).id
+    first = await _identify(manager, row, sighting(PHONE, LID))
+    second = await _identify(manager, other, sighting(PHONE, LID))
+    assert first is not None and second is not None and first.id != second.id
+
+
+async def test_existing_contacts_learn_their_ids_from_their_keys(manager: ConnectionManager) -> None:
+    schema = SchemaName("client_legacy")
+    async with manager.engine.begin() as conn:
+        await migrate.upgrade_schema(conn, schema, migrate.TENANT, target="0008")
+    async with manager.engine.begin() as conn:
+        await conn.execute(text("SELECT set_config('search_path', 'client_legacy', true)"))
+        await conn.execute(text("INSERT INTO sessions (id, session_id, client_id) VALUES ('row1', 'old', 'legacy')"))
+        for contact_id, key, name, is_group in [
+            ("c_number", "5511988887777", "Ana", False),
+            ("c_lid", "999999999999999@lid", None, False),
+            ("c_group", "120363000000000001@g.us", "Family", True),
+            ("c_taken", "5511977776666", None, False),  # its cached LID is another row's key already
+            ("c_taken_lid", "888888888888888@lid", None, False),
+        ]:
+            await conn.execute(
+                text(
+                    "INSERT INTO contacts (id, session_id, phone_number, name, is_group)"
+                    " VALUES (:id, 'row1', :key, :name, :group)"
+                ),
+                {"id": contact_id, "key": key, "name": name, "group": is_group},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO recipients (session_id, phone_number, on_whatsapp, jid, lid, expires_at) VALUES"
+                " ('row1', '5511988887777', true, '5511988887777@s.whatsapp.net', :lid, now()),"
+                " ('row1', '5511977776666', true, '5511977776666@s.whatsapp.net', '888888888888888@lid', now())"
+            ),
+            {"lid": LID},
+        )
+    db = await manager.get_connection("legacy")  # first use upgrades it
+    found = {c.id: c for c in await db.contact.find_many(session_id="row1")}
+    assert (found["c_number"].jid, found["c_number"].lid) == (PHONE, LID)
+    assert found["c_number"].on_whatsapp is True and found["c_number"].push_name == "Ana"
+    assert (found["c_lid"].jid, found["c_lid"].lid) == (None, "999999999999999@lid")
+    assert (found["c_group"].jid, found["c_group"].lid, found["c_group"].push_name) == (
+        "120363000000000001@g.us",
+        None,
+        None,
+    )
+    assert (found["c_taken"].jid, found["c_taken"].lid) == ("5511977776666@s.whatsapp.net", None)
+    # the two rows of that person become one the next time WhatsApp names both ids
+    merged = await manager.execute_transaction(
+        "legacy",
+        lambda tx: contacts.identify(
+            tx.connection, "row1", sighting("5511977776666@s.whatsapp.net", "888888888888888@lid")
+        ),
+    )
+    assert merged is not None and merged.id == "c_taken" and merged.lid == "888888888888888@lid"
+    assert "c_taken_lid" not in {c.id for c in await db.contact.find_many(session_id="row1")}

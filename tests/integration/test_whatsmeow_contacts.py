@@ -1,0 +1,123 @@
+"""Contacts through the whatsmeow engine, offline at neonize's call boundary: profile pictures, the blocklist and
+what a message tells of its sender (both ids, push name, verified business name). The Go library is a stand-in
+(tests.support.neonize.FakeGo); neonize's Python client is the real thing."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.support.neonize import FakeGo, empty_jid, jid
+from zapgate.engines.base import EngineEvent, InboundMessage, ProfilePicture, SessionRef, StartMode, StartRequest
+from zapgate.engines.whatsmeow import WhatsmeowEngine, pb, wa
+
+REF = SessionRef("acme", "s1")
+PHONE = "5521988887777@s.whatsapp.net"
+LID = "123456789012345@lid"
+
+
+async def _until(predicate: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[WhatsmeowEngine, FakeGo, list[EngineEvent]]]:
+    fake = FakeGo()
+    monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
+    events: list[EngineEvent] = []
+
+    def store(event: EngineEvent) -> None:
+        events.append(event)
+        ack = getattr(event, "ack", None)
+        if ack is not None:
+            ack()
+
+    engine = WhatsmeowEngine(store, lambda _client: ":memory:", stop_timeout=3.0)
+    await engine.start(StartRequest(REF, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 10)
+    await _until(lambda: (s := engine._session(REF)) is not None and s.go_live and s.lid is not None)
+    try:
+        yield engine, fake, events
+    finally:
+        try:
+            async with asyncio.timeout(10):
+                await engine.close()
+        finally:
+            fake.shut_down()
+
+
+async def test_a_profile_picture_is_asked_for_in_full_and_expires_with_its_link(live: Any) -> None:
+    engine, fake, _ = live
+    url = "https://pps.whatsapp.net/v/t61.24694-24/1234_n.jpg?ccb=11-4&oh=01_AdS&oe=6A1B2C3D&_nc_sid=5e03e0"
+    fake.picture = pb.ProfilePictureInfo(URL=url, ID="1790000000", Type="image", DirectPath="/v/t61/1234_n.jpg")
+    picture = await engine.profile_picture(REF, LID)
+    assert picture == ProfilePicture(
+        url=url, picture_id="1790000000", expires_at=datetime.fromtimestamp(0x6A1B2C3D, UTC)
+    )
+    [(asked, params)] = fake.pictures
+    assert (asked.User, asked.Server) == ("123456789012345", "lid")
+    assert not params.Preview  # the full picture, not the thumbnail
+
+
+async def test_no_picture_or_a_hidden_one_is_none_and_other_failures_raise(live: Any) -> None:
+    engine, fake, _ = live
+    assert await engine.profile_picture(REF, PHONE) == ProfilePicture(url=None)  # whatsmeow answered nothing
+    for error in ("that user has no profile picture", "the user has hidden their profile picture from you"):
+        fake.picture_error = error
+        assert await engine.profile_picture(REF, PHONE) == ProfilePicture(url=None)
+    fake.picture_error = "info query timed out"
+    with pytest.raises(Exception, match="in time"):
+        await engine.profile_picture(REF, PHONE)
+
+
+async def test_blocking_and_unblocking_update_whatsmeows_blocklist(live: Any) -> None:
+    engine, fake, _ = live
+    await engine.set_blocked(REF, PHONE, True)
+    await engine.set_blocked(REF, LID, False)
+    assert [(j.User, j.Server, action) for j, action in fake.blocklist] == [
+        ("5521988887777", "s.whatsapp.net", "block"),
+        ("123456789012345", "lid", "unblock"),
+    ]
+
+
+async def test_a_message_names_its_sender_by_both_ids_with_its_names(live: Any) -> None:
+    _, fake, events = live
+    details = importlib.import_module(
+        "neonize.proto.waVnameCert.WAWebProtobufsVnameCert_pb2"
+    ).VerifiedNameCertificate.Details
+    source = pb.MessageSource(
+        Chat=jid("123456789012345", "lid"),
+        Sender=jid("123456789012345", "lid"),
+        IsFromMe=False,
+        IsGroup=False,
+        SenderAlt=jid("5521988887777"),
+        RecipientAlt=empty_jid(),
+        BroadcastListOwner=empty_jid(),
+    )
+    info = pb.MessageInfo(
+        MessageSource=source,
+        ID="3EB0BIZ",
+        ServerID=0,
+        Type="text",
+        Pushname="Ana",
+        Timestamp=1_790_000_000_000,
+        Category="",
+        Multicast=False,
+        MediaType="",
+        Edit="",
+        VerifiedName=pb.VerifiedName(Details=details(verifiedName="Ana's Bakery", serial=1, issuer="smb:wa")),
+    )
+    fake.push(pb.Message(Info=info, Message=wa.Message(conversation="olá")))
+    await _until(lambda: any(isinstance(e, InboundMessage) for e in events))
+    [message] = [e for e in events if isinstance(e, InboundMessage)]
+    assert (message.chat_jid, message.chat_lid, message.sender_jid, message.sender_lid) == (PHONE, LID, PHONE, LID)
+    assert (message.push_name, message.verified_name) == ("Ana", "Ana's Bakery")
