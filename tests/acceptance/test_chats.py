@@ -13,7 +13,7 @@ import pytest
 from tests.acceptance.support import api_client, assert_problem, events, linked, message, new_client, send, sent
 from tests.support.waiting import eventually
 from zapgate.engines.base import SessionRef
-from zapgate.engines.sandbox import SandboxEngine
+from zapgate.engines.sandbox import SandboxEngine, simulated_lid
 from zapgate.services.worker import Worker
 
 ALICE = "5511966661001"
@@ -286,3 +286,31 @@ async def test_presence_subscription_and_events(api: httpx.AsyncClient, worker: 
     assert assert_problem(not_a_group, 422)["errors"][0]["field"] == "to"
     bad = await api.post("/whatsapp/sessions/alice/presence/own", headers=acme, json={"presence": "composing"})
     assert_problem(bad, 422)
+
+
+async def test_a_chat_keeps_its_state_when_its_lid_learns_the_number(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    lid = f"{simulated_lid(DAVE)}@lid"
+    await inject(api, acme, {"sessionId": "alice", "from": lid, "message": "who am I?"})
+
+    async def by_lid() -> bool:
+        return [c["jid"] for c in await chats(api, acme, "alice")] == [lid]
+
+    await eventually(by_lid, within=20.0)
+    [chat] = await chats(api, acme, "alice")
+    assert chat["lid"] == lid
+    assert (await api.post(f"/whatsapp/chats/{chat['id']}/archive", headers=acme)).json()["archived"] is True
+
+    await inject(api, acme, {"sessionId": "alice", "from": DAVE, "message": "it's Dave"})  # names both ids
+
+    async def both_ids() -> bool:
+        listed = await chats(api, acme, "alice")
+        return len(listed) == 1 and listed[0]["jid"] == f"{DAVE}@s.whatsapp.net"
+
+    await eventually(both_ids, within=20.0)
+    [same] = await chats(api, acme, "alice")
+    assert (same["id"], same["chat"], same["lid"], same["archived"]) == (chat["id"], DAVE, lid, True)
+    assert same["unreadCount"] == 2 and same["lastMessage"]["text"] == "it's Dave"
+    both = await api.get(f"/whatsapp/chats/{chat['id']}/messages", headers=acme)
+    assert [m["content"] for m in both.json()["messages"]] == ["it's Dave", "who am I?"]
