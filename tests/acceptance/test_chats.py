@@ -201,11 +201,13 @@ async def test_archive_pin_mute_round_trip_and_the_phones_own_changes(api: httpx
     assert state is not None and state.muted is False
     changed = await an_event(api, acme, "alice", "chat-update", {"chatId": chat_id, "source": "api"})
     assert changed["changes"] == {"muted": False, "mutedUntil": None}
+    assert (changed["contactId"], changed["contactJid"]) == (chat_id, dave_jid)
 
     # the phone archives the chat, then marks it unread, then reads it
     await inject(api, acme, {"sessionId": "alice", "from": DAVE, "appState": {"archived": True}})
     phone = await an_event(api, acme, "alice", "chat-update", {"chatId": chat_id, "source": "phone"})
     assert phone["changes"] == {"archived": True} and phone["chat"] == DAVE
+    assert (phone["contactId"], phone["contactJid"]) == (chat_id, dave_jid)
     assert (await api.get(f"/whatsapp/chats/{chat_id}", headers=acme)).json()["archived"] is True
     state = sandbox(worker).chat_state(ref, dave_jid)
     assert state is not None and state.archived is True

@@ -21,6 +21,7 @@ from zapgate.db.chats import ChatRow
 from zapgate.db.conversation import Unread
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import ChatState, chat_state_args, state_columns
+from zapgate.domain.contacts import ContactIds
 from zapgate.domain.events import EventType
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
@@ -194,6 +195,7 @@ async def _chat_update(tx: Transaction, chat: ChatRow, changes: dict[str, Any], 
         "isGroup": chat.contact.is_group,
         "changes": changes,
         "source": source,
+        **ContactIds(chat.contact.id, chat.contact.jid, chat.contact.lid).fields(),
     }
     await tx.event.append(type=EventType.CHAT_UPDATE.value, session_id=chat.session_id, payload=payload)
 

@@ -469,6 +469,7 @@ class Recorder:
                 "changes": event.state.changes(),
                 "source": "phone",
                 "timestamp": event.timestamp.isoformat(),
+                **contact_fields(contact),
             }
             await append(tx, ref, EventType.CHAT_UPDATE, payload)
 
