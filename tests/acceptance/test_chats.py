@@ -251,7 +251,7 @@ async def test_presence_subscription_and_events(api: httpx.AsyncClient, worker: 
     assert subscribed.status_code == 200, subscribed.text
     assert subscribed.json() == {"sessionId": "alice", "subscribed": bob_jid}
     offline = await an_event(api, acme, "alice", "presence", {"jid": bob_jid, "presence": "unavailable"})
-    assert offline["chatJid"] is None
+    assert offline["chatJid"] is None and offline["contactId"] is None  # alice has no contact for bob (yet)
 
     online = await api.post("/whatsapp/sessions/bob/presence/own", headers=acme, json={"presence": "available"})
     assert online.status_code == 200 and online.json()["presence"] == "available"
@@ -271,13 +271,20 @@ async def test_presence_subscription_and_events(api: httpx.AsyncClient, worker: 
     # bob never subscribed to alice: her typing is not shown to him
     await api.post("/whatsapp/sessions/alice/presence", headers=acme, json={"to": BOB, "presence": "composing"})
 
-    # a simulated phone shows presence when told to
+    # a simulated phone shows presence when told to; alice knows carol (a contact) by now
+    await inject(api, acme, {"sessionId": "alice", "from": CAROL, "message": "hi"})
+
+    async def knows_carol() -> bool:
+        return len(await chats(api, acme, "alice")) == 1
+
+    await eventually(knows_carol, within=20.0)
+    carol_id = (await chats(api, acme, "alice"))[0]["id"]
     seen = "2026-11-30T10:00:00+00:00"
     await inject(api, acme, {"sessionId": "alice", "from": CAROL, "presence": "unavailable", "lastSeen": seen})
     carol = await an_event(api, acme, "alice", "presence", {"jid": f"{CAROL}@s.whatsapp.net"})
-    assert carol["presence"] == "unavailable" and datetime.fromisoformat(carol["lastSeen"]) == datetime.fromisoformat(
-        seen
-    )
+    assert carol["presence"] == "unavailable"
+    assert datetime.fromisoformat(carol["lastSeen"]) == datetime.fromisoformat(seen)
+    assert carol["contactId"] == carol_id and carol["contactJid"] == f"{CAROL}@s.whatsapp.net"
     group = "120363012345678901@g.us"
     await inject(api, acme, {"sessionId": "alice", "from": CAROL, "group": group, "presence": "recording"})
     recording = await an_event(api, acme, "alice", "presence", {"presence": "recording"})

@@ -486,7 +486,14 @@ class Recorder:
         }
 
         async def work(tx: Transaction) -> None:
-            await append(tx, event.ref, EventType.PRESENCE, payload)
+            session = await tx.session.find_unique(event.ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {event.ref} not found")
+            # the contact, if the session has one for them (presence makes none)
+            seen = sighting(payload["jid"], payload["lid"])
+            contact = await contacts.identify(tx.connection, session.id, seen, create=False)
+            known = contact_fields(contact) or {"contactId": None, "contactJid": None, "contactLid": None}
+            await append(tx, event.ref, EventType.PRESENCE, {**payload, **known})
 
         await self._manager.execute_transaction(event.ref.client_id, work)
 
