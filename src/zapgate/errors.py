@@ -19,6 +19,7 @@
     │   ├── ClientNotFound
     │   ├── SessionNotFound
     │   ├── ContactNotFound
+    │   ├── ChatNotFound
     │   ├── MessageNotFound
     │   ├── WebhookNotFound
     │   ├── DeliveryNotFound
@@ -179,6 +180,12 @@ class ContactNotFound(NotFound):
     """No contact with this id exists for this client."""
 
     code = "contact_not_found"
+
+
+class ChatNotFound(NotFound):
+    """No chat with this id (a contact's id) exists for this client."""
+
+    code = "chat_not_found"
 
 
 class MessageNotFound(NotFound):

@@ -41,6 +41,7 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
     assert uploaded.status_code == 201, uploaded.text
     f = uploaded.json()["id"]
     typed = {"sessionId": s, "to": "5511999999999", "type": "text", "text": {"body": "acme's secret"}}
+    c = (await api.get(f"/whatsapp/messages/{m}", headers=acme)).json()["contact"]["id"]  # the chat's id
     upload_form = {"message": '{"sessionId": "acme-s", "to": "5511999999999", "type": "document", "document": {}}'}
 
     # (method, path template, concrete path, body or None, what globex gets)
@@ -165,6 +166,31 @@ async def test_another_clients_ids_are_not_found_on_every_route(api: httpx.Async
             "/whatsapp/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver",
             f"/whatsapp/webhooks/{w}/deliveries/1/redeliver",
             None,
+            "404",
+        ),
+        # chats and presence (issue 14)
+        ("GET", "/whatsapp/chats", f"/whatsapp/chats?sessionId={s}", None, "404"),
+        ("GET", "/whatsapp/chats/{chatId}", f"/whatsapp/chats/{c}", None, "404"),
+        ("GET", "/whatsapp/chats/{chatId}/messages", f"/whatsapp/chats/{c}/messages", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/read", f"/whatsapp/chats/{c}/read", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/archive", f"/whatsapp/chats/{c}/archive", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/unarchive", f"/whatsapp/chats/{c}/unarchive", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/pin", f"/whatsapp/chats/{c}/pin", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/unpin", f"/whatsapp/chats/{c}/unpin", None, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/mute", f"/whatsapp/chats/{c}/mute", {"duration": 3600}, "404"),
+        ("POST", "/whatsapp/chats/{chatId}/unmute", f"/whatsapp/chats/{c}/unmute", None, "404"),
+        (
+            "POST",
+            "/whatsapp/sessions/{sessionId}/presence/subscribe",
+            f"/whatsapp/sessions/{s}/presence/subscribe",
+            {"to": "5511999999999"},
+            "404",
+        ),
+        (
+            "POST",
+            "/whatsapp/sessions/{sessionId}/presence/own",
+            f"/whatsapp/sessions/{s}/presence/own",
+            {"presence": "available"},
             "404",
         ),
         # creating takes the same id in globex's own namespace; acme's stays as it was (checked below)

@@ -29,6 +29,7 @@ from tests.acceptance.support import (
 )
 from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.events import EventType
 from zapgate.domain.webhooks import AddressPolicy, RetryPolicy
 from zapgate.services.webhook_dispatcher import WebhookDispatcher
 from zapgate.settings import Settings
@@ -677,3 +678,18 @@ async def _kill_mid_delivery(
         return True
 
     await eventually(all_delivered, within=30)
+
+
+async def test_a_webhook_can_ask_for_every_event_by_name(api: httpx.AsyncClient) -> None:
+    acme = await new_client(api, "acme")
+    every = [kind.value for kind in EventType]
+    created = await api.post("/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/h", "events": every})
+    assert created.status_code == 201, created.text
+    assert sorted(created.json()["events"]) == sorted(every)
+    problem = assert_problem(
+        await api.post(
+            "/whatsapp/webhooks", headers=acme, json={"url": "https://example.com/h", "events": ["message-sent"]}
+        ),
+        422,
+    )
+    assert "message-edited" in problem["detail"]  # the refusal lists what there is

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 
 from tests.support.neonize import FakeGo, jid, message, source
+from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import Location, Media, MediaKind, MessageKey, Quote, Text, Unsupported
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -25,6 +26,7 @@ from zapgate.engines.base import (
     EngineEvent,
     InboundMessage,
     Presence,
+    PresenceSeen,
     Receipt,
     SendRejected,
     SessionRef,
@@ -51,6 +53,8 @@ class Driver(Protocol):
     async def inbound(self, ref: SessionRef, wa_id: str, sender: str, text: str) -> None: ...
 
     async def receipt(self, ref: SessionRef, wa_ids: list[str], status: MessageStatus) -> None: ...
+
+    async def offline(self, ref: SessionRef, who: str, last_seen: int) -> None: ...
 
 
 def _sink(events: list[EngineEvent]) -> Callable[[EngineEvent], None]:
@@ -90,6 +94,11 @@ class SandboxDriver:
         mail = {"kind": "receipt", "ids": wa_ids, "status": status.value, "from": OTHER}
         await self.network.post(phone_address(ACCOUNT), {**mail, "timestamp": datetime.now(UTC).isoformat()})
 
+    async def offline(self, ref: SessionRef, who: str, last_seen: int) -> None:
+        seen = datetime.fromtimestamp(last_seen, UTC).isoformat()
+        mail = {"kind": "presence", "from": who, "presence": "unavailable", "last_seen": seen}
+        await self.network.post(phone_address(ACCOUNT), mail)
+
 
 class WhatsmeowDriver:
     def __init__(self, fake: FakeGo) -> None:
@@ -117,6 +126,11 @@ class WhatsmeowDriver:
         kind = {MessageStatus.DELIVERED: pb.Receipt.DELIVERED, MessageStatus.READ: pb.Receipt.READ}[status]
         where = source(jid(OTHER), jid(OTHER))
         self.fake.push(pb.Receipt(MessageSource=where, MessageIDs=wa_ids, Timestamp=int(time.time()), Type=kind))
+
+    async def offline(self, ref: SessionRef, who: str, last_seen: int) -> None:
+        from zapgate.engines.whatsmeow import pb
+
+        self.fake.push(pb.Presence(From=jid(who), Unavailable=True, LastSeen=last_seen))
 
 
 @pytest.fixture(params=["sandbox", "whatsmeow"])
@@ -206,12 +220,31 @@ async def test_calls_on_a_session_not_hosted_fail_as_engine_errors(driver: Drive
         driver.engine.send(ghost, f"{OTHER}@s.whatsapp.net", Text("hi"), "3EB0Y", quote=Quote(MessageKey("3EB0Z"))),
         driver.engine.download(ghost, Media(kind=MediaKind.IMAGE), "/nonexistent/file"),
         driver.engine.request_reupload(ghost, f"{OTHER}@s.whatsapp.net", MessageKey("3EB0Z"), Media(MediaKind.IMAGE)),
+        # chats and presence (issue 14)
+        driver.engine.change_chat(ghost, f"{OTHER}@s.whatsapp.net", ChatState(archived=True)),
+        driver.engine.subscribe_presence(ghost, f"{OTHER}@s.whatsapp.net"),
+        driver.engine.set_available(ghost, True),
     ]
     for call in calls:
         with pytest.raises(EngineError):
             await call
     assert not driver.engine.hosts(ghost)
     await driver.engine.stop(ghost)  # stopping what is not hosted is nothing
+
+
+async def test_a_contacts_presence_arrives_with_its_last_seen(driver: Driver) -> None:
+    await driver.connect(REF)
+    await _until(lambda: _connected(driver.events))
+    await driver.offline(REF, OTHER, 1_790_000_000)
+    await _until(lambda: any(isinstance(e, PresenceSeen) for e in driver.events))
+    seen = next(e for e in driver.events if isinstance(e, PresenceSeen))
+    assert (seen.ref, seen.jid, seen.presence, seen.chat_jid) == (
+        REF,
+        f"{OTHER}@s.whatsapp.net",
+        SeenPresence.UNAVAILABLE,
+        None,
+    )
+    assert seen.last_seen == datetime.fromtimestamp(1_790_000_000, UTC)
 
 
 async def test_what_an_engine_cannot_send_is_refused_for_good(driver: Driver) -> None:

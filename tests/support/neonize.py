@@ -90,6 +90,10 @@ class FakeGo:
         self.picture = pb.ProfilePictureInfo()  # what it answers (empty: whatsmeow found none)
         self.picture_error = ""
         self.blocklist: list[tuple[pb.JID, str]] = []  # what UpdateBlocklist was asked: (JID, action)
+        # chats and presence (issue 14): what SubscribePresence and SendPresence were handed
+        self.subscribed: list[pb.JID] = []
+        self.presences: list[bytes] = []
+        self.presence_error = b""
         self.lids: dict[str, pb.JID] = {}  # phone user -> LID, as whatsmeow's store keeps them
         self.on_whatsapp: dict[str, bool] = {}  # "+digits" -> IsIn
 
@@ -149,6 +153,14 @@ class FakeGo:
         if self.call_hangs:
             self.release.wait()
         return b""
+
+    def SubscribePresence(self, _uuid: bytes, jid_buf: bytes, _size: int) -> bytes:
+        self.subscribed.append(pb.JID.FromString(jid_buf))
+        return self.presence_error
+
+    def SendPresence(self, _uuid: bytes, presence: bytes) -> bytes:
+        self.presences.append(presence)
+        return self.presence_error
 
     def GetAllDevices(self, _db: bytes, _cb: Any) -> bytes:
         self.device_lookups += 1

@@ -16,7 +16,7 @@ from zapgate.api.guard import RequestGuard
 from zapgate.api.hotpath import SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
-from zapgate.api.routes import admin, contacts, groups, health, retention, webhooks, whatsapp
+from zapgate.api.routes import admin, chats, contacts, groups, health, retention, webhooks, whatsapp
 from zapgate.api.routes import media as media_routes
 from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
@@ -148,6 +148,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(groups.router)
     app.include_router(groups.sandbox)
+    app.include_router(chats.router)  # chats and presence (issue 14)
     problems.document(app)
     # Socket.IO at /socket.io, namespace /whatsapp; behind several API processes, WebSocket only (README)
     sockets = realtime.mount(app, websocket_only=settings.api_processes > 1)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from zapgate.domain.events import EventType
 from zapgate.domain.ids import CLIENT_ID_PATTERN, SESSION_ID_PATTERN
 from zapgate.domain.phones import MAX_TEXT_LENGTH
 from zapgate.errors import InvalidRequest
@@ -430,6 +431,31 @@ InboundKind = Literal[
 INBOUND_KINDS: tuple[str, ...] = get_args(InboundKind)
 
 
+class InboundAppState(_Request):
+    """A change the session's own phone made to a chat (WhatsApp's app state)."""
+
+    archived: bool | None = None
+    pinned: bool | None = None
+    muted: bool | None = None
+    muted_until: datetime | None = Field(None, description="With muted: until when (none: for ever).")
+    read: bool | None = Field(None, description="true: the chat was read on the phone; false: marked unread.")
+
+    def mail(self) -> dict[str, Any]:
+        """The fields of the sandbox's app_state mail."""
+        fields: dict[str, Any] = {
+            name: value
+            for name in ("archived", "pinned", "muted", "read")
+            if (value := getattr(self, name)) is not None
+        }
+        if not fields:
+            raise InvalidRequest("appState: at least one of archived, pinned, muted, read", field="appState")
+        if self.muted_until is not None:
+            if not self.muted:
+                raise InvalidRequest("appState.mutedUntil: only with muted true", field="appState.mutedUntil")
+            fields["muted_until"] = self.muted_until.isoformat()
+        return fields
+
+
 class InboundRequest(_Request):
     """A message from any number to a sandbox session: in a chat, a group or the stories; or a notice."""
 
@@ -508,6 +534,18 @@ class InboundRequest(_Request):
         None, description='A reply: `{"message_id": ...}` names the message it answers.'
     )
     mentions: list[Any] | None = Field(None, description="Phone numbers or JIDs the message mentions.")
+    # chats and presence (issue 14)
+    app_state: InboundAppState | None = Field(
+        None,
+        description="Instead of a message: the session's phone changed its chat with `from` (or `group`): "
+        "archived, pinned, muted (until `mutedUntil`, for ever without), read (or marked unread).",
+    )
+    presence: Literal["available", "unavailable", "composing", "recording", "paused"] | None = Field(
+        None,
+        description="Instead of a message: `from` shows this presence: online or offline (with `lastSeen`), or "
+        "typing, recording or paused in its chat with the session (or in `group`).",
+    )
+    last_seen: datetime | None = Field(None, description="With presence unavailable: when `from` was last online.")
 
     def message_part(self) -> dict[str, Any] | None:
         """The message in the send body's shape (`type`, its object, `context`, `mentions`) if `type` is given,
@@ -529,12 +567,20 @@ class FaultRequest(_Request):
     """A fault to inject into a sandbox session."""
 
     fault: Literal[
-        "drop_connection", "logout", "reject_next_send", "restrict", "fail_transient", "expire_media", "lose_media"
+        "drop_connection",
+        "logout",
+        "reject_next_send",
+        "restrict",
+        "fail_transient",
+        "expire_media",
+        "lose_media",
+        "hold_reads",
     ] = Field(
         description="`drop_connection` (it reconnects), `logout` (from the phone), `reject_next_send`, `restrict` "
         "(the next send is refused as from a restricted account, code 463), `fail_transient` (the next `count` "
         "sends fail with a retryable error), `expire_media` (the media the session received so far expire: "
-        "downloads fail until the phone uploads them again), `lose_media` (the phone lost them too)."
+        "downloads fail until the phone uploads them again), `lose_media` (the phone lost them too), "
+        "`hold_reads` (the phone stops reading what arrives at once: senders get `read` when the chat is marked read)."
     )
     count: int | None = Field(None, ge=1, le=100, description="Sends that `fail_transient` fails (default 1).")
 
@@ -684,23 +730,20 @@ class AuditPage(_Body):
     next_cursor: str | None = None
 
 
-WebhookEventName = Literal[
-    "qr-code",
-    "pairing-code",
-    "status-change",
-    "message-received",
-    "message-status",
-    "error",
-    # groups
-    "group-update",
-    "group-participants",
-    "group-join",
-    "group-leave",
-    "*",
+WEBHOOK_EVENT_NAMES = (*(kind.value for kind in EventType), "*")  # every event a webhook can ask for
+
+
+def _known_event(name: str) -> str:
+    if name not in WEBHOOK_EVENT_NAMES:
+        raise ValueError(f"unknown event {name!r}: expected one of {', '.join(WEBHOOK_EVENT_NAMES)}")
+    return name
+
+
+WebhookEventName = Annotated[
+    str, AfterValidator(_known_event), WithJsonSchema({"type": "string", "enum": list(WEBHOOK_EVENT_NAMES)})
 ]
 _EVENTS_FIELD = (
-    "The event types to deliver (`*` or leaving it out: every type): qr-code, pairing-code, status-change, "
-    "message-received, message-status, error, group-update, group-participants, group-join, group-leave."
+    "The event types to deliver (`*` or leaving it out: every type): " + ", ".join(WEBHOOK_EVENT_NAMES[:-1]) + "."
 )
 _SESSIONS_FIELD = "Only the events of these sessions (leave it out for every session, present and future)."
 
@@ -717,7 +760,11 @@ class CreateWebhookRequest(_Request):
         examples=["https://example.com/hooks/zapgate"],
     )
     events: list[WebhookEventName] | None = Field(
-        None, min_length=1, max_length=10, description=_EVENTS_FIELD, examples=[["message-received", "message-status"]]
+        None,
+        min_length=1,
+        max_length=len(WEBHOOK_EVENT_NAMES),
+        description=_EVENTS_FIELD,
+        examples=[["message-received", "message-status"]],
     )
     sessions: list[str] | None = Field(
         None, min_length=1, max_length=100, description=_SESSIONS_FIELD, examples=[["user123"]]
@@ -736,7 +783,9 @@ class UpdateWebhookRequest(_Request):
     """The fields of a webhook to change; the others stay as they are (`events`/`sessions`: null means every)."""
 
     url: str | None = Field(None, min_length=1, max_length=2048, examples=["https://example.com/hooks/zapgate"])
-    events: list[WebhookEventName] | None = Field(None, min_length=1, max_length=10, description=_EVENTS_FIELD)
+    events: list[WebhookEventName] | None = Field(
+        None, min_length=1, max_length=len(WEBHOOK_EVENT_NAMES), description=_EVENTS_FIELD
+    )
     sessions: list[str] | None = Field(None, min_length=1, max_length=100, description=_SESSIONS_FIELD)
     enabled: bool | None = Field(
         None, description="Disabled, it receives nothing; enabled again, it receives the events from then on."
@@ -814,3 +863,85 @@ class DeliveryPage(_Body):
 
     deliveries: list[DeliveryOut]
     next_cursor: str | None = None
+
+
+# -- chats and presence (issue 14) ----------------------------------------------------------------------
+
+
+class ChatLastMessage(_Body):
+    """A chat's newest message."""
+
+    id: str = Field(description="The message's id (as in /whatsapp/messages).")
+    whatsapp_message_id: str | None = None
+    direction: Literal["inbound", "outbound"]
+    type: str = Field(examples=["text"])
+    text: str = Field(description="Its text, or a summary of what it holds.")
+    timestamp: datetime
+    status: str = Field(examples=["read"])
+
+
+class ChatOut(_Body):
+    """A conversation of a session: with a contact or a group."""
+
+    id: str = Field(description="The chat's id: its contact's id.")
+    session_id: str
+    chat: str = Field(description="The contact's key: a number's digits, a LID or a group's JID.")
+    jid: str = Field(description="The chat's JID.")
+    lid: str | None = Field(None, description="The contact's LID, when known.")
+    name: str | None = None
+    is_group: bool
+    last_message: ChatLastMessage | None = None
+    unread_count: int = Field(description="Received messages not read yet.")
+    marked_unread: bool = Field(description="Marked unread on the phone (till it is read).")
+    archived: bool
+    pinned: bool
+    pinned_at: datetime | None = None
+    muted: bool
+    muted_until: datetime | None = Field(None, description="Muted until then; null while muted: for ever.")
+
+
+class ChatPage(_Body):
+    """A page of chats, newest activity first; pass `nextCursor` as `cursor` for the next one."""
+
+    chats: list[ChatOut]
+    next_cursor: str | None = None
+
+
+class ChatReadOut(_Body):
+    """A chat marked read."""
+
+    chat: ChatOut
+    read: int = Field(description="Messages that became `read` now.")
+
+
+class MuteRequest(_Request):
+    """Mute a chat until a moment, for a duration, or (neither given) for ever."""
+
+    until: datetime | None = Field(None, description="Until this moment (ISO 8601 with offset).")
+    duration: int | None = Field(None, description="For this many seconds (up to 366 days).", examples=[28800])
+
+
+class PresenceSubscribeRequest(_Request):
+    """Whose presence to hear."""
+
+    to: str = Field(min_length=1, max_length=64, description="A phone number or a contact's JID (or LID).")
+
+
+class PresenceSubscribeOut(_Body):
+    """Subscribed: `presence` events follow for this JID."""
+
+    session_id: str
+    subscribed: str = Field(description="The JID subscribed to.")
+
+
+class OwnPresenceRequest(_Request):
+    """Show the session online or offline to contacts subscribed to its presence."""
+
+    presence: Literal["available", "unavailable"]
+
+
+class OwnPresenceOut(_Body):
+    """The presence the session shows now."""
+
+    session_id: str
+    presence: str

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, RowMapping, delete, func, or_, select, tex
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db import chats
 from zapgate.db.outbound import Recipient
 from zapgate.db.repositories import contact_from_row as _contact
 from zapgate.db.tables import contacts, sessions
@@ -43,7 +44,7 @@ class Reference:
 
 
 # every table that references contacts.id: add one line for a new one (a merge must leave none behind)
-REFERENCES: tuple[Reference, ...] = (Reference("messages"),)
+REFERENCES: tuple[Reference, ...] = (Reference("messages"), Reference("chats", merge=chats.MERGE))
 
 _LOCK_CLASS = 31338  # advisory lock class of contact identities (31337: idempotency keys, db/outbound.py)
 _INSERT_ATTEMPTS = 5  # a concurrent insert of the same person makes ours do nothing: look again

@@ -106,7 +106,7 @@ messages = Table(
     tenant_metadata,
     Column("id", Text, primary_key=True),
     Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
-    Column("contact_id", Text, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("contact_id", Text, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
     Column("message_id", Text, nullable=False, index=True),
     Column("content", Text, nullable=False),
     Column("type", Text, nullable=False, server_default=text("'text'")),
@@ -148,6 +148,19 @@ Index(
     messages.c.id.desc(),
 )
 
+# a chat's messages newest first, and its last message (the chats list): in place of an index on contact_id
+# alone, so a send writes no more index entries than before (migration 0010)
+Index(
+    "ix_messages_contact_id_timestamp",
+    messages.c.contact_id,
+    messages.c.timestamp.desc(),
+    messages.c.id.desc(),
+)
+# a chat's unread count: received messages not read yet, but reactions, votes, edits and deletes, which WhatsApp
+# does not count (outbound rows never enter it)
+UNREAD = "direction = 'inbound' AND status <> 'read' AND type NOT IN ('reaction', 'poll_vote', 'edit', 'revoke')"
+Index("ix_messages_unread", messages.c.contact_id, postgresql_where=text(UNREAD))
+
 # the outbound queue: a worker claims a session's pending messages oldest first
 Index(
     "ix_messages_pending",
@@ -155,6 +168,20 @@ Index(
     messages.c.timestamp,
     messages.c.id,
     postgresql_where=text("status = 'pending' AND direction = 'outbound'"),
+)
+
+# a chat's state on the account (WhatsApp's app state): archived, pinned, muted, marked unread. One row per chat
+# whose state was ever set (the chats list computes last message and unread count from `messages`)
+chats = Table(
+    "chats",
+    tenant_metadata,
+    Column("contact_id", Text, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("session_id", Text, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("archived", Boolean, nullable=False, server_default=text("false")),
+    Column("pinned_at", DateTime(timezone=True), nullable=True),
+    Column("muted_until", DateTime(timezone=True), nullable=True),  # 'infinity': muted for ever
+    Column("marked_unread", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
 # each earlier version of an edited message

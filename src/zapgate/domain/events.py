@@ -28,6 +28,9 @@ class EventType(StrEnum):
     GROUP_PARTICIPANTS = "group-participants"  # participants added, removed, promoted, demoted, joined, left
     GROUP_JOIN = "group-join"  # the session is now in a group (created it, was added, joined by link)
     GROUP_LEAVE = "group-leave"  # the session is no longer in a group (left it, or was removed)
+    # chats and presence (issue 14)
+    CHAT_UPDATE = "chat-update"  # a chat was archived, pinned, muted, read or marked unread (by the API or the phone)
+    PRESENCE = "presence"  # a contact is online, offline (last seen), typing, recording or paused in a chat
 
 
 def status_change_payload(

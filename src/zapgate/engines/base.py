@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
+from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import Content, Media, MessageKey, Quote
 from zapgate.domain.groups import GroupAction, GroupInfo, ParticipantAction, ParticipantResult
 from zapgate.domain.records import MessageStatus
@@ -203,6 +204,31 @@ class GroupChanged:
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)  # as InboundMessage.ack
 
 
+# -- chats and presence (issue 14): ChatState and SeenPresence live in domain/chats.py -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChanged:
+    """The account's own phone (or another linked device) changed a chat's state: archived it, pinned it, ..."""
+
+    ref: SessionRef
+    chat_jid: str  # the chat's JID (a number's, a LID or a group's)
+    state: ChatState
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSeen:
+    """A contact's presence: online or not (`chat_jid` None), or typing/recording/paused in a chat."""
+
+    ref: SessionRef
+    jid: str  # whose presence: a phone JID when known, else a LID
+    presence: SeenPresence
+    chat_jid: str | None = None  # in which chat (a group's JID, or the contact's own for a one-to-one chat)
+    last_seen: datetime | None = None  # with UNAVAILABLE, when it shares it
+    lid: str | None = None
+
+
 EngineEvent = (
     QrCode
     | PairingCode
@@ -213,6 +239,8 @@ EngineEvent = (
     | Notice
     | MediaReuploaded
     | GroupChanged
+    | ChatChanged
+    | PresenceSeen
 )
 EventSink = Callable[[EngineEvent], None]
 
@@ -424,6 +452,20 @@ class Engine(Protocol):
 
     async def set_blocked(self, ref: SessionRef, jid: str, blocked: bool) -> None:
         """Block `jid` (their messages no longer reach the session) or unblock it, on the account's blocklist."""
+
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def change_chat(self, ref: SessionRef, chat_jid: str, state: ChatState) -> None:
+        """Archive, pin or mute the chat `chat_jid` on the account (WhatsApp's app state), as `state` says.
+
+        Raises NotSupported when the engine cannot make that change.
+        """
+
+    async def subscribe_presence(self, ref: SessionRef, jid: str) -> None:
+        """Ask to hear `jid`'s presence (online, last seen, typing): it comes as PresenceSeen events."""
+
+    async def set_available(self, ref: SessionRef, available: bool) -> None:
+        """Show the account online (available) or offline to the contacts subscribed to it."""
 
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""

@@ -36,7 +36,14 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   account for the next send (`Restricted`, code 463), fail the next `count` sends (a retryable `EngineError`),
   expire the media the session's phone received so far (`expire_media`: downloads raise `MediaGone`, a
   reupload brings them back), lose them from the phone as well (`lose_media`: reuploads fail);
-- `send_presence` shows nothing to anyone, but keeps the last presence per chat (`SandboxEngine.presence`);
+- `send_presence` keeps the last presence per chat (`SandboxEngine.presence`) and shows it to a linked
+  recipient subscribed to the session's presence;
+- chats and presence (issue 14): a session's app state (archived, pinned, muted chats) is kept per session
+  (`SandboxEngine.chat_state`); the phone's own changes are injected as `app_state` mail and come back as
+  `ChatChanged`. A session subscribes to a linked number's presence (`presence_subscribe` mail to that
+  phone): it hears its online/offline changes (`set_available`) and its typing in their chat as
+  `PresenceSeen`; a simulated phone shows presence by injected `presence` mail. The `hold_reads` fault makes
+  the session's phone stop reading what arrives at once: senders get `read` when the chat is marked read;
 - every account has a profile picture (a stable simulated URL whose link expires after `PICTURE_LINK_TTL`)
   except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too;
 - each account has a blocklist on the network: a blocked number's messages to it are never delivered (they
@@ -66,6 +73,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
+from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     Content,
     Edit,
@@ -95,6 +103,7 @@ from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_use
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    ChatChanged,
     EngineError,
     EngineEvent,
     EngineFailure,
@@ -113,6 +122,7 @@ from zapgate.engines.base import (
     NotOnWhatsApp,
     PairingCode,
     Presence,
+    PresenceSeen,
     ProfilePicture,
     QrCode,
     Receipt,
@@ -168,6 +178,7 @@ SANDBOX_FAULTS = (
     "fail_transient",
     "expire_media",
     "lose_media",
+    "hold_reads",
 )
 MEDIA_TTL = timedelta(days=30)  # how long the media server keeps a file, as WhatsApp's do
 MEDIA_CHUNK = 1024 * 1024  # bytes read, stored and written at a time: a file is never whole in memory
@@ -608,6 +619,12 @@ class _Session:
     failing_sends: int = 0  # sends still to fail with a retryable error (injected fault)
     presences: dict[str, Presence] = field(default_factory=dict)  # the last presence shown, per chat JID
     reads: list[str] = field(default_factory=list)  # ids of the messages marked read
+    # chats and presence (issue 14)
+    chats: dict[str, ChatState] = field(default_factory=dict)  # the app state of each chat, by JID
+    hold_reads: bool = False  # the phone leaves what arrives unread: read receipts go when marked read
+    available: bool = False  # shown online to subscribers
+    last_seen: datetime | None = None
+    subscribers: set[str] = field(default_factory=set)  # linked phones subscribed to this one's presence
     silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -809,12 +826,29 @@ class SandboxEngine:
         if session.status is not SessionStatus.CONNECTED:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
         session.presences[to] = presence
+        recipient = _phone_of(to)
+        if recipient is not None and recipient in session.subscribers:
+            await self._post_presence(session, recipient, presence)
 
     async def mark_read(self, ref: SessionRef, chat_jid: str, keys: tuple[MessageKey, ...]) -> None:
         session = self._hosted(ref)
         if session.status is not SessionStatus.CONNECTED:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
-        session.reads.extend(key.id for key in keys)  # the simulated phone read them already: nothing to post
+        session.reads.extend(key.id for key in keys)
+        if not session.hold_reads:
+            return  # the session's phone read them already, and said so
+        sender = _phone_of(chat_jid)
+        if session.phone is not None and sender is not None and await self._network.linked_session(sender):
+            await self._network.post(
+                phone_address(sender),
+                {
+                    "kind": "receipt",
+                    "ids": [key.id for key in keys if not key.from_me],
+                    "status": MessageStatus.READ.value,
+                    "from": session.phone,
+                    "timestamp": datetime.now(UTC).isoformat(),
+                },
+            )
 
     def reads(self, ref: SessionRef) -> list[str]:
         """Return the ids of the messages the session marked read (for tests)."""
@@ -823,6 +857,84 @@ class SandboxEngine:
     def presence(self, ref: SessionRef, chat_jid: str) -> Presence | None:
         """Return the presence the session last showed in the chat `chat_jid` (for tests), if any."""
         return self._hosted(ref).presences.get(chat_jid)
+
+    # -- chats and presence (issue 14) ---------------------------------------------------------------------
+
+    async def change_chat(self, ref: SessionRef, chat_jid: str, state: ChatState) -> None:
+        session = self._connected_session(ref)
+        session.chats[chat_jid] = _merged(session.chats.get(chat_jid), state)
+
+    async def subscribe_presence(self, ref: SessionRef, jid: str) -> None:
+        session = self._connected_session(ref)
+        phone = _phone_of(jid)
+        if phone is not None and session.phone is not None and await self._network.linked_session(phone):
+            await self._network.post(phone_address(phone), {"kind": "presence_subscribe", "from": session.phone})
+        # a simulated phone shows presence only when a test injects it
+
+    async def set_available(self, ref: SessionRef, available: bool) -> None:
+        session = self._connected_session(ref)
+        session.available = available
+        if not available:
+            session.last_seen = datetime.now(UTC)
+        for subscriber in sorted(session.subscribers):
+            await self._post_presence(session, subscriber, None)
+
+    def chat_state(self, ref: SessionRef, chat_jid: str) -> ChatState | None:
+        """Return the app state the session keeps for the chat `chat_jid` (for tests), if any."""
+        return self._hosted(ref).chats.get(chat_jid)
+
+    async def _post_presence(self, session: _Session, to_phone: str, chat: Presence | None) -> None:
+        """Show the session's presence (online or not; with `chat`, in the chat with `to_phone`) to that phone."""
+        if chat is not None:
+            shown = chat.value
+        else:
+            shown = SeenPresence.AVAILABLE.value if session.available else SeenPresence.UNAVAILABLE.value
+        mail: Mail = {"kind": "presence", "from": session.phone, "presence": shown, "chat": chat is not None}
+        if chat is None and not session.available and session.last_seen is not None:
+            mail["last_seen"] = session.last_seen.isoformat()
+        await self._network.post(phone_address(to_phone), mail)
+
+    async def _chat_mail(self, session: _Session, kind: str, mail: Mail) -> None:
+        """App state changed on the phone, someone's presence, or a subscription to the session's presence."""
+        if kind == "presence_subscribe":
+            subscriber = str(mail["from"])
+            session.subscribers.add(subscriber)
+            if session.phone is not None:
+                await self._post_presence(session, subscriber, None)  # WhatsApp answers with the presence now
+            return
+        stamp = mail.get("timestamp")
+        timestamp = datetime.fromisoformat(stamp) if isinstance(stamp, str) else datetime.now(UTC)
+        if kind == "app_state":
+            until = mail.get("muted_until")
+            state = ChatState(
+                archived=mail.get("archived"),
+                pinned=mail.get("pinned"),
+                muted=mail.get("muted"),
+                muted_until=datetime.fromisoformat(until) if isinstance(until, str) else None,
+                read=mail.get("read"),
+            )
+            chat = str(mail["chat"])
+            session.chats[chat] = _merged(session.chats.get(chat), state)
+            self._emit(session, ChatChanged(ref=session.ref, chat_jid=chat, state=state, timestamp=timestamp))
+            read_ids = [str(i) for i in mail.get("read_ids") or ()]
+            if read_ids and session.hold_reads:  # the phone read them now: the sender sees blue ticks
+                await self.mark_read(session.ref, chat, tuple(MessageKey(id=i) for i in read_ids))
+            return
+        party = _Party.of(mail.get("from"), mail.get("from_lid"))
+        group = mail.get("group")
+        in_chat = bool(mail.get("chat")) or isinstance(group, str)
+        seen = mail.get("last_seen")
+        self._emit(
+            session,
+            PresenceSeen(
+                ref=session.ref,
+                jid=party.jid,
+                lid=party.lid,
+                presence=SeenPresence(str(mail["presence"])),
+                chat_jid=(group if isinstance(group, str) else party.jid) if in_chat else None,
+                last_seen=datetime.fromisoformat(seen) if isinstance(seen, str) else None,
+            ),
+        )
 
     def hosts(self, ref: SessionRef) -> bool:
         return ref in self._sessions
@@ -1193,6 +1305,8 @@ class SandboxEngine:
             return
         if kind == "notice":
             self._notice(session, mail)
+        elif kind in ("app_state", "presence", "presence_subscribe"):
+            await self._chat_mail(session, str(kind), mail)
         else:
             await self._control(session, kind, mail)
         await self._network.ack([mail_id])
@@ -1293,7 +1407,8 @@ class SandboxEngine:
         """
         if session.phone is None or await self._network.linked_session(sender_phone) is None:
             return
-        for status in (MessageStatus.DELIVERED, MessageStatus.READ):
+        read = () if session.hold_reads else (MessageStatus.READ,)
+        for status in (MessageStatus.DELIVERED, *read):
             receipt: Mail = {
                 "kind": "receipt",
                 "ids": [whatsapp_id],
@@ -1416,6 +1531,8 @@ class SandboxEngine:
             forget = self._network.expire_media if fault == "expire_media" else self._network.lose_media
             if session.phone is not None:
                 await forget(session.phone)
+        elif fault == "hold_reads":
+            session.hold_reads = True
         elif fault == "drop_connection":
             if session.status is SessionStatus.CONNECTED:
                 self._set_status(session, SessionStatus.DISCONNECTED, "connection dropped (injected fault)")
@@ -1502,6 +1619,27 @@ class SandboxEngine:
         task = asyncio.create_task(coro)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+
+
+def _phone_of(jid: str) -> str | None:
+    """The number a one-to-one chat's JID (a number's or a LID) names; None for a group or another server."""
+    user, server = jid_user(jid), jid.partition("@")[2]
+    if server == LID_SERVER:
+        return phone_of_lid(user)
+    return user if server in ("", USER_SERVER) and _DIGITS.fullmatch(user) else None
+
+
+def _merged(current: ChatState | None, change: ChatState) -> ChatState:
+    """A chat's app state after `change` (archiving unpins, pinning unarchives, as WhatsApp does)."""
+    now = current or ChatState(archived=False, pinned=False, muted=False)
+    archived = now.archived if change.archived is None else change.archived
+    pinned = now.pinned if change.pinned is None else change.pinned
+    if change.archived:
+        pinned = False
+    if change.pinned:
+        archived = False
+    muted, until = (now.muted, now.muted_until) if change.muted is None else (change.muted, change.muted_until)
+    return ChatState(archived=archived, pinned=pinned, muted=muted, muted_until=until if muted else None)
 
 
 @dataclass(frozen=True, slots=True)

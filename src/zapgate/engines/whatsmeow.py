@@ -80,6 +80,7 @@ with warnings.catch_warnings():
         ParticipantChange,
         ReceiptType,
     )
+    from neonize.utils.enum import Presence as AccountPresence
 
     # reap that `uname -a` now, while its warnings are ignored (subprocess keeps it to reap at its next spawn)
     for leaked in list(getattr(subprocess, "_active", None) or ()):
@@ -87,6 +88,7 @@ with warnings.catch_warnings():
     getattr(subprocess, "_cleanup", lambda: None)()
     gc.collect()
 
+from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     ContactCard,
     ContactPhone,
@@ -125,6 +127,7 @@ from zapgate.engines.base import (
     NotOnWhatsApp,
     PairingCode,
     Presence,
+    PresenceSeen,
     ProfilePicture,
     QrCode,
     Receipt,
@@ -918,6 +921,58 @@ def _enum_name(enum: Any, value: int, prefix: str = "") -> str:
         return str(enum.Name(value)).removeprefix(prefix).lower()
     except ValueError:
         return str(value)
+
+
+# -- chats and presence (issue 14) -----------------------------------------------------------------------
+
+# neonize 0.5.2 cannot send the app-state patches that archive, pin or mute a chat: its SendAppState export
+# decodes the patch (goneonize/utils/decoder.go, DecodePatchInfo) by comparing the `Type` pointer with fresh
+# `.Enum()` pointers, so no case ever matches, and it maps neither regular_low (archive, pin) nor
+# regular_high (mute): every patch would go out for no collection. Nor does it forward whatsmeow's app-state
+# events (events.Archive, Pin, Mute, MarkChatAsRead: neonize/events.py EVENT_TO_INT has no code for them),
+# so the phone's own changes cannot be heard either.
+APP_STATE_UNSUPPORTED = (
+    "neonize 0.5.2 cannot archive, pin or mute chats: its SendAppState decodes no usable app-state collection "
+    "(goneonize/utils/decoder.go DecodePatchInfo compares pointers and lacks regular_low/regular_high)"
+)
+
+
+def translate_presence(ref: SessionRef, event: Any) -> PresenceSeen | None:
+    """Return the PresenceSeen a neonize Presence event carries (online, or offline with when last seen)."""
+    phone, lid = _phone_and_lid(event.From)
+    jid = phone or lid
+    if not jid:
+        return None
+    # neonize sends LastSeen as Unix seconds of Go's time, whose zero value is far before 1970 (encoder.go)
+    seen = int(event.LastSeen) if event.HasField("LastSeen") else 0
+    unavailable = bool(event.Unavailable)
+    return PresenceSeen(
+        ref=ref,
+        jid=jid,
+        lid=lid,
+        presence=SeenPresence.UNAVAILABLE if unavailable else SeenPresence.AVAILABLE,
+        last_seen=_timestamp(seen) if unavailable and seen > 0 else None,
+    )
+
+
+def translate_chat_presence(ref: SessionRef, event: Any) -> PresenceSeen | None:
+    """Return the PresenceSeen a neonize ChatPresence event carries: typing, recording or paused in a chat."""
+    parties = _parties(event.MessageSource)
+    if not parties.chat_jid or event.MessageSource.IsFromMe:
+        return None
+    if event.State == pb.ChatPresence.PAUSED:
+        shown = SeenPresence.PAUSED
+    elif event.Media == pb.ChatPresence.AUDIO:
+        shown = SeenPresence.RECORDING
+    else:
+        shown = SeenPresence.COMPOSING
+    return PresenceSeen(
+        ref=ref,
+        jid=parties.sender_jid,
+        lid=parties.sender_lid or parties.chat_lid,
+        presence=shown,
+        chat_jid=parties.chat_jid,
+    )
 
 
 def translate_undecryptable(ref: SessionRef, event: Any) -> Notice:
@@ -1825,6 +1880,25 @@ class WhatsmeowEngine:
         action = BlocklistAction.BLOCK if blocked else BlocklistAction.UNBLOCK
         await self._go(session, lambda client: client.update_blocklist(target, action))
 
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def change_chat(self, ref: SessionRef, chat_jid: str, state: ChatState) -> None:
+        """Not with neonize 0.5.2: see APP_STATE_UNSUPPORTED (raises NotSupported)."""
+        self._hosted(ref)
+        raise NotSupported(APP_STATE_UNSUPPORTED, session=str(ref))
+
+    async def subscribe_presence(self, ref: SessionRef, jid: str) -> None:
+        """Subscribe to `jid`'s presence (whatsmeow's SubscribePresence): Presence events follow."""
+        session = self._hosted(ref)
+        target = parse_jid(jid)
+        await self._go(session, lambda client: client.subscribe_presence(target))
+
+    async def set_available(self, ref: SessionRef, available: bool) -> None:
+        """Show the account online or offline (whatsmeow's SendPresence)."""
+        session = self._hosted(ref)
+        presence = AccountPresence.AVAILABLE if available else AccountPresence.UNAVAILABLE
+        await self._go(session, lambda client: client.send_presence(presence))
+
     def hosts(self, ref: SessionRef) -> bool:
         """Return whether this engine currently hosts the session."""
         return self._session(ref) is not None
@@ -2014,6 +2088,8 @@ class WhatsmeowEngine:
             pb.GroupInfoEvent,  # groups: a change (events.GroupInfo)
             pb.JoinedGroup,  # groups: the session is now in one
             pb.Picture,  # groups: a group's picture changed (a person's is ignored)
+            pb.Presence,
+            pb.ChatPresence,
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -2164,6 +2240,14 @@ class WhatsmeowEngine:
             self._emit(session, translate_history_sync(ref, event))
         elif isinstance(event, pb.GroupInfoEvent | pb.JoinedGroup | pb.Picture):
             self._on_group_event(session, event)
+        elif isinstance(event, pb.Presence | pb.ChatPresence):
+            seen = (
+                translate_presence(ref, event)
+                if isinstance(event, pb.Presence)
+                else translate_chat_presence(ref, event)
+            )
+            if seen is not None:
+                self._emit(session, seen)
         else:
             self._on_connection_event(session, event)
 

@@ -25,6 +25,7 @@ from zapgate.background import TaskGroup
 from zapgate.db import contacts, engine_calls, notify, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
+from zapgate.domain.chats import chat_state_of
 from zapgate.domain.content import MessageKey
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
@@ -148,6 +149,8 @@ class CallRunner:
             "block": self._block,
         }
         self._handlers.update(group_call_handlers(self._bounded))  # groups: services/group_calls.py
+        # chats and presence (issue 14)
+        self._handlers.update(chat=self._chat, subscribe=self._subscribe, available=self._available)
 
     def notified(self, payload: str | None) -> None:
         """A NOTIFY on the calls channel: run the call it names if ours; None (reconnected): look for missed ones."""
@@ -250,6 +253,22 @@ class CallRunner:
         blocked = bool(args["blocked"])
         await self._bounded("block", hosted.engine.set_blocked(ref, str(args["jid"]), blocked))
         return {"jid": args["jid"], "blocked": blocked}
+
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def _chat(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        state = chat_state_of(args)
+        await self._bounded("chat", hosted.engine.change_chat(ref, str(args["chat"]), state))
+        return {"chat": args["chat"], **state.changes()}
+
+    async def _subscribe(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        await self._bounded("subscribe", hosted.engine.subscribe_presence(ref, str(args["jid"])))
+        return {"subscribed": args["jid"]}
+
+    async def _available(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        available = bool(args["available"])
+        await self._bounded("available", hosted.engine.set_available(ref, available))
+        return {"presence": "available" if available else "unavailable"}
 
 
 async def _pending(session_row: str, tx: Transaction) -> list[int]:

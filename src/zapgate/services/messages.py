@@ -76,6 +76,9 @@ def _decode(cursor: str, size: int) -> list[str]:
     return parts
 
 
+encode_cursor, decode_cursor = _encode, _decode  # for the other listings (chats)
+
+
 def page_limit(limit: int) -> int:
     """`limit` if it is a page size the listings accept, else InvalidRequest."""
     if not 1 <= limit <= MAX_PAGE:
@@ -105,6 +108,7 @@ class MessageService:
         *,
         session: str | None = None,
         contact: str | None = None,
+        contact_id: str | None = None,
         direction: str | None = None,
         status: str | None = None,
         since: datetime | None = None,
@@ -131,6 +135,7 @@ class MessageService:
         found = await db.message.find_many(
             session_id=row_id,
             contact_phone=contact_key,
+            contact_id=contact_id,
             direction=direction,
             status=status,
             since=since,

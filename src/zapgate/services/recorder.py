@@ -17,15 +17,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
+from zapgate.db import chats as chat_rows
 from zapgate.db import contacts, notify, placements
 from zapgate.db import groups as group_records
 from zapgate.db import media as media_records
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.chats import state_columns
 from zapgate.domain.contacts import ContactIds, Sighting, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
@@ -36,6 +38,7 @@ from zapgate.domain.records import Contact, MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
+    ChatChanged,
     EngineEvent,
     EngineFailure,
     GroupChanged,
@@ -44,6 +47,7 @@ from zapgate.engines.base import (
     Notice,
     NoticeKind,
     PairingCode,
+    PresenceSeen,
     QrCode,
     Receipt,
     SessionRef,
@@ -188,23 +192,13 @@ class Recorder:
             hosted.last_active = time.monotonic()
         if isinstance(event, Receipt):
             return await self._store_receipts([event])
-        if isinstance(event, StatusChanged):
-            await self._store_status(event)
-        elif isinstance(event, QrCode):
-            await self._store_qr(event)
-        elif isinstance(event, PairingCode):
-            await self._store_pairing_code(event)
-        elif isinstance(event, InboundMessage):
-            await self._store_inbound(event)
-        elif isinstance(event, EngineFailure):
-            await self._store_failure(event)
-        elif isinstance(event, Notice):
-            await self._store_notice(event)
-        elif isinstance(event, MediaReuploaded):
-            await self._store_reupload(event)
-        elif isinstance(event, GroupChanged):
-            await self._store_group_change(event)
+        store = self._stores.get(type(event))
+        if store is not None:
+            await store(self, event)
         return acks_of(event)
+
+    # how each kind of event but receipts (stored in runs) is stored: filled in below the class
+    _stores: ClassVar[dict[type, Callable[[Recorder, Any], Awaitable[None]]]] = {}
 
     # -- sessions -------------------------------------------------------------------------------------
 
@@ -478,6 +472,61 @@ class Recorder:
 
         await self._manager.execute_transaction(ref.client_id, work)
 
+    # -- chats and presence (issue 14) -----------------------------------------------------------------
+
+    async def _store_chat_change(self, event: ChatChanged) -> None:
+        """The phone changed a chat's state (archived, pinned, muted, read): record it, with a chat-update event."""
+        ref = event.ref
+        chat = storable(event.chat_jid)
+        is_group = chat.endswith("@" + GROUP_SERVER)
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            contact = await contacts.identify(tx.connection, session.id, sighting(chat, is_group=is_group))
+            assert contact is not None  # a chat always names someone: made if new
+            columns = state_columns(event.state, at=event.timestamp)
+            if columns:
+                await chat_rows.set_state(tx.connection, session.id, contact.id, columns)
+            if event.state.read:
+                await chat_rows.read_all(tx.connection, contact.id, up_to=event.timestamp)
+            payload = {
+                "chatId": contact.id,
+                "chat": contact.phone_number,
+                "chatJid": chat,
+                "isGroup": is_group,
+                "changes": event.state.changes(),
+                "source": "phone",
+                "timestamp": event.timestamp.isoformat(),
+                **contact_fields(contact),
+            }
+            await append(tx, ref, EventType.CHAT_UPDATE, payload)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_presence(self, event: PresenceSeen) -> None:
+        """A contact's presence: a `presence` event (nothing else is kept)."""
+        payload: dict[str, Any] = {
+            "jid": storable(event.jid),
+            "lid": storable_or_none(event.lid),
+            "presence": event.presence.value,
+            "chatJid": storable_or_none(event.chat_jid),
+            "lastSeen": event.last_seen.isoformat() if event.last_seen is not None else None,
+        }
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(event.ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {event.ref} not found")
+            # the contact, if the session has one for them (presence makes none)
+            seen = sighting(payload["jid"], payload["lid"])
+            contact = await contacts.identify(tx.connection, session.id, seen, create=False)
+            known = contact_fields(contact) or {"contactId": None, "contactJid": None, "contactLid": None}
+            await append(tx, event.ref, EventType.PRESENCE, {**payload, **known})
+
+        await self._manager.execute_transaction(event.ref.client_id, work)
+
     # -- receipts -------------------------------------------------------------------------------------
 
     async def _store_receipts(self, receipts: list[Receipt]) -> list[Ack]:
@@ -504,6 +553,21 @@ class Recorder:
 
 
 # a group setting's action -> its field on GroupChanged and its column in `groups`
+Recorder._stores.update(
+    {
+        StatusChanged: Recorder._store_status,
+        QrCode: Recorder._store_qr,
+        PairingCode: Recorder._store_pairing_code,
+        InboundMessage: Recorder._store_inbound,
+        EngineFailure: Recorder._store_failure,
+        Notice: Recorder._store_notice,
+        MediaReuploaded: Recorder._store_reupload,
+        GroupChanged: Recorder._store_group_change,
+        ChatChanged: Recorder._store_chat_change,
+        PresenceSeen: Recorder._store_presence,
+    }
+)
+
 _GROUP_SETTINGS = {
     GroupAction.SUBJECT: "subject",
     GroupAction.DESCRIPTION: "description",

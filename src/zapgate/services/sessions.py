@@ -15,8 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from zapgate.db import chats as chat_rows
 from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.chats import SeenPresence
 from zapgate.domain.content import Media, Outgoing
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
@@ -372,6 +374,69 @@ class SessionService:
             mail.update(await injected_mail(self._manager, self._sandbox, current, linked, injected, mail, file))
         await self._sandbox.post(session_address(ref), mail)
         return message_id
+
+    # -- chats and presence from the phone (issue 14) -----------------------------------------------------
+
+    async def sandbox_phone_state(
+        self,
+        client: str,
+        session: str,
+        from_number: str,
+        *,
+        from_lid: str | None = None,
+        group: str | None = None,
+        app_state: Mapping[str, Any] | None = None,
+        presence: str | None = None,
+        last_seen: datetime | None = None,
+    ) -> str:
+        """Make the session's phone change the state of its chat with `from_number` (or `group`): `app_state`
+        (archived, pinned, muted with mutedUntil, read); or make `from_number` show `presence` (available,
+        unavailable with `last_seen`; composing, recording, paused in its chat with the session, or in `group`).
+        Returns the id of the injection."""
+        ref, _ = await self._sandbox_session(client, session)
+        if (app_state is None) == (presence is None):
+            raise InvalidRequest("appState: give either `appState` or `presence`", field="appState")
+        sender = _inbound_sender(from_number, from_lid)
+        where = _inbound_chat(group, False)
+        sender_jid = f"{sender['from']}@{USER_SERVER}" if sender["from"] else f"{sender['from_lid']}@{LID_SERVER}"
+        now = datetime.now(UTC).isoformat()
+        mail: dict[str, Any]
+        if app_state is not None:
+            mail = {"kind": "app_state", "chat": where.get("group", sender_jid), "timestamp": now, **app_state}
+            if app_state.get("read") and "group" not in where and sender["from"]:
+                # the phone reads the chat: its senders see blue ticks for what it had not read
+                mail["read_ids"] = [*await self._unread_ids(ref, sender["from"])]
+        else:
+            if presence not in set(SeenPresence):
+                raise InvalidRequest(f"presence: one of {', '.join(SeenPresence)} expected", field="presence")
+            in_chat = presence not in (SeenPresence.AVAILABLE, SeenPresence.UNAVAILABLE)
+            if "group" in where and not in_chat:
+                raise InvalidRequest("group: only typing, recording or paused are shown in a group", field="group")
+            if last_seen is not None and presence != SeenPresence.UNAVAILABLE:
+                raise InvalidRequest("lastSeen: only with presence unavailable", field="lastSeen")
+            mail = {"kind": "presence", **sender, **where, "presence": presence, "chat": in_chat, "timestamp": now}
+            if last_seen is not None:
+                mail["last_seen"] = last_seen.isoformat()
+        if await self._sandbox.linked_phone(ref) is None:
+            raise SessionNotConnected(
+                f"session {ref.session_id!r} is not linked to a simulated phone: link it (scan or pairing code) first",
+                session_id=ref.session_id,
+            )
+        await self._sandbox.post(session_address(ref), mail)
+        return new_message_id()
+
+    async def _unread_ids(self, ref: SessionRef, key: str) -> tuple[str, ...]:
+        """WhatsApp's ids of the newest received messages of the session's chat with `key` not read yet."""
+
+        async def work(tx: Transaction) -> tuple[str, ...]:
+            session = await tx.session.find_unique(ref.session_id)
+            found = [] if session is None else await tx.contact.find_many(session_id=session.id, phone_number=key)
+            if not found:
+                return ()
+            unread = await chat_rows.newest_unread(tx.connection, found[0].id, limit=500)
+            return tuple(k.wa_message_id for k in unread)
+
+        return await self._manager.execute_transaction(ref.client_id, work)
 
     async def sandbox_fault(self, client: str, session: str, fault: str, count: int | None = None) -> None:
         """Inject a fault: drop_connection, logout (from the phone), reject_next_send, restrict (the next send

@@ -431,6 +431,11 @@ async def sandbox_inbound(request: Request, client: ClientId, sessions: Sessions
     Also what a real session meets: a sender known by LID only (`from` = `digits@lid`), a message written on
     the session's own phone (`fromMe`), in a group (`group`), a story (`story`), or instead a notice
     (`notice`: `undecryptable` or `history_sync`).
+
+    **Chats and presence**, instead of a message: `appState` `{archived, pinned, muted, mutedUntil, read}` is a
+    change the session's own phone made to its chat with `from` (or `group`): a chat-update event follows and
+    the chat's row changes. `presence` (`available`, `unavailable` with `lastSeen`; `composing`, `recording`,
+    `paused` in its chat with the session, or in `group`) is what `from` shows: a presence event follows.
     """
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         async with request.form(max_files=1, max_fields=1) as form:
@@ -443,6 +448,8 @@ async def _inject(
     request: Request, body: InboundRequest, upload: InboundFile | None, client: str, sessions: SessionService
 ) -> InboundAccepted:
     request.state.session_id = body.session_id  # for the audit log: the body is not read by the guard here
+    if body.app_state is not None or body.presence is not None:  # chats and presence (issue 14)
+        return await _inject_phone_state(body, upload, client, sessions)
     part = body.message_part()
     message_id = await sessions.sandbox_inject(
         client,
@@ -460,6 +467,28 @@ async def _inject(
         file=upload,
     )
     return InboundAccepted(message_id=message_id, session_id=body.session_id)
+
+
+async def _inject_phone_state(
+    body: InboundRequest, upload: InboundFile | None, client: str, sessions: SessionService
+) -> InboundAccepted:
+    """The phone changed a chat's state, or `from` shows a presence: no message."""
+    for name, value in (("message", body.message), ("type", body.type), ("notice", body.notice), ("file", upload)):
+        if value is not None:
+            raise InvalidRequest(f"{name}: an appState or a presence carries no message", field=name)
+    if body.from_me or body.story:
+        raise InvalidRequest("fromMe: an appState or a presence is not a message", field="fromMe")
+    injected = await sessions.sandbox_phone_state(
+        client,
+        body.session_id,
+        body.from_number,
+        from_lid=body.from_lid,
+        group=body.group,
+        app_state=None if body.app_state is None else body.app_state.mail(),
+        presence=body.presence,
+        last_seen=body.last_seen,
+    )
+    return InboundAccepted(message_id=injected, session_id=body.session_id)
 
 
 def _inbound_json(raw: bytes | str) -> InboundRequest:

@@ -5,14 +5,14 @@
 - `group_participants`: each member of a group, by JID (phone JID when known, else LID), with its LID and role.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
