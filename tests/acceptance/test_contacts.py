@@ -82,6 +82,15 @@ async def test_a_lid_revealed_later_makes_one_contact_with_both_messages(
     assert (by_id[second]["senderJid"], by_id[second]["senderLid"]) == (ANA_JID, ANA_LID)
     assert by_id[second]["businessName"] == "Ana's Bakery"
 
+    # what acts on a message names its contact too
+    await _inject(api, acme, **{"from": ANA, "type": "edit", "edit": {"message_id": second, "text": "it's me!"}})
+
+    async def edited() -> list[dict[str, Any]]:
+        return await events(api, acme, "bot", "message-edited")
+
+    [edit] = await eventually(edited, within=20.0)
+    assert (edit["contactId"], edit["contactJid"], edit["contactLid"]) == (contact["id"], ANA_JID, ANA_LID)
+
     # a reply to the contact id goes to the number, on the same contact, and its statuses name it
     reply = await api.post(
         "/whatsapp/messages", headers=acme, json={"sessionId": "bot", "to": contact["id"], "text": {"body": "hi Ana"}}
@@ -175,6 +184,18 @@ async def test_number_checks_and_sends_name_contacts(api: httpx.AsyncClient, wor
     assert as_jid.status_code == 202, as_jid.text
     assert (await sent(api, acme, "bot", as_jid.json()["messageId"]))["contactId"] == contact["id"]
     assert len(await _contacts(api, acme)) == 1
+    # a number new to the session: the send's lookup tells its ids, and its contact learns them
+    fresh = await api.post(
+        "/whatsapp/send", headers=acme, json={"sessionId": "bot", "to": "447700900777", "message": "w"}
+    )
+    assert fresh.status_code == 202, fresh.text
+    await sent(api, acme, "bot", fresh.json()["messageId"])
+    learned = {c["phoneNumber"]: c for c in await _contacts(api, acme)}["447700900777"]
+    assert (learned["jid"], learned["lid"], learned["onWhatsApp"]) == (
+        "447700900777@s.whatsapp.net",
+        f"{simulated_lid('447700900777')}@lid",
+        True,
+    )
     assert (await api.post("/whatsapp/session", headers=globex, json={"sessionId": "bot"})).status_code == 201
     theirs = await api.post(
         "/whatsapp/send", headers=globex, json={"sessionId": "bot", "to": contact["id"], "message": "z"}

@@ -376,13 +376,19 @@ _ENQUEUE = text(
     ), wanted AS (
         SELECT DISTINCT ON (session_row, recipient) session_row, recipient, is_group, contact_row
         FROM input ORDER BY session_row, recipient, n
-    ), known AS (
+    ), by_key AS (
+        -- the lock the messages' foreign key takes anyway, taken first: a merge of these contacts (db/contacts.py)
+        -- waits for this send (and moves its message), or this send waits for it and finds the contact it kept
         SELECT c.id, c.session_id, w.recipient
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.phone_number = w.recipient
-        UNION ALL  -- a LID of a person known by number (its key is the number's digits then)
+        FOR KEY SHARE OF c
+    ), by_lid AS (  -- a LID of a person known by number (its key is the number's digits then)
         SELECT c.id, c.session_id, w.recipient
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.lid = w.recipient
         WHERE c.phone_number <> w.recipient
+        FOR KEY SHARE OF c
+    ), known AS (
+        SELECT * FROM by_key UNION ALL SELECT * FROM by_lid
     ), added AS (
         -- new contacts; known ones are only read, never written (no row lock shared by every send to them).
         -- A LID or a group's JID names the contact's id on WhatsApp; a number's JID is WhatsApp's to tell

@@ -418,7 +418,8 @@ class Outbox:
                     at=outcome.sent_at or datetime.now(UTC),
                     erase_deleted=self._recorder.erase_deleted,
                 )
-                entries.extend(applied)
+                contact = recorded[outcome.message_id].fields()
+                entries.extend((kind, sid, {**payload, **contact}) for kind, sid, payload in applied)
             reached: MessageStatus = outcome.status
             for receipt in ahead.pop(outcome.assigned_id or "", ()):
                 if further(receipt.status, reached):
