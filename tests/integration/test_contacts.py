@@ -254,3 +254,29 @@ async def test_sends_and_arrivals_of_one_person_at_once_share_one_contact(manage
     assert len(owners) == 4 * len(people)
     by_number = {c.phone_number: c.id for c in found}
     assert all(owner == by_number[message_id.split("-")[1]] for message_id, owner in owners.items())
+
+
+async def test_a_merge_waits_for_a_send_to_a_row_it_removes_and_moves_its_message(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    by_lid = await _identify(manager, row, sighting(LID))
+    by_phone = await _identify(manager, row, sighting(PHONE))
+    assert by_lid is not None and by_phone is not None
+    queued, release = asyncio.Event(), asyncio.Event()
+
+    async def send(tx: Transaction) -> None:  # to the LID: the row a merge will remove, still open when it starts
+        assert await outbound.enqueue_texts(tx.connection, [QueuedText(row, LID, False, "hi", "OUT-1", T0)])
+        queued.set()
+        await release.wait()
+
+    sending = asyncio.create_task(manager.execute_transaction("acme", send))
+    await queued.wait()
+    merging = asyncio.create_task(_identify(manager, row, sighting(PHONE, LID)))
+    await asyncio.sleep(0.3)
+    assert not merging.done()  # it waits for the send
+    release.set()
+    await sending
+    kept = await merging
+    assert kept is not None and kept.id == by_phone.id
+    db = await manager.get_connection("acme")
+    [message] = await db.message.find_many(session_id=row)
+    assert (message.message_id, message.contact_id) == ("OUT-1", by_phone.id)

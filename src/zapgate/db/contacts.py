@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zapgate.db.outbound import Recipient
 from zapgate.db.repositories import contact_from_row as _contact
 from zapgate.db.tables import contacts, sessions
-from zapgate.domain.contacts import Sighting, keeper, merged, sighting
+from zapgate.domain.contacts import Sighting, holds, keeper, merged, sighting
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Contact
 
@@ -57,6 +57,10 @@ async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, c
     keys = seen.lookup_keys
     if not keys:
         return None
+    rows = await _matching(conn, session_row, seen, keys)
+    if len(rows) == 1 and holds(rows[0], seen):
+        # the usual case: one row has every id seen; its lock and the unique indexes keep anyone from adding another
+        return await _merge(conn, rows, seen)
     await lock(conn, session_row, keys)
     for _ in range(_INSERT_ATTEMPTS):
         rows = await _matching(conn, session_row, seen, keys)
@@ -87,11 +91,12 @@ async def _matching(conn: AsyncConnection, session_row: str, seen: Sighting, key
         conditions.append(contacts.c.jid == seen.jid)
     if seen.lid is not None:
         conditions.append(contacts.c.lid == seen.lid)
+    # FOR NO KEY UPDATE: sends to these contacts (their foreign keys' KEY SHARE locks) go on meanwhile
     stmt = (
         select(contacts)
         .where(contacts.c.session_id == session_row, or_(*conditions))
         .order_by(contacts.c.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     return [_contact(row) for row in (await conn.execute(stmt)).mappings()]
 
@@ -124,9 +129,13 @@ async def _merge(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> 
     others = [row for row in rows if row.id != kept.id]
     changes = merged(kept, others, seen)
     if others:
-        await repoint(conn, kept.id, [row.id for row in others])
+        gone = [row.id for row in others]
+        # FOR UPDATE waits for the sends that hold these rows (their messages are committed, then moved) and keeps
+        # new ones off: a message must never be added after the move, or the delete would take it with the row
+        await conn.execute(select(contacts.c.id).where(contacts.c.id.in_(gone)).with_for_update())
+        await repoint(conn, kept.id, gone)
         # deleted before the kept row takes their ids: the unique indexes never see two holders
-        await conn.execute(delete(contacts).where(contacts.c.id.in_([row.id for row in others])))
+        await conn.execute(delete(contacts).where(contacts.c.id.in_(gone)))
     if not changes:
         return kept
     stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())
