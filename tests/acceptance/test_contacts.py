@@ -73,6 +73,9 @@ async def test_a_lid_revealed_later_makes_one_contact_with_both_messages(
     assert (contact["pushName"], contact["businessName"], contact["onWhatsApp"]) == ("Ana", "Ana's Bakery", True)
     for message in messages:
         assert (message["contact"]["jid"], message["contact"]["lid"]) == (ANA_JID, ANA_LID)
+    for named in (contact["id"], ANA_LID, ANA_JID, ANA):  # the conversation, by any of the person's ids
+        page = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "bot", "contact": named})
+        assert {m["messageId"] for m in page.json()["messages"]} == {first, second}, named
 
     received = await events(api, acme, "bot", "message-received")
     by_id = {event["messageId"]: event for event in received}
