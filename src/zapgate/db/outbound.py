@@ -47,6 +47,7 @@ class PendingMessage:
     context: dict[str, Any] | None = None  # the message it replies to (our id)
     mentions: tuple[str, ...] = ()
     targets: dict[str, Target] = field(default_factory=dict)  # by our id: what it replies to or acts on
+    contact: ContactIds | None = None  # its contact, as its events name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
             row.context,
             tuple(row.mentions or ()),
             {name: found[name] for name in _named(row.payload, row.context) if name in found},
+            ContactIds(row.contact_id, row.contact_jid, row.contact_lid),
         )
         for row in rows
     ]
@@ -148,7 +150,8 @@ _CLAIM = text(
         FOR UPDATE OF m SKIP LOCKED
     )
     SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
-           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid
+           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
+           c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     FROM due d
     JOIN contacts c ON c.id = d.contact_id
     LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()

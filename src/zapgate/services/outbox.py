@@ -513,6 +513,7 @@ def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> Ev
         "status": MessageStatus.PENDING.value,
         "reason": FIRST_CONTACT_CAP,
         "retryAt": until.isoformat(),
+        **(pending.contact.fields() if pending.contact is not None else {}),
     }
     return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
 
