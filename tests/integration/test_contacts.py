@@ -207,7 +207,7 @@ async def test_existing_contacts_learn_their_ids_from_their_keys(manager: Connec
 
 async def test_sends_and_arrivals_of_one_person_at_once_share_one_contact(manager: ConnectionManager) -> None:
     row = await _session(manager)
-    people = [f"55119888877{i:02d}" for i in range(6)]
+    people = [f"55119888877{i:02d}" for i in range(12)]
 
     async def send(number: str, n: int) -> None:
         text = QueuedText(row, number, False, "hi", f"OUT-{number}-{n}", T0)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db.outbound import Recipient
@@ -65,13 +66,26 @@ async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, c
     for _ in range(_INSERT_ATTEMPTS):
         rows = await _matching(conn, session_row, seen, keys)
         if rows:
-            return await _merge(conn, rows, seen)
+            merged_row = await _merge_or_conflict(conn, rows, seen)
+            if merged_row is not None:
+                return merged_row
+            continue
         if not create:
             return None
         made = await _insert(conn, session_row, seen)
         if made is not None:
             return made
     raise RuntimeError("a contact kept being inserted concurrently: not found after the conflicts")
+
+
+async def _merge_or_conflict(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> Contact | None:
+    """Merge in a savepoint; None when a send made a row with one of the ids meanwhile (sends take no identity
+    lock): the caller looks again, and finds it."""
+    try:
+        async with conn.begin_nested():
+            return await _merge(conn, rows, seen)
+    except IntegrityError:
+        return None
 
 
 async def lock(conn: AsyncConnection, session_row: str, keys: Sequence[str]) -> None:
