@@ -73,6 +73,9 @@ async def test_a_lid_revealed_later_makes_one_contact_with_both_messages(
     assert (contact["pushName"], contact["businessName"], contact["onWhatsApp"]) == ("Ana", "Ana's Bakery", True)
     for message in messages:
         assert (message["contact"]["jid"], message["contact"]["lid"]) == (ANA_JID, ANA_LID)
+    for named in (contact["id"], ANA_LID, ANA_JID, ANA):  # the conversation, by any of the person's ids
+        page = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "bot", "contact": named})
+        assert {m["messageId"] for m in page.json()["messages"]} == {first, second}, named
 
     received = await events(api, acme, "bot", "message-received")
     by_id = {event["messageId"]: event for event in received}
@@ -81,6 +84,15 @@ async def test_a_lid_revealed_later_makes_one_contact_with_both_messages(
     assert (by_id[second]["contactJid"], by_id[second]["contactLid"]) == (ANA_JID, ANA_LID)
     assert (by_id[second]["senderJid"], by_id[second]["senderLid"]) == (ANA_JID, ANA_LID)
     assert by_id[second]["businessName"] == "Ana's Bakery"
+
+    # what acts on a message names its contact too
+    await _inject(api, acme, **{"from": ANA, "type": "edit", "edit": {"message_id": second, "text": "it's me!"}})
+
+    async def edited() -> list[dict[str, Any]]:
+        return await events(api, acme, "bot", "message-edited")
+
+    [edit] = await eventually(edited, within=20.0)
+    assert (edit["contactId"], edit["contactJid"], edit["contactLid"]) == (contact["id"], ANA_JID, ANA_LID)
 
     # a reply to the contact id goes to the number, on the same contact, and its statuses name it
     reply = await api.post(
@@ -175,6 +187,18 @@ async def test_number_checks_and_sends_name_contacts(api: httpx.AsyncClient, wor
     assert as_jid.status_code == 202, as_jid.text
     assert (await sent(api, acme, "bot", as_jid.json()["messageId"]))["contactId"] == contact["id"]
     assert len(await _contacts(api, acme)) == 1
+    # a number new to the session: the send's lookup tells its ids, and its contact learns them
+    fresh = await api.post(
+        "/whatsapp/send", headers=acme, json={"sessionId": "bot", "to": "447700900777", "message": "w"}
+    )
+    assert fresh.status_code == 202, fresh.text
+    await sent(api, acme, "bot", fresh.json()["messageId"])
+    learned = {c["phoneNumber"]: c for c in await _contacts(api, acme)}["447700900777"]
+    assert (learned["jid"], learned["lid"], learned["onWhatsApp"]) == (
+        "447700900777@s.whatsapp.net",
+        f"{simulated_lid('447700900777')}@lid",
+        True,
+    )
     assert (await api.post("/whatsapp/session", headers=globex, json={"sessionId": "bot"})).status_code == 201
     theirs = await api.post(
         "/whatsapp/send", headers=globex, json={"sessionId": "bot", "to": contact["id"], "message": "z"}

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from zapgate.db import contacts, migrate
+from zapgate.db import contacts, migrate, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.db.outbound import QueuedText
 from zapgate.domain.contacts import Sighting, sighting
 from zapgate.domain.ids import SchemaName
 from zapgate.domain.records import Contact
@@ -202,3 +203,80 @@ async def test_existing_contacts_learn_their_ids_from_their_keys(manager: Connec
     )
     assert merged is not None and merged.id == "c_taken" and merged.lid == "888888888888888@lid"
     assert "c_taken_lid" not in {c.id for c in await db.contact.find_many(session_id="row1")}
+
+
+async def test_sends_and_arrivals_of_one_person_at_once_share_one_contact(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    people = [f"55119888877{i:02d}" for i in range(12)]
+
+    async def send(number: str, n: int) -> None:
+        text = QueuedText(row, number, False, "hi", f"OUT-{number}-{n}", T0)
+
+        async def queue(tx: Transaction) -> None:
+            if not await outbound.enqueue_texts(tx.connection, [text]):  # a concurrent insert of the contact
+                assert await outbound.enqueue_texts(tx.connection, [text])
+
+        await manager.execute_transaction("acme", queue)
+
+    async def arrive(number: str, lid: str | None) -> None:
+        async def store(tx: Transaction) -> None:
+            contact = await contacts.identify(tx.connection, row, sighting(f"{number}@s.whatsapp.net", lid))
+            assert contact is not None
+            await tx.message.create(
+                session_id=row,
+                contact_id=contact.id,
+                message_id=f"IN-{number}-{lid}",
+                content="hi",
+                direction="inbound",
+                timestamp=T0,
+            )
+
+        await manager.execute_transaction("acme", store)
+
+    async def by_lid(number: str) -> None:
+        await _identify(manager, row, sighting(f"{number}0@lid"))
+
+    work = []
+    for number in people:
+        work += [
+            send(number, 1),
+            arrive(number, f"{number}0@lid"),
+            by_lid(number),
+            send(number, 2),
+            arrive(number, None),
+        ]
+    await asyncio.gather(*work)
+    found = await _rows(manager, row)
+    assert sorted(c.phone_number for c in found) == people
+    assert all(c.lid == f"{c.phone_number}0@lid" and c.jid == f"{c.phone_number}@s.whatsapp.net" for c in found)
+    db = await manager.get_connection("acme")
+    owners = {m.message_id: m.contact_id for m in await db.message.find_many(session_id=row, limit=500)}
+    assert len(owners) == 4 * len(people)
+    by_number = {c.phone_number: c.id for c in found}
+    assert all(owner == by_number[message_id.split("-")[1]] for message_id, owner in owners.items())
+
+
+async def test_a_merge_waits_for_a_send_to_a_row_it_removes_and_moves_its_message(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    by_lid = await _identify(manager, row, sighting(LID))
+    by_phone = await _identify(manager, row, sighting(PHONE))
+    assert by_lid is not None and by_phone is not None
+    queued, release = asyncio.Event(), asyncio.Event()
+
+    async def send(tx: Transaction) -> None:  # to the LID: the row a merge will remove, still open when it starts
+        assert await outbound.enqueue_texts(tx.connection, [QueuedText(row, LID, False, "hi", "OUT-1", T0)])
+        queued.set()
+        await release.wait()
+
+    sending = asyncio.create_task(manager.execute_transaction("acme", send))
+    await queued.wait()
+    merging = asyncio.create_task(_identify(manager, row, sighting(PHONE, LID)))
+    await asyncio.sleep(0.3)
+    assert not merging.done()  # it waits for the send
+    release.set()
+    await sending
+    kept = await merging
+    assert kept is not None and kept.id == by_phone.id
+    db = await manager.get_connection("acme")
+    [message] = await db.message.find_many(session_id=row)
+    assert (message.message_id, message.contact_id) == ("OUT-1", by_phone.id)

@@ -303,6 +303,7 @@ async def test_paced_sends_type_first_and_new_numbers_wait_past_the_daily_cap(
     assert held.status == "pending" and held.error_code == "first_contact_cap"
     notice = [p for p in await events(manager, "message-status") if p.get("reason") == "first_contact_cap"]
     assert notice and notice[0]["messageId"] == new[2].message_id and notice[0]["status"] == "pending"
+    assert notice[0]["contactId"] == held.contact_id  # its contact named, as in every message event
     sent_to = [to for _, to, _ in script.sent]
     assert [to for _, to, presence in script.presences if presence is Presence.COMPOSING] == sent_to  # typed first
 

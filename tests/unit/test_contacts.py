@@ -10,6 +10,7 @@ import pytest
 from zapgate.domain.contacts import (
     ContactIds,
     address_of,
+    holds,
     is_contact_id,
     keeper,
     merged,
@@ -143,3 +144,10 @@ def test_a_picture_is_asked_again_when_its_answer_expires() -> None:
 
 def test_events_name_the_contact_by_all_three_ids() -> None:
     assert ContactIds("c1", PHONE, LID).fields() == {"contactId": "c1", "contactJid": PHONE, "contactLid": LID}
+
+
+def test_a_row_holding_every_id_seen_needs_no_merge() -> None:
+    both = _contact("5511988887777", jid=PHONE, lid=LID)
+    assert holds(both, sighting(PHONE)) and holds(both, sighting(LID)) and holds(both, sighting(PHONE, LID))
+    assert not holds(_contact(LID, lid=LID), sighting(PHONE, LID))  # its number is new: rows may merge
+    assert not holds(_contact("5511988887777"), sighting(PHONE))  # a number a send made learns its JID

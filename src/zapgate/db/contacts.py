@@ -18,13 +18,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import chats
 from zapgate.db.outbound import Recipient
 from zapgate.db.repositories import contact_from_row as _contact
 from zapgate.db.tables import contacts, sessions
-from zapgate.domain.contacts import Sighting, keeper, merged, sighting
+from zapgate.domain.contacts import Sighting, holds, keeper, merged, sighting
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Contact
 
@@ -58,17 +59,34 @@ async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, c
     keys = seen.lookup_keys
     if not keys:
         return None
+    rows = await _matching(conn, session_row, seen, keys)
+    if len(rows) == 1 and holds(rows[0], seen):
+        # the usual case: one row has every id seen; its lock and the unique indexes keep anyone from adding another
+        return await _merge(conn, rows, seen)
     await lock(conn, session_row, keys)
     for _ in range(_INSERT_ATTEMPTS):
         rows = await _matching(conn, session_row, seen, keys)
         if rows:
-            return await _merge(conn, rows, seen)
+            merged_row = await _merge_or_conflict(conn, rows, seen)
+            if merged_row is not None:
+                return merged_row
+            continue
         if not create:
             return None
         made = await _insert(conn, session_row, seen)
         if made is not None:
             return made
     raise RuntimeError("a contact kept being inserted concurrently: not found after the conflicts")
+
+
+async def _merge_or_conflict(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> Contact | None:
+    """Merge in a savepoint; None when a send made a row with one of the ids meanwhile (sends take no identity
+    lock): the caller looks again, and finds it."""
+    try:
+        async with conn.begin_nested():
+            return await _merge(conn, rows, seen)
+    except IntegrityError:
+        return None
 
 
 async def lock(conn: AsyncConnection, session_row: str, keys: Sequence[str]) -> None:
@@ -88,11 +106,12 @@ async def _matching(conn: AsyncConnection, session_row: str, seen: Sighting, key
         conditions.append(contacts.c.jid == seen.jid)
     if seen.lid is not None:
         conditions.append(contacts.c.lid == seen.lid)
+    # FOR NO KEY UPDATE: sends to these contacts (their foreign keys' KEY SHARE locks) go on meanwhile
     stmt = (
         select(contacts)
         .where(contacts.c.session_id == session_row, or_(*conditions))
         .order_by(contacts.c.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     return [_contact(row) for row in (await conn.execute(stmt)).mappings()]
 
@@ -125,9 +144,13 @@ async def _merge(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> 
     others = [row for row in rows if row.id != kept.id]
     changes = merged(kept, others, seen)
     if others:
-        await repoint(conn, kept.id, [row.id for row in others])
+        gone = [row.id for row in others]
+        # FOR UPDATE waits for the sends that hold these rows (their messages are committed, then moved) and keeps
+        # new ones off: a message must never be added after the move, or the delete would take it with the row
+        await conn.execute(select(contacts.c.id).where(contacts.c.id.in_(gone)).with_for_update())
+        await repoint(conn, kept.id, gone)
         # deleted before the kept row takes their ids: the unique indexes never see two holders
-        await conn.execute(delete(contacts).where(contacts.c.id.in_([row.id for row in others])))
+        await conn.execute(delete(contacts).where(contacts.c.id.in_(gone)))
     if not changes:
         return kept
     stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())

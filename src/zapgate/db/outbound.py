@@ -47,6 +47,7 @@ class PendingMessage:
     context: dict[str, Any] | None = None  # the message it replies to (our id)
     mentions: tuple[str, ...] = ()
     targets: dict[str, Target] = field(default_factory=dict)  # by our id: what it replies to or acts on
+    contact: ContactIds | None = None  # its contact, as its events name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
             row.context,
             tuple(row.mentions or ()),
             {name: found[name] for name in _named(row.payload, row.context) if name in found},
+            ContactIds(row.contact_id, row.contact_jid, row.contact_lid),
         )
         for row in rows
     ]
@@ -148,7 +150,8 @@ _CLAIM = text(
         FOR UPDATE OF m SKIP LOCKED
     )
     SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
-           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid
+           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
+           c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     FROM due d
     JOIN contacts c ON c.id = d.contact_id
     LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
@@ -376,13 +379,19 @@ _ENQUEUE = text(
     ), wanted AS (
         SELECT DISTINCT ON (session_row, recipient) session_row, recipient, is_group, contact_row
         FROM input ORDER BY session_row, recipient, n
-    ), known AS (
+    ), by_key AS (
+        -- the lock the messages' foreign key takes anyway, taken first: a merge of these contacts (db/contacts.py)
+        -- waits for this send (and moves its message), or this send waits for it and finds the contact it kept
         SELECT c.id, c.session_id, w.recipient
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.phone_number = w.recipient
-        UNION ALL  -- a LID of a person known by number (its key is the number's digits then)
+        FOR KEY SHARE OF c
+    ), by_lid AS (  -- a LID of a person known by number (its key is the number's digits then)
         SELECT c.id, c.session_id, w.recipient
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.lid = w.recipient
         WHERE c.phone_number <> w.recipient
+        FOR KEY SHARE OF c
+    ), known AS (
+        SELECT * FROM by_key UNION ALL SELECT * FROM by_lid
     ), added AS (
         -- new contacts; known ones are only read, never written (no row lock shared by every send to them).
         -- A LID or a group's JID names the contact's id on WhatsApp; a number's JID is WhatsApp's to tell

@@ -580,7 +580,12 @@ class MessageRepository:
             conditions.append(messages.c.contact_id == contact_id)
         if contact_phone is not None:
             conditions.append(
-                messages.c.contact_id.in_(select(contacts.c.id).where(contacts.c.phone_number == contact_phone))
+                # its key, or its LID when its key is its number
+                messages.c.contact_id.in_(
+                    select(contacts.c.id).where(
+                        or_(contacts.c.phone_number == contact_phone, contacts.c.lid == contact_phone)
+                    )
+                )
             )
         if before is not None:
             conditions.append(tuple_(messages.c.timestamp, messages.c.id) < tuple_(*before))

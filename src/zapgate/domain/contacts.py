@@ -107,6 +107,11 @@ def bare_jid(jid: str) -> str:
     return f"{user.split(':', 1)[0]}{at}{server}" if at else jid
 
 
+def holds(contact: Contact, seen: Sighting) -> bool:
+    """Whether `contact` holds every id `seen` names already (nothing to merge, only names to refresh)."""
+    return (seen.jid is None or contact.jid == seen.jid) and (seen.lid is None or contact.lid == seen.lid)
+
+
 def keeper(rows: Sequence[Contact]) -> Contact:
     """Return the row of one person that stays when its rows merge: the one known by phone number, else the oldest."""
 

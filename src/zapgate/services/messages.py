@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from zapgate.db import conversation
 from zapgate.db.conversation import Annotations, ReactionRow, VoteRow
 from zapgate.db.manager import ClientConnection, ConnectionManager
+from zapgate.domain.contacts import is_contact_id
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import parse_recipient
@@ -122,7 +123,8 @@ class MessageService:
             raise InvalidRequest(f"direction: one of {', '.join(Direction)} expected")
         if status is not None and status not in set(MessageStatus):
             raise InvalidRequest(f"status: one of {', '.join(MessageStatus)} expected")
-        contact_key = None if contact is None else parse_recipient(contact, field="contact").key
+        by_id = contact is not None and is_contact_id(contact)
+        contact_key = None if contact is None or by_id else parse_recipient(contact, field="contact").key
         before = None
         if cursor is not None:
             stamp, row = _decode(cursor, 2)
@@ -134,6 +136,7 @@ class MessageService:
         row_id = None if session is None else await self._session_row(db, session)
         found = await db.message.find_many(
             session_id=row_id,
+            contact_id=contact if by_id else None,
             contact_phone=contact_key,
             contact_id=contact_id,
             direction=direction,

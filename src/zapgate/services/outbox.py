@@ -418,7 +418,8 @@ class Outbox:
                     at=outcome.sent_at or datetime.now(UTC),
                     erase_deleted=self._recorder.erase_deleted,
                 )
-                entries.extend(applied)
+                contact = recorded[outcome.message_id].fields()
+                entries.extend((kind, sid, {**payload, **contact}) for kind, sid, payload in applied)
             reached: MessageStatus = outcome.status
             for receipt in ahead.pop(outcome.assigned_id or "", ()):
                 if further(receipt.status, reached):
@@ -512,6 +513,7 @@ def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> Ev
         "status": MessageStatus.PENDING.value,
         "reason": FIRST_CONTACT_CAP,
         "retryAt": until.isoformat(),
+        **(pending.contact.fields() if pending.contact is not None else {}),
     }
     return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
 

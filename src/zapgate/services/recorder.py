@@ -384,7 +384,9 @@ class Recorder:
                 await self._await_file(tx, session.id, inserted, file, body)  # announced once it is downloaded
             elif not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
                 await tx.event.append(type=EventType.MESSAGE_RECEIVED.value, session_id=ref.session_id, payload=body)
-            await tx.event.append_many(entries)
+            await tx.event.append_many(
+                [(kind, sid, {**payload, **contact_fields(contact)}) for kind, sid, payload in entries]
+            )
             return True
 
         if await self._manager.execute_transaction(ref.client_id, work):

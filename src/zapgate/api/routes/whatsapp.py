@@ -770,7 +770,9 @@ async def list_messages(
     client: ClientId,
     messages: Messages,
     session_id: _SessionFilter = None,
-    contact: Annotated[str | None, Query(max_length=64, description="Only with this number (or group JID).")] = None,
+    contact: Annotated[
+        str | None, Query(max_length=64, description="Only with this number, JID, LID, group JID or contact id.")
+    ] = None,
     direction: Annotated[Literal["inbound", "outbound"] | None, Query()] = None,
     status_: Annotated[
         Literal["pending", "sent", "delivered", "read", "played", "failed"] | None, Query(alias="status")
