@@ -136,9 +136,8 @@ class MessageService:
         row_id = None if session is None else await self._session_row(db, session)
         found = await db.message.find_many(
             session_id=row_id,
-            contact_id=contact if by_id else None,
+            contact_id=contact_id or (contact if by_id else None),
             contact_phone=contact_key,
-            contact_id=contact_id,
             direction=direction,
             status=status,
             since=since,
