@@ -704,7 +704,11 @@ async def test_the_chats_view_shows_conversations_both_ways_and_their_contact(
     acme = await new_client(api, "acme")
     await linked(api, acme, "alice", ALICE)
     await linked(api, acme, "bob", BOB)
-    carol = await api.post("/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": CAROL, "message": "Hi, it's Carol"})
+    carol = await api.post(
+        "/whatsapp/sandbox/inbound",
+        headers=acme,
+        json={"sessionId": "alice", "from": CAROL, "message": "Hi, it's Carol"},
+    )
     assert carol.status_code == 202, carol.text
     await text_to(api, acme, "alice", BOB, "Olá, Bob!")
     await text_to(api, acme, "bob", ALICE, "Oi, Alice!")
@@ -752,7 +756,9 @@ async def test_the_chats_view_shows_conversations_both_ways_and_their_contact(
     assert (await chats_of(api, acme, "alice"))[0]["unreadCount"] == 0
 
     # live: carol writes again and moves to the top; bob's next message shows in the open chat, read at once
-    again = await api.post("/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": CAROL, "message": "Still there?"})
+    again = await api.post(
+        "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": CAROL, "message": "Still there?"}
+    )
     assert again.status_code == 202, again.text
     await expect(chat_list.nth(0)).to_have_attribute("data-chat", with_carol["id"])
     await expect(carol_item.locator(".unread")).to_have_text("2")
@@ -781,4 +787,54 @@ async def test_the_chats_view_shows_conversations_both_ways_and_their_contact(
     await about.get_by_role("button", name="Unblock", exact=True).click()
     await expect(about.get_by_role("button", name="Block", exact=True)).to_be_visible()
     assert (await api.get(f"/whatsapp/contacts/{with_bob['id']}", headers=acme)).json()["blocked"] is False
+    assert tab.script_errors() == []
+
+
+async def test_a_groups_chat_shows_its_info_and_participants(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    await linked(api, acme, "bob", BOB)
+    made = await api.post(
+        "/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "Lunch club", "participants": [BOB]}
+    )
+    assert made.status_code == 201, made.text
+    group = made.json()["group"]["id"]
+    described = await api.patch(
+        f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "alice", "description": "Fridays at noon"}
+    )
+    assert described.status_code == 200, described.text
+    await text_to(api, acme, "alice", group, "Pizza today?")
+
+    async def bob_has_it() -> bool:
+        return any(chat["jid"] == group for chat in await chats_of(api, acme, "bob"))
+
+    await eventually(bob_has_it, within=20.0)
+    [in_group] = [chat for chat in await chats_of(api, acme, "bob") if chat["jid"] == group]
+    assert in_group["isGroup"] is True
+
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("bob")
+    item = tab.page.locator(f'#chat-list > li[data-chat="{in_group["id"]}"]')
+    await expect(item.locator(".mark[data-mark=group]")).to_be_visible()
+    await expect(item.locator(".chat-last")).to_have_text("Pizza today?")
+    await item.get_by_role("button").click()
+    view = tab.page.locator("#chat-view")
+    await expect(view.locator("#chat-messages > li")).to_have_count(1)
+    await expect(view.locator("#chat-messages > li").first).to_have_attribute("data-direction", "inbound")
+    await expect(view.locator(".message-peer")).to_have_text(f"From +{ALICE} in {group}")
+    await view.get_by_role("button", name="Group info").click()
+    about = tab.page.locator("#chat-about")
+    await expect(about.locator("h5")).to_have_text("Lunch club")
+    await expect(view.locator("#chat-title")).to_have_text("Lunch club")
+    await expect(about.locator(".group-description")).to_have_text("Fridays at noon")
+    people = about.get_by_role("list", name="Participants").locator("li")
+    await expect(people).to_have_count(2)
+    creator = about.locator(f'li[data-jid="{ALICE}@s.whatsapp.net"]')
+    await expect(creator.locator(".mark[data-mark=admin]")).to_have_text("creator, admin")
+    await expect(about.locator(f'li[data-jid="{BOB}@s.whatsapp.net"] .mark')).to_have_count(0)
+    await tab.page.screenshot(path="/tmp/console-group.png", full_page=True)
+    await tab.shot("bob-group-info")
     assert tab.script_errors() == []

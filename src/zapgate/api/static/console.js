@@ -1015,7 +1015,8 @@
     const contact = message.contact;
     const number = contact ? phone(contact.phoneNumber) : message.chatJid || "";
     const peer = contact && contact.name ? `${contact.name} (${number})` : number;
-    item.querySelector(".message-peer").textContent = `${message.direction === "outbound" ? "To" : "From"} ${peer}`;
+    const author = message.direction === "inbound" && message.senderJid ? `${personWords(message.senderJid)} in ` : ""; // a group's
+    item.querySelector(".message-peer").textContent = `${message.direction === "outbound" ? "To" : "From"} ${author}${peer}`;
     item.querySelector(".message-time").replaceChildren(timeElement(message.timestamp, true));
 
     const quote = quoteOf(message);
@@ -1214,7 +1215,8 @@
   function renderChatHead() {
     const chat = state.chat;
     if (!chat) return;
-    $("chat-title").textContent = chatName(chat.info);
+    const subject = chat.info.isGroup && chat.about ? chat.about.subject : null;
+    $("chat-title").textContent = subject || chatName(chat.info);
     const button = $("chat-details");
     button.textContent = chat.aboutShown ? "Hide details" : chat.info.isGroup ? "Group info" : "Contact details";
     button.setAttribute("aria-expanded", chat.aboutShown ? "true" : "false");
@@ -1275,7 +1277,9 @@
       if (state.chat === chat) $("chat-error").textContent = `Details could not be loaded: ${error.message}`;
       return;
     }
-    if (state.chat === chat) renderAbout();
+    if (state.chat !== chat) return;
+    renderAbout();
+    renderChatHead();
   }
 
   /** A picture's link as this page may load it, or null (the policy would refuse it). */
