@@ -787,6 +787,16 @@ async def test_the_chats_view_shows_conversations_both_ways_and_their_contact(
     await about.get_by_role("button", name="Unblock", exact=True).click()
     await expect(about.get_by_role("button", name="Block", exact=True)).to_be_visible()
     assert (await api.get(f"/whatsapp/contacts/{with_bob['id']}", headers=acme)).json()["blocked"] is False
+
+    # changes of a chat's state (here through the API) reach the list by their chat-update events
+    for chat, action in ((with_carol, "pin"), (with_bob, "mute"), (with_bob, "archive")):
+        changed = await api.post(f"/whatsapp/chats/{chat['id']}/{action}", headers=acme)
+        assert changed.status_code == 200, changed.text
+    await expect(carol_item.locator(".mark[data-mark=pinned]")).to_be_visible()
+    await expect(bob_item.locator(".mark[data-mark=muted]")).to_have_attribute("title", "Muted")
+    await expect(bob_item.locator(".mark[data-mark=archived]")).to_be_visible()
+    await expect(carol_item.locator(".mark[data-mark=muted]")).to_have_count(0)
+    await tab.shot("alice-chats-pinned-muted-archived")
     assert tab.script_errors() == []
 
 
