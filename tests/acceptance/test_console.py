@@ -847,4 +847,6 @@ async def test_a_groups_chat_shows_its_info_and_participants(
     await expect(about.locator(f'li[data-jid="{BOB}@s.whatsapp.net"] .mark')).to_have_count(0)
     await tab.page.screenshot(path="/tmp/console-group.png", full_page=True)
     await tab.shot("bob-group-info")
+    await tab.page.set_viewport_size({"width": 390, "height": 844})  # a phone: everything in one column
+    await tab.shot("bob-group-info-on-a-phone")
     assert tab.script_errors() == []
