@@ -682,3 +682,171 @@ async def test_a_file_chosen_in_the_send_box_arrives_as_its_kind(
     [received] = page["messages"]
     assert received["type"] == "image" and received["message"]["image"]["caption"] == "Lunch is served"
     assert tab.script_errors() == []
+
+
+# -- chats, contacts and groups -----------------------------------------------------------------------
+
+
+async def chats_of(api: httpx.AsyncClient, headers: dict[str, str], session: str) -> list[dict[str, Any]]:
+    answer = await api.get("/whatsapp/chats", headers=headers, params={"sessionId": session})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["chats"])
+
+
+async def text_to(api: httpx.AsyncClient, headers: dict[str, str], session: str, to: str, body: str) -> None:
+    answer = await api.post("/whatsapp/send", headers=headers, json={"sessionId": session, "to": to, "message": body})
+    assert answer.status_code == 202, answer.text
+
+
+async def test_the_chats_view_shows_conversations_both_ways_and_their_contact(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    await linked(api, acme, "bob", BOB)
+    carol = await api.post(
+        "/whatsapp/sandbox/inbound",
+        headers=acme,
+        json={"sessionId": "alice", "from": CAROL, "message": "Hi, it's Carol"},
+    )
+    assert carol.status_code == 202, carol.text
+    await text_to(api, acme, "alice", BOB, "Olá, Bob!")
+    await text_to(api, acme, "bob", ALICE, "Oi, Alice!")
+    await text_to(api, acme, "bob", ALICE, "Tudo bem?")
+
+    async def alice_has_both() -> bool:
+        listed = await chats_of(api, acme, "alice")
+        return len(listed) == 2 and listed[0]["unreadCount"] == 2
+
+    await eventually(alice_has_both, within=20.0)
+    with_bob, with_carol = await chats_of(api, acme, "alice")
+    assert with_bob["chat"] == BOB and with_carol["chat"] == CAROL and with_carol["unreadCount"] == 1
+
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    chat_list = tab.page.locator("#chat-list > li")
+    await expect(chat_list).to_have_count(2)
+    await expect(chat_list.nth(0)).to_have_attribute("data-chat", with_bob["id"])  # newest activity first
+    await expect(chat_list.nth(1)).to_have_attribute("data-chat", with_carol["id"])
+    bob_item = tab.page.locator(f'#chat-list > li[data-chat="{with_bob["id"]}"]')
+    carol_item = tab.page.locator(f'#chat-list > li[data-chat="{with_carol["id"]}"]')
+    await expect(bob_item.locator(".unread")).to_have_text("2")
+    await expect(bob_item.locator(".chat-last")).to_have_text("Tudo bem?")
+    await expect(carol_item.locator(".unread")).to_have_text("1")
+    await expect(carol_item.locator(".chat-last")).to_have_text("Hi, it's Carol")
+    await tab.shot("alice-chats")
+
+    # the conversation with bob, both ways; opening it reads it
+    await bob_item.get_by_role("button").click()
+    view = tab.page.locator("#chat-view")
+    await expect(view.locator("#chat-title")).to_be_visible()
+    conversation = view.locator("#chat-messages > li")
+    await expect(conversation).to_have_count(3)
+    await expect(conversation.nth(0)).to_have_attribute("data-direction", "outbound")
+    await expect(conversation.nth(0)).to_contain_text("Olá, Bob!")
+    await expect(conversation.nth(0).locator(".message-peer")).to_have_text(f"To +{BOB}")
+    await expect(conversation.nth(1)).to_have_attribute("data-direction", "inbound")
+    await expect(conversation.nth(1).locator(".message-peer")).to_have_text(re.compile(rf"^From .*\+{BOB}"))
+    await expect(conversation.nth(2)).to_contain_text("Tudo bem?")
+    await expect(view).not_to_contain_text("Hi, it's Carol")
+    await expect(bob_item).to_have_attribute("data-unread", "0")
+    await expect(bob_item.locator(".unread")).to_be_hidden()
+    await expect(carol_item.locator(".unread")).to_have_text("1")
+    assert (await chats_of(api, acme, "alice"))[0]["unreadCount"] == 0
+
+    # live: carol writes again and moves to the top; bob's next message shows in the open chat, read at once
+    again = await api.post(
+        "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": CAROL, "message": "Still there?"}
+    )
+    assert again.status_code == 202, again.text
+    await expect(chat_list.nth(0)).to_have_attribute("data-chat", with_carol["id"])
+    await expect(carol_item.locator(".unread")).to_have_text("2")
+    await text_to(api, acme, "bob", ALICE, "Sim!")
+    await expect(conversation).to_have_count(4)
+    await expect(conversation.nth(3)).to_contain_text("Sim!")
+    await expect(chat_list.nth(0)).to_have_attribute("data-chat", with_bob["id"])
+    await expect(bob_item).to_have_attribute("data-unread", "0")
+
+    # bob's contact details: both ids, the picture's link, block and unblock
+    contact = (await api.get(f"/whatsapp/contacts/{with_bob['id']}", headers=acme)).json()
+    assert contact["jid"] == f"{BOB}@s.whatsapp.net" and contact["lid"], contact
+    await view.get_by_role("button", name="Contact details").click()
+    about = tab.page.locator("#chat-about")
+    await expect(about).to_contain_text(contact["jid"])
+    await expect(about).to_contain_text(contact["lid"])
+    if contact["pictureUrl"]:  # the sandbox's pictures are on a host the page may not load: a link, no image
+        await expect(about.get_by_role("link", name="Profile picture")).to_have_attribute("href", contact["pictureUrl"])
+        await expect(about.locator("img")).to_have_count(0)
+    await tab.page.screenshot(path="/tmp/console-chats.png", full_page=True)
+    await tab.shot("alice-chat-with-bob-and-his-details")
+    await about.get_by_role("button", name="Block", exact=True).click()
+    await expect(about.get_by_role("button", name="Unblock", exact=True)).to_be_visible()
+    await expect(about.locator("dt:text-is('Blocked') + dd")).to_have_text("yes")
+    assert (await api.get(f"/whatsapp/contacts/{with_bob['id']}", headers=acme)).json()["blocked"] is True
+    await about.get_by_role("button", name="Unblock", exact=True).click()
+    await expect(about.get_by_role("button", name="Block", exact=True)).to_be_visible()
+    assert (await api.get(f"/whatsapp/contacts/{with_bob['id']}", headers=acme)).json()["blocked"] is False
+
+    # changes of a chat's state (here through the API) reach the list by their chat-update events
+    for chat, action in ((with_carol, "pin"), (with_bob, "mute"), (with_bob, "archive")):
+        changed = await api.post(f"/whatsapp/chats/{chat['id']}/{action}", headers=acme)
+        assert changed.status_code == 200, changed.text
+    await expect(carol_item.locator(".mark[data-mark=pinned]")).to_be_visible()
+    await expect(bob_item.locator(".mark[data-mark=muted]")).to_have_attribute("title", "Muted")
+    await expect(bob_item.locator(".mark[data-mark=archived]")).to_be_visible()
+    await expect(carol_item.locator(".mark[data-mark=muted]")).to_have_count(0)
+    await tab.shot("alice-chats-pinned-muted-archived")
+    assert tab.script_errors() == []
+
+
+async def test_a_groups_chat_shows_its_info_and_participants(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    await linked(api, acme, "bob", BOB)
+    made = await api.post(
+        "/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "Lunch club", "participants": [BOB]}
+    )
+    assert made.status_code == 201, made.text
+    group = made.json()["group"]["id"]
+    described = await api.patch(
+        f"/whatsapp/groups/{group}", headers=acme, json={"sessionId": "alice", "description": "Fridays at noon"}
+    )
+    assert described.status_code == 200, described.text
+    await text_to(api, acme, "alice", group, "Pizza today?")
+
+    async def bob_has_it() -> bool:
+        return any(chat["jid"] == group for chat in await chats_of(api, acme, "bob"))
+
+    await eventually(bob_has_it, within=20.0)
+    [in_group] = [chat for chat in await chats_of(api, acme, "bob") if chat["jid"] == group]
+    assert in_group["isGroup"] is True
+
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("bob")
+    item = tab.page.locator(f'#chat-list > li[data-chat="{in_group["id"]}"]')
+    await expect(item.locator(".mark[data-mark=group]")).to_be_visible()
+    await expect(item.locator(".chat-last")).to_have_text("Pizza today?")
+    await item.get_by_role("button").click()
+    view = tab.page.locator("#chat-view")
+    await expect(view.locator("#chat-messages > li")).to_have_count(1)
+    await expect(view.locator("#chat-messages > li").first).to_have_attribute("data-direction", "inbound")
+    await expect(view.locator(".message-peer")).to_have_text(f"From +{ALICE} in {group}")
+    await view.get_by_role("button", name="Group info").click()
+    about = tab.page.locator("#chat-about")
+    await expect(about.locator("h5")).to_have_text("Lunch club")
+    await expect(view.locator("#chat-title")).to_have_text("Lunch club")
+    await expect(about.locator(".group-description")).to_have_text("Fridays at noon")
+    people = about.get_by_role("list", name="Participants").locator("li")
+    await expect(people).to_have_count(2)
+    creator = about.locator(f'li[data-jid="{ALICE}@s.whatsapp.net"]')
+    await expect(creator.locator(".mark[data-mark=admin]")).to_have_text("creator, admin")
+    await expect(about.locator(f'li[data-jid="{BOB}@s.whatsapp.net"] .mark')).to_have_count(0)
+    await tab.page.screenshot(path="/tmp/console-group.png", full_page=True)
+    await tab.shot("bob-group-info")
+    await tab.page.set_viewport_size({"width": 390, "height": 844})  # a phone: everything in one column
+    await tab.shot("bob-group-info-on-a-phone")
+    assert tab.script_errors() == []

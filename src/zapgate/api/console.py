@@ -17,10 +17,11 @@ ASSETS = Path(__file__).with_name("static")
 ASSETS_PATH = "/console"
 
 # the console's own policy (the API's answers carry none): its files and the gateway only, QR codes as data: URLs,
-# messages' files (images, video and audio players) by their signed links on the gateway
+# messages' files (images, video and audio players) by their signed links on the gateway, contacts' profile
+# pictures from WhatsApp's picture server (where `pictureUrl` points)
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https://pps.whatsapp.net; "
+    "media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _HEADERS = {
     "Cache-Control": "no-cache",  # small files that change with each release: revalidated (cheap, by ETag)

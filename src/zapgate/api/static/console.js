@@ -58,6 +58,8 @@
     selected: null, // sessionId shown in the detail panel
     qrs: new Map(), // sessionId -> {dataUrl, expiresAt (ms), refetched}
     messages: [], // the selected session's, oldest first
+    chats: [], // the selected session's, newest activity first
+    chat: null, // the open chat: {id, info (the API's chat), messages (oldest first), about, aboutShown}
     socket: null,
     skew: 0, // ms: the server's clock minus ours
     signOuts: 0, // answers to requests made before the last sign-out are dropped
@@ -393,7 +395,11 @@
     if (location.hash !== hash) history.replaceState(null, "", `${location.pathname}${hash}`);
     if (changed) {
       state.messages = [];
+      state.chats = [];
+      if (state.chat) closeChat();
       renderMessages();
+      renderChats();
+      $("chats-error").textContent = "";
       for (const form of $("detail").querySelectorAll("form")) {
         form.reset();
         clearErrors(form);
@@ -402,6 +408,7 @@
       $("scan-phone").value = suggestPhone();
       updateSendForm();
       if (id) loadMessages(id);
+      if (id) loadChats(id);
     }
     renderSessions();
     renderDetail();
@@ -613,15 +620,15 @@
   const idsOf = (message) => [message.messageId, message.whatsappMessageId].filter(Boolean);
 
   /** The loaded message with id `id` (ours or WhatsApp's), or undefined. */
-  function findMessage(id) {
-    return id ? state.messages.find((message) => idsOf(message).includes(id)) : undefined;
+  function findMessage(id, messages = state.messages) {
+    return id ? messages.find((message) => idsOf(message).includes(id)) : undefined;
   }
 
   /** A reaction, vote, edit or delete whose message is loaded: shown on that message instead of on its own. */
-  function shownOnTarget(message) {
+  function shownOnTarget(message, messages = state.messages) {
     if (!ACTING_KINDS.has(message.type)) return false;
     const body = bodyOf(message);
-    return Boolean(body && findMessage(body.message_id));
+    return Boolean(body && findMessage(body.message_id, messages));
   }
 
   /** Bytes as WhatsApp shows them (binary: 1 MB = 1024 × 1024 bytes). */
@@ -709,7 +716,7 @@
   /** While a shown file downloads, look again now and then (its message-received comes once it settles). */
   function watchPendingFiles() {
     clearTimeout(filePoll);
-    const pending = state.messages.some((message) => {
+    const pending = [...state.messages, ...(state.chat ? state.chat.messages : [])].some((message) => {
       const body = MEDIA_KINDS.has(message.type) ? bodyOf(message) : null;
       const known = body && body.id ? files.get(body.id) : null;
       return known && (known.status === "pending" || known.status === "error");
@@ -1008,7 +1015,8 @@
     const contact = message.contact;
     const number = contact ? phone(contact.phoneNumber) : message.chatJid || "";
     const peer = contact && contact.name ? `${contact.name} (${number})` : number;
-    item.querySelector(".message-peer").textContent = `${message.direction === "outbound" ? "To" : "From"} ${peer}`;
+    const author = message.direction === "inbound" && message.senderJid ? `${personWords(message.senderJid)} in ` : ""; // a group's
+    item.querySelector(".message-peer").textContent = `${message.direction === "outbound" ? "To" : "From"} ${author}${peer}`;
     item.querySelector(".message-time").replaceChildren(timeElement(message.timestamp, true));
 
     const quote = quoteOf(message);
@@ -1043,13 +1051,19 @@
     }
   }
 
-  /** Bring the list in line with state.messages, keeping the items that stay (screen readers hear only news). */
+  /** Bring the lists in line with state.messages and the open chat's, keeping the items that stay (screen
+      readers hear only news). */
   function renderMessages() {
-    const list = $("message-list");
+    fillList($("message-list"), $("no-messages"), state.messages);
+    if (state.chat) fillList($("chat-messages"), $("no-chat-messages"), state.chat.messages);
+    watchPendingFiles();
+  }
+
+  function fillList(list, empty, messages) {
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
     const items = new Map([...list.children].map((item) => [item.dataset.messageId, item]));
     let previous = null;
-    const shown = state.messages.filter((message) => !shownOnTarget(message));
+    const shown = messages.filter((message) => !shownOnTarget(message, messages));
     for (const message of shown) {
       let item = items.get(message.messageId);
       if (item) items.delete(message.messageId);
@@ -1060,9 +1074,8 @@
       previous = item;
     }
     for (const stale of items.values()) stale.remove();
-    $("no-messages").hidden = shown.length > 0;
+    empty.hidden = shown.length > 0;
     if (atEnd) list.scrollTop = list.scrollHeight;
-    watchPendingFiles();
   }
 
   function showQuoted(id) {
@@ -1072,6 +1085,290 @@
     item.classList.remove("flash");
     void item.offsetWidth; // restart the highlight
     item.classList.add("flash");
+  }
+
+  // -- chats --------------------------------------------------------------------------------------------
+
+  const CHATS_SHOWN = 50;
+  const chatPath = (id) => `/whatsapp/chats/${encodeURIComponent(id)}`;
+  // profile pictures this page may load: its own origin, and WhatsApp's picture server (the policy allows it)
+  const PICTURE_HOSTS = new Set(["pps.whatsapp.net"]);
+  let chatLoads = 0;
+  let chatTimer = null;
+
+  function reloadChatsSoon() {
+    clearTimeout(chatTimer);
+    chatTimer = setTimeout(() => {
+      loadChats(state.selected);
+      if (state.chat) loadChatMessages(state.chat.id);
+    }, 150);
+  }
+
+  async function loadChats(id) {
+    if (!id) return;
+    const load = ++chatLoads;
+    const query = new URLSearchParams({ sessionId: id, limit: String(CHATS_SHOWN) });
+    let page;
+    try {
+      page = await api("GET", `/whatsapp/chats?${query}`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (load === chatLoads && id === state.selected) $("chats-error").textContent = `Chats could not be loaded: ${error.message}`;
+      return;
+    }
+    if (load !== chatLoads || id !== state.selected) return;
+    $("chats-error").textContent = "";
+    state.chats = page.chats;
+    renderChats();
+    const open = state.chat && state.chats.find((chat) => chat.id === state.chat.id);
+    if (open) {
+      state.chat.info = open;
+      renderChatHead();
+      if (open.unreadCount > 0 || open.markedUnread) markRead(open.id); // it is on screen: read
+    }
+  }
+
+  /** A chat's name as people read it: its name, else its number, else its JID. */
+  const chatName = (chat) => chat.name || (chat.isGroup ? chat.jid : phone(chat.chat.includes("@") ? chat.chat.split("@")[0] : chat.chat));
+
+  function lastWords(chat) {
+    const last = chat.lastMessage;
+    if (!last) return "";
+    const text = last.text || `[${last.type}]`;
+    return last.direction === "outbound" ? `You: ${text}` : text;
+  }
+
+  function renderChats() {
+    const focused = document.activeElement && document.activeElement.closest("#chat-list li");
+    const refocus = focused ? focused.dataset.chat : null;
+    const items = state.chats.map((chat) => {
+      const marks = [
+        chat.pinned ? ["pinned", "Pinned"] : null,
+        chat.muted ? ["muted", chat.mutedUntil ? `Muted until ${FULL.format(new Date(chat.mutedUntil))}` : "Muted"] : null,
+        chat.archived ? ["archived", "Archived"] : null,
+        chat.isGroup ? ["group", "Group"] : null,
+      ].filter(Boolean);
+      const unread = chat.unreadCount > 0 ? String(chat.unreadCount) : chat.markedUnread ? "•" : "";
+      return h(
+        "li",
+        { className: "chat", "data-chat": chat.id, "data-unread": chat.unreadCount, "aria-current": state.chat && state.chat.id === chat.id ? "true" : null },
+        h(
+          "button",
+          { type: "button", className: "chat-open", "aria-label": `${chatName(chat)}${chat.unreadCount ? `, ${chat.unreadCount} unread` : ""}` },
+          h(
+            "span",
+            { className: "chat-line" },
+            h("span", { className: "chat-name", text: chatName(chat) }),
+            h("span", { className: "chat-time" }, chat.lastMessage ? timeElement(chat.lastMessage.timestamp, true) : null),
+          ),
+          h(
+            "span",
+            { className: "chat-line" },
+            h("span", { className: "chat-last", text: lastWords(chat) }),
+            h(
+              "span",
+              { className: "chat-marks" },
+              ...marks.map(([mark, word]) => h("span", { className: "mark", "data-mark": mark, title: word, text: mark })),
+              h("span", { className: "unread", "data-count": chat.unreadCount, title: `${chat.unreadCount} unread`, text: unread, hidden: !unread }),
+            ),
+          ),
+        ),
+      );
+    });
+    $("chat-list").replaceChildren(...items);
+    $("no-chats").hidden = items.length > 0;
+    if (refocus) {
+      const item = items.find((li) => li.dataset.chat === refocus);
+      if (item) item.querySelector("button").focus();
+    }
+  }
+
+  async function openChat(id) {
+    const info = state.chats.find((chat) => chat.id === id);
+    if (!info) return;
+    const changed = !state.chat || state.chat.id !== id;
+    if (changed) {
+      state.chat = { id, info, messages: [], about: null, aboutShown: false };
+      $("chat-messages").replaceChildren();
+      $("chat-about").replaceChildren();
+      $("chat-about").hidden = true;
+      $("chat-error").textContent = "";
+    }
+    $("chat-view").hidden = false;
+    renderChatHead();
+    renderChats();
+    $("chat-title").focus();
+    await loadChatMessages(id);
+    if (info.unreadCount > 0 || info.markedUnread) await markRead(id);
+  }
+
+  function closeChat() {
+    const id = state.chat ? state.chat.id : null;
+    state.chat = null;
+    $("chat-view").hidden = true;
+    $("chat-messages").replaceChildren();
+    renderChats();
+    const item = id ? $("chat-list").querySelector(`li[data-chat="${CSS.escape(id)}"] button`) : null;
+    if (item) item.focus();
+  }
+
+  function renderChatHead() {
+    const chat = state.chat;
+    if (!chat) return;
+    const subject = chat.info.isGroup && chat.about ? chat.about.subject : null;
+    $("chat-title").textContent = subject || chatName(chat.info);
+    const button = $("chat-details");
+    button.textContent = chat.aboutShown ? "Hide details" : chat.info.isGroup ? "Group info" : "Contact details";
+    button.setAttribute("aria-expanded", chat.aboutShown ? "true" : "false");
+  }
+
+  let chatMessageLoads = 0;
+
+  async function loadChatMessages(id) {
+    const load = ++chatMessageLoads;
+    let page;
+    try {
+      page = await api("GET", `${chatPath(id)}/messages?${new URLSearchParams({ limit: String(MESSAGES_SHOWN) })}`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (load === chatMessageLoads && state.chat && state.chat.id === id) {
+        $("chat-error").textContent = `Messages could not be loaded: ${error.message}`;
+      }
+      return;
+    }
+    if (load !== chatMessageLoads || !state.chat || state.chat.id !== id) return;
+    state.chat.messages = page.messages.reverse();
+    renderMessages();
+  }
+
+  async function markRead(id) {
+    try {
+      const done = await api("POST", `${chatPath(id)}/read`);
+      const at = state.chats.findIndex((chat) => chat.id === id);
+      if (at >= 0) state.chats[at] = done.chat;
+      if (state.chat && state.chat.id === id) state.chat.info = done.chat;
+      renderChats();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (state.chat && state.chat.id === id) $("chat-error").textContent = `Not marked read: ${error.message}`;
+    }
+  }
+
+  async function toggleAbout() {
+    const chat = state.chat;
+    if (!chat) return;
+    chat.aboutShown = !chat.aboutShown;
+    renderChatHead();
+    $("chat-about").hidden = !chat.aboutShown;
+    if (chat.aboutShown) await loadAbout(chat);
+  }
+
+  async function loadAbout(chat) {
+    $("chat-error").textContent = "";
+    try {
+      if (chat.info.isGroup) {
+        const query = new URLSearchParams({ sessionId: chat.info.sessionId });
+        chat.about = await api("GET", `/whatsapp/groups/${encodeURIComponent(chat.info.jid)}?${query}`);
+      } else {
+        chat.about = await api("GET", `/whatsapp/contacts/${encodeURIComponent(chat.id)}`);
+      }
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (state.chat === chat) $("chat-error").textContent = `Details could not be loaded: ${error.message}`;
+      return;
+    }
+    if (state.chat !== chat) return;
+    renderAbout();
+    renderChatHead();
+  }
+
+  /** A picture's link as this page may load it, or null (the policy would refuse it). */
+  function loadablePicture(url) {
+    let parsed;
+    try {
+      parsed = new URL(url, location.href);
+    } catch {
+      return null;
+    }
+    if (parsed.origin === location.origin) return parsed.pathname + parsed.search;
+    return parsed.protocol === "https:" && PICTURE_HOSTS.has(parsed.hostname) ? parsed.href : null;
+  }
+
+  const fact = (label, value) => h("div", {}, h("dt", { text: label }), h("dd", { text: value || "—" }));
+
+  function renderAbout() {
+    const chat = state.chat;
+    const about = chat && chat.about;
+    if (!about) return;
+    const slot = $("chat-about");
+    if (chat.info.isGroup) {
+      const people = about.participants || [];
+      slot.replaceChildren(
+        h("h5", { text: about.subject || "Group" }),
+        h("p", { className: "group-description", text: about.description || "No description." }),
+        h("dl", { className: "facts" }, fact("Group JID", about.id), fact("Owner", personWords(about.owner)),
+          fact("Members", String(about.size ?? people.length)),
+          fact("Settings", [about.announce ? "only admins send" : "all send", about.locked ? "only admins edit" : "all edit"].join(", "))),
+        h(
+          "ul",
+          { className: "participants", "aria-label": "Participants" },
+          ...people.map((person) =>
+            h(
+              "li",
+              { "data-jid": person.jid },
+              h("span", { className: "participant-id", text: personWords(person.jid) }),
+              person.lid && person.lid !== person.jid ? h("span", { className: "hint", text: person.lid }) : null,
+              person.isSuperAdmin || person.isAdmin
+                ? h("span", { className: "mark", "data-mark": "admin", text: person.isSuperAdmin ? "creator, admin" : "admin" })
+                : null,
+            ),
+          ),
+        ),
+      );
+      return;
+    }
+    const picture = about.pictureUrl ? loadablePicture(about.pictureUrl) : null;
+    const name = about.name || about.pushName || about.businessName || phone(about.phoneNumber);
+    slot.replaceChildren(
+      h(
+        "div",
+        { className: "contact-head" },
+        picture ? h("img", { className: "avatar", src: picture, alt: `Profile picture of ${name}`, width: 64, height: 64, referrerpolicy: "no-referrer" }) : null,
+        about.pictureUrl && !picture
+          ? h("a", { className: "avatar-link", href: about.pictureUrl, target: "_blank", rel: "noopener noreferrer", text: "Profile picture" })
+          : null,
+        about.pictureUrl ? null : h("span", { className: "hint", text: "No profile picture" }),
+      ),
+      h(
+        "dl",
+        { className: "facts" },
+        fact("Name", about.name),
+        fact("Push name", about.pushName),
+        fact("Business name", about.businessName),
+        fact("Phone JID", about.jid),
+        fact("LID", about.lid),
+        fact("On WhatsApp", about.onWhatsApp === null || about.onWhatsApp === undefined ? "unknown" : about.onWhatsApp ? "yes" : "no"),
+        fact("Blocked", about.blocked ? "yes" : "no"),
+      ),
+      h("div", { className: "actions" },
+        h("button", { type: "button", id: "chat-block", className: about.blocked ? null : "danger", text: about.blocked ? "Unblock" : "Block" })),
+    );
+  }
+
+  async function toggleBlock(button) {
+    const chat = state.chat;
+    if (!chat || !chat.about) return;
+    const action = chat.about.blocked ? "unblock" : "block";
+    $("chat-error").textContent = "";
+    button.disabled = true;
+    try {
+      chat.about = await api("POST", `/whatsapp/contacts/${encodeURIComponent(chat.id)}/${action}`);
+      if (state.chat === chat) renderAbout();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      $("chat-error").textContent = error.message;
+      button.disabled = false;
+    }
   }
 
   // -- the send box ------------------------------------------------------------------------------------
@@ -1190,7 +1487,10 @@
       setLive("live");
       for (const id of state.sessions.keys()) joinSession(id);
       refreshSessions(); // what changed while this socket was not listening
-      if (state.selected) reloadMessagesSoon();
+      if (state.selected) {
+        reloadMessagesSoon();
+        reloadChatsSoon();
+      }
     }));
     socket.on("disconnect", mine(() => setLive("reconnecting")));
     socket.on("connect_error", mine((error) => {
@@ -1204,12 +1504,23 @@
     socket.on("qr-code", mine((event) => setQr(event.sessionId, event.qrDataUrl, event.expiresAt)));
     socket.on("pairing-code", mine((event) => patchSession(event.sessionId, { status: "pairing", pairingCode: event.code })));
     socket.on("message-received", mine((event) => {
-      if (event.sessionId === state.selected) reloadMessagesSoon();
+      if (event.sessionId === state.selected) {
+        reloadMessagesSoon();
+        reloadChatsSoon();
+      }
     }));
-    socket.on("message-status", mine(onMessageStatus));
+    socket.on("message-status", mine((event) => {
+      onMessageStatus(event);
+      if (event.sessionId === state.selected) reloadChatsSoon();
+    }));
+    socket.on("chat-update", mine((event) => {
+      if (event.sessionId === state.selected) reloadChatsSoon();
+    }));
     for (const name of ["message-edited", "message-deleted", "media-failed"]) {
       socket.on(name, mine((event) => {
-        if (event.sessionId === state.selected) reloadMessagesSoon();
+        if (event.sessionId !== state.selected) return;
+        reloadMessagesSoon();
+        reloadChatsSoon();
       }));
     }
     socket.on("error", mine((event) => {
@@ -1345,6 +1656,16 @@
     $("send-file-clear").addEventListener("click", () => {
       clearFile();
       $("send-file").focus();
+    });
+    $("chat-list").addEventListener("click", (event) => {
+      const button = event.target.closest("button");
+      if (button) openChat(button.closest("li").dataset.chat);
+    });
+    $("chat-close").addEventListener("click", closeChat);
+    $("chat-details").addEventListener("click", toggleAbout);
+    $("chat-about").addEventListener("click", (event) => {
+      const button = event.target.closest("#chat-block");
+      if (button) toggleBlock(button);
     });
     $("message-list").addEventListener("click", (event) => {
       const quote = event.target.closest(".message-quote");
