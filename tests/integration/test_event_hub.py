@@ -135,7 +135,7 @@ async def test_close_ends_waiting_subscribers(manager: ConnectionManager, databa
 
 async def test_a_batch_is_appended_in_its_order_with_its_sessions_and_payloads(manager: ConnectionManager) -> None:
     # one statement for the batch: ids must still follow the order given, each row keeping its own fields
-    entries = [("message-status", None if n % 7 == 0 else f"s{n % 3}", {"n": n, "text": "é\"\\"}) for n in range(500)]
+    entries = [("message-status", None if n % 7 == 0 else f"s{n % 3}", {"n": n, "text": 'é"\\'}) for n in range(500)]
 
     async def work(tx: Transaction) -> None:
         await tx.event.append_many(entries)

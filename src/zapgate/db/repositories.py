@@ -7,7 +7,6 @@ a transaction of its own (like a Prisma client), a `Transaction` runs them all i
 from __future__ import annotations
 
 import json
-
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -656,17 +655,23 @@ _BEFORE_APPEND = text(
 ).bindparams(lock_class=_EVENT_LOCK_CLASS, channel=EVENTS)
 
 
-# one statement for a batch (not one INSERT per event): the rows get their ids in the order of `n`, which is
-# the order they were given in; the lock above is held until commit, so the shorter the better
+# A batch in one statement, the lock and the NOTIFY of _BEFORE_APPEND included (one round trip, not one per
+# event plus one): the rows get their ids in the order of `n`, the order they were given in. The CTE calls
+# volatile functions, so it is evaluated once and before any row reaches the INSERT (no row without it), and
+# so before any id is drawn. The lock is held until commit, so the shorter the transaction the better.
 _APPEND_MANY = text(
     """
+    WITH locked AS (
+        SELECT pg_advisory_xact_lock(:lock_class, hashtext(current_schema())), pg_notify(:channel, current_schema())
+    )
     INSERT INTO events (session_id, type, payload)
-    SELECT s, t, p
-    FROM unnest(CAST(:sessions AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY
-        AS i(s, t, p, n)
-    ORDER BY n
+    SELECT i.s, i.t, i.p
+    FROM locked,
+         unnest(CAST(:sessions AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY
+            AS i(s, t, p, n)
+    ORDER BY i.n
     """
-)
+).bindparams(lock_class=_EVENT_LOCK_CLASS, channel=EVENTS)
 
 
 class EventRepository:
@@ -698,7 +703,6 @@ class EventRepository:
         }
 
         async def run(conn: AsyncConnection) -> None:
-            await conn.execute(_BEFORE_APPEND)
             await conn.execute(_APPEND_MANY, params)
 
         for kind, _, _ in entries:
