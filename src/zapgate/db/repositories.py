@@ -787,6 +787,20 @@ def _audit(row: RowMapping) -> AuditEntry:
     )
 
 
+# a batch of entries in one statement (not one INSERT per entry), numbered in the order given
+_AUDIT_MANY = text(
+    """
+    INSERT INTO audit_log (at, actor, action, session_id, outcome, status, detail)
+    SELECT a, ac, act, s, o, st, d
+    FROM unnest(
+        CAST(:at AS timestamptz[]), CAST(:actors AS text[]), CAST(:actions AS text[]), CAST(:sessions AS text[]),
+        CAST(:outcomes AS text[]), CAST(:statuses AS integer[]), CAST(:details AS jsonb[])
+    ) WITH ORDINALITY AS i(a, ac, act, s, o, st, d, n)
+    ORDER BY n
+    """
+)
+
+
 class AuditRepository:
     """The client's audit log: who did what, when, with what outcome."""
 
@@ -797,21 +811,18 @@ class AuditRepository:
         """Append entries (their `id` is ignored: the log numbers them), keeping their times."""
         if not entries:
             return
-        rows = [
-            {
-                "at": e.at,
-                "actor": e.actor,
-                "action": e.action,
-                "session_id": e.session_id,
-                "outcome": e.outcome,
-                "status": e.status,
-                "detail": e.detail,
-            }
-            for e in entries
-        ]
+        params = {
+            "at": [e.at for e in entries],
+            "actors": [e.actor for e in entries],
+            "actions": [e.action for e in entries],
+            "sessions": [e.session_id for e in entries],
+            "outcomes": [e.outcome for e in entries],
+            "statuses": [e.status for e in entries],
+            "details": [json.dumps(e.detail) for e in entries],
+        }
 
         async def run(conn: AsyncConnection) -> None:
-            await conn.execute(insert(audit_log), rows)
+            await conn.execute(_AUDIT_MANY, params)
 
         await self._x.run("audit.append_many", run)
 
