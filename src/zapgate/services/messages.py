@@ -124,6 +124,8 @@ class MessageService:
         if status is not None and status not in set(MessageStatus):
             raise InvalidRequest(f"status: one of {', '.join(MessageStatus)} expected")
         by_id = contact is not None and is_contact_id(contact)
+        if by_id and contact_id is not None and contact != contact_id:
+            return Page(items=[], next_cursor=None)  # one chat's messages, filtered by another contact
         contact_key = None if contact is None or by_id else parse_recipient(contact, field="contact").key
         before = None
         if cursor is not None:
@@ -136,9 +138,8 @@ class MessageService:
         row_id = None if session is None else await self._session_row(db, session)
         found = await db.message.find_many(
             session_id=row_id,
-            contact_id=contact if by_id else None,
+            contact_id=contact_id if contact_id is not None else (contact if by_id else None),
             contact_phone=contact_key,
-            contact_id=contact_id,
             direction=direction,
             status=status,
             since=since,
