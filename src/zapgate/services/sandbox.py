@@ -128,6 +128,7 @@ class PostgresSandboxNetwork:
 
     async def is_blocked(self, owner: str, phone: str) -> bool:
         return await self._registry("blocked", lambda conn: store.is_blocked(conn, owner, phone))
+
     async def _read_directory(self) -> None:
         asked, changes = time.monotonic(), self._directory_changes
         found = await self._registry("directory", store.directory)
