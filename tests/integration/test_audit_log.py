@@ -48,3 +48,19 @@ async def test_a_batch_the_database_refuses_is_written_entry_by_entry(manager: C
     assert audit.dropped == 1 and audit._pending == []
     actions = [e.action for e in (await audit.list("acme")).items]
     assert sorted(actions) == sorted(["first", "third"] + ["later"] * MAX_TRIES)
+
+
+async def test_a_batch_is_stored_in_its_order_with_every_field(manager: ConnectionManager) -> None:
+    audit = AuditLog(manager)
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    made = [
+        entry(f"action.{n}", at=at, session_id=None if n % 3 else f"s{n}", status=200 + n, detail={"n": n})
+        for n in range(60)
+    ]
+    for one in made:
+        audit.record("acme", one)
+    await audit.flush()
+    listed = (await audit.list("acme", limit=100)).items[::-1]  # the log lists newest first
+    assert [(e.at, e.action, e.session_id, e.status, e.detail, e.outcome, e.actor) for e in listed] == [
+        (e.at, e.action, e.session_id, e.status, e.detail, e.outcome, e.actor) for e in made
+    ]

@@ -131,3 +131,17 @@ async def test_close_ends_waiting_subscribers(manager: ConnectionManager, databa
     await asyncio.sleep(0.1)
     await hub.close()
     assert await asyncio.wait_for(waiting, 5) == []
+
+
+async def test_a_batch_is_appended_in_its_order_with_its_sessions_and_payloads(manager: ConnectionManager) -> None:
+    # one statement for the batch: ids must still follow the order given, each row keeping its own fields
+    entries = [("message-status", None if n % 7 == 0 else f"s{n % 3}", {"n": n, "text": 'é"\\'}) for n in range(500)]
+
+    async def work(tx: Transaction) -> None:
+        await tx.event.append_many(entries)
+
+    await manager.execute_transaction("acme", work)
+    conn = await manager.get_connection("acme")
+    log = await conn.event.list_after(0, limit=1000)
+    assert [(e.type, e.session_id, e.payload) for e in log] == entries
+    assert [e.id for e in log] == sorted(e.id for e in log)

@@ -598,3 +598,31 @@ async def test_bad_sandbox_injections_are_refused_and_post_nothing(
             await call()
     async with manager.registry_transaction() as conn:
         assert (await conn.execute(select(func.count()).select_from(sandbox_mail))).scalar_one() == 0
+
+
+async def test_sends_that_find_the_phone_directory_stale_share_one_read_of_it(
+    manager: ConnectionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zapgate.services.sandbox as network_module
+
+    await ClientService(manager).create("acme")
+    network = PostgresSandboxNetwork(manager)
+    reads = 0
+    directory = network_module.store.directory
+
+    async def counted(conn: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await directory(conn)
+
+    monkeypatch.setattr(network_module.store, "directory", counted)
+    await network.link("5511999990011", SessionRef("acme", "dir-a"))
+    found = await asyncio.gather(*(network.linked_session("5511999990011") for _ in range(20)))
+    assert found == [SessionRef("acme", "dir-a")] * 20
+    assert reads == 1  # not one registry transaction per send
+    # a link made after the snapshot is seen at once (the snapshot is read again)
+    await network.link("5511999990012", SessionRef("acme", "dir-b"))
+    assert await network.linked_session("5511999990012") == SessionRef("acme", "dir-b")
+    assert reads == 2
+    await network.unlink("5511999990011", SessionRef("acme", "dir-a"))
+    assert await network.linked_session("5511999990011") is None

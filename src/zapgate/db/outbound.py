@@ -90,16 +90,28 @@ class Advanced:
     contact: ContactIds | None = None
 
 
-async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> list[PendingMessage]:
-    """Lock and return the session's oldest pending messages that are due (skipping any another holds).
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A session's claimed messages, and in how many seconds its first message held back falls due (None: none)."""
+
+    messages: list[PendingMessage]
+    held_for: float | None
+
+
+async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> Claim:
+    """Lock and return the session's oldest pending messages that are due (skipping any another holds), and in
+    how many seconds the first pending message that is not due yet falls due.
 
     A message waiting for its next attempt holds back the later messages to the same chat (their order
-    is kept), not the messages to others.
+    is kept), not the messages to others. Such a message waits for its next attempt or for room under the
+    first-contact cap (`next_attempt_at`). One statement, one round trip, for both answers.
     """
     rows = (await conn.execute(_CLAIM, {"row": session_row, "limit": limit})).all()
+    seconds = rows[0].held_for if rows else None  # the statement always answers one row at least
+    rows = [row for row in rows if row.message_id is not None]
     named = {name for row in rows for name in _named(row.payload, row.context)}
     found = {t.message_id: t for t in await conversation.targets(conn, session_row, message_ids=named)}
-    return [
+    messages = [
         PendingMessage(
             row.message_id,
             row.content,
@@ -117,6 +129,7 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
         )
         for row in rows
     ]
+    return Claim(messages, None if seconds is None else max(0.0, float(seconds)))
 
 
 def _named(payload: dict[str, Any] | None, context: dict[str, Any] | None) -> list[str]:
@@ -148,34 +161,24 @@ _CLAIM = text(
         ORDER BY m.timestamp, m.id
         LIMIT :limit
         FOR UPDATE OF m SKIP LOCKED
+    ), held AS (
+        -- the first held message (the condition of ix_messages_held, so that the index answers it)
+        SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) AS held_for
+        FROM messages
+        WHERE session_id = :row AND status = 'pending' AND next_attempt_at IS NOT NULL
+          AND direction = 'outbound' AND next_attempt_at > now()
+    ), claimed AS (
+        SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
+               c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
+               c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
+        FROM due d
+        JOIN contacts c ON c.id = d.contact_id
+        LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
     )
-    SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
-           c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
-           c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
-    FROM due d
-    JOIN contacts c ON c.id = d.contact_id
-    LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
-    ORDER BY d.timestamp, d.message_id
-    """
-)
-
-
-async def held_for(conn: AsyncConnection, session_row: str) -> float | None:
-    """Return in how many seconds the session's first pending message that is not due yet falls due (None: none).
-
-    Such a message waits for its next attempt or for room under the first-contact cap (`next_attempt_at`).
-    """
-    seconds = (await conn.execute(_HELD_FOR, {"row": session_row})).scalar_one()
-    return None if seconds is None else max(0.0, float(seconds))
-
-
-# the condition of ix_messages_held, so that the index answers it
-_HELD_FOR = text(
-    """
-    SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())
-    FROM messages
-    WHERE session_id = :row AND status = 'pending' AND next_attempt_at IS NOT NULL
-      AND direction = 'outbound' AND next_attempt_at > now()
+    -- one row at least (held's), with the claimed messages' columns NULL when there are none
+    SELECT h.held_for, m.*
+    FROM held h LEFT JOIN claimed m ON true
+    ORDER BY m.timestamp, m.message_id
     """
 )
 

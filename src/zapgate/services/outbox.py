@@ -223,11 +223,10 @@ class Outbox:
     ) -> tuple[list[PendingMessage], float | None]:
         """Lock and return the session's oldest due pending messages; with the last of them, when the first
         message held back falls due (monotonic seconds, None: none is held)."""
-        batch = await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
-        if len(batch) == limit:
-            return batch, None  # more may be due: the next claim asks
-        seconds = await outbound.held_for(tx.connection, hosted.session_row_id)
-        return batch, None if seconds is None else time.monotonic() + seconds
+        claim = await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
+        if len(claim.messages) == limit:
+            return claim.messages, None  # more may be due: the next claim asks
+        return claim.messages, None if claim.held_for is None else time.monotonic() + claim.held_for
 
     # -- sending ----------------------------------------------------------------------------------------
 

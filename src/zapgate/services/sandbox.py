@@ -76,6 +76,8 @@ class PostgresSandboxNetwork:
         self._wake = wake or asyncio.Event()
         self._directory: dict[str, SessionRef] = {}
         self._directory_read = float("-inf")  # when the snapshot was taken (monotonic seconds)
+        self._directory_reading: asyncio.Future[None] | None = None  # the read under way, shared by its askers
+        self._directory_changes = 0  # links and unlinks made here: a read begun before one is stale
 
     async def _registry(self, what: str, work: Callable[..., Awaitable[T]]) -> T:
         """Run `work(conn)` in a registry transaction, waiting for a database that is away."""
@@ -87,14 +89,20 @@ class PostgresSandboxNetwork:
         return await while_away(attempt, event="sandbox.network_waiting", operation=what)
 
     async def link(self, phone: str, ref: SessionRef) -> None:
-        self._directory_read = float("-inf")
-        owner = await self._registry("link", lambda conn: store.link(conn, phone, ref.client_id, ref.session_id))
+        self._directory_changed()
+        try:
+            owner = await self._registry("link", lambda conn: store.link(conn, phone, ref.client_id, ref.session_id))
+        finally:
+            self._directory_changed()  # a read begun meanwhile may not have seen it
         if owner != (ref.client_id, ref.session_id):
             raise PhoneInUse(f"sandbox phone {phone} is already linked to another session")
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
-        self._directory_read = float("-inf")
-        await self._registry("unlink", lambda conn: store.unlink(conn, phone, ref.client_id, ref.session_id))
+        self._directory_changed()
+        try:
+            await self._registry("unlink", lambda conn: store.unlink(conn, phone, ref.client_id, ref.session_id))
+        finally:
+            self._directory_changed()  # a read begun meanwhile may not have seen it
 
     async def linked_phone(self, ref: SessionRef) -> str | None:
         """Return the phone linked to the session now (read now: not from the snapshot), or None."""
@@ -102,11 +110,17 @@ class PostgresSandboxNetwork:
             return await store.phone_of(conn, ref.client_id, ref.session_id)
 
     async def linked_session(self, phone: str) -> SessionRef | None:
-        # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds
+        # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds, and
+        # the sends that find it stale together wait for one read of it (not one registry transaction each)
         if time.monotonic() - self._directory_read > DIRECTORY_TTL:
-            found = await self._registry("directory", store.directory)
-            self._directory = {phone: SessionRef(client, session) for phone, (client, session) in found.items()}
-            self._directory_read = time.monotonic()
+            if self._directory_reading is None:
+                self._directory_reading = asyncio.ensure_future(self._read_directory())
+            reading = self._directory_reading
+            try:
+                await asyncio.shield(reading)
+            finally:
+                if reading.done() and self._directory_reading is reading:
+                    self._directory_reading = None
         return self._directory.get(phone)
 
     async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
@@ -114,6 +128,18 @@ class PostgresSandboxNetwork:
 
     async def is_blocked(self, owner: str, phone: str) -> bool:
         return await self._registry("blocked", lambda conn: store.is_blocked(conn, owner, phone))
+
+    async def _read_directory(self) -> None:
+        asked, changes = time.monotonic(), self._directory_changes
+        found = await self._registry("directory", store.directory)
+        self._directory = {phone: SessionRef(client, session) for phone, (client, session) in found.items()}
+        if changes == self._directory_changes:  # else a link or unlink made here since may be missing from it
+            self._directory_read = asked
+
+    def _directory_changed(self) -> None:
+        self._directory_read = float("-inf")
+        self._directory_reading = None  # the next asker reads anew
+        self._directory_changes += 1
 
     async def post(self, address: str, mail: Mail) -> None:
         stored = envelope(mail)
