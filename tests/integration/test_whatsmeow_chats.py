@@ -4,18 +4,16 @@ EncodeChatPresence) through neonize's real entry point, and what neonize 0.5.2 c
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.support.neonize import FakeGo, empty_jid, jid
+from tests.support.neonize import FakeGo, empty_jid, jid, live_engine, until
 from zapgate.domain.chats import ChatState, SeenPresence
-from zapgate.engines.base import EngineError, EngineEvent, PresenceSeen, SessionRef, StartMode, StartRequest
+from zapgate.engines.base import EngineError, EngineEvent, PresenceSeen, SessionRef
 from zapgate.engines.whatsmeow import NotSupported, WhatsmeowEngine, pb
 
 REF = SessionRef("acme", "s1")
@@ -26,13 +24,6 @@ GROUP = "120363000000000000"
 GO_ZERO_TIME = -62_135_596_800  # Go's time.Time{}.Unix(): what neonize sends when whatsmeow knows no last seen
 
 
-async def _until(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 class Live:
     def __init__(self, engine: WhatsmeowEngine, fake: FakeGo, events: list[EngineEvent]) -> None:
         self.engine, self.fake, self.events = engine, fake, events
@@ -41,7 +32,7 @@ class Live:
         """Deliver `event` as Go does and return the PresenceSeen the engine made of it."""
         before = len(self.presences())
         self.fake.push(event)
-        await _until(lambda: len(self.presences()) > before)
+        await until(lambda: len(self.presences()) > before)
         return self.presences()[-1]
 
     def presences(self) -> list[PresenceSeen]:
@@ -52,19 +43,8 @@ class Live:
 async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     fake = FakeGo()
     monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
-    events: list[EngineEvent] = []
-    engine = WhatsmeowEngine(events.append, lambda _client: ":memory:", stop_timeout=3.0)
-    await engine.start(StartRequest(REF, StartMode.QR))
-    await asyncio.to_thread(fake.delivered_me.wait, 10)
-    await _until(lambda: (s := engine._session(REF)) is not None and s.go_live and s.lid is not None)
-    try:
+    async with live_engine(REF, fake, ack=False) as (engine, events):
         yield Live(engine, fake, events)
-    finally:
-        try:
-            async with asyncio.timeout(10):
-                await engine.close()
-        finally:
-            fake.shut_down()
 
 
 def _chat_presence(

@@ -4,17 +4,15 @@ what a message tells of its sender (both ids, push name, verified business name)
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.support.neonize import FakeGo, empty_jid, jid
-from zapgate.engines.base import EngineEvent, InboundMessage, ProfilePicture, SessionRef, StartMode, StartRequest
+from tests.support.neonize import FakeGo, empty_jid, jid, live_engine, until
+from zapgate.engines.base import EngineEvent, InboundMessage, ProfilePicture, SessionRef
 from zapgate.engines.whatsmeow import WhatsmeowEngine, pb, wa
 
 REF = SessionRef("acme", "s1")
@@ -22,37 +20,12 @@ PHONE = "5521988887777@s.whatsapp.net"
 LID = "123456789012345@lid"
 
 
-async def _until(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[WhatsmeowEngine, FakeGo, list[EngineEvent]]]:
     fake = FakeGo()
     monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
-    events: list[EngineEvent] = []
-
-    def store(event: EngineEvent) -> None:
-        events.append(event)
-        ack = getattr(event, "ack", None)
-        if ack is not None:
-            ack()
-
-    engine = WhatsmeowEngine(store, lambda _client: ":memory:", stop_timeout=3.0)
-    await engine.start(StartRequest(REF, StartMode.QR))
-    await asyncio.to_thread(fake.delivered_me.wait, 10)
-    await _until(lambda: (s := engine._session(REF)) is not None and s.go_live and s.lid is not None)
-    try:
+    async with live_engine(REF, fake) as (engine, events):
         yield engine, fake, events
-    finally:
-        try:
-            async with asyncio.timeout(10):
-                await engine.close()
-        finally:
-            fake.shut_down()
 
 
 async def test_a_profile_picture_is_asked_for_in_full_and_expires_with_its_link(live: Any) -> None:
@@ -117,7 +90,7 @@ async def test_a_message_names_its_sender_by_both_ids_with_its_names(live: Any) 
         VerifiedName=pb.VerifiedName(Details=details(verifiedName="Ana's Bakery", serial=1, issuer="smb:wa")),
     )
     fake.push(pb.Message(Info=info, Message=wa.Message(conversation="olá")))
-    await _until(lambda: any(isinstance(e, InboundMessage) for e in events))
+    await until(lambda: any(isinstance(e, InboundMessage) for e in events))
     [message] = [e for e in events if isinstance(e, InboundMessage)]
     assert (message.chat_jid, message.chat_lid, message.sender_jid, message.sender_lid) == (PHONE, LID, PHONE, LID)
     assert (message.push_name, message.verified_name) == ("Ana", "Ana's Bakery")

@@ -8,7 +8,6 @@ neonize's Python client up is the real thing.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import importlib
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.neonize import FakeGo, empty_jid, jid
+from tests.support.neonize import FakeGo, empty_jid, jid, live_engine, until
 from zapgate.domain.content import (
     ContactCard,
     ContactPhone,
@@ -49,8 +48,6 @@ from zapgate.engines.base import (
     Restricted,
     SendRejected,
     SessionRef,
-    StartMode,
-    StartRequest,
     UnknownSession,
 )
 from zapgate.engines.whatsmeow import VOICE_MIME, MediaHandleInvalid, NotSupported, WhatsmeowEngine, pb, wa
@@ -114,13 +111,6 @@ def _fields(message: Any) -> list[str]:
     return [descriptor.name for descriptor, _ in message.ListFields()]
 
 
-async def _until(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @dataclasses.dataclass
 class Live:
     """A connected session of the whatsmeow engine over a stand-in Go library."""
@@ -139,7 +129,7 @@ class Live:
     async def deliver(self, event: pb.Message) -> InboundMessage:
         before = len(self.arrived())
         self.fake.push(event)
-        await _until(lambda: len(self.arrived()) > before)
+        await until(lambda: len(self.arrived()) > before)
         return self.arrived()[-1]
 
     async def send(self, to: str, content: Content, **extra: Any) -> wa.Message:
@@ -154,26 +144,8 @@ class Live:
 async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     fake = FakeGo()
     monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
-    events: list[EngineEvent] = []
-
-    def store(event: EngineEvent) -> None:
-        events.append(event)
-        ack = getattr(event, "ack", None)
-        if ack is not None:
-            ack()  # stored, as the worker says
-
-    engine = WhatsmeowEngine(store, lambda _client: ":memory:", stop_timeout=3.0)
-    await engine.start(StartRequest(REF, StartMode.QR))
-    await asyncio.to_thread(fake.delivered_me.wait, 10)
-    await _until(lambda: (s := engine._session(REF)) is not None and s.go_live and s.lid is not None)
-    try:
+    async with live_engine(REF, fake) as (engine, events):
         yield Live(engine, fake, events)
-    finally:
-        try:
-            async with asyncio.timeout(10):
-                await engine.close()
-        finally:
-            fake.shut_down()
 
 
 # -- sending: what reaches Go's SendMessage -------------------------------------------------------------

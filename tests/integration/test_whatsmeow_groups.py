@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.neonize import FakeGo, jid
+from tests.support.neonize import FakeGo, jid, live_engine
 from zapgate.domain.groups import GroupAction, ParticipantAction, ParticipantOutcome
 from zapgate.engines.base import (
     EngineEvent,
@@ -24,8 +24,6 @@ from zapgate.engines.base import (
     GroupNotFound,
     InviteInvalid,
     SessionRef,
-    StartMode,
-    StartRequest,
 )
 from zapgate.engines.whatsmeow import WhatsmeowEngine, pb
 
@@ -168,22 +166,8 @@ class Live:
 async def live(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     fake = GroupGo()
     monkeypatch.setattr(importlib.import_module("neonize.client"), "gocode", fake)
-    events: list[EngineEvent] = []
-    engine = WhatsmeowEngine(events.append, lambda _client: ":memory:", stop_timeout=3.0)
-    await engine.start(StartRequest(REF, StartMode.QR))
-    await asyncio.to_thread(fake.delivered_me.wait, 10)
-    deadline = time.monotonic() + 10
-    while not ((s := engine._session(REF)) is not None and s.go_live and s.lid is not None):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-    try:
+    async with live_engine(REF, fake, ack=False) as (engine, events):
         yield Live(engine, fake, events)
-    finally:
-        try:
-            async with asyncio.timeout(10):
-                await engine.close()
-        finally:
-            fake.shut_down()
 
 
 async def test_create_asks_go_with_the_subject_and_jids_and_reads_each_participants_error(live: Live) -> None:

@@ -5,14 +5,18 @@ Shared by the whatsmeow engine tests and the engine contract suite.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import hashlib
 import importlib
 import queue
 import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from zapgate.engines.base import StartRequest
+from zapgate.engines.base import EngineEvent, SessionRef, StartMode, StartRequest
 from zapgate.engines.whatsmeow import WhatsmeowEngine, _Session, pb, wa
 
 # imported through the engine first: neonize's own import leaks a popen, which the engine's import absorbs
@@ -270,3 +274,39 @@ class Fed:
     def qr(self, code: str) -> None:
         buffer = ctypes.create_string_buffer(code.encode())
         self.client._NewClient__onQr(1, ctypes.addressof(buffer))
+
+
+async def until(predicate: Callable[[], object], seconds: float = 10.0) -> None:
+    """Wait until `predicate()` is true (AssertionError after `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def live_engine(
+    ref: SessionRef, fake: FakeGo, *, ack: bool = True
+) -> AsyncIterator[tuple[WhatsmeowEngine, list[EngineEvent]]]:
+    """A whatsmeow engine with the session `ref` connected over `fake` (installed as neonize's Go library by the
+    caller), and the events it reports; with `ack`, each is acknowledged as the worker does once stored."""
+    events: list[EngineEvent] = []
+
+    def store(event: EngineEvent) -> None:
+        events.append(event)
+        done = getattr(event, "ack", None)
+        if ack and done is not None:
+            done()
+
+    engine = WhatsmeowEngine(store, lambda _client: ":memory:", stop_timeout=3.0)
+    await engine.start(StartRequest(ref, StartMode.QR))
+    await asyncio.to_thread(fake.delivered_me.wait, 10)
+    await until(lambda: (s := engine._session(ref)) is not None and s.go_live and s.lid is not None)
+    try:
+        yield engine, events
+    finally:
+        try:
+            async with asyncio.timeout(10):
+                await engine.close()
+        finally:
+            fake.shut_down()
