@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -115,3 +116,20 @@ async def test_a_call_no_worker_answers_times_out_and_is_never_made_late(
     monkeypatch.undo()
     await worker._calls._sweep()  # the worker looks for calls it missed (as after a reconnection): none is due
     assert sandbox(worker).presence(SessionRef("acme", "alice"), f"{ALICE}@s.whatsapp.net") is None
+
+
+async def test_a_call_that_crashes_the_worker_fails_at_once_without_its_words(
+    api: httpx.AsyncClient, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+
+    async def broken(*_: object) -> None:
+        raise KeyError("secret internals")
+
+    monkeypatch.setattr(sandbox(worker), "send_presence", broken)  # a bug in an engine, not WhatsApp's refusal
+    started = asyncio.get_running_loop().time()
+    answer = await api.post("/whatsapp/sessions/alice/presence", headers=acme, json={"to": ALICE, "presence": "paused"})
+    problem = assert_problem(answer, 502, "engine_call_failed")
+    assert problem["reason"] == "internal_error" and "secret internals" not in answer.text
+    assert asyncio.get_running_loop().time() - started < 1.5  # answered, not left to its deadline (2 s here)

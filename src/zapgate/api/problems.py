@@ -137,6 +137,8 @@ def zapgate_problem(exc: ZapgateError, path: str, rid: str | None) -> JSONRespon
         return problem(status, detail, exc.code, headers={"Retry-After": str(wait)}, retryAfter=wait, request_id=rid)
     if isinstance(exc, QuotaExceeded):  # which quota, and how much it is: programs need not parse the detail
         return problem(status, detail, exc.code, quota=exc.quota, limit=exc.limit, request_id=rid)
+    if isinstance(exc, EngineCallFailed) and exc.details.get("reason"):  # the engine's own code, for programs
+        return problem(status, detail, exc.code, reason=exc.details["reason"], request_id=rid)
     errors = field_errors(exc)
     if errors:
         return problem(status, detail, exc.code, errors=errors, request_id=rid)

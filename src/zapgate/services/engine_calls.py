@@ -190,6 +190,11 @@ class CallRunner:
                 result = await handler(ref, hosted, call.args)
             except EngineError as exc:
                 error_code, error = exc.code, exc.message
+            except Exception as exc:  # a bug, not WhatsApp's answer: the caller hears it now, not at its deadline
+                log.error(
+                    "calls.crashed", session=str(ref), call=call_id, kind=call.kind, error=repr(exc), exc_info=exc
+                )
+                error_code, error = "internal_error", "the worker failed to make this call; it has been logged"
             finish = partial(self._finish, ref=ref, call_id=call_id, result=result, code=error_code, error=error)
             await self._manager.execute_transaction(ref.client_id, finish)
         except Exception as exc:  # the caller times out
