@@ -343,6 +343,12 @@ async def test_a_session_joins_by_an_invite_message(api: httpx.AsyncClient, work
     )
     assert made.status_code == 201, made.text
     group = made.json()["group"]["id"]
+    # only an admin invites by message: a member who is not one is refused, told as an error of the session
+    act = "/whatsapp/sandbox/sessions/alice/group-act"
+    invite = {"phoneNumber": SIMULATED, "action": "invite", "groupId": group, "participants": [BOB]}
+    assert (await api.post(act, headers=acme, json=invite)).status_code == 202
+    refused = await event(api, acme, "alice", "error", lambda b: b["code"] == "group_forbidden")
+    assert "invite" in refused["message"]
     promoted = await api.post(
         f"/whatsapp/groups/{group}/participants",
         headers=acme,
@@ -354,8 +360,6 @@ async def test_a_session_joins_by_an_invite_message(api: httpx.AsyncClient, work
     ]
 
     # the simulated admin invites bob by message: bob receives a group_invite message
-    act = "/whatsapp/sandbox/sessions/alice/group-act"
-    invite = {"phoneNumber": SIMULATED, "action": "invite", "groupId": group, "participants": [BOB]}
     assert (await api.post(act, headers=acme, json=invite)).status_code == 202
     got = await event(api, acme, "bob", "message-received", lambda b: b.get("messageType") == "group_invite")
     card = got["message"]["group_invite"]
