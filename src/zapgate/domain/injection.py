@@ -171,7 +171,8 @@ def _parse_invite(part: object, body: Mapping[str, Any]) -> Injected:
     if not isinstance(code, str) or not code or len(code) > 100 or not code.isalnum():
         raise _field("group_invite.code", "the group's invite code expected (letters and digits)")
     expires_at = part.get("expires_at")
-    if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, int) or expires_at < 0):
+    whole = isinstance(expires_at, int) and not isinstance(expires_at, bool)
+    if expires_at is not None and not (whole and 0 <= expires_at < 2**40):
         raise _field("group_invite.expires_at", "when the code expires, in Unix seconds, expected")
     subject, caption = part.get("subject"), part.get("caption")
     invite = GroupInvite(

@@ -180,6 +180,8 @@ class GroupService:
     ) -> dict[str, Any]:
         """Join a group by an invite message: the session's received one (`message_id`), or its parts given."""
         if message_id is not None:
+            if not message_id.isprintable():
+                raise InvalidRequest("messageId: a message id (printable characters) expected", field="messageId")
             group, inviter, code, expiration = await self._invite_of(client, session, message_id)
         jid = group_jid(group or "", field="groupId")
         if not inviter:
