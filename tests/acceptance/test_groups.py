@@ -332,3 +332,83 @@ async def test_simulated_phones_act_in_groups_as_members_would(api: httpx.AsyncC
     assert gone["reason"] == "removed" and gone["actor"] == jid(SIMULATED)
     bad = await api.post(act, headers=acme, json={"phoneNumber": SIMULATED, "action": "subject", "groupId": group})
     assert assert_problem(bad, 422)["errors"][0]["field"] == "subject"
+
+
+async def test_a_session_joins_by_an_invite_message(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    await linked(api, acme, "bob", BOB)
+    made = await api.post(
+        "/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "Invited", "participants": [SIMULATED]}
+    )
+    assert made.status_code == 201, made.text
+    group = made.json()["group"]["id"]
+    # only an admin invites by message: a member who is not one is refused, told as an error of the session
+    act = "/whatsapp/sandbox/sessions/alice/group-act"
+    invite = {"phoneNumber": SIMULATED, "action": "invite", "groupId": group, "participants": [BOB]}
+    assert (await api.post(act, headers=acme, json=invite)).status_code == 202
+    refused = await event(api, acme, "alice", "error", lambda b: b["code"] == "group_forbidden")
+    assert "invite" in refused["message"]
+    promoted = await api.post(
+        f"/whatsapp/groups/{group}/participants",
+        headers=acme,
+        json={"sessionId": "alice", "action": "promote", "participants": [SIMULATED]},
+    )
+    assert [p["status"] for p in promoted.json()["participants"]] == ["ok"]
+    code = (await api.get(f"/whatsapp/groups/{group}/invite", headers=acme, params={"sessionId": "alice"})).json()[
+        "code"
+    ]
+
+    # the simulated admin invites bob by message: bob receives a group_invite message
+    assert (await api.post(act, headers=acme, json=invite)).status_code == 202
+    got = await event(api, acme, "bob", "message-received", lambda b: b.get("messageType") == "group_invite")
+    card = got["message"]["group_invite"]
+    assert card["group_id"] == group and card["code"] == code, got
+    assert card["subject"] == "Invited" and card["expires_at"] > 0, got
+    assert got["text"] == "[group invite] Invited"
+    assert got["chatJid"] == jid(SIMULATED)
+    stored = await message(api, acme, "bob", got["messageId"])
+    assert stored["type"] == "group_invite"
+
+    # bob joins with the message: the members hear it, bob is in
+    joined = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": got["messageId"]}
+    )
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["groupId"] == group
+    assert jid(BOB) in {p["jid"] for p in joined.json()["group"]["participants"]}
+    assert (await event(api, acme, "bob", "group-join", lambda b: b["reason"] == "invite"))["groupId"] == group
+    heard = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "join-by-link")
+    assert heard["participants"] == [jid(BOB)]
+    listed = await api.get("/whatsapp/groups", headers=acme, params={"sessionId": "bob"})
+    assert [g["id"] for g in listed.json()["groups"]] == [group]
+
+    # expired, revoked: 404; a message that is no invite, or none given: 422 naming the field
+    explicit = {"sessionId": "bob", "groupId": group, "inviter": SIMULATED, "code": code}
+    expired = await api.post("/whatsapp/groups/join", headers=acme, json={**explicit, "expiration": 1_600_000_000})
+    assert assert_problem(expired, 404, "invite_not_found")["errors"][0]["field"] == "code"
+    revoked = await api.delete(f"/whatsapp/groups/{group}/invite", headers=acme, params={"sessionId": "alice"})
+    assert revoked.status_code == 200
+    stale = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": got["messageId"]}
+    )
+    assert assert_problem(stale, 404, "invite_not_found")["errors"][0]["field"] == "messageId"
+    stale_explicit = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={**explicit, "expiration": 4_000_000_000}
+    )
+    assert_problem(stale_explicit, 404, "invite_not_found")
+    text_id = await send(api, acme, {"sessionId": "alice", "to": BOB, "type": "text", "text": {"body": "hi bob"}})
+    said = await event(api, acme, "bob", "message-received", lambda b: b.get("text") == "hi bob")
+    assert text_id
+    not_invite = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": said["messageId"]}
+    )
+    assert assert_problem(not_invite, 422)["errors"][0]["field"] == "messageId"
+    unknown = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": "nope"})
+    assert_problem(unknown, 404, "message_not_found")
+    both = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": "x", "link": code}
+    )
+    assert assert_problem(both, 422)["errors"][0]["field"] == "messageId"
+    neither = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "bob"})
+    assert assert_problem(neither, 422)["errors"][0]["field"] == "link"

@@ -116,6 +116,14 @@ async def test_every_kind_can_be_injected(
             ({"type": "reaction", "reaction": {"message_id": theirs, "emoji": "👍"}}, "reaction", "[reaction] 👍"),
             ({"type": "reaction", "reaction": {"message_id": ours, "emoji": ""}}, "reaction", "[reaction removed]"),
             ({"type": "poll_vote", "poll_vote": {"message_id": theirs, "selected": ["a"]}}, "poll_vote", "[vote] a"),
+            (
+                {
+                    "type": "group_invite",
+                    "group_invite": {"group_id": "120363000000000001", "code": "AbC1", "subject": "T"},
+                },
+                "group_invite",
+                "[group invite] T",
+            ),
         ]
         for extra, kind, summary in kinds:
             injected = await api.post(INBOUND, headers=acme, json={**uk, **extra})
@@ -185,6 +193,8 @@ async def test_what_the_route_refuses(api: httpx.AsyncClient, database_url: str)
         ({"type": "reaction", "reaction": {"emoji": "👍"}}, "reaction.message_id"),
         ({"type": "poll_vote", "poll_vote": {"message_id": "X", "selected": "a"}}, "poll_vote.selected"),
         ({"type": "poll_vote", "poll_vote": {"message_id": "X", "selected": ["a", "a"]}}, "poll_vote.selected"),
+        ({"type": "group_invite", "group_invite": {"group_id": "nope", "code": "AbC"}}, "group_invite.group_id"),
+        ({"type": "group_invite", "group_invite": {"group_id": "1203630001", "code": "a b"}}, "group_invite.code"),
         ({"type": "edit", "edit": {"message_id": "X"}}, "edit.text"),
         ({"type": "edit", "edit": {"message_id": "X", "text": "y"}, "context": {"message_id": "Z"}}, "context"),
         ({"type": "revoke", "revoke": {"message_id": ""}}, "revoke.message_id"),

@@ -26,6 +26,7 @@ from zapgate.domain.content import (
     Contacts,
     Content,
     Edit,
+    GroupInvite,
     Location,
     Media,
     MediaKind,
@@ -778,11 +779,21 @@ async def test_deletes_and_edits_arrive_naming_their_message(live: Live) -> None
     assert got.content == Edit(MessageKey("3EB0P", from_me=True), "better caption")
 
 
-async def test_other_kinds_arrive_as_unsupported_with_their_name(live: Live) -> None:
-    invite = wa.GroupInviteMessage(groupJID=GROUP, inviteCode="abc", groupName="Family", caption="join us")
+async def test_a_group_invite_arrives_with_its_group_code_and_expiry(live: Live) -> None:
+    invite = wa.GroupInviteMessage(
+        groupJID=GROUP, inviteCode="abc", inviteExpiration=1_790_000_000, groupName="Family", caption="join us"
+    )
     got = await live.inbound(wa.Message(groupInviteMessage=invite))
-    assert got.content == Unsupported("groupInviteMessage", "[groupInvite] join us")
-    assert (got.type, got.text) == ("unsupported", "[groupInvite] join us")
+    assert got.content == GroupInvite(GROUP, "abc", expires_at=1_790_000_000, subject="Family", caption="join us")
+    assert (got.type, got.text) == ("group_invite", "[group invite] Family")
+    bare = await live.inbound(wa.Message(groupInviteMessage=wa.GroupInviteMessage(groupJID=GROUP, inviteCode="x")))
+    assert bare.content == GroupInvite(GROUP, "x")  # no expiry, no name: none said
+
+
+async def test_other_kinds_arrive_as_unsupported_with_their_name(live: Live) -> None:
+    got = await live.inbound(wa.Message(eventMessage=wa.EventMessage(name="Party")))
+    assert got.content == Unsupported("eventMessage", "[event] Party")
+    assert (got.type, got.text) == ("unsupported", "[event] Party")
 
 
 # -- downloads -------------------------------------------------------------------------------------------

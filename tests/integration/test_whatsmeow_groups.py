@@ -145,6 +145,13 @@ class GroupGo(FakeGo):
         self.calls.append(("join", code.decode()))
         return self._answer(pb.JoinGroupWithLinkReturnFunction, Jid=jid("120363000000000001", "g.us"))
 
+    def JoinGroupWithInvite(
+        self, _uuid: bytes, data: bytes, size: int, inviter: bytes, inviter_size: int, code: bytes, expiration: int
+    ) -> bytes:
+        asked = (pb.JID.FromString(data[:size]), pb.JID.FromString(inviter[:inviter_size]), code.decode(), expiration)
+        self.calls.append(("join_invite", asked))
+        return self._error()
+
     def LeaveGroup(self, _uuid: bytes, data: bytes, size: int) -> bytes:
         self.calls.append(("leave", pb.JID.FromString(data[:size])))
         return self._error()
@@ -229,6 +236,20 @@ async def test_invites_join_and_leave(live: Live) -> None:
     assert live.fake.calls[-1] == ("join", "AbCdEf")
     await live.engine.leave_group(REF, GROUP)
     assert live.fake.calls[-1][0] == "leave"
+
+
+async def test_joining_by_an_invite_message_hands_go_the_group_inviter_code_and_expiry(live: Live) -> None:
+    inviter = f"{ANA}@s.whatsapp.net"
+    assert await live.engine.join_group_with_invite(REF, GROUP, inviter, "InvCode", 1_790_000_000) == GROUP
+    kind, (group, who, code, expiration) = live.fake.calls[-1]
+    assert kind == "join_invite"
+    assert (group.User, group.Server, who.User, who.Server) == ("120363000000000001", "g.us", ANA, "s.whatsapp.net")
+    assert (code, expiration) == ("InvCode", 1_790_000_000)
+    await live.engine.join_group_with_invite(REF, GROUP, inviter, "InvCode", None)
+    assert live.fake.calls[-1][1][3] == 0  # no expiry said: whatsmeow's zero
+    live.fake.error = "failed to join group: info query returned status 410: gone"
+    with pytest.raises(InviteInvalid):
+        await live.engine.join_group_with_invite(REF, GROUP, inviter, "Revoked", 1_790_000_000)
 
 
 async def test_whatsapps_refusals_are_the_group_errors_they_mean(live: Live) -> None:

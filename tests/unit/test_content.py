@@ -11,6 +11,7 @@ from zapgate.domain.content import (
     ContactPhone,
     Contacts,
     Edit,
+    GroupInvite,
     Location,
     Media,
     MediaKind,
@@ -44,6 +45,10 @@ EVERY_KIND = [
     PollVote(key=MessageKey("P1", from_me=True), selected=("sushi",)),
     Edit(key=MessageKey("E1", from_me=True), text="fixed"),
     Revoke(key=MessageKey("R1")),
+    GroupInvite(
+        group_jid="120363000000000001@g.us", code="AbC", expires_at=1_790_000_000, subject="Team", caption="hi"
+    ),
+    GroupInvite(group_jid="120363000000000001@g.us", code="AbC"),
     Unsupported(wa_type="buttonsMessage", summary="[buttons]"),
 ]
 
@@ -69,6 +74,8 @@ def test_engine_only_fields_never_reach_the_public_shape() -> None:
         (Location(1.0, 2.0), "[location] 1.00000,2.00000"),
         (Reaction(MessageKey("x"), ""), "[reaction removed]"),
         (Revoke(MessageKey("x")), "[deleted]"),
+        (GroupInvite("1@g.us", "c", subject="Team"), "[group invite] Team"),
+        (GroupInvite("1@g.us", "c"), "[group invite] 1@g.us"),
     ],
 )
 def test_a_summary_says_what_a_message_holds(content: Any, line: str) -> None:
@@ -136,6 +143,22 @@ def test_a_bad_request_names_the_field_at_fault(body: dict[str, Any], field: str
     with pytest.raises(InvalidRequest) as raised:
         parse_outgoing(body)
     assert str(raised.value).startswith(field) or field in str(raised.value)
+
+
+def test_a_group_invite_has_the_public_shape_of_its_kind() -> None:
+    invite = GroupInvite("120363000000000001@g.us", "AbC", expires_at=1_790_000_000, subject="Team", caption="hi")
+    assert to_payload(invite) == {
+        "type": "group_invite",
+        "group_invite": {
+            "group_id": "120363000000000001@g.us",
+            "code": "AbC",
+            "expires_at": 1_790_000_000,
+            "subject": "Team",
+            "caption": "hi",
+        },
+    }
+    with pytest.raises(InvalidRequest):  # received, never sent through the API
+        parse_outgoing({"type": "group_invite", "group_invite": {"group_id": "1@g.us", "code": "c"}})
 
 
 def test_stored_content_that_is_not_ours_is_refused() -> None:

@@ -427,6 +427,7 @@ InboundKind = Literal[
     "poll_vote",
     "edit",
     "revoke",
+    "group_invite",
 ]
 INBOUND_KINDS: tuple[str, ...] = get_args(InboundKind)
 
@@ -529,6 +530,12 @@ class InboundRequest(_Request):
     )
     revoke: dict[str, Any] | None = Field(
         None, description=_KIND_OBJECT, examples=[{"message_id": "3EB0C767D26A1A6D4E2B"}]
+    )
+    group_invite: dict[str, Any] | None = Field(
+        None,
+        alias="group_invite",
+        description=_KIND_OBJECT,
+        examples=[{"group_id": "120363012345678901@g.us", "code": "AbCdEfGhIjKlMnOpQrStUv", "subject": "Team"}],
     )
     context: dict[str, Any] | None = Field(
         None, description='A reply: `{"message_id": ...}` names the message it answers.'

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from zapgate.db.tables import group_participants, groups
+from zapgate.db.tables import group_participants, groups, messages
 from zapgate.domain.groups import GroupInfo, GroupParticipant
 from zapgate.domain.ids import new_id
 
@@ -184,3 +184,18 @@ def _stored(row: Any, participants: list[GroupParticipant]) -> StoredGroup:
         participants=tuple(participants),
     )
     return StoredGroup(info=info, updated_at=row["updated_at"], left_at=row["left_at"])
+
+
+async def received_invite(
+    conn: AsyncConnection, session_row: str, message_id: str
+) -> tuple[dict[str, Any], str | None] | None:
+    """The public content and the author of the session's received message `message_id` (our id), or None."""
+    stmt = select(messages.c.payload, messages.c.sender_jid, messages.c.chat_jid).where(
+        messages.c.session_id == session_row,
+        messages.c.message_id == message_id,
+        messages.c.direction == "inbound",
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None
+    return (row.payload or {}), (row.sender_jid or row.chat_jid)

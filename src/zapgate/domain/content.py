@@ -58,6 +58,7 @@ class ContentKind(StrEnum):
     POLL_VOTE = "poll_vote"
     EDIT = "edit"
     REVOKE = "revoke"  # deleted for everyone by its sender
+    GROUP_INVITE = "group_invite"  # an admin's invitation to join a group
     UNSUPPORTED = "unsupported"  # a kind zapgate does not translate (yet): `Unsupported.wa_type` names it
 
 
@@ -192,7 +193,18 @@ class Unsupported:
     summary: str = ""
 
 
-Content = Text | Media | Location | Contacts | Reaction | Poll | PollVote | Edit | Revoke | Unsupported
+@dataclass(frozen=True, slots=True)
+class GroupInvite:
+    """An invitation to a group sent as a message: the group, its invite code and when the code expires."""
+
+    group_jid: str
+    code: str
+    expires_at: int | None = None  # Unix seconds; None: WhatsApp said no expiry
+    subject: str | None = None  # the group's name as the inviter saw it
+    caption: str | None = None
+
+
+Content = Text | Media | Location | Contacts | Reaction | Poll | PollVote | Edit | Revoke | GroupInvite | Unsupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +231,7 @@ _KINDS: dict[type, ContentKind] = {
     PollVote: ContentKind.POLL_VOTE,
     Edit: ContentKind.EDIT,
     Revoke: ContentKind.REVOKE,
+    GroupInvite: ContentKind.GROUP_INVITE,
     Unsupported: ContentKind.UNSUPPORTED,
 }
 
@@ -247,6 +260,8 @@ def summary(content: Content) -> str:
             return f"[edit] {text}"
         case Revoke():
             return "[deleted]"
+        case GroupInvite(subject=subject, group_jid=group_jid):
+            return f"[group invite] {subject or group_jid}"
         case Unsupported(wa_type=wa_type, summary=said):
             return said or f"[{wa_type}]"
     raise AssertionError(f"unknown content {content!r}")  # pragma: no cover
@@ -313,6 +328,16 @@ def _body(content: Content) -> Any:
             return {**_key_out(content.key), "text": content.text}
         case Revoke():
             return _key_out(content.key)
+        case GroupInvite():
+            return _compact(
+                {
+                    "group_id": content.group_jid,
+                    "code": content.code,
+                    "expires_at": content.expires_at,
+                    "subject": content.subject,
+                    "caption": content.caption,
+                }
+            )
         case Unsupported():
             return _compact({"wa_type": content.wa_type, "summary": content.summary or None})
     raise AssertionError(f"unknown content {content!r}")  # pragma: no cover
@@ -385,6 +410,15 @@ def _from_body(kind: ContentKind, body: Any) -> Content:
         return Edit(key=_key_in(body), text=body["text"])
     if kind is ContentKind.REVOKE:
         return Revoke(key=_key_in(body))
+    if kind is ContentKind.GROUP_INVITE:
+        expires_at = body.get("expires_at")
+        return GroupInvite(
+            group_jid=str(body["group_id"]),
+            code=str(body["code"]),
+            expires_at=None if expires_at is None else int(expires_at),
+            subject=body.get("subject"),
+            caption=body.get("caption"),
+        )
     return Unsupported(wa_type=body["wa_type"], summary=body.get("summary", ""))
 
 

@@ -26,6 +26,7 @@ from zapgate.domain.content import (
     Content,
     ContentKind,
     Edit,
+    GroupInvite,
     Media,
     MediaKind,
     MessageKey,
@@ -35,11 +36,12 @@ from zapgate.domain.content import (
     parse_outgoing,
     text_body,
 )
+from zapgate.domain.groups import group_jid
 from zapgate.errors import InvalidRequest
 
 MAX_INLINE_MEDIA = 1024 * 1024  # bytes of a file given inline (base64 in JSON); larger ones are uploaded
 MAX_UPLOADED_MEDIA = 100 * 1024 * 1024  # bytes of an uploaded file (the Cloud API's limit for documents)
-INJECTABLE = (*SENDABLE, ContentKind.POLL_VOTE, ContentKind.EDIT, ContentKind.REVOKE)
+INJECTABLE = (*SENDABLE, ContentKind.POLL_VOTE, ContentKind.EDIT, ContentKind.REVOKE, ContentKind.GROUP_INVITE)
 MEDIA_DESCRIPTION = frozenset({"data", "mime_type", "width", "height", "duration", "animated"})
 _MAX_ID = 256  # characters of a message id
 
@@ -90,6 +92,8 @@ def _parse(body: Mapping[str, Any], file_attached: bool) -> Injected:
         return _parse_action(kind, part, body)
     if kind.value in set(MediaKind):
         return _parse_media(MediaKind(kind.value), part, body, file_attached)
+    if kind is ContentKind.GROUP_INVITE:
+        return _parse_invite(part, body)
     outgoing = parse_outgoing(body)
     target = outgoing.content.key.id if isinstance(outgoing.content, Reaction) else None
     return Injected(outgoing.content, outgoing.reply_to, outgoing.mentions, target=target)
@@ -150,6 +154,35 @@ def _parse_action(kind: ContentKind, part: object, body: Mapping[str, Any]) -> I
     if kind is not ContentKind.EDIT and body.get("mentions") is not None:
         raise _field("mentions", f"a {name} mentions nobody")
     return Injected(content, mentions=mentions, target=target)
+
+
+def _parse_invite(part: object, body: Mapping[str, Any]) -> Injected:
+    """An admin's invitation to a group, as WhatsApp's invite message carries it (the code is taken as given)."""
+    if not isinstance(part, Mapping):
+        raise _field("group_invite", "an object expected")
+    allowed = {"group_id", "code", "expires_at", "subject", "caption"}
+    unknown = sorted(set(part) - allowed)
+    if unknown:
+        raise _field(f"group_invite.{unknown[0]}", f"not a field of group_invite (known: {', '.join(sorted(allowed))})")
+    for extra in ("context", "mentions"):
+        if body.get(extra) is not None:
+            raise _field(extra, "an invite message replies to nothing and mentions nobody")
+    code = part.get("code")
+    if not isinstance(code, str) or not code or len(code) > 100 or not code.isalnum():
+        raise _field("group_invite.code", "the group's invite code expected (letters and digits)")
+    expires_at = part.get("expires_at")
+    whole = isinstance(expires_at, int) and not isinstance(expires_at, bool)
+    if expires_at is not None and not (whole and 0 <= expires_at < 2**40):
+        raise _field("group_invite.expires_at", "when the code expires, in Unix seconds, expected")
+    subject, caption = part.get("subject"), part.get("caption")
+    invite = GroupInvite(
+        group_jid=group_jid(str(part.get("group_id") or ""), field="group_invite.group_id"),
+        code=code,
+        expires_at=expires_at,
+        subject=None if subject is None else text_body(subject, "group_invite.subject", limit=100),
+        caption=None if caption is None else text_body(caption, "group_invite.caption", limit=1024),
+    )
+    return Injected(invite)
 
 
 def message_id(value: object, field: str) -> str:

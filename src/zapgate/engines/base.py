@@ -520,5 +520,12 @@ class Engine(Protocol):
     async def join_group(self, ref: SessionRef, code: str) -> str:
         """Join the group of invite code `code`; return its JID. Raises InviteInvalid, GroupFull."""
 
+    async def join_group_with_invite(
+        self, ref: SessionRef, group: str, inviter: str, code: str, expiration: int | None
+    ) -> str:
+        """Join `group` by an invite message from `inviter` (its code, its expiry in Unix seconds); return the JID.
+
+        Raises InviteInvalid (revoked, expired, no such group), GroupFull."""
+
     async def leave_group(self, ref: SessionRef, group: str) -> None:
         """Leave the group."""

@@ -77,6 +77,7 @@ from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     Content,
     Edit,
+    GroupInvite,
     Media,
     MessageKey,
     PollVote,
@@ -160,6 +161,7 @@ Mail = dict[str, Any]
 T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
+INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
@@ -1077,6 +1079,53 @@ class SandboxEngine:
             await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
         return group
 
+    async def join_group_with_invite(
+        self, ref: SessionRef, group: str, inviter: str, code: str, expiration: int | None
+    ) -> str:
+        phone = self._phone(ref)
+        if expiration is not None and expiration <= int(datetime.now(UTC).timestamp()):
+            raise InviteInvalid("the invitation has expired")
+
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, bool]:
+            if found.invite_code != code:  # revoked since it was sent
+                raise InviteInvalid("the invitation was revoked")
+            return found, join_group(found, phone)
+
+        try:
+            changed, joined = await self._network.change_group(group, change)
+        except GroupNotFound as exc:
+            raise InviteInvalid("the invitation names no group") from exc
+        if joined:
+            await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
+        return group
+
+    async def _invite_by_message(self, ref: SessionRef, group: str, people: Sequence[str], acting: str) -> None:
+        """The admin `acting` sends each of `people` an invitation to `group` (a group_invite message)."""
+        found = await self._network.group(group)
+        if found is None:
+            raise GroupNotFound(f"no group {group}")
+        require_admin(found, acting, "invite by message")
+        now = datetime.now(UTC)
+        invite = GroupInvite(
+            group_jid=group,
+            code=found.invite_code,
+            expires_at=int((now + INVITE_MESSAGE_LIFETIME).timestamp()),
+            subject=found.subject,
+        )
+        for jid in people:
+            account = await self._member_account(jid)
+            if account is None or await self._network.linked_session(account) is None:
+                continue  # a simulated phone: it takes note, nobody hears of it
+            mail: Mail = {
+                "kind": "message",
+                "id": "3EB0" + secrets.token_hex(8).upper(),
+                "from": acting,
+                "to": account,
+                "timestamp": now.isoformat(),
+                **content_mail(invite),
+            }
+            await self._network.post(phone_address(account), mail)
+
     async def leave_group(self, ref: SessionRef, group: str, *, acting: str | None = None) -> None:
         phone = self._phone(ref, acting)
 
@@ -1111,6 +1160,7 @@ class SandboxEngine:
             "locked": lambda: self.set_group_locked(ref, group, bool(value), acting=acting),
             "join": lambda: self.join_group(ref, str(value), acting=acting),
             "leave": lambda: self.leave_group(ref, group, acting=acting),
+            "invite": lambda: self._invite_by_message(ref, group, people, acting),
         }
         for change in ParticipantAction:
             acts[change.value] = partial(self.update_group_participants, ref, group, change, people, acting=acting)

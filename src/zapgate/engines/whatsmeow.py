@@ -95,6 +95,7 @@ from zapgate.domain.content import (
     Contacts,
     Content,
     Edit,
+    GroupInvite,
     Location,
     Media,
     MediaKind,
@@ -755,6 +756,15 @@ def _content_of(name: str, value: Any, *, view_once: bool, carrier: _Carrier) ->
         return Reaction(key=_wa_key(value.key, carrier), emoji=_text(value.text))
     if name in _POLL_FIELDS:
         return _poll(value)
+    if name == "groupInviteMessage":
+        expiration = int(value.inviteExpiration)  # Unix seconds; 0: not given
+        return GroupInvite(
+            group_jid=_text(value.groupJID),
+            code=_text(value.inviteCode),
+            expires_at=expiration or None,
+            subject=_text(value.groupName) or None,
+            caption=_text(value.caption) or None,
+        )
     return _unsupported(name, value)
 
 
@@ -1977,6 +1987,15 @@ class WhatsmeowEngine:
     async def join_group(self, ref: SessionRef, code: str) -> str:
         joined = await self._group_call(ref, lambda client: client.join_group_with_link(code), inviting=True)
         return _bare_jid(joined) or ""
+
+    async def join_group_with_invite(
+        self, ref: SessionRef, group: str, inviter: str, code: str, expiration: int | None
+    ) -> str:
+        jid, sender = parse_jid(group), parse_jid(inviter)
+        await self._group_call(
+            ref, lambda client: client.join_group_with_invite(jid, sender, code, expiration or 0), inviting=True
+        )
+        return _bare_jid(jid) or group
 
     async def leave_group(self, ref: SessionRef, group: str) -> None:
         await self._group_call(ref, lambda client: client.leave_group(parse_jid(group)))

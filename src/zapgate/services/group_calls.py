@@ -42,6 +42,7 @@ class GroupCalls:
             "group_participants": self.participants,
             "group_invite": self.invite,
             "group_join": self.join,
+            "group_join_invite": self.join_invite,
             "group_leave": self.leave,
         }
 
@@ -109,6 +110,17 @@ class GroupCalls:
 
     async def join(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         return {"group": await self._bounded("group_join", hosted.engine.join_group(ref, str(args["code"])))}
+
+    async def join_invite(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        expiration = args.get("expiration")
+        joining = hosted.engine.join_group_with_invite(
+            ref,
+            str(args["group"]),
+            str(args["inviter"]),
+            str(args["code"]),
+            None if expiration is None else int(expiration),
+        )
+        return {"group": await self._bounded("group_join_invite", joining)}
 
     async def leave(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         await self._bounded("group_leave", hosted.engine.leave_group(ref, str(args["group"])))

@@ -18,6 +18,7 @@ from typing import Any
 from zapgate.db import groups as records
 from zapgate.db import outbound
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.content import GroupInvite, from_payload
 from zapgate.domain.groups import (
     MAX_CHANGE,
     MAX_PARTICIPANTS,
@@ -40,6 +41,7 @@ from zapgate.errors import (
     GroupNotFound,
     InvalidRequest,
     InviteNotFound,
+    MessageNotFound,
     SessionNotFound,
 )
 from zapgate.services.engine_calls import EngineCalls
@@ -165,6 +167,57 @@ class GroupService:
         jid = str(result["group"])
         return {"groupId": jid, "group": await self.info(client, session, jid)}
 
+    async def join_by_invite(
+        self,
+        client: str,
+        session: str,
+        *,
+        message_id: str | None = None,
+        group: str | None = None,
+        inviter: str | None = None,
+        code: str | None = None,
+        expiration: int | None = None,
+    ) -> dict[str, Any]:
+        """Join a group by an invite message: the session's received one (`message_id`), or its parts given."""
+        if message_id is not None:
+            if not message_id.isprintable():
+                raise InvalidRequest("messageId: a message id (printable characters) expected", field="messageId")
+            group, inviter, code, expiration = await self._invite_of(client, session, message_id)
+        jid = group_jid(group or "", field="groupId")
+        if not inviter:
+            raise InvalidRequest("inviter: who sent the invitation (a number or JID) is required", field="inviter")
+        sender = parse_recipient(inviter, field="inviter")
+        if sender.is_group:
+            raise InvalidRequest("inviter: a person is expected, not a group", field="inviter")
+        inviter_jid = phone_jid(sender.phone) if sender.phone is not None else str(sender.jid)
+        if not code or len(code) > 100 or not code.isprintable():
+            raise InvalidRequest("code: the invitation's code is required", field="code")
+        args = {"group": jid, "inviter": inviter_jid, "code": code, "expiration": expiration}
+        named = "messageId" if message_id is not None else "code"
+        result = await self._call(client, session, "group_join_invite", args, field=named)
+        joined = str(result["group"])
+        return {"groupId": joined, "group": await self.info(client, session, joined)}
+
+    async def _invite_of(self, client: str, session: str, message_id: str) -> tuple[str, str, str, int | None]:
+        """The group, inviter, code and expiry of the session's received group_invite message `message_id`."""
+        found: list[tuple[dict[str, Any], str | None] | None] = []
+
+        async def read(tx: Transaction, row: str) -> None:
+            found.append(await records.received_invite(tx.connection, row, message_id))
+
+        await self._store(client, session, read)
+        stored = found[0] if found else None
+        if stored is None:
+            raise MessageNotFound(f"messageId: no message {message_id!r} received by this session", field="messageId")
+        payload, author = stored
+        try:
+            content = from_payload(payload)
+        except ValueError:
+            content = None
+        if not isinstance(content, GroupInvite) or not author:
+            raise InvalidRequest("messageId: not a group invite message", field="messageId")
+        return content.group_jid, author, content.code, content.expires_at
+
     async def leave(self, client: str, session: str, group: str) -> dict[str, Any]:
         """Leave the group."""
         jid = group_jid(group)
@@ -206,7 +259,9 @@ class GroupService:
             act["value"] = enabled
         elif action == "join":
             act["value"] = invite_code(link or "")
-        if action == "create" or action in {a.value for a in ParticipantAction}:
+        if action == "invite" and not participants:
+            raise InvalidRequest("participants: whom to send the invite message", field="participants")
+        if action in ("create", "invite") or action in {a.value for a in ParticipantAction}:
             act["participants"] = _participants(participants or [])
         await sessions.sandbox_group_act(client, session, act)
 
@@ -233,7 +288,8 @@ class GroupService:
             if reason == "group_forbidden":
                 raise GroupActionForbidden(f"{field}: {exc.message}", field=field) from exc
             if reason == "invite_invalid":
-                raise InviteNotFound(f"link: {exc.message}", field="link") from exc
+                name = "link" if field == "groupId" else field
+                raise InviteNotFound(f"{name}: {exc.message}", field=name) from exc
             if reason == "group_full":
                 raise GroupFull(f"participants: {exc.message}", field="participants") from exc
             raise

@@ -172,10 +172,21 @@ class InviteOut(_Body):
 
 
 class JoinRequest(_Request):
-    """Join a group by its invite link."""
+    """Join a group by its invite link, or by an invite message (`messageId`, or its parts: `groupId`...)."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN)
-    link: str = Field(min_length=6, max_length=200, description="https://chat.whatsapp.com/CODE, or the code.")
+    link: str | None = Field(
+        None, min_length=6, max_length=200, description="https://chat.whatsapp.com/CODE, or the code."
+    )
+    message_id: str | None = Field(
+        None, min_length=1, max_length=64, description="A group_invite message the session received (our id)."
+    )
+    group_id: str | None = Field(None, min_length=5, max_length=64, description="An invite message's group.")
+    inviter: str | None = Field(None, min_length=1, max_length=64, description="Who sent the invite message.")
+    code: str | None = Field(None, min_length=1, max_length=100, description="The invite message's code.")
+    expiration: int | None = Field(
+        None, ge=0, le=2**40, description="When the invite message's code expires (Unix seconds)."
+    )
 
 
 class JoinedOut(_Body):
@@ -220,8 +231,27 @@ async def create_group(body: CreateGroupRequest, client: ClientId, groups: Group
 
 @router.post("/join", responses=_ERRORS)
 async def join_group(body: JoinRequest, client: ClientId, groups: Groups) -> JoinedOut:
-    """Join a group by its invite link; the members hear a `group-participants` event (join-by-link)."""
-    joined = await groups.join(client, body.session_id, body.link)
+    """Join a group by its invite link or an invite message (one of `link`, `messageId`, `groupId` with `inviter`,
+    `code` and `expiration`); the members hear a `group-participants` event (join-by-link)."""
+    ways = (("link", body.link), ("messageId", body.message_id), ("groupId", body.group_id))
+    chosen = [name for name, given in ways if given is not None]
+    if len(chosen) != 1:
+        field = chosen[1] if len(chosen) > 1 else "link"
+        raise InvalidRequest(
+            f"{field}: give exactly one of link, messageId or groupId (with inviter, code)", field=field
+        )
+    if body.link is not None:
+        joined = await groups.join(client, body.session_id, body.link)
+    else:
+        joined = await groups.join_by_invite(
+            client,
+            body.session_id,
+            message_id=body.message_id,
+            group=body.group_id,
+            inviter=body.inviter,
+            code=body.code,
+            expiration=body.expiration,
+        )
     return JoinedOut(
         session_id=body.session_id, group_id=joined["groupId"], group=GroupOut.model_validate(joined["group"])
     )
@@ -313,10 +343,23 @@ class SandboxGroupActRequest(_Request):
 
     phone_number: str = Field(min_length=1, max_length=32, description="The simulated phone that acts.")
     action: Literal[
-        "create", "add", "remove", "promote", "demote", "subject", "description", "announce", "locked", "join", "leave"
+        "create",
+        "add",
+        "remove",
+        "promote",
+        "demote",
+        "subject",
+        "description",
+        "announce",
+        "locked",
+        "join",
+        "leave",
+        "invite",
     ]
     group_id: str | None = Field(None, max_length=64, description="The group (all but create and join).")
-    participants: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=MAX_CHANGE)
+    participants: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=MAX_CHANGE, description="create, add...; invite: whom to send an invite message."
+    )
     subject: str | None = Field(None, max_length=MAX_SUBJECT, description="create, subject.")
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     enabled: bool | None = Field(None, description="announce, locked: on or off.")
@@ -335,8 +378,9 @@ async def sandbox_group_act(
     sessionId: str, body: SandboxGroupActRequest, client: ClientId, groups: Groups, sessions: Sessions
 ) -> Accepted:
     """Sandbox: a simulated phone acts in a group as a member would (create it, add or remove people, change
-    settings, join by link, leave), told through the session; WhatsApp's rules apply, and what they refuse
-    comes back as an `error` event of the session. Every member session hears the change as events."""
+    settings, join by link, leave, invite people by message), told through the session; WhatsApp's rules
+    apply, and what they refuse comes back as an `error` event of the session. Every member session hears the
+    change as events."""
     await groups.sandbox_act(
         sessions,
         client,

@@ -416,7 +416,8 @@ async def sandbox_inbound(request: Request, client: ClientId, sessions: Sessions
     address, url}`, `contacts` `[{name: {formatted_name}, phones: [{phone, wa_id, type}], vcard}]`, `poll`
     `{question, options, selectable_count}`, `reaction` `{message_id, emoji}` (`""` removes it); what only a
     phone writes: `poll_vote` `{message_id, selected: [option, ...]}` (`[]` withdraws the vote), `edit`
-    `{message_id, text}` and `revoke` `{message_id}` (deleted for everyone: the phone's own messages only).
+    `{message_id, text}`, `revoke` `{message_id}` (deleted for everyone: the phone's own messages only) and
+    `group_invite` `{group_id, code, expires_at, subject, caption}` (an invitation to a group).
     `context: {message_id}` makes it a reply, `mentions` lists the numbers or JIDs it mentions.
     A `message_id` is WhatsApp's id of a message as the session knows it (`whatsappMessageId`; the session's
     own message ids are taken too): the session's own messages are named as its, the phone's as the phone's.
