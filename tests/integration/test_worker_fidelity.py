@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.waiting import eventually
-from zapgate.db.manager import ConnectionManager
+from zapgate.db import groups as group_records
+from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.groups import GroupAction, GroupInfo, GroupParticipant
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.phones import jid_user
 from zapgate.domain.records import MessageStatus
@@ -27,6 +29,7 @@ from zapgate.engines import registry
 from zapgate.engines.base import (
     EngineError,
     EngineEvent,
+    GroupChanged,
     InboundMessage,
     JidLookup,
     Notice,
@@ -42,6 +45,8 @@ from zapgate.engines.registry import EngineContext
 from zapgate.engines.sandbox import SandboxEngine
 from zapgate.services import outbox
 from zapgate.services.clients import ClientService
+from zapgate.services.engine_calls import EngineCalls
+from zapgate.services.groups import GroupService
 from zapgate.services.outbox import OutboxPolicy
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker, WorkerOptions
@@ -62,6 +67,7 @@ class Script:
     sent: list[tuple[str, str, str]] = field(default_factory=list)  # (session, to, text)
     presences: list[tuple[str, str, Presence]] = field(default_factory=list)  # (session, to, presence)
     engines: list[Scripted] = field(default_factory=list)
+    groups: dict[str, GroupInfo] = field(default_factory=dict)  # group JID → what WhatsApp answers about it
 
 
 class Scripted(SandboxEngine):
@@ -97,6 +103,10 @@ class Scripted(SandboxEngine):
 
     async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
         self.script.presences.append((ref.session_id, to, presence))
+
+    async def group_info(self, ref: SessionRef, group: str) -> GroupInfo:
+        self._hosted(ref)
+        return self.script.groups[group]
 
     async def stop(self, ref: SessionRef) -> None:
         if ref.session_id in self.script.stop_hangs:
@@ -411,6 +421,62 @@ async def test_inbound_is_stored_faithfully_and_cannot_poison_the_store(
     received = list(await events(manager, "message-received"))
     assert [p["messageId"] for p in received] == ["NUL", "PHONE", "GROUP", "LAST"]
     assert received[0]["pushName"] == "Joe" and received[1]["source"] == "phone"
+
+
+async def test_groups_whatsapp_tells_with_unstorable_text_are_stored_cleaned_not_lost(
+    manager: ConnectionManager,
+    database_url: str,
+    sessions: SessionService,
+    script: Script,
+    start_worker: WorkerFactory,
+) -> None:
+    # any admin writes a group's subject and description: a NUL or a lone surrogate in them once failed the
+    # store of the change (an error event instead of the group-update) and the answer of an info call
+    await start_worker()
+    await connect(sessions, "alice", PHONE_A)
+    ref = SessionRef("acme", "alice")
+    engine = script.engines[0]
+    jid, now = "120363000000000009@g.us", datetime.now(UTC)
+    owner = GroupParticipant(jid="5521988880001@s.whatsapp.net\x00", lid="1\ud800@lid", is_super_admin=True)
+    info = GroupInfo(jid=jid, subject="Te\x00am", description="a\ud800b", owner_jid=owner.jid, participants=(owner,))
+    for event in (
+        GroupChanged(ref, jid, GroupAction.JOINED, now, reason="added", info=info),
+        GroupChanged(ref, jid, GroupAction.SUBJECT, now, actor_jid=owner.jid, subject="Ne\x00w"),
+        GroupChanged(
+            ref, jid, GroupAction.ADD, now, actor_jid=owner.jid, participants=("5521988880002@s.whatsapp.net\x00",)
+        ),
+    ):
+        engine.report(event)
+    await eventually(lambda: _has_event(manager, "group-participants"))
+    assert "event_not_storable" not in [e.get("code") for e in await events(manager, "error")]
+    updates = await events(manager, "group-update")
+    assert [(u["action"], u.get("subject")) for u in updates] == [("subject", "New")]
+    join = (await events(manager, "group-join"))[0]
+    assert join["group"]["subject"] == "Team" and join["group"]["description"] == "a\ufffdb"
+
+    async def read(tx: Transaction) -> group_records.StoredGroup | None:
+        row = await tx.session.find_unique("alice")
+        assert row is not None
+        return await group_records.get_group(tx.connection, row.id, jid)
+
+    stored = await manager.execute_transaction("acme", read)
+    assert stored is not None and stored.info.subject == "New"
+    members = {p.jid for p in stored.info.participants}
+    assert members == {"5521988880001@s.whatsapp.net", "5521988880002@s.whatsapp.net"}
+
+    # asked of WhatsApp through the API: the worker's answer is stored cleaned, and the service reads it back
+    calls = EngineCalls(manager, database_url)
+    await calls.start()
+    try:
+        script.groups[jid] = replace(info, subject="Sub\x00ject")
+        answered = await GroupService(manager, calls).info("acme", "alice", jid)
+    finally:
+        await calls.close()
+    assert answered["subject"] == "Subject" and answered["description"] == "a\ufffdb"
+
+
+async def _has_event(manager: ConnectionManager, kind: str) -> bool:
+    return bool(await events(manager, kind))
 
 
 async def test_stories_are_kept_as_their_own_kind_when_asked(

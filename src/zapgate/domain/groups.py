@@ -7,13 +7,14 @@ limits here. WhatsApp's own rules about who may do what are the engines' (the sa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER
+from zapgate.domain.storable import storable, storable_or_none
 from zapgate.errors import InvalidRequest
 
 MAX_SUBJECT = 100  # characters of a group's subject (WhatsApp's limit)
@@ -115,6 +116,19 @@ class GroupInfo:
     picture_id: str | None = None
     created_at: datetime | None = None
     participants: tuple[GroupParticipant, ...] = ()
+
+
+def storable_info(info: GroupInfo) -> GroupInfo:
+    """`info` with every text WhatsApp sent made storable (any admin's subject or description may hold a NUL)."""
+    return replace(
+        info,
+        jid=storable(info.jid),
+        subject=storable(info.subject),
+        description=storable(info.description),
+        owner_jid=storable_or_none(info.owner_jid),
+        picture_id=storable_or_none(info.picture_id),
+        participants=tuple(replace(p, jid=storable(p.jid), lid=storable_or_none(p.lid)) for p in info.participants),
+    )
 
 
 @dataclass(frozen=True, slots=True)

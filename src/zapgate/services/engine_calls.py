@@ -32,6 +32,7 @@ from zapgate.domain.ids import session_id as valid_session_id
 from zapgate.domain.phones import GROUP_SERVER, phone_jid
 from zapgate.domain.records import Contact
 from zapgate.domain.sessions import SessionStatus
+from zapgate.domain.storable import storable_json, storable_or_none
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
@@ -195,7 +196,10 @@ class CallRunner:
                     "calls.crashed", session=str(ref), call=call_id, kind=call.kind, error=repr(exc), exc_info=exc
                 )
                 error_code, error = "internal_error", "the worker failed to make this call; it has been logged"
-            finish = partial(self._finish, ref=ref, call_id=call_id, result=result, code=error_code, error=error)
+            # what WhatsApp answered (a group's subject, a contact's name) may hold what PostgreSQL refuses
+            answer = None if result is None else storable_json(result)
+            said = storable_or_none(error)
+            finish = partial(self._finish, ref=ref, call_id=call_id, result=answer, code=error_code, error=said)
             await self._manager.execute_transaction(ref.client_id, finish)
         except Exception as exc:  # the caller times out
             log.warning("calls.failed", session=str(ref), call=call_id, error=repr(exc))

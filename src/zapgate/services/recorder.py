@@ -31,7 +31,7 @@ from zapgate.domain.chats import state_columns
 from zapgate.domain.contacts import ContactIds, Sighting, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
-from zapgate.domain.groups import PARTICIPANT_ACTIONS, GroupAction, group_event
+from zapgate.domain.groups import PARTICIPANT_ACTIONS, GroupAction, group_event, storable_info
 from zapgate.domain.ids import new_id
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import Contact, MessageStatus
@@ -439,11 +439,10 @@ class Recorder:
 
     async def _store_group_change(self, event: GroupChanged) -> None:
         """Refresh the stored group by a change, with its event (group-update, -participants, -join, -leave)."""
+        event = _storable_group_change(event)
         ref = event.ref
         setting = _GROUP_SETTINGS.get(event.action)
         value = None if setting is None else getattr(event, setting)
-        if isinstance(value, str):
-            value = storable(value)
         kind, payload = group_event(
             event.action,
             event.group_jid,
@@ -569,6 +568,22 @@ Recorder._stores.update(
         PresenceSeen: Recorder._store_presence,
     }
 )
+
+
+def _storable_group_change(event: GroupChanged) -> GroupChanged:
+    """`event` with every text WhatsApp sent made storable: a NUL in a subject must not lose the change."""
+    return replace(
+        event,
+        group_jid=storable(event.group_jid),
+        actor_jid=storable_or_none(event.actor_jid),
+        participants=tuple(storable(p) for p in event.participants),
+        subject=storable_or_none(event.subject),
+        description=storable_or_none(event.description),
+        picture_id=storable_or_none(event.picture_id),
+        reason=storable_or_none(event.reason),
+        info=None if event.info is None else storable_info(event.info),
+    )
+
 
 _GROUP_SETTINGS = {
     GroupAction.SUBJECT: "subject",
