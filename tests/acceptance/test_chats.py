@@ -179,7 +179,7 @@ async def test_archive_pin_mute_round_trip_and_the_phones_own_changes(api: httpx
     archived = await api.post(f"/whatsapp/chats/{chat_id}/archive", headers=acme)
     assert archived.status_code == 200, archived.text
     assert archived.json()["archived"] is True
-    state = sandbox(worker).chat_state(ref, dave_jid)
+    state = await sandbox(worker).chat_state(ref, dave_jid)
     assert state is not None and state.archived is True
     assert [c["id"] for c in await chats(api, acme, "alice", archived="true")] == [chat_id]
     assert await chats(api, acme, "alice", archived="false") == []
@@ -193,11 +193,11 @@ async def test_archive_pin_mute_round_trip_and_the_phones_own_changes(api: httpx
     assert muted["muted"] is True and timedelta(minutes=59) < until - datetime.now(UTC) <= timedelta(hours=1)
     forever = (await api.post(f"/whatsapp/chats/{chat_id}/mute", headers=acme)).json()
     assert forever["muted"] is True and forever["mutedUntil"] is None
-    state = sandbox(worker).chat_state(ref, dave_jid)
+    state = await sandbox(worker).chat_state(ref, dave_jid)
     assert state is not None and state.muted is True and state.muted_until is None
     unmuted = (await api.post(f"/whatsapp/chats/{chat_id}/unmute", headers=acme)).json()
     assert unmuted["muted"] is False
-    state = sandbox(worker).chat_state(ref, dave_jid)
+    state = await sandbox(worker).chat_state(ref, dave_jid)
     assert state is not None and state.muted is False
     changed = await an_event(api, acme, "alice", "chat-update", {"chatId": chat_id, "source": "api"})
     assert changed["changes"] == {"muted": False, "mutedUntil": None}
@@ -209,7 +209,7 @@ async def test_archive_pin_mute_round_trip_and_the_phones_own_changes(api: httpx
     assert phone["changes"] == {"archived": True} and phone["chat"] == DAVE
     assert (phone["contactId"], phone["contactJid"]) == (chat_id, dave_jid)
     assert (await api.get(f"/whatsapp/chats/{chat_id}", headers=acme)).json()["archived"] is True
-    state = sandbox(worker).chat_state(ref, dave_jid)
+    state = await sandbox(worker).chat_state(ref, dave_jid)
     assert state is not None and state.archived is True
 
     await inject(api, acme, {"sessionId": "alice", "from": DAVE, "appState": {"read": False}})

@@ -2,6 +2,8 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -10,20 +12,28 @@ from sqlalchemy import func, select, text
 from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.db.tables import sandbox_mail
+from zapgate.domain.chats import ChatState, SeenPresence
+from zapgate.domain.content import MessageKey
 from zapgate.domain.records import MessageStatus
 from zapgate.engines.base import (
+    ChatChanged,
     EngineError,
     InboundMessage,
     Notice,
     NoticeKind,
     NotOnWhatsApp,
+    Presence,
+    PresenceSeen,
+    QrCode,
+    Receipt,
     Restricted,
     SessionRef,
     StartMode,
     StartRequest,
     StatusChanged,
 )
-from zapgate.engines.sandbox import SandboxEngine, phone_address, simulated_lid
+from zapgate.engines.sandbox import SandboxEngine, phone_address, session_address, simulated_lid
+from zapgate.engines.sandbox_accounts import merged_chat_state
 from zapgate.errors import (
     DuplicateRecord,
     InvalidRequest,
@@ -626,3 +636,114 @@ async def test_sends_that_find_the_phone_directory_stale_share_one_read_of_it(
     assert reads == 2
     await network.unlink("5511999990011", SessionRef("acme", "dir-a"))
     assert await network.linked_session("5511999990011") is None
+
+
+# -- what the network keeps of an account outlives the worker (engines/sandbox_accounts.py) ----------------
+
+
+class _Host:
+    """A worker's sandbox engine over the PostgreSQL network, with the events it reported."""
+
+    def __init__(self, manager: ConnectionManager) -> None:
+        self.seen: list[Any] = []
+        self.network = PostgresSandboxNetwork(manager)
+        self.engine = SandboxEngine(self.seen.append, self.network, reconnect_delay=0.01)
+
+    async def event(self, predicate: Callable[[Any], bool]) -> Any:
+        return await eventually(lambda: _seen(self.seen, predicate), within=10.0)
+
+    async def link(self, ref: SessionRef, phone: str) -> None:
+        await self.engine.start(StartRequest(ref=ref, mode=StartMode.QR, qr_timeout=30))
+        await self.event(lambda e: isinstance(e, QrCode) and e.ref == ref)
+        await self.network.post(session_address(ref), {"kind": "scan", "phone": phone})
+        await self.event(lambda e: isinstance(e, StatusChanged) and e.ref == ref and e.status == "connected")
+
+    async def restore(self, ref: SessionRef, phone: str) -> None:
+        """Take the session over from its stored link, as the next worker does."""
+        await self.engine.start(StartRequest(ref=ref, mode=StartMode.RESTORE, jid=f"{phone}@s.whatsapp.net"))
+        await self.event(lambda e: isinstance(e, StatusChanged) and e.ref == ref and e.status == "connected")
+
+
+def _presence(ref: SessionRef, phone: str, shown: SeenPresence) -> Callable[[Any], bool]:
+    jid = f"{phone}@s.whatsapp.net"
+    return lambda e: isinstance(e, PresenceSeen) and e.ref == ref and e.jid == jid and e.presence is shown
+
+
+async def test_app_state_presence_subscribers_and_the_phones_habits_outlive_the_worker(
+    manager: ConnectionManager,
+) -> None:
+    await ClientService(manager).create("acme")
+    bob = SessionRef("acme", "bob")
+    first, second = _Host(manager), _Host(manager)
+    try:
+        await first.link(ALICE, PHONE_A)
+        await first.link(bob, PHONE_B)
+        chat = "447700900123@s.whatsapp.net"
+        await first.engine.change_chat(ALICE, chat, ChatState(archived=True))
+        await first.network.post(session_address(ALICE), {"kind": "app_state", "chat": chat, "muted": True})
+        await first.network.post(session_address(ALICE), {"kind": "fault", "fault": "hold_reads"})
+        await first.engine.subscribe_presence(bob, f"{PHONE_A}@s.whatsapp.net")
+        await first.event(_presence(bob, PHONE_A, SeenPresence.UNAVAILABLE))  # WhatsApp answers at once
+        await first.event(lambda e: isinstance(e, ChatChanged) and e.ref == ALICE)
+
+        async def holding() -> bool:
+            return (await first.network.account(PHONE_A)).holding_reads
+
+        await eventually(holding, within=10.0)
+        await first.engine.stop(ALICE)  # alice moves to another worker; bob stays
+        await second.restore(ALICE, PHONE_A)
+
+        # bob still hears alice
+        await second.engine.set_available(ALICE, True)
+        await first.event(_presence(bob, PHONE_A, SeenPresence.AVAILABLE))
+        await second.engine.send_presence(ALICE, f"{PHONE_B}@s.whatsapp.net", Presence.COMPOSING)
+        typing = await first.event(_presence(bob, PHONE_A, SeenPresence.COMPOSING))
+        assert typing.chat_jid == f"{PHONE_A}@s.whatsapp.net"
+        # alice's account keeps its chat's state
+        archived_and_muted = ChatState(archived=True, pinned=False, muted=True, muted_until=None)
+        assert await second.engine.chat_state(ALICE, chat) == archived_and_muted
+        # and her phone still leaves what arrives unread: bob's message is read when alice marks it read
+        sent = await first.engine.send_text(bob, f"{PHONE_A}@s.whatsapp.net", "read me later", "M-1")
+        delivered = await first.event(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.DELIVERED)
+        assert delivered.message_ids == (sent.message_id,)
+        after = await second.engine.send_text(ALICE, f"{PHONE_B}@s.whatsapp.net", "later", "M-2")  # mailed after
+        await first.event(lambda e: isinstance(e, InboundMessage) and e.message_id == after.message_id)
+        assert not [e for e in first.seen if isinstance(e, Receipt) and e.status is MessageStatus.READ]
+        await second.engine.mark_read(ALICE, f"{PHONE_B}@s.whatsapp.net", (MessageKey(id=sent.message_id),))
+        read = await first.event(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ)
+        assert read.message_ids == (sent.message_id,)
+
+        # bob's own new connection starts without subscriptions, as WhatsApp's does: subscribe again
+        await first.engine.stop(bob)
+        await second.restore(bob, PHONE_B)
+        assert await second.network.presence_subscribers(PHONE_A) == []
+    finally:
+        await first.engine.close()
+        await second.engine.close()
+
+
+async def test_the_network_keeps_each_accounts_chats_and_ends_a_phones_subscriptions_with_its_link(
+    manager: ConnectionManager,
+) -> None:
+    await ClientService(manager).create("acme")
+    network = PostgresSandboxNetwork(manager)
+    chat, until = "447700900123@s.whatsapp.net", datetime.now(UTC) + timedelta(hours=8)
+    assert await network.chat_state(PHONE_A, chat) is None
+    # changes to a chat not stored yet take turns: none is lost
+    changes = [ChatState(archived=True), ChatState(muted=True, muted_until=until), ChatState(read=False)]
+    await asyncio.gather(
+        *(network.change_chat_state(PHONE_A, chat, partial(merged_chat_state, change=c)) for c in changes)
+    )
+    expected = ChatState(archived=True, pinned=False, muted=True, muted_until=until, read=False)
+    assert await network.chat_state(PHONE_A, chat) == expected
+    assert await network.chat_state(PHONE_B, chat) is None  # another account's chat with the same number
+
+    await network.link(PHONE_A, ALICE)
+    await network.subscribe_presence(PHONE_A, PHONE_B)
+    await network.subscribe_presence(PHONE_B, PHONE_A)
+    await network.set_available(PHONE_A, True, datetime.now(UTC))
+    await network.unlink(PHONE_A, ALICE)
+    assert await network.presence_subscribers(PHONE_B) == []  # alice's subscriptions went with her link
+    assert await network.presence_subscribers(PHONE_A) == [PHONE_B]  # bob's stay
+    shown = await network.account(PHONE_A)
+    assert shown.available is False and shown.last_seen is not None

@@ -1,5 +1,7 @@
 """The sandbox network's registry tables: the phone directory (`sandbox_phones`), the mailboxes
-(`sandbox_mail`) and the media server (`sandbox_media`). Statements for a registry transaction of the caller's.
+(`sandbox_mail`), the media server (`sandbox_media`), blocklists, groups, and what the network keeps of each
+account (`sandbox_chat_states`, `sandbox_accounts`, `sandbox_presence_subscriptions`). Statements for a
+registry transaction of the caller's.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import notify
 from zapgate.db.tables import (
+    sandbox_accounts,
     sandbox_blocks,
+    sandbox_chat_states,
     sandbox_group_members,
     sandbox_groups,
     sandbox_mail,
     sandbox_media,
     sandbox_phones,
+    sandbox_presence_subscriptions,
 )
 
 
@@ -40,14 +45,22 @@ async def link(conn: AsyncConnection, phone: str, client_id: str, session_id: st
 
 
 async def unlink(conn: AsyncConnection, phone: str, client_id: str, session_id: str) -> None:
-    """Unlink `phone` if it is linked to the session."""
-    await conn.execute(
+    """Unlink `phone` if it is linked to the session: the presence subscriptions it made end, and the account
+    shows offline (last seen now) if it showed online."""
+    unlinked = await conn.execute(
         delete(sandbox_phones).where(
             sandbox_phones.c.phone == phone,
             sandbox_phones.c.client_id == client_id,
             sandbox_phones.c.session_id == session_id,
         )
     )
+    if unlinked.rowcount:
+        await forget_presence_subscriptions(conn, phone)
+        await conn.execute(
+            update(sandbox_accounts)
+            .where(sandbox_accounts.c.phone == phone, sandbox_accounts.c.available)
+            .values(available=False, last_seen=func.now(), updated_at=func.now())
+        )
 
 
 async def phone_of(conn: AsyncConnection, client_id: str, session_id: str) -> str | None:
@@ -269,3 +282,76 @@ async def group_of_invite(conn: AsyncConnection, code: str) -> str | None:
     """The JID of the group whose invite code is `code`."""
     stmt = select(sandbox_groups.c.jid).where(sandbox_groups.c.invite_code == code)
     return (await conn.execute(stmt)).scalar_one_or_none()
+
+
+# -- accounts (engines/sandbox_accounts.py) --
+
+CHAT_STATE_FIELDS = ("archived", "pinned", "muted", "muted_until", "read")
+# advisory lock class of sandbox chat states (31337: idempotency keys, 31338: contact identities)
+_CHAT_STATE_LOCK = text("SELECT pg_advisory_xact_lock(31340, hashtext(:key))")
+
+
+async def chat_state(conn: AsyncConnection, owner: str, chat: str) -> dict[str, Any] | None:
+    """The app state the account `owner` keeps for `chat`, or None."""
+    stmt = select(*(sandbox_chat_states.c[name] for name in CHAT_STATE_FIELDS)).where(
+        sandbox_chat_states.c.owner == owner, sandbox_chat_states.c.chat == chat
+    )
+    row = (await conn.execute(stmt)).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+async def lock_chat_state(conn: AsyncConnection, owner: str, chat: str) -> None:
+    """Hold the chat's app state for this transaction, whether it is stored yet or not (two first changes to
+    one chat take turns, as two later ones do)."""
+    await conn.execute(_CHAT_STATE_LOCK, {"key": f"{owner}:{chat}"})
+
+
+async def save_chat_state(conn: AsyncConnection, owner: str, chat: str, fields: dict[str, Any]) -> None:
+    """Store the app state of the account's chat."""
+    values = {name: fields[name] for name in CHAT_STATE_FIELDS}
+    stmt = pg_insert(sandbox_chat_states).values(owner=owner, chat=chat, **values)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[sandbox_chat_states.c.owner, sandbox_chat_states.c.chat],
+            set_={**values, "updated_at": func.now()},
+        )
+    )
+
+
+async def account(conn: AsyncConnection, phone: str) -> dict[str, Any] | None:
+    """What the network keeps of the account `phone` (available, last_seen, holding_reads), or None."""
+    stmt = select(sandbox_accounts.c.available, sandbox_accounts.c.last_seen, sandbox_accounts.c.holding_reads)
+    row = (await conn.execute(stmt.where(sandbox_accounts.c.phone == phone))).mappings().one_or_none()
+    return None if row is None else dict(row)
+
+
+async def update_account(conn: AsyncConnection, phone: str, values: dict[str, Any]) -> None:
+    """Set some of the account's columns (available, last_seen, holding_reads), the others as they are."""
+    stmt = pg_insert(sandbox_accounts).values(phone=phone, **values)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=[sandbox_accounts.c.phone], set_={**values, "updated_at": func.now()})
+    )
+
+
+async def subscribe_presence(conn: AsyncConnection, subscriber: str, target: str) -> None:
+    """Record that `subscriber` hears the presence of `target`."""
+    await conn.execute(
+        pg_insert(sandbox_presence_subscriptions).values(target=target, subscriber=subscriber).on_conflict_do_nothing()
+    )
+
+
+async def presence_subscribers(conn: AsyncConnection, target: str) -> list[str]:
+    """Who hears the presence of `target`, by number."""
+    stmt = (
+        select(sandbox_presence_subscriptions.c.subscriber)
+        .where(sandbox_presence_subscriptions.c.target == target)
+        .order_by(sandbox_presence_subscriptions.c.subscriber)
+    )
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def forget_presence_subscriptions(conn: AsyncConnection, subscriber: str) -> None:
+    """End every presence subscription of `subscriber`."""
+    await conn.execute(
+        delete(sandbox_presence_subscriptions).where(sandbox_presence_subscriptions.c.subscriber == subscriber)
+    )

@@ -609,6 +609,41 @@ sandbox_group_members = Table(
     CheckConstraint("role IN ('member', 'admin', 'superadmin')", name="role"),
 )
 
+# -- accounts of the sandbox network (engines/sandbox_accounts.py): what WhatsApp keeps of an account on its servers --
+# the app state of each chat of an account (`owner`, a phone's number), as its devices share it
+sandbox_chat_states = Table(
+    "sandbox_chat_states",
+    registry_metadata,
+    Column("owner", Text, primary_key=True),
+    Column("chat", Text, primary_key=True),  # the chat's JID
+    Column("archived", Boolean, nullable=False),
+    Column("pinned", Boolean, nullable=False),
+    Column("muted", Boolean, nullable=False),
+    Column("muted_until", DateTime(timezone=True), nullable=True),  # NULL while muted: for ever
+    Column("read", Boolean, nullable=True),  # false: marked unread; NULL: never marked either way
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# an account's presence as its contacts see it, and its phone's habits
+sandbox_accounts = Table(
+    "sandbox_accounts",
+    registry_metadata,
+    Column("phone", Text, primary_key=True),
+    Column("available", Boolean, nullable=False, server_default=text("false")),
+    Column("last_seen", DateTime(timezone=True), nullable=True),
+    Column("holding_reads", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# `subscriber` (a phone's number) hears the presence of `target`, until its connection ends
+sandbox_presence_subscriptions = Table(
+    "sandbox_presence_subscriptions",
+    registry_metadata,
+    Column("target", Text, primary_key=True),
+    Column("subscriber", Text, primary_key=True, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
 
 # per client: how long its rows are kept (NULL: the ZAPGATE_RETAIN_* default) and the state of its pruning
 retention = Table(

@@ -38,12 +38,15 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   reupload brings them back), lose them from the phone as well (`lose_media`: reuploads fail);
 - `send_presence` keeps the last presence per chat (`SandboxEngine.presence`) and shows it to a linked
   recipient subscribed to the session's presence;
-- chats and presence (issue 14): a session's app state (archived, pinned, muted chats) is kept per session
-  (`SandboxEngine.chat_state`); the phone's own changes are injected as `app_state` mail and come back as
-  `ChatChanged`. A session subscribes to a linked number's presence (`presence_subscribe` mail to that
-  phone): it hears its online/offline changes (`set_available`) and its typing in their chat as
-  `PresenceSeen`; a simulated phone shows presence by injected `presence` mail. The `hold_reads` fault makes
-  the session's phone stop reading what arrives at once: senders get `read` when the chat is marked read;
+- chats and presence (issue 14): the network keeps what WhatsApp's servers keep of an account, so a session
+  that moves to another worker finds it (engines/sandbox_accounts.py says whose each piece is, and why): its
+  chats' app state (archived, pinned, muted, marked unread: `SandboxEngine.chat_state`), the phone's own
+  changes injected as `app_state` mail and reported as `ChatChanged`; its presence (online, last seen); who
+  subscribed to it. A session subscribes to a linked number's presence (`subscribe_presence`, answered at
+  once with that presence): it hears its online/offline changes (`set_available`) and its typing in their
+  chat as `PresenceSeen`, until its own connection ends (a new one subscribes anew, as with WhatsApp); a
+  simulated phone shows presence by injected `presence` mail. The `hold_reads` fault makes the session's phone
+  stop reading what arrives at once (for good): senders get `read` when the chat is marked read;
 - every account has a profile picture (a stable simulated URL whose link expires after `PICTURE_LINK_TTL`)
   except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too;
 - each account has a blocklist on the network: a blocked number's messages to it are never delivered (they
@@ -51,9 +54,12 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
 - a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
-(`session:client/session`), and a media server. `LocalSandboxNetwork` keeps them in memory (one process); the
-worker uses one backed by PostgreSQL, so that mail waits, like WhatsApp's servers keep it, until the addressee
-is online. Mail is JSON: a message carries its content as `domain.content.to_payload` does (`content_mail`).
+(`session:client/session`), a media server, groups, blocklists and the accounts' state. `LocalSandboxNetwork`
+keeps them in memory (one process); the worker uses one backed by PostgreSQL, so that mail waits, like
+WhatsApp's servers keep it, until the addressee is online, and so that what the servers keep outlives any
+worker. The engine itself holds only what a linked device does: its connection, the presence it last showed
+in each chat, the injected send faults. Mail is JSON: a message carries its content as
+`domain.content.to_payload` does (`content_mail`).
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ from zapgate.engines.base import (
     StatusChanged,
     UnknownSession,
 )
+from zapgate.engines.sandbox_accounts import LocalAccounts, SandboxAccount, merged_chat_state
 from zapgate.engines.sandbox_groups import (
     ADMIN,
     SUPER_ADMIN,
@@ -431,7 +438,8 @@ class SandboxNetwork(Protocol):
         """Record that `phone` is linked to `ref`; raise EngineError if another session has it."""
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
-        """Forget the link of `phone` to `ref` (no-op if it is not theirs)."""
+        """Forget the link of `phone` to `ref` (no-op if it is not theirs), and with it the presence subscriptions
+        it made; the account shows offline from then on."""
 
     async def linked_session(self, phone: str) -> SessionRef | None:
         """Return the session `phone` is linked to, if any."""
@@ -500,6 +508,35 @@ class SandboxNetwork(Protocol):
     async def group_of_invite(self, code: str) -> str | None:
         """Return the JID of the group whose invite code is `code`, or None."""
 
+    # -- accounts: app state, presence, the phone's habits (engines/sandbox_accounts.py) --
+
+    async def chat_state(self, owner: str, chat: str) -> ChatState | None:
+        """Return the app state the account `owner` keeps for its chat `chat` (a JID), or None if never changed."""
+
+    async def change_chat_state(
+        self, owner: str, chat: str, change: Callable[[ChatState | None], ChatState]
+    ) -> ChatState:
+        """Apply `change` to the app state of the account's chat (alone: no other change meanwhile), keep the
+        result and return it."""
+
+    async def account(self, phone: str) -> SandboxAccount:
+        """Return what the network keeps of the account `phone` (the defaults for one it knows nothing of)."""
+
+    async def set_available(self, phone: str, available: bool, at: datetime) -> None:
+        """Show the account `phone` online, or offline and last seen `at`."""
+
+    async def set_holding_reads(self, phone: str, holding: bool) -> None:
+        """Make the phone of the account `phone` leave what arrives unread, or read it at once again."""
+
+    async def subscribe_presence(self, subscriber: str, target: str) -> None:
+        """Record that the account `subscriber` hears the presence of the account `target`."""
+
+    async def presence_subscribers(self, target: str) -> list[str]:
+        """Return the accounts that hear the presence of `target`."""
+
+    async def forget_presence_subscriptions(self, subscriber: str) -> None:
+        """End every presence subscription of the account `subscriber` (its connection ended)."""
+
 
 @dataclass
 class _StoredFile:
@@ -508,11 +545,12 @@ class _StoredFile:
     expires_at: datetime  # downloads fail from then on; the bytes stay as the phone's copy
 
 
-class LocalSandboxNetwork(LocalGroups):
+class LocalSandboxNetwork(LocalGroups, LocalAccounts):
     """The sandbox network inside one process."""
 
     def __init__(self) -> None:
-        super().__init__()
+        LocalGroups.__init__(self)
+        LocalAccounts.__init__(self)
         self._links: dict[str, SessionRef] = {}
         self._boxes: dict[str, deque[tuple[int, Mail]]] = {}
         self._arrived = asyncio.Event()
@@ -530,6 +568,9 @@ class LocalSandboxNetwork(LocalGroups):
     async def unlink(self, phone: str, ref: SessionRef) -> None:
         if self._links.get(phone) == ref:
             del self._links[phone]
+            await self.forget_presence_subscriptions(phone)
+            if (await self.account(phone)).available:
+                await self.set_available(phone, False, datetime.now(UTC))
 
     async def linked_session(self, phone: str) -> SessionRef | None:
         return self._links.get(phone)
@@ -619,14 +660,11 @@ class _Session:
     reject_next_send: bool = False
     restrict_next_send: bool = False
     failing_sends: int = 0  # sends still to fail with a retryable error (injected fault)
+    # the device's own (engines/sandbox_accounts.py says what the network keeps instead, and why)
     presences: dict[str, Presence] = field(default_factory=dict)  # the last presence shown, per chat JID
     reads: list[str] = field(default_factory=list)  # ids of the messages marked read
-    # chats and presence (issue 14)
-    chats: dict[str, ChatState] = field(default_factory=dict)  # the app state of each chat, by JID
+    # the phone's habit as the network keeps it (read once per connection: every arriving message asks it)
     hold_reads: bool = False  # the phone leaves what arrives unread: read receipts go when marked read
-    available: bool = False  # shown online to subscribers
-    last_seen: datetime | None = None
-    subscribers: set[str] = field(default_factory=set)  # linked phones subscribed to this one's presence
     silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -660,7 +698,7 @@ class SandboxEngine:
         if request.mode is StartMode.RESTORE:
             phone = jid_user(request.jid) if request.jid else None
             if phone is not None and await self._network.linked_session(phone) == ref:
-                self._connected(session, phone)
+                await self._connected(session, phone)
             else:
                 self._set_status(session, SessionStatus.LOGGED_OUT, "the simulated phone unlinked this session")
                 self._sessions.pop(ref, None)
@@ -685,7 +723,7 @@ class SandboxEngine:
         for task in list(session.tasks):
             task.cancel()
         if session.phone is not None:
-            await self._network.unlink(session.phone, ref)
+            await self._unlink(session.phone, ref)
         self._set_status(session, SessionStatus.LOGGED_OUT, "logged out")
         self._silence(session)
 
@@ -825,12 +863,12 @@ class SandboxEngine:
 
     async def send_presence(self, ref: SessionRef, to: str, presence: Presence) -> None:
         session = self._hosted(ref)
-        if session.status is not SessionStatus.CONNECTED:
+        if session.status is not SessionStatus.CONNECTED or session.phone is None:
             raise NotConnected(f"session {ref} is {session.status.value}, not connected")
         session.presences[to] = presence
         recipient = _phone_of(to)
-        if recipient is not None and recipient in session.subscribers:
-            await self._post_presence(session, recipient, presence)
+        if recipient is not None and recipient in await self._network.presence_subscribers(session.phone):
+            await self._post_presence(session.phone, recipient, chat=presence)
 
     async def mark_read(self, ref: SessionRef, chat_jid: str, keys: tuple[MessageKey, ...]) -> None:
         session = self._hosted(ref)
@@ -864,49 +902,59 @@ class SandboxEngine:
 
     async def change_chat(self, ref: SessionRef, chat_jid: str, state: ChatState) -> None:
         session = self._connected_session(ref)
-        session.chats[chat_jid] = _merged(session.chats.get(chat_jid), state)
+        assert session.phone is not None
+        await self._network.change_chat_state(session.phone, chat_jid, partial(merged_chat_state, change=state))
 
     async def subscribe_presence(self, ref: SessionRef, jid: str) -> None:
         session = self._connected_session(ref)
         phone = _phone_of(jid)
-        if phone is not None and session.phone is not None and await self._network.linked_session(phone):
-            await self._network.post(phone_address(phone), {"kind": "presence_subscribe", "from": session.phone})
-        # a simulated phone shows presence only when a test injects it
+        if phone is None or session.phone is None or not await self._network.linked_session(phone):
+            return  # a simulated phone shows presence only when a test injects it
+        await self._network.subscribe_presence(session.phone, phone)
+        await self._post_presence(phone, session.phone)  # WhatsApp answers with the presence now
 
     async def set_available(self, ref: SessionRef, available: bool) -> None:
         session = self._connected_session(ref)
-        session.available = available
-        if not available:
-            session.last_seen = datetime.now(UTC)
-        for subscriber in sorted(session.subscribers):
-            await self._post_presence(session, subscriber, None)
+        assert session.phone is not None
+        await self._shown_available(session.phone, available)
 
-    def chat_state(self, ref: SessionRef, chat_jid: str) -> ChatState | None:
-        """Return the app state the session keeps for the chat `chat_jid` (for tests), if any."""
-        return self._hosted(ref).chats.get(chat_jid)
+    async def chat_state(self, ref: SessionRef, chat_jid: str) -> ChatState | None:
+        """Return the app state the session's account keeps for the chat `chat_jid` (for tests), if any."""
+        phone = self._hosted(ref).phone
+        return None if phone is None else await self._network.chat_state(phone, chat_jid)
 
-    async def _post_presence(self, session: _Session, to_phone: str, chat: Presence | None) -> None:
-        """Show the session's presence (online or not; with `chat`, in the chat with `to_phone`) to that phone."""
+    async def _shown_available(self, phone: str, available: bool) -> None:
+        """Show the account `phone` online or offline (last seen now) to whoever subscribed to its presence."""
+        await self._network.set_available(phone, available, datetime.now(UTC))
+        for subscriber in await self._network.presence_subscribers(phone):
+            await self._post_presence(phone, subscriber)
+
+    async def _post_presence(self, phone: str, to_phone: str, *, chat: Presence | None = None) -> None:
+        """Show the presence of the account `phone` (online or not as the network has it; with `chat`, in the chat
+        with `to_phone`) to that phone."""
+        mail: Mail = {"kind": "presence", "from": phone, "chat": chat is not None}
         if chat is not None:
-            shown = chat.value
+            mail["presence"] = chat.value
         else:
-            shown = SeenPresence.AVAILABLE.value if session.available else SeenPresence.UNAVAILABLE.value
-        mail: Mail = {"kind": "presence", "from": session.phone, "presence": shown, "chat": chat is not None}
-        if chat is None and not session.available and session.last_seen is not None:
-            mail["last_seen"] = session.last_seen.isoformat()
+            account = await self._network.account(phone)
+            mail["presence"] = (SeenPresence.AVAILABLE if account.available else SeenPresence.UNAVAILABLE).value
+            if not account.available and account.last_seen is not None:
+                mail["last_seen"] = account.last_seen.isoformat()
         await self._network.post(phone_address(to_phone), mail)
 
     async def _chat_mail(self, session: _Session, kind: str, mail: Mail) -> None:
-        """App state changed on the phone, someone's presence, or a subscription to the session's presence."""
-        if kind == "presence_subscribe":
-            subscriber = str(mail["from"])
-            session.subscribers.add(subscriber)
+        """App state changed on the phone, or someone's presence."""
+        if kind == "presence_subscribe":  # written before subscriptions lived on the network: one of those now
             if session.phone is not None:
-                await self._post_presence(session, subscriber, None)  # WhatsApp answers with the presence now
+                await self._network.subscribe_presence(str(mail["from"]), session.phone)
+                await self._post_presence(session.phone, str(mail["from"]))
             return
         stamp = mail.get("timestamp")
         timestamp = datetime.fromisoformat(stamp) if isinstance(stamp, str) else datetime.now(UTC)
         if kind == "app_state":
+            if session.phone is None:  # the link is gone (logged out since): no account to keep it for
+                log.info("sandbox.unlinked_mail_dropped", kind=kind)
+                return
             until = mail.get("muted_until")
             state = ChatState(
                 archived=mail.get("archived"),
@@ -916,7 +964,7 @@ class SandboxEngine:
                 read=mail.get("read"),
             )
             chat = str(mail["chat"])
-            session.chats[chat] = _merged(session.chats.get(chat), state)
+            await self._network.change_chat_state(session.phone, chat, partial(merged_chat_state, change=state))
             self._emit(session, ChatChanged(ref=session.ref, chat_jid=chat, state=state, timestamp=timestamp))
             read_ids = [str(i) for i in mail.get("read_ids") or ()]
             if read_ids and session.hold_reads:  # the phone read them now: the sender sees blue ticks
@@ -1542,11 +1590,22 @@ class SandboxEngine:
             if task is not asyncio.current_task():
                 task.cancel()
         self._set_status(session, SessionStatus.CONNECTING, "paired")
-        self._connected(session, phone)
+        await self._connected(session, phone)
 
-    def _connected(self, session: _Session, phone: str) -> None:
+    async def _connected(self, session: _Session, phone: str) -> None:
         session.phone = phone
         session.pairing_code = None
+        # a new connection (engines/sandbox_accounts.py): the server forgets what the last one subscribed to, and
+        # shows the account offline if the last one ended without a word; the phone keeps its habits
+        await self._network.forget_presence_subscriptions(phone)
+        account = await self._network.account(phone)
+        if account.available:
+            await self._shown_available(phone, False)
+        if session.hold_reads and not account.holding_reads:  # the fault came while this connection was made
+            await self._network.set_holding_reads(phone, True)
+        session.hold_reads = session.hold_reads or account.holding_reads
+        if session.silenced:
+            return  # stopped meanwhile
         session.status = SessionStatus.CONNECTED
         self._emit(
             session,
@@ -1559,6 +1618,12 @@ class SandboxEngine:
             ),
         )
 
+    async def _unlink(self, phone: str, ref: SessionRef) -> None:
+        """Unlink the session's phone: its subscribers see it go offline; the network ends its subscriptions."""
+        if (await self._network.account(phone)).available:
+            await self._shown_available(phone, False)
+        await self._network.unlink(phone, ref)
+
     # -- faults -------------------------------------------------------------------------------------------
 
     async def _fault(self, session: _Session, fault: str, count: int = 1) -> None:
@@ -1568,21 +1633,8 @@ class SandboxEngine:
             session.restrict_next_send = True
         elif fault == "fail_transient":
             session.failing_sends = max(1, count)
-        elif fault == "logout":
-            if session.phone is not None:
-                await self._network.unlink(session.phone, session.ref)
-            for task in list(session.tasks):
-                task.cancel()
-            self._sessions.pop(session.ref, None)
-            self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
-            self._silence(session)
-        elif fault in ("expire_media", "lose_media"):
-            # the media the session's phone received so far: expired on the server (the phone keeps a copy), or lost
-            forget = self._network.expire_media if fault == "expire_media" else self._network.lose_media
-            if session.phone is not None:
-                await forget(session.phone)
-        elif fault == "hold_reads":
-            session.hold_reads = True
+        elif fault in ("logout", "expire_media", "lose_media", "hold_reads"):
+            await self._phone_fault(session, fault)
         elif fault == "drop_connection":
             if session.status is SessionStatus.CONNECTED:
                 self._set_status(session, SessionStatus.DISCONNECTED, "connection dropped (injected fault)")
@@ -1590,12 +1642,31 @@ class SandboxEngine:
         else:
             self._fail(session, "unknown_fault", f"unknown fault {fault!r}")
 
+    async def _phone_fault(self, session: _Session, fault: str) -> None:
+        """What the session's phone does: unlink it, lose or expire its media, leave what arrives unread."""
+        if fault == "logout":
+            if session.phone is not None:
+                await self._unlink(session.phone, session.ref)
+            for task in list(session.tasks):
+                task.cancel()
+            self._sessions.pop(session.ref, None)
+            self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
+            self._silence(session)
+        elif fault == "hold_reads":
+            session.hold_reads = True  # the phone's habit: kept on the network, for whoever hosts the session next
+            if session.phone is not None:
+                await self._network.set_holding_reads(session.phone, True)
+        elif session.phone is not None:
+            # the media the session's phone received so far: expired on the server (the phone keeps a copy), or lost
+            forget = self._network.expire_media if fault == "expire_media" else self._network.lose_media
+            await forget(session.phone)
+
     async def _reconnect(self, session: _Session) -> None:
         await asyncio.sleep(self._reconnect_delay)
         self._set_status(session, SessionStatus.CONNECTING, "reconnecting")
         await asyncio.sleep(self._reconnect_delay)
         if session.phone is not None:
-            self._connected(session, session.phone)
+            await self._connected(session, session.phone)
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -1677,19 +1748,6 @@ def _phone_of(jid: str) -> str | None:
     if server == LID_SERVER:
         return phone_of_lid(user)
     return user if server in ("", USER_SERVER) and _DIGITS.fullmatch(user) else None
-
-
-def _merged(current: ChatState | None, change: ChatState) -> ChatState:
-    """A chat's app state after `change` (archiving unpins, pinning unarchives, as WhatsApp does)."""
-    now = current or ChatState(archived=False, pinned=False, muted=False)
-    archived = now.archived if change.archived is None else change.archived
-    pinned = now.pinned if change.pinned is None else change.pinned
-    if change.archived:
-        pinned = False
-    if change.pinned:
-        archived = False
-    muted, until = (now.muted, now.muted_until) if change.muted is None else (change.muted, change.muted_until)
-    return ChatState(archived=archived, pinned=pinned, muted=muted, muted_until=until if muted else None)
 
 
 @dataclass(frozen=True, slots=True)

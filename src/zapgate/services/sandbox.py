@@ -16,12 +16,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
+from zapgate.domain.chats import ChatState
 from zapgate.engines.base import EngineError, GroupNotFound, MediaGone, SessionRef
 from zapgate.engines.sandbox import (
     MEDIA_CHUNK,
@@ -35,6 +37,7 @@ from zapgate.engines.sandbox import (
     media_key,
     new_media_key,
 )
+from zapgate.engines.sandbox_accounts import SandboxAccount
 from zapgate.engines.sandbox_groups import SandboxGroup
 from zapgate.services.patience import while_away
 
@@ -69,7 +72,7 @@ def unwrap(stored: Mail) -> Mail:
 
 
 class PostgresSandboxNetwork:
-    """`SandboxNetwork` over the registry tables `sandbox_phones` and `sandbox_mail`."""
+    """`SandboxNetwork` over the registry tables `sandbox_*`."""
 
     def __init__(self, manager: ConnectionManager, wake: asyncio.Event | None = None) -> None:
         self._manager = manager
@@ -262,6 +265,55 @@ class PostgresSandboxNetwork:
 
     async def group_of_invite(self, code: str) -> str | None:
         return await self._registry("group_of_invite", lambda conn: store.group_of_invite(conn, code))
+
+    # -- accounts (engines/sandbox_accounts.py) --
+
+    async def chat_state(self, owner: str, chat: str) -> ChatState | None:
+        found = await self._registry("chat_state", lambda conn: store.chat_state(conn, owner, chat))
+        return None if found is None else ChatState(**found)
+
+    async def change_chat_state(
+        self, owner: str, chat: str, change: Callable[[ChatState | None], ChatState]
+    ) -> ChatState:
+        async def work(conn: AsyncConnection) -> ChatState:
+            await store.lock_chat_state(conn, owner, chat)
+            found = await store.chat_state(conn, owner, chat)
+            state = change(None if found is None else ChatState(**found))
+            await store.save_chat_state(conn, owner, chat, _chat_state_row(state))
+            return state
+
+        return await self._registry("change_chat_state", work)
+
+    async def account(self, phone: str) -> SandboxAccount:
+        found = await self._registry("account", lambda conn: store.account(conn, phone))
+        return SandboxAccount() if found is None else SandboxAccount(**found)
+
+    async def set_available(self, phone: str, available: bool, at: datetime) -> None:
+        values: dict[str, Any] = {"available": available} if available else {"available": False, "last_seen": at}
+        await self._registry("set_available", lambda conn: store.update_account(conn, phone, values))
+
+    async def set_holding_reads(self, phone: str, holding: bool) -> None:
+        values = {"holding_reads": holding}
+        await self._registry("set_holding_reads", lambda conn: store.update_account(conn, phone, values))
+
+    async def subscribe_presence(self, subscriber: str, target: str) -> None:
+        await self._registry("subscribe_presence", lambda conn: store.subscribe_presence(conn, subscriber, target))
+
+    async def presence_subscribers(self, target: str) -> list[str]:
+        return await self._registry("presence_subscribers", lambda conn: store.presence_subscribers(conn, target))
+
+    async def forget_presence_subscriptions(self, subscriber: str) -> None:
+        await self._registry("forget_presence", lambda conn: store.forget_presence_subscriptions(conn, subscriber))
+
+
+def _chat_state_row(state: ChatState) -> dict[str, Any]:
+    return {
+        "archived": bool(state.archived),
+        "pinned": bool(state.pinned),
+        "muted": bool(state.muted),
+        "muted_until": state.muted_until if state.muted else None,
+        "read": state.read,
+    }
 
 
 def _group_row(group: SandboxGroup) -> tuple[dict[str, Any], list[tuple[str, str]]]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import eventually
+from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     ContactCard,
     ContactPhone,
@@ -34,6 +36,7 @@ from zapgate.domain.content import (
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    ChatChanged,
     EngineError,
     EngineEvent,
     EngineFailure,
@@ -46,6 +49,7 @@ from zapgate.engines.base import (
     NotOnWhatsApp,
     PairingCode,
     Presence,
+    PresenceSeen,
     QrCode,
     Receipt,
     RecipientUnknown,
@@ -525,6 +529,107 @@ async def test_presence_is_recorded_per_chat(
         await engine.send_presence(A, chat, Presence.COMPOSING)
     with pytest.raises(UnknownSession):
         await engine.send_presence(B, chat, Presence.COMPOSING)
+
+
+# -- what the network keeps of an account outlives the worker (engines/sandbox_accounts.py) --------------------
+
+
+async def restored(engine: SandboxEngine, events: Recorder, ref: SessionRef, phone: str) -> None:
+    """Start `ref` again from its stored link, as the worker that takes it over does."""
+    await engine.start(StartRequest(ref=ref, mode=StartMode.RESTORE, jid=f"{phone}@s.whatsapp.net"))
+    await events.wait_for(connected(ref))
+
+
+def presence_of(ref: SessionRef, phone: str, shown: SeenPresence) -> Callable[[EngineEvent], bool]:
+    jid = f"{phone}@s.whatsapp.net"
+    return lambda e: isinstance(e, PresenceSeen) and e.ref == ref and e.jid == jid and e.presence is shown
+
+
+async def test_app_state_and_presence_subscribers_stay_when_a_session_moves_to_another_worker(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    chat = "447700900123@s.whatsapp.net"
+    await engine.change_chat(A, chat, ChatState(archived=True))
+    await network.post(session_address(A), {"kind": "app_state", "chat": chat, "muted": True})  # on the phone
+    await events.wait_for(lambda e: isinstance(e, ChatChanged) and e.ref == A)
+    await engine.subscribe_presence(B, f"{PHONE_A}@s.whatsapp.net")
+    await events.wait_for(presence_of(B, PHONE_A, SeenPresence.UNAVAILABLE))  # WhatsApp answers at once
+
+    await engine.stop(A)  # alice's worker lets her go; another takes her over
+    moved = Recorder()
+    other = SandboxEngine(moved, network, reconnect_delay=0.01)
+    try:
+        await restored(other, moved, A, PHONE_A)
+        archived_and_muted = ChatState(archived=True, pinned=False, muted=True, muted_until=None)
+        assert await other.chat_state(A, chat) == archived_and_muted
+        await other.set_available(A, True)
+        await events.wait_for(presence_of(B, PHONE_A, SeenPresence.AVAILABLE), within=5.0)
+        await other.send_presence(A, f"{PHONE_B}@s.whatsapp.net", Presence.COMPOSING)
+        typing = await events.wait_for(presence_of(B, PHONE_A, SeenPresence.COMPOSING), within=5.0)
+        assert isinstance(typing, PresenceSeen) and typing.chat_jid == f"{PHONE_A}@s.whatsapp.net"
+    finally:
+        await other.close()
+
+
+async def test_a_new_connection_forgets_its_subscriptions_and_shows_offline_but_the_phone_keeps_its_habits(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    await engine.subscribe_presence(B, f"{PHONE_A}@s.whatsapp.net")
+    await engine.set_available(A, True)
+    await events.wait_for(presence_of(B, PHONE_A, SeenPresence.AVAILABLE))
+    await network.post(session_address(A), {"kind": "fault", "fault": "hold_reads"})
+
+    async def holding() -> bool:
+        return (await network.account(PHONE_A)).holding_reads
+
+    await eventually(holding, within=5.0)
+    engine.abandon(A)  # their worker died: nobody said a word
+    engine.abandon(B)
+
+    moved = Recorder()
+    other = SandboxEngine(moved, network, reconnect_delay=0.01)
+    try:
+        await restored(other, moved, B, PHONE_B)
+        assert await network.presence_subscribers(PHONE_A) == []  # bob's new connection subscribes anew
+        await restored(other, moved, A, PHONE_A)
+        shown = await network.account(PHONE_A)
+        assert shown.available is False and shown.last_seen is not None  # offline since its last connection
+        assert shown.holding_reads is True
+
+        sent = await other.send_text(B, f"{PHONE_A}@s.whatsapp.net", "read me later", "M-1")
+        await moved.wait_for(
+            lambda e: isinstance(e, Receipt) and e.ref == B and e.status is MessageStatus.DELIVERED, within=5.0
+        )
+        marker = await other.send_text(A, f"{PHONE_B}@s.whatsapp.net", "after", "M-2")  # mailed after any read
+        await moved.wait_for(lambda e: isinstance(e, InboundMessage) and e.message_id == marker.message_id, within=5.0)
+        assert not [e for e in moved.events if isinstance(e, Receipt) and e.status is MessageStatus.READ and e.ref == B]
+        await other.mark_read(A, f"{PHONE_B}@s.whatsapp.net", (MessageKey(id=sent.message_id),))
+        read = await moved.wait_for(
+            lambda e: isinstance(e, Receipt) and e.ref == B and e.status is MessageStatus.READ, within=5.0
+        )
+        assert isinstance(read, Receipt) and read.message_ids == (sent.message_id,)
+    finally:
+        await other.close()
+
+
+async def test_a_logout_ends_its_subscriptions_and_shows_the_account_offline(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    await pair(engine, network, events, A, PHONE_A)
+    await pair(engine, network, events, B, PHONE_B)
+    await engine.subscribe_presence(A, f"{PHONE_B}@s.whatsapp.net")
+    await engine.subscribe_presence(B, f"{PHONE_A}@s.whatsapp.net")
+    await engine.set_available(A, True)
+    await events.wait_for(presence_of(B, PHONE_A, SeenPresence.AVAILABLE))
+    await engine.logout(A)
+    went = presence_of(B, PHONE_A, SeenPresence.UNAVAILABLE)
+    await events.wait_for(lambda e: went(e) and isinstance(e, PresenceSeen) and e.last_seen is not None, within=5.0)
+    assert await network.presence_subscribers(PHONE_B) == []
+    assert await network.presence_subscribers(PHONE_A) == [PHONE_B]  # bob's, kept while bob is online
 
 
 class _SlowLinks(LocalSandboxNetwork):
