@@ -868,7 +868,8 @@ async def everything(api: httpx.AsyncClient, headers: dict[str, str], path: str,
 
 async def shown(items: Locator, attribute: str) -> list[str]:
     """The `attribute` of each item of a list on screen, top to bottom."""
-    return [value or "" for value in await items.evaluate_all(f"items => items.map(i => i.getAttribute('{attribute}'))")]
+    values = await items.evaluate_all("(items, name) => items.map((item) => item.getAttribute(name))", attribute)
+    return [value or "" for value in values]
 
 
 async def test_long_lists_load_older_pages_each_item_once_in_order_and_stay_live(
@@ -971,4 +972,57 @@ async def test_long_lists_load_older_pages_each_item_once_in_order_and_stay_live
     await expect(chat_items).to_have_count(57)
     await expect(message_items).to_have_count(114)  # the reaction shows on its message, not as one of its own
     await tab.shot("live-changes-to-older-items")
+    assert tab.script_errors() == []
+
+
+async def test_more_than_a_page_arriving_at_once_joins_what_was_loaded(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    gate = asyncio.Semaphore(8)
+
+    async def inbound(sender: str, text: str) -> None:
+        async with gate:
+            answer = await api.post(
+                "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": sender, "message": text}
+            )
+        assert answer.status_code == 202, answer.text
+
+    async def stored(count: int) -> bool:
+        listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "alice", "limit": 500})
+        return len(listed.json()["messages"]) == count
+
+    await asyncio.gather(*(inbound(f"55119881{number:05d}", f"Early {number}") for number in range(55)))
+    await eventually(lambda: stored(55), within=60.0)
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    chat_items = tab.page.locator("#chat-list > li")
+    message_items = tab.page.locator("#message-list > li")
+    await expect(chat_items).to_have_count(PAGE)
+    await tab.page.get_by_role("button", name="Load more chats").click()
+    await tab.page.locator("#messages-panel").get_by_role("button", name="Load older messages").click()
+    await expect(chat_items).to_have_count(55)
+    await expect(message_items).to_have_count(55)
+
+    # 55 new chats arrive while the console's reads are held up: its next look finds more than a page of news
+    released = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await released.wait()
+        await route.continue_()
+
+    await tab.page.route(re.compile(r"/whatsapp/(messages|chats)\?"), hold)
+    await asyncio.gather(*(inbound(f"55119882{number:05d}", f"Late {number}") for number in range(55)))
+    await eventually(lambda: stored(110), within=60.0)
+    released.set()
+    await expect(chat_items).to_have_count(110)
+    await expect(message_items).to_have_count(110)
+    chats = await everything(api, acme, "/whatsapp/chats", "chats")
+    assert await shown(chat_items, "data-chat") == [chat["id"] for chat in chats]
+    messages = await everything(api, acme, "/whatsapp/messages", "messages")
+    assert await shown(message_items, "data-message-id") == [m["messageId"] for m in reversed(messages)]
+    await expect(tab.page.get_by_role("button", name="Load more chats")).to_be_hidden()
+    await tab.shot("caught-up")
     assert tab.script_errors() == []
