@@ -912,6 +912,7 @@ async def test_long_lists_load_older_pages_each_item_once_in_order_and_stay_live
     await more_chats.click()
     await expect(chat_items).to_have_count(56)
     await expect(more_chats).to_be_hidden()
+    await tab.shot("chats-second-page")
     assert await shown(chat_items, "data-chat") == [chat["id"] for chat in chats]
 
     # the session's messages: oldest at the top, two older pages added above, each message once
@@ -921,6 +922,7 @@ async def test_long_lists_load_older_pages_each_item_once_in_order_and_stay_live
     await expect(message_items).to_have_count(PAGE)
     await older.click()
     await expect(message_items).to_have_count(2 * PAGE)
+    await tab.shot("messages-second-page")
     await older.click()
     await expect(message_items).to_have_count(111)
     await expect(older).to_be_hidden()

@@ -674,19 +674,32 @@
     rereadTargets(list);
   }
 
-  /** "Load more" of `list`: its next older page; an error is shown in `slot`, focus kept near the button. */
+  /** "Load more" of `list`: its next older page, scrolled into view next to what was the oldest shown; an
+      error is shown in `slot`. */
   async function loadOlder(list, button, slot) {
     if (!list) return;
+    const view = $(button.getAttribute("aria-controls"));
+    const above = view.classList.contains("message-list"); // older messages come in above, older chats below
+    const name = (item) => item.dataset.messageId || item.dataset.chat; // the chat list is drawn anew: find it again
+    const oldest = above ? view.firstElementChild : view.lastElementChild;
+    const edgeName = oldest ? name(oldest) : null;
     const focused = document.activeElement === button;
+    let added = false;
     try {
-      await list.loadOlder();
+      added = await list.loadOlder();
       slot.textContent = "";
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       slot.textContent = `Older ones could not be loaded: ${error.message}`;
       list.changed();
     }
-    if (focused && button.hidden) $(button.getAttribute("aria-controls")).focus(); // nothing older: on to the list
+    const edge = added && edgeName ? [...view.children].find((item) => name(item) === edgeName) : null;
+    if (edge) {
+      const box = view.getBoundingClientRect();
+      const at = edge.getBoundingClientRect();
+      view.scrollTop += above ? at.bottom - box.bottom : at.top - box.top;
+    }
+    if (focused && button.hidden) view.focus(); // nothing older: on to the list
   }
 
   /** A reaction, vote, edit or delete in the newest page acts on a message that may be held from an older
@@ -1330,10 +1343,16 @@
   async function rereadChat(id) {
     const list = state.chatList;
     if (!list || !list.heldOlder(id)) return;
+    let fresh;
     try {
-      list.replace(await api("GET", chatPath(id)));
+      fresh = await api("GET", chatPath(id));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
+      return;
+    }
+    if (list.replace(fresh) && state.chat && state.chat.id === id) {
+      state.chat.info = fresh;
+      renderChatHead();
     }
   }
 
