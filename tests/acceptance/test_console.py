@@ -1003,7 +1003,24 @@ async def test_more_than_a_page_arriving_at_once_joins_what_was_loaded(
     chat_items = tab.page.locator("#chat-list > li")
     message_items = tab.page.locator("#message-list > li")
     await expect(chat_items).to_have_count(PAGE)
-    await tab.page.get_by_role("button", name="Load more chats").click()
+
+    # an older page that cannot be read says so; the button stays for another try
+    async def unavailable(route: Route) -> None:
+        problem = {"title": "Service Unavailable", "status": 503, "detail": "the database is unavailable"}
+        await route.fulfill(status=503, content_type="application/problem+json", json=problem)
+
+    older_chats = re.compile(r"/whatsapp/chats\?.*cursor=")
+    await tab.page.route(older_chats, unavailable)
+    more_chats = tab.page.get_by_role("button", name="Load more chats")
+    await more_chats.click()
+    await expect(tab.page.locator("#chats-error")).to_have_text(
+        "Older ones could not be loaded: the database is unavailable"
+    )
+    await expect(more_chats).to_be_enabled()
+    await expect(chat_items).to_have_count(PAGE)
+    await tab.page.unroute(older_chats, unavailable)
+    await more_chats.click()
+    await expect(tab.page.locator("#chats-error")).to_be_empty()
     await tab.page.locator("#messages-panel").get_by_role("button", name="Load older messages").click()
     await expect(chat_items).to_have_count(55)
     await expect(message_items).to_have_count(55)
