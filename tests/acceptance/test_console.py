@@ -850,3 +850,198 @@ async def test_a_groups_chat_shows_its_info_and_participants(
     await tab.page.set_viewport_size({"width": 390, "height": 844})  # a phone: everything in one column
     await tab.shot("bob-group-info-on-a-phone")
     assert tab.script_errors() == []
+
+
+# -- long lists, a page at a time ---------------------------------------------------------------------
+
+PAGE = 50  # what the console reads per page (console.js PAGE)
+
+
+async def everything(api: httpx.AsyncClient, headers: dict[str, str], path: str, key: str) -> list[dict[str, Any]]:
+    """Every item of a listing, in the API's order, read in one page."""
+    params = {"sessionId": "alice"} if path in ("/whatsapp/chats", "/whatsapp/messages") else {}
+    answer = await api.get(path, headers=headers, params={**params, "limit": 500})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["nextCursor"] is None
+    return list(answer.json()[key])
+
+
+async def shown(items: Locator, attribute: str) -> list[str]:
+    """The `attribute` of each item of a list on screen, top to bottom."""
+    values = await items.evaluate_all("(items, name) => items.map((item) => item.getAttribute(name))", attribute)
+    return [value or "" for value in values]
+
+
+async def test_long_lists_load_older_pages_each_item_once_in_order_and_stay_live(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    gate = asyncio.Semaphore(8)
+
+    async def inbound(sender: str, body: dict[str, Any]) -> None:
+        async with gate:
+            answer = await api.post(
+                "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": sender, **body}
+            )
+        assert answer.status_code == 202, answer.text
+
+    # 55 chats of one message each, then carol's chat of 56 messages: 56 chats, 111 messages (3 pages)
+    strangers = [f"55119880{number:05d}" for number in range(55)]
+    await asyncio.gather(*(inbound(number, {"message": f"Hello from {number}"}) for number in strangers))
+    await asyncio.gather(*(inbound(CAROL, {"message": f"Carol {number:02d}"}) for number in range(56)))
+
+    async def all_stored() -> bool:
+        listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "alice", "limit": 500})
+        return len(listed.json()["messages"]) == 111
+
+    await eventually(all_stored, within=60.0)
+    chats = await everything(api, acme, "/whatsapp/chats", "chats")
+    assert len(chats) == 56
+    [with_carol] = [chat for chat in chats if chat["chat"] == CAROL]
+
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+
+    # the chats: a page, then the rest once; each chat once, newest activity first
+    chat_items = tab.page.locator("#chat-list > li")
+    more_chats = tab.page.get_by_role("button", name="Load more chats")
+    await expect(chat_items).to_have_count(PAGE)
+    await tab.shot("chats-first-page")
+    await more_chats.click()
+    await expect(chat_items).to_have_count(56)
+    await expect(more_chats).to_be_hidden()
+    await tab.shot("chats-second-page")
+    assert await shown(chat_items, "data-chat") == [chat["id"] for chat in chats]
+
+    # the session's messages: oldest at the top, two older pages added above, each message once
+    panel = tab.page.locator("#messages-panel")
+    message_items = tab.page.locator("#message-list > li")
+    older = panel.get_by_role("button", name="Load older messages")
+    await expect(message_items).to_have_count(PAGE)
+    await older.click()
+    await expect(message_items).to_have_count(2 * PAGE)
+    await tab.shot("messages-second-page")
+    await older.click()
+    await expect(message_items).to_have_count(111)
+    await expect(older).to_be_hidden()
+    messages = await everything(api, acme, "/whatsapp/messages", "messages")
+    assert await shown(message_items, "data-message-id") == [m["messageId"] for m in reversed(messages)]
+
+    # carol's conversation: its newest page, then its first six messages above it
+    await tab.page.locator(f'#chat-list > li[data-chat="{with_carol["id"]}"]').get_by_role("button").click()
+    view = tab.page.locator("#chat-view")
+    conversation = view.locator("#chat-messages > li")
+    await expect(conversation).to_have_count(PAGE)
+    await expect(conversation.first).to_contain_text("Carol")
+    await view.get_by_role("button", name="Load older messages").click()
+    await expect(conversation).to_have_count(56)
+    await expect(view.get_by_role("button", name="Load older messages")).to_be_hidden()
+    carols = await everything(api, acme, f"/whatsapp/chats/{with_carol['id']}/messages", "messages")
+    assert await shown(conversation, "data-message-id") == [m["messageId"] for m in reversed(carols)]
+    await tab.shot("every-page-loaded")
+
+    # live: the oldest chat (loaded from the second page) wakes up, a new chat begins, carol writes again:
+    # each comes in at the newest end, once; what was loaded stays
+    waking = chats[-1]
+    await inbound(waking["chat"], {"message": "Still here"})
+    await inbound(BOB, {"message": "A new chat"})
+    await inbound(CAROL, {"message": "Carol again"})
+    await expect(chat_items.nth(2)).to_have_attribute("data-chat", waking["id"])
+    await expect(chat_items).to_have_count(57)
+    await expect(message_items).to_have_count(114)
+    await expect(conversation).to_have_count(57)
+    await expect(conversation.last).to_contain_text("Carol again")
+    chats = await everything(api, acme, "/whatsapp/chats", "chats")
+    assert [chat["chat"] for chat in chats[:3]] == [CAROL, BOB, waking["chat"]]
+    assert await shown(chat_items, "data-chat") == [chat["id"] for chat in chats]
+    messages = await everything(api, acme, "/whatsapp/messages", "messages")
+    assert await shown(message_items, "data-message-id") == [m["messageId"] for m in reversed(messages)]
+    carols = await everything(api, acme, f"/whatsapp/chats/{with_carol['id']}/messages", "messages")
+    assert await shown(conversation, "data-message-id") == [m["messageId"] for m in reversed(carols)]
+
+    # changes to items loaded from an older page reach them too: a reaction to carol's first message, a pin
+    first = carols[-1]
+    await inbound(CAROL, {"type": "reaction", "reaction": {"message_id": first["whatsappMessageId"], "emoji": "👍"}})
+    for where in (message_items, conversation):
+        reacted = where.and_(tab.page.locator(f'[data-message-id="{first["messageId"]}"]'))
+        await expect(reacted.locator(".reactions .chip-emoji")).to_have_text("👍")
+    oldest_chat = chats[-1]
+    assert (await api.post(f"/whatsapp/chats/{oldest_chat['id']}/pin", headers=acme)).status_code == 200
+    pinned = tab.page.locator(f'#chat-list > li[data-chat="{oldest_chat["id"]}"]')
+    await expect(pinned.locator(".mark[data-mark=pinned]")).to_be_visible()
+    await expect(chat_items).to_have_count(57)
+    await expect(message_items).to_have_count(114)  # the reaction shows on its message, not as one of its own
+    await tab.shot("live-changes-to-older-items")
+    assert tab.script_errors() == []
+
+
+async def test_more_than_a_page_arriving_at_once_joins_what_was_loaded(
+    api: httpx.AsyncClient, worker: Worker, consoles: ConsoleFactory
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "alice", ALICE)
+    gate = asyncio.Semaphore(8)
+
+    async def inbound(sender: str, text: str) -> None:
+        async with gate:
+            answer = await api.post(
+                "/whatsapp/sandbox/inbound", headers=acme, json={"sessionId": "alice", "from": sender, "message": text}
+            )
+        assert answer.status_code == 202, answer.text
+
+    async def stored(count: int) -> bool:
+        listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "alice", "limit": 500})
+        return len(listed.json()["messages"]) == count
+
+    await asyncio.gather(*(inbound(f"55119881{number:05d}", f"Early {number}") for number in range(55)))
+    await eventually(lambda: stored(55), within=60.0)
+    tab = await consoles()
+    await tab.sign_in(acme["X-API-Key"])
+    await tab.open("alice")
+    chat_items = tab.page.locator("#chat-list > li")
+    message_items = tab.page.locator("#message-list > li")
+    await expect(chat_items).to_have_count(PAGE)
+
+    # an older page that cannot be read says so; the button stays for another try
+    async def unavailable(route: Route) -> None:
+        problem = {"title": "Service Unavailable", "status": 503, "detail": "the database is unavailable"}
+        await route.fulfill(status=503, content_type="application/problem+json", json=problem)
+
+    older_chats = re.compile(r"/whatsapp/chats\?.*cursor=")
+    await tab.page.route(older_chats, unavailable)
+    more_chats = tab.page.get_by_role("button", name="Load more chats")
+    await more_chats.click()
+    await expect(tab.page.locator("#chats-error")).to_have_text(
+        "Older ones could not be loaded: the database is unavailable"
+    )
+    await expect(more_chats).to_be_enabled()
+    await expect(chat_items).to_have_count(PAGE)
+    await tab.page.unroute(older_chats, unavailable)
+    await more_chats.click()
+    await expect(tab.page.locator("#chats-error")).to_be_empty()
+    await tab.page.locator("#messages-panel").get_by_role("button", name="Load older messages").click()
+    await expect(chat_items).to_have_count(55)
+    await expect(message_items).to_have_count(55)
+
+    # 55 new chats arrive while the console's reads are held up: its next look finds more than a page of news
+    released = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await released.wait()
+        await route.continue_()
+
+    await tab.page.route(re.compile(r"/whatsapp/(messages|chats)\?"), hold)
+    await asyncio.gather(*(inbound(f"55119882{number:05d}", f"Late {number}") for number in range(55)))
+    await eventually(lambda: stored(110), within=60.0)
+    released.set()
+    await expect(chat_items).to_have_count(110)
+    await expect(message_items).to_have_count(110)
+    chats = await everything(api, acme, "/whatsapp/chats", "chats")
+    assert await shown(chat_items, "data-chat") == [chat["id"] for chat in chats]
+    messages = await everything(api, acme, "/whatsapp/messages", "messages")
+    assert await shown(message_items, "data-message-id") == [m["messageId"] for m in reversed(messages)]
+    await expect(tab.page.get_by_role("button", name="Load more chats")).to_be_hidden()
+    await tab.shot("caught-up")
+    assert tab.script_errors() == []

@@ -6,7 +6,8 @@
   "use strict";
 
   const KEY_STORE = "zapgate.apiKey";
-  const MESSAGES_SHOWN = 50;
+  const PAGE = 50; // items per page of every list (messages, chats, a chat's messages)
+  const CATCH_UP = 10; // pages a live refresh reads at most to reach what is loaded; past that it starts over
   const LIST_REFRESH = 15000; // ms: sessions created elsewhere announce nothing to this tab
   const MAX_TEXT = 4096; // characters of a message, as the API counts them
   const MAX_CAPTION = 1024; // characters of a file's caption
@@ -57,9 +58,11 @@
     sessions: new Map(), // sessionId -> the API's session
     selected: null, // sessionId shown in the detail panel
     qrs: new Map(), // sessionId -> {dataUrl, expiresAt (ms), refetched}
-    messages: [], // the selected session's, oldest first
-    chats: [], // the selected session's, newest activity first
-    chat: null, // the open chat: {id, info (the API's chat), messages (oldest first), about, aboutShown}
+    messages: [], // the selected session's loaded ones, oldest first (messageList's items, reversed)
+    messageList: null, // the Listing of the selected session's messages
+    chats: [], // the selected session's loaded ones, newest activity first (chatList's items)
+    chatList: null, // the Listing of the selected session's chats
+    chat: null, // the open chat: {id, info (the API's chat), list (its Listing), messages (oldest first), about, aboutShown}
     socket: null,
     skew: 0, // ms: the server's clock minus ours
     signOuts: 0, // answers to requests made before the last sign-out are dropped
@@ -396,10 +399,13 @@
     if (changed) {
       state.messages = [];
       state.chats = [];
+      state.messageList = id ? sessionMessages(id) : null;
+      state.chatList = id ? sessionChats(id) : null;
       if (state.chat) closeChat();
       renderMessages();
       renderChats();
       $("chats-error").textContent = "";
+      $("messages-error").textContent = "";
       for (const form of $("detail").querySelectorAll("form")) {
         form.reset();
         clearErrors(form);
@@ -407,8 +413,8 @@
       $("action-result").textContent = "";
       $("scan-phone").value = suggestPhone();
       updateSendForm();
-      if (id) loadMessages(id);
-      if (id) loadChats(id);
+      if (id) loadMessages();
+      if (id) loadChats();
     }
     renderSessions();
     renderDetail();
@@ -506,51 +512,233 @@
     }
   }
 
+  // -- lists read a page at a time ---------------------------------------------------------------------
+
+  /** A list the API gives newest first a page at a time (`limit`, `cursor` → `nextCursor`): its newest page
+      is read again on every live change, older pages are added on demand ("load more"). Each item is held
+      once, in the API's order, however refreshes and older pages interleave; what was loaded stays loaded.
+
+      `read(cursor)` answers {items, next}; `idOf(item)` names an item for good; `keyOf(item)` is its place in
+      the order (a chat's last activity: a chat that moved is not where it was); `adopt(fresh, held)` is the
+      copy to keep when a page brings an item again; `changed()` runs after every change. */
+  class Listing {
+    constructor(read, { idOf, keyOf, adopt = (fresh) => fresh, changed }) {
+      Object.assign(this, { read, idOf, keyOf, adopt, changed });
+      this.items = []; // newest first
+      this.next = null; // the cursor of the page after the loaded ones; null: nothing older
+      this.loaded = false; // a first page came
+      this.loadingOlder = false;
+      this.refreshes = 0;
+    }
+
+    /** Read the newest page again (and the next ones until they reach what is loaded): true once applied,
+        false when a newer refresh overtook it. The API's errors are thrown (ApiError). */
+    async refresh() {
+      const token = ++this.refreshes;
+      const fresh = [];
+      const seen = new Set();
+      for (let cursor = null, pages = 1; ; pages += 1) {
+        const page = await this.read(cursor);
+        if (token !== this.refreshes) return false;
+        for (const item of page.items) {
+          const id = this.idOf(item);
+          if (!seen.has(id)) fresh.push(item);
+          seen.add(id);
+        }
+        cursor = page.next;
+        // where the pages read meet the loaded items: the last item of this page held where it was
+        const meet = cursor && this.items.length ? this.meeting(page.items) : -1;
+        if (cursor && this.items.length && meet < 0 && pages < CATCH_UP) continue; // new items fill more than a page
+        const held = new Map(this.items.map((item) => [this.idOf(item), item]));
+        const head = fresh.map((item) => (held.has(this.idOf(item)) ? this.adopt(item, held.get(this.idOf(item))) : item));
+        // older loaded items follow, less those the pages brought (a chat with new activity moved up)
+        const rest = meet >= 0 ? this.items.slice(meet + 1).filter((item) => !seen.has(this.idOf(item))) : [];
+        this.items = [...head, ...rest];
+        if (meet < 0) this.next = cursor; // all read, or the first page, or too many new ones: start over
+        this.loaded = true;
+        this.changed();
+        return true;
+      }
+    }
+
+    /** The index in `items` of the last item of `page` held at its place, or -1. */
+    meeting(page) {
+      const at = new Map(this.items.map((item, index) => [this.idOf(item), index]));
+      for (let i = page.length - 1; i >= 0; i -= 1) {
+        const index = at.get(this.idOf(page[i]));
+        if (index !== undefined && this.keyOf(this.items[index]) === this.keyOf(page[i])) return index;
+      }
+      return -1;
+    }
+
+    /** Add the next older page: true once added, false when there is none or a refresh started over meanwhile. */
+    async loadOlder() {
+      const cursor = this.next;
+      if (!cursor || this.loadingOlder) return false;
+      this.loadingOlder = true;
+      this.changed();
+      let page;
+      try {
+        page = await this.read(cursor);
+      } finally {
+        this.loadingOlder = false;
+      }
+      if (cursor !== this.next) {
+        this.changed();
+        return false;
+      }
+      const ids = new Set(this.items.map(this.idOf));
+      this.items.push(...page.items.filter((item) => !ids.has(this.idOf(item))));
+      this.next = page.next;
+      this.changed();
+      return true;
+    }
+
+    /** Put `item` in place of its held copy when that copy is still where it was (else a refresh moves it). */
+    replace(item) {
+      const index = this.items.findIndex((held) => this.idOf(held) === this.idOf(item));
+      if (index < 0 || this.keyOf(this.items[index]) !== this.keyOf(item)) return false;
+      this.items[index] = this.adopt(item, this.items[index]);
+      this.changed();
+      return true;
+    }
+
+    /** Whether the item named `id` is held beyond the newest page (which a refresh does not read again). */
+    heldOlder(id) {
+      return this.items.findIndex((item) => this.idOf(item) === id) >= PAGE;
+    }
+  }
+
+  /** The "load more" button of `list`: shown while older items remain, busy while they load. */
+  function renderMore(button, list, words) {
+    button.hidden = !list || !list.loaded || !list.next;
+    button.disabled = Boolean(list && list.loadingOlder);
+    button.textContent = list && list.loadingOlder ? "Loading…" : words;
+  }
+
   // -- messages -----------------------------------------------------------------------------------------
 
-  let loads = 0;
   let reloadTimer = null;
 
   function reloadMessagesSoon() {
     clearTimeout(reloadTimer);
-    reloadTimer = setTimeout(() => loadMessages(state.selected), 150);
+    reloadTimer = setTimeout(loadMessages, 150);
   }
 
-  async function loadMessages(id) {
-    if (!id) return;
-    const load = ++loads;
-    const query = new URLSearchParams({ sessionId: id, limit: String(MESSAGES_SHOWN) });
-    let page;
+  /** A page's query: `params`, the page size and the cursor of the page before. */
+  function pageQuery(params, cursor) {
+    const query = new URLSearchParams({ ...params, limit: String(PAGE) });
+    if (cursor) query.set("cursor", cursor);
+    return query;
+  }
+
+  const rowOf = (message) => message.id || message.messageId; // its row: WhatsApp's id may replace ours once sent
+  const messagePage = (answer) => ({ items: answer.messages, next: answer.nextCursor });
+
+  /** A Listing of messages (shown oldest first): `read(cursor)` reads a page of the API's answer. */
+  function messageListing(read, changed) {
+    const list = new Listing(async (cursor) => messagePage(await read(cursor)), {
+      idOf: rowOf,
+      keyOf: (message) => message.timestamp,
+      // an event may have moved it on after the page was read
+      adopt: (fresh, held) => (RANK[held.status] > RANK[fresh.status] ? { ...fresh, status: held.status } : fresh),
+      changed: () => changed(list),
+    });
+    list.applied = new Set(); // the reactions, votes, edits and deletes whose message was looked at
+    return list;
+  }
+
+  function sessionMessages(id) {
+    return messageListing(
+      (cursor) => api("GET", `/whatsapp/messages?${pageQuery({ sessionId: id }, cursor)}`),
+      (list) => {
+        if (list !== state.messageList) return; // another session's
+        state.messages = [...list.items].reverse();
+        renderMessages();
+      },
+    );
+  }
+
+  /** Read the selected session's newest messages again (the first page, on a new selection). */
+  async function loadMessages() {
+    const list = state.messageList;
+    if (!list) return;
     try {
-      page = await api("GET", `/whatsapp/messages?${query}`);
+      if (!(await list.refresh())) return;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (load === loads && id === state.selected) formError($("send-form"), `Messages could not be loaded: ${error.message}`);
+      if (list === state.messageList) $("messages-error").textContent = `Messages could not be loaded: ${error.message}`;
       return;
     }
-    if (load !== loads || id !== state.selected) return; // a newer load or another session
-    const held = new Map(state.messages.map((message) => [message.messageId, message]));
-    state.messages = page.messages.reverse().map((message) => {
-      const seen = held.get(message.messageId);
-      // an event may have moved it on after this page was read
-      return seen && RANK[seen.status] > RANK[message.status] ? { ...message, status: seen.status } : message;
-    });
-    renderMessages();
+    if (list === state.messageList) $("messages-error").textContent = "";
+    rereadTargets(list);
+  }
+
+  /** "Load more" of `list`: its next older page, scrolled into view next to what was the oldest shown; an
+      error is shown in `slot`. */
+  async function loadOlder(list, button, slot) {
+    if (!list) return;
+    const view = $(button.getAttribute("aria-controls"));
+    const above = view.classList.contains("message-list"); // older messages come in above, older chats below
+    const name = (item) => item.dataset.messageId || item.dataset.chat; // the chat list is drawn anew: find it again
+    const oldest = above ? view.firstElementChild : view.lastElementChild;
+    const edgeName = oldest ? name(oldest) : null;
+    const focused = document.activeElement === button;
+    let added = false;
+    try {
+      added = await list.loadOlder();
+      slot.textContent = "";
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      slot.textContent = `Older ones could not be loaded: ${error.message}`;
+      list.changed();
+    }
+    const edge = added && edgeName ? [...view.children].find((item) => name(item) === edgeName) : null;
+    if (edge) {
+      const box = view.getBoundingClientRect();
+      const at = edge.getBoundingClientRect();
+      view.scrollTop += above ? at.bottom - box.bottom : at.top - box.top;
+    }
+    if (focused && button.hidden) view.focus(); // nothing older: on to the list
+  }
+
+  /** A reaction, vote, edit or delete in the newest page acts on a message that may be held from an older
+      page, which no refresh reads again: read that message anew. */
+  function rereadTargets(list) {
+    for (const message of list.items.slice(0, PAGE)) {
+      if (!ACTING_KINDS.has(message.type) || list.applied.has(rowOf(message))) continue;
+      list.applied.add(rowOf(message));
+      const body = bodyOf(message);
+      const target = body ? findMessage(body.message_id, list.items) : undefined;
+      if (target) rereadMessage(target.messageId, target.sessionId);
+    }
+  }
+
+  /** Read the message `id` anew into the lists that hold it beyond their newest page (refreshes read that). */
+  async function rereadMessage(id, sessionId) {
+    const lists = [state.messageList, state.chat ? state.chat.list : null].filter(Boolean);
+    if (!lists.some((list) => list.items.findIndex((message) => message.messageId === id) >= PAGE)) return;
+    let fresh;
+    try {
+      fresh = await api("GET", `/whatsapp/messages/${encodeURIComponent(id)}?${new URLSearchParams({ sessionId })}`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      return;
+    }
+    for (const list of [state.messageList, state.chat ? state.chat.list : null]) if (list) list.replace(fresh);
   }
 
   function onMessageStatus(event) {
     if (event.sessionId !== state.selected) return;
-    const message = state.messages.find(
-      (held) => held.messageId === event.messageId || held.messageId === event.requestedMessageId,
-    );
-    if (!message) {
-      reloadMessagesSoon();
-      return;
-    }
-    message.messageId = event.messageId;
-    if (RANK[event.status] >= RANK[message.status]) {
-      message.status = event.status;
-      if (event.error) message.error = event.error;
+    const named = (held) => held.messageId === event.messageId || held.messageId === event.requestedMessageId;
+    const copies = [state.messages.find(named), state.chat ? state.chat.messages.find(named) : undefined];
+    if (!copies[0]) reloadMessagesSoon();
+    for (const message of copies.filter(Boolean)) {
+      message.messageId = event.messageId;
+      if (RANK[event.status] >= RANK[message.status]) {
+        message.status = event.status;
+        if (event.error) message.error = event.error;
+      }
     }
     renderMessages();
   }
@@ -1055,12 +1243,20 @@
       readers hear only news). */
   function renderMessages() {
     fillList($("message-list"), $("no-messages"), state.messages);
-    if (state.chat) fillList($("chat-messages"), $("no-chat-messages"), state.chat.messages);
+    renderMore($("messages-more"), state.messageList, "Load older messages");
+    if (state.chat) {
+      fillList($("chat-messages"), $("no-chat-messages"), state.chat.messages);
+      renderMore($("chat-messages-more"), state.chat.list, "Load older messages");
+    }
     watchPendingFiles();
   }
 
   function fillList(list, empty, messages) {
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+    // read further up, the message at the top stays where it is while older ones come in above it
+    const top = list.getBoundingClientRect().top;
+    const anchor = atEnd ? null : [...list.children].find((item) => item.getBoundingClientRect().bottom > top);
+    const anchorAt = anchor ? anchor.getBoundingClientRect().top : 0;
     const items = new Map([...list.children].map((item) => [item.dataset.messageId, item]));
     let previous = null;
     const shown = messages.filter((message) => !shownOnTarget(message, messages));
@@ -1076,6 +1272,7 @@
     for (const stale of items.values()) stale.remove();
     empty.hidden = shown.length > 0;
     if (atEnd) list.scrollTop = list.scrollHeight;
+    else if (anchor && anchor.isConnected) list.scrollTop += anchor.getBoundingClientRect().top - anchorAt;
   }
 
   function showQuoted(id) {
@@ -1089,42 +1286,73 @@
 
   // -- chats --------------------------------------------------------------------------------------------
 
-  const CHATS_SHOWN = 50;
   const chatPath = (id) => `/whatsapp/chats/${encodeURIComponent(id)}`;
   // profile pictures this page may load: its own origin, and WhatsApp's picture server (the policy allows it)
   const PICTURE_HOSTS = new Set(["pps.whatsapp.net"]);
-  let chatLoads = 0;
   let chatTimer = null;
 
   function reloadChatsSoon() {
     clearTimeout(chatTimer);
     chatTimer = setTimeout(() => {
-      loadChats(state.selected);
-      if (state.chat) loadChatMessages(state.chat.id);
+      loadChats();
+      if (state.chat) loadChatMessages(state.chat);
     }, 150);
   }
 
-  async function loadChats(id) {
-    if (!id) return;
-    const load = ++chatLoads;
-    const query = new URLSearchParams({ sessionId: id, limit: String(CHATS_SHOWN) });
-    let page;
+  function sessionChats(id) {
+    const list = new Listing(
+      async (cursor) => {
+        const answer = await api("GET", `/whatsapp/chats?${pageQuery({ sessionId: id }, cursor)}`);
+        return { items: answer.chats, next: answer.nextCursor };
+      },
+      {
+        idOf: (chat) => chat.id,
+        keyOf: (chat) => (chat.lastMessage ? chat.lastMessage.timestamp : ""), // its place: newest activity first
+        changed: () => {
+          if (list !== state.chatList) return; // another session's
+          state.chats = list.items;
+          renderChats();
+        },
+      },
+    );
+    return list;
+  }
+
+  /** Read the selected session's newest chats again (the first page, on a new selection). */
+  async function loadChats() {
+    const list = state.chatList;
+    if (!list) return;
     try {
-      page = await api("GET", `/whatsapp/chats?${query}`);
+      if (!(await list.refresh())) return;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (load === chatLoads && id === state.selected) $("chats-error").textContent = `Chats could not be loaded: ${error.message}`;
+      if (list === state.chatList) $("chats-error").textContent = `Chats could not be loaded: ${error.message}`;
       return;
     }
-    if (load !== chatLoads || id !== state.selected) return;
+    if (list !== state.chatList) return;
     $("chats-error").textContent = "";
-    state.chats = page.chats;
-    renderChats();
     const open = state.chat && state.chats.find((chat) => chat.id === state.chat.id);
     if (open) {
       state.chat.info = open;
       renderChatHead();
       if (open.unreadCount > 0 || open.markedUnread) markRead(open.id); // it is on screen: read
+    }
+  }
+
+  /** A chat-update about a chat loaded from an older page, which no refresh reads again: read it anew. */
+  async function rereadChat(id) {
+    const list = state.chatList;
+    if (!list || !list.heldOlder(id)) return;
+    let fresh;
+    try {
+      fresh = await api("GET", chatPath(id));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      return;
+    }
+    if (list.replace(fresh) && state.chat && state.chat.id === id) {
+      state.chat.info = fresh;
+      renderChatHead();
     }
   }
 
@@ -1177,6 +1405,7 @@
     });
     $("chat-list").replaceChildren(...items);
     $("no-chats").hidden = items.length > 0;
+    renderMore($("chats-more"), state.chatList, "Load more chats");
     if (refocus) {
       const item = items.find((li) => li.dataset.chat === refocus);
       if (item) item.querySelector("button").focus();
@@ -1188,7 +1417,8 @@
     if (!info) return;
     const changed = !state.chat || state.chat.id !== id;
     if (changed) {
-      state.chat = { id, info, messages: [], about: null, aboutShown: false };
+      state.chat = { id, info, list: null, messages: [], about: null, aboutShown: false };
+      state.chat.list = chatMessages(state.chat);
       $("chat-messages").replaceChildren();
       $("chat-about").replaceChildren();
       $("chat-about").hidden = true;
@@ -1198,7 +1428,7 @@
     renderChatHead();
     renderChats();
     $("chat-title").focus();
-    await loadChatMessages(id);
+    await loadChatMessages(state.chat);
     if (info.unreadCount > 0 || info.markedUnread) await markRead(id);
   }
 
@@ -1222,30 +1452,35 @@
     button.setAttribute("aria-expanded", chat.aboutShown ? "true" : "false");
   }
 
-  let chatMessageLoads = 0;
+  /** The Listing of an open chat's messages. */
+  function chatMessages(chat) {
+    return messageListing(
+      (cursor) => api("GET", `${chatPath(chat.id)}/messages?${pageQuery({}, cursor)}`),
+      (list) => {
+        if (state.chat !== chat) return; // closed, or another chat opened
+        chat.messages = [...list.items].reverse();
+        renderMessages();
+      },
+    );
+  }
 
-  async function loadChatMessages(id) {
-    const load = ++chatMessageLoads;
-    let page;
+  /** Read the open chat's newest messages again (the first page, when it opens). */
+  async function loadChatMessages(chat) {
     try {
-      page = await api("GET", `${chatPath(id)}/messages?${new URLSearchParams({ limit: String(MESSAGES_SHOWN) })}`);
+      if (!(await chat.list.refresh())) return;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (load === chatMessageLoads && state.chat && state.chat.id === id) {
-        $("chat-error").textContent = `Messages could not be loaded: ${error.message}`;
-      }
+      if (state.chat === chat) $("chat-error").textContent = `Messages could not be loaded: ${error.message}`;
       return;
     }
-    if (load !== chatMessageLoads || !state.chat || state.chat.id !== id) return;
-    state.chat.messages = page.messages.reverse();
-    renderMessages();
+    rereadTargets(chat.list);
   }
 
   async function markRead(id) {
     try {
       const done = await api("POST", `${chatPath(id)}/read`);
       const at = state.chats.findIndex((chat) => chat.id === id);
-      if (at >= 0) state.chats[at] = done.chat;
+      if (at >= 0) state.chats[at] = done.chat; // the chat list's own items (read moves no chat)
       if (state.chat && state.chat.id === id) state.chat.info = done.chat;
       renderChats();
     } catch (error) {
@@ -1514,13 +1749,16 @@
       if (event.sessionId === state.selected) reloadChatsSoon();
     }));
     socket.on("chat-update", mine((event) => {
-      if (event.sessionId === state.selected) reloadChatsSoon();
+      if (event.sessionId !== state.selected) return;
+      reloadChatsSoon();
+      rereadChat(event.chatId);
     }));
     for (const name of ["message-edited", "message-deleted", "media-failed"]) {
       socket.on(name, mine((event) => {
         if (event.sessionId !== state.selected) return;
         reloadMessagesSoon();
         reloadChatsSoon();
+        if (event.messageId) rereadMessage(event.messageId, event.sessionId);
       }));
     }
     socket.on("error", mine((event) => {
@@ -1631,8 +1869,9 @@
         sent.message = { type: "text", text: { body: text } };
       }
       const accepted = sent.accepted;
-      if (accepted.sessionId === state.selected && !state.messages.some((m) => m.messageId === accepted.messageId)) {
-        state.messages.push({
+      const list = state.messageList;
+      if (list && accepted.sessionId === state.selected && !state.messages.some((m) => m.messageId === accepted.messageId)) {
+        list.items.unshift({
           messageId: accepted.messageId,
           direction: "outbound",
           status: accepted.status,
@@ -1642,7 +1881,7 @@
           timestamp: accepted.timestamp,
           contact: { phoneNumber: to.includes("@") ? to : to.replace(/\D/g, "") },
         });
-        renderMessages();
+        list.changed(); // shown until the refresh below brings the stored message
       }
       form.elements.namedItem("message").value = "";
       if (file) clearFile();
@@ -1662,6 +1901,10 @@
       if (button) openChat(button.closest("li").dataset.chat);
     });
     $("chat-close").addEventListener("click", closeChat);
+    $("chats-more").addEventListener("click", (event) => loadOlder(state.chatList, event.currentTarget, $("chats-error")));
+    $("messages-more").addEventListener("click", (event) => loadOlder(state.messageList, event.currentTarget, $("messages-error")));
+    $("chat-messages-more").addEventListener("click", (event) =>
+      loadOlder(state.chat ? state.chat.list : null, event.currentTarget, $("chat-error")));
     $("chat-details").addEventListener("click", toggleAbout);
     $("chat-about").addEventListener("click", (event) => {
       const button = event.target.closest("#chat-block");
