@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +21,7 @@ MAX_DESCRIPTION = 2048  # characters of a group's description
 MAX_PARTICIPANTS = 1024  # members of a group, its creator included
 MAX_CHANGE = 256  # participants changed in one request
 INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"
+INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 
 # `<creator digits>-<seconds>@g.us` (older groups) or `<digits>@g.us` (WhatsApp's newer form: 120363…)
 _GROUP_JID = re.compile(r"[0-9]{5,20}(-[0-9]{1,20})?@g\.us", re.ASCII)

@@ -93,6 +93,7 @@ from zapgate.domain.content import (
 )
 from zapgate.domain.groups import (
     INVITE_LINK_PREFIX,
+    INVITE_MESSAGE_LIFETIME,
     GroupAction,
     GroupInfo,
     GroupParticipant,
@@ -161,7 +162,6 @@ Mail = dict[str, Any]
 T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
-INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account

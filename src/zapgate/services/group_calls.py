@@ -41,6 +41,7 @@ class GroupCalls:
             "group_picture": self.picture,
             "group_participants": self.participants,
             "group_invite": self.invite,
+            "group_invite_message": self.invite_message,
             "group_join": self.join,
             "group_join_invite": self.join_invite,
             "group_leave": self.leave,
@@ -107,6 +108,13 @@ class GroupCalls:
     async def invite(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         asking = hosted.engine.group_invite_link(ref, str(args["group"]), reset=bool(args.get("reset")))
         return {"link": await self._bounded("group_invite", asking)}
+
+    async def invite_message(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        """What an invite message carries: the group's current code (admins only) and its subject."""
+        group, engine = str(args["group"]), hosted.engine
+        link = await self._bounded("group_invite", engine.group_invite_link(ref, group))
+        info = await self._bounded("group_info", engine.group_info(ref, group))
+        return {"code": str(link).rsplit("/", 1)[-1], "subject": info.subject}
 
     async def join(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         return {"group": await self._bounded("group_join", hosted.engine.join_group(ref, str(args["code"])))}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from zapgate.db import outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.content import GroupInvite, from_payload
 from zapgate.domain.groups import (
+    INVITE_MESSAGE_LIFETIME,
     MAX_CHANGE,
     MAX_PARTICIPANTS,
     GroupInfo,
@@ -160,6 +162,26 @@ class GroupService:
         link = str(result["link"])
         return {"groupId": jid, "link": link, "code": link.rsplit("/", 1)[-1]}
 
+    async def invite_message(self, client: str, session: str, invite: GroupInvite) -> GroupInvite:
+        """`invite` (a group and a caption, to send) with the group's current code, subject and expiry.
+
+        Only an admin sees the code (403 naming `group_invite.group_id` for the others, 404 when the session
+        is not in the group); the invitation is good for INVITE_MESSAGE_LIFETIME, as WhatsApp's.
+        """
+        field = "group_invite.group_id"
+        jid = group_jid(invite.group_jid, field=field)
+        result = await self._call(
+            client, session, "group_invite_message", {"group": jid}, field=field, group_field=field
+        )
+        expires = datetime.now(UTC) + INVITE_MESSAGE_LIFETIME
+        return replace(
+            invite,
+            group_jid=jid,
+            code=str(result["code"]),
+            subject=str(result.get("subject") or "") or None,
+            expires_at=int(expires.timestamp()),
+        )
+
     async def join(self, client: str, session: str, link: str) -> dict[str, Any]:
         """Join a group by its invite link (or code)."""
         code = invite_code(link)
@@ -274,16 +296,24 @@ class GroupService:
         await self._store(client, session, nothing)
 
     async def _call(
-        self, client: str, session: str, kind: str, args: dict[str, Any], *, field: str = "groupId"
+        self,
+        client: str,
+        session: str,
+        kind: str,
+        args: dict[str, Any],
+        *,
+        field: str = "groupId",
+        group_field: str = "groupId",
     ) -> dict[str, Any]:
-        """Make the engine call; WhatsApp's refusals become the errors they mean (naming `field`)."""
+        """Make the engine call; WhatsApp's refusals become the errors they mean (naming `field`, or
+        `group_field` for a group the session is not in)."""
         try:
             return await self._calls.call(client, session, kind, args)
         except EngineCallFailed as exc:
             reason = exc.details.get("reason")
             if reason == "group_not_found":
                 raise GroupNotFound(
-                    f"groupId: no such group with this session in it ({exc.message})", field="groupId"
+                    f"{group_field}: no such group with this session in it ({exc.message})", field=group_field
                 ) from exc
             if reason == "group_forbidden":
                 raise GroupActionForbidden(f"{field}: {exc.message}", field=field) from exc
