@@ -16,6 +16,7 @@ from zapgate.domain.groups import (
     GroupAction,
     GroupInfo,
     GroupParticipant,
+    JoinRequest,
     ParticipantAction,
     ParticipantOutcome,
     ParticipantResult,
@@ -65,8 +66,18 @@ def group_info_of(raw: Any, jid_text: JidText) -> GroupInfo:
         owner_jid=owner,
         announce=bool(raw.GroupAnnounce.IsAnnounce),
         locked=bool(raw.GroupLocked.isLocked),
+        join_approval=None,  # neonize 0.5.2's GroupInfo carries no GroupMembershipApprovalMode (Neonize.proto)
         created_at=datetime.fromtimestamp(created, UTC) if created else None,
         participants=tuple(participant_of(p, jid_text) for p in raw.Participants if not p.Error),
+    )
+
+
+def join_request_of(raw: Any, jid_text: JidText) -> JoinRequest:
+    """A neonize GroupParticipantRequest: who asked to join (`Participant`) and when (`TimeAt`, read as Unix
+    seconds, as whatsmeow's RequestedAt; 0: not told)."""
+    at = int(raw.TimeAt or 0)
+    return JoinRequest(
+        jid=_jid(jid_text, raw.Participant) or "", requested_at=datetime.fromtimestamp(at, UTC) if at else None
     )
 
 

@@ -27,6 +27,7 @@ from zapgate.domain.groups import (
     GroupInfo,
     GroupParticipant,
     ParticipantAction,
+    RequestAction,
     check_description,
     check_subject,
     group_jid,
@@ -98,6 +99,7 @@ class GroupService:
         description: str | None = None,
         announce: bool | None = None,
         locked: bool | None = None,
+        join_approval: bool | None = None,
     ) -> dict[str, Any]:
         """Change the group's subject, description or settings (only what is given)."""
         jid = group_jid(group)
@@ -110,9 +112,15 @@ class GroupService:
             args["announce"] = announce
         if locked is not None:
             args["locked"] = locked
+        if join_approval is not None:
+            args["join_approval"] = join_approval
         if len(args) == 1:
-            raise InvalidRequest("nothing to change: give subject, description, announce or locked", field="subject")
-        field = next(name for name in ("subject", "description", "announce", "locked") if name in args)
+            raise InvalidRequest(
+                "nothing to change: give subject, description, announce, locked or joinApproval", field="subject"
+            )
+        names = {"subject": "subject", "description": "description", "announce": "announce", "locked": "locked"}
+        names["join_approval"] = "joinApproval"
+        field = next(public for name, public in names.items() if name in args)
         result = await self._call(client, session, "group_update", args, field=field)
         info = _info_of(result["group"])
         await self._store(client, session, lambda tx, row: records.save_info(tx.connection, row, info))
@@ -155,6 +163,33 @@ class GroupService:
             pass  # removed ourselves, or the worker is busy: the events will tell
         return {"groupId": jid, "action": change.value, "participants": result["participants"]}
 
+    async def requests(self, client: str, session: str, group: str) -> dict[str, Any]:
+        """The requests to join the group that wait for an admin's answer (admins only), oldest first."""
+        jid = group_jid(group)
+        result = await self._call(client, session, "group_requests", {"group": jid})
+        return {"groupId": jid, "requests": result["requests"]}
+
+    async def answer_requests(
+        self, client: str, session: str, group: str, action: str, participants: list[str]
+    ) -> dict[str, Any]:
+        """Approve or reject requests to join; each one's outcome is answered separately."""
+        jid = group_jid(group)
+        try:
+            answer = RequestAction(action)
+        except ValueError as exc:
+            raise InvalidRequest(f"action: one of {', '.join(RequestAction)}", field="action") from exc
+        if not 1 <= len(participants) <= MAX_CHANGE:
+            raise InvalidRequest(f"participants: 1 to {MAX_CHANGE} expected", field="participants")
+        people = _participants(participants)
+        args = {"group": jid, "action": answer.value, "participants": people}
+        result = await self._call(client, session, "group_requests_answer", args, field="participants")
+        if answer is RequestAction.APPROVE:
+            try:  # the stored copy follows WhatsApp's word (the change events update it too)
+                await self.info(client, session, jid)
+            except (GroupNotFound, EngineCallFailed):
+                pass
+        return {"groupId": jid, "action": answer.value, "participants": result["participants"]}
+
     async def invite_link(self, client: str, session: str, group: str, *, reset: bool = False) -> dict[str, Any]:
         """The group's invite link; `reset` revokes it and answers the new one."""
         jid = group_jid(group)
@@ -186,8 +221,14 @@ class GroupService:
         """Join a group by its invite link (or code)."""
         code = invite_code(link)
         result = await self._call(client, session, "group_join", {"code": code}, field="link")
-        jid = str(result["group"])
-        return {"groupId": jid, "group": await self.info(client, session, jid)}
+        return await self._joined(client, session, str(result["group"]))
+
+    async def _joined(self, client: str, session: str, jid: str) -> dict[str, Any]:
+        """The group joined; or, when it approves new participants, the request made (`pending`, no group yet)."""
+        try:
+            return {"groupId": jid, "pending": False, "group": await self.info(client, session, jid)}
+        except GroupNotFound:  # not a member after joining: the request waits for an admin
+            return {"groupId": jid, "pending": True, "group": None}
 
     async def join_by_invite(
         self,
@@ -217,8 +258,7 @@ class GroupService:
         args = {"group": jid, "inviter": inviter_jid, "code": code, "expiration": expiration}
         named = "messageId" if message_id is not None else "code"
         result = await self._call(client, session, "group_join_invite", args, field=named)
-        joined = str(result["group"])
-        return {"groupId": joined, "group": await self.info(client, session, joined)}
+        return await self._joined(client, session, str(result["group"]))
 
     async def _invite_of(self, client: str, session: str, message_id: str) -> tuple[str, str, str, int | None]:
         """The group, inviter, code and expiry of the session's received group_invite message `message_id`."""
@@ -358,6 +398,7 @@ def _info_of(raw: dict[str, Any]) -> GroupInfo:
         owner_jid=raw.get("owner"),
         announce=bool(raw.get("announce")),
         locked=bool(raw.get("locked")),
+        join_approval=None if raw.get("joinApproval") is None else bool(raw["joinApproval"]),
         picture_id=raw.get("pictureId"),
         created_at=datetime.fromisoformat(created) if created else None,
         participants=tuple(

@@ -441,7 +441,8 @@ class Recorder:
         """Refresh the stored group by a change, with its event (group-update, -participants, -join, -leave)."""
         ref = event.ref
         setting = _GROUP_SETTINGS.get(event.action)
-        value = None if setting is None else getattr(event, setting)
+        told = _EVENT_VALUES.get(event.action)
+        value = None if told is None else getattr(event, told)
         if isinstance(value, str):
             value = storable(value)
         kind, payload = group_event(
@@ -577,6 +578,8 @@ _GROUP_SETTINGS = {
     GroupAction.ANNOUNCE: "announce",
     GroupAction.LOCKED: "locked",
 }
+# ... and the settings an event tells that the stored copy does not keep
+_EVENT_VALUES = {**_GROUP_SETTINGS, GroupAction.JOIN_APPROVAL: "join_approval"}
 
 
 def status_changes(event: StatusChanged) -> dict[str, Any]:
