@@ -354,3 +354,26 @@ async def test_join_requests_are_listed_by_go_and_what_neonize_cannot_do_is_not_
     assert not hasattr(importlib.import_module("neonize.client").NewClient, "update_group_request_participants")
     # neonize's GroupInfo carries no approval mode: the engine says it cannot tell
     assert (await live.engine.group_info(REF, GROUP)).join_approval is None
+
+
+async def test_join_requests_told_in_a_groups_unparsed_changes_become_requested_and_rejected(live: Live) -> None:
+    def node(tag: str, *people: str) -> Any:
+        children = [pb.Node(Tag="participant", Attrs=[pb.NodeAttrs(name="jid", jid=jid(p))]) for p in people]
+        return pb.Node(Tag=tag, Nodes=children)
+
+    base = {"JID": jid("120363000000000001", "g.us"), "Timestamp": 1_790_000_300}
+    asked = filled(pb.GroupInfoEvent, Sender=jid(BIA), UnknownChanges=[node("created_membership_requests")], **base)
+    live.fake.push(asked)
+    [requested] = await live.changes(1)
+    assert requested.action is GroupAction.REQUESTED and requested.participants == (f"{BIA}@s.whatsapp.net",)
+    rejected = node("revoked_membership_requests", BIA)
+    unknown = pb.Node(Tag="member_add_mode", Nil=True)
+    live.fake.push(filled(pb.GroupInfoEvent, Sender=jid(ANA), UnknownChanges=[unknown, rejected], **base))
+    [_, answered] = await live.changes(2)
+    assert answered.action is GroupAction.REJECTED and answered.participants == (f"{BIA}@s.whatsapp.net",)
+    assert answered.actor_jid == f"{ANA}@s.whatsapp.net"
+    withdrawn = filled(pb.GroupInfoEvent, Sender=jid(BIA), UnknownChanges=[node("revoked_membership_requests")], **base)
+    live.fake.push(withdrawn)
+    live.fake.push(filled(pb.GroupInfoEvent, Sender=jid(ANA), Promote=[jid(BIA)], **base))
+    changes = await live.changes(3)
+    assert changes[-1].action is GroupAction.PROMOTE  # the withdrawal told nothing
