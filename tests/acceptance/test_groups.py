@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.acceptance.receiver import receiving
 from tests.acceptance.sse import read_sse
-from tests.acceptance.support import api_client, assert_problem, linked, message, new_client, send
+from tests.acceptance.support import api_client, assert_problem, linked, message, new_client, send, sent
 from tests.support.waiting import eventually
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.webhooks import AddressPolicy
@@ -412,3 +413,151 @@ async def test_a_session_joins_by_an_invite_message(api: httpx.AsyncClient, work
     assert assert_problem(both, 422)["errors"][0]["field"] == "messageId"
     neither = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "bob"})
     assert assert_problem(neither, 422)["errors"][0]["field"] == "link"
+
+
+async def test_an_admin_sends_an_invite_message_and_the_recipient_joins_with_it(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    acme = await new_client(api, "acme")
+    for session, phone in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
+        await linked(api, acme, session, phone)
+    made = await api.post(
+        "/whatsapp/groups",
+        headers=acme,
+        json={"sessionId": "alice", "subject": "Sent invites", "participants": [CAROL]},
+    )
+    assert made.status_code == 201, made.text
+    group = made.json()["group"]["id"]
+    code = (await api.get(f"/whatsapp/groups/{group}/invite", headers=acme, params={"sessionId": "alice"})).json()[
+        "code"
+    ]
+
+    # alice (the admin) sends bob an invitation: the group's current code, subject and 3 days' expiry are added
+    body = {
+        "sessionId": "alice",
+        "to": BOB,
+        "type": "group_invite",
+        "group_invite": {"group_id": group, "caption": "Come"},
+    }
+    first = await api.post("/whatsapp/messages", headers={**acme, "Idempotency-Key": "inv-1"}, json=body)
+    assert first.status_code == 202, first.text
+    again = await api.post("/whatsapp/messages", headers={**acme, "Idempotency-Key": "inv-1"}, json=body)
+    assert again.status_code == 202 and again.headers.get("Idempotent-Replayed") == "true", again.text
+    assert again.json()["messageId"] == first.json()["messageId"]
+    mine = await sent(api, acme, "alice", first.json()["messageId"])
+    assert mine["type"] == "group_invite" and mine["content"] == "[group invite] Sent invites", mine
+    got = await event(api, acme, "bob", "message-received", lambda b: b.get("messageType") == "group_invite")
+    card = got["message"]["group_invite"]
+    assert card["group_id"] == group and card["code"] == code and card["caption"] == "Come", got
+    assert card["subject"] == "Sent invites", got
+    assert 3 * 86400 - 60 < card["expires_at"] - time.time() <= 3 * 86400, got
+    assert got["chatJid"] == jid(ALICE)
+
+    # bob joins with it: he is in, the members hear it
+    joined = await api.post(
+        "/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "messageId": got["messageId"]}
+    )
+    assert joined.status_code == 200, joined.text
+    assert jid(BOB) in {p["jid"] for p in joined.json()["group"]["participants"]}
+    heard = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "join-by-link")
+    assert heard["participants"] == [jid(BOB)]
+
+    # a member who is not an admin cannot send one (403), nor can one who is not in the group (404)
+    by_member = {**body, "sessionId": "carol", "to": ALICE}
+    forbidden = await api.post("/whatsapp/messages", headers=acme, json=by_member)
+    assert assert_problem(forbidden, 403, "group_forbidden")["errors"][0]["field"] == "group_invite.group_id"
+    await api.post(f"/whatsapp/groups/{group}/leave", headers=acme, json={"sessionId": "carol"})
+    outsider = await api.post("/whatsapp/messages", headers=acme, json=by_member)
+    assert assert_problem(outsider, 404, "group_not_found")["errors"][0]["field"] == "group_invite.group_id"
+    # bad input: to a group, an unknown field, a bad group id
+    to_group = await api.post("/whatsapp/messages", headers=acme, json={**body, "to": group})
+    assert assert_problem(to_group, 422)["errors"][0]["field"] == "to"
+    code_given = {**body, "group_invite": {"group_id": group, "code": "mine"}}
+    assert_problem(await api.post("/whatsapp/messages", headers=acme, json=code_given), 422)
+    bad_group = {**body, "group_invite": {"group_id": "nope"}}
+    assert_problem(await api.post("/whatsapp/messages", headers=acme, json=bad_group), 422)
+    listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "carol", "direction": "outbound"})
+    assert listed.json()["messages"] == []  # nothing refused was queued
+
+
+async def test_a_group_that_approves_new_participants_takes_requests_its_admins_answer(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    acme = await new_client(api, "acme")
+    for session, phone in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
+        await linked(api, acme, session, phone)
+    made = await api.post(
+        "/whatsapp/groups", headers=acme, json={"sessionId": "alice", "subject": "Vetted", "participants": [CAROL]}
+    )
+    group = made.json()["group"]["id"]
+    assert made.json()["group"]["joinApproval"] is False
+    url = f"/whatsapp/groups/{group}"
+
+    # only admins switch it on; the members hear it
+    by_member = await api.patch(url, headers=acme, json={"sessionId": "carol", "joinApproval": True})
+    assert assert_problem(by_member, 403, "group_forbidden")["errors"][0]["field"] == "joinApproval"
+    switched = await api.patch(url, headers=acme, json={"sessionId": "alice", "joinApproval": True})
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["changed"] == ["joinApproval"] and switched.json()["group"]["joinApproval"] is True
+    told = await event(api, acme, "carol", "group-update", lambda b: b["action"] == "join-approval")
+    assert told["joinApproval"] is True and told["actor"] == jid(ALICE)
+
+    # bob joins by link: a request (202, pending), told to the admins only
+    code = (await api.get(f"{url}/invite", headers=acme, params={"sessionId": "alice"})).json()["code"]
+    asked = await api.post("/whatsapp/groups/join", headers=acme, json={"sessionId": "bob", "link": code})
+    assert asked.status_code == 202, asked.text
+    assert asked.json() == {"sessionId": "bob", "groupId": group, "pending": True, "group": None}
+    heard = await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "requested")
+    assert heard["participants"] == [jid(BOB)]
+    requests = await api.get(f"{url}/requests", headers=acme, params={"sessionId": "alice"})
+    assert requests.status_code == 200, requests.text
+    assert [r["jid"] for r in requests.json()["requests"]] == [jid(BOB)]
+    assert requests.json()["requests"][0]["requestedAt"]
+    not_admin = await api.get(f"{url}/requests", headers=acme, params={"sessionId": "carol"})
+    assert_problem(not_admin, 403, "group_forbidden")
+    outside = await api.get(url, headers=acme, params={"sessionId": "bob"})
+    assert_problem(outside, 404, "group_not_found")
+
+    # alice approves bob (and nobody asked by the simulated number): bob is in, everyone hears it
+    answer = {"sessionId": "alice", "action": "approve", "participants": [BOB, SIMULATED]}
+    approved = await api.post(f"{url}/requests", headers=acme, json=answer)
+    assert approved.status_code == 200, approved.text
+    assert [(p["jid"], p["status"]) for p in approved.json()["participants"]] == [
+        (jid(BOB), "ok"),
+        (jid(SIMULATED), "no_request"),
+    ]
+    assert (await event(api, acme, "bob", "group-join", lambda b: b["reason"] == "approved"))["groupId"] == group
+    welcomed = await event(api, acme, "carol", "group-participants", lambda b: b["action"] == "approved")
+    assert welcomed["participants"] == [jid(BOB)]
+    seen = await api.get(url, headers=acme, params={"sessionId": "bob"})
+    assert seen.status_code == 200 and seen.json()["joinApproval"] is True
+    assert jid(BOB) in {p["jid"] for p in seen.json()["participants"]}
+
+    # a simulated phone asks too; rejected, it stays out and the admins hear it
+    act = "/whatsapp/sandbox/sessions/alice/group-act"
+    joining = {"phoneNumber": SIMULATED, "action": "join", "link": code}
+    assert (await api.post(act, headers=acme, json=joining)).status_code == 202
+    await event(
+        api,
+        acme,
+        "alice",
+        "group-participants",
+        lambda b: b["action"] == "requested" and jid(SIMULATED) in b["participants"],
+    )
+    rejected = await api.post(
+        f"{url}/requests", headers=acme, json={"sessionId": "alice", "action": "reject", "participants": [SIMULATED]}
+    )
+    assert [p["status"] for p in rejected.json()["participants"]] == ["ok"]
+    await event(api, acme, "alice", "group-participants", lambda b: b["action"] == "rejected")
+    after = await api.get(f"{url}/requests", headers=acme, params={"sessionId": "alice"})
+    assert after.json()["requests"] == []
+    members = (await api.get(url, headers=acme, params={"sessionId": "alice"})).json()["participants"]
+    assert jid(SIMULATED) not in {p["jid"] for p in members}
+
+    # bad answers: 422 naming the field
+    maybe = await api.post(f"{url}/requests", headers=acme, json={**answer, "action": "maybe"})
+    assert_problem(maybe, 422)
+    nobody = await api.post(f"{url}/requests", headers=acme, json={**answer, "participants": []})
+    assert_problem(nobody, 422)
+    by_carol = await api.post(f"{url}/requests", headers=acme, json={**answer, "sessionId": "carol"})
+    assert assert_problem(by_carol, 403, "group_forbidden")["errors"][0]["field"] == "participants"

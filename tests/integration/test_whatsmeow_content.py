@@ -343,6 +343,20 @@ async def test_a_location(live: Live) -> None:
     assert _fields(bare.locationMessage) == ["degreesLatitude", "degreesLongitude"]
 
 
+async def test_a_group_invite_is_a_group_invite_message_with_its_code_expiry_name_and_caption(live: Live) -> None:
+    invite = GroupInvite(group_jid=GROUP, code="AbCdEfGhIjKl", expires_at=1_790_259_200, subject="Team", caption="Join")
+    assert await live.send(PHONE, invite) == wa.Message(
+        groupInviteMessage=wa.GroupInviteMessage(
+            groupJID=GROUP, inviteCode="AbCdEfGhIjKl", inviteExpiration=1_790_259_200, groupName="Team", caption="Join"
+        )
+    )
+    bare = await live.send(PHONE, GroupInvite(group_jid=GROUP, code="AbCdEfGhIjKl"))
+    assert _fields(bare.groupInviteMessage) == ["groupJID", "inviteCode"]
+    # what the recipient's whatsmeow reads of it is the same invitation
+    arrived = await live.inbound(wa.Message(groupInviteMessage=(await live.send(PHONE, invite)).groupInviteMessage))
+    assert arrived.content == invite
+
+
 async def test_one_contact_card_gets_a_vcard_and_several_are_an_array(live: Live) -> None:
     ana = ContactCard("Ana, Maria", (ContactPhone("+55 11 98888-7777", wa_id="5511988887777"),))
     sent = await live.send(PHONE, Contacts((ana,)))

@@ -11,12 +11,13 @@ import asyncio
 import importlib
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tests.support.neonize import FakeGo, jid, live_engine
-from zapgate.domain.groups import GroupAction, ParticipantAction, ParticipantOutcome
+from zapgate.domain.groups import GroupAction, ParticipantAction, ParticipantOutcome, RequestAction
 from zapgate.engines.base import (
     EngineEvent,
     GroupChanged,
@@ -25,7 +26,7 @@ from zapgate.engines.base import (
     InviteInvalid,
     SessionRef,
 )
-from zapgate.engines.whatsmeow import WhatsmeowEngine, pb
+from zapgate.engines.whatsmeow import NotSupported, WhatsmeowEngine, pb
 
 REF = SessionRef("acme", "s1")
 GROUP = "120363000000000001@g.us"
@@ -151,6 +152,14 @@ class GroupGo(FakeGo):
         asked = (pb.JID.FromString(data[:size]), pb.JID.FromString(inviter[:inviter_size]), code.decode(), expiration)
         self.calls.append(("join_invite", asked))
         return self._error()
+
+    def GetGroupRequestParticipants(self, _uuid: bytes, data: bytes, size: int) -> bytes:
+        self.calls.append(("requests", pb.JID.FromString(data[:size])))
+        asked = [
+            pb.GroupParticipantRequest(Participant=jid(ANA), TimeAt=1_790_000_000),
+            pb.GroupParticipantRequest(Participant=jid("123456789", "lid"), TimeAt=0),
+        ]
+        return self._answer(pb.GetGroupRequestParticipantsReturnFunction, Participants=asked)
 
     def LeaveGroup(self, _uuid: bytes, data: bytes, size: int) -> bytes:
         self.calls.append(("leave", pb.JID.FromString(data[:size])))
@@ -322,3 +331,49 @@ async def test_a_groups_picture_change_is_told_and_a_persons_is_not(live: Live) 
     (picture,) = await live.changes(1)
     assert picture.action is GroupAction.PICTURE and picture.group_jid == GROUP and picture.reason == "removed"
     assert picture.actor_jid == f"{BIA}@s.whatsapp.net" and picture.picture_id is None
+
+
+async def test_join_requests_are_listed_by_go_and_what_neonize_cannot_do_is_not_supported(live: Live) -> None:
+    requests = await live.engine.group_requests(REF, GROUP)
+    kind, group = live.fake.calls[-1]
+    assert kind == "requests" and (group.User, group.Server) == ("120363000000000001", "g.us")
+    assert [(r.jid, r.requested_at) for r in requests] == [
+        (f"{ANA}@s.whatsapp.net", datetime.fromtimestamp(1_790_000_000, UTC)),
+        ("123456789@lid", None),
+    ]
+    live.fake.error = "failed to get group request participants: info query returned status 403: forbidden"
+    with pytest.raises(GroupForbidden):
+        await live.engine.group_requests(REF, GROUP)
+    # neonize 0.5.2 exports neither SetGroupJoinApprovalMode nor UpdateGroupRequestParticipants
+    calls = len(live.fake.calls)
+    with pytest.raises(NotSupported):
+        await live.engine.set_group_join_approval(REF, GROUP, True)
+    with pytest.raises(NotSupported):
+        await live.engine.answer_group_requests(REF, GROUP, RequestAction.APPROVE, (f"{ANA}@s.whatsapp.net",))
+    assert len(live.fake.calls) == calls
+    assert not hasattr(importlib.import_module("neonize.client").NewClient, "update_group_request_participants")
+    # neonize's GroupInfo carries no approval mode: the engine says it cannot tell
+    assert (await live.engine.group_info(REF, GROUP)).join_approval is None
+
+
+async def test_join_requests_told_in_a_groups_unparsed_changes_become_requested_and_rejected(live: Live) -> None:
+    def node(tag: str, *people: str) -> Any:
+        children = [pb.Node(Tag="participant", Attrs=[pb.NodeAttrs(name="jid", jid=jid(p))]) for p in people]
+        return pb.Node(Tag=tag, Nodes=children)
+
+    base = {"JID": jid("120363000000000001", "g.us"), "Timestamp": 1_790_000_300}
+    asked = filled(pb.GroupInfoEvent, Sender=jid(BIA), UnknownChanges=[node("created_membership_requests")], **base)
+    live.fake.push(asked)
+    [requested] = await live.changes(1)
+    assert requested.action is GroupAction.REQUESTED and requested.participants == (f"{BIA}@s.whatsapp.net",)
+    rejected = node("revoked_membership_requests", BIA)
+    unknown = pb.Node(Tag="member_add_mode", Nil=True)
+    live.fake.push(filled(pb.GroupInfoEvent, Sender=jid(ANA), UnknownChanges=[unknown, rejected], **base))
+    [_, answered] = await live.changes(2)
+    assert answered.action is GroupAction.REJECTED and answered.participants == (f"{BIA}@s.whatsapp.net",)
+    assert answered.actor_jid == f"{ANA}@s.whatsapp.net"
+    withdrawn = filled(pb.GroupInfoEvent, Sender=jid(BIA), UnknownChanges=[node("revoked_membership_requests")], **base)
+    live.fake.push(withdrawn)
+    live.fake.push(filled(pb.GroupInfoEvent, Sender=jid(ANA), Promote=[jid(BIA)], **base))
+    changes = await live.changes(3)
+    assert changes[-1].action is GroupAction.PROMOTE  # the withdrawal told nothing

@@ -157,8 +157,24 @@ def test_a_group_invite_has_the_public_shape_of_its_kind() -> None:
             "caption": "hi",
         },
     }
-    with pytest.raises(InvalidRequest):  # received, never sent through the API
-        parse_outgoing({"type": "group_invite", "group_invite": {"group_id": "1@g.us", "code": "c"}})
+    with pytest.raises(InvalidRequest, match=r"group_invite\.code"):  # the code is WhatsApp's, never the client's
+        parse_outgoing({"type": "group_invite", "group_invite": {"group_id": "120363000000000001", "code": "c"}})
+
+
+def test_a_group_invite_to_send_names_its_group_and_a_caption_only() -> None:
+    part = {"group_id": "120363000000000001", "caption": "hi"}
+    asked = parse_outgoing({"type": "group_invite", "group_invite": part})
+    assert asked.content == GroupInvite("120363000000000001@g.us", "", caption="hi")
+    for body, field in (
+        ({"group_invite": {}}, "group_invite.group_id"),
+        ({"group_invite": {"group_id": "not a group"}}, "group_invite.group_id"),
+        ({"group_invite": {"group_id": "120363000000000001", "caption": "x" * 1025}}, "group_invite.caption"),
+        ({"group_invite": {"group_id": "120363000000000001"}, "mentions": ["5511"]}, "mentions"),
+        ({"group_invite": {"group_id": "120363000000000001"}, "context": {"message_id": "M"}}, "context"),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            parse_outgoing({"type": "group_invite", **body})
+        assert str(raised.value).startswith(field), raised.value
 
 
 def test_stored_content_that_is_not_ours_is_refused() -> None:

@@ -85,6 +85,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 link_ttl=settings.media_link_ttl,
                 public_url=settings.public_url,
             )
+            app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
+            app.state.groups = groups = GroupService(manager, calls)  # groups: api/routes/groups.py
             app.state.sessions = SessionService(
                 manager,
                 default_engine=settings.default_engine,
@@ -93,12 +95,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 coalesce_wakeups=True,
                 quotas=quotas,
                 media=media,
+                invites=groups.invite_message,
             )
             app.state.messages = MessageService(manager)
-            app.state.calls = calls = EngineCalls(manager, database_url, timeout=settings.engine_call_timeout)
             app.state.chats = ChatActions(manager, calls)
             app.state.contacts = ContactService(manager, calls)
-            app.state.groups = GroupService(manager, calls)  # groups: api/routes/groups.py
             app.state.webhooks = WebhookService(manager, policy=webhook_policy(settings), quotas=quotas)
             app.state.observability = Observability(manager, lease_ttl=settings.lease_ttl)
             app.state.events = hub = EventHub(manager, database_url)

@@ -36,6 +36,7 @@ ACTIONS = {
     "update_group": "group.update",
     "set_group_picture": "group.picture",
     "update_group_participants": "group.participants",
+    "answer_group_requests": "group.requests",
     "revoke_group_invite": "group.invite_revoke",
     "join_group": "group.join",
     "leave_group": "group.leave",

@@ -258,11 +258,31 @@ class PollPart(_Part):
     selectable_count: int = Field(1, description="How many options a voter may choose.")
 
 
+class GroupInvitePart(_Part):
+    group_id: str = Field(
+        description="The group to invite to (its JID or the part before @): the session must be one of its admins.",
+        examples=["120363012345678901@g.us"],
+    )
+    caption: str | None = Field(None, description="Up to 1024 characters shown with the invitation.")
+
+
 class ContextPart(_Part):
     message_id: str = Field(description="The message this one replies to (its `messageId`).")
 
 
-MESSAGE_TYPES = ("text", "image", "video", "audio", "document", "sticker", "location", "contacts", "reaction", "poll")
+MESSAGE_TYPES = (
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "reaction",
+    "poll",
+    "group_invite",
+)
 
 
 class MessageRequest(BaseModel):
@@ -288,6 +308,9 @@ class MessageRequest(BaseModel):
     contacts: list[ContactPart] | None = None
     reaction: ReactionPart | None = None
     poll: PollPart | None = None
+    group_invite: GroupInvitePart | None = Field(
+        None, description="An invitation to a group (its current code, subject and 3 days' expiry are added)."
+    )
     context: ContextPart | None = Field(None, description="Makes the message a reply to another.")
     mentions: list[str] | None = Field(None, description="Phone numbers or JIDs mentioned (groups).")
     messaging_product: str | None = Field(None, description="Ignored (the Cloud API's `whatsapp`).")

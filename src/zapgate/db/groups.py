@@ -104,12 +104,13 @@ async def update_settings(conn: AsyncConnection, session_row: str, jid: str, val
 async def change_participants(
     conn: AsyncConnection, session_row: str, jid: str, action: str, participants: Collection[str]
 ) -> None:
-    """Apply a participants change (add, join-by-link, remove, leave, promote, demote) to the stored group."""
+    """Apply a participants change (add, join-by-link, approved, remove, leave, promote, demote) to the stored
+    group; join requests (requested, rejected) change no participant."""
     row = await _row_id(conn, session_row, jid)
     if not participants:
         return
     people = list(participants)
-    if action in ("add", "join-by-link"):
+    if action in ("add", "join-by-link", "approved"):
         await conn.execute(
             pg_insert(group_participants)
             .values([{"group_id": row, "jid": person} for person in people])

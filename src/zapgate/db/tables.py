@@ -595,6 +595,9 @@ sandbox_groups = Table(
     Column("invite_code", Text, nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # joining by link needs an admin's approval; the requests waiting for one: [[number, ISO time]], oldest first
+    Column("join_approval", Boolean, nullable=False, server_default=text("false")),
+    Column("join_requests", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
 )
 
 sandbox_group_members = Table(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from zapgate.domain.groups import group_jid
 from zapgate.domain.phones import MAX_TEXT_LENGTH
 from zapgate.errors import InvalidRequest
 
@@ -195,7 +196,11 @@ class Unsupported:
 
 @dataclass(frozen=True, slots=True)
 class GroupInvite:
-    """An invitation to a group sent as a message: the group, its invite code and when the code expires."""
+    """An invitation to a group sent as a message: the group, its invite code and when the code expires.
+
+    Asked to send (`parse_outgoing`), it names the group and a caption only (`code` empty): the service
+    fills in the group's current code, subject and expiry, asked of WhatsApp, before it is queued.
+    """
 
     group_jid: str
     code: str
@@ -465,6 +470,7 @@ SENDABLE = (
     ContentKind.CONTACTS,
     ContentKind.REACTION,
     ContentKind.POLL,
+    ContentKind.GROUP_INVITE,
 )
 
 
@@ -491,6 +497,9 @@ def parse_outgoing(body: Mapping[str, Any]) -> Outgoing:
         if kind is ContentKind.REACTION:
             raise InvalidRequest("context: a reaction cannot reply to a message (name it in reaction.message_id)")
     mentions = _mentions(body.get("mentions"))
+    if kind is ContentKind.GROUP_INVITE and (reply_to is not None or mentions):
+        name = "context" if reply_to is not None else "mentions"
+        raise InvalidRequest(f"{name}: an invite message replies to nothing and mentions nobody")
     return Outgoing(content=content, source=source, reply_to=reply_to, mentions=mentions)
 
 
@@ -506,6 +515,13 @@ def _parse_part(kind: ContentKind, part: Any) -> tuple[Content, MediaSource | No
         return _parse_media(MediaKind(kind.value), part)
     if kind is ContentKind.LOCATION:
         return _parse_location(part), None
+    if kind is ContentKind.GROUP_INVITE:
+        group = _string(part.get("group_id"), "group_invite.group_id", limit=64)
+        return GroupInvite(
+            group_jid=group_jid(group, field="group_invite.group_id"),
+            code="",
+            caption=_optional_text(part, "group_invite", "caption", MAX_CAPTION_LENGTH),
+        ), None
     if kind is ContentKind.REACTION:
         emoji = part.get("emoji", "")
         if not isinstance(emoji, str) or len(emoji) > MAX_EMOJI_LENGTH or any(c.isascii() for c in emoji):
@@ -525,6 +541,7 @@ _FIELDS: dict[ContentKind, frozenset[str]] = {
     ContentKind.LOCATION: frozenset({"latitude", "longitude", "name", "address", "url"}),
     ContentKind.REACTION: frozenset({"message_id", "emoji"}),
     ContentKind.POLL: frozenset({"question", "options", "selectable_count"}),
+    ContentKind.GROUP_INVITE: frozenset({"group_id", "caption"}),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +22,7 @@ MAX_DESCRIPTION = 2048  # characters of a group's description
 MAX_PARTICIPANTS = 1024  # members of a group, its creator included
 MAX_CHANGE = 256  # participants changed in one request
 INVITE_LINK_PREFIX = "https://chat.whatsapp.com/"
+INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 
 # `<creator digits>-<seconds>@g.us` (older groups) or `<digits>@g.us` (WhatsApp's newer form: 120363…)
 _GROUP_JID = re.compile(r"[0-9]{5,20}(-[0-9]{1,20})?@g\.us", re.ASCII)
@@ -38,6 +39,13 @@ class ParticipantAction(StrEnum):
     DEMOTE = "demote"
 
 
+class RequestAction(StrEnum):
+    """How an admin answers requests to join (a group that approves new participants)."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
 class GroupAction(StrEnum):
     """What changed in a group (one `GroupChanged` event each)."""
 
@@ -47,12 +55,16 @@ class GroupAction(StrEnum):
     ANNOUNCE = "announce"  # only admins send (or everyone again)
     LOCKED = "locked"  # only admins edit the group's info (or everyone again)
     INVITE_RESET = "invite-reset"  # the invite link was revoked (a new one replaces it)
+    JOIN_APPROVAL = "join-approval"  # joining by link needs an admin's approval (or no longer)
     ADD = "add"  # participants added by an admin
     REMOVE = "remove"  # participants removed by an admin
     PROMOTE = "promote"
     DEMOTE = "demote"
     JOIN_BY_LINK = "join-by-link"  # participants joined through the invite link
     LEAVE = "leave"  # participants left by themselves
+    REQUESTED = "requested"  # asked to join (by link, approval on): told to the admins
+    APPROVED = "approved"  # join requests an admin approved: they are members now
+    REJECTED = "rejected"  # join requests an admin rejected: told to the admins
     JOINED = "joined"  # the session itself is now in the group (created it, was added, joined by link)
     LEFT = "left"  # the session itself is no longer in the group (left, or was removed)
 
@@ -65,6 +77,7 @@ SETTING_ACTIONS = frozenset(
         GroupAction.ANNOUNCE,
         GroupAction.LOCKED,
         GroupAction.INVITE_RESET,
+        GroupAction.JOIN_APPROVAL,
     }
 )
 PARTICIPANT_ACTIONS = frozenset(
@@ -75,6 +88,9 @@ PARTICIPANT_ACTIONS = frozenset(
         GroupAction.DEMOTE,
         GroupAction.JOIN_BY_LINK,
         GroupAction.LEAVE,
+        GroupAction.REQUESTED,
+        GroupAction.APPROVED,
+        GroupAction.REJECTED,
     }
 )
 
@@ -90,6 +106,7 @@ class ParticipantOutcome(StrEnum):
     GROUP_FULL = "group_full"
     ALREADY_ADMIN = "already_admin"
     NOT_ADMIN = "not_admin"
+    NO_REQUEST = "no_request"  # answering a join request nobody made (or answered already)
     FAILED = "failed"  # another reason (`code` says WhatsApp's number)
 
 
@@ -116,6 +133,15 @@ class GroupInfo:
     picture_id: str | None = None
     created_at: datetime | None = None
     participants: tuple[GroupParticipant, ...] = ()
+    join_approval: bool | None = False  # joining by link needs an admin's approval; None: the engine cannot tell
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """Someone who asked to join a group that approves new participants, and when."""
+
+    jid: str
+    requested_at: datetime | None = None
 
 
 def storable_info(info: GroupInfo) -> GroupInfo:
@@ -212,6 +238,7 @@ def group_out(info: GroupInfo) -> dict[str, Any]:
         "owner": info.owner_jid,
         "announce": info.announce,
         "locked": info.locked,
+        "joinApproval": info.join_approval,
         "pictureId": info.picture_id,
         "createdAt": info.created_at.isoformat() if info.created_at is not None else None,
         "size": len(info.participants),
@@ -225,7 +252,14 @@ _SETTING_FIELDS = {
     GroupAction.PICTURE: "pictureId",
     GroupAction.ANNOUNCE: "announce",
     GroupAction.LOCKED: "locked",
+    GroupAction.JOIN_APPROVAL: "joinApproval",
 }
+
+
+def request_out(request: JoinRequest) -> dict[str, Any]:
+    """A join request as the API shows it."""
+    at = request.requested_at
+    return {"jid": request.jid, "requestedAt": at.isoformat() if at is not None else None}
 
 
 def group_event(

@@ -41,7 +41,7 @@ from zapgate.errors import InvalidRequest
 
 MAX_INLINE_MEDIA = 1024 * 1024  # bytes of a file given inline (base64 in JSON); larger ones are uploaded
 MAX_UPLOADED_MEDIA = 100 * 1024 * 1024  # bytes of an uploaded file (the Cloud API's limit for documents)
-INJECTABLE = (*SENDABLE, ContentKind.POLL_VOTE, ContentKind.EDIT, ContentKind.REVOKE, ContentKind.GROUP_INVITE)
+INJECTABLE = (*SENDABLE, ContentKind.POLL_VOTE, ContentKind.EDIT, ContentKind.REVOKE)  # group_invite is sendable
 MEDIA_DESCRIPTION = frozenset({"data", "mime_type", "width", "height", "duration", "animated"})
 _MAX_ID = 256  # characters of a message id
 

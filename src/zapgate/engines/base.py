@@ -16,7 +16,14 @@ from typing import Any, ClassVar, Protocol
 
 from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import Content, Media, MessageKey, Quote
-from zapgate.domain.groups import GroupAction, GroupInfo, ParticipantAction, ParticipantResult
+from zapgate.domain.groups import (
+    GroupAction,
+    GroupInfo,
+    JoinRequest,
+    ParticipantAction,
+    ParticipantResult,
+    RequestAction,
+)
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.errors import ZapgateError
@@ -199,7 +206,8 @@ class GroupChanged:
     picture_id: str | None = None
     announce: bool | None = None
     locked: bool | None = None
-    reason: str | None = None  # why a JOINED/LEFT happened: created, added, invite, left, removed
+    join_approval: bool | None = None
+    reason: str | None = None  # why a JOINED/LEFT happened: created, added, invite, approved, left, removed
     info: GroupInfo | None = None
     ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)  # as InboundMessage.ack
 
@@ -517,8 +525,22 @@ class Engine(Protocol):
     async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
         """Return the group's invite link; `reset` revokes the current one and returns its replacement."""
 
+    async def set_group_join_approval(self, ref: SessionRef, group: str, on: bool) -> None:
+        """Let people join by link only with an admin's approval (True), or at once (False: pending requests are
+        approved, as WhatsApp does)."""
+
+    async def group_requests(self, ref: SessionRef, group: str) -> list[JoinRequest]:
+        """Return the requests to join the group that wait for an admin's answer (admins only)."""
+
+    async def answer_group_requests(
+        self, ref: SessionRef, group: str, action: RequestAction, participants: tuple[str, ...]
+    ) -> tuple[ParticipantResult, ...]:
+        """Approve or reject the join requests of `participants` (JIDs); return each one's outcome, in order."""
+
     async def join_group(self, ref: SessionRef, code: str) -> str:
-        """Join the group of invite code `code`; return its JID. Raises InviteInvalid, GroupFull."""
+        """Join the group of invite code `code` (or ask to, when it approves new participants); return its JID.
+
+        Raises InviteInvalid, GroupFull."""
 
     async def join_group_with_invite(
         self, ref: SessionRef, group: str, inviter: str, code: str, expiration: int | None

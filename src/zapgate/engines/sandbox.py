@@ -99,12 +99,15 @@ from zapgate.domain.content import (
 )
 from zapgate.domain.groups import (
     INVITE_LINK_PREFIX,
+    INVITE_MESSAGE_LIFETIME,
     GroupAction,
     GroupInfo,
     GroupParticipant,
+    JoinRequest,
     ParticipantAction,
     ParticipantOutcome,
     ParticipantResult,
+    RequestAction,
 )
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user
 from zapgate.domain.records import MessageStatus
@@ -149,13 +152,16 @@ from zapgate.engines.sandbox_groups import (
     SUPER_ADMIN,
     LocalGroups,
     SandboxGroup,
+    answer_requests,
     change_participants,
     new_group_jid,
     new_invite_code,
+    pending_requests,
     require_admin,
     require_editor,
     require_member,
     require_sender,
+    set_join_approval,
 )
 from zapgate.engines.sandbox_groups import join as join_group
 from zapgate.engines.sandbox_groups import leave as leave_group
@@ -168,7 +174,6 @@ Mail = dict[str, Any]
 T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
-INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
@@ -1117,14 +1122,13 @@ class SandboxEngine:
         if group is None:
             raise InviteInvalid("the invite link was revoked or never existed")
 
-        def change(found: SandboxGroup) -> tuple[SandboxGroup, bool]:
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, str]:
             if found.invite_code != code:  # revoked meanwhile
                 raise InviteInvalid("the invite link was revoked or never existed")
-            return found, join_group(found, phone)
+            return found, join_group(found, phone, datetime.now(UTC))
 
-        changed, joined = await self._network.change_group(group, change)
-        if joined:
-            await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
+        changed, outcome = await self._network.change_group(group, change)
+        await self._joined(changed, phone, outcome)
         return group
 
     async def join_group_with_invite(
@@ -1134,18 +1138,74 @@ class SandboxEngine:
         if expiration is not None and expiration <= int(datetime.now(UTC).timestamp()):
             raise InviteInvalid("the invitation has expired")
 
-        def change(found: SandboxGroup) -> tuple[SandboxGroup, bool]:
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, str]:
             if found.invite_code != code:  # revoked since it was sent
                 raise InviteInvalid("the invitation was revoked")
-            return found, join_group(found, phone)
+            return found, join_group(found, phone, datetime.now(UTC))
 
         try:
-            changed, joined = await self._network.change_group(group, change)
+            changed, outcome = await self._network.change_group(group, change)
         except GroupNotFound as exc:
             raise InviteInvalid("the invitation names no group") from exc
-        if joined:
-            await self._tell_group(changed, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
+        await self._joined(changed, phone, outcome)
         return group
+
+    async def _joined(self, group: SandboxGroup, phone: str, outcome: str) -> None:
+        """Tell what joining by link did: the members hear join-by-link; a request is told to the admins."""
+        if outcome == "joined":
+            await self._tell_group(group, phone, GroupAction.JOIN_BY_LINK, participants=[phone])
+        elif outcome == "requested":
+            await self._tell_group(group, phone, GroupAction.REQUESTED, participants=[phone], admins_only=True)
+
+    async def set_group_join_approval(
+        self, ref: SessionRef, group: str, on: bool, *, acting: str | None = None
+    ) -> None:
+        phone = self._phone(ref, acting)
+
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, list[str]]:
+            return found, set_join_approval(found, phone, on)
+
+        changed, approved = await self._network.change_group(group, change)
+        await self._tell_group(changed, phone, GroupAction.JOIN_APPROVAL, fields={"join_approval": on})
+        if approved:
+            await self._tell_group(changed, phone, GroupAction.APPROVED, participants=approved)
+
+    async def group_requests(self, ref: SessionRef, group: str) -> list[JoinRequest]:
+        phone = self._phone(ref)
+        found = await self._network.group(group)
+        if found is None:
+            raise GroupNotFound(f"no group {group}")
+        return [
+            JoinRequest(jid=f"{number}@{USER_SERVER}", requested_at=datetime.fromisoformat(at))
+            for number, at in pending_requests(found, phone)
+        ]
+
+    async def answer_group_requests(
+        self,
+        ref: SessionRef,
+        group: str,
+        action: RequestAction,
+        participants: tuple[str, ...],
+        *,
+        acting: str | None = None,
+    ) -> tuple[ParticipantResult, ...]:
+        phone = self._phone(ref, acting)
+        targets = [(jid, await self._member_account(jid)) for jid in participants]
+
+        def change(found: SandboxGroup) -> tuple[SandboxGroup, list[ParticipantResult]]:
+            return found, answer_requests(found, phone, action, targets)
+
+        changed, results = await self._network.change_group(group, change)
+        done = [
+            account
+            for (_, account), result in zip(targets, results, strict=True)
+            if result.outcome is ParticipantOutcome.OK and account is not None
+        ]
+        if done and action is RequestAction.APPROVE:
+            await self._tell_group(changed, phone, GroupAction.APPROVED, participants=done)
+        elif done:
+            await self._tell_group(changed, phone, GroupAction.REJECTED, participants=done, admins_only=True)
+        return tuple(results)
 
     async def _invite_by_message(self, ref: SessionRef, group: str, people: Sequence[str], acting: str) -> None:
         """The admin `acting` sends each of `people` an invitation to `group` (a group_invite message)."""
@@ -1237,19 +1297,27 @@ class SandboxEngine:
         participants: Sequence[str] = (),
         gone: Sequence[str] = (),
         fields: Mapping[str, Any] | None = None,
+        admins_only: bool = False,
     ) -> None:
         """Notify every linked member of `group` (and those `gone` from it) of a change, as WhatsApp does.
 
         Who the change brings in hears JOINED with the whole group; who it takes out hears LEFT; the others
         hear `action` with the `participants` it names, or the new value of the setting (`fields`).
+        `admins_only`: only the admins hear it (join requests).
         """
         base: Mail = {"kind": "group", "group": group.jid, "actor": actor, "timestamp": datetime.now(UTC).isoformat()}
-        joining = action in (GroupAction.JOINED, GroupAction.ADD, GroupAction.JOIN_BY_LINK)
+        joining = action in (GroupAction.JOINED, GroupAction.ADD, GroupAction.JOIN_BY_LINK, GroupAction.APPROVED)
         for phone in dict.fromkeys([*group.members, *gone]):
+            if admins_only and not group.is_admin(phone):
+                continue
             if await self._network.linked_session(phone) is None:
                 continue  # a simulated phone: it takes note, nobody hears of it
             if joining and phone in participants:
-                reason = {GroupAction.ADD: "added", GroupAction.JOIN_BY_LINK: "invite"}.get(action)
+                reason = {
+                    GroupAction.ADD: "added",
+                    GroupAction.JOIN_BY_LINK: "invite",
+                    GroupAction.APPROVED: "approved",
+                }.get(action)
                 reason = reason or ("created" if phone == group.owner else "added")
                 mail = {**base, "action": GroupAction.JOINED.value, "reason": reason, "info": group.to_mail()}
             elif phone in gone:
@@ -1275,6 +1343,7 @@ class SandboxEngine:
             picture_id=mail.get("picture_id"),
             announce=mail.get("announce"),
             locked=mail.get("locked"),
+            join_approval=mail.get("join_approval"),
             reason=mail.get("reason"),
             info=group_info_of(SandboxGroup.from_mail(info)) if isinstance(info, dict) else None,
             ack=ack,
@@ -1795,6 +1864,7 @@ def group_info_of(group: SandboxGroup) -> GroupInfo:
         owner_jid=f"{group.owner}@{USER_SERVER}",
         announce=group.announce,
         locked=group.locked,
+        join_approval=group.join_approval,
         picture_id=group.picture_id,
         created_at=group.created_at,
         participants=tuple(

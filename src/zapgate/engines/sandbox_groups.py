@@ -13,7 +13,10 @@ The rules, as WhatsApp applies them (each function below raises what whatsmeow's
 - per participant: adding someone without WhatsApp (not_on_whatsapp), already in (already_in), past
   MAX_PARTICIPANTS (group_full); removing or demoting the super admin (not_authorized); removing, promoting
   or demoting someone not in it (not_in_group);
-- when the last admin leaves, the oldest member becomes one, as WhatsApp does.
+- when the last admin leaves, the oldest member becomes one, as WhatsApp does;
+- a group may approve new participants (`join_approval`, admins switch it): joining by link or invite then
+  makes a request (`requests`, oldest first) that an admin approves (a member then) or rejects; switching it
+  off approves every pending request, as WhatsApp does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from zapgate.domain.groups import (
     ParticipantAction,
     ParticipantOutcome,
     ParticipantResult,
+    RequestAction,
 )
 from zapgate.engines.base import GroupForbidden, GroupFull, GroupNotFound
 
@@ -53,6 +57,8 @@ class SandboxGroup:
     announce: bool = False
     locked: bool = False
     members: dict[str, str] = field(default_factory=dict)
+    join_approval: bool = False
+    requests: dict[str, str] = field(default_factory=dict)  # number -> when it asked (ISO), oldest first
 
     def role(self, phone: str | None) -> str | None:
         return None if phone is None else self.members.get(phone)
@@ -71,6 +77,7 @@ class SandboxGroup:
             "picture_id": self.picture_id,
             "announce": self.announce,
             "locked": self.locked,
+            "join_approval": self.join_approval,
             "members": [[phone, role] for phone, role in self.members.items()],
         }
 
@@ -87,6 +94,7 @@ class SandboxGroup:
             picture_id=raw.get("picture_id"),
             announce=bool(raw.get("announce")),
             locked=bool(raw.get("locked")),
+            join_approval=bool(raw.get("join_approval")),
             members={str(phone): str(role) for phone, role in raw.get("members") or ()},
         )
 
@@ -150,6 +158,7 @@ _CODES = {
     ParticipantOutcome.NOT_ON_WHATSAPP: 404,
     ParticipantOutcome.ALREADY_IN: 409,
     ParticipantOutcome.GROUP_FULL: 500,
+    ParticipantOutcome.NO_REQUEST: 404,
 }
 
 
@@ -178,14 +187,67 @@ def _one(group: SandboxGroup, action: ParticipantAction, phone: str | None) -> P
     return ParticipantOutcome.OK
 
 
-def join(group: SandboxGroup, phone: str) -> bool:
-    """Add `phone` to `group` by its invite link; return False if it was in already. Raises GroupFull."""
+def join(group: SandboxGroup, phone: str, at: datetime) -> str:
+    """`phone` joins `group` by its invite link or an invitation: "joined", "in" (it was already), or
+    "requested" (the group approves new participants: an admin answers the request made at `at`).
+    Raises GroupFull."""
     if phone in group.members:
-        return False
+        return "in"
     if len(group.members) >= MAX_PARTICIPANTS:
         raise GroupFull("the group is full")
+    if group.join_approval:
+        group.requests.setdefault(phone, at.isoformat())
+        return "requested"
     group.members[phone] = MEMBER
-    return True
+    return "joined"
+
+
+def set_join_approval(group: SandboxGroup, actor: str, on: bool) -> list[str]:
+    """Switch approval of new participants as the admin `actor`; switched off, the pending requests are approved
+    (as many as the group has room for; the others dropped). Return the numbers approved."""
+    require_admin(group, actor, "change whether new participants need approval")
+    group.join_approval = on
+    if on:
+        return []
+    approved = []
+    for phone in list(group.requests):
+        del group.requests[phone]
+        if phone not in group.members and len(group.members) < MAX_PARTICIPANTS:
+            group.members[phone] = MEMBER
+            approved.append(phone)
+    return approved
+
+
+def pending_requests(group: SandboxGroup, actor: str) -> list[tuple[str, str]]:
+    """The requests to join (number, when), oldest first: admins only."""
+    require_admin(group, actor, "see the requests to join")
+    return list(group.requests.items())
+
+
+def answer_requests(
+    group: SandboxGroup, actor: str, action: RequestAction, targets: list[tuple[str, str | None]]
+) -> list[ParticipantResult]:
+    """Approve or reject, as the admin `actor`, the requests of `targets` ((JID as given, its number or None)).
+
+    Each target's outcome, in order: ok, no_request (none pending), already_in, group_full.
+    """
+    require_admin(group, actor, f"{action.value} requests to join")
+    results = []
+    for jid, phone in targets:
+        outcome = _answer(group, action, phone)
+        results.append(ParticipantResult(jid=jid, outcome=outcome, code=_CODES.get(outcome)))
+    return results
+
+
+def _answer(group: SandboxGroup, action: RequestAction, phone: str | None) -> ParticipantOutcome:
+    if phone is None or phone not in group.requests:
+        return ParticipantOutcome.ALREADY_IN if phone in group.members else ParticipantOutcome.NO_REQUEST
+    if action is RequestAction.APPROVE:
+        if len(group.members) >= MAX_PARTICIPANTS:
+            return ParticipantOutcome.GROUP_FULL
+        group.members[phone] = MEMBER
+    del group.requests[phone]
+    return ParticipantOutcome.OK
 
 
 def leave(group: SandboxGroup, phone: str) -> None:
@@ -231,4 +293,4 @@ class LocalGroups:
 
 
 def _copy(group: SandboxGroup) -> SandboxGroup:
-    return SandboxGroup(**{**group.__dict__, "members": dict(group.members)})
+    return SandboxGroup(**{**group.__dict__, "members": dict(group.members), "requests": dict(group.requests)})

@@ -110,7 +110,7 @@ from zapgate.domain.content import (
     kind_of,
     summary,
 )
-from zapgate.domain.groups import GroupInfo, ParticipantAction, ParticipantResult
+from zapgate.domain.groups import GroupInfo, JoinRequest, ParticipantAction, ParticipantResult, RequestAction
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
@@ -147,6 +147,7 @@ from zapgate.engines.whatsmeow_groups import (
     creation_results,
     group_error,
     group_info_of,
+    join_request_of,
     participant_results,
     translate_group_info,
     translate_joined_group,
@@ -1227,7 +1228,23 @@ def _content_message(content: Content, chat: Any, mentions: Sequence[str]) -> An
     if isinstance(content, Revoke):  # whatsmeow BuildRevoke, send.go:519-527
         revoke = wa.ProtocolMessage(type=wa.ProtocolMessage.REVOKE, key=_message_key(chat, content.key))
         return wa.Message(protocolMessage=revoke)
+    if isinstance(content, GroupInvite):
+        return _invite_message(content)
     raise SendRejected(f"{kind_of(content).value} messages cannot be sent")
+
+
+def _invite_message(invite: GroupInvite) -> Any:
+    """A groupInviteMessage (waE2E GroupInviteMessage): neonize 0.5.2 has no builder for it (client.py and
+    builder.py name none; whatsmeow neither), so it is built as WhatsApp's clients send it: the group, its code,
+    the code's expiry (Unix seconds), the group's name and a caption."""
+    fields: dict[str, Any] = {"groupJID": invite.group_jid, "inviteCode": invite.code}
+    if invite.expires_at is not None:
+        fields["inviteExpiration"] = invite.expires_at
+    if invite.subject:
+        fields["groupName"] = invite.subject
+    if invite.caption:
+        fields["caption"] = invite.caption
+    return wa.Message(groupInviteMessage=wa.GroupInviteMessage(**fields))
 
 
 def _quoted_message(content: Content) -> Any:
@@ -1983,6 +2000,27 @@ class WhatsmeowEngine:
 
     async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
         return str(await self._group_call(ref, lambda client: client.get_group_invite_link(parse_jid(group), reset)))
+
+    async def set_group_join_approval(self, ref: SessionRef, group: str, on: bool) -> None:
+        """Not supported: neonize 0.5.2 does not export whatsmeow's SetGroupJoinApprovalMode (the bundled library's
+        exports, `nm -D`, name no such function; client.py has no method for it). Raises NotSupported."""
+        self._hosted(ref)
+        raise NotSupported("switching membership approval is not supported by neonize 0.5.2", session=str(ref))
+
+    async def group_requests(self, ref: SessionRef, group: str) -> list[JoinRequest]:
+        """GetGroupRequestParticipants (neonize client.py:2870-2885): who asked to join, and when."""
+        found = await self._group_call(
+            ref, lambda client: list(client.get_group_request_participants(parse_jid(group)))
+        )
+        return [join_request_of(raw, _bare_jid) for raw in found]
+
+    async def answer_group_requests(
+        self, ref: SessionRef, group: str, action: RequestAction, participants: tuple[str, ...]
+    ) -> tuple[ParticipantResult, ...]:
+        """Not supported: neonize 0.5.2 does not export whatsmeow's UpdateGroupRequestParticipants (no such export
+        in the bundled library, no method in client.py). Raises NotSupported."""
+        self._hosted(ref)
+        raise NotSupported("answering join requests is not supported by neonize 0.5.2", session=str(ref))
 
     async def join_group(self, ref: SessionRef, code: str) -> str:
         joined = await self._group_call(ref, lambda client: client.join_group_with_link(code), inviting=True)

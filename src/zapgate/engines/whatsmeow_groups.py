@@ -16,6 +16,7 @@ from zapgate.domain.groups import (
     GroupAction,
     GroupInfo,
     GroupParticipant,
+    JoinRequest,
     ParticipantAction,
     ParticipantOutcome,
     ParticipantResult,
@@ -65,8 +66,18 @@ def group_info_of(raw: Any, jid_text: JidText) -> GroupInfo:
         owner_jid=owner,
         announce=bool(raw.GroupAnnounce.IsAnnounce),
         locked=bool(raw.GroupLocked.isLocked),
+        join_approval=None,  # neonize 0.5.2's GroupInfo carries no GroupMembershipApprovalMode (Neonize.proto)
         created_at=datetime.fromtimestamp(created, UTC) if created else None,
         participants=tuple(participant_of(p, jid_text) for p in raw.Participants if not p.Error),
+    )
+
+
+def join_request_of(raw: Any, jid_text: JidText) -> JoinRequest:
+    """A neonize GroupParticipantRequest: who asked to join (`Participant`) and when (`TimeAt`, read as Unix
+    seconds, as whatsmeow's RequestedAt; 0: not told)."""
+    at = int(raw.TimeAt or 0)
+    return JoinRequest(
+        jid=_jid(jid_text, raw.Participant) or "", requested_at=datetime.fromtimestamp(at, UTC) if at else None
     )
 
 
@@ -130,16 +141,8 @@ def translate_group_info(
     def add(action: GroupAction, **fields: Any) -> None:
         changes.append(GroupChanged(ref=ref, group_jid=group, action=action, timestamp=at, actor_jid=actor, **fields))
 
-    if event.HasField("Name"):
-        add(GroupAction.SUBJECT, subject=str(event.Name.Name))
-    if event.HasField("Topic"):
-        add(GroupAction.DESCRIPTION, description="" if event.Topic.TopicDeleted else str(event.Topic.Topic))
-    if event.HasField("Locked"):
-        add(GroupAction.LOCKED, locked=bool(event.Locked.isLocked))
-    if event.HasField("Announce"):
-        add(GroupAction.ANNOUNCE, announce=bool(event.Announce.IsAnnounce))
-    if event.HasField("NewInviteLink"):
-        add(GroupAction.INVITE_RESET)
+    for action, fields in _settings_of(event):
+        add(action, **fields)
     joined = _others(event.Join, own_users, jid_text)  # the session's own join comes as JoinedGroup
     if joined:
         by_link = event.JoinReason == "invite"
@@ -158,7 +161,60 @@ def translate_group_info(
     demoted = _all(event.Demote, jid_text)
     if demoted:
         add(GroupAction.DEMOTE, participants=demoted)
+    for node in event.UnknownChanges:
+        request = _request_change(node, actor, jid_text)
+        if request is not None:
+            add(request[0], participants=request[1])
     return changes
+
+
+def _settings_of(event: Any) -> list[tuple[GroupAction, dict[str, Any]]]:
+    """The setting changes of a GroupInfoEvent, each with its new value, in a fixed order."""
+    found: list[tuple[GroupAction, dict[str, Any]]] = []
+    if event.HasField("Name"):
+        found.append((GroupAction.SUBJECT, {"subject": str(event.Name.Name)}))
+    if event.HasField("Topic"):
+        found.append(
+            (GroupAction.DESCRIPTION, {"description": "" if event.Topic.TopicDeleted else str(event.Topic.Topic)})
+        )
+    if event.HasField("Locked"):
+        found.append((GroupAction.LOCKED, {"locked": bool(event.Locked.isLocked)}))
+    if event.HasField("Announce"):
+        found.append((GroupAction.ANNOUNCE, {"announce": bool(event.Announce.IsAnnounce)}))
+    if event.HasField("NewInviteLink"):
+        found.append((GroupAction.INVITE_RESET, {}))
+    return found
+
+
+def _request_change(node: Any, actor: str | None, jid_text: JidText) -> tuple[GroupAction, tuple[str, ...]] | None:
+    """A join request in a group notification's child that whatsmeow does not parse (its UnknownChanges, which
+    neonize encodes as Nodes): `created_membership_requests` (someone asked; the admins are told) and
+    `revoked_membership_requests` by an admin (rejected; the requester's own withdrawal is not told).
+
+    Who asked is the child's `participant` children (`jid`), else the notification's sender, as Baileys reads
+    the same nodes (its `created_membership_requests` stub).
+    """
+    if node.Tag not in ("created_membership_requests", "revoked_membership_requests"):
+        return None
+    named = tuple(
+        text for child in node.Nodes if child.Tag == "participant" for text in (_attr_jid(child, jid_text),) if text
+    )
+    people = named or ((actor,) if actor else ())
+    if not people:
+        return None
+    if node.Tag == "created_membership_requests":
+        return GroupAction.REQUESTED, people
+    rejected = tuple(p for p in people if actor is None or _user(p) != _user(actor))
+    return (GroupAction.REJECTED, rejected) if rejected else None
+
+
+def _attr_jid(node: Any, jid_text: JidText) -> str | None:
+    for attr in node.Attrs:
+        if attr.name == "jid":
+            if attr.HasField("jid"):
+                return _jid(jid_text, attr.jid)
+            return attr.text or None
+    return None
 
 
 def translate_joined_group(ref: SessionRef, event: Any, jid_text: JidText) -> GroupChanged:

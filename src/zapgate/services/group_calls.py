@@ -11,7 +11,7 @@ import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from zapgate.domain.groups import ParticipantAction, ParticipantResult, group_out
+from zapgate.domain.groups import ParticipantAction, ParticipantResult, RequestAction, group_out, request_out
 from zapgate.domain.phones import USER_SERVER, jid_user
 from zapgate.engines.base import SessionRef
 from zapgate.services.hosted import Hosted
@@ -40,7 +40,10 @@ class GroupCalls:
             "group_update": self.update,
             "group_picture": self.picture,
             "group_participants": self.participants,
+            "group_requests": self.requests,
+            "group_requests_answer": self.answer_requests,
             "group_invite": self.invite,
+            "group_invite_message": self.invite_message,
             "group_join": self.join,
             "group_join_invite": self.join_invite,
             "group_leave": self.leave,
@@ -79,12 +82,13 @@ class GroupCalls:
             "description": lambda: engine.set_group_description(ref, group, str(args["description"])),
             "announce": lambda: engine.set_group_announce(ref, group, bool(args["announce"])),
             "locked": lambda: engine.set_group_locked(ref, group, bool(args["locked"])),
+            "join_approval": lambda: engine.set_group_join_approval(ref, group, bool(args["join_approval"])),
         }
         changed = []
         for name, setter in setters.items():
             if args.get(name) is not None:
                 await self._bounded(f"group_{name}", setter())
-                changed.append(name)
+                changed.append("joinApproval" if name == "join_approval" else name)
         return {
             "changed": changed,
             "group": group_out(await self._bounded("group_info", engine.group_info(ref, group))),
@@ -104,9 +108,29 @@ class GroupCalls:
             "participants": results_out(await self._bounded("group_participants", changing)),
         }
 
+    async def requests(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        found = await self._bounded("group_requests", hosted.engine.group_requests(ref, str(args["group"])))
+        return {"requests": [request_out(request) for request in found]}
+
+    async def answer_requests(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        action = RequestAction(args["action"])
+        people = await self._jids(ref, hosted, args["participants"])
+        answering = hosted.engine.answer_group_requests(ref, str(args["group"]), action, people)
+        return {
+            "action": action.value,
+            "participants": results_out(await self._bounded("group_requests_answer", answering)),
+        }
+
     async def invite(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         asking = hosted.engine.group_invite_link(ref, str(args["group"]), reset=bool(args.get("reset")))
         return {"link": await self._bounded("group_invite", asking)}
+
+    async def invite_message(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
+        """What an invite message carries: the group's current code (admins only) and its subject."""
+        group, engine = str(args["group"]), hosted.engine
+        link = await self._bounded("group_invite", engine.group_invite_link(ref, group))
+        info = await self._bounded("group_info", engine.group_info(ref, group))
+        return {"code": str(link).rsplit("/", 1)[-1], "subject": info.subject}
 
     async def join(self, ref: SessionRef, hosted: Hosted, args: dict[str, Any]) -> dict[str, Any]:
         return {"group": await self._bounded("group_join", hosted.engine.join_group(ref, str(args["code"])))}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +21,13 @@ from zapgate.db import outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.content import GroupInvite, from_payload
 from zapgate.domain.groups import (
+    INVITE_MESSAGE_LIFETIME,
     MAX_CHANGE,
     MAX_PARTICIPANTS,
     GroupInfo,
     GroupParticipant,
     ParticipantAction,
+    RequestAction,
     check_description,
     check_subject,
     group_jid,
@@ -96,6 +99,7 @@ class GroupService:
         description: str | None = None,
         announce: bool | None = None,
         locked: bool | None = None,
+        join_approval: bool | None = None,
     ) -> dict[str, Any]:
         """Change the group's subject, description or settings (only what is given)."""
         jid = group_jid(group)
@@ -108,9 +112,15 @@ class GroupService:
             args["announce"] = announce
         if locked is not None:
             args["locked"] = locked
+        if join_approval is not None:
+            args["join_approval"] = join_approval
         if len(args) == 1:
-            raise InvalidRequest("nothing to change: give subject, description, announce or locked", field="subject")
-        field = next(name for name in ("subject", "description", "announce", "locked") if name in args)
+            raise InvalidRequest(
+                "nothing to change: give subject, description, announce, locked or joinApproval", field="subject"
+            )
+        names = {"subject": "subject", "description": "description", "announce": "announce", "locked": "locked"}
+        names["join_approval"] = "joinApproval"
+        field = next(public for name, public in names.items() if name in args)
         result = await self._call(client, session, "group_update", args, field=field)
         info = _info_of(result["group"])
         await self._store(client, session, lambda tx, row: records.save_info(tx.connection, row, info))
@@ -153,6 +163,33 @@ class GroupService:
             pass  # removed ourselves, or the worker is busy: the events will tell
         return {"groupId": jid, "action": change.value, "participants": result["participants"]}
 
+    async def requests(self, client: str, session: str, group: str) -> dict[str, Any]:
+        """The requests to join the group that wait for an admin's answer (admins only), oldest first."""
+        jid = group_jid(group)
+        result = await self._call(client, session, "group_requests", {"group": jid})
+        return {"groupId": jid, "requests": result["requests"]}
+
+    async def answer_requests(
+        self, client: str, session: str, group: str, action: str, participants: list[str]
+    ) -> dict[str, Any]:
+        """Approve or reject requests to join; each one's outcome is answered separately."""
+        jid = group_jid(group)
+        try:
+            answer = RequestAction(action)
+        except ValueError as exc:
+            raise InvalidRequest(f"action: one of {', '.join(RequestAction)}", field="action") from exc
+        if not 1 <= len(participants) <= MAX_CHANGE:
+            raise InvalidRequest(f"participants: 1 to {MAX_CHANGE} expected", field="participants")
+        people = _participants(participants)
+        args = {"group": jid, "action": answer.value, "participants": people}
+        result = await self._call(client, session, "group_requests_answer", args, field="participants")
+        if answer is RequestAction.APPROVE:
+            try:  # the stored copy follows WhatsApp's word (the change events update it too)
+                await self.info(client, session, jid)
+            except (GroupNotFound, EngineCallFailed):
+                pass
+        return {"groupId": jid, "action": answer.value, "participants": result["participants"]}
+
     async def invite_link(self, client: str, session: str, group: str, *, reset: bool = False) -> dict[str, Any]:
         """The group's invite link; `reset` revokes it and answers the new one."""
         jid = group_jid(group)
@@ -160,12 +197,38 @@ class GroupService:
         link = str(result["link"])
         return {"groupId": jid, "link": link, "code": link.rsplit("/", 1)[-1]}
 
+    async def invite_message(self, client: str, session: str, invite: GroupInvite) -> GroupInvite:
+        """`invite` (a group and a caption, to send) with the group's current code, subject and expiry.
+
+        Only an admin sees the code (403 naming `group_invite.group_id` for the others, 404 when the session
+        is not in the group); the invitation is good for INVITE_MESSAGE_LIFETIME, as WhatsApp's.
+        """
+        field = "group_invite.group_id"
+        jid = group_jid(invite.group_jid, field=field)
+        result = await self._call(
+            client, session, "group_invite_message", {"group": jid}, field=field, group_field=field
+        )
+        expires = datetime.now(UTC) + INVITE_MESSAGE_LIFETIME
+        return replace(
+            invite,
+            group_jid=jid,
+            code=str(result["code"]),
+            subject=str(result.get("subject") or "") or None,
+            expires_at=int(expires.timestamp()),
+        )
+
     async def join(self, client: str, session: str, link: str) -> dict[str, Any]:
         """Join a group by its invite link (or code)."""
         code = invite_code(link)
         result = await self._call(client, session, "group_join", {"code": code}, field="link")
-        jid = str(result["group"])
-        return {"groupId": jid, "group": await self.info(client, session, jid)}
+        return await self._joined(client, session, str(result["group"]))
+
+    async def _joined(self, client: str, session: str, jid: str) -> dict[str, Any]:
+        """The group joined; or, when it approves new participants, the request made (`pending`, no group yet)."""
+        try:
+            return {"groupId": jid, "pending": False, "group": await self.info(client, session, jid)}
+        except GroupNotFound:  # not a member after joining: the request waits for an admin
+            return {"groupId": jid, "pending": True, "group": None}
 
     async def join_by_invite(
         self,
@@ -195,8 +258,7 @@ class GroupService:
         args = {"group": jid, "inviter": inviter_jid, "code": code, "expiration": expiration}
         named = "messageId" if message_id is not None else "code"
         result = await self._call(client, session, "group_join_invite", args, field=named)
-        joined = str(result["group"])
-        return {"groupId": joined, "group": await self.info(client, session, joined)}
+        return await self._joined(client, session, str(result["group"]))
 
     async def _invite_of(self, client: str, session: str, message_id: str) -> tuple[str, str, str, int | None]:
         """The group, inviter, code and expiry of the session's received group_invite message `message_id`."""
@@ -274,16 +336,24 @@ class GroupService:
         await self._store(client, session, nothing)
 
     async def _call(
-        self, client: str, session: str, kind: str, args: dict[str, Any], *, field: str = "groupId"
+        self,
+        client: str,
+        session: str,
+        kind: str,
+        args: dict[str, Any],
+        *,
+        field: str = "groupId",
+        group_field: str = "groupId",
     ) -> dict[str, Any]:
-        """Make the engine call; WhatsApp's refusals become the errors they mean (naming `field`)."""
+        """Make the engine call; WhatsApp's refusals become the errors they mean (naming `field`, or
+        `group_field` for a group the session is not in)."""
         try:
             return await self._calls.call(client, session, kind, args)
         except EngineCallFailed as exc:
             reason = exc.details.get("reason")
             if reason == "group_not_found":
                 raise GroupNotFound(
-                    f"groupId: no such group with this session in it ({exc.message})", field="groupId"
+                    f"{group_field}: no such group with this session in it ({exc.message})", field=group_field
                 ) from exc
             if reason == "group_forbidden":
                 raise GroupActionForbidden(f"{field}: {exc.message}", field=field) from exc
@@ -328,6 +398,7 @@ def _info_of(raw: dict[str, Any]) -> GroupInfo:
         owner_jid=raw.get("owner"),
         announce=bool(raw.get("announce")),
         locked=bool(raw.get("locked")),
+        join_approval=None if raw.get("joinApproval") is None else bool(raw["joinApproval"]),
         picture_id=raw.get("pictureId"),
         created_at=datetime.fromisoformat(created) if created else None,
         participants=tuple(

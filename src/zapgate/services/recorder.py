@@ -442,7 +442,8 @@ class Recorder:
         event = _storable_group_change(event)
         ref = event.ref
         setting = _GROUP_SETTINGS.get(event.action)
-        value = None if setting is None else getattr(event, setting)
+        told = _EVENT_VALUES.get(event.action)
+        value = None if told is None else getattr(event, told)
         kind, payload = group_event(
             event.action,
             event.group_jid,
@@ -592,6 +593,8 @@ _GROUP_SETTINGS = {
     GroupAction.ANNOUNCE: "announce",
     GroupAction.LOCKED: "locked",
 }
+# ... and the settings an event tells that the stored copy does not keep
+_EVENT_VALUES = {**_GROUP_SETTINGS, GroupAction.JOIN_APPROVAL: "join_approval"}
 
 
 def status_changes(event: StatusChanged) -> dict[str, Any]:

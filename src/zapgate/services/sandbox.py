@@ -327,6 +327,8 @@ def _group_row(group: SandboxGroup) -> tuple[dict[str, Any], list[tuple[str, str
         "locked": group.locked,
         "invite_code": group.invite_code,
         "created_at": group.created_at,
+        "join_approval": group.join_approval,
+        "join_requests": [[phone, at] for phone, at in group.requests.items()],  # oldest first
     }
     return fields, list(group.members.items())
 
@@ -344,6 +346,8 @@ def _group_of(row: store.GroupRow) -> SandboxGroup:
         announce=f["announce"],
         locked=f["locked"],
         members=dict(row.members),
+        join_approval=bool(f["join_approval"]),
+        requests={str(phone): str(at) for phone, at in f["join_requests"] or ()},
     )
 
 

@@ -23,6 +23,7 @@ from zapgate.domain.contacts import is_contact_id
 from zapgate.domain.content import (
     Content,
     Edit,
+    GroupInvite,
     Media,
     MediaSource,
     MessageKey,
@@ -119,6 +120,9 @@ class _SendRequest:
         if self.payload is None and self.context is None and not self.mentions:
             return request_fingerprint(self.session_id, self.recipient.key, self.text)
         payload = self.payload
+        if payload is not None and payload.get("type") == "group_invite":  # the code and expiry are WhatsApp's
+            asked_invite = {k: v for k, v in payload["group_invite"].items() if k in {"group_id", "caption"}}
+            payload = {"type": "group_invite", "group_invite": asked_invite}
         if self.source is not None and payload is not None:
             kind = str(payload["type"])
             asked = {k: v for k, v in payload[kind].items() if k in {"caption", "filename", "voice", "view_once"}}
@@ -304,6 +308,11 @@ class SendIntake:
         content = outgoing.content
         if isinstance(content, Media) and content.media_id is None:
             raise InvalidRequest(f"{content.kind.value}: the file must be stored before it is sent")
+        if isinstance(content, GroupInvite):
+            if not content.code:
+                raise InvalidRequest("group_invite: the group's code must be asked of WhatsApp before it is sent")
+            if recipient.is_group:
+                raise InvalidRequest("to: an invite message goes to a person, not a group", field="to")
         named: list[tuple[str, str, bool]] = []
         context = None
         if outgoing.reply_to is not None:

@@ -10,7 +10,7 @@ SendIntake's job (`services/send_intake.py`): the SessionService hands sends to 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from zapgate.db import chats as chat_rows
 from zapgate.db import keystore, notify, placements
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import SeenPresence
-from zapgate.domain.content import Media, Outgoing
+from zapgate.domain.content import GroupInvite, Media, Outgoing
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import new_message_id
@@ -41,6 +41,7 @@ from zapgate.services.sandbox_inbound import injected_mail
 from zapgate.services.send_intake import SendAccepted, SendIntake
 
 log = get_logger(__name__)
+InviteFiller = Callable[[str, str, GroupInvite], Awaitable[GroupInvite]]  # (client, session, invite to send)
 
 SANDBOX_NOTICES = ("undecryptable", "history_sync")
 MAX_TRANSIENT_FAILURES = 100  # sends a fail_transient fault may fail
@@ -69,9 +70,11 @@ class SessionService:
         coalesce_wakeups: bool = False,
         quotas: QuotaService | None = None,
         media: MediaFiles | None = None,
+        invites: InviteFiller | None = None,
     ) -> None:
         self._manager = manager
         self._media = media
+        self._invites = invites  # completes an invite message to send (GroupService.invite_message)
         self._default_engine = default_engine
         self._quotas = quotas or QuotaService(manager)
         self._sends = SendIntake(manager, send_rate=send_rate, send_burst=send_burst, coalesce_wakeups=coalesce_wakeups)
@@ -257,9 +260,19 @@ class SessionService:
         """Accept a message of any kind for sending (see SendIntake.submit_message).
 
         The file of a media message is fetched, checked, converted and stored first: a bad file is refused
-        before anything is queued.
+        before anything is queued. An invite message gets the group's current code from WhatsApp first
+        (the session must be connected and an admin of the group).
         """
         content = outgoing.content
+        if isinstance(content, GroupInvite):
+            if self._invites is None:
+                raise InvalidRequest("group_invite: invite messages cannot be sent here", field="group_invite")
+            if to.strip().endswith("@" + GROUP_SERVER):
+                raise InvalidRequest("to: an invite message goes to a person, not a group", field="to")
+            filled = await self._invites(client, session, content)
+            return await self._sends.submit_message(
+                client, session, to, replace(outgoing, content=filled), idempotency_key=idempotency_key
+            )
         if isinstance(content, Media):
             if self._media is None or outgoing.source is None:
                 raise InvalidRequest(f"{content.kind.value}: files cannot be sent here (no media store)")

@@ -1,13 +1,15 @@
 """Groups on the sandbox network (in memory): WhatsApp's rules on who may do what, fan-out, receipts, notices."""
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.unit.engines.test_sandbox import Recorder, pair
 from zapgate.domain.content import MessageKey, Reaction, Text
-from zapgate.domain.groups import GroupAction, ParticipantAction, ParticipantOutcome
+from zapgate.domain.groups import MAX_PARTICIPANTS, GroupAction, ParticipantAction, ParticipantOutcome, RequestAction
 from zapgate.domain.records import MessageStatus
+from zapgate.engines import sandbox_groups
 from zapgate.engines.base import (
     EngineEvent,
     GroupChanged,
@@ -20,6 +22,7 @@ from zapgate.engines.base import (
     SessionRef,
 )
 from zapgate.engines.sandbox import LocalSandboxNetwork, SandboxEngine, simulated_lid
+from zapgate.engines.sandbox_groups import SandboxGroup
 
 A, B, C = SessionRef("acme", "alice"), SessionRef("acme", "bob"), SessionRef("acme", "carol")
 PA, PB, PC = "5511999990001", "5511999990002", "5511999990003"
@@ -185,3 +188,73 @@ async def test_a_reaction_in_a_group_names_its_message_from_each_readers_side(
         assert isinstance(got, InboundMessage) and isinstance(got.content, Reaction)
         assert got.content.key.id == sent.message_id and got.content.key.from_me is mine
         assert got.content.key.sender_jid == jid(PA) and got.sender_jid == jid(PB)
+
+
+async def test_a_group_that_approves_new_participants_takes_requests_that_admins_answer(
+    engine: SandboxEngine, events: Recorder
+) -> None:
+    info, _ = await engine.create_group(A, "Vetted", (jid(PC),))
+    with pytest.raises(GroupForbidden):  # a member who is not an admin cannot switch it
+        await engine.set_group_join_approval(C, info.jid, True)
+    await engine.set_group_join_approval(A, info.jid, True)
+    switched = await events.wait_for(changed(C, GroupAction.JOIN_APPROVAL))
+    assert isinstance(switched, GroupChanged) and switched.join_approval is True
+    assert (await engine.group_info(A, info.jid)).join_approval is True
+    code = (await engine.group_invite_link(A, info.jid)).rsplit("/", 1)[1]
+
+    # joining by link asks: not a member yet; only the admins hear the request
+    assert await engine.join_group(B, code) == info.jid
+    with pytest.raises(GroupNotFound):
+        await engine.group_info(B, info.jid)
+    asked = await events.wait_for(changed(A, GroupAction.REQUESTED))
+    assert isinstance(asked, GroupChanged) and asked.participants == (jid(PB),)
+    assert not [e for e in events.events if changed(C, GroupAction.REQUESTED)(e)]
+    assert await engine.join_group(B, code) == info.jid  # asking again changes nothing
+    [request] = await engine.group_requests(A, info.jid)
+    assert request.jid == jid(PB) and request.requested_at is not None
+    with pytest.raises(GroupForbidden):
+        await engine.group_requests(C, info.jid)
+    with pytest.raises(GroupForbidden):
+        await engine.answer_group_requests(C, info.jid, RequestAction.APPROVE, (jid(PB),))
+
+    # approved: a member, told as every join is; nobody else's request to answer
+    results = await engine.answer_group_requests(A, info.jid, RequestAction.APPROVE, (jid(PB), jid(SIMULATED)))
+    assert [r.outcome for r in results] == [ParticipantOutcome.OK, ParticipantOutcome.NO_REQUEST]
+    mine = await events.wait_for(changed(B, GroupAction.JOINED))
+    assert isinstance(mine, GroupChanged) and mine.reason == "approved"
+    heard = await events.wait_for(changed(C, GroupAction.APPROVED))
+    assert isinstance(heard, GroupChanged) and heard.participants == (jid(PB),)
+    assert jid(PB) in {p.jid for p in (await engine.group_info(B, info.jid)).participants}
+    assert await engine.group_requests(A, info.jid) == []
+
+    # rejected: still out, told to the admins; switched off, what waits is approved
+    await engine.leave_group(B, info.jid)
+    await engine.join_group(B, code)
+    rejected = await engine.answer_group_requests(A, info.jid, RequestAction.REJECT, (jid(PB),))
+    assert [r.outcome for r in rejected] == [ParticipantOutcome.OK]
+    assert await events.wait_for(changed(A, GroupAction.REJECTED))
+    with pytest.raises(GroupNotFound):
+        await engine.group_info(B, info.jid)
+    await engine.join_group(B, code)
+    await engine.set_group_join_approval(A, info.jid, False)
+    assert jid(PB) in {p.jid for p in (await engine.group_info(B, info.jid)).participants}
+    assert await engine.group_requests(A, info.jid) == []
+    await engine.leave_group(B, info.jid)
+    await engine.join_group(B, code)  # no approval now: in at once
+    assert jid(PB) in {p.jid for p in (await engine.group_info(B, info.jid)).participants}
+
+
+def test_approving_into_a_full_group_is_group_full_and_switching_off_drops_what_has_no_room() -> None:
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+    group = SandboxGroup(jid="120363000000000001@g.us", subject="Full", owner=PA, created_at=at, invite_code="c")
+    group.members = {PA: "superadmin", **{f"55119{n:08d}": "member" for n in range(MAX_PARTICIPANTS - 2)}}
+    group.join_approval = True
+    assert sandbox_groups.join(group, PB, at) == "requested"
+    assert sandbox_groups.join(group, PC, at) == "requested"
+    assert sandbox_groups.join(group, PA, at) == "in"
+    [first] = sandbox_groups.answer_requests(group, PA, RequestAction.APPROVE, [(jid(PB), PB)])
+    assert first.outcome is ParticipantOutcome.OK and len(group.members) == MAX_PARTICIPANTS
+    [second] = sandbox_groups.answer_requests(group, PA, RequestAction.APPROVE, [(jid(PC), PC)])
+    assert second.outcome is ParticipantOutcome.GROUP_FULL and PC in group.requests
+    assert sandbox_groups.set_join_approval(group, PA, False) == []
+    assert group.requests == {} and PC not in group.members

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 from starlette.datastructures import UploadFile
 
@@ -75,6 +75,10 @@ class GroupOut(_Body):
     owner: str | None = Field(None, description="The creator's JID.")
     announce: bool = Field(description="Only admins send messages.")
     locked: bool = Field(description="Only admins edit the subject, description and picture.")
+    join_approval: bool | None = Field(
+        None,
+        description="Joining by link or invitation needs an admin's approval (null: the engine cannot tell).",
+    )
     picture_id: str | None = None
     created_at: str | None = None
     size: int = Field(description="How many participants it has.")
@@ -93,7 +97,7 @@ class ParticipantResultOut(_Body):
 
     jid: str
     status: str = Field(
-        description="ok, not_authorized, not_in_group, already_in, not_on_whatsapp, group_full or failed.",
+        description="ok, not_authorized, not_in_group, already_in, not_on_whatsapp, group_full, no_request or failed.",
         examples=["ok"],
     )
     code: int | None = Field(None, description="WhatsApp's code for it (200 when it went through).")
@@ -127,6 +131,11 @@ class UpdateGroupRequest(_Request):
     description: str | None = Field(None, max_length=MAX_DESCRIPTION, description='"" removes it.')
     announce: bool | None = Field(None, description="Only admins send messages.")
     locked: bool | None = Field(None, description="Only admins edit the group's info.")
+    join_approval: bool | None = Field(
+        None,
+        description="Joining by link or invitation needs an admin's approval; switched off, pending requests "
+        "are approved.",
+    )
 
 
 class GroupUpdated(_Body):
@@ -162,6 +171,29 @@ class ParticipantsOut(_Body):
     participants: list[ParticipantResultOut]
 
 
+class JoinRequestOut(_Body):
+    """Someone who asked to join, waiting for an admin's answer."""
+
+    jid: str
+    requested_at: str | None = Field(None, description="When they asked (ISO 8601).")
+
+
+class JoinRequestList(_Body):
+    """The requests to join a group that approves new participants, oldest first."""
+
+    session_id: str
+    group_id: str
+    requests: list[JoinRequestOut]
+
+
+class AnswerRequestsRequest(_Request):
+    """Approve or reject requests to join (admins only)."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+    action: Literal["approve", "reject"]
+    participants: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=MAX_CHANGE)
+
+
 class InviteOut(_Body):
     """The group's invite link."""
 
@@ -190,11 +222,12 @@ class JoinRequest(_Request):
 
 
 class JoinedOut(_Body):
-    """The group joined."""
+    """The group joined; or, for a group that approves new participants, the request made (202, `pending`)."""
 
     session_id: str
     group_id: str
-    group: GroupOut
+    pending: bool = Field(False, description="The request waits for an admin's approval: not a member yet.")
+    group: GroupOut | None = Field(description="The group (null while the request is pending).")
 
 
 class SessionRequest(_Request):
@@ -229,10 +262,14 @@ async def create_group(body: CreateGroupRequest, client: ClientId, groups: Group
     )
 
 
-@router.post("/join", responses=_ERRORS)
-async def join_group(body: JoinRequest, client: ClientId, groups: Groups) -> JoinedOut:
+@router.post("/join", responses={**_ERRORS, 202: {"model": JoinedOut, "description": "A request to join made."}})
+async def join_group(body: JoinRequest, client: ClientId, groups: Groups, response: Response) -> JoinedOut:
     """Join a group by its invite link or an invite message (one of `link`, `messageId`, `groupId` with `inviter`,
-    `code` and `expiration`); the members hear a `group-participants` event (join-by-link)."""
+    `code` and `expiration`); the members hear a `group-participants` event (join-by-link).
+
+    A group that approves new participants takes a request instead: 202 with `pending` true; its admins hear
+    `group-participants` (requested) and answer with POST /whatsapp/groups/{groupId}/requests.
+    """
     ways = (("link", body.link), ("messageId", body.message_id), ("groupId", body.group_id))
     chosen = [name for name, given in ways if given is not None]
     if len(chosen) != 1:
@@ -252,8 +289,14 @@ async def join_group(body: JoinRequest, client: ClientId, groups: Groups) -> Joi
             code=body.code,
             expiration=body.expiration,
         )
+    if joined["pending"]:
+        response.status_code = 202
+        return JoinedOut(session_id=body.session_id, group_id=joined["groupId"], pending=True, group=None)
     return JoinedOut(
-        session_id=body.session_id, group_id=joined["groupId"], group=GroupOut.model_validate(joined["group"])
+        session_id=body.session_id,
+        group_id=joined["groupId"],
+        pending=False,
+        group=GroupOut.model_validate(joined["group"]),
     )
 
 
@@ -265,7 +308,8 @@ async def get_group(groupId: _GroupId, client: ClientId, groups: Groups, session
 
 @router.patch("/{groupId}", responses=_ERRORS)
 async def update_group(groupId: _GroupId, body: UpdateGroupRequest, client: ClientId, groups: Groups) -> GroupUpdated:
-    """Change the subject, description, or settings (announce: only admins send; locked: only admins edit).
+    """Change the subject, description, or settings (announce: only admins send; locked: only admins edit;
+    joinApproval: joining by link needs an admin's approval).
 
     Settings are for admins; the subject and description too once the group is locked.
     """
@@ -277,6 +321,7 @@ async def update_group(groupId: _GroupId, body: UpdateGroupRequest, client: Clie
         description=body.description,
         announce=body.announce,
         locked=body.locked,
+        join_approval=body.join_approval,
     )
     return GroupUpdated(
         session_id=body.session_id, changed=done["changed"], group=GroupOut.model_validate(done["group"])
@@ -309,6 +354,38 @@ async def update_group_participants(
     demoted), `not_in_group`, `already_in`, `not_on_whatsapp`, `group_full`.
     """
     done = await groups.change_participants(client, body.session_id, groupId, body.action, body.participants)
+    return ParticipantsOut(
+        session_id=body.session_id,
+        group_id=done["groupId"],
+        action=done["action"],
+        participants=[ParticipantResultOut.model_validate(p) for p in done["participants"]],
+    )
+
+
+@router.get("/{groupId}/requests", responses=_ERRORS)
+async def list_group_requests(
+    groupId: _GroupId, client: ClientId, groups: Groups, session_id: _SessionId
+) -> JoinRequestList:
+    """List the requests to join the group that wait for an admin's answer (admins only), oldest first."""
+    found = await groups.requests(client, session_id, groupId)
+    return JoinRequestList(
+        session_id=session_id,
+        group_id=found["groupId"],
+        requests=[JoinRequestOut.model_validate(r) for r in found["requests"]],
+    )
+
+
+@router.post("/{groupId}/requests", responses=_ERRORS)
+async def answer_group_requests(
+    groupId: _GroupId, body: AnswerRequestsRequest, client: ClientId, groups: Groups
+) -> ParticipantsOut:
+    """Approve or reject requests to join (admins only); each one's outcome separately, with 200.
+
+    Approved, they are members (the members hear `group-participants` approved, each of them `group-join`
+    with reason `approved`); rejected, the admins hear `group-participants` rejected. `no_request`: nobody by
+    that number waits; `group_full`: no room left.
+    """
+    done = await groups.answer_requests(client, body.session_id, groupId, body.action, body.participants)
     return ParticipantsOut(
         session_id=body.session_id,
         group_id=done["groupId"],

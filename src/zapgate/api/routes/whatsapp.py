@@ -207,7 +207,8 @@ def _accepted(accepted: SendAccepted) -> Response:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=MessageAccepted,
     responses={
-        404: {"model": Problem, "description": "No such session."},
+        403: {"model": Problem, "description": "group_invite: the session is not an admin of the group."},
+        404: {"model": Problem, "description": "No such session (or, for group_invite, no such group)."},
         409: {"model": Problem, "description": "The session cannot send in its state (logged out, failed, ...)."},
         429: {
             "model": Problem,
@@ -226,8 +227,10 @@ async def send_typed_message(
 
     `type` names the kind and the object of that name holds it: `text`, `image`, `video`, `audio` (a voice
     note with `voice: true`), `document`, `sticker`, `location`, `contacts`, `reaction` (an empty emoji
-    removes it) or `poll`. `context.message_id` makes it a reply; `mentions` names who it mentions. Every
-    kind shares the send queue, the Idempotency-Key, the rate limit and pacing of `POST /whatsapp/send`.
+    removes it), `poll` or `group_invite` (`{group_id, caption?}`: an invitation to a group the session is an
+    admin of, with the group's current code, asked of WhatsApp now: 403 for a member who is not an admin).
+    `context.message_id` makes it a reply; `mentions` names who it mentions. Every kind shares the send queue,
+    the Idempotency-Key, the rate limit and pacing of `POST /whatsapp/send`.
     """
     fields = body.model_dump(
         exclude_none=True, exclude_unset=True, exclude={"session_id", "to", "messaging_product", "recipient_type"}
