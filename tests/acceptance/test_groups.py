@@ -479,6 +479,15 @@ async def test_an_admin_sends_an_invite_message_and_the_recipient_joins_with_it(
     listed = await api.get("/whatsapp/messages", headers=acme, params={"sessionId": "carol", "direction": "outbound"})
     assert listed.json()["messages"] == []  # nothing refused was queued
 
+    # a replay answers what was accepted, though WhatsApp would now refuse the invitation (alice left the group)
+    left = await api.post(f"/whatsapp/groups/{group}/leave", headers=acme, json={"sessionId": "alice"})
+    assert left.status_code == 200, left.text
+    late = await api.post("/whatsapp/messages", headers={**acme, "Idempotency-Key": "inv-1"}, json=body)
+    assert late.status_code == 202 and late.headers.get("Idempotent-Replayed") == "true", late.text
+    assert late.json()["messageId"] == first.json()["messageId"]
+    other = await api.post("/whatsapp/messages", headers={**acme, "Idempotency-Key": "inv-2"}, json=body)
+    assert_problem(other, 404, "group_not_found")
+
 
 async def test_a_group_that_approves_new_participants_takes_requests_its_admins_answer(
     api: httpx.AsyncClient, worker: Worker

@@ -284,6 +284,27 @@ class SendIntake:
         request = replace(self._request(sid, recipient, outgoing), source=source)
         return await self._queue_one(cid, sid, request, idempotency_key)
 
+    async def recall_message(
+        self, client: str, session: str, to: str, outgoing: Outgoing, idempotency_key: str
+    ) -> SendAccepted | None:
+        """The first answer to the same request made with `idempotency_key`, if it was accepted; else None.
+
+        For a request whose content is completed by asking WhatsApp first (an invite message's code): a replay
+        answers what was accepted even when WhatsApp cannot be asked now (the session is disconnected).
+        """
+        cid, sid = valid_client_id(client), valid_session_id(session)
+        key = checked_idempotency_key(idempotency_key)
+        content = outgoing.content
+        if isinstance(content, GroupInvite) and not content.code:
+            outgoing = replace(outgoing, content=replace(content, code="-"))  # not part of the fingerprint
+        fingerprint = self._request(sid, await self._recipient(cid, to), outgoing).fingerprint()
+
+        async def work(tx: Transaction) -> SendAccepted | None:
+            stored = await outbound.recall_idempotent(tx.connection, key, fingerprint)
+            return None if stored is None else SendAccepted.from_json(stored, replayed=True)
+
+        return await self._manager.execute_transaction(cid, work)
+
     async def submit_change(
         self, client: str, session: str, message_id: str, *, text: str | None = None
     ) -> SendAccepted:

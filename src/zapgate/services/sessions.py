@@ -269,6 +269,10 @@ class SessionService:
                 raise InvalidRequest("group_invite: invite messages cannot be sent here", field="group_invite")
             if to.strip().endswith("@" + GROUP_SERVER):
                 raise InvalidRequest("to: an invite message goes to a person, not a group", field="to")
+            if idempotency_key is not None:  # a replay answers as first, even if WhatsApp cannot be asked now
+                replayed = await self._sends.recall_message(client, session, to, outgoing, idempotency_key)
+                if replayed is not None:
+                    return replayed
             filled = await self._invites(client, session, content)
             return await self._sends.submit_message(
                 client, session, to, replace(outgoing, content=filled), idempotency_key=idempotency_key
