@@ -55,6 +55,11 @@ OUTBOX_CLAIMS = Counter(
     "or an idle session's back-off.",
     registry=REGISTRY,
 )
+PRESENCE_REPEATS = Counter(
+    "zapgate_presence_repeats",
+    "Presences dropped for repeating, within seconds, the one last told of that contact in that chat.",
+    registry=REGISTRY,
+)
 HOSTED_SESSIONS = Gauge("zapgate_hosted_sessions", "Sessions a worker hosts.", registry=REGISTRY)
 KEEPALIVE = Counter(
     "zapgate_keepalive",

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from tests.support.waiting import eventually
 from zapgate.db import groups as group_records
 from zapgate.db.manager import ConnectionManager, Transaction
+from zapgate.domain.chats import SeenPresence
 from zapgate.domain.groups import GroupAction, GroupInfo, GroupParticipant
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.phones import jid_user
@@ -35,6 +36,7 @@ from zapgate.engines.base import (
     Notice,
     NoticeKind,
     Presence,
+    PresenceSeen,
     Receipt,
     Restricted,
     SendResult,
@@ -473,6 +475,57 @@ async def test_groups_whatsapp_tells_with_unstorable_text_are_stored_cleaned_not
     finally:
         await calls.close()
     assert answered["subject"] == "Subject" and answered["description"] == "a\ufffdb"
+
+
+async def test_a_presence_that_only_repeats_the_last_within_seconds_is_told_once(
+    manager: ConnectionManager, sessions: SessionService, script: Script, start_worker: WorkerFactory
+) -> None:
+    # a phone says "typing" again every few seconds while its user types: each repeat would be an event row
+    # and a webhook delivery telling nothing new
+    await start_worker()
+    await connect(sessions, "alice", PHONE_A)
+    ref, engine = SessionRef("acme", "alice"), script.engines[0]
+    bob, group = "5521988881111@s.whatsapp.net", "120363000000000001@g.us"
+    seen = datetime(2026, 1, 1, tzinfo=UTC)
+    told = [
+        PresenceSeen(ref, bob, SeenPresence.COMPOSING, chat_jid=bob),
+        PresenceSeen(ref, bob, SeenPresence.COMPOSING, chat_jid=bob),  # a repeat: dropped
+        PresenceSeen(ref, bob, SeenPresence.COMPOSING, chat_jid=group),  # another chat: told
+        PresenceSeen(ref, bob, SeenPresence.COMPOSING, chat_jid=bob),  # a repeat: dropped
+        PresenceSeen(ref, bob, SeenPresence.PAUSED, chat_jid=bob),
+        PresenceSeen(ref, bob, SeenPresence.COMPOSING, chat_jid=bob),  # a change back: told
+        PresenceSeen(ref, bob, SeenPresence.UNAVAILABLE, last_seen=seen),
+        PresenceSeen(ref, bob, SeenPresence.UNAVAILABLE, last_seen=seen),  # a repeat: dropped
+        PresenceSeen(ref, bob, SeenPresence.UNAVAILABLE, last_seen=seen.replace(hour=1)),  # new last seen: told
+        PresenceSeen(ref, "5521988882222@s.whatsapp.net", SeenPresence.COMPOSING, chat_jid=group),  # someone else
+    ]
+    for event in told:
+        engine.report(event)
+    engine.report(inbound_text(ref, "LAST", bob, "after the presences"))
+    await eventually(lambda: message(manager, "LAST"))
+    got = [(p["jid"], p["presence"], p["chatJid"], p["lastSeen"]) for p in await events(manager, "presence")]
+    assert got == [
+        (bob, "composing", bob, None),
+        (bob, "composing", group, None),
+        (bob, "paused", bob, None),
+        (bob, "composing", bob, None),
+        (bob, "unavailable", None, seen.isoformat()),
+        (bob, "unavailable", None, seen.replace(hour=1).isoformat()),
+        ("5521988882222@s.whatsapp.net", "composing", group, None),
+    ]
+
+
+def inbound_text(ref: SessionRef, message_id: str, chat: str, text_: str) -> InboundMessage:
+    return InboundMessage(
+        ref=ref,
+        message_id=message_id,
+        chat_jid=chat,
+        text=text_,
+        sender_jid=chat,
+        chat_lid=None,
+        type="text",
+        timestamp=datetime.now(UTC),
+    )
 
 
 async def _has_event(manager: ConnectionManager, kind: str) -> bool:

@@ -68,6 +68,8 @@ log = get_logger(__name__)
 EVENT_BATCH = 500  # engine events stored per round (runs of receipts share a transaction)
 STORE_ATTEMPTS = 5  # tries for an event the database fails for another reason than being away
 STATUS_BROADCAST = "status@broadcast"  # the chat of contacts' stories
+PRESENCE_REPEAT_WINDOW = 10.0  # seconds within which the same presence of a contact in a chat is told once
+PRESENCE_MEMORY = 100_000  # (session, contact, chat) presences remembered for that, at most
 
 # statuses after which a session rests until someone starts it again
 RESTING = {
@@ -101,6 +103,8 @@ class Recorder:
         self.downloads = None if media is None or tasks is None else Downloads(manager, hosted, media, tasks)
         self.receipts = ReceiptBook(hosted)
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        # (session, whose, chat) → ((presence, last seen) last told, monotonic time it was told)
+        self._presences: dict[tuple[SessionRef, str, str | None], tuple[tuple[Any, Any], float]] = {}
 
     def put(self, event: EngineEvent) -> None:
         """Queue an event to be stored (the engines' sink)."""
@@ -507,8 +511,28 @@ class Recorder:
 
         await self._manager.execute_transaction(ref.client_id, work)
 
+    def _repeated(self, event: PresenceSeen) -> bool:
+        """Whether `event` only repeats the presence last told of that contact in that chat, moments ago.
+
+        A phone says "typing" again every few seconds while its user types, and a busy group's members do so
+        all day: each repeat would be an event row and a webhook delivery that tell nothing new.
+        """
+        now = time.monotonic()
+        key = (event.ref, event.jid, event.chat_jid)
+        shown = (event.presence, event.last_seen)
+        told = self._presences.get(key)
+        if told is not None and told[0] == shown and now - told[1] < PRESENCE_REPEAT_WINDOW:
+            return True
+        if len(self._presences) >= PRESENCE_MEMORY:
+            self._presences.clear()  # forgetting only lets a repeat through
+        self._presences[key] = (shown, now)
+        return False
+
     async def _store_presence(self, event: PresenceSeen) -> None:
-        """A contact's presence: a `presence` event (nothing else is kept)."""
+        """A contact's presence: a `presence` event (nothing else is kept); a repeat within seconds is dropped."""
+        if self._repeated(event):
+            metrics.PRESENCE_REPEATS.inc()
+            return
         payload: dict[str, Any] = {
             "jid": storable(event.jid),
             "lid": storable_or_none(event.lid),
