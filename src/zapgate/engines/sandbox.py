@@ -163,6 +163,8 @@ T = TypeVar("T")
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 INVITE_MESSAGE_LIFETIME = timedelta(days=3)  # how long an invitation sent by message is good for (WhatsApp's)
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
+PHONE_MAILBOX = "phone:"  # + a number: the mailbox of a phone
+SESSION_MAILBOX = "session:"  # + "client/session": the mailbox of a session
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
 NO_PICTURE_SUFFIX = "00"  # an account whose number ends so shows no profile picture
@@ -241,12 +243,12 @@ def whatsapp_message_id(ref: SessionRef, requested: str) -> str:
 
 def phone_address(phone: str) -> str:
     """The mailbox of a phone number."""
-    return f"phone:{phone}"
+    return f"{PHONE_MAILBOX}{phone}"
 
 
 def session_address(ref: SessionRef) -> str:
     """The mailbox of a session (control mail: scans, codes, faults, injected messages)."""
-    return f"session:{ref.client_id}/{ref.session_id}"
+    return f"{SESSION_MAILBOX}{ref.client_id}/{ref.session_id}"
 
 
 def content_mail(
