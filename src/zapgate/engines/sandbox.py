@@ -665,7 +665,7 @@ class SandboxEngine:
                 self._connected(session, phone)
             else:
                 self._set_status(session, SessionStatus.LOGGED_OUT, "the simulated phone unlinked this session")
-                self._sessions.pop(ref, None)
+                self._forget(session)
             return
         if request.mode is StartMode.PAIRING_CODE:
             if not request.phone_number:
@@ -1509,13 +1509,13 @@ class SandboxEngine:
             self._emit(session, QrCode(ref=session.ref, code=code, expires_at=expires_at, sequence=sequence))
             await asyncio.sleep(request.qr_timeout)
         self._set_status(session, SessionStatus.QR_TIMEOUT, f"no scan of {request.max_qr_codes} QR codes")
-        self._sessions.pop(session.ref, None)
+        self._forget(session)
 
     async def _expire_pairing(self, session: _Session) -> None:
         request = session.request
         await asyncio.sleep(request.qr_timeout * request.max_qr_codes)
         self._set_status(session, SessionStatus.QR_TIMEOUT, "the pairing code was not entered in time")
-        self._sessions.pop(session.ref, None)
+        self._forget(session)
 
     async def _scanned(self, session: _Session, phone: str) -> None:
         if session.status is not SessionStatus.QR:
@@ -1575,7 +1575,7 @@ class SandboxEngine:
                 await self._network.unlink(session.phone, session.ref)
             for task in list(session.tasks):
                 task.cancel()
-            self._sessions.pop(session.ref, None)
+            self._forget(session)
             self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
             self._silence(session)
         elif fault in ("expire_media", "lose_media"):
@@ -1653,6 +1653,12 @@ class SandboxEngine:
     def _emit(self, session: _Session, event: EngineEvent) -> None:
         if not session.silenced:
             self._sink(event)
+
+    def _forget(self, session: _Session) -> None:
+        """Stop hosting `session`, unless another start of its ref replaced it meanwhile (that one stays hosted:
+        popped by its ref, it would be connected and collect no mail)."""
+        if self._sessions.get(session.ref) is session:
+            del self._sessions[session.ref]
 
     def _silence(self, session: _Session) -> None:
         """Cancel what the session has under way and drop whatever it would still report."""
