@@ -72,6 +72,16 @@ ABANDONED_CLIENTS = Gauge(
     "Engine clients a worker gave up on because their stop did not return in time (it exits past a bound).",
     registry=REGISTRY,
 )
+ORPHANED_LEASES = Counter(
+    "zapgate_orphaned_leases",
+    "Leases a worker held on sessions it did not host (a start and its release that both failed), released.",
+    registry=REGISTRY,
+)
+STUCK_MAIL = Counter(
+    "zapgate_sandbox_stuck_mail",
+    "Sandbox sessions leased to a worker found with mail left uncollected past the bound (once per look).",
+    registry=REGISTRY,
+)
 PRUNED_ROWS = Counter(
     "zapgate_pruned_rows",
     "Rows deleted by retention, per table "

@@ -128,6 +128,39 @@ async def ack(conn: AsyncConnection, mail_ids: Collection[int]) -> None:
     await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.id.in_(list(mail_ids))))
 
 
+_UNCOLLECTED = text(
+    """
+    SELECT p.client_id, p.session_id, count(*) AS waiting,
+           extract(epoch FROM now() - min(m.created_at)) AS oldest
+    FROM placements p
+    JOIN sandbox_phones ph ON ph.client_id = p.client_id AND ph.session_id = p.session_id
+    JOIN sandbox_mail m ON m.address IN (:phone_prefix || ph.phone,
+                                         :session_prefix || p.client_id || '/' || p.session_id)
+    WHERE p.worker_id = :worker_id
+      AND m.created_at < now() - make_interval(secs => :older_than)
+      AND (m.taken_until IS NULL OR m.taken_until < now())
+    GROUP BY p.client_id, p.session_id
+    """
+)
+
+
+async def uncollected(
+    conn: AsyncConnection, worker_id: str, older_than: float, *, phone_prefix: str, session_prefix: str
+) -> list[tuple[str, str, int, float]]:
+    """The linked sessions leased to `worker_id` whose mailboxes hold mail older than `older_than` seconds that
+    nobody holds now: (client, session, how many, the oldest's age in seconds)."""
+    rows = await conn.execute(
+        _UNCOLLECTED,
+        {
+            "worker_id": worker_id,
+            "older_than": older_than,
+            "phone_prefix": phone_prefix,
+            "session_prefix": session_prefix,
+        },
+    )
+    return [(row.client_id, row.session_id, int(row.waiting), float(row.oldest)) for row in rows]
+
+
 def _from_now(seconds: float) -> Any:
     return func.now() + text("make_interval(secs => :seconds)").bindparams(seconds=seconds)
 

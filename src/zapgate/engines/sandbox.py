@@ -175,6 +175,8 @@ T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
+PHONE_MAILBOX = "phone:"  # + a number: the mailbox of a phone
+SESSION_MAILBOX = "session:"  # + "client/session": the mailbox of a session
 
 NOT_ON_WHATSAPP_SUFFIX = "404"  # an unlinked number whose digits end so has no WhatsApp account
 NO_PICTURE_SUFFIX = "00"  # an account whose number ends so shows no profile picture
@@ -253,12 +255,12 @@ def whatsapp_message_id(ref: SessionRef, requested: str) -> str:
 
 def phone_address(phone: str) -> str:
     """The mailbox of a phone number."""
-    return f"phone:{phone}"
+    return f"{PHONE_MAILBOX}{phone}"
 
 
 def session_address(ref: SessionRef) -> str:
     """The mailbox of a session (control mail: scans, codes, faults, injected messages)."""
-    return f"session:{ref.client_id}/{ref.session_id}"
+    return f"{SESSION_MAILBOX}{ref.client_id}/{ref.session_id}"
 
 
 def content_mail(
@@ -706,7 +708,7 @@ class SandboxEngine:
                 await self._connected(session, phone)
             else:
                 self._set_status(session, SessionStatus.LOGGED_OUT, "the simulated phone unlinked this session")
-                self._sessions.pop(ref, None)
+                self._forget(session)
             return
         if request.mode is StartMode.PAIRING_CODE:
             if not request.phone_number:
@@ -1624,13 +1626,13 @@ class SandboxEngine:
             self._emit(session, QrCode(ref=session.ref, code=code, expires_at=expires_at, sequence=sequence))
             await asyncio.sleep(request.qr_timeout)
         self._set_status(session, SessionStatus.QR_TIMEOUT, f"no scan of {request.max_qr_codes} QR codes")
-        self._sessions.pop(session.ref, None)
+        self._forget(session)
 
     async def _expire_pairing(self, session: _Session) -> None:
         request = session.request
         await asyncio.sleep(request.qr_timeout * request.max_qr_codes)
         self._set_status(session, SessionStatus.QR_TIMEOUT, "the pairing code was not entered in time")
-        self._sessions.pop(session.ref, None)
+        self._forget(session)
 
     async def _scanned(self, session: _Session, phone: str) -> None:
         if session.status is not SessionStatus.QR:
@@ -1718,7 +1720,7 @@ class SandboxEngine:
                 await self._unlink(session.phone, session.ref)
             for task in list(session.tasks):
                 task.cancel()
-            self._sessions.pop(session.ref, None)
+            self._forget(session)
             self._set_status(session, SessionStatus.LOGGED_OUT, "logged out from the phone")
             self._silence(session)
         elif fault == "hold_reads":
@@ -1791,6 +1793,12 @@ class SandboxEngine:
     def _emit(self, session: _Session, event: EngineEvent) -> None:
         if not session.silenced:
             self._sink(event)
+
+    def _forget(self, session: _Session) -> None:
+        """Stop hosting `session`, unless another start of its ref replaced it meanwhile (that one stays hosted:
+        popped by its ref, it would be connected and collect no mail)."""
+        if self._sessions.get(session.ref) is session:
+            del self._sessions[session.ref]
 
     def _silence(self, session: _Session) -> None:
         """Cancel what the session has under way and drop whatever it would still report."""

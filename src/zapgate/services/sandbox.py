@@ -28,6 +28,8 @@ from zapgate.engines.base import EngineError, GroupNotFound, MediaGone, SessionR
 from zapgate.engines.sandbox import (
     MEDIA_CHUNK,
     MEDIA_TTL,
+    PHONE_MAILBOX,
+    SESSION_MAILBOX,
     ChunkWriter,
     Mail,
     MediaSource,
@@ -158,6 +160,21 @@ class PostgresSandboxNetwork:
         if not mail_ids:
             return
         await self._registry("ack", lambda conn: store.ack(conn, mail_ids))
+
+    async def uncollected(self, worker_id: str, older_than: float) -> list[tuple[SessionRef, int, float]]:
+        """The linked sessions leased to `worker_id` with mail older than `older_than` seconds that nobody holds
+        (handed out to no one, or its lease over): (session, how many, the oldest's age in seconds)."""
+        found = await self._registry(
+            "uncollected",
+            lambda conn: store.uncollected(
+                conn,
+                worker_id,
+                older_than,
+                phone_prefix=PHONE_MAILBOX,
+                session_prefix=SESSION_MAILBOX,
+            ),
+        )
+        return [(SessionRef(client, session), waiting, oldest) for client, session, waiting, oldest in found]
 
     async def wait_for_mail(self, at_most: float) -> None:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)

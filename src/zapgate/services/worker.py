@@ -66,6 +66,9 @@ log = get_logger(__name__)
 
 LEASE_TTL = 10.0  # seconds a lease lives without renewal
 MEASURE_EVERY = 15.0  # seconds between two counts of the outbound queue (zapgate_outbound_queue_depth)
+# seconds sandbox mail may wait in a mailbox of a session leased here, handed out to no one, before it is reported
+# (its pump collects every second, and takes mail back 10 s after a host died: this is far past either)
+STUCK_MAIL_AFTER = 60.0
 DRAIN_TIMEOUT = 10.0  # seconds a stopping worker waits to store what its engines reported last
 EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL; supervisor.py)
 T = TypeVar("T")
@@ -94,6 +97,7 @@ class Worker:
         worker_id: str | None = None,
         options: WorkerOptions | None = None,
         media: MediaFiles | None = None,
+        stuck_mail_after: float = STUCK_MAIL_AFTER,
     ) -> None:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.options = options or WorkerOptions()
@@ -104,10 +108,14 @@ class Worker:
         self._max_qr_codes = max_qr_codes
         self._session_timeout = session_timeout
         self._poll = poll_interval
+        self._stuck_mail_after = stuck_mail_after
         self._listener = Listener(database_url, on_notify=self._notified)
         self._database_url = database_url
         self._keystore_dsns: dict[str, str] = {}
         self._hosted: HostedSessions = {}
+        self._claiming: set[SessionRef] = set()  # claimed, not hosted yet (their leases are ours meanwhile)
+        self._settling: set[SessionRef] = set()  # let go of, their rest (stopped, failed) not recorded yet
+        self._orphans: dict[SessionRef, float] = {}  # leased to us, hosted by nothing here: since when (monotonic)
         self._reconciled_at = 0.0  # monotonic seconds of the last renewal and reconciliation
         self._reconcile_wanted = False  # a notification named a session hosted here (or may have been lost)
         self._tasks = TaskGroup("worker")
@@ -174,6 +182,8 @@ class Worker:
         self._tasks.spawn(self._placement_loop(), name="placements")
         self._tasks.spawn(self._measure_loop(), name="measure")
         self._tasks.spawn(self._outbox.run(), name="outbound")
+        if "sandbox" in self._engines:
+            self._tasks.spawn(self._mail_watch_loop(), name="mail_watch")
         log.info("worker.started", worker_id=self.worker_id, capacity=self._capacity, engines=list(self._engines))
 
     async def close(self) -> None:
@@ -229,14 +239,24 @@ class Worker:
     async def _claim(self) -> int:
         """Take free sessions while there is room, and host them; return how many were taken."""
         room = self._capacity - len(self._hosted)
-        async with self._manager.registry_transaction() as conn:
-            claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
-            waiting = []
-            if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
-                # no live worker has room: say so, rather than let the sessions wait in silence
-                waiting = await placements.unplaced(conn, list(self._engines))
-        for placement in claimed:
-            await self._host(placement)
+        refs: set[SessionRef] = set()
+        try:
+            async with self._manager.registry_transaction() as conn:
+                claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
+                # before the commit: a renewal that sees these leases as ours must not take them for orphans
+                refs = {SessionRef(p.client_id, p.session_id) for p in claimed}
+                self._claiming |= refs
+                waiting = []
+                if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
+                    # no live worker has room: say so, rather than let the sessions wait in silence
+                    waiting = await placements.unplaced(conn, list(self._engines))
+            for placement in claimed:
+                await self._host(placement)
+                self._claiming.discard(SessionRef(placement.client_id, placement.session_id))
+        finally:
+            # whatever was claimed and not hosted (a commit that failed, a start that raised) is an orphan now:
+            # the renewals release it
+            self._claiming -= refs
         for placement in waiting:
             reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
             with contextlib.suppress(Exception):
@@ -251,6 +271,38 @@ class Worker:
             except Exception as exc:
                 log.warning("worker.measure_failed", error=repr(exc))
             await asyncio.sleep(MEASURE_EVERY)
+
+    async def _mail_watch_loop(self) -> None:
+        """Look now and then for sandbox mail that nobody collects in the mailboxes of the sessions leased here.
+
+        A session hosted here has its mail collected within a second; mail that waits, handed out to no one,
+        far longer says that its session runs nowhere (the engine lost it: it is started again) or that the
+        engine cannot keep up. Either way it is reported (`worker.mail_stuck`, `zapgate_sandbox_stuck_mail`),
+        never left to wait unnoticed (issue 16).
+        """
+        network = PostgresSandboxNetwork(self._manager)
+        while True:
+            await asyncio.sleep(min(MEASURE_EVERY, self._stuck_mail_after / 2))
+            try:
+                stuck = await network.uncollected(self.worker_id, self._stuck_mail_after)
+            except Exception as exc:  # the database away: next round
+                log.warning("worker.mail_watch_failed", error=repr(exc))
+                continue
+            for ref, waiting, oldest in stuck:
+                await self._mail_stuck(ref, waiting, oldest)
+
+    async def _mail_stuck(self, ref: SessionRef, waiting: int, oldest: float) -> None:
+        hosted = self._hosted.get(ref)
+        if hosted is None:
+            hosting = "none"  # leased here, hosted by nothing: the renewals release it (_release_orphans)
+        elif ref in self._claiming or hosted.engine.hosts(ref):
+            hosting = "engine"  # its engine has it: behind, or not collecting it for a reason unknown
+        else:
+            hosting = "lost"  # the worker hosts it, its engine does not: nothing collects its mail
+        metrics.STUCK_MAIL.inc()
+        log.error("worker.mail_stuck", session=str(ref), waiting=waiting, oldest_seconds=round(oldest), hosting=hosting)
+        if hosted is not None and hosting == "lost" and self._hosted.get(ref) is hosted:
+            await self._start_engine(ref, hosted)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -274,6 +326,7 @@ class Worker:
                 SessionRef(p.client_id, p.session_id): p
                 for p in await placements.renew(conn, self.worker_id, self._lease_ttl)
             }
+        await self._release_orphans(current)
         for ref, hosted in list(self._hosted.items()):
             placement = current.get(ref)
             if placement is None:  # deleted, or our lease was taken over after we stalled
@@ -285,6 +338,28 @@ class Worker:
             elif placement.generation != hosted.started_generation:
                 hosted.placement = placement
                 await self._start_engine(ref, hosted)
+
+    async def _release_orphans(self, current: dict[SessionRef, Placement]) -> None:
+        """Release the leases we hold on sessions nothing here hosts, once they stayed so for a renewal period.
+
+        A renewal extends every lease of this worker, hosted or not: a session claimed whose start failed, and
+        whose release failed too (the pool exhausted on a busy machine), or a claim whose commit we never saw,
+        would be leased for ever and run nowhere, its status still the one its last host recorded ("connected")
+        and its sandbox mailbox never collected (issue 16). Released, it is claimed and started again.
+        """
+        self._settling &= current.keys()
+        now = time.monotonic()
+        unhosted = {
+            ref
+            for ref in current
+            if ref not in self._hosted and ref not in self._claiming and ref not in self._settling
+        }
+        self._orphans = {ref: self._orphans.get(ref, now) for ref in unhosted}
+        for ref, since in list(self._orphans.items()):
+            if now - since >= self._lease_ttl / 3:
+                log.warning("worker.orphan_released", session=str(ref), reason="leased here but hosted by nothing")
+                metrics.ORPHANED_LEASES.inc()
+                await self._release(ref)
 
     async def _host(self, placement: Placement) -> None:
         ref = SessionRef(placement.client_id, placement.session_id)
@@ -389,6 +464,8 @@ class Worker:
         if hosted is None:
             return
         log.info("worker.session_released", session=str(ref), reason=reason or "no longer ours")
+        if reason is not None:
+            self._settling.add(ref)  # its lease goes with the rest recorded (placements.settle)
         if stop:
             await self._stop_engine(ref, hosted)  # abandoned or not, the session is no longer hosted here
         if reason is not None:
@@ -458,5 +535,6 @@ class Worker:
         if self._hosted.get(ref) is not hosted:
             return
         self._hosted.pop(ref, None)
+        self._settling.add(ref)  # its lease goes with the failure recorded (placements.settle)
         await self._stop_engine(ref, hosted)
         self._recorder.put(StatusChanged(ref, SessionStatus.FAILED, reason=reason, code="reconnect_timeout"))

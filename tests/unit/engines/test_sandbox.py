@@ -279,6 +279,46 @@ async def test_restore_needs_the_link(engine: SandboxEngine, network: LocalSandb
     assert events.statuses(A)[-1] is SessionStatus.LOGGED_OUT
 
 
+class StaleOnce(LocalSandboxNetwork):
+    """A network whose next directory lookup is slow, then finds the phone unlinked (a snapshot read before)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stale_next = False
+        self.answer = asyncio.Event()
+
+    async def linked_session(self, phone: str) -> SessionRef | None:
+        if self.stale_next:
+            self.stale_next = False
+            await self.answer.wait()
+            return None
+        return await super().linked_session(phone)
+
+
+async def test_a_start_that_finds_no_link_does_not_unhost_the_start_that_replaced_it(events: Recorder) -> None:
+    """Issue 16: two starts of one session overlap (the worker restarted it while its restore looked the link up);
+    the first finds no link and ends; the second, connected, stays hosted and collects its mail."""
+    network = StaleOnce()
+    engine = SandboxEngine(events, network)
+    try:
+        await pair(engine, network, events, A, PHONE_A)
+        await pair(engine, network, events, B, PHONE_B)
+        await engine.stop(A)
+        restore = StartRequest(ref=A, mode=StartMode.RESTORE, jid=f"{PHONE_A}@s.whatsapp.net")
+        network.stale_next = True
+        first = asyncio.create_task(engine.start(restore))
+        await asyncio.sleep(0.01)  # the first start waits for its lookup
+        await engine.start(restore)  # replaces it, and is connected
+        network.answer.set()
+        await first  # finds no link: that start is over (it reports nothing: it was replaced)
+        assert engine.hosts(A)
+        sent = await engine.send_text(B, f"{PHONE_A}@s.whatsapp.net", "still here?", "M-STILL")
+        inbound = await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.ref == A)
+        assert isinstance(inbound, InboundMessage) and inbound.message_id == sent.message_id
+    finally:
+        await engine.close()
+
+
 async def test_mail_for_a_phone_waits_until_its_session_is_online(
     engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
 ) -> None:
