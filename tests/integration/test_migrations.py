@@ -8,13 +8,15 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 
 from tests.support.databases import plain_url
 from zapgate.db import migrate
+from zapgate.db import sandbox as sandbox_store
 from zapgate.db.manager import ConnectionManager
-from zapgate.db.tables import registry_metadata, tenant_metadata
-from zapgate.domain.ids import SchemaName
+from zapgate.db.tables import registry_metadata, sandbox_owners, tenant_metadata
+from zapgate.domain.ids import REGISTRY_SCHEMA, SchemaName
+from zapgate.services.clients import ClientService
 
 EXPRESSION_INDEXES = {"ix_events_message_status": "((payload ->> 'messageId'::text))"}
 
@@ -160,10 +162,10 @@ async def test_new_and_upgraded_schemas_are_identical(manager: ConnectionManager
     assert len(new) > 10
 
 
-def _downgrade(sync_conn: Connection, schema: str, target: str) -> None:
+def _downgrade(sync_conn: Connection, schema: str, target: str, location: Any = migrate.TENANT) -> None:
     """Take `schema` down to `target` with alembic (zapgate itself only ever upgrades)."""
     config = Config()
-    config.set_main_option("script_location", str(migrate.TENANT))
+    config.set_main_option("script_location", str(location))
     script = ScriptDirectory.from_config(config)
     sync_conn.execute(text("SELECT set_config('search_path', :s, true)"), {"s": schema})
 
@@ -196,3 +198,20 @@ async def test_the_media_revision_goes_down_and_up_again(manager: ConnectionMana
     assert await _schema_diff(manager, schema, tenant_metadata) == []
     async with manager.engine.begin() as conn:
         assert await conn.scalar(text(storage)) == "e"
+
+
+async def test_the_sandbox_owners_revision_makes_each_linking_client_its_numbers_owner(
+    manager: ConnectionManager,
+) -> None:
+    await ClientService(manager).create("acme")
+    registry = REGISTRY_SCHEMA
+    async with manager.engine.begin() as conn:
+        await conn.run_sync(_downgrade, registry, "r0013", migrate.REGISTRY)
+    async with manager.registry_transaction() as conn:
+        await sandbox_store.link(conn, "5511999990001", "acme", "alice")
+    async with manager.engine.begin() as conn:
+        await migrate.upgrade_schema(conn, registry, migrate.REGISTRY)
+    assert await _schema_diff(manager, registry, registry_metadata) == []
+    async with manager.registry_transaction() as conn:
+        owners = (await conn.execute(select(sandbox_owners.c.phone, sandbox_owners.c.client_id))).all()
+    assert [tuple(row) for row in owners] == [("5511999990001", "acme")]

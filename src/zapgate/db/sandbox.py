@@ -1,7 +1,7 @@
-"""The sandbox network's registry tables: the phone directory (`sandbox_phones`), the mailboxes
-(`sandbox_mail`), the media server (`sandbox_media`), blocklists, groups, and what the network keeps of each
-account (`sandbox_chat_states`, `sandbox_accounts`, `sandbox_presence_subscriptions`). Statements for a
-registry transaction of the caller's.
+"""The sandbox network's registry tables: the phone directory (`sandbox_phones`) and each number's last owning
+client (`sandbox_owners`), the mailboxes (`sandbox_mail`), the media server (`sandbox_media`), blocklists,
+groups, and what the network keeps of each account (`sandbox_chat_states`, `sandbox_accounts`,
+`sandbox_presence_subscriptions`). Statements for a registry transaction of the caller's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from zapgate.db.tables import (
     sandbox_groups,
     sandbox_mail,
     sandbox_media,
+    sandbox_owners,
     sandbox_phones,
     sandbox_presence_subscriptions,
 )
@@ -42,6 +43,36 @@ async def link(conn: AsyncConnection, phone: str, client_id: str, session_id: st
         )
     ).one()
     return row.client_id, row.session_id
+
+
+async def claim_owner(conn: AsyncConnection, phone: str, client_id: str) -> str | None:
+    """Make `client_id` the owner of `phone` (call it with the phone's link held: linkers take turns); return
+    the client that owned it before, or None if none did."""
+    stmt = select(sandbox_owners.c.client_id).where(sandbox_owners.c.phone == phone).with_for_update()
+    before = (await conn.execute(stmt)).scalar_one_or_none()
+    await conn.execute(
+        pg_insert(sandbox_owners)
+        .values(phone=phone, client_id=client_id)
+        .on_conflict_do_update(
+            index_elements=[sandbox_owners.c.phone], set_={"client_id": client_id, "linked_at": func.now()}
+        )
+    )
+    return before
+
+
+async def forget_account(conn: AsyncConnection, phone: str, address: str) -> None:
+    """Forget what the network keeps of the account `phone` but its groups (engines/sandbox.py on a new owner):
+    its chats' app state, presence and phone's habits, the presence subscriptions to and from it, its blocklist,
+    and the mail waiting at its phone's `address`."""
+    await conn.execute(delete(sandbox_chat_states).where(sandbox_chat_states.c.owner == phone))
+    await conn.execute(delete(sandbox_accounts).where(sandbox_accounts.c.phone == phone))
+    await conn.execute(
+        delete(sandbox_presence_subscriptions).where(
+            or_(sandbox_presence_subscriptions.c.subscriber == phone, sandbox_presence_subscriptions.c.target == phone)
+        )
+    )
+    await conn.execute(delete(sandbox_blocks).where(sandbox_blocks.c.owner == phone))
+    await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.address == address))
 
 
 async def unlink(conn: AsyncConnection, phone: str, client_id: str, session_id: str) -> None:

@@ -545,6 +545,16 @@ sandbox_phones = Table(
     Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 
+# the client whose session last linked each sandbox number, kept after the unlink (no foreign key: kept after the
+# client goes too): a number another client's session links starts as a new account (engines/sandbox.py)
+sandbox_owners = Table(
+    "sandbox_owners",
+    registry_metadata,
+    Column("phone", Text, primary_key=True),
+    Column("client_id", Text, nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
 # the sandbox's blocklists: `owner` (a phone's number) blocked `phone`; their messages no longer reach it
 sandbox_blocks = Table(
     "sandbox_blocks",

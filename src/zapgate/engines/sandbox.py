@@ -51,6 +51,12 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too;
 - each account has a blocklist on the network: a blocked number's messages to it are never delivered (they
   vanish, as WhatsApp shows its sender a single tick), whether it writes by number or by LID;
+- a number changes hands as on WhatsApp: the network remembers the client whose session last linked each
+  number, and when a session of another client links it, the account starts anew in the same step, as a
+  number WhatsApp registers to a new owner (`SandboxNetwork.link`): its chats' app state, presence, phone's
+  habits, presence subscriptions to and from it, blocklist and the mail waiting for the phone are forgotten,
+  and it leaves its groups as `leave_group` does. Any session of the same client linking it again (after a
+  logout) finds the account as it was;
 - a stopped or abandoned session reports nothing more, whatever of it was under way.
 
 The network is a `SandboxNetwork`: mailboxes addressed to a phone (`phone:5511…`) or to a session
@@ -442,7 +448,14 @@ class SandboxNetwork(Protocol):
     """Mailboxes, the phone directory and the media server of the simulated network."""
 
     async def link(self, phone: str, ref: SessionRef) -> None:
-        """Record that `phone` is linked to `ref`; raise EngineError if another session has it."""
+        """Record that `phone` is linked to `ref`; raise EngineError if another session has it.
+
+        A number last linked by another client's session starts as a new account first, in the same step
+        (WhatsApp's number registered by a new owner): the network forgets its chats' app state, presence and
+        phone's habits, the presence subscriptions to and from it, its blocklist and the mail waiting at its
+        phone's address, and it leaves each of its groups as `leave_group` does (the members left are told).
+        The same client linking it again, by any of its sessions, keeps all of it.
+        """
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
         """Forget the link of `phone` to `ref` (no-op if it is not theirs), and with it the presence subscriptions
@@ -564,13 +577,27 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         self._ids = itertools.count(1)
         self._files: dict[str, _StoredFile] = {}
         self._blocked: set[tuple[str, str]] = set()
+        self._owners: dict[str, str] = {}  # number -> the client whose session last linked it
         self.unacknowledged: dict[int, Mail] = {}
 
     async def link(self, phone: str, ref: SessionRef) -> None:
         current = self._links.get(phone)
         if current is not None and current != ref:
             raise PhoneInUse(f"sandbox phone {phone} is already linked to another session")
+        if self._owners.get(phone, ref.client_id) != ref.client_id:
+            await self._start_afresh(phone)
         self._links[phone] = ref
+        self._owners[phone] = ref.client_id
+
+    async def _start_afresh(self, phone: str) -> None:
+        """Forget the account `phone` as a new owner finds it (`SandboxNetwork.link`)."""
+        self.forget_account(phone)
+        self._blocked = {(owner, blocked) for owner, blocked in self._blocked if owner != phone}
+        self._boxes.pop(phone_address(phone), None)
+        for group in await self.groups_of(phone):
+            left = await self.change_group(group.jid, partial(_left, phone=phone))
+            for address, mail in departure_notices(left, phone, self._links):
+                await self.post(address, mail)
 
     async def unlink(self, phone: str, ref: SessionRef) -> None:
         if self._links.get(phone) == ref:
@@ -1239,11 +1266,7 @@ class SandboxEngine:
     async def leave_group(self, ref: SessionRef, group: str, *, acting: str | None = None) -> None:
         phone = self._phone(ref, acting)
 
-        def change(found: SandboxGroup) -> SandboxGroup:
-            leave_group(found, phone)
-            return found
-
-        changed = await self._network.change_group(group, change)
+        changed = await self._network.change_group(group, partial(_left, phone=phone))
         await self._tell_group(changed, phone, GroupAction.LEAVE, participants=[phone], gone=[phone])
 
     def _phone(self, ref: SessionRef, acting: str | None = None) -> str:
@@ -1301,33 +1324,15 @@ class SandboxEngine:
         fields: Mapping[str, Any] | None = None,
         admins_only: bool = False,
     ) -> None:
-        """Notify every linked member of `group` (and those `gone` from it) of a change, as WhatsApp does.
-
-        Who the change brings in hears JOINED with the whole group; who it takes out hears LEFT; the others
-        hear `action` with the `participants` it names, or the new value of the setting (`fields`).
-        `admins_only`: only the admins hear it (join requests).
-        """
-        base: Mail = {"kind": "group", "group": group.jid, "actor": actor, "timestamp": datetime.now(UTC).isoformat()}
-        joining = action in (GroupAction.JOINED, GroupAction.ADD, GroupAction.JOIN_BY_LINK, GroupAction.APPROVED)
-        for phone in dict.fromkeys([*group.members, *gone]):
-            if admins_only and not group.is_admin(phone):
-                continue
-            if await self._network.linked_session(phone) is None:
-                continue  # a simulated phone: it takes note, nobody hears of it
-            if joining and phone in participants:
-                reason = {
-                    GroupAction.ADD: "added",
-                    GroupAction.JOIN_BY_LINK: "invite",
-                    GroupAction.APPROVED: "approved",
-                }.get(action)
-                reason = reason or ("created" if phone == group.owner else "added")
-                mail = {**base, "action": GroupAction.JOINED.value, "reason": reason, "info": group.to_mail()}
-            elif phone in gone:
-                reason = "removed" if action is GroupAction.REMOVE else "left"
-                mail = {**base, "action": GroupAction.LEFT.value, "reason": reason}
-            else:
-                mail = {**base, "action": action.value, "participants": list(participants), **(fields or {})}
-            await self._network.post(phone_address(phone), mail)
+        """Notify every linked member of `group` (and those `gone` from it) of a change, as WhatsApp does
+        (`group_notices`); `admins_only`: only the admins hear it (join requests)."""
+        # a simulated phone takes note, nobody hears of it
+        linked = [p for p in dict.fromkeys([*group.members, *gone]) if await self._network.linked_session(p)]
+        notices = group_notices(
+            group, actor, action, linked, participants=participants, gone=gone, fields=fields, admins_only=admins_only
+        )
+        for address, mail in notices:
+            await self._network.post(address, mail)
 
     def _group_changed(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> GroupChanged:
         """The GroupChanged event a group notification carries."""
@@ -1885,6 +1890,57 @@ def group_info_of(group: SandboxGroup) -> GroupInfo:
             for phone, role in group.members.items()
         ),
     )
+
+
+def _left(group: SandboxGroup, phone: str) -> SandboxGroup:
+    """`group` once `phone` left it."""
+    leave_group(group, phone)
+    return group
+
+
+def group_notices(
+    group: SandboxGroup,
+    actor: str,
+    action: GroupAction,
+    linked: Collection[str],
+    *,
+    participants: Sequence[str] = (),
+    gone: Sequence[str] = (),
+    fields: Mapping[str, Any] | None = None,
+    admins_only: bool = False,
+) -> list[tuple[str, Mail]]:
+    """The mail (address, mail) that tells the `linked` members of `group` (and those `gone` from it) of a change.
+
+    Who the change brings in hears JOINED with the whole group; who it takes out hears LEFT; the others hear
+    `action` with the `participants` it names, or the new value of the setting (`fields`). `admins_only`: only
+    the admins hear it (join requests).
+    """
+    base: Mail = {"kind": "group", "group": group.jid, "actor": actor, "timestamp": datetime.now(UTC).isoformat()}
+    joining = action in (GroupAction.JOINED, GroupAction.ADD, GroupAction.JOIN_BY_LINK, GroupAction.APPROVED)
+    notices = []
+    for phone in dict.fromkeys([*group.members, *gone]):
+        if phone not in linked or (admins_only and not group.is_admin(phone)):
+            continue
+        if joining and phone in participants:
+            reason = {
+                GroupAction.ADD: "added",
+                GroupAction.JOIN_BY_LINK: "invite",
+                GroupAction.APPROVED: "approved",
+            }.get(action)
+            reason = reason or ("created" if phone == group.owner else "added")
+            mail = {**base, "action": GroupAction.JOINED.value, "reason": reason, "info": group.to_mail()}
+        elif phone in gone:
+            reason = "removed" if action is GroupAction.REMOVE else "left"
+            mail = {**base, "action": GroupAction.LEFT.value, "reason": reason}
+        else:
+            mail = {**base, "action": action.value, "participants": list(participants), **(fields or {})}
+        notices.append((phone_address(phone), mail))
+    return notices
+
+
+def departure_notices(group: SandboxGroup, phone: str, linked: Collection[str]) -> list[tuple[str, Mail]]:
+    """The mail that tells the `linked` members left in `group` that `phone` left it (as `leave_group` does)."""
+    return group_notices(group, phone, GroupAction.LEAVE, linked, participants=[phone])
 
 
 def key_for(key: MessageKey, writer: str, reader: str) -> MessageKey:

@@ -4,7 +4,8 @@ subscribed to that presence, and how its phone behaves.
 Whose each piece is decides where it lives, as on WhatsApp (issue 14):
 - a chat's app state (archived, pinned, muted, marked unread) is the *account's*: WhatsApp syncs it across a
   user's devices through its servers, and a device linked anew gets it. It is kept by number, so a session
-  that moves to another worker (or a new session linking the same number) finds it;
+  that moves to another worker (or a new session of the same client linking the same number) finds it; another
+  client's session linking the number finds none of it (a new owner: `SandboxNetwork.link`);
 - presence (online, or offline and last seen when) is the account's as its contacts see it: the server shows
   it to subscribers, and answers a new subscription with it;
 - a presence subscription is the *subscriber's*, kept by the server while the subscriber's connection lasts:
@@ -91,3 +92,9 @@ class LocalAccounts:
 
     async def forget_presence_subscriptions(self, subscriber: str) -> None:
         self._subscriptions = {(s, to) for s, to in self._subscriptions if s != subscriber}
+
+    def forget_account(self, phone: str) -> None:
+        """Forget the account `phone`: its chats' app state, presence, habits, subscriptions to and from it."""
+        self._chat_states = {key: state for key, state in self._chat_states.items() if key[0] != phone}
+        self._accounts.pop(phone, None)
+        self._subscriptions = {(s, to) for s, to in self._subscriptions if phone not in (s, to)}

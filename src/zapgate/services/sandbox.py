@@ -35,12 +35,15 @@ from zapgate.engines.sandbox import (
     MediaSource,
     MediaUpload,
     PhoneInUse,
+    departure_notices,
     media_handle,
     media_key,
     new_media_key,
+    phone_address,
 )
 from zapgate.engines.sandbox_accounts import SandboxAccount
 from zapgate.engines.sandbox_groups import SandboxGroup
+from zapgate.engines.sandbox_groups import leave as leave_group
 from zapgate.services.patience import while_away
 
 T = TypeVar("T")
@@ -94,9 +97,17 @@ class PostgresSandboxNetwork:
         return await while_away(attempt, event="sandbox.network_waiting", operation=what)
 
     async def link(self, phone: str, ref: SessionRef) -> None:
+        async def work(conn: AsyncConnection) -> tuple[str, str]:
+            linked = await store.link(conn, phone, ref.client_id, ref.session_id)
+            if linked == (ref.client_id, ref.session_id):
+                before = await store.claim_owner(conn, phone, ref.client_id)
+                if before is not None and before != ref.client_id:
+                    await _start_afresh(conn, phone)
+            return linked
+
         self._directory_changed()
         try:
-            owner = await self._registry("link", lambda conn: store.link(conn, phone, ref.client_id, ref.session_id))
+            owner = await self._registry("link", work)
         finally:
             self._directory_changed()  # a read begun meanwhile may not have seen it
         if owner != (ref.client_id, ref.session_id):
@@ -321,6 +332,23 @@ class PostgresSandboxNetwork:
 
     async def forget_presence_subscriptions(self, subscriber: str) -> None:
         await self._registry("forget_presence", lambda conn: store.forget_presence_subscriptions(conn, subscriber))
+
+
+async def _start_afresh(conn: AsyncConnection, phone: str) -> None:
+    """Forget the account `phone` as a new owner finds it (`SandboxNetwork.link`), in the link's transaction."""
+    await store.forget_account(conn, phone, phone_address(phone))
+    linked: set[str] | None = None
+    for jid in await store.groups_of(conn, phone):
+        row = await store.load_group(conn, jid, for_update=True)
+        if row is None or phone not in dict(row.members):
+            continue  # gone meanwhile
+        group = _group_of(row)
+        leave_group(group, phone)
+        fields, members = _group_row(group)
+        await store.save_group(conn, fields, members)
+        linked = set(await store.directory(conn)) if linked is None else linked
+        for address, mail in departure_notices(group, phone, linked):
+            await store.post(conn, address, envelope(mail))
 
 
 def _chat_state_row(state: ChatState) -> dict[str, Any]:
