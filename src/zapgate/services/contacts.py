@@ -16,6 +16,7 @@ from zapgate.domain.phones import Recipient, parse_recipient
 from zapgate.domain.records import Contact
 from zapgate.errors import ContactNotFound, EngineCallFailed, InvalidRequest, SessionNotConnected, UnknownContact
 from zapgate.log import get_logger
+from zapgate.services.contact_events import announce
 from zapgate.services.engine_calls import EngineCalls
 
 log = get_logger(__name__)
@@ -76,9 +77,17 @@ class ContactService:
         if found.contact.is_group:
             raise InvalidRequest("contactId: a group cannot be blocked (leave it instead)", field="contactId")
         await self._calls.call(cid, found.session_id, "block", {"jid": address_of(found.contact), "blocked": blocked})
-        changed = await self._manager.execute_transaction(
-            cid, lambda tx: contacts.set_blocked(tx.connection, found.contact.id, blocked)
-        )
+
+        async def record(tx: Transaction) -> Contact | None:
+            changed = await contacts.set_blocked(tx.connection, found.contact.id, blocked, source="api")
+            if changed is None:
+                return None
+            contact, update = changed
+            if update is not None:  # a contact-update, unless it was so already
+                await announce(tx, found.session_id, [update])
+            return contact
+
+        changed = await self._manager.execute_transaction(cid, record)
         return found if changed is None else ContactDetails(changed, found.session_id)
 
     async def _find(self, cid: str, contact_id: str) -> ContactDetails:
