@@ -175,10 +175,10 @@ async def _merge(
         await repoint(conn, kept.id, gone)
         # deleted before the kept row takes their ids: the unique indexes never see two holders
         await conn.execute(delete(contacts).where(contacts.c.id.in_(gone)))
-    if not changes:
-        return kept
-    stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())
-    row = _contact((await conn.execute(stmt.returning(*contacts.c))).mappings().one())
+    row = kept
+    if changes:
+        stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())
+        row = _contact((await conn.execute(stmt.returning(*contacts.c))).mappings().one())
     update_seen = noticed(kept, row, others)
     if update_seen is not None and updates is not None:
         updates.append(update_seen)

@@ -399,7 +399,9 @@ _ENQUEUE = text(
         SELECT c.id, c.session_id, w.recipient
         FROM wanted w
         JOIN recipients r ON r.session_id = w.session_row AND r.phone_number = w.recipient AND r.on_whatsapp
-        JOIN contacts c ON c.session_id = w.session_row AND (c.jid = r.jid OR c.lid = r.lid)
+        -- by its JID (whatsmeow may answer a LID as the JID): one row at most, by the unique indexes
+        JOIN contacts c ON c.session_id = w.session_row
+            AND ((r.jid NOT LIKE '%@lid' AND c.jid = r.jid) OR (r.jid LIKE '%@lid' AND c.lid = r.jid))
         WHERE c.phone_number <> w.recipient AND NOT EXISTS (
             SELECT 1 FROM contacts k WHERE k.session_id = w.session_row AND k.phone_number = w.recipient
         )
