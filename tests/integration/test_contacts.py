@@ -356,9 +356,7 @@ async def test_an_answer_never_folds_in_a_row_whatsapp_named_another_account(man
     typed = "5531912345678"
     other, _ = await _identify_reporting(manager, row, sighting(f"{typed}@s.whatsapp.net"))  # its own account
     answer = outbound.Recipient(typed, True, "553112345678@s.whatsapp.net", None)
-    found = await manager.execute_transaction(
-        "acme", lambda tx: contacts.learn_answers(tx.connection, row, [answer])
-    )
+    found = await manager.execute_transaction("acme", lambda tx: contacts.learn_answers(tx.connection, row, [answer]))
     assert found[typed] is not None and found[typed].id != other.id
     assert len(await _rows(manager, row)) == 2
 
