@@ -18,6 +18,7 @@ from zapgate.domain.contacts import (
     picture_change,
     picture_due,
     picture_expiry,
+    picture_seen,
     recipient_of,
     sighting,
     spelled_as,
@@ -199,3 +200,16 @@ def test_a_picture_change_names_its_new_id_and_a_removal_none() -> None:
     assert picture_change(contact, removed=False, picture_id="123") == {"picture": "changed", "pictureId": "123"}
     assert picture_change(contact, removed=True, picture_id="123") == {"picture": "removed"}
     assert picture_change(contact, removed=False, picture_id=None) == {"picture": "changed"}
+
+
+def test_a_look_that_finds_another_picture_tells_it_once() -> None:
+    looked = _contact("5511988887777", picture_id="1", picture_url="https://x/1.jpg", picture_checked_at=T0)
+    same = _contact("5511988887777", id=looked.id, picture_id="1", picture_url="https://x/1b.jpg")
+    assert picture_seen(looked, same) is None  # a fresh link to the same picture
+    other = picture_seen(looked, _contact("5511988887777", id=looked.id, picture_id="2", picture_url="https://x/2"))
+    assert other is not None and other.changes == {"picture": "changed", "pictureId": "2"}
+    assert other.previous == {"pictureId": "1"} and other.source == "whatsapp"
+    gone = picture_seen(looked, _contact("5511988887777", id=looked.id))
+    assert gone is not None and gone.changes == {"picture": "removed"}
+    never = _contact("5511988887777", picture_id=None)  # nobody looked (or an event told the change already)
+    assert picture_seen(never, _contact("5511988887777", id=never.id, picture_id="2")) is None

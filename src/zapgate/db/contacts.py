@@ -271,13 +271,18 @@ async def picture_changed(
     conn: AsyncConnection, contact_id: str, *, removed: bool, picture_id: str | None, at: datetime
 ) -> Contact | None:
     """Record that the contact changed its profile picture (or removed it): a removed one is known to be none
-    until it changes again; a new one is asked for by the next look (its link is not told)."""
+    until it changes again; a new one is not known yet (its link is not told), and the next look asks for it."""
     if removed:
-        return await set_picture(
-            conn, contact_id, url=None, picture_id=None, checked_at=at, expires_at=at + _NO_PICTURE
-        )
+        expires = at + _NO_PICTURE
+        return await set_picture(conn, contact_id, url=None, picture_id=None, checked_at=at, expires_at=expires)
     return await _update(
-        conn, contact_id, picture_url=None, profile_pic=None, picture_id=picture_id, picture_expires_at=at
+        conn,
+        contact_id,
+        picture_url=None,
+        profile_pic=None,
+        picture_id=picture_id,
+        picture_checked_at=None,
+        picture_expires_at=None,
     )
 
 

@@ -238,6 +238,16 @@ def picture_change(contact: Contact, *, removed: bool, picture_id: str | None) -
     return changes
 
 
+def picture_seen(before: Contact, after: Contact) -> ContactUpdate | None:
+    """The update when a look at a contact's picture (`after`) finds another than the last look (`before`) did:
+    changed or removed meanwhile, untold. None when nobody had looked (or an event told it already)."""
+    if before.picture_checked_at is None or before.picture_id == after.picture_id:
+        return None
+    removed = after.picture_id is None and after.picture_url is None
+    changes = picture_change(after, removed=removed, picture_id=after.picture_id)
+    return ContactUpdate(after, changes, {"pictureId": before.picture_id}, "whatsapp")
+
+
 def recipient_of(contact: Contact, *, field: str = "to") -> Recipient:
     """Where a message to `contact` goes: its number (WhatsApp resolves it), else its LID, else its JID (a group's)."""
     if contact.jid is not None and contact.jid.endswith("@" + USER_SERVER):

@@ -10,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 from zapgate.db import contacts
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.contacts import address_of, is_contact_id, picture_due, picture_expiry, recipient_of
+from zapgate.domain.contacts import (
+    address_of,
+    is_contact_id,
+    picture_due,
+    picture_expiry,
+    picture_seen,
+    recipient_of,
+)
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.phones import Recipient, parse_recipient
 from zapgate.domain.records import Contact
@@ -58,7 +65,7 @@ class ContactService:
         expires_at = picture_expiry(datetime.fromisoformat(link_expiry) if link_expiry else None, now, PICTURE_TTL)
 
         async def cache(tx: Transaction) -> Contact | None:
-            return await contacts.set_picture(
+            cached = await contacts.set_picture(
                 tx.connection,
                 found.contact.id,
                 url=answer.get("url"),
@@ -66,6 +73,10 @@ class ContactService:
                 checked_at=now,
                 expires_at=expires_at,
             )
+            update = None if cached is None else picture_seen(found.contact, cached)
+            if update is not None:  # it changed since the last look, and no event said so
+                await announce(tx, found.session_id, [update])
+            return cached
 
         cached = await self._manager.execute_transaction(cid, cache)
         return found if cached is None else ContactDetails(cached, found.session_id)

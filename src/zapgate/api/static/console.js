@@ -1516,6 +1516,12 @@
     socket.on("chat-update", mine((event) => {
       if (event.sessionId === state.selected) reloadChatsSoon();
     }));
+    socket.on("contact-update", mine((event) => {
+      // a new name, a block, a picture, or two contacts merged (their chats and messages became one)
+      if (event.sessionId !== state.selected) return;
+      reloadChatsSoon();
+      if (event.changes && event.changes.merged) reloadMessagesSoon();
+    }));
     for (const name of ["message-edited", "message-deleted", "media-failed"]) {
       socket.on(name, mine((event) => {
         if (event.sessionId !== state.selected) return;
