@@ -196,10 +196,9 @@ def test_an_update_tells_names_blocks_and_merges_but_not_ids_learned() -> None:
 
 
 def test_a_picture_change_names_its_new_id_and_a_removal_none() -> None:
-    contact = _contact("5511988887777")
-    assert picture_change(contact, removed=False, picture_id="123") == {"picture": "changed", "pictureId": "123"}
-    assert picture_change(contact, removed=True, picture_id="123") == {"picture": "removed"}
-    assert picture_change(contact, removed=False, picture_id=None) == {"picture": "changed"}
+    assert picture_change(removed=False, picture_id="123") == {"picture": "changed", "pictureId": "123"}
+    assert picture_change(removed=True, picture_id="123") == {"picture": "removed"}
+    assert picture_change(removed=False, picture_id=None) == {"picture": "changed"}
 
 
 def test_a_look_that_finds_another_picture_tells_it_once() -> None:

@@ -230,7 +230,7 @@ def noticed(
     return ContactUpdate(after, changes, previous, source) if changes else None
 
 
-def picture_change(contact: Contact, *, removed: bool, picture_id: str | None) -> dict[str, Any]:
+def picture_change(*, removed: bool, picture_id: str | None) -> dict[str, Any]:
     """The `changes` of a contact-update for a new profile picture (or its removal)."""
     changes: dict[str, Any] = {"picture": "removed" if removed else "changed"}
     if picture_id is not None and not removed:
@@ -244,7 +244,7 @@ def picture_seen(before: Contact, after: Contact) -> ContactUpdate | None:
     if before.picture_checked_at is None or before.picture_id == after.picture_id:
         return None
     removed = after.picture_id is None and after.picture_url is None
-    changes = picture_change(after, removed=removed, picture_id=after.picture_id)
+    changes = picture_change(removed=removed, picture_id=after.picture_id)
     return ContactUpdate(after, changes, {"pictureId": before.picture_id}, "whatsapp")
 
 

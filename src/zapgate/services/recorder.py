@@ -591,7 +591,7 @@ class Recorder:
                     tx.connection, contact.id, removed=event.removed, picture_id=picture_id, at=event.timestamp
                 )
                 if changed is not None:
-                    changes = picture_change(changed, removed=event.removed, picture_id=picture_id)
+                    changes = picture_change(removed=event.removed, picture_id=picture_id)
                     previous = {"pictureId": contact.picture_id}
                     updates.append(ContactUpdate(changed, changes, previous, "phone"))
             await announce(tx, ref.session_id, updates)
