@@ -205,3 +205,120 @@ async def test_number_checks_and_sends_name_contacts(api: httpx.AsyncClient, wor
     )
     problem = assert_problem(theirs, 422, "unknown_contact")
     assert problem["errors"][0]["field"] == "to"
+
+
+# -- contact-update (issue 14) ---------------------------------------------------------------------------------
+
+
+async def _updates(api: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[dict[str, Any]]:
+    """The session's contact-update events once there are `count` (read over SSE from the start of the log)."""
+
+    async def arrived() -> list[dict[str, Any]] | None:
+        found = await events(api, headers, "bot", "contact-update")
+        return found if len(found) >= count else None
+
+    found: list[dict[str, Any]] = await eventually(arrived, within=20.0)
+    return found
+
+
+async def test_merges_names_blocks_and_pictures_are_contact_updates(api: httpx.AsyncClient, worker: Worker) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "bot", BOT)
+    await _inject(api, acme, **{"from": ANA_LID, "message": "by LID", "pushName": "Ana"})
+    await _inbound(api, acme, 1)
+    [by_lid] = await _contacts(api, acme)
+    # a send to her number makes a contact of the number; the send's lookup tells both ids: one person, merged
+    out = await api.post("/whatsapp/send", headers=acme, json={"sessionId": "bot", "to": ANA, "message": "hi"})
+    assert out.status_code == 202, out.text
+    await sent(api, acme, "bot", out.json()["messageId"])
+    [contact] = await _contacts(api, acme)
+    [merge] = await _updates(api, acme, 1)
+    assert (merge["contactId"], merge["contactJid"], merge["contactLid"]) == (contact["id"], ANA_JID, ANA_LID)
+    [gone] = merge["changes"]["merged"]
+    assert {gone["contactId"], contact["id"]} >= {by_lid["id"]} and gone["contactId"] != contact["id"]
+    assert merge["source"] == "whatsapp" and merge["sessionId"] == "bot"
+
+    # she shows another name, then a verified business name
+    await _inject(api, acme, **{"from": ANA, "message": "new name", "pushName": "Ana Maria"})
+    await _inject(
+        api, acme, **{"from": ANA, "message": "now a shop", "pushName": "Ana Maria", "businessName": "Bakery"}
+    )
+    renamed, shop = (await _updates(api, acme, 3))[1:]
+    assert (renamed["changes"], renamed["previous"]) == ({"pushName": "Ana Maria"}, {"pushName": "Ana"})
+    assert (shop["changes"], shop["previous"]) == ({"businessName": "Bakery"}, {"businessName": None})
+
+    # blocked through the API, unblocked on the phone, blocked on the phone again (WhatsApp then drops her mail)
+    assert (await api.post(f"/whatsapp/contacts/{contact['id']}/block", headers=acme)).status_code == 200
+    await _inject(api, acme, **{"from": ANA, "blocked": False})
+    await _inject(api, acme, **{"from": ANA_LID, "blocked": True})
+    blocks = (await _updates(api, acme, 6))[3:]
+    assert [(u["changes"], u["source"]) for u in blocks] == [
+        ({"blocked": True}, "api"),
+        ({"blocked": False}, "phone"),
+        ({"blocked": True}, "phone"),
+    ]
+    assert {u["contactId"] for u in blocks} == {contact["id"]}
+    shown = (await api.get(f"/whatsapp/contacts/{contact['id']}", headers=acme)).json()
+    assert shown["blocked"] is True
+    dropped = await _inject(api, acme, **{"from": ANA, "message": "hello?"})
+    await _inject(api, acme, **{"from": ANA, "blocked": False})
+    delivered = await _inject(api, acme, **{"from": ANA, "message": "back"})
+    ids = {m["messageId"] for m in await _inbound(api, acme, 4)}
+    assert delivered in ids and dropped not in ids
+    assert (await _updates(api, acme, 7))[6]["changes"] == {"blocked": False}
+
+    # she changes her picture: the contact shows the new one; then removes it
+    first = shown["pictureUrl"]
+    assert first.startswith(PICTURE_URL)
+    await _inject(api, acme, **{"from": ANA, "picture": "changed"})
+    changed = (await _updates(api, acme, 8))[7]
+    assert changed["changes"]["picture"] == "changed" and changed["source"] == "phone"
+    now = (await api.get(f"/whatsapp/contacts/{contact['id']}", headers=acme)).json()
+    assert now["pictureUrl"].startswith(PICTURE_URL) and now["pictureUrl"] != first
+    assert changed["changes"]["pictureId"] and changed["previous"]["pictureId"] != changed["changes"]["pictureId"]
+    await _inject(api, acme, **{"from": ANA, "picture": "removed"})
+    assert (await _updates(api, acme, 9))[8]["changes"] == {"picture": "removed"}
+    assert (await api.get(f"/whatsapp/contacts/{contact['id']}", headers=acme)).json()["pictureUrl"] is None
+
+    # a picture change of someone who is no contact makes none; a bad injection is refused
+    await _inject(api, acme, **{"from": "447700900999", "picture": "changed"})
+    refused = await api.post(
+        "/whatsapp/sandbox/inbound",
+        headers=acme,
+        json={"sessionId": "bot", "from": ANA, "blocked": True, "message": "both"},
+    )
+    assert_problem(refused, 422)
+    refused = await api.post(
+        "/whatsapp/sandbox/inbound",
+        headers=acme,
+        json={"sessionId": "bot", "from": ANA, "blocked": True, "picture": "removed"},
+    )
+    assert_problem(refused, 422)
+    assert len(await _contacts(api, acme)) == 1
+
+
+async def test_the_other_spelling_of_brazils_ninth_digit_is_the_same_contact(
+    api: httpx.AsyncClient, worker: Worker
+) -> None:
+    acme = await new_client(api, "acme")
+    await linked(api, acme, "bot", BOT)
+    account, typed = "553112345678", "5531912345678"  # area code 31: WhatsApp's account lacks the 9
+    await _inject(api, acme, **{"from": account, "message": "oi", "pushName": "Bia"})
+    await _inbound(api, acme, 1)
+    [bia] = await _contacts(api, acme)
+    assert bia["phoneNumber"] == account
+
+    first = await api.post("/whatsapp/send", headers=acme, json={"sessionId": "bot", "to": typed, "message": "a"})
+    assert first.status_code == 202, first.text
+    out = await sent(api, acme, "bot", first.json()["messageId"])
+    assert out["contactId"] == bia["id"] and out["chatJid"] == f"{account}@s.whatsapp.net"
+    assert [c["id"] for c in await _contacts(api, acme)] == [bia["id"]]
+    [merge] = await _updates(api, acme, 1)
+    assert merge["contactId"] == bia["id"] and [m["jid"] for m in merge["changes"]["merged"]] == [None]
+
+    again = await api.post("/whatsapp/send", headers=acme, json={"sessionId": "bot", "to": typed, "message": "b"})
+    assert (await sent(api, acme, "bot", again.json()["messageId"]))["contactId"] == bia["id"]
+    checked = await api.get("/whatsapp/contacts/check", headers=acme, params={"sessionId": "bot", "numbers": typed})
+    assert checked.json()["numbers"][0]["contactId"] == bia["id"]
+    assert [c["id"] for c in await _contacts(api, acme)] == [bia["id"]]
+    assert len(await _updates(api, acme, 1)) == 1  # the later sends found her at once: nothing merged again

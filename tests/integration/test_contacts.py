@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 
@@ -280,3 +281,96 @@ async def test_a_merge_waits_for_a_send_to_a_row_it_removes_and_moves_its_messag
     db = await manager.get_connection("acme")
     [message] = await db.message.find_many(session_id=row)
     assert (message.message_id, message.contact_id) == ("OUT-1", by_phone.id)
+
+
+# -- contact-update (issue 14): what changed, reported in the transaction that changed it ------------------
+
+
+async def _identify_reporting(manager: ConnectionManager, row: str, seen: Sighting) -> tuple[Contact, list[Any]]:
+    async def work(tx: Transaction) -> tuple[Contact, list[Any]]:
+        updates: list[Any] = []
+        contact = await contacts.identify(tx.connection, row, seen, updates=updates)
+        assert contact is not None
+        return contact, updates
+
+    return await manager.execute_transaction("acme", work)
+
+
+async def test_a_merge_and_a_new_push_name_are_reported_and_ids_alone_are_not(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    by_lid, made = await _identify_reporting(manager, row, sighting(LID, push_name="Ana"))
+    by_phone, _ = await _identify_reporting(manager, row, sighting(PHONE))
+    assert made == []  # a new contact is no update
+    assert (await _identify_reporting(manager, row, sighting(LID, push_name="Ana")))[1] == []  # nothing new
+
+    both, [update] = await _identify_reporting(manager, row, sighting(PHONE, LID))
+    assert both.id == by_phone.id
+    body = update.payload()
+    assert (body["contactId"], body["contactJid"], body["contactLid"]) == (by_phone.id, PHONE, LID)
+    assert body["changes"]["merged"] == [{"contactId": by_lid.id, "jid": None, "lid": LID}]
+    assert body["changes"]["pushName"] == "Ana" and body["previous"]["pushName"] is None
+    assert body["source"] == "whatsapp"
+
+    _, [renamed] = await _identify_reporting(manager, row, sighting(PHONE, push_name="Ana B.", business_name="Bakery"))
+    assert renamed.changes == {"pushName": "Ana B.", "businessName": "Bakery"}
+    assert renamed.previous == {"pushName": "Ana", "businessName": None}
+
+
+async def test_a_number_sent_to_under_the_other_ninth_digit_spelling_is_the_accounts_contact(
+    manager: ConnectionManager,
+) -> None:
+    row = await _session(manager)
+    typed, account = "5531912345678", "553112345678"  # WhatsApp's account lacks the 9 (area code 31)
+    account_jid, account_lid = f"{account}@s.whatsapp.net", "777777777777777@lid"
+    known, _ = await _identify_reporting(manager, row, sighting(account_jid, account_lid, push_name="Bia"))
+
+    async def send(message_id: str) -> None:
+        text = QueuedText(row, typed, False, "oi", message_id, T0)
+        await manager.execute_transaction("acme", lambda tx: outbound.enqueue_texts(tx.connection, [text]))
+
+    await send("OUT-1")  # before WhatsApp answered: a contact of the digits as typed
+    [as_typed] = [c for c in await _rows(manager, row) if c.id != known.id]
+    assert (as_typed.phone_number, as_typed.jid) == (typed, None)
+
+    async def answered(tx: Transaction) -> tuple[dict[str, Contact | None], list[Any]]:
+        answer = outbound.Recipient(typed, True, account_jid, account_lid)
+        await outbound.remember_recipients(tx.connection, row, [answer], 3600.0)
+        updates: list[Any] = []
+        return await contacts.learn_answers(tx.connection, row, [answer], updates), updates
+
+    found, [update] = await manager.execute_transaction("acme", answered)
+    assert found[typed] is not None and found[typed].id == known.id
+    [contact] = await _rows(manager, row)
+    assert (contact.id, contact.phone_number, contact.jid) == (known.id, account, account_jid)
+    assert update.changes["merged"] == [{"contactId": as_typed.id, "jid": None, "lid": None}]
+    db = await manager.get_connection("acme")
+    assert {m.contact_id for m in await db.message.find_many(session_id=row)} == {known.id}
+
+    await send("OUT-2")  # WhatsApp's answer is known now: the account's contact at once, no second row
+    assert [c.id for c in await _rows(manager, row)] == [known.id]
+    assert {m.contact_id for m in await db.message.find_many(session_id=row)} == {known.id}
+
+
+async def test_an_answer_never_folds_in_a_row_whatsapp_named_another_account(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    typed = "5531912345678"
+    other, _ = await _identify_reporting(manager, row, sighting(f"{typed}@s.whatsapp.net"))  # its own account
+    answer = outbound.Recipient(typed, True, "553112345678@s.whatsapp.net", None)
+    found = await manager.execute_transaction("acme", lambda tx: contacts.learn_answers(tx.connection, row, [answer]))
+    assert found[typed] is not None and found[typed].id != other.id
+    assert len(await _rows(manager, row)) == 2
+
+
+async def test_blocking_reports_only_a_change(manager: ConnectionManager) -> None:
+    row = await _session(manager)
+    contact, _ = await _identify_reporting(manager, row, sighting(PHONE))
+
+    async def block(state: bool) -> Any:
+        return await manager.execute_transaction(
+            "acme", lambda tx: contacts.set_blocked(tx.connection, contact.id, state, source="phone")
+        )
+
+    blocked, update = await block(True)
+    assert blocked.blocked and update.changes == {"blocked": True} and update.previous == {"blocked": False}
+    assert (await block(True))[1] is None  # blocked already (the API's own block, echoed by the phone)
+    assert (await block(False))[1].changes == {"blocked": False}

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from tests.support.neonize import FakeGo, empty_jid, jid, live_engine, until
-from zapgate.engines.base import EngineEvent, InboundMessage, ProfilePicture, SessionRef
+from zapgate.engines.base import (
+    BlocklistChanged,
+    ContactPictureChanged,
+    EngineEvent,
+    InboundMessage,
+    ProfilePicture,
+    SessionRef,
+)
 from zapgate.engines.whatsmeow import WhatsmeowEngine, pb, wa
 
 REF = SessionRef("acme", "s1")
@@ -94,3 +101,53 @@ async def test_a_message_names_its_sender_by_both_ids_with_its_names(live: Any) 
     [message] = [e for e in events if isinstance(e, InboundMessage)]
     assert (message.chat_jid, message.chat_lid, message.sender_jid, message.sender_lid) == (PHONE, LID, PHONE, LID)
     assert (message.push_name, message.verified_name) == ("Ana", "Ana's Bakery")
+
+
+# -- the phone's blocklist and contacts' pictures (issue 14) ------------------------------------------------
+
+
+def _change(user: str, server: str, action: Any) -> Any:
+    return pb.BlocklistChange(JID=jid(user, server), BlockAction=action)
+
+
+async def test_the_phones_blocks_and_unblocks_are_told(live: Any) -> None:
+    _, fake, events = live
+    fake.push(
+        pb.BlocklistEvent(
+            Action=pb.BlocklistEvent.DEFAULT,
+            DHASH="2",
+            PrevDHash="1",
+            Changes=[
+                _change("5521988887777", "s.whatsapp.net", pb.BlocklistChange.BLOCK),
+                _change("123456789012345", "lid", pb.BlocklistChange.UNBLOCK),
+            ],
+        )
+    )
+    await until(lambda: any(isinstance(e, BlocklistChanged) for e in events))
+    [change] = [e for e in events if isinstance(e, BlocklistChanged)]
+    assert change == BlocklistChanged(REF, blocked=(PHONE,), unblocked=(LID,), complete=False)
+    assert fake.blocklist_reads == 0
+
+
+async def test_a_blocklist_that_only_says_it_changed_is_read_whole(live: Any) -> None:
+    engine, fake, events = live
+    await engine.set_blocked(REF, PHONE, True)  # what GetBlocklist will answer
+    fake.push(pb.BlocklistEvent(Action=pb.BlocklistEvent.MODIFY, DHASH="3", PrevDHash="2"))
+    await until(lambda: any(isinstance(e, BlocklistChanged) for e in events))
+    [change] = [e for e in events if isinstance(e, BlocklistChanged)]
+    assert change == BlocklistChanged(REF, blocked=(PHONE,), complete=True)
+    assert fake.blocklist_reads == 1
+
+
+async def test_a_persons_new_picture_is_told_and_the_accounts_own_is_not(live: Any) -> None:
+    _, fake, events = live
+    own = jid("5511999999999")  # the linked account (tests.support.neonize's device)
+    fake.push(pb.Picture(JID=own, Author=own, Timestamp=1_790_000_000, Remove=False))
+    fake.push(pb.Picture(JID=jid("123456789012345", "lid"), Author=empty_jid(), Timestamp=1_790_000_100, Remove=True))
+    fake.push(pb.Picture(JID=jid("5521988887777"), Author=jid("5521988887777"), Timestamp=1_790_000_200, Remove=False))
+    await until(lambda: len([e for e in events if isinstance(e, ContactPictureChanged)]) == 2)
+    removed, changed = [e for e in events if isinstance(e, ContactPictureChanged)]
+    assert removed == ContactPictureChanged(
+        REF, jid=LID, lid=LID, removed=True, timestamp=datetime.fromtimestamp(1_790_000_100, UTC)
+    )
+    assert (changed.jid, changed.lid, changed.removed, changed.picture_id) == (PHONE, None, False, None)

@@ -94,6 +94,7 @@ class FakeGo:
         self.picture = pb.ProfilePictureInfo()  # what it answers (empty: whatsmeow found none)
         self.picture_error = ""
         self.blocklist: list[tuple[pb.JID, str]] = []  # what UpdateBlocklist was asked: (JID, action)
+        self.blocklist_reads = 0  # GetBlocklist calls
         # chats and presence (issue 14): what SubscribePresence and SendPresence were handed
         self.subscribed: list[pb.JID] = []
         self.presences: list[bytes] = []
@@ -234,6 +235,11 @@ class FakeGo:
         self.blocklist.append((asked, action.decode()))
         blocked = [jid for jid, act in self.blocklist if act == "block"]
         return pb.GetBlocklistReturnFunction(Blocklist=pb.Blocklist(DHash="1", JIDs=blocked)).SerializeToString()
+
+    def GetBlocklist(self, _uuid: bytes) -> bytes:
+        self.blocklist_reads += 1
+        blocked = [jid for jid, act in self.blocklist if act == "block"]
+        return pb.GetBlocklistReturnFunction(Blocklist=pb.Blocklist(DHash="2", JIDs=blocked)).SerializeToString()
 
     def GetLIDFromPN(self, _uuid: bytes, jid_buf: bytes, _size: int) -> bytes:
         asked = pb.JID.FromString(jid_buf)

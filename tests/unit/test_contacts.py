@@ -14,10 +14,14 @@ from zapgate.domain.contacts import (
     is_contact_id,
     keeper,
     merged,
+    noticed,
+    picture_change,
     picture_due,
     picture_expiry,
+    picture_seen,
     recipient_of,
     sighting,
+    spelled_as,
 )
 from zapgate.domain.ids import new_id
 from zapgate.domain.phones import parse_recipient
@@ -151,3 +155,60 @@ def test_a_row_holding_every_id_seen_needs_no_merge() -> None:
     assert holds(both, sighting(PHONE)) and holds(both, sighting(LID)) and holds(both, sighting(PHONE, LID))
     assert not holds(_contact(LID, lid=LID), sighting(PHONE, LID))  # its number is new: rows may merge
     assert not holds(_contact("5511988887777"), sighting(PHONE))  # a number a send made learns its JID
+
+
+# -- contact-update (issue 14) and Brazil's ninth digit -------------------------------------------------------
+
+
+def test_an_answer_about_other_digits_names_them_and_one_about_its_own_key_does_not() -> None:
+    seen = sighting("553112345678@s.whatsapp.net", LID, number="5531912345678")
+    assert seen.number == "5531912345678" and "5531912345678" in seen.lookup_keys
+    assert sighting("553112345678@s.whatsapp.net", number="553112345678").number is None  # its key already
+    assert sighting(None, LID, number="5531912345678").number is None  # no account's number named
+
+
+def test_a_row_of_the_asked_digits_is_the_person_only_until_whatsapp_named_its_own_account() -> None:
+    seen = sighting("553112345678@s.whatsapp.net", LID, number="5531912345678")
+    assert spelled_as(_contact("5531912345678"), seen)
+    assert spelled_as(_contact("5531912345678", lid=LID), seen)
+    assert not spelled_as(_contact("5531912345678", jid="5531912345678@s.whatsapp.net"), seen)
+    assert not spelled_as(_contact("5531912345678", lid="999@lid"), seen)
+    assert not spelled_as(_contact("5531999999999"), seen)
+
+
+def test_an_update_tells_names_blocks_and_merges_but_not_ids_learned() -> None:
+    before = _contact("5511988887777", jid=PHONE, push_name="Ana")
+    assert noticed(before, _contact("5511988887777", id=before.id, jid=PHONE, lid=LID, push_name="Ana")) is None
+    after = _contact("5511988887777", id=before.id, jid=PHONE, push_name="Ana B.", blocked=True)
+    update = noticed(before, after)
+    assert update is not None
+    assert update.changes == {"pushName": "Ana B.", "blocked": True}
+    assert update.previous == {"pushName": "Ana", "blocked": False}
+    other = _contact(LID, lid=LID)
+    merged_update = noticed(
+        before, _contact("5511988887777", id=before.id, jid=PHONE, lid=LID, push_name="Ana"), [other]
+    )
+    assert merged_update is not None
+    body = merged_update.payload()
+    assert body["changes"] == {"merged": [{"contactId": other.id, "jid": None, "lid": LID}]}
+    assert (body["contactId"], body["contactJid"], body["contactLid"]) == (before.id, PHONE, LID)
+    assert body["source"] == "whatsapp" and body["previous"] == {"jid": PHONE, "lid": None}
+
+
+def test_a_picture_change_names_its_new_id_and_a_removal_none() -> None:
+    assert picture_change(removed=False, picture_id="123") == {"picture": "changed", "pictureId": "123"}
+    assert picture_change(removed=True, picture_id="123") == {"picture": "removed"}
+    assert picture_change(removed=False, picture_id=None) == {"picture": "changed"}
+
+
+def test_a_look_that_finds_another_picture_tells_it_once() -> None:
+    looked = _contact("5511988887777", picture_id="1", picture_url="https://x/1.jpg", picture_checked_at=T0)
+    same = _contact("5511988887777", id=looked.id, picture_id="1", picture_url="https://x/1b.jpg")
+    assert picture_seen(looked, same) is None  # a fresh link to the same picture
+    other = picture_seen(looked, _contact("5511988887777", id=looked.id, picture_id="2", picture_url="https://x/2"))
+    assert other is not None and other.changes == {"picture": "changed", "pictureId": "2"}
+    assert other.previous == {"pictureId": "1"} and other.source == "whatsapp"
+    gone = picture_seen(looked, _contact("5511988887777", id=looked.id))
+    assert gone is not None and gone.changes == {"picture": "removed"}
+    never = _contact("5511988887777", picture_id=None)  # nobody looked (or an event told the change already)
+    assert picture_seen(never, _contact("5511988887777", id=never.id, picture_id="2")) is None

@@ -576,6 +576,17 @@ class InboundRequest(_Request):
         "typing, recording or paused in its chat with the session (or in `group`).",
     )
     last_seen: datetime | None = Field(None, description="With presence unavailable: when `from` was last online.")
+    # contacts (issue 14)
+    blocked: bool | None = Field(
+        None,
+        description="Instead of a message: the session's phone blocked `from` (true) or unblocked it (false): "
+        "a contact-update event follows.",
+    )
+    picture: Literal["changed", "removed"] | None = Field(
+        None,
+        description="Instead of a message: `from` changed its profile picture, or removed it: a contact-update "
+        "event follows, and the contact shows the new one.",
+    )
 
     def message_part(self) -> dict[str, Any] | None:
         """The message in the send body's shape (`type`, its object, `context`, `mentions`) if `type` is given,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, delete, func, or_, select, text, update
@@ -25,7 +25,7 @@ from zapgate.db import chats
 from zapgate.db.outbound import Recipient
 from zapgate.db.repositories import contact_from_row as _contact
 from zapgate.db.tables import contacts, sessions
-from zapgate.domain.contacts import Sighting, holds, keeper, merged, sighting
+from zapgate.domain.contacts import ContactUpdate, Sighting, holds, keeper, merged, noticed, sighting, spelled_as
 from zapgate.domain.ids import new_id
 from zapgate.domain.records import Contact
 
@@ -49,12 +49,21 @@ REFERENCES: tuple[Reference, ...] = (Reference("messages"), Reference("chats", m
 
 _LOCK_CLASS = 31338  # advisory lock class of contact identities (31337: idempotency keys, db/outbound.py)
 _INSERT_ATTEMPTS = 5  # a concurrent insert of the same person makes ours do nothing: look again
+_NO_PICTURE = timedelta(hours=24)  # a removed picture is taken as none for this long (as a looked-up answer)
 
 
-async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, create: bool = True) -> Contact | None:
+async def identify(
+    conn: AsyncConnection,
+    session_row: str,
+    seen: Sighting,
+    *,
+    create: bool = True,
+    updates: list[ContactUpdate] | None = None,
+) -> Contact | None:
     """Return the session's contact for `seen`, made if new (unless not `create`), merged if split, refreshed.
 
-    In the caller's transaction: a merge and the rows it moves commit or roll back with it.
+    In the caller's transaction: a merge and the rows it moves commit or roll back with it. What changed that
+    a user would hear of (rows merged, a name) is added to `updates`, for the caller's contact-update events.
     """
     keys = seen.lookup_keys
     if not keys:
@@ -62,12 +71,12 @@ async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, c
     rows = await _matching(conn, session_row, seen, keys)
     if len(rows) == 1 and holds(rows[0], seen):
         # the usual case: one row has every id seen; its lock and the unique indexes keep anyone from adding another
-        return await _merge(conn, rows, seen)
+        return await _merge(conn, rows, seen, updates)
     await lock(conn, session_row, keys)
     for _ in range(_INSERT_ATTEMPTS):
         rows = await _matching(conn, session_row, seen, keys)
         if rows:
-            merged_row = await _merge_or_conflict(conn, rows, seen)
+            merged_row = await _merge_or_conflict(conn, rows, seen, updates)
             if merged_row is not None:
                 return merged_row
             continue
@@ -79,14 +88,20 @@ async def identify(conn: AsyncConnection, session_row: str, seen: Sighting, *, c
     raise RuntimeError("a contact kept being inserted concurrently: not found after the conflicts")
 
 
-async def _merge_or_conflict(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> Contact | None:
+async def _merge_or_conflict(
+    conn: AsyncConnection, rows: list[Contact], seen: Sighting, updates: list[ContactUpdate] | None
+) -> Contact | None:
     """Merge in a savepoint; None when a send made a row with one of the ids meanwhile (sends take no identity
     lock): the caller looks again, and finds it."""
+    found: list[ContactUpdate] = []
     try:
         async with conn.begin_nested():
-            return await _merge(conn, rows, seen)
+            kept = await _merge(conn, rows, seen, found)
     except IntegrityError:
         return None
+    if updates is not None:
+        updates.extend(found)
+    return kept
 
 
 async def lock(conn: AsyncConnection, session_row: str, keys: Sequence[str]) -> None:
@@ -113,7 +128,14 @@ async def _matching(conn: AsyncConnection, session_row: str, seen: Sighting, key
         .order_by(contacts.c.id)
         .with_for_update(key_share=True)
     )
-    return [_contact(row) for row in (await conn.execute(stmt)).mappings()]
+    found = [_contact(row) for row in (await conn.execute(stmt)).mappings()]
+    # a row keyed by the asked digits is this person only while WhatsApp named no account for it (spelled_as)
+    return [row for row in found if row.phone_number != seen.number or spelled_as(row, seen) or _named(row, seen)]
+
+
+def _named(contact: Contact, seen: Sighting) -> bool:
+    """Whether `contact` holds the JID or the LID `seen` names."""
+    return (seen.jid is not None and contact.jid == seen.jid) or (seen.lid is not None and contact.lid == seen.lid)
 
 
 async def _insert(conn: AsyncConnection, session_row: str, seen: Sighting) -> Contact | None:
@@ -139,7 +161,9 @@ async def _insert(conn: AsyncConnection, session_row: str, seen: Sighting) -> Co
     return None if row is None else _contact(row)
 
 
-async def _merge(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> Contact:
+async def _merge(
+    conn: AsyncConnection, rows: list[Contact], seen: Sighting, updates: list[ContactUpdate] | None = None
+) -> Contact:
     kept = keeper(rows)
     others = [row for row in rows if row.id != kept.id]
     changes = merged(kept, others, seen)
@@ -151,11 +175,14 @@ async def _merge(conn: AsyncConnection, rows: list[Contact], seen: Sighting) -> 
         await repoint(conn, kept.id, gone)
         # deleted before the kept row takes their ids: the unique indexes never see two holders
         await conn.execute(delete(contacts).where(contacts.c.id.in_(gone)))
-    if not changes:
-        return kept
-    stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())
-    row = (await conn.execute(stmt.returning(*contacts.c))).mappings().one()
-    return _contact(row)
+    row = kept
+    if changes:
+        stmt = update(contacts).where(contacts.c.id == kept.id).values(**changes, updated_at=func.now())
+        row = _contact((await conn.execute(stmt.returning(*contacts.c))).mappings().one())
+    update_seen = noticed(kept, row, others)
+    if update_seen is not None and updates is not None:
+        updates.append(update_seen)
+    return row
 
 
 async def repoint(conn: AsyncConnection, kept: str, others: list[str]) -> None:
@@ -174,12 +201,17 @@ async def repoint(conn: AsyncConnection, kept: str, others: list[str]) -> None:
 
 
 async def learn_answers(
-    conn: AsyncConnection, session_row: str, answers: Sequence[Recipient]
+    conn: AsyncConnection,
+    session_row: str,
+    answers: Sequence[Recipient],
+    updates: list[ContactUpdate] | None = None,
 ) -> dict[str, Contact | None]:
     """Record WhatsApp's answers about numbers on the session's contacts: each number on WhatsApp is one contact
     by its JID and LID (made if new, merged if split); one that is not is marked so where it is a contact.
 
-    Returns the contact of each number asked (None for a number not on WhatsApp).
+    A number asked under another spelling than its account's (Brazil's ninth digit) is that account's contact:
+    a contact made for the asked digits before (a send's) merges into it. Returns the contact of each number
+    asked (None for a number not on WhatsApp); merges go to `updates`.
     """
     found: dict[str, Contact | None] = {}
     absent = sorted({answer.phone_number for answer in answers if not answer.on_whatsapp})
@@ -191,8 +223,8 @@ async def learn_answers(
         )
     for answer in answers:
         if answer.on_whatsapp and (answer.jid or answer.lid):
-            seen = sighting(answer.jid, answer.lid, on_whatsapp=True)
-            found[answer.phone_number] = await identify(conn, session_row, seen)
+            seen = sighting(answer.jid, answer.lid, on_whatsapp=True, number=answer.phone_number)
+            found[answer.phone_number] = await identify(conn, session_row, seen, updates=updates)
         else:
             found.setdefault(answer.phone_number, None)
     return found
@@ -204,15 +236,54 @@ async def session_id_of(conn: AsyncConnection, session_row: str) -> str | None:
     return (await conn.execute(stmt)).scalar_one_or_none()
 
 
-async def find(conn: AsyncConnection, contact_id: str) -> Contact | None:
-    """Return the contact with id `contact_id`, or None."""
-    row = (await conn.execute(select(contacts).where(contacts.c.id == contact_id))).mappings().one_or_none()
+async def find(conn: AsyncConnection, contact_id: str, *, lock: bool = False) -> Contact | None:
+    """Return the contact with id `contact_id`, or None (`lock`: against other changes, until commit)."""
+    stmt = select(contacts).where(contacts.c.id == contact_id)
+    if lock:
+        stmt = stmt.with_for_update(key_share=True)
+    row = (await conn.execute(stmt)).mappings().one_or_none()
     return None if row is None else _contact(row)
 
 
-async def set_blocked(conn: AsyncConnection, contact_id: str, blocked: bool) -> Contact | None:
-    """Record whether the contact is blocked; return it (None if gone)."""
-    return await _update(conn, contact_id, blocked=blocked)
+async def set_blocked(
+    conn: AsyncConnection, contact_id: str, blocked: bool, *, source: str = "api"
+) -> tuple[Contact, ContactUpdate | None] | None:
+    """Record whether the contact is blocked; return it, with the update to announce if that changed (None if
+    the contact is gone)."""
+    before = await find(conn, contact_id, lock=True)
+    if before is None:
+        return None
+    if before.blocked == blocked:
+        return before, None
+    after = await _update(conn, contact_id, blocked=blocked)
+    if after is None:
+        return None
+    return after, ContactUpdate(after, {"blocked": blocked}, {"blocked": before.blocked}, source)
+
+
+async def blocked_of(conn: AsyncConnection, session_row: str) -> list[Contact]:
+    """The session's contacts that are blocked."""
+    stmt = select(contacts).where(contacts.c.session_id == session_row, contacts.c.blocked)
+    return [_contact(row) for row in (await conn.execute(stmt.order_by(contacts.c.id))).mappings()]
+
+
+async def picture_changed(
+    conn: AsyncConnection, contact_id: str, *, removed: bool, picture_id: str | None, at: datetime
+) -> Contact | None:
+    """Record that the contact changed its profile picture (or removed it): a removed one is known to be none
+    until it changes again; a new one is not known yet (its link is not told), and the next look asks for it."""
+    if removed:
+        expires = at + _NO_PICTURE
+        return await set_picture(conn, contact_id, url=None, picture_id=None, checked_at=at, expires_at=expires)
+    return await _update(
+        conn,
+        contact_id,
+        picture_url=None,
+        profile_pic=None,
+        picture_id=picture_id,
+        picture_checked_at=None,
+        picture_expires_at=None,
+    )
 
 
 async def set_picture(

@@ -393,8 +393,21 @@ _ENQUEUE = text(
         FROM contacts c JOIN wanted w ON c.session_id = w.session_row AND c.lid = w.recipient
         WHERE c.phone_number <> w.recipient
         FOR KEY SHARE OF c
+    ), by_alias AS (
+        -- digits WhatsApp answered for with another account's JID (the other spelling of Brazil's ninth digit):
+        -- that account's contact, not a second one for the same person
+        SELECT c.id, c.session_id, w.recipient
+        FROM wanted w
+        JOIN recipients r ON r.session_id = w.session_row AND r.phone_number = w.recipient AND r.on_whatsapp
+        -- by its JID (whatsmeow may answer a LID as the JID): one row at most, by the unique indexes
+        JOIN contacts c ON c.session_id = w.session_row
+            AND ((r.jid NOT LIKE '%@lid' AND c.jid = r.jid) OR (r.jid LIKE '%@lid' AND c.lid = r.jid))
+        WHERE c.phone_number <> w.recipient AND NOT EXISTS (
+            SELECT 1 FROM contacts k WHERE k.session_id = w.session_row AND k.phone_number = w.recipient
+        )
+        FOR KEY SHARE OF c
     ), known AS (
-        SELECT * FROM by_key UNION ALL SELECT * FROM by_lid
+        SELECT * FROM by_key UNION ALL SELECT * FROM by_lid UNION ALL SELECT * FROM by_alias
     ), added AS (
         -- new contacts; known ones are only read, never written (no row lock shared by every send to them).
         -- A LID or a group's JID names the contact's id on WhatsApp; a number's JID is WhatsApp's to tell

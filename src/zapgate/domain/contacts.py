@@ -52,7 +52,9 @@ class Sighting:
     """What WhatsApp told about a person (or a group) at one moment: its ids, and what it shows of itself.
 
     `jid` is a phone-number JID (or a group's, or another chat's JID: `other`), `lid` a LID; devices dropped.
-    `number` is digits someone asked about, when the sighting is WhatsApp's answer about them.
+    `number` is digits someone asked about, when the sighting is WhatsApp's answer about them: a contact made for
+    those digits before WhatsApp named their account (a send's, under the other spelling of Brazil's ninth
+    digit) is this person too.
     """
 
     jid: str | None = None
@@ -61,6 +63,7 @@ class Sighting:
     business_name: str | None = None
     on_whatsapp: bool | None = None
     is_group: bool = False
+    number: str | None = None
 
     @property
     def key(self) -> str | None:
@@ -72,7 +75,7 @@ class Sighting:
     @property
     def lookup_keys(self) -> list[str]:
         """Every value a row of this person may be found by (its key, JID or LID), sorted (the lock order)."""
-        found = {value for value in (self.jid, self.lid, self.key) if value}
+        found = {value for value in (self.jid, self.lid, self.key, self.number) if value}
         return sorted(found)
 
 
@@ -84,8 +87,12 @@ def sighting(
     business_name: str | None = None,
     on_whatsapp: bool | None = None,
     is_group: bool = False,
+    number: str | None = None,
 ) -> Sighting:
-    """Return the sighting of a party named by any JIDs: a LID given as `jid` counts as the LID, devices dropped."""
+    """Return the sighting of a party named by any JIDs: a LID given as `jid` counts as the LID, devices dropped.
+
+    `number`: the digits asked about when this is WhatsApp's answer about them (ignored when they are the key).
+    """
     phone, lid_found = None, None
     for value in (jid, lid):
         if not value:
@@ -98,7 +105,10 @@ def sighting(
     group = is_group or (phone is not None and phone.endswith("@" + GROUP_SERVER))
     if group:  # a name seen in a group is its writer's, never the group's
         return Sighting(phone, lid_found, None, None, on_whatsapp, True)
-    return Sighting(phone, lid_found, push_name or None, business_name or None, on_whatsapp, False)
+    seen = Sighting(phone, lid_found, push_name or None, business_name or None, on_whatsapp, False)
+    if number and number != seen.key and phone is not None:  # only an answer naming the number's account
+        seen = Sighting(seen.jid, seen.lid, seen.push_name, seen.business_name, on_whatsapp, False, number)
+    return seen
 
 
 def bare_jid(jid: str) -> str:
@@ -110,6 +120,14 @@ def bare_jid(jid: str) -> str:
 def holds(contact: Contact, seen: Sighting) -> bool:
     """Whether `contact` holds every id `seen` names already (nothing to merge, only names to refresh)."""
     return (seen.jid is None or contact.jid == seen.jid) and (seen.lid is None or contact.lid == seen.lid)
+
+
+def spelled_as(contact: Contact, seen: Sighting) -> bool:
+    """Whether `contact` is a row made for the digits `seen` was asked as, before WhatsApp named their account
+    (no phone JID yet; at most the LID WhatsApp gave): the same person as `seen`, under another spelling."""
+    if seen.number is None or contact.phone_number != seen.number or contact.is_group:
+        return False
+    return contact.jid is None and contact.lid in (None, seen.lid)
 
 
 def keeper(rows: Sequence[Contact]) -> Contact:
@@ -158,6 +176,76 @@ def merged(kept: Contact, others: Sequence[Contact], seen: Sighting) -> dict[str
             )
     values["phone_number"] = Sighting(values["jid"], values["lid"]).key or kept.phone_number
     return {name: value for name, value in values.items() if getattr(kept, name) != value}
+
+
+# -- contact-update events: what of a contact a user cares about, when it changes --------------------------
+
+# the columns whose change a contact-update announces, by the name its body gives them
+ANNOUNCED = {"push_name": "pushName", "business_name": "businessName", "blocked": "blocked"}
+
+
+@dataclass(frozen=True, slots=True)
+class ContactUpdate:
+    """A change of a contact worth an event: rows merged into it, a name, the blocklist, its picture.
+
+    `changes` holds the new values by their public names (`merged` lists the contacts folded into this one, by
+    their ids as they were), `previous` the values before, `source` who changed it: `whatsapp` (what WhatsApp
+    told: a message, a lookup), `phone` (the account's own phone, or the person's), `api`.
+    """
+
+    contact: Contact
+    changes: dict[str, Any]
+    previous: dict[str, Any]
+    source: str
+
+    def payload(self) -> dict[str, Any]:
+        """The body of the `contact-update` event (a public contract: built here only)."""
+        contact = self.contact
+        return {
+            **ContactIds(contact.id, contact.jid, contact.lid).fields(),
+            "phoneNumber": contact.phone_number,
+            "changes": self.changes,
+            "previous": self.previous,
+            "source": self.source,
+        }
+
+
+def noticed(
+    before: Contact, after: Contact, others: Sequence[Contact] = (), *, source: str = "whatsapp"
+) -> ContactUpdate | None:
+    """Return the update a user would hear of when `before` became `after` (having absorbed `others`), if any.
+
+    A name learned for the first time counts (a contact first known by a send shows who it is); ids learned
+    do not (a lookup of a new number is no news), unless rows merged.
+    """
+    changes: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
+    for column, name in ANNOUNCED.items():
+        old, new = getattr(before, column), getattr(after, column)
+        if old != new and new is not None:
+            changes[name], previous[name] = new, old
+    if others:
+        changes["merged"] = [{"contactId": row.id, "jid": row.jid, "lid": row.lid} for row in others]
+        previous.update(jid=before.jid, lid=before.lid)
+    return ContactUpdate(after, changes, previous, source) if changes else None
+
+
+def picture_change(*, removed: bool, picture_id: str | None) -> dict[str, Any]:
+    """The `changes` of a contact-update for a new profile picture (or its removal)."""
+    changes: dict[str, Any] = {"picture": "removed" if removed else "changed"}
+    if picture_id is not None and not removed:
+        changes["pictureId"] = picture_id
+    return changes
+
+
+def picture_seen(before: Contact, after: Contact) -> ContactUpdate | None:
+    """The update when a look at a contact's picture (`after`) finds another than the last look (`before`) did:
+    changed or removed meanwhile, untold. None when nobody had looked (or an event told it already)."""
+    if before.picture_checked_at is None or before.picture_id == after.picture_id:
+        return None
+    removed = after.picture_id is None and after.picture_url is None
+    changes = picture_change(removed=removed, picture_id=after.picture_id)
+    return ContactUpdate(after, changes, {"pictureId": before.picture_id}, "whatsapp")
 
 
 def recipient_of(contact: Contact, *, field: str = "to") -> Recipient:

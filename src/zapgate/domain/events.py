@@ -31,6 +31,8 @@ class EventType(StrEnum):
     # chats and presence (issue 14)
     CHAT_UPDATE = "chat-update"  # a chat was archived, pinned, muted, read or marked unread (by the API or the phone)
     PRESENCE = "presence"  # a contact is online, offline (last seen), typing, recording or paused in a chat
+    # contacts and identity (issue 14; domain/contacts.py builds the body)
+    CONTACT_UPDATE = "contact-update"  # contacts merged; a name, the blocklist or a profile picture changed
 
 
 def status_change_payload(

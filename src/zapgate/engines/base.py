@@ -237,6 +237,35 @@ class PresenceSeen:
     lid: str | None = None
 
 
+# -- contacts (issue 14) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlocklistChanged:
+    """The account's blocklist changed on its phone (or another linked device): JIDs blocked and unblocked.
+
+    `complete`: `blocked` is the whole blocklist now, and whoever is not on it is unblocked (WhatsApp said only
+    that the list changed, and the engine asked for all of it).
+    """
+
+    ref: SessionRef
+    blocked: tuple[str, ...] = ()
+    unblocked: tuple[str, ...] = ()
+    complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPictureChanged:
+    """Someone (a person, not a group: see GroupChanged) changed or removed their profile picture."""
+
+    ref: SessionRef
+    jid: str  # whose: a phone JID when known, else a LID
+    removed: bool
+    timestamp: datetime
+    lid: str | None = None
+    picture_id: str | None = None  # the new picture's id, when the engine tells it
+
+
 EngineEvent = (
     QrCode
     | PairingCode
@@ -249,6 +278,8 @@ EngineEvent = (
     | GroupChanged
     | ChatChanged
     | PresenceSeen
+    | BlocklistChanged
+    | ContactPictureChanged
 )
 EventSink = Callable[[EngineEvent], None]
 

@@ -48,9 +48,13 @@ Sessions on the sandbox behave like linked devices, and the network like WhatsAp
   simulated phone shows presence by injected `presence` mail. The `hold_reads` fault makes the session's phone
   stop reading what arrives at once (for good): senders get `read` when the chat is marked read;
 - every account has a profile picture (a stable simulated URL whose link expires after `PICTURE_LINK_TTL`)
-  except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too;
+  except those whose number ends in `NO_PICTURE_SUFFIX`; groups have one too. A contact's new picture (or its
+  removal) is injected as `picture` mail: the session sees the new one from then on (kept per session, as
+  app state is) and hears of it as `ContactPictureChanged`;
 - each account has a blocklist on the network: a blocked number's messages to it are never delivered (they
-  vanish, as WhatsApp shows its sender a single tick), whether it writes by number or by LID;
+  vanish, as WhatsApp shows its sender a single tick), whether it writes by number or by LID. The phone's own
+  blocks and unblocks are injected as `blocklist` mail: the network's blocklist changes, and the session hears
+  of it as `BlocklistChanged`;
 - a number changes hands as on WhatsApp: the network remembers the client whose session last linked each
   number, and when a session of another client links it, the account starts anew in the same step, as a
   number WhatsApp registers to a new owner (`SandboxNetwork.link`): its chats' app state, presence, phone's
@@ -119,7 +123,9 @@ from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_use
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    BlocklistChanged,
     ChatChanged,
+    ContactPictureChanged,
     EngineError,
     EngineEvent,
     EngineFailure,
@@ -699,6 +705,8 @@ class _Session:
     reads: list[str] = field(default_factory=list)  # ids of the messages marked read
     # the phone's habit as the network keeps it (read once per connection: every arriving message asks it)
     hold_reads: bool = False  # the phone leaves what arrives unread: read receipts go when marked read
+    # contacts (issue 14): pictures changed since the session linked, by account (None: removed)
+    pictures: dict[str, str | None] = field(default_factory=dict)
     silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -856,13 +864,18 @@ class SandboxEngine:
         )
 
     async def profile_picture(self, ref: SessionRef, jid: str) -> ProfilePicture:
-        self._connected_session(ref)
+        session = self._connected_session(ref)
         user, server = jid_user(jid), jid.partition("@")[2]
         if server == GROUP_SERVER:
             return _picture(jid)
         phone = phone_of_lid(user) if server == LID_SERVER else user
         account = None if phone is None else await self._account(phone)
-        if account is None or account.endswith(NO_PICTURE_SUFFIX):
+        if account is None:
+            return ProfilePicture(url=None)
+        if account in session.pictures:  # changed (or removed) since: the one injected
+            version = session.pictures[account]
+            return ProfilePicture(url=None) if version is None else _picture(account, version)
+        if account.endswith(NO_PICTURE_SUFFIX):
             return ProfilePicture(url=None)
         return _picture(account)
 
@@ -1017,6 +1030,38 @@ class SandboxEngine:
                 presence=SeenPresence(str(mail["presence"])),
                 chat_jid=(group if isinstance(group, str) else party.jid) if in_chat else None,
                 last_seen=datetime.fromisoformat(seen) if isinstance(seen, str) else None,
+            ),
+        )
+
+    async def _contact_mail(self, session: _Session, kind: str, mail: Mail) -> None:
+        """The session's phone blocked or unblocked someone (`blocklist`), or someone changed their picture."""
+        party = _Party.of(mail.get("from"), mail.get("from_lid"))
+        phone = party.phone or (phone_of_lid(party.lid_user) if party.lid_user else None)
+        if kind == "blocklist":
+            blocked = bool(mail.get("blocked"))
+            if session.phone is not None and phone is not None:
+                await self._network.set_blocked(session.phone, phone, blocked)
+            jids = (party.jid,)
+            self._emit(
+                session,
+                BlocklistChanged(session.ref, blocked=jids if blocked else (), unblocked=() if blocked else jids),
+            )
+            return
+        picture_id = mail.get("picture_id")
+        removed = not isinstance(picture_id, str)
+        account = None if phone is None else await self._account(phone)
+        if account is not None:
+            session.pictures[account] = None if removed else str(picture_id)
+        stamp = mail.get("timestamp")
+        self._emit(
+            session,
+            ContactPictureChanged(
+                ref=session.ref,
+                jid=party.jid,
+                lid=party.lid,
+                removed=removed,
+                timestamp=datetime.fromisoformat(stamp) if isinstance(stamp, str) else datetime.now(UTC),
+                picture_id=None if removed else str(picture_id),
             ),
         )
 
@@ -1481,6 +1526,8 @@ class SandboxEngine:
             self._notice(session, mail)
         elif kind in ("app_state", "presence", "presence_subscribe"):
             await self._chat_mail(session, str(kind), mail)
+        elif kind in ("blocklist", "picture"):
+            await self._contact_mail(session, str(kind), mail)
         else:
             await self._control(session, kind, mail)
         await self._network.ack([mail_id])
@@ -1858,12 +1905,16 @@ class _Party:
         return f"{self.lid_user}@{LID_SERVER}" if self.lid_user else None
 
 
-def _picture(owner: str) -> ProfilePicture:
-    """The simulated profile picture of an account (digits) or a group (its JID): a stable URL, a day's link."""
-    digest = hashlib.sha256(f"picture:{owner}".encode()).hexdigest()
+def _picture(owner: str, version: str | None = None) -> ProfilePicture:
+    """The simulated profile picture of an account (digits) or a group (its JID): a stable URL, a day's link.
+
+    `version`: the id of a picture the account changed to (injected), else its first one.
+    """
+    seed = f"picture:{owner}" if version is None else f"picture:{owner}:{version}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return ProfilePicture(
         url=f"{PICTURE_URL}/{digest[:32]}.jpg",
-        picture_id=str(int(digest[:8], 16)),
+        picture_id=str(int(digest[:8], 16)) if version is None else version,
         expires_at=datetime.now(UTC) + PICTURE_LINK_TTL,
     )
 

@@ -115,6 +115,8 @@ from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import (
+    BlocklistChanged,
+    ContactPictureChanged,
     EngineError,
     EngineEvent,
     EngineFailure,
@@ -983,6 +985,53 @@ def translate_chat_presence(ref: SessionRef, event: Any) -> PresenceSeen | None:
         lid=parties.sender_lid or parties.chat_lid,
         presence=shown,
         chat_jid=parties.chat_jid,
+    )
+
+
+# -- contacts (issue 14) -------------------------------------------------------------------------------------
+# neonize 0.5.2 forwards whatsmeow's Blocklist and Picture events (goneonize/main.go:855-868, :926-934) but not
+# PushName nor BusinessName (neonize/events.py EVENT_TO_INT has no code for them): a new name is seen on the
+# messages themselves (InboundMessage.push_name, verified_name), and the worker notices the change.
+
+
+def translate_blocklist(ref: SessionRef, event: Any) -> BlocklistChanged | None:
+    """Return the BlocklistChanged a neonize BlocklistEvent carries: whom the phone blocked and unblocked.
+
+    None when it names nobody: with action `modify` WhatsApp only says that the list changed, and the whole list
+    is to be asked again (whatsmeow types/events/events.go:610-618; see `whole_blocklist`).
+    """
+    blocked: list[str] = []
+    unblocked: list[str] = []
+    for change in event.Changes:
+        jid = _bare_jid(change.JID)
+        if jid is None:
+            continue
+        (blocked if change.BlockAction == pb.BlocklistChange.BLOCK else unblocked).append(jid)
+    if not blocked and not unblocked:
+        return None
+    return BlocklistChanged(ref, blocked=tuple(blocked), unblocked=tuple(unblocked))
+
+
+def whole_blocklist(ref: SessionRef, blocklist: Any) -> BlocklistChanged:
+    """Return the BlocklistChanged of the whole blocklist (neonize's GetBlocklist answer): whoever is not on it
+    is unblocked."""
+    jids = tuple(jid for jid in (_bare_jid(item) for item in blocklist.JIDs) if jid)
+    return BlocklistChanged(ref, blocked=jids, complete=True)
+
+
+def translate_contact_picture(ref: SessionRef, event: Any, own_users: frozenset[str]) -> ContactPictureChanged | None:
+    """Return the ContactPictureChanged of a neonize Picture event about a person (None for a group's picture,
+    see whatsmeow_groups.translate_picture, and for the account's own). neonize's Picture has no picture id."""
+    jid = _bare_jid(event.JID)
+    if jid is None or event.JID.Server == GROUP_SERVER or _user(jid) in own_users:
+        return None
+    seconds = int(event.Timestamp) if event.HasField("Timestamp") else 0
+    return ContactPictureChanged(
+        ref=ref,
+        jid=jid,
+        lid=jid if event.JID.Server == LID_SERVER else None,
+        removed=bool(event.Remove),
+        timestamp=datetime.fromtimestamp(seconds, UTC) if seconds > 0 else datetime.now(UTC),
     )
 
 
@@ -2144,9 +2193,10 @@ class WhatsmeowEngine:
             pb.HistorySync,
             pb.GroupInfoEvent,  # groups: a change (events.GroupInfo)
             pb.JoinedGroup,  # groups: the session is now in one
-            pb.Picture,  # groups: a group's picture changed (a person's is ignored)
+            pb.Picture,  # a group's picture changed, or a person's
             pb.Presence,
             pb.ChatPresence,
+            pb.BlocklistEvent,  # contacts: the phone blocked or unblocked someone
         ):
             client.event(event_type)(self._handler(session))
         client.event.qr(lambda _client, code: self._on_qr(session, code))
@@ -2297,6 +2347,8 @@ class WhatsmeowEngine:
             self._emit(session, translate_history_sync(ref, event))
         elif isinstance(event, pb.GroupInfoEvent | pb.JoinedGroup | pb.Picture):
             self._on_group_event(session, event)
+        elif isinstance(event, pb.BlocklistEvent):
+            self._on_blocklist(session, event)
         elif isinstance(event, pb.Presence | pb.ChatPresence):
             seen = (
                 translate_presence(ref, event)
@@ -2319,6 +2371,24 @@ class WhatsmeowEngine:
             self._emit(session, translate_joined_group(ref, event, _bare_jid))
         elif (picture := translate_picture(ref, event, _bare_jid)) is not None:
             self._emit(session, picture)
+        else:
+            own = frozenset(user for user in (_user(session.jid), _user(session.lid)) if user)
+            theirs = translate_contact_picture(ref, event, own)
+            if theirs is not None:
+                self._emit(session, theirs)
+
+    def _on_blocklist(self, session: _Session, event: Any) -> None:
+        """The phone blocked or unblocked someone; when WhatsApp only says the list changed, ask for all of it."""
+        change = translate_blocklist(session.ref, event)
+        if change is None and event.Action == pb.BlocklistEvent.MODIFY:
+            try:  # on Go's event thread, as a poll vote's decryption: the next events wait for the answer
+                listed = self._go_now(session, lambda client: client.get_blocklist(), halting=True)
+            except EngineError as exc:
+                log.warning("whatsmeow.blocklist_not_read", session=str(session.ref), error=exc.message)
+                return
+            change = whole_blocklist(session.ref, listed)
+        if change is not None:
+            self._emit(session, change)
 
     def _message_context(self, session: _Session) -> MessageContext:
         """Who the session is, and how to open its poll votes (whatsmeow's DecryptPollVote: a call into Go)."""

@@ -10,12 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 from zapgate.db import contacts
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.domain.contacts import address_of, is_contact_id, picture_due, picture_expiry, recipient_of
+from zapgate.domain.contacts import (
+    address_of,
+    is_contact_id,
+    picture_due,
+    picture_expiry,
+    picture_seen,
+    recipient_of,
+)
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.phones import Recipient, parse_recipient
 from zapgate.domain.records import Contact
 from zapgate.errors import ContactNotFound, EngineCallFailed, InvalidRequest, SessionNotConnected, UnknownContact
 from zapgate.log import get_logger
+from zapgate.services.contact_events import announce
 from zapgate.services.engine_calls import EngineCalls
 
 log = get_logger(__name__)
@@ -57,7 +65,7 @@ class ContactService:
         expires_at = picture_expiry(datetime.fromisoformat(link_expiry) if link_expiry else None, now, PICTURE_TTL)
 
         async def cache(tx: Transaction) -> Contact | None:
-            return await contacts.set_picture(
+            cached = await contacts.set_picture(
                 tx.connection,
                 found.contact.id,
                 url=answer.get("url"),
@@ -65,6 +73,10 @@ class ContactService:
                 checked_at=now,
                 expires_at=expires_at,
             )
+            update = None if cached is None else picture_seen(found.contact, cached)
+            if update is not None:  # it changed since the last look, and no event said so
+                await announce(tx, found.session_id, [update])
+            return cached
 
         cached = await self._manager.execute_transaction(cid, cache)
         return found if cached is None else ContactDetails(cached, found.session_id)
@@ -76,9 +88,17 @@ class ContactService:
         if found.contact.is_group:
             raise InvalidRequest("contactId: a group cannot be blocked (leave it instead)", field="contactId")
         await self._calls.call(cid, found.session_id, "block", {"jid": address_of(found.contact), "blocked": blocked})
-        changed = await self._manager.execute_transaction(
-            cid, lambda tx: contacts.set_blocked(tx.connection, found.contact.id, blocked)
-        )
+
+        async def record(tx: Transaction) -> Contact | None:
+            changed = await contacts.set_blocked(tx.connection, found.contact.id, blocked, source="api")
+            if changed is None:
+                return None
+            contact, update = changed
+            if update is not None:  # a contact-update, unless it was so already
+                await announce(tx, found.session_id, [update])
+            return contact
+
+        changed = await self._manager.execute_transaction(cid, record)
         return found if changed is None else ContactDetails(changed, found.session_id)
 
     async def _find(self, cid: str, contact_id: str) -> ContactDetails:

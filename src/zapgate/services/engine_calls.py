@@ -26,6 +26,7 @@ from zapgate.db import contacts, engine_calls, notify, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
 from zapgate.domain.chats import chat_state_of
+from zapgate.domain.contacts import ContactUpdate
 from zapgate.domain.content import MessageKey
 from zapgate.domain.ids import client_id as valid_client_id
 from zapgate.domain.ids import session_id as valid_session_id
@@ -36,6 +37,7 @@ from zapgate.domain.storable import storable_json, storable_or_none
 from zapgate.engines.base import EngineError, Presence, SessionRef
 from zapgate.errors import EngineCallFailed, EngineCallTimedOut, SessionNotConnected, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.contact_events import announce
 from zapgate.services.group_calls import group_call_handlers
 from zapgate.services.hosted import Hosted, HostedSessions
 
@@ -245,7 +247,10 @@ class CallRunner:
 
         async def remember(tx: Transaction) -> dict[str, Contact | None]:
             await outbound.remember_recipients(tx.connection, hosted.session_row_id, learned, RECIPIENT_TTL)
-            return await contacts.learn_answers(tx.connection, hosted.session_row_id, learned)
+            merges: list[ContactUpdate] = []
+            known = await contacts.learn_answers(tx.connection, hosted.session_row_id, learned, merges)
+            await announce(tx, ref.session_id, merges)
+            return known
 
         known = await self._manager.execute_transaction(ref.client_id, remember)
         for answer in answers:

@@ -37,6 +37,7 @@ from zapgate.db import contacts, outbound
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import PendingMessage, Recipient, SendOutcome
+from zapgate.domain.contacts import ContactUpdate
 from zapgate.domain.content import Content, Media, MessageKey, Quote, Text, from_payload
 from zapgate.domain.events import EventType
 from zapgate.domain.phones import GROUP_SERVER, LID_SERVER, USER_SERVER, jid_user, phone_jid
@@ -58,6 +59,7 @@ from zapgate.engines.base import (
 )
 from zapgate.errors import MediaNotFound, MediaStoreError
 from zapgate.log import get_logger
+from zapgate.services.contact_events import contact_entries
 from zapgate.services.conversation import ACTING, Actor, apply
 from zapgate.services.hosted import Hosted, HostedSessions, named_session
 from zapgate.services.media import MediaFiles
@@ -397,11 +399,12 @@ class Outbox:
 
         row = hosted.session_row_id
         await outbound.remember_recipients(tx.connection, row, sent.learned, self._policy.recipient_ttl)
-        await contacts.learn_answers(tx.connection, row, sent.learned)  # WhatsApp named the numbers' ids
+        merges: list[ContactUpdate] = []  # a number sent to under another spelling folds into its account's
+        await contacts.learn_answers(tx.connection, row, sent.learned, merges)  # WhatsApp named the numbers' ids
         recorded = await outbound.record_sends(tx.connection, row, [with_receipts(o) for o in outcomes])
         taken = {o.chat_jid for o in outcomes if o.status is MessageStatus.SENT and o.message_id in recorded}
         await outbound.note_first_contacts(tx.connection, row, sent.first_contacts & taken)
-        entries: list[EventEntry] = list(sent.notices)
+        entries: list[EventEntry] = [*sent.notices, *contact_entries(ref.session_id, merges)]
         for outcome in outcomes:
             if outcome.message_id not in recorded or outcome.status is MessageStatus.PENDING:
                 continue  # no longer pending (deleted, or recorded by another run), or waiting for its next attempt

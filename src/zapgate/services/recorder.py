@@ -28,7 +28,7 @@ from zapgate.db import media as media_records
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import state_columns
-from zapgate.domain.contacts import ContactIds, Sighting, sighting
+from zapgate.domain.contacts import ContactIds, ContactUpdate, Sighting, picture_change, sighting
 from zapgate.domain.content import Edit, Media, MessageKey, Quote, Revoke, Text, kind_of, summary, to_payload
 from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.groups import PARTICIPANT_ACTIONS, GroupAction, group_event, storable_info
@@ -38,7 +38,9 @@ from zapgate.domain.records import Contact, MessageStatus
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
+    BlocklistChanged,
     ChatChanged,
+    ContactPictureChanged,
     EngineEvent,
     EngineFailure,
     GroupChanged,
@@ -55,6 +57,7 @@ from zapgate.engines.base import (
 )
 from zapgate.errors import InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
+from zapgate.services.contact_events import announce
 from zapgate.services.conversation import ACTING, Actor, apply, target_of
 from zapgate.services.downloads import Downloads, file_kind
 from zapgate.services.hosted import HostedSessions
@@ -346,7 +349,9 @@ class Recorder:
             session = await tx.session.find_unique(ref.session_id)
             if session is None:
                 raise SessionNotFound(f"session {ref} not found")
-            contact = await _contact_of(tx, session.id, arrival, event)
+            updates: list[ContactUpdate] = []
+            contact = await _contact_of(tx, session.id, arrival, event, updates)
+            await announce(tx, ref.session_id, updates)  # a new push name, ids merged: before the message
             context = None if arrival.context is None else dict(arrival.context)
             if context is not None and event.quote is not None:
                 quoted = await target_of(tx, session.id, event.quote.key)
@@ -490,8 +495,11 @@ class Recorder:
             session = await tx.session.find_unique(ref.session_id)
             if session is None:
                 raise SessionNotFound(f"session {ref} not found")
-            contact = await contacts.identify(tx.connection, session.id, sighting(chat, is_group=is_group))
+            updates: list[ContactUpdate] = []
+            seen = sighting(chat, is_group=is_group)
+            contact = await contacts.identify(tx.connection, session.id, seen, updates=updates)
             assert contact is not None  # a chat always names someone: made if new
+            await announce(tx, ref.session_id, updates)
             columns = state_columns(event.state, at=event.timestamp)
             if columns:
                 await chat_rows.set_state(tx.connection, session.id, contact.id, columns)
@@ -547,11 +555,72 @@ class Recorder:
                 raise SessionNotFound(f"session {event.ref} not found")
             # the contact, if the session has one for them (presence makes none)
             seen = sighting(payload["jid"], payload["lid"])
-            contact = await contacts.identify(tx.connection, session.id, seen, create=False)
+            updates: list[ContactUpdate] = []
+            contact = await contacts.identify(tx.connection, session.id, seen, create=False, updates=updates)
+            await announce(tx, event.ref.session_id, updates)
             known = contact_fields(contact) or {"contactId": None, "contactJid": None, "contactLid": None}
             await append(tx, event.ref, EventType.PRESENCE, {**payload, **known})
 
         await self._manager.execute_transaction(event.ref.client_id, work)
+
+    # -- contacts: the phone's blocklist, pictures (issue 14) ---------------------------------------------
+
+    async def _store_blocklist(self, event: BlocklistChanged) -> None:
+        """The account's blocklist changed on the phone: record it on the contacts, a contact-update for each
+        contact whose state changed (a person blocked is made a contact if new: the API shows them blocked)."""
+        ref = event.ref
+        blocked = [storable(jid) for jid in event.blocked]
+        unblocked = [storable(jid) for jid in event.unblocked]
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            conn = tx.connection
+            updates: list[ContactUpdate] = []
+            listed: set[str] = set()
+            for jid, state in [*((jid, True) for jid in blocked), *((jid, False) for jid in unblocked)]:
+                contact = await contacts.identify(conn, session.id, sighting(jid), create=state, updates=updates)
+                if contact is None or contact.is_group:
+                    continue
+                listed.add(contact.id)
+                changed = await contacts.set_blocked(conn, contact.id, state, source="phone")
+                if changed is not None and changed[1] is not None:
+                    updates.append(changed[1])
+            if event.complete:  # the whole blocklist: whoever is not on it is unblocked
+                for contact in await contacts.blocked_of(conn, session.id):
+                    if contact.id not in listed:
+                        changed = await contacts.set_blocked(conn, contact.id, False, source="phone")
+                        if changed is not None and changed[1] is not None:
+                            updates.append(changed[1])
+            await announce(tx, ref.session_id, updates)
+
+        await self._manager.execute_transaction(ref.client_id, work)
+
+    async def _store_contact_picture(self, event: ContactPictureChanged) -> None:
+        """A contact changed or removed its profile picture: the cached one is dropped, with a contact-update
+        (someone who is no contact of the session is not made one)."""
+        ref = event.ref
+
+        async def work(tx: Transaction) -> None:
+            session = await tx.session.find_unique(ref.session_id)
+            if session is None:
+                raise SessionNotFound(f"session {ref} not found")
+            updates: list[ContactUpdate] = []
+            seen = sighting(storable(event.jid), storable_or_none(event.lid))
+            contact = await contacts.identify(tx.connection, session.id, seen, create=False, updates=updates)
+            if contact is not None and not contact.is_group:
+                picture_id = storable_or_none(event.picture_id)
+                changed = await contacts.picture_changed(
+                    tx.connection, contact.id, removed=event.removed, picture_id=picture_id, at=event.timestamp
+                )
+                if changed is not None:
+                    changes = picture_change(removed=event.removed, picture_id=picture_id)
+                    previous = {"pictureId": contact.picture_id}
+                    updates.append(ContactUpdate(changed, changes, previous, "phone"))
+            await announce(tx, ref.session_id, updates)
+
+        await self._manager.execute_transaction(ref.client_id, work)
 
     # -- receipts -------------------------------------------------------------------------------------
 
@@ -591,6 +660,8 @@ Recorder._stores.update(
         GroupChanged: Recorder._store_group_change,
         ChatChanged: Recorder._store_chat_change,
         PresenceSeen: Recorder._store_presence,
+        BlocklistChanged: Recorder._store_blocklist,
+        ContactPictureChanged: Recorder._store_contact_picture,
     }
 )
 
@@ -740,13 +811,15 @@ class _Arrival:
         return body
 
 
-async def _contact_of(tx: Transaction, session_row: str, arrival: _Arrival, event: InboundMessage) -> Contact:
+async def _contact_of(
+    tx: Transaction, session_row: str, arrival: _Arrival, event: InboundMessage, updates: list[ContactUpdate]
+) -> Contact:
     """The contact of an arrived message's chat, made if new, merged when the message names both of its ids."""
-    contact = await contacts.identify(tx.connection, session_row, arrival.party(event))
+    contact = await contacts.identify(tx.connection, session_row, arrival.party(event), updates=updates)
     assert contact is not None  # a chat always names someone: made if new
     if arrival.is_group and arrival.sender_lid and not event.from_me:
         # a group names its writer by both ids: a person known apart by each is one (never made here)
-        await contacts.identify(tx.connection, session_row, arrival.writer(), create=False)
+        await contacts.identify(tx.connection, session_row, arrival.writer(), create=False, updates=updates)
     return contact
 
 

@@ -10,6 +10,7 @@ SendIntake's job (`services/send_intake.py`): the SessionService hands sends to 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -405,20 +406,26 @@ class SessionService:
         app_state: Mapping[str, Any] | None = None,
         presence: str | None = None,
         last_seen: datetime | None = None,
+        blocked: bool | None = None,
+        picture: str | None = None,
     ) -> str:
         """Make the session's phone change the state of its chat with `from_number` (or `group`): `app_state`
         (archived, pinned, muted with mutedUntil, read); or make `from_number` show `presence` (available,
-        unavailable with `last_seen`; composing, recording, paused in its chat with the session, or in `group`).
-        Returns the id of the injection."""
+        unavailable with `last_seen`; composing, recording, paused in its chat with the session, or in `group`);
+        or make the phone block (`blocked` true) or unblock `from_number`; or make `from_number` change its
+        profile `picture` (`changed`, `removed`). Returns the id of the injection."""
         ref, _ = await self._sandbox_session(client, session)
-        if (app_state is None) == (presence is None):
-            raise InvalidRequest("appState: give either `appState` or `presence`", field="appState")
+        states = {"appState": app_state, "presence": presence, "blocked": blocked, "picture": picture}
+        if sum(value is not None for value in states.values()) != 1:
+            raise InvalidRequest(f"appState: give one of {', '.join(states)}", field="appState")
         sender = _inbound_sender(from_number, from_lid)
         where = _inbound_chat(group, False)
         sender_jid = f"{sender['from']}@{USER_SERVER}" if sender["from"] else f"{sender['from_lid']}@{LID_SERVER}"
         now = datetime.now(UTC).isoformat()
         mail: dict[str, Any]
-        if app_state is not None:
+        if blocked is not None or picture is not None:
+            mail = _contact_mail(sender, where, blocked, picture, now)
+        elif app_state is not None:
             mail = {"kind": "app_state", "chat": where.get("group", sender_jid), "timestamp": now, **app_state}
             if app_state.get("read") and "group" not in where and sender["from"]:
                 # the phone reads the chat: its senders see blue ticks for what it had not read
@@ -540,3 +547,19 @@ def _notice(notice: object, message_id: str, sender: dict[str, str | None], wher
 
 async def _event(tx: Transaction, session_id: str, kind: EventType, payload: dict[str, Any]) -> None:
     await tx.event.append(type=kind.value, session_id=session_id, payload={"sessionId": session_id, **payload})
+
+
+def _contact_mail(
+    sender: dict[str, Any], where: dict[str, Any], blocked: bool | None, picture: str | None, now: str
+) -> dict[str, Any]:
+    """The sandbox mail of the phone blocking or unblocking `sender`, or of `sender` changing its picture."""
+    if "group" in where:
+        raise InvalidRequest("group: a person blocks or changes a picture, not a group", field="group")
+    if blocked is not None:
+        return {"kind": "blocklist", **sender, "blocked": bool(blocked), "timestamp": now}
+    if picture not in ("changed", "removed"):
+        raise InvalidRequest("picture: changed or removed expected", field="picture")
+    mail: dict[str, Any] = {"kind": "picture", **sender, "timestamp": now}
+    if picture == "changed":
+        mail["picture_id"] = str(1_000_000_000 + secrets.randbelow(9_000_000_000))  # ten digits, as WhatsApp's
+    return mail

@@ -440,6 +440,10 @@ async def sandbox_inbound(request: Request, client: ClientId, sessions: Sessions
     change the session's own phone made to its chat with `from` (or `group`): a chat-update event follows and
     the chat's row changes. `presence` (`available`, `unavailable` with `lastSeen`; `composing`, `recording`,
     `paused` in its chat with the session, or in `group`) is what `from` shows: a presence event follows.
+
+    **Contacts**, instead of a message: `blocked` true (or false) is the session's own phone blocking (or
+    unblocking) `from`; `picture` (`changed`, `removed`) is `from` changing its profile picture. A
+    contact-update event follows either, and the contact shows it.
     """
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         async with request.form(max_files=1, max_fields=1) as form:
@@ -452,7 +456,8 @@ async def _inject(
     request: Request, body: InboundRequest, upload: InboundFile | None, client: str, sessions: SessionService
 ) -> InboundAccepted:
     request.state.session_id = body.session_id  # for the audit log: the body is not read by the guard here
-    if body.app_state is not None or body.presence is not None:  # chats and presence (issue 14)
+    states = (body.app_state, body.presence, body.blocked, body.picture)  # chats, presence, contacts (issue 14)
+    if any(state is not None for state in states):
         return await _inject_phone_state(body, upload, client, sessions)
     part = body.message_part()
     message_id = await sessions.sandbox_inject(
@@ -476,12 +481,12 @@ async def _inject(
 async def _inject_phone_state(
     body: InboundRequest, upload: InboundFile | None, client: str, sessions: SessionService
 ) -> InboundAccepted:
-    """The phone changed a chat's state, or `from` shows a presence: no message."""
+    """The phone changed a chat's state or its blocklist, or `from` shows a presence or a new picture: no message."""
     for name, value in (("message", body.message), ("type", body.type), ("notice", body.notice), ("file", upload)):
         if value is not None:
-            raise InvalidRequest(f"{name}: an appState or a presence carries no message", field=name)
+            raise InvalidRequest(f"{name}: an appState, presence, blocked or picture carries no message", field=name)
     if body.from_me or body.story:
-        raise InvalidRequest("fromMe: an appState or a presence is not a message", field="fromMe")
+        raise InvalidRequest("fromMe: an appState, presence, blocked or picture is not a message", field="fromMe")
     injected = await sessions.sandbox_phone_state(
         client,
         body.session_id,
@@ -491,6 +496,8 @@ async def _inject_phone_state(
         app_state=None if body.app_state is None else body.app_state.mail(),
         presence=body.presence,
         last_seen=body.last_seen,
+        blocked=body.blocked,
+        picture=body.picture,
     )
     return InboundAccepted(message_id=injected, session_id=body.session_id)
 

@@ -1753,6 +1753,12 @@
       reloadChatsSoon();
       rereadChat(event.chatId);
     }));
+    socket.on("contact-update", mine((event) => {
+      // a new name, a block, a picture, or two contacts merged (their chats and messages became one)
+      if (event.sessionId !== state.selected) return;
+      reloadChatsSoon();
+      if (event.changes && event.changes.merged) reloadMessagesSoon();
+    }));
     for (const name of ["message-edited", "message-deleted", "media-failed"]) {
       socket.on(name, mine((event) => {
         if (event.sessionId !== state.selected) return;
