@@ -41,6 +41,7 @@ from zapgate.engines.base import (
     Restricted,
     SendResult,
     SessionRef,
+    StartRequest,
     StatusChanged,
 )
 from zapgate.engines.registry import EngineContext
@@ -65,6 +66,7 @@ class Script:
     accounts: dict[str, str] = field(default_factory=dict)  # number → the JID WhatsApp answers
     errors: dict[str, list[EngineError]] = field(default_factory=dict)  # number → errors its sends raise, in turn
     stop_hangs: set[str] = field(default_factory=set)  # session ids whose stop never returns
+    start_hangs: set[str] = field(default_factory=set)  # session ids whose start hangs once the session is made
     resolves: Counter[str] = field(default_factory=Counter)
     sent: list[tuple[str, str, str]] = field(default_factory=list)  # (session, to, text)
     presences: list[tuple[str, str, Presence]] = field(default_factory=list)  # (session, to, presence)
@@ -109,6 +111,11 @@ class Scripted(SandboxEngine):
     async def group_info(self, ref: SessionRef, group: str) -> GroupInfo:
         self._hosted(ref)
         return self.script.groups[group]
+
+    async def start(self, request: StartRequest) -> None:
+        await super().start(request)
+        if request.ref.session_id in self.script.start_hangs:
+            await asyncio.Event().wait()  # a start stuck after the engine took the session (a slow network)
 
     async def stop(self, ref: SessionRef) -> None:
         if ref.session_id in self.script.stop_hangs:
@@ -346,6 +353,23 @@ async def test_a_stop_that_never_returns_abandons_the_client_and_the_worker_keep
     await sessions.stop("acme", "stuck2")
     await eventually(lambda: _true(worker.exhausted.is_set()))
     assert worker.abandoned == 2
+
+
+async def test_a_start_cut_off_by_the_bound_leaves_nothing_hosted_in_the_engine(
+    sessions: SessionService, script: Script, start_worker: WorkerFactory
+) -> None:
+    # a start that took the session in the engine and then hung: failed at the bound, and stopped in the engine,
+    # where it would otherwise stay hosted and never collect its mail (issue 16)
+    script.start_hangs.add("alice")
+    await start_worker(engine_timeout=0.5)
+    await sessions.create("acme", "alice")
+    await eventually(lambda: _status_is(sessions, "alice", "failed"))
+    engine = script.engines[0]
+    await eventually(lambda: _not_hosted(engine, SessionRef("acme", "alice")))
+
+
+async def _not_hosted(engine: Scripted, ref: SessionRef) -> bool:
+    return not engine.hosts(ref)
 
 
 async def test_a_session_that_stays_reconnecting_is_failed_by_the_watchdog(

@@ -413,8 +413,16 @@ class Worker:
             await self._bounded(engine.start(request), "start")
         except EngineError as exc:
             self._fail(ref, exc.code, exc.message)
+            await self._clear_failed_start(ref, hosted)
         except Exception as exc:
             self._fail(ref, "start_failed", str(exc))
+            await self._clear_failed_start(ref, hosted)
+
+    async def _clear_failed_start(self, ref: SessionRef, hosted: Hosted) -> None:
+        """Stop what a failed start left in the engine: a start cut off by the bound may have left the session
+        half made there, hosted but never connected, its mail never collected (issue 16)."""
+        if hosted.engine.hosts(ref):
+            await self._stop_engine(ref, hosted)
 
     def _fail(self, ref: SessionRef, code: str, message: str) -> None:
         self._recorder.put(EngineFailure(ref=ref, code=code, message=message))
