@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from tests.support.waiting import eventually
+from zapgate.db import notify
 from zapgate.db.manager import ConnectionManager
+from zapgate.db.notify import Listener
 from zapgate.db.tables import sandbox_mail
 from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import MessageKey
@@ -636,6 +638,40 @@ async def test_sends_that_find_the_phone_directory_stale_share_one_read_of_it(
     assert reads == 2
     await network.unlink("5511999990011", SessionRef("acme", "dir-a"))
     assert await network.linked_session("5511999990011") is None
+
+
+async def test_a_number_linked_on_another_worker_is_seen_at_once_by_every_snapshot(
+    manager: ConnectionManager, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # worker A's snapshot of the directory says the number is no one's; worker B links it. A send from A must
+    # now reach B's session: were A to go on trusting its snapshot, it would hand the text to a simulated phone
+    # that reads it, and B's session, linked by then, would never get it
+    import zapgate.services.sandbox as network_module
+
+    monkeypatch.setattr(network_module, "DIRECTORY_TTL", 3600.0)  # only the notification can make it stale
+    await ClientService(manager).create("acme")
+    listener = Listener(database_url, (notify.SANDBOX_DIRECTORY,))
+    await listener.start()
+    try:
+        news = listener.event(notify.SANDBOX_DIRECTORY)
+        await eventually(lambda: _is_set(news))  # listening (a connection sets it)
+        on_a = PostgresSandboxNetwork(manager, directory_news=news)
+        on_b = PostgresSandboxNetwork(manager)
+        assert await on_a.linked_session("5511999990021") is None  # A's snapshot
+        await on_b.link("5511999990021", SessionRef("acme", "dir-b"))
+        await eventually(lambda: _linked_to(on_a, "5511999990021", SessionRef("acme", "dir-b")))
+        await on_b.unlink("5511999990021", SessionRef("acme", "dir-b"))
+        await eventually(lambda: _linked_to(on_a, "5511999990021", None))
+    finally:
+        await listener.close()
+
+
+async def _is_set(event: asyncio.Event) -> bool:
+    return event.is_set()
+
+
+async def _linked_to(network: PostgresSandboxNetwork, phone: str, ref: SessionRef | None) -> bool:
+    return await network.linked_session(phone) == ref
 
 
 # -- what the network keeps of an account outlives the worker (engines/sandbox_accounts.py) ----------------

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.db import notify
 from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.chats import ChatState
@@ -79,9 +80,18 @@ def unwrap(stored: Mail) -> Mail:
 class PostgresSandboxNetwork:
     """`SandboxNetwork` over the registry tables `sandbox_*`."""
 
-    def __init__(self, manager: ConnectionManager, wake: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        wake: asyncio.Event | None = None,
+        directory_news: asyncio.Event | None = None,
+    ) -> None:
         self._manager = manager
         self._wake = wake or asyncio.Event()
+        # set when a number is linked or unlinked anywhere (a NOTIFY): the snapshot of the directory is stale.
+        # Without it, for up to DIRECTORY_TTL after a number was linked on another worker, a send to it went to
+        # a simulated phone that read it, and the session that had just linked it never got it.
+        self._directory_news = directory_news
         self._directory: dict[str, SessionRef] = {}
         self._directory_read = float("-inf")  # when the snapshot was taken (monotonic seconds)
         self._directory_reading: asyncio.Future[None] | None = None  # the read under way, shared by its askers
@@ -99,6 +109,7 @@ class PostgresSandboxNetwork:
     async def link(self, phone: str, ref: SessionRef) -> None:
         async def work(conn: AsyncConnection) -> tuple[str, str]:
             linked = await store.link(conn, phone, ref.client_id, ref.session_id)
+            await notify.notify(conn, notify.SANDBOX_DIRECTORY, phone)  # every worker's snapshot is stale
             if linked == (ref.client_id, ref.session_id):
                 before = await store.claim_owner(conn, phone, ref.client_id)
                 if before is not None and before != ref.client_id:
@@ -116,7 +127,12 @@ class PostgresSandboxNetwork:
     async def unlink(self, phone: str, ref: SessionRef) -> None:
         self._directory_changed()
         try:
-            await self._registry("unlink", lambda conn: store.unlink(conn, phone, ref.client_id, ref.session_id))
+
+            async def work(conn: AsyncConnection) -> None:
+                await store.unlink(conn, phone, ref.client_id, ref.session_id)
+                await notify.notify(conn, notify.SANDBOX_DIRECTORY, phone)
+
+            await self._registry("unlink", work)
         finally:
             self._directory_changed()  # a read begun meanwhile may not have seen it
 
@@ -128,6 +144,9 @@ class PostgresSandboxNetwork:
     async def linked_session(self, phone: str) -> SessionRef | None:
         # the directory is small and read on every send: one snapshot of it serves DIRECTORY_TTL seconds, and
         # the sends that find it stale together wait for one read of it (not one registry transaction each)
+        if self._directory_news is not None and self._directory_news.is_set():
+            self._directory_news.clear()
+            self._directory_changed()
         if time.monotonic() - self._directory_read > DIRECTORY_TTL:
             if self._directory_reading is None:
                 self._directory_reading = asyncio.ensure_future(self._read_directory())

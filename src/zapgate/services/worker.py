@@ -141,7 +141,9 @@ class Worker:
         self._calls = CallRunner(manager, self._hosted, self._tasks, call_timeout=self.options.outbox.call_timeout)
         context = EngineContext(
             on_event=self._recorder.put,
-            sandbox_network=lambda: PostgresSandboxNetwork(manager, self._listener.event(notify.SANDBOX)),
+            sandbox_network=lambda: PostgresSandboxNetwork(
+                manager, self._listener.event(notify.SANDBOX), self._listener.event(notify.SANDBOX_DIRECTORY)
+            ),
             keystore_dsn=self._keystore_dsns.__getitem__,
             device_name=self.options.device_name,
         )
