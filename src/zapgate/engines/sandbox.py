@@ -1160,10 +1160,26 @@ class SandboxEngine:
         acting: str | None = None,
     ) -> tuple[ParticipantResult, ...]:
         phone = self._phone(ref, acting)
+        changed, results, done = await self._each_participant(
+            group, participants, lambda found, targets: change_participants(found, phone, action, targets)
+        )
+        if done:
+            gone = done if action is ParticipantAction.REMOVE else []
+            await self._tell_group(changed, phone, GroupAction(action.value), participants=done, gone=gone)
+        return tuple(results)
+
+    async def _each_participant(
+        self,
+        group: str,
+        participants: tuple[str, ...],
+        rule: Callable[[SandboxGroup, list[tuple[str, str | None]]], list[ParticipantResult]],
+    ) -> tuple[SandboxGroup, list[ParticipantResult], list[str]]:
+        """Apply `rule` to `group` for each of `participants` (JID, its account): the group as changed, each
+        one's result, and the accounts it went through for."""
         targets = [(jid, await self._member_account(jid)) for jid in participants]
 
         def change(found: SandboxGroup) -> tuple[SandboxGroup, list[ParticipantResult]]:
-            return found, change_participants(found, phone, action, targets)
+            return found, rule(found, targets)
 
         changed, results = await self._network.change_group(group, change)
         done = [
@@ -1171,10 +1187,7 @@ class SandboxEngine:
             for (_, account), result in zip(targets, results, strict=True)
             if result.outcome is ParticipantOutcome.OK and account is not None
         ]
-        if done:
-            gone = done if action is ParticipantAction.REMOVE else []
-            await self._tell_group(changed, phone, GroupAction(action.value), participants=done, gone=gone)
-        return tuple(results)
+        return changed, results, done
 
     async def group_invite_link(self, ref: SessionRef, group: str, *, reset: bool = False) -> str:
         phone = self._phone(ref)
@@ -1264,17 +1277,9 @@ class SandboxEngine:
         acting: str | None = None,
     ) -> tuple[ParticipantResult, ...]:
         phone = self._phone(ref, acting)
-        targets = [(jid, await self._member_account(jid)) for jid in participants]
-
-        def change(found: SandboxGroup) -> tuple[SandboxGroup, list[ParticipantResult]]:
-            return found, answer_requests(found, phone, action, targets)
-
-        changed, results = await self._network.change_group(group, change)
-        done = [
-            account
-            for (_, account), result in zip(targets, results, strict=True)
-            if result.outcome is ParticipantOutcome.OK and account is not None
-        ]
+        changed, results, done = await self._each_participant(
+            group, participants, lambda found, targets: answer_requests(found, phone, action, targets)
+        )
         if done and action is RequestAction.APPROVE:
             await self._tell_group(changed, phone, GroupAction.APPROVED, participants=done)
         elif done:
