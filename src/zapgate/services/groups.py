@@ -152,10 +152,7 @@ class GroupService:
             change = ParticipantAction(action)
         except ValueError as exc:
             raise InvalidRequest(f"action: one of {', '.join(ParticipantAction)}", field="action") from exc
-        if not 1 <= len(participants) <= MAX_CHANGE:
-            raise InvalidRequest(f"participants: 1 to {MAX_CHANGE} expected", field="participants")
-        people = _participants(participants)
-        args = {"group": jid, "action": change.value, "participants": people}
+        args = {"group": jid, "action": change.value, "participants": _changed(participants)}
         result = await self._call(client, session, "group_participants", args, field="participants")
         try:  # the stored copy follows WhatsApp's word (the change events update it too)
             await self.info(client, session, jid)
@@ -178,10 +175,7 @@ class GroupService:
             answer = RequestAction(action)
         except ValueError as exc:
             raise InvalidRequest(f"action: one of {', '.join(RequestAction)}", field="action") from exc
-        if not 1 <= len(participants) <= MAX_CHANGE:
-            raise InvalidRequest(f"participants: 1 to {MAX_CHANGE} expected", field="participants")
-        people = _participants(participants)
-        args = {"group": jid, "action": answer.value, "participants": people}
+        args = {"group": jid, "action": answer.value, "participants": _changed(participants)}
         result = await self._call(client, session, "group_requests_answer", args, field="participants")
         if answer is RequestAction.APPROVE:
             try:  # the stored copy follows WhatsApp's word (the change events update it too)
@@ -386,6 +380,13 @@ def _participants(given: list[str]) -> list[str]:
             raise InvalidRequest(f"participants[{index}]: a person is expected, not a group", field="participants")
         jids.append(phone_jid(recipient.phone) if recipient.phone is not None else str(recipient.jid))
     return list(dict.fromkeys(jids))
+
+
+def _changed(participants: list[str]) -> list[str]:
+    """The participants one change names (1 to MAX_CHANGE of them), checked as `_participants` does."""
+    if not 1 <= len(participants) <= MAX_CHANGE:
+        raise InvalidRequest(f"participants: 1 to {MAX_CHANGE} expected", field="participants")
+    return _participants(participants)
 
 
 def _info_of(raw: dict[str, Any]) -> GroupInfo:

@@ -662,16 +662,24 @@
   /** Read the selected session's newest messages again (the first page, on a new selection). */
   async function loadMessages() {
     const list = state.messageList;
-    if (!list) return;
+    if (!(await refreshed(list, () => state.messageList, "messages-error", "Messages"))) return;
+    rereadTargets(list);
+  }
+
+  /** Read `list`'s newest page again; true once it changed and is still the one shown (`current()`), with the
+      error line `slot` cleared; a failure is shown there. */
+  async function refreshed(list, current, slot, what) {
+    if (!list) return false;
     try {
-      if (!(await list.refresh())) return;
+      if (!(await list.refresh())) return false;
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      if (list === state.messageList) $("messages-error").textContent = `Messages could not be loaded: ${error.message}`;
-      return;
+      if (list === current()) $(slot).textContent = `${what} could not be loaded: ${error.message}`;
+      return false;
     }
-    if (list === state.messageList) $("messages-error").textContent = "";
-    rereadTargets(list);
+    if (list !== current()) return false;
+    $(slot).textContent = "";
+    return true;
   }
 
   /** "Load more" of `list`: its next older page, scrolled into view next to what was the oldest shown; an
@@ -1320,17 +1328,7 @@
 
   /** Read the selected session's newest chats again (the first page, on a new selection). */
   async function loadChats() {
-    const list = state.chatList;
-    if (!list) return;
-    try {
-      if (!(await list.refresh())) return;
-    } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
-      if (list === state.chatList) $("chats-error").textContent = `Chats could not be loaded: ${error.message}`;
-      return;
-    }
-    if (list !== state.chatList) return;
-    $("chats-error").textContent = "";
+    if (!(await refreshed(state.chatList, () => state.chatList, "chats-error", "Chats"))) return;
     const open = state.chat && state.chats.find((chat) => chat.id === state.chat.id);
     if (open) {
       state.chat.info = open;
