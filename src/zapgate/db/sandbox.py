@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import Text, delete, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -123,10 +123,27 @@ async def is_blocked(conn: AsyncConnection, owner: str, phone: str) -> bool:
     return bool((await conn.execute(stmt)).scalar_one_or_none())
 
 
+async def blocked_among(conn: AsyncConnection, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (owner, phone) `pairs` are blocks: the account `owner` blocked `phone`."""
+    if not pairs:
+        return set()
+    stmt = select(sandbox_blocks.c.owner, sandbox_blocks.c.phone).where(
+        tuple_(sandbox_blocks.c.owner, sandbox_blocks.c.phone).in_(sorted(set(pairs)))
+    )
+    return {(row.owner, row.phone) for row in await conn.execute(stmt)}
+
+
 async def post(conn: AsyncConnection, address: str, envelope: dict[str, Any]) -> None:
     """Drop mail for `address` and wake whoever collects it (at commit)."""
-    await conn.execute(insert(sandbox_mail).values(address=address, envelope=envelope))
-    await notify.notify(conn, notify.SANDBOX, address)
+    await post_many(conn, [(address, envelope)])
+
+
+async def post_many(conn: AsyncConnection, posts: Collection[tuple[str, dict[str, Any]]]) -> None:
+    """Drop each (address, envelope) of `posts`, in their order, and wake whoever collects them (at commit)."""
+    if not posts:
+        return
+    await conn.execute(insert(sandbox_mail), [{"address": address, "envelope": env} for address, env in posts])
+    await notify.notify_many(conn, notify.SANDBOX, [address for address, _ in posts])
 
 
 async def collect(
@@ -157,6 +174,15 @@ async def collect(
 async def ack(conn: AsyncConnection, mail_ids: Collection[int]) -> None:
     """Remove delivered mail."""
     await conn.execute(delete(sandbox_mail).where(sandbox_mail.c.id.in_(list(mail_ids))))
+
+
+async def renew(conn: AsyncConnection, mail_ids: Collection[int], lease: float) -> None:
+    """Hand out the handed-out mail `mail_ids` for `lease` seconds more (its collector still holds it)."""
+    await conn.execute(
+        update(sandbox_mail)
+        .where(sandbox_mail.c.id.in_(list(mail_ids)))
+        .values(taken_until=func.now() + text("make_interval(secs => :lease)").bindparams(lease=lease))
+    )
 
 
 _UNCOLLECTED = text(

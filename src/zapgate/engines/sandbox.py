@@ -82,6 +82,7 @@ import itertools
 import os
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -89,6 +90,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
+from zapgate import metrics
 from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     Content,
@@ -187,6 +189,11 @@ T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
+LEASE_RENEWAL = 3.0  # seconds between renewals of the leases of mail the recorder holds (leases: 10 s)
+ACK_AT_CLOSE = 5.0  # seconds a closing engine waits for the acknowledgements under way
+HOLD_AT_MOST = 300.0  # seconds mail is held for the recorder at most: then handed out again (its event was lost)
+# mail whose events are reported in runs, after the receipts they answer with are posted
+DEFERRED_MAIL = frozenset({"message", "receipt", "group"})
 PHONE_MAILBOX = "phone:"  # + a number: the mailbox of a phone
 SESSION_MAILBOX = "session:"  # + "client/session": the mailbox of a session
 
@@ -473,11 +480,17 @@ class SandboxNetwork(Protocol):
     async def post(self, address: str, mail: Mail) -> None:
         """Leave `mail` in the mailbox at `address`."""
 
+    async def post_many(self, posts: Collection[tuple[str, Mail]]) -> None:
+        """Leave each (address, mail) of `posts`, in their order, all or none."""
+
     async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
         """Put the number `phone` on the blocklist of the account `owner` (a number), or take it off."""
 
     async def is_blocked(self, owner: str, phone: str) -> bool:
         """Whether the account `owner` blocked the number `phone`."""
+
+    async def blocked_among(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the (owner, phone) `pairs` are blocks (`is_blocked` of many at once)."""
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         """Hand out the waiting mail of `addresses`, oldest first, as (mail id, address, mail).
@@ -488,6 +501,9 @@ class SandboxNetwork(Protocol):
 
     async def ack(self, mail_ids: Collection[int]) -> None:
         """Delete mail that has been dealt with."""
+
+    async def renew(self, mail_ids: Collection[int]) -> None:
+        """Keep handed-out mail from being handed out again for a while more: its taker still holds it."""
 
     async def wait_for_mail(self, at_most: float) -> None:
         """Return when mail may have arrived, or after `at_most` seconds."""
@@ -619,6 +635,10 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         self._boxes.setdefault(address, deque()).append((next(self._ids), mail))
         self._arrived.set()
 
+    async def post_many(self, posts: Collection[tuple[str, Mail]]) -> None:
+        for address, mail in posts:
+            await self.post(address, mail)
+
     async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
         if blocked:
             self._blocked.add((owner, phone))
@@ -627,6 +647,9 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
 
     async def is_blocked(self, owner: str, phone: str) -> bool:
         return (owner, phone) in self._blocked
+
+    async def blocked_among(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        return set(pairs) & self._blocked
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         taken: list[tuple[int, str, Mail]] = []
@@ -640,6 +663,9 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
     async def ack(self, mail_ids: Collection[int]) -> None:
         for mail_id in mail_ids:
             self.unacknowledged.pop(mail_id, None)
+
+    async def renew(self, mail_ids: Collection[int]) -> None:
+        pass  # mail handed out here is never handed out again
 
     async def wait_for_mail(self, at_most: float) -> None:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
@@ -691,6 +717,19 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         return len(lost)
 
 
+Blocks = dict[tuple[str, str], bool]  # (account, number) → whether the account blocked the number
+
+
+@dataclass
+class MailRound:
+    """A run of collected mail being delivered: the posts its mail answers with, then the events it reports
+    (with the mail id each one's acknowledgement deletes)."""
+
+    blocks: Blocks
+    posts: list[tuple[str, Mail]] = field(default_factory=list)
+    events: list[tuple[_Session, EngineEvent, int]] = field(default_factory=list)
+
+
 @dataclass
 class _Session:
     request: StartRequest
@@ -726,7 +765,10 @@ class SandboxEngine:
         self._reconnect_delay = reconnect_delay
         self._sessions: dict[SessionRef, _Session] = {}
         self._pump: asyncio.Task[None] | None = None
-        self._acks: set[asyncio.Task[None]] = set()
+        # mail whose event the recorder has and has not stored yet: its lease is renewed (`_renew_held`)
+        self._held: dict[int, tuple[_Session, float]] = {}  # mail id → (its session, when handed over)
+        self._to_ack: set[int] = set()  # mail whose event is stored, to delete in one trip
+        self._acking: asyncio.Task[None] | None = None
 
     # -- the Engine protocol ------------------------------------------------------------------------------
 
@@ -1081,6 +1123,11 @@ class SandboxEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
             self._pump = None
+        if self._acking is not None:  # what was stored is deleted now, or handed out again after its lease
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(ACK_AT_CLOSE):
+                    await self._acking
+            self._acking = None
 
     # -- groups (the rules: engines/sandbox_groups.py) ----------------------------------------------------
 
@@ -1381,8 +1428,7 @@ class SandboxEngine:
         notices = group_notices(
             group, actor, action, linked, participants=participants, gone=gone, fields=fields, admins_only=admins_only
         )
-        for address, mail in notices:
-            await self._network.post(address, mail)
+        await self._network.post_many(notices)
 
     def _group_changed(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> GroupChanged:
         """The GroupChanged event a group notification carries."""
@@ -1476,6 +1522,7 @@ class SandboxEngine:
             self._pump = asyncio.create_task(self._pump_mail(), name="sandbox.mail")
 
     async def _pump_mail(self) -> None:
+        renewed = time.monotonic()
         while True:
             addresses = []
             for session in self._sessions.values():
@@ -1483,15 +1530,70 @@ class SandboxEngine:
                 if session.phone is not None and session.status is SessionStatus.CONNECTED:
                     addresses.append(phone_address(session.phone))
             try:
-                for mail_id, address, mail in await self._network.collect(addresses) if addresses else []:
-                    await self._deliver(mail_id, address, mail)
+                if time.monotonic() - renewed >= LEASE_RENEWAL:
+                    renewed = time.monotonic()
+                    await self._renew_held()
+                await self._deliver_all(await self._network.collect(addresses) if addresses else [])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the network (database) may be briefly away: try again later
                 log.warning("sandbox.mail_failed", error=repr(exc))
             await self._network.wait_for_mail(MAIL_POLL_INTERVAL)
 
-    async def _deliver(self, mail_id: int, address: str, mail: Mail) -> None:
+    async def _renew_held(self) -> None:
+        """Keep the mail handed to the recorder, and not stored yet, from being handed out again (at most
+        HOLD_AT_MOST seconds: an event the recorder gave up on is handed out again then)."""
+        now = time.monotonic()
+        for mail_id, (session, since) in list(self._held.items()):
+            if session.silenced or now - since > HOLD_AT_MOST:
+                del self._held[mail_id]
+        await self._network.renew(list(self._held))
+
+    async def _deliver_all(self, taken: list[tuple[int, str, Mail]]) -> None:
+        """Deliver collected mail in its order, with as few trips to the network as the order allows: what
+        messages, receipts and group notifications need (blocklists, receipts to post) is asked and posted once
+        for a run of them, then their events are reported."""
+        pending = MailRound(blocks=await self._blocks_among(taken))
+        for mail_id, address, mail in taken:
+            held = self._held.get(mail_id)
+            if held is not None and not held[0].silenced:
+                metrics.SANDBOX_MAIL_REHANDED.inc()
+                continue  # handed out again while the recorder still has it (its lease ran out): once is enough
+            if mail.get("kind") in DEFERRED_MAIL:
+                await self._deliver(mail_id, address, mail, pending)
+            else:  # it may change what the run asked (a blocklist) or report at once: the run goes first
+                await self._flush(pending)
+                pending = MailRound(blocks=await self._blocks_among([(mail_id, address, mail)]))
+                await self._deliver(mail_id, address, mail, pending)
+        await self._flush(pending)
+
+    async def _blocks_among(self, taken: list[tuple[int, str, Mail]]) -> Blocks:
+        """The blocklist answers the messages among `taken` need: (account, sender) → blocked."""
+        asked = set()
+        for _, address, mail in taken:
+            session = self._addressee(address)
+            one_to_one = not (mail.get("group") or mail.get("story") or mail.get("from_me"))
+            if mail.get("kind") == "message" and one_to_one and session is not None and session.phone is not None:
+                sender = self._blockable_sender(mail)
+                if sender is not None:
+                    asked.add((session.phone, sender))
+        blocked = await self._network.blocked_among(asked) if asked else set()
+        return {pair: pair in blocked for pair in asked}
+
+    async def _flush(self, pending: MailRound) -> None:
+        """Post what the run's mail answers, then report its events: a message is stored (and its mail
+        acknowledged) only after its receipts are on their way."""
+        if pending.posts:
+            await self._network.post_many(pending.posts)
+            pending.posts.clear()
+        now = time.monotonic()
+        for session, event, mail_id in pending.events:
+            if not session.silenced:
+                self._held[mail_id] = (session, now)
+            self._emit(session, event)
+        pending.events.clear()
+
+    async def _deliver(self, mail_id: int, address: str, mail: Mail, pending: MailRound) -> None:
         kind = mail.get("kind")
         session = self._addressee(address)
         if session is None:
@@ -1503,29 +1605,27 @@ class SandboxEngine:
                 log.info("sandbox.unlinked_mail_dropped", address=address)
                 await self._network.ack([mail_id])
                 return
-            await self._receive(session, mail, self._acker(mail_id))
+            await self._receive(session, mail, mail_id, pending)
             return
         if kind == "receipt":
             group = mail.get("group")
             reader = f"{mail['from']}@{USER_SERVER}"
-            self._emit(
-                session,
-                Receipt(
-                    ref=session.ref,
-                    message_ids=tuple(mail["ids"]),
-                    status=MessageStatus(mail["status"]),
-                    chat_jid=group if isinstance(group, str) else reader,
-                    timestamp=datetime.fromisoformat(mail["timestamp"]),
-                    ack=self._acker(mail_id),
-                    sender_jid=reader if isinstance(group, str) else None,
-                ),
+            receipt = Receipt(
+                ref=session.ref,
+                message_ids=tuple(mail["ids"]),
+                status=MessageStatus(mail["status"]),
+                chat_jid=group if isinstance(group, str) else reader,
+                timestamp=datetime.fromisoformat(mail["timestamp"]),
+                ack=self._acker(mail_id),
+                sender_jid=reader if isinstance(group, str) else None,
             )
+            pending.events.append((session, receipt, mail_id))
             return
         if kind == "group":
             if session.phone is None:
                 await self._network.ack([mail_id])
                 return
-            self._emit(session, self._group_changed(session, mail, self._acker(mail_id)))
+            pending.events.append((session, self._group_changed(session, mail, self._acker(mail_id)), mail_id))
             return
         if kind == "notice":
             self._notice(session, mail)
@@ -1538,14 +1638,28 @@ class SandboxEngine:
         await self._network.ack([mail_id])
 
     def _acker(self, mail_id: int) -> Callable[[], None]:
-        """Return the callback that deletes mail `mail_id` once what it carried is stored."""
+        """Return the callback that deletes mail `mail_id` once what it carried is stored (with whatever else
+        is stored by then: one trip for a batch the recorder stored)."""
 
         def ack() -> None:
-            task = asyncio.get_running_loop().create_task(self._network.ack([mail_id]))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
+            self._to_ack.add(mail_id)
+            if self._acking is None or self._acking.done():
+                self._acking = asyncio.get_running_loop().create_task(self._ack_stored(), name="sandbox.ack")
 
         return ack
+
+    async def _ack_stored(self) -> None:
+        while self._to_ack:
+            mail_ids, self._to_ack = self._to_ack, set()
+            try:
+                await self._network.ack(mail_ids)
+            except Exception as exc:  # not the database being away (waited for): try again shortly
+                log.warning("sandbox.ack_failed", error=repr(exc))
+                self._to_ack |= mail_ids
+                await asyncio.sleep(1.0)
+                continue
+            for mail_id in mail_ids:
+                self._held.pop(mail_id, None)
 
     async def _control(self, session: _Session, kind: object, mail: Mail) -> None:
         if kind == "scan":
@@ -1567,7 +1681,7 @@ class SandboxEngine:
                 return session
         return None
 
-    async def _receive(self, session: _Session, mail: Mail, ack: Callable[[], None]) -> None:
+    async def _receive(self, session: _Session, mail: Mail, mail_id: int, pending: MailRound) -> None:
         """Report the message `mail` carries: a chat, a group's, a story; from someone, or from the phone."""
         sender = _Party.of(mail.get("from"), mail.get("from_lid"))
         from_me = bool(mail.get("from_me"))
@@ -1585,7 +1699,8 @@ class SandboxEngine:
         content, quote, mentions = mail_content(mail)
         if session.silenced:
             return  # stopped meanwhile: whoever hosts the session next is handed this mail
-        if not (is_group or from_me) and await self._blocked(session, sender):
+        ack = self._acker(mail_id)
+        if not (is_group or from_me) and await self._blocked(session, mail, pending.blocks):
             ack()  # WhatsApp never delivers it (the sender sees one tick): nothing is reported, nothing waits
             return
         in_group = isinstance(group, str) and not mail.get("story")
@@ -1593,46 +1708,58 @@ class SandboxEngine:
             # the recipient's phone gets it, then reads it: the sender hears both. Posted before the message is
             # reported, so before its mail is acknowledged (once stored): mail whose receipts could not be posted
             # is handed out again, and its receipts with it (a receipt repeated changes nothing)
-            await self._post_receipts(session, sender.phone, str(mail["id"]), group if in_group else None)
-        self._emit(
-            session,
-            InboundMessage(
-                ref=session.ref,
-                message_id=str(mail["id"]),
-                chat_jid=chat_jid,
-                chat_lid=chat_lid,
-                sender_jid=sender.jid,
-                sender_lid=sender.lid,
-                type=kind_of(content).value,
-                text=summary(content),
-                timestamp=datetime.fromisoformat(mail["timestamp"]),
-                push_name=mail.get("push_name"),
-                verified_name=None if from_me else mail.get("verified_name"),
-                is_group=is_group,
-                from_me=from_me,
-                content=content,
-                quote=quote,
-                mentions=mentions,
-                ack=ack,
-            ),
+            pending.posts += await self._receipts(session, sender.phone, str(mail["id"]), group if in_group else None)
+        pending.events.append(
+            (
+                session,
+                InboundMessage(
+                    ref=session.ref,
+                    message_id=str(mail["id"]),
+                    chat_jid=chat_jid,
+                    chat_lid=chat_lid,
+                    sender_jid=sender.jid,
+                    sender_lid=sender.lid,
+                    type=kind_of(content).value,
+                    text=summary(content),
+                    timestamp=datetime.fromisoformat(mail["timestamp"]),
+                    push_name=mail.get("push_name"),
+                    verified_name=None if from_me else mail.get("verified_name"),
+                    is_group=is_group,
+                    from_me=from_me,
+                    content=content,
+                    quote=quote,
+                    mentions=mentions,
+                    ack=ack,
+                ),
+                mail_id,
+            )
         )
 
-    async def _blocked(self, session: _Session, sender: _Party) -> bool:
-        """Whether the session's account blocked the sender (known by number or by LID)."""
-        phone = sender.phone or (phone_of_lid(sender.lid_user) if sender.lid_user else None)
+    @staticmethod
+    def _blockable_sender(mail: Mail) -> str | None:
+        """The number whose block would keep the message `mail` from its recipient (known by number or by LID)."""
+        sender = _Party.of(mail.get("from"), mail.get("from_lid"))
+        return sender.phone or (phone_of_lid(sender.lid_user) if sender.lid_user else None)
+
+    async def _blocked(self, session: _Session, mail: Mail, known: Blocks) -> bool:
+        """Whether the session's account blocked the sender of `mail` (from `known` when it was asked)."""
+        phone = self._blockable_sender(mail)
         if session.phone is None or phone is None:
             return False
-        return await self._network.is_blocked(session.phone, phone)
+        answer = known.get((session.phone, phone))
+        return await self._network.is_blocked(session.phone, phone) if answer is None else answer
 
-    async def _post_receipts(
+    async def _receipts(
         self, session: _Session, sender_phone: str, whatsapp_id: str, group: str | None = None
-    ) -> None:
-        """Tell a linked sender that its message `whatsapp_id` was delivered to the session's phone, then read.
+    ) -> list[tuple[str, Mail]]:
+        """The receipts that tell a linked sender its message `whatsapp_id` was delivered to the session's
+        phone, then read, as (address, mail) to post.
 
         In a group, each member's phone answers for itself (`group` names the chat, `from` the member).
         """
         if session.phone is None or await self._network.linked_session(sender_phone) is None:
-            return
+            return []
+        receipts = []
         read = () if session.hold_reads else (MessageStatus.READ,)
         for status in (MessageStatus.DELIVERED, *read):
             receipt: Mail = {
@@ -1644,7 +1771,8 @@ class SandboxEngine:
             }
             if group is not None:
                 receipt["group"] = group
-            await self._network.post(phone_address(sender_phone), receipt)
+            receipts.append((phone_address(sender_phone), receipt))
+        return receipts
 
     def _notice(self, session: _Session, mail: Mail) -> None:
         try:

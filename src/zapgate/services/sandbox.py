@@ -164,6 +164,11 @@ class PostgresSandboxNetwork:
     async def is_blocked(self, owner: str, phone: str) -> bool:
         return await self._registry("blocked", lambda conn: store.is_blocked(conn, owner, phone))
 
+    async def blocked_among(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not pairs:
+            return set()
+        return await self._registry("blocked", lambda conn: store.blocked_among(conn, pairs))
+
     async def _read_directory(self) -> None:
         asked, changes = time.monotonic(), self._directory_changes
         found = await self._registry("directory", store.directory)
@@ -180,6 +185,12 @@ class PostgresSandboxNetwork:
         stored = envelope(mail)
         await self._registry("post", lambda conn: store.post(conn, address, stored))
 
+    async def post_many(self, posts: Collection[tuple[str, Mail]]) -> None:
+        if not posts:
+            return
+        stored = [(address, envelope(mail)) for address, mail in posts]
+        await self._registry("post", lambda conn: store.post_many(conn, stored))
+
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
         if not addresses:
             return []
@@ -190,6 +201,11 @@ class PostgresSandboxNetwork:
         if not mail_ids:
             return
         await self._registry("ack", lambda conn: store.ack(conn, mail_ids))
+
+    async def renew(self, mail_ids: Collection[int]) -> None:
+        if not mail_ids:
+            return
+        await self._registry("renew", lambda conn: store.renew(conn, mail_ids, MAIL_LEASE))
 
     async def uncollected(self, worker_id: str, older_than: float) -> list[tuple[SessionRef, int, float]]:
         """The linked sessions leased to `worker_id` with mail older than `older_than` seconds that nobody holds

@@ -982,3 +982,81 @@ async def test_media_refusals(linked: SandboxEngine, events: Recorder, tmp_path:
     assert isinstance(got.content, Media) and got.content.size == 0
     await linked.download(B, got.content, str(tmp_path / "empty.down"))
     assert (tmp_path / "empty.down").read_bytes() == b""
+
+
+class CountingNetwork(LocalSandboxNetwork):
+    """A network that notes each trip the engine makes to it, and each event reported, in one sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trips: list[str] = []
+
+    async def post(self, address: str, mail: dict[str, Any]) -> None:
+        self.trips.append(f"post {mail.get('kind')}")
+        await super().post(address, mail)
+
+    async def post_many(self, posts: Any) -> None:
+        self.trips.append(f"post_many {len(posts)}")
+        for address, mail in posts:
+            await super().post(address, mail)
+
+    async def is_blocked(self, owner: str, phone: str) -> bool:
+        self.trips.append("is_blocked")
+        return await super().is_blocked(owner, phone)
+
+    async def blocked_among(self, pairs: Any) -> set[tuple[str, str]]:
+        self.trips.append(f"blocked_among {len(pairs)}")
+        return await super().blocked_among(pairs)
+
+    async def ack(self, mail_ids: Any) -> None:
+        self.trips.append(f"ack {len(mail_ids)}")
+        await super().ack(mail_ids)
+
+
+async def test_a_run_of_collected_messages_costs_one_blocklist_question_and_one_post_of_receipts() -> None:
+    """Issue 16: at 1,000 sessions the mail pump fell behind with a few trips to the registry per message (its
+    blocklist, each receipt, each acknowledgement). A run of messages collected together now asks the blocklist
+    once and posts every receipt in one go, before any of them is reported (a message is stored, and its mail
+    deleted, only once its receipts are on their way); what the recorder stores together is deleted in one trip.
+    """
+    network, events = CountingNetwork(), Recorder()
+
+    def sink(event: EngineEvent) -> None:
+        network.trips.append(f"report {type(event).__name__}")
+        events(event)
+
+    engine = SandboxEngine(sink, network, reconnect_delay=0.01)
+    try:
+        await pair(engine, network, events, A, PHONE_A)
+        await pair(engine, network, events, B, PHONE_B)
+        await network.set_blocked(PHONE_A, "5511999990009", True)
+        await engine.stop(A)  # the mail waits for alice's return: it is collected in one run
+        await engine.send_text(B, f"{PHONE_A}@s.whatsapp.net", "one", "M-1")
+        await engine.send_text(B, f"{PHONE_A}@s.whatsapp.net", "two", "M-2")
+        for n, sender in enumerate(("5511999990008", "5511999990009")):
+            await network.post(phone_address(PHONE_A), _text_mail(f"X-{n}", sender))
+        network.trips.clear()
+        await engine.start(StartRequest(ref=A, mode=StartMode.RESTORE, jid=f"{PHONE_A}@s.whatsapp.net"))
+        await events.wait_for(lambda e: isinstance(e, InboundMessage) and e.message_id == "X-0")
+        run = [trip for trip in network.trips if not trip.startswith(("report StatusChanged", "ack"))]
+        # two messages from bob (linked: each answered with delivered and read), one from an unlinked number,
+        # one from a number alice blocked (never reported, deleted at once): three senders asked about at once
+        assert run[:5] == ["blocked_among 3", "post_many 4"] + ["report InboundMessage"] * 3
+        inbound = [e for e in events.events if isinstance(e, InboundMessage) and e.ref == A]
+        for event in inbound:
+            assert event.ack is not None
+            event.ack()  # stored together by the recorder
+        await eventually(lambda: _true(all(m["kind"] != "message" for m in network.unacknowledged.values())))
+        assert [trip for trip in network.trips if trip.startswith("ack")] == ["ack 1", "ack 3"]
+        receipts = await events.wait_for(lambda e: isinstance(e, Receipt) and e.ref == B and e.status == "read")
+        assert isinstance(receipts, Receipt)
+    finally:
+        await engine.close()
+
+
+def _text_mail(message_id: str, sender: str) -> dict[str, Any]:
+    return {"kind": "message", "id": message_id, "from": sender, "text": "hi", "timestamp": "2026-01-01T00:00:00+00:00"}
+
+
+async def _true(value: bool) -> bool:
+    return value
