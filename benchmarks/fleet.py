@@ -43,6 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -242,6 +243,19 @@ async def received(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
     return counts
 
 
+async def connected_since(monitor: asyncpg.Pool, clients: int, since: datetime) -> set[tuple[str, str]]:
+    """The sessions whose log has a `status-change` to connected written after `since` (the database's clock)."""
+    found: set[tuple[str, str]] = set()
+    for c in range(clients):
+        rows = await monitor.fetch(
+            f"SELECT DISTINCT session_id FROM client_{client_id(c)}.events "  # our own schema names
+            "WHERE type = 'status-change' AND payload ->> 'status' = 'connected' AND created_at > $1",
+            since,
+        )
+        found.update((client_id(c), r["session_id"]) for r in rows)
+    return found
+
+
 async def outbound_states(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
     counts: Counter[str] = Counter()
     for c in range(clients):
@@ -257,31 +271,78 @@ async def outbound_states(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
 # -- the benchmark ----------------------------------------------------------------------------------------
 
 
+class Users:
+    """The users of the fleet's sessions, pairing them: each scans its session's QR code when it shows (again after
+    RESCAN_AFTER if it still shows one, one scan at a time: on a loaded machine rescans queued behind scans still
+    waiting would pile up, and the first scans of other sessions would wait behind them), and starts it again
+    after a QR timeout."""
+
+    def __init__(self, sessions: SessionService, concurrency: int) -> None:
+        self.sessions = sessions
+        self.gate = asyncio.Semaphore(concurrency)
+        self.scanned: dict[tuple[str, str], float] = {}  # when each session's last scan was posted
+        self.scanning: set[tuple[str, str]] = set()  # sessions whose scan waits to be posted
+        self.restarting: set[tuple[str, str]] = set()  # sessions being started again after a QR timeout
+        self.hosts: dict[tuple[str, str], set[str]] = {}  # every worker seen hosting each session
+        self.rescans = self.restarts = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def create(self, c: int, s: int) -> None:
+        async with self.gate:
+            await self.sessions.create(client_id(c), session_id(s), engine="sandbox")
+
+    def look(self, r: asyncpg.Record, now: float) -> None:
+        """Act on one session's placement row."""
+        key = (r["client_id"], r["session_id"])
+        if r["worker_id"]:
+            self.hosts.setdefault(key, set()).add(r["worker_id"])
+        if (
+            r["status"] == "qr"
+            and key not in self.scanning
+            and now - self.scanned.get(key, -RESCAN_AFTER) >= RESCAN_AFTER
+        ):
+            self.rescans += key in self.scanned
+            self.scanning.add(key)
+            self.tasks.append(asyncio.create_task(self._scan(*key)))
+        if r["status"] == "qr_timeout" and key not in self.restarting:
+            self.restarts += 1
+            self.restarting.add(key)
+            self.tasks.append(asyncio.create_task(self._restart(*key)))
+
+    def all_scanned(self, total: int) -> bool:
+        return len(self.scanned.keys() | self.scanning) == total
+
+    async def _scan(self, cid: str, sid: str) -> None:
+        try:
+            async with self.gate:
+                await self.sessions.sandbox_scan(cid, sid, str(PHONE_BASE + int(cid[5:]) * 100 + int(sid[1:])))
+        finally:
+            self.scanned[(cid, sid)] = time.perf_counter()  # a rescan waits RESCAN_AFTER from the scan's post
+            self.scanning.discard((cid, sid))
+
+    async def _restart(self, cid: str, sid: str) -> None:
+        try:
+            async with self.gate:
+                await self.sessions.restart(cid, sid)
+        finally:
+            self.restarting.discard((cid, sid))
+
+
 async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: argparse.Namespace) -> dict[str, float]:
-    """Create every session, scan each QR code as it appears, wait until all are connected; return figures.
+    """Create every session, scan each QR code as it appears (`Users`), wait until all are connected; return
+    figures.
 
     A session still showing a QR code RESCAN_AFTER seconds after its scan is scanned again, as a user would scan
     the code the phone shows now: a session that moved to another worker before its scan was taken starts
     pairing anew there. How many moved, and how many scans it took, are reported.
     """
     total = args.clients * args.sessions_per_client
-    gate = asyncio.Semaphore(args.concurrency)
-    scanned: dict[tuple[str, str], float] = {}  # last scan
-    hosts: dict[tuple[str, str], set[str]] = {}  # every worker seen hosting it
-    rescans = 0
+    users = Users(sessions, args.concurrency)
     started = time.perf_counter()
-
-    async def create(c: int, s: int) -> None:
-        async with gate:
-            await sessions.create(client_id(c), session_id(s), engine="sandbox")
-
-    async def scan(cid: str, sid: str) -> None:
-        async with gate:
-            await sessions.sandbox_scan(cid, sid, str(PHONE_BASE + int(cid[5:]) * 100 + int(sid[1:])))
-
-    creating = asyncio.gather(*(create(c, s) for c in range(args.clients) for s in range(args.sessions_per_client)))
+    creating = asyncio.gather(
+        *(users.create(c, s) for c in range(args.clients) for s in range(args.sessions_per_client))
+    )
     created_at = all_qr_at = float("nan")
-    scans: list[asyncio.Task[None]] = []
     while True:
         if creating.done() and created_at != created_at:
             creating.result()
@@ -289,14 +350,8 @@ async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: arg
         rows = await placements(monitor)
         now = time.perf_counter()
         for r in rows:
-            key = (r["client_id"], r["session_id"])
-            if r["worker_id"]:
-                hosts.setdefault(key, set()).add(r["worker_id"])
-            if r["status"] == "qr" and now - scanned.get(key, -RESCAN_AFTER) >= RESCAN_AFTER:
-                rescans += key in scanned
-                scanned[key] = now
-                scans.append(asyncio.create_task(scan(*key)))
-        if len(scanned) == total and all_qr_at != all_qr_at:
+            users.look(r, now)
+        if users.all_scanned(total) and all_qr_at != all_qr_at:
             all_qr_at = now - started
         connected = sum(1 for r in rows if r["status"] == "connected")
         if connected == total:
@@ -304,13 +359,14 @@ async def connect_all(sessions: SessionService, monitor: asyncpg.Pool, args: arg
         if now - started > args.connect_timeout:
             raise TimeoutError(f"only {connected} of {total} sessions connected after {args.connect_timeout:g} s")
         await asyncio.sleep(POLL)
-    await asyncio.gather(*scans)
+    await asyncio.gather(*users.tasks)
     return {
         "created": created_at,
         "scanned": all_qr_at,
         "connected": time.perf_counter() - started,
-        "rescans": rescans,
-        "moved": sum(1 for seen in hosts.values() if len(seen) > 1),
+        "rescans": users.rescans,
+        "restarts": users.restarts,
+        "moved": sum(1 for seen in users.hosts.values() if len(seen) > 1),
     }
 
 
@@ -387,10 +443,11 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                 survivors = fleet[args.kill :]
                 victim_ids = {w.worker_id for w in victims}
                 rows = await placements(monitor)
-                moving = sum(1 for r in rows if r["worker_id"] in victim_ids)
+                moved = {(r["client_id"], r["session_id"]) for r in rows if r["worker_id"] in victim_ids}
+                moving = len(moved)
                 # a lease that ran out while all workers lived: the session moved (a new QR code, in real life)
                 bounced = sum(1 for r in rows if hosts_before.get((r["client_id"], r["session_id"])) != r["worker_id"])
-                killed = time.perf_counter()
+                killed, killed_at = time.perf_counter(), await monitor.fetchval("SELECT clock_timestamp()")
                 for victim in victims:
                     await workers.kill(victim)
                 print(f"killed {args.kill} workers (SIGKILL) hosting {moving} sessions", flush=True)
@@ -401,8 +458,12 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                     return all(r["worker_id"] in survivor_ids and r["leased"] for r in rows)
 
                 async def all_connected() -> bool:
+                    # a claim leaves the status the dead worker stored (connected): each session that moved must
+                    # have said connected again since the kill, on a live worker
                     rows = await placements(monitor)
-                    return all(r["worker_id"] in survivor_ids and r["status"] == "connected" for r in rows)
+                    if not all(r["worker_id"] in survivor_ids and r["status"] == "connected" for r in rows):
+                        return False
+                    return moved <= await connected_since(monitor, args.clients, killed_at)
 
                 claimed_after = connected_after = float("nan")  # nan: not within the time given
                 with contextlib.suppress(TimeoutError):
@@ -469,7 +530,8 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         f"\nconnect: all {total} sessions connected {timings['connected']:.1f} s after the first was created "
         f"(all created by {timings['created']:.1f} s, all QR codes scanned by {timings['scanned']:.1f} s); "
         f"{timings['moved']:.0f} moved to another worker while starting (a lease that ran out), "
-        f"{timings['rescans']:.0f} scanned again; CPU seconds: workers {connect_cpu.get('workers', 0):.0f}, "
+        f"{timings['rescans']:.0f} scanned again, {timings['restarts']:.0f} started again after a QR timeout; "
+        f"CPU seconds: workers {connect_cpu.get('workers', 0):.0f}, "
         f"PostgreSQL {connect_cpu.get('postgres', 0):.0f}, this process {connect_cpu.get('benchmark', 0):.0f}"
     )
     print(

@@ -570,6 +570,8 @@ async def test_mail_the_recorder_still_holds_is_kept_from_being_handed_out_again
     until it is stored (then deleted) or HOLD_AT_MOST has passed (then it is handed out again: lost events are not
     held for ever)."""
     monkeypatch.setattr(sandbox_service, "MAIL_LEASE", 1.0)
+    monkeypatch.setattr(sandbox_engine, "MAIL_LEASE", 1.0)
+    monkeypatch.setattr(sandbox_engine, "HELD_LEASE", 1.0)
     monkeypatch.setattr(sandbox_engine, "LEASE_RENEWAL", 0.2)
     monkeypatch.setattr(sandbox_engine, "MAIL_POLL_INTERVAL", 0.1)
     _, seen = hosted

@@ -6,12 +6,14 @@ groups, and what the network keeps of each account (`sandbox_chat_states`, `sand
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, delete, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy import BigInteger, Text, any_, delete, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -133,17 +135,48 @@ async def blocked_among(conn: AsyncConnection, pairs: Collection[tuple[str, str]
     return {(row.owner, row.phone) for row in await conn.execute(stmt)}
 
 
-async def post(conn: AsyncConnection, address: str, envelope: dict[str, Any]) -> None:
-    """Drop mail for `address` and wake whoever collects it (at commit)."""
-    await post_many(conn, [(address, envelope)])
+async def post(
+    conn: AsyncConnection, address: str, envelope: dict[str, Any], unless_blocked: tuple[str, str] | None = None
+) -> None:
+    """Drop mail for `address` and wake whoever collects it (at commit); `unless_blocked`: see `post_many`."""
+    await post_many(conn, [(address, envelope, unless_blocked)])
 
 
-async def post_many(conn: AsyncConnection, posts: Collection[tuple[str, dict[str, Any]]]) -> None:
-    """Drop each (address, envelope) of `posts`, in their order, and wake whoever collects them (at commit)."""
+_POST = text(
+    """
+    WITH posted AS (
+        INSERT INTO sandbox_mail (address, envelope)
+        SELECT t.address, CAST(t.envelope AS jsonb)
+        FROM unnest(CAST(:addresses AS text[]), CAST(:envelopes AS text[]), CAST(:owners AS text[]),
+                    CAST(:senders AS text[])) WITH ORDINALITY AS t(address, envelope, owner, sender, n)
+        WHERE t.owner IS NULL
+           OR NOT EXISTS (SELECT 1 FROM sandbox_blocks b WHERE b.owner = t.owner AND b.phone = t.sender)
+        ORDER BY t.n
+        RETURNING address
+    )
+    SELECT pg_notify(:channel, address) FROM (SELECT DISTINCT address FROM posted) AS woken
+    """
+)
+
+
+async def post_many(
+    conn: AsyncConnection, posts: Collection[tuple[str, dict[str, Any], tuple[str, str] | None]]
+) -> None:
+    """Drop each (address, envelope, unless_blocked) of `posts`, in their order, and wake whoever collects them
+    (at commit). Mail with `unless_blocked` (owner, phone) is not dropped at all if the account `owner` blocked
+    `phone` (WhatsApp's server never delivers what a blocked sender writes)."""
     if not posts:
         return
-    await conn.execute(insert(sandbox_mail), [{"address": address, "envelope": env} for address, env in posts])
-    await notify.notify_many(conn, notify.SANDBOX, [address for address, _ in posts])
+    await conn.execute(
+        _POST,
+        {
+            "addresses": [address for address, _, _ in posts],
+            "envelopes": [json.dumps(envelope) for _, envelope, _ in posts],
+            "owners": [pair[0] if pair else None for _, _, pair in posts],
+            "senders": [pair[1] if pair else None for _, _, pair in posts],
+            "channel": notify.SANDBOX,
+        },
+    )
 
 
 async def collect(
@@ -177,11 +210,20 @@ async def ack(conn: AsyncConnection, mail_ids: Collection[int]) -> None:
 
 
 async def renew(conn: AsyncConnection, mail_ids: Collection[int], lease: float) -> None:
-    """Hand out the handed-out mail `mail_ids` for `lease` seconds more (its collector still holds it)."""
+    """Keep the handed-out mail `mail_ids` handed out until `lease` seconds from now (its collector holds it)."""
     await conn.execute(
         update(sandbox_mail)
-        .where(sandbox_mail.c.id.in_(list(mail_ids)))
+        .where(sandbox_mail.c.id == any_(literal(list(mail_ids), ARRAY(BigInteger))))
         .values(taken_until=func.now() + text("make_interval(secs => :lease)").bindparams(lease=lease))
+    )
+
+
+async def release(conn: AsyncConnection, addresses: Collection[str]) -> None:
+    """Make the mail of `addresses` handed out now collectable at once (whoever holds it no longer hosts them)."""
+    await conn.execute(
+        update(sandbox_mail)
+        .where(sandbox_mail.c.address.in_(list(addresses)), sandbox_mail.c.taken_until.is_not(None))
+        .values(taken_until=None)
     )
 
 

@@ -87,7 +87,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from zapgate import metrics
@@ -189,7 +189,10 @@ T = TypeVar("T")
 
 RECONNECT_DELAY = 0.05  # seconds the sandbox takes to reconnect after a dropped connection
 MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arrives
-LEASE_RENEWAL = 3.0  # seconds between renewals of the leases of mail the recorder holds (leases: 10 s)
+MAIL_LEASE = 10.0  # seconds collected mail is handed out for: then it is handed out again, unless acknowledged
+HELD_LEASE = 60.0  # seconds the lease of mail whose event the recorder holds is extended by, each time it ends soon
+LEASE_RENEWAL = 3.0  # seconds between looks for held mail whose lease ends within twice that
+MIN_COLLECT_INTERVAL = 0.05  # seconds between two collections at least: a busy network's wake-ups are batched
 ACK_AT_CLOSE = 5.0  # seconds a closing engine waits for the acknowledgements under way
 HOLD_AT_MOST = 300.0  # seconds mail is held for the recorder at most: then handed out again (its event was lost)
 # mail whose events are reported in runs, after the receipts they answer with are posted
@@ -478,10 +481,12 @@ class SandboxNetwork(Protocol):
         """Return the session `phone` is linked to, if any."""
 
     async def post(self, address: str, mail: Mail) -> None:
-        """Leave `mail` in the mailbox at `address`."""
+        """Leave `mail` in the mailbox at `address`; a person's message to a phone whose account blocked the
+        sender is dropped (`blocking_pair`), as WhatsApp's server drops it: it is never delivered, even after an
+        unblock, and its sender sees one tick."""
 
     async def post_many(self, posts: Collection[tuple[str, Mail]]) -> None:
-        """Leave each (address, mail) of `posts`, in their order, all or none."""
+        """Leave each (address, mail) of `posts`, in their order, all or none (each as `post` does)."""
 
     async def set_blocked(self, owner: str, phone: str, blocked: bool) -> None:
         """Put the number `phone` on the blocklist of the account `owner` (a number), or take it off."""
@@ -502,8 +507,12 @@ class SandboxNetwork(Protocol):
     async def ack(self, mail_ids: Collection[int]) -> None:
         """Delete mail that has been dealt with."""
 
-    async def renew(self, mail_ids: Collection[int]) -> None:
-        """Keep handed-out mail from being handed out again for a while more: its taker still holds it."""
+    async def renew(self, mail_ids: Collection[int], seconds: float) -> None:
+        """Keep handed-out mail handed out until `seconds` from now: its taker still holds it."""
+
+    async def release(self, addresses: Collection[str]) -> None:
+        """Make the mail of `addresses` that is handed out collectable at once: whoever took it no longer hosts
+        them (a worker that died, or a start of the session that was replaced)."""
 
     async def wait_for_mail(self, at_most: float) -> None:
         """Return when mail may have arrived, or after `at_most` seconds."""
@@ -632,6 +641,8 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         return self._links.get(phone)
 
     async def post(self, address: str, mail: Mail) -> None:
+        if blocking_pair(address, mail) in self._blocked:
+            return  # WhatsApp's server never delivers what a blocked sender writes
         self._boxes.setdefault(address, deque()).append((next(self._ids), mail))
         self._arrived.set()
 
@@ -664,8 +675,11 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         for mail_id in mail_ids:
             self.unacknowledged.pop(mail_id, None)
 
-    async def renew(self, mail_ids: Collection[int]) -> None:
+    async def renew(self, mail_ids: Collection[int], seconds: float) -> None:
         pass  # mail handed out here is never handed out again
+
+    async def release(self, addresses: Collection[str]) -> None:
+        pass
 
     async def wait_for_mail(self, at_most: float) -> None:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
@@ -726,8 +740,18 @@ class MailRound:
     (with the mail id each one's acknowledgement deletes)."""
 
     blocks: Blocks
+    lease_ends: float  # when the leases of its mail end (monotonic seconds)
     posts: list[tuple[str, Mail]] = field(default_factory=list)
     events: list[tuple[_Session, EngineEvent, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Held:
+    """Mail whose event the recorder has and has not stored yet."""
+
+    session: _Session
+    since: float  # when it was handed to the recorder (monotonic seconds)
+    lease_ends: float  # when its lease ends, as far as this worker knows (monotonic seconds, early if anything)
 
 
 @dataclass
@@ -753,6 +777,11 @@ class _Session:
     def ref(self) -> SessionRef:
         return self.request.ref
 
+    @cached_property
+    def address(self) -> str:
+        """The session's own mailbox (its phone's is `phone_address(phone)`)."""
+        return session_address(self.request.ref)
+
 
 class SandboxEngine:
     """Host sandbox sessions in this worker."""
@@ -766,7 +795,7 @@ class SandboxEngine:
         self._sessions: dict[SessionRef, _Session] = {}
         self._pump: asyncio.Task[None] | None = None
         # mail whose event the recorder has and has not stored yet: its lease is renewed (`_renew_held`)
-        self._held: dict[int, tuple[_Session, float]] = {}  # mail id → (its session, when handed over)
+        self._held: dict[int, _Held] = {}
         self._to_ack: set[int] = set()  # mail whose event is stored, to delete in one trip
         self._acking: asyncio.Task[None] | None = None
 
@@ -1526,44 +1555,58 @@ class SandboxEngine:
         while True:
             addresses = []
             for session in self._sessions.values():
-                addresses.append(session_address(session.ref))
+                addresses.append(session.address)
                 if session.phone is not None and session.status is SessionStatus.CONNECTED:
                     addresses.append(phone_address(session.phone))
             try:
                 if time.monotonic() - renewed >= LEASE_RENEWAL:
                     renewed = time.monotonic()
                     await self._renew_held()
-                await self._deliver_all(await self._network.collect(addresses) if addresses else [])
+                collected = time.monotonic()  # the leases end MAIL_LEASE after this, or later
+                taken = await self._network.collect(addresses) if addresses else []
+                await self._deliver_all(taken, collected + MAIL_LEASE)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the network (database) may be briefly away: try again later
                 log.warning("sandbox.mail_failed", error=repr(exc))
+            await asyncio.sleep(MIN_COLLECT_INTERVAL)
             await self._network.wait_for_mail(MAIL_POLL_INTERVAL)
 
     async def _renew_held(self) -> None:
         """Keep the mail handed to the recorder, and not stored yet, from being handed out again (at most
-        HOLD_AT_MOST seconds: an event the recorder gave up on is handed out again then)."""
-        now = time.monotonic()
-        for mail_id, (session, since) in list(self._held.items()):
-            if session.silenced or now - since > HOLD_AT_MOST:
-                del self._held[mail_id]
-        await self._network.renew(list(self._held))
+        HOLD_AT_MOST seconds: an event the recorder gave up on is handed out again then).
 
-    async def _deliver_all(self, taken: list[tuple[int, str, Mail]]) -> None:
+        A lease about to end is extended by HELD_LEASE, so a backlog costs the registry one write per held mail
+        a minute, not one per renewal; a session started elsewhere releases its mail at once (`_connected`).
+        """
+        now = time.monotonic()
+        due = []
+        for mail_id, held in list(self._held.items()):
+            if held.session.silenced or now - held.since > HOLD_AT_MOST:
+                del self._held[mail_id]
+            elif held.lease_ends - now < 2 * LEASE_RENEWAL:
+                due.append(mail_id)
+        if due:
+            await self._network.renew(due, HELD_LEASE)
+            for mail_id in due:
+                if (renewed := self._held.get(mail_id)) is not None:
+                    renewed.lease_ends = now + HELD_LEASE
+
+    async def _deliver_all(self, taken: list[tuple[int, str, Mail]], lease_ends: float) -> None:
         """Deliver collected mail in its order, with as few trips to the network as the order allows: what
         messages, receipts and group notifications need (blocklists, receipts to post) is asked and posted once
         for a run of them, then their events are reported."""
-        pending = MailRound(blocks=await self._blocks_among(taken))
+        pending = MailRound(blocks=await self._blocks_among(taken), lease_ends=lease_ends)
         for mail_id, address, mail in taken:
             held = self._held.get(mail_id)
-            if held is not None and not held[0].silenced:
+            if held is not None and not held.session.silenced:
                 metrics.SANDBOX_MAIL_REHANDED.inc()
                 continue  # handed out again while the recorder still has it (its lease ran out): once is enough
             if mail.get("kind") in DEFERRED_MAIL:
                 await self._deliver(mail_id, address, mail, pending)
             else:  # it may change what the run asked (a blocklist) or report at once: the run goes first
                 await self._flush(pending)
-                pending = MailRound(blocks=await self._blocks_among([(mail_id, address, mail)]))
+                pending = MailRound(blocks=await self._blocks_among([(mail_id, address, mail)]), lease_ends=lease_ends)
                 await self._deliver(mail_id, address, mail, pending)
         await self._flush(pending)
 
@@ -1574,7 +1617,7 @@ class SandboxEngine:
             session = self._addressee(address)
             one_to_one = not (mail.get("group") or mail.get("story") or mail.get("from_me"))
             if mail.get("kind") == "message" and one_to_one and session is not None and session.phone is not None:
-                sender = self._blockable_sender(mail)
+                sender = blockable_sender(mail)
                 if sender is not None:
                     asked.add((session.phone, sender))
         blocked = await self._network.blocked_among(asked) if asked else set()
@@ -1589,7 +1632,7 @@ class SandboxEngine:
         now = time.monotonic()
         for session, event, mail_id in pending.events:
             if not session.silenced:
-                self._held[mail_id] = (session, now)
+                self._held[mail_id] = _Held(session, now, pending.lease_ends)
             self._emit(session, event)
         pending.events.clear()
 
@@ -1675,9 +1718,7 @@ class SandboxEngine:
 
     def _addressee(self, address: str) -> _Session | None:
         for session in self._sessions.values():
-            if address == session_address(session.ref) or (
-                session.phone is not None and address == phone_address(session.phone)
-            ):
+            if address == session.address or (session.phone is not None and address == phone_address(session.phone)):
                 return session
         return None
 
@@ -1735,15 +1776,9 @@ class SandboxEngine:
             )
         )
 
-    @staticmethod
-    def _blockable_sender(mail: Mail) -> str | None:
-        """The number whose block would keep the message `mail` from its recipient (known by number or by LID)."""
-        sender = _Party.of(mail.get("from"), mail.get("from_lid"))
-        return sender.phone or (phone_of_lid(sender.lid_user) if sender.lid_user else None)
-
     async def _blocked(self, session: _Session, mail: Mail, known: Blocks) -> bool:
         """Whether the session's account blocked the sender of `mail` (from `known` when it was asked)."""
-        phone = self._blockable_sender(mail)
+        phone = blockable_sender(mail)
         if session.phone is None or phone is None:
             return False
         answer = known.get((session.phone, phone))
@@ -1851,6 +1886,10 @@ class SandboxEngine:
     async def _connected(self, session: _Session, phone: str) -> None:
         session.phone = phone
         session.pairing_code = None
+        # mail a former host of the session took and had not stored (it died, or this start replaced it) is
+        # collected now, not once its lease (up to HELD_LEASE) ends; what it did store is acknowledged, so repeated
+        # at worst (stored once)
+        await self._network.release([session.address, phone_address(phone)])
         # a new connection (engines/sandbox_accounts.py): the server forgets what the last one subscribed to, and
         # shows the account offline if the last one ended without a word; the phone keeps its habits
         await self._network.forget_presence_subscriptions(phone)
@@ -2002,6 +2041,23 @@ class SandboxEngine:
         task = asyncio.create_task(coro)
         session.tasks.add(task)
         task.add_done_callback(session.tasks.discard)
+
+
+def blockable_sender(mail: Mail) -> str | None:
+    """The number whose block would keep the message `mail` from its recipient (known by number or by LID)."""
+    sender = _Party.of(mail.get("from"), mail.get("from_lid"))
+    return sender.phone or (phone_of_lid(sender.lid_user) if sender.lid_user else None)
+
+
+def blocking_pair(address: str, mail: Mail) -> tuple[str, str] | None:
+    """(the recipient's account, the sender's number) whose block keeps `mail` from being delivered at all: a
+    person's message to a phone; None for anything else (a group's, a story, the phone's own, not a message)."""
+    if mail.get("kind") != "message" or mail.get("group") or mail.get("story") or mail.get("from_me"):
+        return None
+    # to a number's mailbox, or (injected) to a session's, for the number it links (`to`)
+    to = address.removeprefix(PHONE_MAILBOX) if address.startswith(PHONE_MAILBOX) else mail.get("to")
+    sender = blockable_sender(mail)
+    return None if sender is None or not isinstance(to, str) else (to, sender)
 
 
 def _phone_of(jid: str) -> str | None:

@@ -27,6 +27,7 @@ from zapgate.db.manager import ConnectionManager
 from zapgate.domain.chats import ChatState
 from zapgate.engines.base import EngineError, GroupNotFound, MediaGone, SessionRef
 from zapgate.engines.sandbox import (
+    MAIL_LEASE,
     MEDIA_CHUNK,
     MEDIA_TTL,
     PHONE_MAILBOX,
@@ -36,6 +37,7 @@ from zapgate.engines.sandbox import (
     MediaSource,
     MediaUpload,
     PhoneInUse,
+    blocking_pair,
     departure_notices,
     media_handle,
     media_key,
@@ -59,7 +61,6 @@ class InboundFile:
     filename: str | None = None
 
 
-MAIL_LEASE = 10.0  # seconds handed-out mail waits for its acknowledgement before it is handed out again
 DIRECTORY_TTL = 1.0  # seconds a snapshot of the phone directory is used (a lookup per send would dominate)
 ESCAPED = "escaped_mail"  # the one key of an envelope that carries its mail as JSON text
 
@@ -182,13 +183,12 @@ class PostgresSandboxNetwork:
         self._directory_changes += 1
 
     async def post(self, address: str, mail: Mail) -> None:
-        stored = envelope(mail)
-        await self._registry("post", lambda conn: store.post(conn, address, stored))
+        await self.post_many([(address, mail)])
 
     async def post_many(self, posts: Collection[tuple[str, Mail]]) -> None:
         if not posts:
             return
-        stored = [(address, envelope(mail)) for address, mail in posts]
+        stored = [(address, envelope(mail), blocking_pair(address, mail)) for address, mail in posts]
         await self._registry("post", lambda conn: store.post_many(conn, stored))
 
     async def collect(self, addresses: Collection[str]) -> list[tuple[int, str, Mail]]:
@@ -202,10 +202,15 @@ class PostgresSandboxNetwork:
             return
         await self._registry("ack", lambda conn: store.ack(conn, mail_ids))
 
-    async def renew(self, mail_ids: Collection[int]) -> None:
+    async def renew(self, mail_ids: Collection[int], seconds: float) -> None:
         if not mail_ids:
             return
-        await self._registry("renew", lambda conn: store.renew(conn, mail_ids, MAIL_LEASE))
+        await self._registry("renew", lambda conn: store.renew(conn, mail_ids, seconds))
+
+    async def release(self, addresses: Collection[str]) -> None:
+        if not addresses:
+            return
+        await self._registry("release", lambda conn: store.release(conn, addresses))
 
     async def uncollected(self, worker_id: str, older_than: float) -> list[tuple[SessionRef, int, float]]:
         """The linked sessions leased to `worker_id` with mail older than `older_than` seconds that nobody holds
