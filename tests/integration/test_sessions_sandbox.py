@@ -600,6 +600,29 @@ async def test_mail_the_recorder_still_holds_is_kept_from_being_handed_out_again
     assert again  # never stored: handed out again once the hold was over
 
 
+async def test_a_session_started_on_another_worker_collects_the_mail_its_last_host_held_at_once(
+    manager: ConnectionManager, hosted: tuple[SandboxEngine, list[Any]]
+) -> None:
+    """The mail a worker's recorder held when the session moved (the worker died, or lost its lease) is not left
+    until its lease ends (up to HELD_LEASE): the session's new start releases it."""
+    first, seen = hosted
+    network = PostgresSandboxNetwork(manager)
+    await network.post(phone_address(PHONE_A), _text_mail("MOVED-1"))
+    await eventually(lambda: _true([e for e in seen if isinstance(e, InboundMessage) and e.message_id == "MOVED-1"]))
+    first.abandon(ALICE)  # as a worker that stops hosting it without a word; its recorder never stored the text
+    there: list[Any] = []
+    second = SandboxEngine(there.append, PostgresSandboxNetwork(manager), reconnect_delay=0.01)
+    try:
+        await second.start(StartRequest(ref=ALICE, mode=StartMode.RESTORE, jid=f"{PHONE_A}@s.whatsapp.net"))
+        # well within the 10 s lease the first collection took
+        moved = await eventually(
+            lambda: _seen(there, lambda e: isinstance(e, InboundMessage) and e.message_id == "MOVED-1"), within=4.0
+        )
+        assert moved.ref == ALICE
+    finally:
+        await second.close()
+
+
 async def _gone(manager: ConnectionManager, mail_id: int) -> bool:
     return mail_id not in [found for found, _ in await _mail_rows(manager)]
 
