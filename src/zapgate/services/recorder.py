@@ -129,34 +129,38 @@ class Recorder:
         await self.store_batch(batch)
 
     async def store_batch(self, batch: list[EngineEvent]) -> None:
-        """Store events in their order; a run of receipts of one client goes in one transaction."""
-        start = 0
-        while start < len(batch):
-            event = batch[start]
-            end = start + 1
+        """Store events in their order for each session; the receipts of one client in the batch go in one
+        transaction, stored before the next other event of any of their sessions (or at the batch's end)."""
+        waiting: dict[str, list[Receipt]] = {}  # client → its receipts not stored yet, in order
+        sessions: dict[str, set[SessionRef]] = {}  # client → the sessions those receipts are of
+        for event in batch:
+            client = event.ref.client_id
             if isinstance(event, Receipt):
-                while (
-                    end < len(batch)
-                    and isinstance(batch[end], Receipt)
-                    and batch[end].ref.client_id == event.ref.client_id
-                ):
-                    end += 1
-                receipts = [item for item in batch[start:end] if isinstance(item, Receipt)]
-                await self._with_retries(partial(self._store_receipts, receipts), event)
-            else:
-                await self._with_retries(partial(self._store, event), event)
-            start = end
+                waiting.setdefault(client, []).append(event)
+                sessions.setdefault(client, set()).add(event.ref)
+                continue
+            if event.ref in sessions.get(client, ()):
+                del sessions[client]
+                await self._store_receipt_run(waiting.pop(client))
+            await self._with_retries(partial(self._store, event), [event])
+        for receipts in waiting.values():
+            await self._store_receipt_run(receipts)
 
-    async def _with_retries(self, store: Callable[[], Awaitable[list[Ack]]], event: EngineEvent) -> None:
+    async def _store_receipt_run(self, receipts: list[Receipt]) -> None:
+        await self._with_retries(partial(self._store_receipts, receipts), list(receipts))
+
+    async def _with_retries(self, store: Callable[[], Awaitable[list[Ack]]], events: list[EngineEvent]) -> None:
         """Store, waiting for a database that is away; then acknowledge what was stored."""
+        event = events[0]
         attempt = 0
         while True:
             try:
                 acks = await store()
             except SessionNotFound:
-                acks = acks_of(event)  # deleted meanwhile: nothing to keep
+                acks = [ack for each in events for ack in acks_of(each)]  # deleted meanwhile: nothing to keep
             except InvalidRequest as exc:  # the database refuses the data itself: retrying cannot help
                 acks = await self._store_what_can_be_kept(event, exc)
+                acks += [ack for each in events[1:] for ack in acks_of(each)]  # a run: the same refusal
             except Exception as exc:
                 attempt += 1
                 away = database_away(exc)
