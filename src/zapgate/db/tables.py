@@ -577,6 +577,16 @@ sandbox_mail = Table(
 )
 Index("ix_sandbox_mail_address_id", sandbox_mail.c.address, sandbox_mail.c.id)
 Index("ix_sandbox_mail_created_at", sandbox_mail.c.created_at)  # pruning of mail nobody collected
+# collecting: new mail (nobody took it), and mail whose lease ran out, without reading what is handed out
+Index(
+    "ix_sandbox_mail_waiting",
+    sandbox_mail.c.address,
+    sandbox_mail.c.id,
+    postgresql_where=sandbox_mail.c.taken_until.is_(None),
+)
+Index(
+    "ix_sandbox_mail_taken_until", sandbox_mail.c.taken_until, postgresql_where=sandbox_mail.c.taken_until.is_not(None)
+)
 
 # the sandbox's media server: each file in parts of at most engines.sandbox.MEDIA_CHUNK bytes, under a random key
 sandbox_media = Table(
