@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,4 +37,18 @@ class TaskGroup:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+            _, running = await asyncio.wait(tasks, timeout=grace)
+            if running:
+                log.error("tasks.not_stopped", group=self._name, tasks=sorted(task.get_name() for task in running))
+
+
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait at most `seconds` for `event`; return whether it is set.
+
+    Loops wait with this, not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11 that returns normally
+    when it is cancelled just after the event was set, and the loop outlives the `close()` that cancelled it.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()

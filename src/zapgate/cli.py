@@ -252,14 +252,12 @@ async def _run_worker(settings: Settings, url: str, watch: ParentWatch | None = 
 
 async def _watch_parent(watch: ParentWatch, stop: asyncio.Event) -> None:
     """Stop the worker once its supervisor is gone; exit regardless if the clean stop outlasts a deadline."""
+    from zapgate.background import wait_set
     from zapgate.supervisor import PARENT_CHECK_INTERVAL
 
     while not watch.orphaned:
-        try:
-            await asyncio.wait_for(stop.wait(), PARENT_CHECK_INTERVAL)
+        if await wait_set(stop, PARENT_CHECK_INTERVAL):
             return  # stopping anyway
-        except TimeoutError:
-            continue
     get_logger(__name__).warning("worker.orphaned", supervisor_pid=watch.supervisor_pid)
     watch.exit_after()  # a clean stop waits for a database that may have gone with serve
     stop.set()

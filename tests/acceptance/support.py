@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -38,12 +39,35 @@ LEASE_TTL = 5  # seconds: the leases of the workers WorkerProcesses starts
 PROBLEM_JSON = "application/problem+json"
 
 
+# The ports free_port hands out lie below Linux's ephemeral range (32768-60999), from which the kernel draws every
+# outgoing connection's port and every bind to port 0, and each pytest-xdist worker (gw0, gw1, ...) has a block of
+# its own: between free_port() and the server's bind, no client socket and no other worker can take the port.
+FIRST_PORT = 20_000
+PORTS_PER_WORKER = 1_000
+WORKER_BLOCKS = 12  # 20000-31999
+_port_cursor = random.randrange(PORTS_PER_WORKER)  # another suite run at the same time starts elsewhere in the block
+
+
+def _worker_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # set in each worker; unset when pytest runs without -n
+    index = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    return FIRST_PORT + (index % WORKER_BLOCKS) * PORTS_PER_WORKER
+
+
 def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """Return a loopback TCP port that is free right now and that no other test worker is handed."""
+    global _port_cursor
+    block = _worker_block()
+    for _ in range(PORTS_PER_WORKER):
+        port = block + _port_cursor % PORTS_PER_WORKER
+        _port_cursor += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, or still in TIME_WAIT: the next one
+                continue
         return port
+    raise RuntimeError(f"no free port in {block}-{block + PORTS_PER_WORKER - 1}")
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

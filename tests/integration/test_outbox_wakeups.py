@@ -86,11 +86,13 @@ async def connect_many(sessions: SessionService, count: int) -> list[str]:
     """Create and link `count` sandbox sessions at once; return their ids."""
     ids = [f"s{n}" for n in range(count)]
 
+    # each look is a transaction on the pool the worker uses too: 50 sessions looked at every 0.05 s (the default)
+    # starve the worker of connections on a busy machine, and it then shows no QR code within the time
     async def one(n: int, sid: str) -> None:
         await sessions.create("acme", sid)
-        await eventually(lambda: _qr_shown(sessions, sid))
+        await eventually(lambda: _qr_shown(sessions, sid), every=0.5)
         await sessions.sandbox_scan("acme", sid, str(PHONE_BASE + n))
-        await eventually(lambda: _status_is(sessions, sid, "connected"))
+        await eventually(lambda: _status_is(sessions, sid, "connected"), every=0.5)
 
     await asyncio.gather(*(one(n, sid) for n, sid in enumerate(ids)))
     return ids

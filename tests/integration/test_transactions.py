@@ -64,16 +64,22 @@ async def test_a_deadlock_victim_is_run_again(manager: ConnectionManager) -> Non
     await db.session.create(session_id="one", client_id="acme")
     await db.session.create(session_id="two", client_id="acme")
     both_hold_one = asyncio.Barrier(2)
+    survivor_holds_both = asyncio.Event()
     runs: list[str] = []
 
     def crossing(first: str, second: str) -> Callable[[Transaction], Awaitable[str]]:
         async def work(tx: Transaction) -> str:
             runs.append(first)
+            if runs.count(first) > 1:
+                # the victim's run again starts once the other holds both rows: on a busy machine it could take
+                # its first row back before the other (woken by the abort) got it, and deadlock a second time
+                await survivor_holds_both.wait()
             lock = text("SELECT id FROM sessions WHERE session_id = :s FOR UPDATE")
             await tx.connection.execute(lock, {"s": first})
             if runs.count(first) == 1:  # only the first run of each waits for the other: a real deadlock
                 await both_hold_one.wait()
             await tx.connection.execute(lock, {"s": second})
+            survivor_holds_both.set()
             await tx.session.update(first, status="connected")
             return first
 

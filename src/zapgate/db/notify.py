@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.background import wait_set
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
@@ -118,8 +119,7 @@ class Listener:
                     await conn.add_listener(channel, self._received)
                 self._wake_all()
                 while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5.0)
+                    await wait_set(lost, 5.0)
                     if not lost.is_set() and conn.is_closed():
                         lost.set()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

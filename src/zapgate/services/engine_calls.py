@@ -15,13 +15,12 @@ sessions' pending calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from zapgate.background import TaskGroup
+from zapgate.background import TaskGroup, wait_set
 from zapgate.db import contacts, engine_calls, notify, outbound
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.notify import Listener
@@ -122,8 +121,7 @@ class EngineCalls:
                     )
                 continue  # answered meanwhile: read it
             woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), min(left + 0.05, CHECK_POLL))
+            await wait_set(woken, min(left + 0.05, CHECK_POLL))
 
 
 Handler = Callable[[SessionRef, Hosted, dict[str, Any]], Awaitable[dict[str, Any]]]

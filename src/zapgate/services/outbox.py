@@ -22,7 +22,6 @@ not due yet when the first of them is. 100 idle sessions cost a few transactions
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from functools import partial
 from typing import Any
 
 from zapgate import metrics
-from zapgate.background import TaskGroup
+from zapgate.background import TaskGroup, wait_set
 from zapgate.db import contacts, outbound
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
@@ -154,8 +153,7 @@ class Outbox:
                     self._tasks.spawn(self._send_pending(ref, hosted), name="send")
                 else:
                     next_look = min(next_look, hosted.queue.due_at)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_look - time.monotonic()))
+            await wait_set(self._wake, max(0.0, next_look - time.monotonic()))
 
     async def _send_pending(self, ref: SessionRef, hosted: Hosted) -> None:
         """Send the session's due pending messages, oldest first, in batches, each recorded with its events.

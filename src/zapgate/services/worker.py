@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from zapgate import metrics
-from zapgate.background import TaskGroup
+from zapgate.background import TaskGroup, wait_set
 from zapgate.db import notify, placements
 from zapgate.db.keystore import forget_device, provision_keystore
 from zapgate.db.manager import ConnectionManager
@@ -226,8 +226,7 @@ class Worker:
                     self._reconcile_wanted = True  # announce the sessions taken (the heartbeat carries the count)
             except Exception as exc:
                 log.warning("worker.claim_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._poll)
+            await wait_set(wake, self._poll)
             # a storm of notifications for sessions placed elsewhere (a thousand created at once) makes this loop
             # claim on each, not renew every lease on each: that waits for the poll
             if not self._reconcile_wanted and time.monotonic() - self._reconciled_at < self._poll:
