@@ -192,7 +192,6 @@ MAIL_POLL_INTERVAL = 1.0  # seconds between mailbox checks when no wake-up arriv
 MAIL_LEASE = 10.0  # seconds collected mail is handed out for: then it is handed out again, unless acknowledged
 HELD_LEASE = 60.0  # seconds the lease of mail whose event the recorder holds is extended by, each time it ends soon
 LEASE_RENEWAL = 3.0  # seconds between looks for held mail whose lease ends within twice that
-MIN_COLLECT_INTERVAL = 0.05  # seconds between two collections at least: a busy network's wake-ups are batched
 ACK_AT_CLOSE = 5.0  # seconds a closing engine waits for the acknowledgements under way
 HOLD_AT_MOST = 300.0  # seconds mail is held for the recorder at most: then handed out again (its event was lost)
 # mail whose events are reported in runs, after the receipts they answer with are posted
@@ -1569,7 +1568,6 @@ class SandboxEngine:
                 raise
             except Exception as exc:  # the network (database) may be briefly away: try again later
                 log.warning("sandbox.mail_failed", error=repr(exc))
-            await asyncio.sleep(MIN_COLLECT_INTERVAL)
             await self._network.wait_for_mail(MAIL_POLL_INTERVAL)
 
     async def _renew_held(self) -> None:
