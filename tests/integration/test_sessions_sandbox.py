@@ -534,22 +534,36 @@ async def test_injected_inbound_kinds_and_notices_reach_the_session(
     assert notices[NoticeKind.HISTORY_SYNC].details["progress"] == 100
 
 
-async def test_texts_with_nul_cross_the_postgresql_network_unchanged(
+async def test_texts_with_nul_or_lone_surrogates_cross_the_postgresql_network_unchanged(
     manager: ConnectionManager, hosted: tuple[SandboxEngine, list[Any]]
 ) -> None:
-    # jsonb refuses NUL in strings; the sandbox carries such mail escaped, and the worker cleans the text
+    # jsonb refuses NUL and lone surrogates in strings; the sandbox carries such mail escaped, and the worker
+    # cleans the text
     _, seen = hosted
-    text = "a\x00b \\u0000 literally"
-    mail = {
-        "kind": "message",
-        "id": "NUL-1",
-        "from": "447700900123",
-        "text": text,
-        "timestamp": "2026-01-01T00:00:00+00:00",
-    }
-    await PostgresSandboxNetwork(manager).post(phone_address(PHONE_A), mail)
-    found = await eventually(lambda: _seen(seen, lambda e: isinstance(e, InboundMessage) and e.message_id == "NUL-1"))
-    assert found.text == text
+    texts = {"NUL-1": "a\x00b \\u0000 literally", "LONE-1": "a lone \ud800 surrogate", "FINE-1": "fine"}
+    # posted together (as a run's receipts are): one unstorable text must not fail the others
+    await PostgresSandboxNetwork(manager).post_many(
+        [
+            (
+                phone_address(PHONE_A),
+                {
+                    "kind": "message",
+                    "id": mid,
+                    "from": "447700900123",
+                    "text": body,
+                    "timestamp": "2026-01-01T00:00:00+00:00",
+                },
+            )
+            for mid, body in texts.items()
+        ]
+    )
+    for message_id, body in texts.items():
+        found = await eventually(
+            lambda message_id=message_id: _seen(
+                seen, lambda e: isinstance(e, InboundMessage) and e.message_id == message_id
+            )
+        )
+        assert found.text == body
 
 
 async def _mail_rows(manager: ConnectionManager) -> list[tuple[int, bool]]:

@@ -91,6 +91,7 @@ from functools import cached_property, partial
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from zapgate import metrics
+from zapgate.background import wait_set
 from zapgate.domain.chats import ChatState, SeenPresence
 from zapgate.domain.content import (
     Content,
@@ -681,10 +682,7 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
         pass
 
     async def wait_for_mail(self, at_most: float) -> None:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(at_most):
-                await self._arrived.wait()
+        await wait_set(self._arrived, at_most)  # not wait_for, which can swallow the pump's cancellation at close
         self._arrived.clear()
 
     async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:

@@ -10,9 +10,9 @@ a whole file or nothing), a download reads one part per transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from zapgate.background import wait_set
 from zapgate.db import notify
 from zapgate.db import sandbox as store
 from zapgate.db.manager import ConnectionManager
@@ -62,14 +63,16 @@ class InboundFile:
 
 
 DIRECTORY_TTL = 1.0  # seconds a snapshot of the phone directory is used (a lookup per send would dominate)
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a surrogate as json.dumps escapes it (a pair is wrapped too)
 ESCAPED = "escaped_mail"  # the one key of an envelope that carries its mail as JSON text
 
 
 def envelope(mail: Mail) -> Mail:
-    """Return `mail` as jsonb can store it: jsonb refuses NUL in strings, which texts may hold, so such mail
-    travels as JSON text (NUL escaped)."""
+    """Return `mail` as jsonb can store it: jsonb refuses NUL and lone surrogates in strings, which texts may
+    hold, so such mail travels as JSON text (escaped). A batch of posts is one statement: one such text must not
+    fail the others."""
     encoded = json.dumps(mail)
-    return {ESCAPED: encoded} if "\\u0000" in encoded else mail
+    return {ESCAPED: encoded} if "\\u0000" in encoded or _SURROGATE.search(encoded) else mail
 
 
 def unwrap(stored: Mail) -> Mail:
@@ -228,10 +231,7 @@ class PostgresSandboxNetwork:
         return [(SessionRef(client, session), waiting, oldest) for client, session, waiting, oldest in found]
 
     async def wait_for_mail(self, at_most: float) -> None:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation (the pump's, at close)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(at_most):
-                await self._wake.wait()
+        await wait_set(self._wake, at_most)  # not wait_for, which can swallow the pump's cancellation at close
         self._wake.clear()
 
     async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:
