@@ -230,7 +230,7 @@ class Load:
         self._stop.set()
 
 
-async def received(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
+async def received(monitor: asyncpg.Pool | asyncpg.Connection, clients: int) -> Counter[str]:
     """How many inbound rows each load text has, over every client."""
     counts: Counter[str] = Counter()
     for c in range(clients):
@@ -241,6 +241,45 @@ async def received(monitor: asyncpg.Pool, clients: int) -> Counter[str]:
         )
         counts.update({r["content"]: int(r["n"]) for r in rows})
     return counts
+
+
+async def final_count(monitor: asyncpg.Pool, clients: int) -> tuple[Counter[str], dict[str, bool]]:
+    """The load texts received (per text) and those still in the network's mailboxes (text → whether a worker
+    has collected it and not stored it yet), in one snapshot: counted apart, the recorders storing in between
+    made texts seem missing."""
+    async with monitor.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        counts = await received(conn, clients)
+        rows = await conn.fetch(
+            "SELECT envelope->>'text' AS text, taken_until > clock_timestamp() AS taken FROM zapgate.sandbox_mail "
+            "WHERE envelope->>'kind' = 'message' AND envelope->>'text' LIKE $1",
+            f"{TEXT_PREFIX} %",
+        )
+    return counts, {r["text"]: bool(r["taken"]) for r in rows}
+
+
+async def restarts_since(
+    monitor: asyncpg.Pool, clients: int, since: datetime, sessions: set[tuple[str, str]]
+) -> tuple[list[float], list[float]]:
+    """Seconds from `since` to each of `sessions`' first `connecting` and first `connected` status-change written
+    after it (when the new host began the start, when it was recorded connected)."""
+    connecting: list[float] = []
+    connected: list[float] = []
+    for c in range(clients):
+        rows = await monitor.fetch(
+            "SELECT session_id, "
+            "EXTRACT(EPOCH FROM min(created_at) FILTER (WHERE payload->>'status' = 'connecting') - $1) AS began, "
+            "EXTRACT(EPOCH FROM min(created_at) FILTER (WHERE payload->>'status' = 'connected') - $1) AS done "
+            f"FROM client_{client_id(c)}.events "  # our own schema names
+            "WHERE type = 'status-change' AND created_at > $1 GROUP BY session_id",
+            since,
+        )
+        for row in rows:
+            if (client_id(c), row["session_id"]) in sessions:
+                if row["began"] is not None:
+                    connecting.append(float(row["began"]))
+                if row["done"] is not None:
+                    connected.append(float(row["done"]))
+    return sorted(connecting), sorted(connected)
 
 
 async def connected_since(monitor: asyncpg.Pool, clients: int, since: datetime) -> set[tuple[str, str]]:
@@ -476,6 +515,7 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
                     f"connected {connected_after:.1f} s",
                     flush=True,
                 )
+                began, done = await restarts_since(monitor, args.clients, killed_at, moved)
                 await asyncio.sleep(args.after)
                 load.stop()
                 await running
@@ -488,11 +528,8 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
 
                 with contextlib.suppress(TimeoutError):
                     await wait_until(all_arrived, args.drain_timeout, "every text to arrive")
-                counts = await received(monitor, args.clients)
+                counts, waiting = await final_count(monitor, args.clients)
                 states = await outbound_states(monitor, args.clients)
-                in_mailboxes = await monitor.fetchval(
-                    "SELECT count(*) FROM zapgate.sandbox_mail WHERE envelope->>'kind' = 'message'"
-                )
                 # whose mailboxes still hold texts, and how their sessions stand: who should be collecting them
                 uncollected = await monitor.fetch(
                     "SELECT m.address, count(*) AS n, p.client_id, p.session_id, p.status, p.worker_id, "
@@ -511,7 +548,10 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         await monitor.close()
         shutil.rmtree(folder, ignore_errors=True)
 
-    lost = [text for text in load.accepted if counts.get(text, 0) == 0]
+    late = [text for text in load.accepted if counts.get(text, 0) == 0]  # not received (yet)
+    held = [text for text in late if waiting.get(text) is True]
+    in_mailboxes = [text for text in late if waiting.get(text) is False]
+    lost = [text for text in late if text not in waiting]
     duplicated = [text for text in load.accepted if counts.get(text, 0) > 1]
     unexpected = [text for text in counts if text not in load.accepted]
     balance_floor = max(0, total - (args.workers - 1) * args.capacity)
@@ -556,22 +596,30 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
         f"(lease TTL {args.lease_ttl:g} s)"
     )
     print(
+        f"  the moved sessions' own logs, seconds after the kill: `connecting` recorded p50 "
+        f"{percentile(began, 0.5):.1f}, p90 {percentile(began, 0.9):.1f}, last {max(began, default=0):.1f} "
+        f"({len(began)}); `connected` recorded p50 {percentile(done, 0.5):.1f}, p90 {percentile(done, 0.9):.1f}, "
+        f"last {max(done, default=0):.1f} ({len(done)})"
+    )
+    print(
         f"load: {accepted} texts accepted over {args.steady + connected_after + args.after:.0f} s "
         f"(accept p50 {percentile(load.accept_ms, 0.5):.1f} ms, p99 {percentile(load.accept_ms, 0.99):.1f} ms), "
         f"refused {dict(load.refused) or 0}, not made (over {MAX_OUTSTANDING} waiting) {load.skipped}; "
         f"outbound states {dict(states)}"
     )
     print(
-        f"messages: {accepted - len(lost)} of {accepted} accepted texts received, {len(lost)} not received "
-        f"{args.drain_timeout:g} s after the load stopped ({in_mailboxes} still waiting in the sandbox network's "
-        f"mailboxes for their recipient), {len(duplicated)} received more than once, {len(unexpected)} unexpected"
+        f"messages: {accepted - len(late)} of {accepted} accepted texts received, {len(late)} not received "
+        f"{args.drain_timeout:g} s after the load stopped: {len(in_mailboxes)} still waiting in the sandbox "
+        f"network's mailboxes for their recipient, {len(held)} collected by the recipient's worker and not stored "
+        f"yet, {len(lost)} nowhere (lost); {len(duplicated)} received more than once, {len(unexpected)} unexpected "
+        "(one snapshot)"
     )
     for row in uncollected:
         print(
             f"  mailbox {row['address']}: {row['n']} texts; its session {row['client_id']}/{row['session_id']} "
             f"{row['status']} on {row['worker_id']} (lease alive: {row['leased']})"
         )
-    for text in (lost + duplicated)[:5]:
+    for text in (lost + duplicated + in_mailboxes)[:5]:
         c, sender, message_id = load.accepted[text]
         got = counts.get(text, 0)
         print(f"  {text!r}: client {client_id(c)} session {sender} message {message_id}, received {got}")

@@ -82,6 +82,11 @@ STUCK_MAIL = Counter(
     "Sandbox sessions leased to a worker found with mail left uncollected past the bound (once per look).",
     registry=REGISTRY,
 )
+SANDBOX_MAIL_PAUSES = Counter(
+    "zapgate_sandbox_mail_pauses",
+    "Times a worker's sandbox mail pump waited for its recorder (too much mail held, not stored yet).",
+    registry=REGISTRY,
+)
 SANDBOX_MAIL_REHANDED = Counter(
     "zapgate_sandbox_mail_rehanded",
     "Sandbox mail handed out again while the worker's recorder still held its event (skipped, not reported twice).",

@@ -21,6 +21,7 @@ from tests.support.waiting import eventually
 from zapgate.db import groups as group_records
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.domain.chats import SeenPresence
+from zapgate.domain.content import Location, MessageKey, Quote
 from zapgate.domain.groups import GroupAction, GroupInfo, GroupParticipant
 from zapgate.domain.pacing import Pacing
 from zapgate.domain.phones import jid_user
@@ -51,6 +52,7 @@ from zapgate.services.clients import ClientService
 from zapgate.services.engine_calls import EngineCalls
 from zapgate.services.groups import GroupService
 from zapgate.services.outbox import OutboxPolicy
+from zapgate.services.recorder import Recorder
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker, WorkerOptions
 
@@ -368,6 +370,21 @@ async def test_a_start_cut_off_by_the_bound_leaves_nothing_hosted_in_the_engine(
     await eventually(lambda: _not_hosted(engine, SessionRef("acme", "alice")))
 
 
+async def test_sessions_claimed_together_start_together_so_one_slow_start_holds_up_no_other(
+    sessions: SessionService, script: Script, start_worker: WorkerFactory
+) -> None:
+    """Issue 16: a worker taking over the sessions of a dead one started them one after the other; on a busy
+    machine the last of 44 was connected minutes after its claim. Sessions claimed together now start up to
+    HOST_AT_ONCE at a time: a start that hangs (up to the engine bound) holds up none of the others."""
+    names = ("s1", "s2", "s3", "s4")
+    script.start_hangs.update(names)  # each shows its QR codes, and its start never returns
+    for session_id in names:  # placed before any worker runs: claimed in one go
+        await sessions.create("acme", session_id)
+    await start_worker(engine_timeout=30.0)
+    for session_id in names:  # one after the other, only the first would show one within the bound
+        await eventually(lambda session_id=session_id: _status_is(sessions, session_id, "qr"), within=5.0)
+
+
 async def _not_hosted(engine: Scripted, ref: SessionRef) -> bool:
     return not engine.hosts(ref)
 
@@ -447,6 +464,55 @@ async def test_inbound_is_stored_faithfully_and_cannot_poison_the_store(
     received = list(await events(manager, "message-received"))
     assert [p["messageId"] for p in received] == ["NUL", "PHONE", "GROUP", "LAST"]
     assert received[0]["pushName"] == "Joe" and received[1]["source"] == "phone"
+
+
+async def test_a_clients_messages_of_a_batch_share_a_transaction_and_one_refused_costs_only_itself(
+    manager: ConnectionManager, sessions: SessionService
+) -> None:
+    """Issue 16: a client's arrived messages (and receipts) of a batch are stored in one transaction; when the
+    database refuses one of them (a location at NaN degrees: jsonb has no NaN), the run is stored again one
+    by one, so the others are kept, each announced once, and the refused one becomes an `error` event."""
+    for session_id in ("alice", "bob"):
+        await sessions.create("acme", session_id)
+    recorder = Recorder(manager, {})
+    now = datetime.now(UTC)
+    acked: list[str] = []
+
+    def inbound(session_id: str, message_id: str, **extra: Any) -> InboundMessage:
+        chat = "5521988881111@s.whatsapp.net"
+        return InboundMessage(
+            ref=SessionRef("acme", session_id),
+            message_id=message_id,
+            chat_jid=chat,
+            chat_lid=None,
+            sender_jid=chat,
+            text=message_id,
+            timestamp=now,
+            ack=lambda: acked.append(message_id),
+            **{"type": "text", **extra},
+        )
+
+    batch: list[EngineEvent] = [
+        inbound("alice", "FIRST"),
+        inbound("bob", "NAN", type="location", content=Location(latitude=math.nan, longitude=0.0)),
+        inbound("bob", "AFTER", quote=Quote(MessageKey(id="FIRST"))),
+        inbound("alice", "FIRST"),  # redelivered within the run: stored and announced once
+        inbound("ghost", "GONE"),  # a session deleted meanwhile: nothing to keep, the others stay
+    ]
+    await recorder.store_batch(batch)
+    received = [(p["sessionId"], p["messageId"]) for p in await events(manager, "message-received")]
+    assert received == [("alice", "FIRST"), ("bob", "AFTER")]
+    assert await message(manager, "NAN") is None
+    errors = await events(manager, "error")
+    assert [(e["sessionId"], e["code"], e["details"]["messageId"]) for e in errors] == [
+        ("bob", "event_not_storable", "NAN")
+    ]
+    assert sorted(acked) == ["AFTER", "FIRST", "FIRST", "GONE", "NAN"]  # every one handled: none handed out again
+
+    acked.clear()  # the same run without the refused one: one transaction, everything stored
+    await recorder.store_batch([inbound("alice", "M1"), inbound("bob", "M2"), inbound("alice", "M3")])
+    received = [p["messageId"] for p in await events(manager, "message-received")]
+    assert received[-3:] == ["M1", "M2", "M3"] and acked == ["M1", "M2", "M3"]
 
 
 async def test_groups_whatsapp_tells_with_unstorable_text_are_stored_cleaned_not_lost(

@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from zapgate.domain.records import MessageStatus
-from zapgate.engines.base import EngineEvent, Notice, NoticeKind, Receipt, SessionRef
+from zapgate.domain.sessions import SessionStatus
+from zapgate.engines.base import EngineEvent, InboundMessage, Notice, NoticeKind, Receipt, SessionRef, StatusChanged
 from zapgate.services.receipts import Ack
 from zapgate.services.recorder import Recorder
 
@@ -16,7 +17,7 @@ class Transactions(Recorder):
     """A recorder that notes each transaction it would open, with what it would store in it."""
 
     def __init__(self) -> None:
-        super().__init__(cast(Any, None), cast(Any, None))
+        super().__init__(cast(Any, None), {})
         self.opened: list[list[str]] = []
         self.acked: list[str] = []
 
@@ -24,19 +25,28 @@ class Transactions(Recorder):
         self.opened.append([name(event)])
         return [lambda: self.acked.append(name(event))]
 
-    async def _store_receipts(self, receipts: list[Receipt]) -> list[Ack]:
-        self.opened.append([name(r) for r in receipts])
-        return [lambda r=r: self.acked.append(name(r)) for r in receipts]
+    async def _store_together(self, events: list[EngineEvent]) -> list[Ack]:
+        self.opened.append([name(e) for e in events])
+        return [lambda e=e: self.acked.append(name(e)) for e in events]
 
 
 def name(event: EngineEvent) -> str:
     if isinstance(event, Receipt):
         return f"{event.ref.session_id}:{event.message_ids[0]}"
+    if isinstance(event, InboundMessage):
+        return f"{event.ref.session_id}:{event.message_id}"
+    if isinstance(event, StatusChanged):
+        return f"{event.ref.session_id}:status"
     return f"{event.ref.session_id}:notice"
 
 
 def receipt(ref: SessionRef, message_id: str) -> Receipt:
     return Receipt(ref=ref, message_ids=(message_id,), status=MessageStatus.DELIVERED, chat_jid="x", timestamp=AT)
+
+
+def text(ref: SessionRef, message_id: str) -> InboundMessage:
+    jid = "5511999990000@s.whatsapp.net"
+    return InboundMessage(ref, message_id, jid, None, jid, "text", "hi", AT)
 
 
 def notice(ref: SessionRef) -> Notice:
@@ -68,3 +78,60 @@ async def test_a_batchs_receipts_share_one_transaction_per_client_and_keep_their
         ["alice:a3"],
     ]
     assert sorted(recorder.acked) == sorted(name(event) for event in batch)
+
+
+async def test_a_clients_arrived_messages_share_the_transaction_of_its_receipts_in_their_order() -> None:
+    """Issue 16: a transaction per arrived message held a busy worker's recorder behind (27,000 sandbox mail
+    waiting at 1,000 sessions and 100 texts/s). A client's messages and receipts of a batch share one, in
+    their order; any other event of one of their sessions is stored after them."""
+    recorder = Transactions()
+    batch: list[EngineEvent] = [
+        text(ALICE, "m1"),
+        receipt(BOB, "b1"),
+        text(CAROL, "m2"),
+        text(ALICE, "m3"),
+        notice(ALICE),
+        text(BOB, "m4"),
+    ]
+    await recorder.store_batch(batch)
+    assert recorder.opened == [
+        ["alice:m1", "bob:b1", "alice:m3"],
+        ["alice:notice"],
+        ["carol:m2"],
+        ["bob:m4"],
+    ]
+    assert sorted(recorder.acked) == sorted(name(event) for event in batch)
+
+
+def status(ref: SessionRef) -> StatusChanged:
+    return StatusChanged(ref, SessionStatus.CONNECTED)
+
+
+async def test_a_sessions_status_goes_ahead_of_other_sessions_backlog_but_never_of_its_own() -> None:
+    """Issue 16: at 1,000 sessions a session that moved to another worker was not `connected` for minutes: its
+    status waited behind thousands of other sessions' messages in the worker's queue. A session's lifecycle
+    event (status, QR code, pairing code, failure) is now stored ahead of the queue when nothing of its own
+    session waits; behind its own session's events it keeps its place."""
+    recorder = Transactions()
+    for event in [
+        text(ALICE, "m1"),
+        text(CAROL, "m2"),
+        status(BOB),  # nothing of bob waits: ahead
+        status(BOB),  # only bob's status waits, ahead: ahead too, after it
+        status(ALICE),  # alice's message waits: after it
+        text(BOB, "m3"),  # after bob's status, as put
+        status(BOB),  # bob's text waits: after it
+    ]:
+        recorder.put(event)
+    assert recorder.waiting == 7
+    await recorder.drain()
+    assert recorder.waiting == 0
+    assert recorder.opened == [
+        ["bob:status"],
+        ["bob:status"],
+        ["alice:m1"],
+        ["alice:status"],
+        ["bob:m3"],
+        ["bob:status"],
+        ["carol:m2"],  # another client's: at the batch's end
+    ]

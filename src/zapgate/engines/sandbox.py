@@ -195,6 +195,10 @@ HELD_LEASE = 60.0  # seconds the lease of mail whose event the recorder holds is
 LEASE_RENEWAL = 3.0  # seconds between looks for held mail whose lease ends within twice that
 ACK_AT_CLOSE = 5.0  # seconds a closing engine waits for the acknowledgements under way
 HOLD_AT_MOST = 300.0  # seconds mail is held for the recorder at most: then handed out again (its event was lost)
+# mail held for the recorder at which the pump stops collecting until it has stored some: a recorder that is
+# behind leaves mail in its mailbox (durable, as WhatsApp's server keeps it for a slow device), not in memory,
+# and the session statuses it reports meanwhile wait behind a few batches, not behind tens of thousands
+HELD_HIGH_WATER = 1000
 # mail whose events are reported in runs, after the receipts they answer with are posted
 DEFERRED_MAIL = frozenset({"message", "receipt", "group"})
 PHONE_MAILBOX = "phone:"  # + a number: the mailbox of a phone
@@ -514,8 +518,12 @@ class SandboxNetwork(Protocol):
         """Make the mail of `addresses` that is handed out collectable at once: whoever took it no longer hosts
         them (a worker that died, or a start of the session that was replaced)."""
 
+    def watch(self, addresses: Collection[str]) -> None:
+        """Wake `wait_for_mail` for mail to `addresses` from now on (a session that started or linked its
+        phone; collecting watches the addresses it collects from, and only those)."""
+
     async def wait_for_mail(self, at_most: float) -> None:
-        """Return when mail may have arrived, or after `at_most` seconds."""
+        """Return when mail may have arrived for an address watched, or after `at_most` seconds."""
 
     async def upload(self, source: MediaSource, *, recipient: str) -> MediaUpload:
         """Store the file `source` on the media server for `MEDIA_TTL`, for the phone `recipient` (digits).
@@ -681,6 +689,9 @@ class LocalSandboxNetwork(LocalGroups, LocalAccounts):
     async def release(self, addresses: Collection[str]) -> None:
         pass
 
+    def watch(self, addresses: Collection[str]) -> None:
+        pass  # every post wakes the one engine of this process
+
     async def wait_for_mail(self, at_most: float) -> None:
         await wait_set(self._arrived, at_most)  # not wait_for, which can swallow the pump's cancellation at close
         self._arrived.clear()
@@ -795,6 +806,7 @@ class SandboxEngine:
         self._held: dict[int, _Held] = {}
         self._to_ack: set[int] = set()  # mail whose event is stored, to delete in one trip
         self._acking: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()  # set when held mail fell below HELD_HIGH_WATER
 
     # -- the Engine protocol ------------------------------------------------------------------------------
 
@@ -803,6 +815,7 @@ class SandboxEngine:
         if ref in self._sessions:
             await self.stop(ref)
         session = self._sessions[ref] = _Session(request)
+        self._network.watch([session.address])
         self._ensure_pump()
         self._set_status(session, SessionStatus.CONNECTING)
         if request.mode is StartMode.RESTORE:
@@ -1559,6 +1572,11 @@ class SandboxEngine:
                 if time.monotonic() - renewed >= LEASE_RENEWAL:
                     renewed = time.monotonic()
                     await self._renew_held()
+                if len(self._held) >= HELD_HIGH_WATER:  # the recorder is behind: the mail waits where it is
+                    metrics.SANDBOX_MAIL_PAUSES.inc()
+                    self._room.clear()
+                    await wait_set(self._room, LEASE_RENEWAL)
+                    continue
                 collected = time.monotonic()  # the leases end MAIL_LEASE after this, or later
                 taken = await self._network.collect(addresses) if addresses else []
                 await self._deliver_all(taken, collected + MAIL_LEASE)
@@ -1699,6 +1717,8 @@ class SandboxEngine:
                 continue
             for mail_id in mail_ids:
                 self._held.pop(mail_id, None)
+            if len(self._held) < HELD_HIGH_WATER:
+                self._room.set()
 
     async def _control(self, session: _Session, kind: object, mail: Mail) -> None:
         if kind == "scan":
@@ -1898,6 +1918,7 @@ class SandboxEngine:
         if session.silenced:
             return  # stopped meanwhile
         session.status = SessionStatus.CONNECTED
+        self._network.watch([phone_address(phone)])
         self._emit(
             session,
             StatusChanged(

@@ -1,8 +1,9 @@
 """Recording what engines report: every event is stored, with its event-log row, before anyone hears of it.
 
-Engine events arrive on one queue per worker, in order. Each is stored in one transaction of its client's
-schema (a run of receipts of one client shares one); an engine that can hold an event until it is stored
-(the sandbox's mailbox, whatsmeow's event thread) is told with the event's `ack` once it is.
+Engine events arrive on one queue per worker, in order for each session (a session's status or QR code goes
+ahead of other sessions' backlog). Each is stored in a transaction of its client's schema: a client's arrived
+messages and receipts of a batch share one. An engine that can hold an event until it is stored (the
+sandbox's mailbox, whatsmeow's event thread) is told with the event's `ack` once it is.
 
 What WhatsApp sends is made storable first (a NUL byte or a lone surrogate in a text or a name would fail
 the transaction, and with it every event behind it). A database that is away is waited for, however long
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -34,7 +36,7 @@ from zapgate.domain.events import EventType, status_change_payload
 from zapgate.domain.groups import PARTICIPANT_ACTIONS, GroupAction, group_event, storable_info
 from zapgate.domain.ids import new_id
 from zapgate.domain.phones import GROUP_SERVER, USER_SERVER, jid_user
-from zapgate.domain.records import Contact, MessageStatus
+from zapgate.domain.records import Contact, MessageStatus, Session
 from zapgate.domain.sessions import SessionStatus, can_transition
 from zapgate.domain.storable import storable, storable_json, storable_or_none
 from zapgate.engines.base import (
@@ -57,18 +59,22 @@ from zapgate.engines.base import (
 )
 from zapgate.errors import InvalidRequest, SessionNotFound
 from zapgate.log import get_logger
-from zapgate.services.contact_events import announce
+from zapgate.services.contact_events import announce, contact_entries
 from zapgate.services.conversation import ACTING, Actor, apply, target_of
 from zapgate.services.downloads import Downloads, file_kind
 from zapgate.services.hosted import HostedSessions
 from zapgate.services.media import MediaFiles
 from zapgate.services.patience import database_away
 from zapgate.services.qr import qr_data_url
-from zapgate.services.receipts import Ack, ReceiptBook, acks_of
+from zapgate.services.receipts import Ack, EventEntry, ReceiptBook, acks_of
 
 log = get_logger(__name__)
 
-EVENT_BATCH = 500  # engine events stored per round (runs of receipts share a transaction)
+# events a client's batch stores in one transaction, in their order
+TOGETHER = (Receipt, InboundMessage)
+# a session's lifecycle, stored before other sessions' backlog when nothing of its own session waits
+URGENT = (StatusChanged, QrCode, PairingCode, EngineFailure)
+EVENT_BATCH = 500  # engine events stored per round (a client's messages and receipts share a transaction)
 STORE_ATTEMPTS = 5  # tries for an event the database fails for another reason than being away
 STATUS_BROADCAST = "status@broadcast"  # the chat of contacts' stories
 PRESENCE_REPEAT_WINDOW = 10.0  # seconds within which the same presence of a contact in a chat is told once
@@ -105,52 +111,90 @@ class Recorder:
         self._media = media
         self.downloads = None if media is None or tasks is None else Downloads(manager, hosted, media, tasks)
         self.receipts = ReceiptBook(hosted)
-        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._queue: deque[EngineEvent] = deque()
+        # a session's lifecycle (a status, a QR code) when nothing of it waits: stored ahead of other sessions'
+        # backlog (a QR code expires, and a session that moved is not connected until its status is stored)
+        self._urgent: deque[EngineEvent] = deque()
+        self._behind: Counter[SessionRef] = Counter()  # events of each session waiting in `_queue`
+        self._ready = asyncio.Event()
         # (session, whose, chat) → ((presence, last seen) last told, monotonic time it was told)
         self._presences: dict[tuple[SessionRef, str, str | None], tuple[tuple[Any, Any], float]] = {}
 
     def put(self, event: EngineEvent) -> None:
         """Queue an event to be stored (the engines' sink)."""
-        self.events.put_nowait(event)
+        if isinstance(event, URGENT) and not self._behind[event.ref]:
+            self._urgent.append(event)  # after the session's other urgent ones, if any: in order
+        else:
+            self._queue.append(event)
+            self._behind[event.ref] += 1
+        self._ready.set()
+
+    @property
+    def waiting(self) -> int:
+        """Events put and not taken to be stored yet."""
+        return len(self._urgent) + len(self._queue)
+
+    def _take(self) -> list[EngineEvent]:
+        """Up to EVENT_BATCH events, urgent ones first (each session's events stay in their order)."""
+        batch: list[EngineEvent] = []
+        while self._urgent and len(batch) < EVENT_BATCH:
+            batch.append(self._urgent.popleft())
+        while self._queue and len(batch) < EVENT_BATCH:
+            event = self._queue.popleft()
+            batch.append(event)
+            self._behind[event.ref] -= 1
+            if not self._behind[event.ref]:
+                del self._behind[event.ref]
+        return batch
 
     async def consume(self) -> None:
         """Store queued events for ever, in batches."""
         while True:
-            batch = [await self.events.get()]
-            while len(batch) < EVENT_BATCH and not self.events.empty():
-                batch.append(self.events.get_nowait())
-            await self.store_batch(batch)
+            while not self.waiting:
+                self._ready.clear()
+                await self._ready.wait()
+            await self.store_batch(self._take())
 
     async def drain(self) -> None:
         """Store whatever is queued now."""
-        batch = []
-        while not self.events.empty():
-            batch.append(self.events.get_nowait())
-        await self.store_batch(batch)
+        while self.waiting:
+            await self.store_batch(self._take())
 
     async def store_batch(self, batch: list[EngineEvent]) -> None:
-        """Store events in their order for each session; the receipts of one client in the batch go in one
-        transaction, stored before the next other event of any of their sessions (or at the batch's end)."""
-        waiting: dict[str, list[Receipt]] = {}  # client → its receipts not stored yet, in order
-        sessions: dict[str, set[SessionRef]] = {}  # client → the sessions those receipts are of
+        """Store events in their order for each session. A client's receipts and arrived messages in the batch
+        go in one transaction, stored before the next other event of any of their sessions (or at the batch's
+        end): at 1,000 sessions over 100 clients a worker's queue interleaves clients, and a transaction per
+        message was what held a busy worker behind."""
+        waiting: dict[str, list[EngineEvent]] = {}  # client → its receipts and messages not stored yet, in order
+        sessions: dict[str, set[SessionRef]] = {}  # client → the sessions those are of
         for event in batch:
             client = event.ref.client_id
-            if isinstance(event, Receipt):
+            if isinstance(event, TOGETHER):
                 waiting.setdefault(client, []).append(event)
                 sessions.setdefault(client, set()).add(event.ref)
                 continue
             if event.ref in sessions.get(client, ()):
                 del sessions[client]
-                await self._store_receipt_run(waiting.pop(client))
+                await self._store_run(waiting.pop(client))
             await self._with_retries(partial(self._store, event), [event])
-        for receipts in waiting.values():
-            await self._store_receipt_run(receipts)
+        for run in waiting.values():
+            await self._store_run(run)
 
-    async def _store_receipt_run(self, receipts: list[Receipt]) -> None:
-        await self._with_retries(partial(self._store_receipts, receipts), list(receipts))
+    async def _store_run(self, run: list[EngineEvent]) -> None:
+        ready = [
+            each
+            for event in run
+            for each in (self.receipts.not_overtaking([event]) if isinstance(event, Receipt) else [event])
+        ]
+        if ready:
+            await self._with_retries(partial(self._store_together, ready), ready)
 
     async def _with_retries(self, store: Callable[[], Awaitable[list[Ack]]], events: list[EngineEvent]) -> None:
-        """Store, waiting for a database that is away; then acknowledge what was stored."""
+        """Store, waiting for a database that is away; then acknowledge what was stored.
+
+        A run the database refuses (or keeps failing) is stored again one event at a time: one bad message
+        costs only itself.
+        """
         event = events[0]
         attempt = 0
         while True:
@@ -159,8 +203,10 @@ class Recorder:
             except SessionNotFound:
                 acks = [ack for each in events for ack in acks_of(each)]  # deleted meanwhile: nothing to keep
             except InvalidRequest as exc:  # the database refuses the data itself: retrying cannot help
+                if len(events) > 1:
+                    await self._one_by_one(events)
+                    return
                 acks = await self._store_what_can_be_kept(event, exc)
-                acks += [ack for each in events[1:] for ack in acks_of(each)]  # a run: the same refusal
             except Exception as exc:
                 attempt += 1
                 away = database_away(exc)
@@ -168,12 +214,20 @@ class Recorder:
                 if away or attempt < STORE_ATTEMPTS:
                     await asyncio.sleep(min(0.2 * 2 ** min(attempt, 8), 5.0))
                     continue
+                if len(events) > 1:
+                    await self._one_by_one(events)
+                    return
                 # not acknowledged: an engine that can (the sandbox; whatsmeow up to its wait) hands it over again
                 log.error("worker.event_not_stored", kind=type(event).__name__, session=str(event.ref))
                 return
             for ack in acks:
                 ack()
             return
+
+    async def _one_by_one(self, events: list[EngineEvent]) -> None:
+        log.warning("worker.run_split", client=events[0].ref.client_id, events=len(events))
+        for each in events:
+            await self._with_retries(partial(self._store_together, [each]), [each])
 
     async def _store_what_can_be_kept(self, event: EngineEvent, exc: InvalidRequest) -> list[Ack]:
         """Store an `error` event in place of an event the database refused (and, for a message, its id)."""
@@ -203,6 +257,8 @@ class Recorder:
             hosted.last_active = time.monotonic()
         if isinstance(event, Receipt):
             return await self._store_receipts([event])
+        if isinstance(event, InboundMessage):
+            return await self._store_together([event])
         store = self._stores.get(type(event))
         if store is not None:
             await store(self, event)
@@ -338,74 +394,124 @@ class Recorder:
 
     # -- messages that arrive ---------------------------------------------------------------------------
 
-    async def _store_inbound(self, event: InboundMessage) -> None:
-        ref = event.ref
+    def _prepare(self, event: InboundMessage) -> _Arriving | None:
+        """An arrived message made ready to store (None: a contact's story, not kept)."""
         if event.chat_jid == STATUS_BROADCAST and not self._keep_stories:
-            metrics.MESSAGES.labels("inbound", "story_skipped").inc()
-            return  # contacts' stories are not messages (ZAPGATE_KEEP_STORIES keeps them, as kind "story")
+            return None  # contacts' stories are not messages (ZAPGATE_KEEP_STORIES keeps them, as kind "story")
         file = None
         if isinstance(event.content, Media) and event.content.handle is not None and self.downloads is not None:
             file = replace(event.content, media_id=new_id())  # stored once downloaded (services/downloads.py)
             event = replace(event, content=file)
-        arrival = _Arrival.of(event)
+        return _Arriving(event, _Arrival.of(event), file)
 
-        async def work(tx: Transaction) -> bool:
-            session = await tx.session.find_unique(ref.session_id)
-            if session is None:
-                raise SessionNotFound(f"session {ref} not found")
-            updates: list[ContactUpdate] = []
-            contact = await _contact_of(tx, session.id, arrival, event, updates)
-            await announce(tx, ref.session_id, updates)  # a new push name, ids merged: before the message
-            context = None if arrival.context is None else dict(arrival.context)
-            if context is not None and event.quote is not None:
-                quoted = await target_of(tx, session.id, event.quote.key)
-                if quoted is not None:
-                    context["message_id"] = quoted.message_id  # ours, the public id, when we have it
-            in_group = arrival.is_group or arrival.story
-            inserted = await tx.message.insert_if_new(
-                session_id=session.id,
-                contact_id=contact.id,
-                message_id=arrival.message_id,
-                wa_message_id=arrival.message_id,
-                content=arrival.text,
-                type=arrival.kind,
-                direction="outbound" if event.from_me else "inbound",
-                status=MessageStatus.SENT.value if event.from_me else MessageStatus.DELIVERED.value,
-                timestamp=event.timestamp,
-                chat_jid=arrival.chat,
-                sender_jid=arrival.sender if in_group else None,
-                sender_lid=arrival.sender_lid if in_group else None,
-                source="phone" if event.from_me else None,
-                payload=arrival.payload,
-                context=context,
-                mentions=arrival.mentions,
-            )
-            if not inserted:
-                return False  # seen before (WhatsApp redelivers, or our own send echoed): stored once, announced once
-            target, entries = await apply(
-                tx,
-                session_id=ref.session_id,
-                session_row=session.id,
-                content=event.content,
-                actor=Actor(from_me=event.from_me, jid=None if event.from_me else arrival.sender),
-                at=event.timestamp,
-                erase_deleted=self.erase_deleted,
-            )
-            body = {"sessionId": ref.session_id, **arrival.body(event, session.engine, context, target)}
-            body.update(contact_fields(contact))
-            if file is not None:
-                await self._await_file(tx, session.id, inserted, file, body)  # announced once it is downloaded
-            elif not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
-                await tx.event.append(type=EventType.MESSAGE_RECEIVED.value, session_id=ref.session_id, payload=body)
-            await tx.event.append_many(
-                [(kind, sid, {**payload, **contact_fields(contact)}) for kind, sid, payload in entries]
-            )
-            return True
+    async def _arrive(
+        self, tx: Transaction, arriving: _Arriving, sessions: dict[str, Session | None]
+    ) -> list[EventEntry] | None:
+        """Store an arrived message; return its events to append (None: its session is gone, or it was seen
+        before)."""
+        event, arrival, file = arriving.event, arriving.arrival, arriving.file
+        ref = event.ref
+        if ref.session_id not in sessions:
+            sessions[ref.session_id] = await tx.session.find_unique(ref.session_id)
+        session = sessions[ref.session_id]
+        if session is None:
+            return None  # deleted meanwhile: nothing to keep
+        updates: list[ContactUpdate] = []
+        contact = await _contact_of(tx, session.id, arrival, event, updates)
+        entries = contact_entries(ref.session_id, updates)  # a new push name, ids merged: before the message
+        context = None if arrival.context is None else dict(arrival.context)
+        if context is not None and event.quote is not None:
+            quoted = await target_of(tx, session.id, event.quote.key)
+            if quoted is not None:
+                context["message_id"] = quoted.message_id  # ours, the public id, when we have it
+        in_group = arrival.is_group or arrival.story
+        inserted = await tx.message.insert_if_new(
+            session_id=session.id,
+            contact_id=contact.id,
+            message_id=arrival.message_id,
+            wa_message_id=arrival.message_id,
+            content=arrival.text,
+            type=arrival.kind,
+            direction="outbound" if event.from_me else "inbound",
+            status=MessageStatus.SENT.value if event.from_me else MessageStatus.DELIVERED.value,
+            timestamp=event.timestamp,
+            chat_jid=arrival.chat,
+            sender_jid=arrival.sender if in_group else None,
+            sender_lid=arrival.sender_lid if in_group else None,
+            source="phone" if event.from_me else None,
+            payload=arrival.payload,
+            context=context,
+            mentions=arrival.mentions,
+        )
+        if not inserted:
+            return None  # seen before (WhatsApp redelivers, or our own send echoed): stored once, announced once
+        target, acted = await apply(
+            tx,
+            session_id=ref.session_id,
+            session_row=session.id,
+            content=event.content,
+            actor=Actor(from_me=event.from_me, jid=None if event.from_me else arrival.sender),
+            at=event.timestamp,
+            erase_deleted=self.erase_deleted,
+        )
+        body = {"sessionId": ref.session_id, **arrival.body(event, session.engine, context, target)}
+        body.update(contact_fields(contact))
+        if file is not None:
+            await self._await_file(tx, session.id, inserted, file, body)  # announced once it is downloaded
+        elif not isinstance(event.content, Edit | Revoke):  # those are announced as such, not as messages
+            entries.append((EventType.MESSAGE_RECEIVED.value, ref.session_id, body))
+        entries.extend((kind, sid, {**payload, **contact_fields(contact)}) for kind, sid, payload in acted)
+        return entries
 
-        if await self._manager.execute_transaction(ref.client_id, work):
-            metrics.MESSAGES.labels("outbound" if event.from_me else "inbound", "received").inc()
-            if file is not None and self.downloads is not None:
-                self.downloads.wake(ref)
+    async def _store_together(self, events: list[EngineEvent]) -> list[Ack]:
+        """Store receipts and arrived messages of one client in one transaction, in their order, with their
+        events appended in one statement at its end (so the client's event lock is held only for that).
+
+        Returns the acknowledgements of the events (receipts deferred by `not_overtaking` are not among them).
+        """
+        client = events[0].ref.client_id
+        now = time.monotonic()
+        for event in events:
+            if (hosted := self._hosted.get(event.ref)) is not None:
+                hosted.last_active = now
+        items = [self._prepare(event) if isinstance(event, InboundMessage) else event for event in events]
+        stored: list[_Arriving] = []
+        counted: list[MessageStatus] = []
+
+        async def work(tx: Transaction) -> None:
+            stored.clear()  # a retried transaction starts again
+            counted.clear()
+            sessions: dict[str, Session | None] = {}
+            entries: list[EventEntry] = []
+            receipts: list[Receipt] = []
+            for item in [*items, None]:
+                if isinstance(item, Receipt):
+                    receipts.append(item)
+                    continue
+                if receipts:  # a run of receipts, before what follows it
+                    steps = await self.receipts.advance(tx, client, receipts)
+                    counted.extend(MessageStatus(payload["status"]) for _, _, payload in steps)
+                    entries.extend(steps)
+                    receipts = []
+                if isinstance(item, _Arriving) and (told := await self._arrive(tx, item, sessions)) is not None:
+                    entries.extend(told)
+                    stored.append(item)
+            await tx.event.append_many(entries)
+
+        await self._manager.execute_transaction(client, work)
+        self._stored(counted, stored, skipped=items.count(None))
+        return [ack for event in events for ack in acks_of(event)]
+
+    def _stored(self, steps: list[MessageStatus], arrived: list[_Arriving], *, skipped: int) -> None:
+        """Count what a transaction stored; files that arrived are due for download."""
+        for status in steps:
+            metrics.MESSAGES.labels("outbound", status.value).inc()
+        if skipped:
+            metrics.MESSAGES.labels("inbound", "story_skipped").inc(skipped)
+        for arriving in arrived:
+            metrics.MESSAGES.labels("outbound" if arriving.event.from_me else "inbound", "received").inc()
+            if arriving.file is not None and self.downloads is not None:
+                self.downloads.wake(arriving.event.ref)
 
     async def _await_file(
         self, tx: Transaction, session_row: str, message_row: str, file: Media, body: dict[str, Any]
@@ -633,22 +739,8 @@ class Recorder:
 
         Returns the acknowledgements of the receipts stored (deferred ones are acknowledged later).
         """
-        client = receipts[0].ref.client_id
         receipts = self.receipts.not_overtaking(receipts)
-        if not receipts:
-            return []
-        counted: list[MessageStatus] = []
-
-        async def work(tx: Transaction) -> None:
-            counted.clear()  # a retried transaction starts again
-            entries = await self.receipts.advance(tx, client, receipts)
-            counted.extend(MessageStatus(payload["status"]) for _, _, payload in entries)
-            await tx.event.append_many(entries)
-
-        await self._manager.execute_transaction(client, work)
-        for status in counted:
-            metrics.MESSAGES.labels("outbound", status.value).inc()
-        return [ack for receipt in receipts for ack in acks_of(receipt)]
+        return await self._store_together(list(receipts)) if receipts else []
 
 
 # a group setting's action -> its field on GroupChanged and its column in `groups`
@@ -657,7 +749,6 @@ Recorder._stores.update(
         StatusChanged: Recorder._store_status,
         QrCode: Recorder._store_qr,
         PairingCode: Recorder._store_pairing_code,
-        InboundMessage: Recorder._store_inbound,
         EngineFailure: Recorder._store_failure,
         Notice: Recorder._store_notice,
         MediaReuploaded: Recorder._store_reupload,
@@ -719,6 +810,15 @@ def status_changes(event: StatusChanged) -> dict[str, Any]:
     elif event.status is SessionStatus.LOGGED_OUT:
         changes.update(jid=None, pairing_code=None)
     return changes
+
+
+@dataclass(frozen=True, slots=True)
+class _Arriving:
+    """An arrived message to store: the event (a file given its media id), its fields made storable."""
+
+    event: InboundMessage
+    arrival: _Arrival
+    file: Media | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,9 @@ MEASURE_EVERY = 15.0  # seconds between two counts of the outbound queue (zapgat
 # seconds sandbox mail may wait in a mailbox of a session leased here, handed out to no one, before it is reported
 # (its pump collects every second, and takes mail back 10 s after a host died: this is far past either)
 STUCK_MAIL_AFTER = 60.0
+# sessions a worker starts at once of those it claimed together: a worker taking over 44 sessions of a dead one
+# started them one after the other, and the last was connected minutes after its claim on a busy machine
+HOST_AT_ONCE = 8
 DRAIN_TIMEOUT = 10.0  # seconds a stopping worker waits to store what its engines reported last
 EXIT_TO_BE_REPLACED = 75  # exit code of a worker that drained itself to be replaced (EX_TEMPFAIL; supervisor.py)
 T = TypeVar("T")
@@ -112,6 +115,7 @@ class Worker:
         self._listener = Listener(database_url, on_notify=self._notified)
         self._database_url = database_url
         self._keystore_dsns: dict[str, str] = {}
+        self._provisioning = asyncio.Lock()
         self._hosted: HostedSessions = {}
         self._claiming: set[SessionRef] = set()  # claimed, not hosted yet (their leases are ours meanwhile)
         self._settling: set[SessionRef] = set()  # let go of, their rest (stopped, failed) not recorded yet
@@ -119,6 +123,7 @@ class Worker:
         self._reconciled_at = 0.0  # monotonic seconds of the last renewal and reconciliation
         self._reconcile_wanted = False  # a notification named a session hosted here (or may have been lost)
         self._tasks = TaskGroup("worker")
+        self._sandbox_networks: list[PostgresSandboxNetwork] = []  # each wakes for mail to its own addresses
         self.media = self._media = media or MediaFiles(manager, PostgresMediaStore(manager))
         self._recorder = Recorder(
             manager,
@@ -141,9 +146,7 @@ class Worker:
         self._calls = CallRunner(manager, self._hosted, self._tasks, call_timeout=self.options.outbox.call_timeout)
         context = EngineContext(
             on_event=self._recorder.put,
-            sandbox_network=lambda: PostgresSandboxNetwork(
-                manager, self._listener.event(notify.SANDBOX), self._listener.event(notify.SANDBOX_DIRECTORY)
-            ),
+            sandbox_network=self._sandbox_network,
             keystore_dsn=self._keystore_dsns.__getitem__,
             device_name=self.options.device_name,
         )
@@ -164,8 +167,16 @@ class Worker:
     def _wake_outbox(self, ref: SessionRef) -> None:
         self._outbox.wake(ref)
 
+    def _sandbox_network(self) -> PostgresSandboxNetwork:
+        network = PostgresSandboxNetwork(self._manager, directory_news=self._listener.event(notify.SANDBOX_DIRECTORY))
+        self._sandbox_networks.append(network)
+        return network
+
     def _notified(self, channel: str, payload: str | None) -> None:
-        if channel == notify.OUTBOUND:  # the outbox looks at the session named (at every one, without a name)
+        if channel == notify.SANDBOX:  # mail for an address: the network that collects it looks
+            for network in self._sandbox_networks:
+                network.mail_posted(payload)
+        elif channel == notify.OUTBOUND:  # the outbox looks at the session named (at every one, without a name)
             self._outbox.notified(payload)
         elif channel == notify.CALLS:  # an engine call for a session named (None: look for missed ones)
             self._calls.notified(payload)
@@ -206,7 +217,7 @@ class Worker:
         try:  # the recorder waits for a database that is away; a stop waits for it only so long
             await asyncio.wait_for(self._recorder.drain(), DRAIN_TIMEOUT)
         except TimeoutError:
-            log.error("worker.events_not_drained", waiting=self._recorder.events.qsize())
+            log.error("worker.events_not_drained", waiting=self._recorder.waiting)
         await self._tasks.close()
         with contextlib.suppress(Exception):
             async with self._manager.registry_transaction() as conn:
@@ -251,9 +262,23 @@ class Worker:
                 if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
                     # no live worker has room: say so, rather than let the sessions wait in silence
                     waiting = await placements.unplaced(conn, list(self._engines))
-            for placement in claimed:
-                await self._host(placement)
+            gate = asyncio.Semaphore(HOST_AT_ONCE)
+
+            async def host(placement: Placement) -> None:
+                async with gate:
+                    await self._host(placement)
                 self._claiming.discard(SessionRef(placement.client_id, placement.session_id))
+
+            hosted = await asyncio.gather(*(host(placement) for placement in claimed), return_exceptions=True)
+            for placement, outcome in zip(claimed, hosted, strict=True):
+                if isinstance(outcome, Exception):  # left claimed and unhosted: an orphan, released by renewals
+                    log.warning(
+                        "worker.host_failed",
+                        session=f"{placement.client_id}/{placement.session_id}",
+                        error=repr(outcome),
+                    )
+                elif isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             # whatever was claimed and not hosted (a commit that failed, a start that raised) is an orphan now:
             # the renewals release it
@@ -501,8 +526,11 @@ class Worker:
         """Make sure the engine has this client's key store (a role and schema of its own) and its DSN."""
         if client in self._keystore_dsns:
             return
-        async with self._manager.registry_transaction() as conn:
-            self._keystore_dsns[client] = await provision_keystore(conn, client, self._database_url)
+        async with self._provisioning:  # sessions start several at once: one provisioning (one password) each
+            if client in self._keystore_dsns:
+                return
+            async with self._manager.registry_transaction() as conn:
+                self._keystore_dsns[client] = await provision_keystore(conn, client, self._database_url)
 
     async def _forget_device(self, ref: SessionRef) -> None:
         try:
