@@ -231,25 +231,6 @@ async def unplaced(conn: AsyncConnection, engines: Sequence[str]) -> list[Placem
     return [_placement(row) for row in await conn.execute(stmt)]
 
 
-async def claim_share(conn: AsyncConnection, engines: Sequence[str], within: float) -> int:
-    """How many of the sessions waiting for a worker of `engines` one worker takes at a time: the waiting ones
-    shared among the workers alive in the last `within` seconds (at least one).
-
-    Claims are first come, first served; taking a share a round instead of all there is spreads a burst (a
-    thousand sessions created at once, the sessions of a dead worker) over the workers that claim with it. A
-    worker left alone takes the rest in its next rounds, so nothing waits for a worker that never claims.
-    """
-    waiting = select(func.count()).where(
-        placements.c.desired == "running",
-        placements.c.engine.in_(list(engines)),
-        or_(placements.c.worker_id.is_(None), placements.c.lease_expires_at < func.now()),
-    )
-    alive = select(func.count()).where(workers.c.heartbeat_at > func.now() - _seconds(within))
-    row = (await conn.execute(select(waiting.scalar_subquery(), alive.scalar_subquery()))).one()
-    sessions, live = int(row[0]), max(1, int(row[1]))
-    return max(1, -(-sessions // live))
-
-
 async def free_capacity(conn: AsyncConnection, within: float) -> int:
     """Return how many more sessions the workers alive in the last `within` seconds can host together."""
     alive = (

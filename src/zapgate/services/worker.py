@@ -254,10 +254,7 @@ class Worker:
         refs: set[SessionRef] = set()
         try:
             async with self._manager.registry_transaction() as conn:
-                share = await placements.claim_share(conn, list(self._engines), self._lease_ttl) if room > 0 else 0
-                claimed = await placements.claim(
-                    conn, self.worker_id, list(self._engines), min(room, share), self._lease_ttl
-                )
+                claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
                 # before the commit: a renewal that sees these leases as ours must not take them for orphans
                 refs = {SessionRef(p.client_id, p.session_id) for p in claimed}
                 self._claiming |= refs
