@@ -385,6 +385,12 @@ async def test_sessions_claimed_together_start_together_so_one_slow_start_holds_
         await eventually(lambda session_id=session_id: _status_is(sessions, session_id, "qr"), within=5.0)
 
 
+async def _refuse(manager: ConnectionManager, table: str, check: str) -> None:
+    """Make PostgreSQL refuse some of acme's rows of `table`: a value the recorder cannot make storable."""
+    async with manager.engine.begin() as conn:
+        await conn.execute(text(f"ALTER TABLE client_acme.{table} ADD CONSTRAINT refuses CHECK ({check})"))
+
+
 async def _not_hosted(engine: Scripted, ref: SessionRef) -> bool:
     return not engine.hosts(ref)
 
@@ -432,10 +438,12 @@ async def test_inbound_is_stored_faithfully_and_cannot_poison_the_store(
 
     sent = await sessions.send_text("acme", "alice", "5521988880000", "from the api")
     await eventually(lambda: _has_status(manager, sent.message_id, "sent"))
+    await _refuse(manager, "events", "NOT payload ? 'refuseMe'")  # a value the database still refuses
     for event in (
         inbound("NUL", "5521988881111@s.whatsapp.net", "a\x00b\ud800c", push_name="Jo\x00e"),
         inbound("STORY", "status@broadcast", "my story", sender_jid="5521988882222@s.whatsapp.net"),
-        Notice(ref, NoticeKind.HISTORY_SYNC, {"progress": math.nan}),  # unstorable: not even as JSON
+        Notice(ref, NoticeKind.HISTORY_SYNC, {"progress": math.nan}),  # NaN: no JSON has it, stored as null
+        Notice(ref, NoticeKind.HISTORY_SYNC, {"refuseMe": True}),  # refused: an error event in its place
         inbound("PHONE", "5521988883333@s.whatsapp.net", "sent from the phone", from_me=True),
         inbound(
             "GROUP",
@@ -461,6 +469,8 @@ async def test_inbound_is_stored_faithfully_and_cannot_poison_the_store(
     assert await message(manager, "WA" + sent.message_id) is None  # our own send, echoed: stored once
     kinds = [p.get("code") or p.get("notice") for p in await events(manager) if "code" in p or "notice" in p]
     assert "event_not_storable" in kinds and "undecryptable" in kinds
+    [synced] = [p for p in await events(manager) if p.get("notice") == "history_sync"]
+    assert "progress" in synced and synced["progress"] is None
     received = list(await events(manager, "message-received"))
     assert [p["messageId"] for p in received] == ["NUL", "PHONE", "GROUP", "LAST"]
     assert received[0]["pushName"] == "Joe" and received[1]["source"] == "phone"
@@ -470,10 +480,12 @@ async def test_a_clients_messages_of_a_batch_share_a_transaction_and_one_refused
     manager: ConnectionManager, sessions: SessionService
 ) -> None:
     """Issue 16: a client's arrived messages (and receipts) of a batch are stored in one transaction; when the
-    database refuses one of them (a location at NaN degrees: jsonb has no NaN), the run is stored again one
-    by one, so the others are kept, each announced once, and the refused one becomes an `error` event."""
+    database refuses one of them (here a CHECK the test adds), the run is stored again one by one, so the
+    others are kept, each announced once, and the refused one becomes an `error` event. A location at NaN
+    degrees (a protobuf double may carry NaN; jsonb has none) is kept, its latitude null."""
     for session_id in ("alice", "bob"):
         await sessions.create("acme", session_id)
+    await _refuse(manager, "messages", "content <> 'REFUSED'")
     recorder = Recorder(manager, {})
     now = datetime.now(UTC)
     acked: list[str] = []
@@ -494,20 +506,23 @@ async def test_a_clients_messages_of_a_batch_share_a_transaction_and_one_refused
 
     batch: list[EngineEvent] = [
         inbound("alice", "FIRST"),
-        inbound("bob", "NAN", type="location", content=Location(latitude=math.nan, longitude=0.0)),
+        inbound("bob", "NAN", type="location", content=Location(latitude=math.nan, longitude=0.0)),  # kept
+        inbound("bob", "REFUSED"),
         inbound("bob", "AFTER", quote=Quote(MessageKey(id="FIRST"))),
         inbound("alice", "FIRST"),  # redelivered within the run: stored and announced once
         inbound("ghost", "GONE"),  # a session deleted meanwhile: nothing to keep, the others stay
     ]
     await recorder.store_batch(batch)
     received = [(p["sessionId"], p["messageId"]) for p in await events(manager, "message-received")]
-    assert received == [("alice", "FIRST"), ("bob", "AFTER")]
-    assert await message(manager, "NAN") is None
+    assert received == [("alice", "FIRST"), ("bob", "NAN"), ("bob", "AFTER")]
+    assert await message(manager, "REFUSED") is None
+    assert (await message(manager, "NAN")).payload["location"]["latitude"] is None  # no JSON has NaN: null
     errors = await events(manager, "error")
     assert [(e["sessionId"], e["code"], e["details"]["messageId"]) for e in errors] == [
-        ("bob", "event_not_storable", "NAN")
+        ("bob", "event_not_storable", "REFUSED")
     ]
-    assert sorted(acked) == ["AFTER", "FIRST", "FIRST", "GONE", "NAN"]  # every one handled: none handed out again
+    # every one handled: none handed out again
+    assert sorted(acked) == ["AFTER", "FIRST", "FIRST", "GONE", "NAN", "REFUSED"]
 
     acked.clear()  # the same run without the refused one: one transaction, everything stored
     await recorder.store_batch([inbound("alice", "M1"), inbound("bob", "M2"), inbound("alice", "M3")])

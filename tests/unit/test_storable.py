@@ -1,6 +1,7 @@
 """Text from outside made storable before it reaches PostgreSQL."""
 
 import json
+import math
 
 import pytest
 
@@ -28,6 +29,13 @@ def test_json_values_are_cleaned_keys_and_all() -> None:
     cleaned = storable_json({"a\x00": ["x\x00", {"k": "\ud800"}], "n": 1, "f": 1.5, "none": None, "t": True})
     assert cleaned == {"a": ["x", {"k": REPLACEMENT}], "n": 1, "f": 1.5, "none": None, "t": True}
     json.dumps(cleaned).encode("utf-8")
+
+
+def test_numbers_json_cannot_hold_become_null() -> None:
+    # a location at NaN degrees (a protobuf double carries NaN): jsonb refuses NaN and infinities
+    cleaned = storable_json({"latitude": math.nan, "longitude": [math.inf, -math.inf, 0.5]})
+    assert cleaned == {"latitude": None, "longitude": [None, None, 0.5]}
+    json.dumps(cleaned, allow_nan=False)
 
 
 def test_none_passes_through() -> None:

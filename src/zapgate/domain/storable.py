@@ -1,10 +1,11 @@
-"""Text from outside made storable: what WhatsApp (or a webhook receiver, or a caller) sends may hold what
+"""Values from outside made storable: what WhatsApp (or a webhook receiver, or a caller) sends may hold what
 PostgreSQL refuses. A NUL byte in one inbound text used to fail the store of the whole batch; a data error
 is never worth a retry, so it is prevented here, before anything reaches the database.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,9 +27,12 @@ def storable_or_none(value: str | None) -> str | None:
 
 
 def storable_json(value: Any) -> Any:
-    """Return a JSON-ready value with every string in it (keys too) made storable."""
+    """Return a JSON-ready value with every string in it (keys too) made storable, and every number that JSON
+    cannot hold (NaN, infinities: a protobuf double may carry them, jsonb refuses them) made null."""
     if isinstance(value, str):
         return storable(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, Mapping):
         return {storable(str(k)): storable_json(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
