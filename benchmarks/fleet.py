@@ -6,8 +6,9 @@ plays the API (it creates clients and sessions, scans QR codes with simulated ph
 the same services the API calls) and watches the registry. Reported:
 
 1. the time until all sessions are connected (created, QR shown, scanned, connected);
-2. sessions per worker (min / max / spread) against the bound: a worker never hosts more than
-   WHATSAPP_MAX_SESSIONS (`--capacity`), and claims are first come, first served;
+2. sessions per worker (min / max / spread) against the bounds: a worker never hosts more than
+   WHATSAPP_MAX_SESSIONS (`--capacity`), and claims at once only up to its share (the sessions that want to run over
+   the live workers, rounded up; past it, only sessions that waited half a lease for the others);
 3. PostgreSQL connections: per worker process (its sockets to the server) and in total (pg_stat_activity),
    against the bound the pools set (a worker's pool is min(ZAPGATE_DB_POOL_SIZE, 10), plus its lease connection and
    its listeners);
@@ -418,7 +419,13 @@ def spread(values: Sequence[int]) -> str:
 
 def print_snapshot(title: str, snap: Snapshot, pool: int) -> None:
     print(f"\n{title}")
-    print(f"  sessions per worker: {snap.sessions}  ({spread(snap.sessions)})")
+    total, live = sum(snap.sessions), len(snap.sessions)
+    share = -(-total // live)  # a worker claims at once up to this (placements.fair_share)
+    over = sum(max(0, n - share) for n in snap.sessions)
+    print(
+        f"  sessions per worker: {snap.sessions}  ({spread(snap.sessions)}; its share {total}/{live} rounded up = "
+        f"{share}: {'every worker within it' if not over else f'{over} over it, taken after waiting'})"
+    )
     bound = min(pool, 10)
     print(
         f"  PostgreSQL connections per worker: {snap.sockets}  (max {max(snap.sockets)}; its pool holds at most "
@@ -576,7 +583,8 @@ async def benchmark(url: str, *, args: argparse.Namespace) -> None:
     )
     print(
         f"balance bound: each worker hosts at most {args.capacity} (WHATSAPP_MAX_SESSIONS), so at least "
-        f"{balance_floor} with {args.workers} workers; claims are first come, first served"
+        f"{balance_floor} with {args.workers} workers; it claims at once up to its share (the sessions that want to "
+        f"run over the live workers, rounded up), past it only sessions left waiting {args.lease_ttl / 2:g} s"
     )
     print_snapshot("idle, all connected:", before, args.worker_pool_size)
     print(

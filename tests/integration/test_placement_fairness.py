@@ -1,8 +1,10 @@
 """Placement is fair across clients: one client's queue of waiting sessions never starves another's new one."""
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.support.waiting import eventually
 from zapgate.db import placements
@@ -72,3 +74,95 @@ async def test_a_freed_slot_goes_to_the_client_with_fewer_sessions_running(
     await eventually(lambda: hosted("small", "s1"), within=10.0)
     for name in ("b3", "b4", "b5"):
         assert (await sessions.get("big", name)).worker_id is None
+
+
+async def _alive_elsewhere(manager: ConnectionManager, worker_id: str) -> None:
+    """A live worker that never claims (its heartbeat stays fresh for the whole test)."""
+    async with manager.registry_transaction() as conn:
+        await placements.heartbeat(conn, worker_id, "elsewhere", 1, 50)
+        await conn.execute(
+            text("UPDATE workers SET heartbeat_at = now() + interval '1 hour' WHERE worker_id = :w"), {"w": worker_id}
+        )
+
+
+async def test_the_fair_share_is_the_wanted_sessions_over_the_live_workers_less_those_held(
+    manager: ConnectionManager, sessions: SessionService
+) -> None:
+    for n in range(10):
+        await sessions.create("big", f"b{n}")
+    async with manager.registry_transaction() as conn:
+        assert await placements.fair_share(conn, "w1", ["sandbox"], 10.0) == 10  # no live worker yet: all of them
+    for worker_id in ("w1", "idle-1", "idle-2"):
+        await _alive_elsewhere(manager, worker_id)
+    async with manager.registry_transaction() as conn:
+        assert await placements.fair_share(conn, "w1", ["sandbox"], 10.0) == 4  # 10 over 3 live, rounded up
+        assert await placements.fair_share(conn, "w1", ["whatsmeow"], 10.0) == 0  # none of that engine
+        assert len(await placements.claim(conn, "w1", ["sandbox"], 3, 10.0)) == 3
+        assert await placements.fair_share(conn, "w1", ["sandbox"], 10.0) == 1  # it holds 3 of its 4
+        # just created: none has waited 60 s for a worker, so a claim past the share takes none
+        assert await placements.claim(conn, "w1", ["sandbox"], 5, 10.0, waited=60.0) == []
+        await conn.execute(text("UPDATE placements SET updated_at = now() - interval '2 minutes'"))
+        assert len(await placements.claim(conn, "w1", ["sandbox"], 5, 10.0, waited=60.0)) == 5
+        # a lease let go of waits from then on, however old the session
+        released = (await placements.claim(conn, "w2", ["sandbox"], 1, 10.0))[0]
+        await placements.release(conn, "w2", released.client_id, released.session_id)
+        taken = await placements.claim(conn, "w1", ["sandbox"], 5, 10.0, waited=60.0)
+        assert [p.session_id for p in taken] != [released.session_id] and len(taken) == 1  # the other one left
+
+
+async def test_a_burst_of_sessions_is_shared_evenly_between_the_workers_claiming_it(
+    manager: ConnectionManager, sessions: SessionService, database_url: str
+) -> None:
+    """Issue 16: the first worker to wake took every waiting session it had room for (86-135 of 1,000 per worker in
+    the fleet benchmark). Each now claims at once only up to its share, here 10 over 2: 5 each."""
+    workers = [
+        Worker(manager, database_url, ("sandbox",), capacity=20, lease_ttl=10, qr_timeout=30, poll_interval=0.2)
+        for _ in range(2)
+    ]
+    for worker in workers:
+        await worker.start()
+    try:
+        for n in range(10):
+            await sessions.create("big", f"b{n}")
+
+        async def all_hosted() -> bool:
+            return sum(len(worker.hosted) for worker in workers) == 10
+
+        await eventually(all_hosted, within=20.0)
+        assert [len(worker.hosted) for worker in workers] == [5, 5]
+    finally:
+        for worker in workers:
+            await worker.close()
+
+
+async def test_past_its_share_a_worker_takes_only_the_sessions_the_others_left_waiting(
+    manager: ConnectionManager, sessions: SessionService, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live worker that never claims (stalled, full, of another engine) keeps no session waiting for long: the
+    worker that claims takes its share at once (4 over 2 live workers: 2), and the rest once they have waited half
+    a lease for the other."""
+    await _alive_elsewhere(manager, "stalled")
+    for n in range(4):
+        await sessions.create("big", f"b{n}")
+    claims: list[tuple[int, float | None]] = []  # (sessions taken, waited) of each claim that took any
+    claim = placements.claim
+
+    async def counted(*args: Any, waited: float | None = None) -> list[placements.Placement]:
+        taken = await claim(*args, waited=waited)
+        if taken:
+            claims.append((len(taken), waited))
+        return taken
+
+    monkeypatch.setattr(placements, "claim", counted)
+    worker = Worker(manager, database_url, ("sandbox",), capacity=20, lease_ttl=10, qr_timeout=30, poll_interval=0.2)
+    await worker.start()
+    try:
+
+        async def all_hosted() -> bool:
+            return len(worker.hosted) == 4
+
+        await eventually(all_hosted, within=20.0)
+    finally:
+        await worker.close()
+    assert claims[0] == (2, None)  # its share, at once
+    assert {waited for _, waited in claims[1:]} == {5.0} and sum(n for n, _ in claims[1:]) == 2  # the rest, late

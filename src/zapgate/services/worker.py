@@ -118,6 +118,7 @@ class Worker:
         self._provisioning = asyncio.Lock()
         self._hosted: HostedSessions = {}
         self._claiming: set[SessionRef] = set()  # claimed, not hosted yet (their leases are ours meanwhile)
+        self._hosting = asyncio.Semaphore(HOST_AT_ONCE)  # sessions claimed that start at once
         self._settling: set[SessionRef] = set()  # let go of, their rest (stopped, failed) not recorded yet
         self._orphans: dict[SessionRef, float] = {}  # leased to us, hosted by nothing here: since when (monotonic)
         self._reconciled_at = 0.0  # monotonic seconds of the last renewal and reconciliation
@@ -249,45 +250,57 @@ class Worker:
                 log.warning("worker.renew_failed", error=repr(exc))
 
     async def _claim(self) -> int:
-        """Take free sessions while there is room, and host them; return how many were taken."""
-        room = self._capacity - len(self._hosted)
+        """Take free sessions while there is room, up to this worker's share, and host them in the background;
+        return how many were taken.
+
+        Up to its share of the sessions that want to run (`placements.fair_share`) a worker claims at once; past
+        it, only sessions that waited longer than half a lease for the others (full, stalled, dying) to take them.
+        The hosting goes on in the background, so that the next round claims at once (issue 16).
+        """
+        room = self._capacity - len(self._hosted.keys() | self._claiming)
         refs: set[SessionRef] = set()
+        committed = False
         try:
             async with self._manager.registry_transaction() as conn:
-                claimed = await placements.claim(conn, self.worker_id, list(self._engines), room, self._lease_ttl)
+                engines = list(self._engines)
+                claimed: list[Placement] = []
+                if room > 0:
+                    share = await placements.fair_share(conn, self.worker_id, engines, self._lease_ttl)
+                    claimed = await placements.claim(conn, self.worker_id, engines, min(room, share), self._lease_ttl)
+                    if len(claimed) == share < room:  # more may wait: those the others left for too long
+                        claimed += await placements.claim(
+                            conn, self.worker_id, engines, room - share, self._lease_ttl, waited=self._lease_ttl / 2
+                        )
                 # before the commit: a renewal that sees these leases as ours must not take them for orphans
                 refs = {SessionRef(p.client_id, p.session_id) for p in claimed}
                 self._claiming |= refs
                 waiting = []
                 if not claimed and room <= 0 and await placements.free_capacity(conn, self._lease_ttl) <= 0:
                     # no live worker has room: say so, rather than let the sessions wait in silence
-                    waiting = await placements.unplaced(conn, list(self._engines))
-            gate = asyncio.Semaphore(HOST_AT_ONCE)
-
-            async def host(placement: Placement) -> None:
-                async with gate:
-                    await self._host(placement)
-                self._claiming.discard(SessionRef(placement.client_id, placement.session_id))
-
-            hosted = await asyncio.gather(*(host(placement) for placement in claimed), return_exceptions=True)
-            for placement, outcome in zip(claimed, hosted, strict=True):
-                if isinstance(outcome, Exception):  # left claimed and unhosted: an orphan, released by renewals
-                    log.warning(
-                        "worker.host_failed",
-                        session=f"{placement.client_id}/{placement.session_id}",
-                        error=repr(outcome),
-                    )
-                elif isinstance(outcome, BaseException):
-                    raise outcome
+                    waiting = await placements.unplaced(conn, engines)
+            committed = True
         finally:
-            # whatever was claimed and not hosted (a commit that failed, a start that raised) is an orphan now:
-            # the renewals release it
-            self._claiming -= refs
+            if not committed:  # a commit that failed: whatever it claimed is an orphan now, released by renewals
+                self._claiming -= refs
+        for placement in claimed:
+            self._tasks.spawn(self._host_claimed(placement), name="host")
         for placement in waiting:
             reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
             with contextlib.suppress(Exception):
                 await self._recorder.record_unplaced(SessionRef(placement.client_id, placement.session_id), reason)
         return len(claimed)
+
+    async def _host_claimed(self, placement: Placement) -> None:
+        """Host a session claimed, HOST_AT_ONCE at a time; one that fails is left claimed and unhosted: an orphan,
+        released by the renewals."""
+        ref = SessionRef(placement.client_id, placement.session_id)
+        try:
+            async with self._hosting:
+                await self._host(placement)
+        except Exception as exc:
+            log.warning("worker.host_failed", session=str(ref), error=repr(exc))
+        finally:
+            self._claiming.discard(ref)
 
     async def _measure_loop(self) -> None:
         """Count the outbound queue for the heartbeat's metrics now and then (a transaction per client hosted)."""
