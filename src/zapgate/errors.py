@@ -119,7 +119,8 @@ class UnknownContact(InvalidRequest):
 
 
 class UnstorableData(InvalidRequest):
-    """A value the database refuses to store as it is (a NUL byte, an invalid encoding): never retried."""
+    """A value the database refuses to store as it is (a NUL byte, an invalid encoding, a value too big for an index):
+    never retried."""
 
     code = "unstorable_data"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -719,3 +721,40 @@ async def test_the_duplicate_window_is_one_batch_sent_but_not_recorded(
 
 async def _all_sent(manager: ConnectionManager, ids: list[str]) -> bool:
     return all([await _has_status(manager, i, "sent") for i in ids])
+
+
+async def test_an_id_too_big_for_an_index_costs_only_its_own_message_and_is_not_retried(
+    manager: ConnectionManager, sessions: SessionService
+) -> None:
+    """An id from outside is indexed (messages.message_id, wa_message_id): past 2,704 bytes PostgreSQL refuses the
+    row (program_limit_exceeded), however often it is tried. It used to be a database error, retried 5 times with
+    waits, then handed out again by the engine for ever; now it is refused data: the others of its run are
+    stored, and it becomes an `error` event."""
+    await sessions.create("acme", "alice")
+    recorder = Recorder(manager, {})
+    now = datetime.now(UTC)
+    acked: list[str] = []
+    huge = secrets.token_urlsafe(9_000)  # random: a compressed index entry stays over the limit
+
+    def inbound(message_id: str) -> InboundMessage:
+        chat = "5521988881111@s.whatsapp.net"
+        return InboundMessage(
+            ref=SessionRef("acme", "alice"),
+            message_id=message_id,
+            chat_jid=chat,
+            chat_lid=None,
+            sender_jid=chat,
+            text="hello",
+            timestamp=now,
+            type="text",
+            ack=lambda: acked.append(message_id[:10]),
+        )
+
+    started = time.monotonic()
+    await recorder.store_batch([inbound("BEFORE"), inbound(huge), inbound("AFTER")])
+    assert time.monotonic() - started < 2.0  # no retry waits (0.4 + 0.8 + 1.6 + ... s)
+    received = [p["messageId"] for p in await events(manager, "message-received")]
+    assert received == ["BEFORE", "AFTER"]
+    [error] = await events(manager, "error")
+    assert error["code"] == "event_not_storable" and error["details"]["messageId"] == huge
+    assert sorted(acked) == sorted(["AFTER", "BEFORE", huge[:10]])  # every one handled: none handed out again

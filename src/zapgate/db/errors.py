@@ -18,6 +18,9 @@ _FOREIGN_KEY_VIOLATION = "23503"
 _CHECK_VIOLATION = "23514"
 _NOT_NULL_VIOLATION = "23502"
 _DATA_EXCEPTION = "22"  # class 22: the value itself is refused (a NUL byte, an invalid encoding, out of range)
+# class 54: a value past one of PostgreSQL's limits (an index entry over 2,704 bytes, an array or jsonb too big): the
+# same value fails the same way however often it is tried
+_PROGRAM_LIMIT = "54"
 # class 08 (connection exception) and 57P0x (server shutting down / crashed)
 _UNAVAILABLE_PREFIXES = ("08", "57P")
 
@@ -55,7 +58,7 @@ def translate(exc: BaseException) -> ZapgateError | None:
             return DuplicateRecord("a record with this key already exists", detail=detail)
         if state in {_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION, _NOT_NULL_VIOLATION}:
             return InvalidRequest(f"rejected by the database: {detail}", sqlstate=state)
-        if state is not None and state.startswith(_DATA_EXCEPTION):
+        if state is not None and state.startswith((_DATA_EXCEPTION, _PROGRAM_LIMIT)):
             # the database's words stay in the log: they may quote the data
             return UnstorableData("the database cannot store this value", sqlstate=state)
         if exc.connection_invalidated or (state is not None and state.startswith(_UNAVAILABLE_PREFIXES)):
