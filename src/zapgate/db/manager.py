@@ -43,6 +43,27 @@ _SELECT_ONE = text("SELECT 1")
 _LOCK_CLIENT = text(f"SELECT 1 FROM {REGISTRY_SCHEMA}.clients WHERE client_id = :client FOR KEY SHARE")  # a constant
 TRANSACTION_ATTEMPTS = 3  # runs of a transaction that lost a deadlock before the error reaches the caller
 RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
+# seconds a pooled connection keeps the query plans it cached (see ConnectionManager._transaction)
+PLANS_KEPT_FOR = 30.0
+_DISCARD_PLANS = "DISCARD PLANS"
+
+
+async def _refresh_plans(conn: AsyncConnection) -> None:
+    """Drop the connection's cached query plans once they are PLANS_KEPT_FOR seconds old.
+
+    Every statement is a prepared statement, and after five runs PostgreSQL keeps a generic plan for it on that
+    connection, planned for the tables as they were then. A plan made while a client's tables were nearly empty
+    stays until ANALYZE replaces the statistics: with autovacuum off, or behind a fast-growing table, never. One
+    such plan (recording a batch of sends) read every message of the session on each run (PostgreSQL 15, autovacuum
+    off): PostgreSQL's CPU per send rose from 0.42 to 0.69 ms over a minute of load (issue 13). The statements stay
+    prepared; only their plans are made again, for the tables as they are now (one round trip per connection and
+    PLANS_KEPT_FOR).
+    """
+    now = time.monotonic()
+    since = conn.info.setdefault("plans_since", now)
+    if now - since >= PLANS_KEPT_FOR:
+        await conn.exec_driver_sql(_DISCARD_PLANS)
+        conn.info["plans_since"] = now
 
 
 def async_url(url: str) -> str:
@@ -370,6 +391,7 @@ class ConnectionManager:
         started = time.perf_counter()
         try:
             async with (engine or self._engine).begin() as conn:
+                await _refresh_plans(conn)
                 await conn.execute(_SET_SEARCH_PATH, {"schema": schema})
                 yield conn
         except BaseException as exc:
