@@ -247,6 +247,30 @@ async def test_a_number_not_on_whatsapp_fails_for_good_and_the_messages_behind_i
     assert sorted(cached) == [("5521900000000", False, None), ("5521911111111", True, "95521911111111@lid")]
 
 
+async def test_whatsapps_answer_about_a_number_is_trusted_for_the_ttl_from_when_it_was_asked(
+    manager: ConnectionManager, sessions: SessionService, script: Script, start_worker: WorkerFactory
+) -> None:
+    """Each send from the cache used to start the answer's TTL again: a number sent to every day was never asked
+    about again (one that left WhatsApp kept being sent to)."""
+    await start_worker(outbox=OutboxPolicy(recipient_ttl=3.0))
+    await connect(sessions, "alice", PHONE_A)
+    number = "5521911111111"
+
+    async def send(body: str) -> None:
+        accepted = await sessions.send_text("acme", "alice", number, body)
+        await eventually(lambda: _has_status(manager, accepted.message_id, "sent"))
+
+    await send("first")
+    asked = time.monotonic()
+    assert script.resolves[number] == 1
+    await asyncio.sleep(max(0.0, asked + 1.5 - time.monotonic()))
+    await send("within the TTL")  # from the cache
+    assert script.resolves[number] == 1
+    await asyncio.sleep(max(0.0, asked + 3.5 - time.monotonic()))
+    await send("past it")  # asked 3.5 s ago, used 2 s ago: asked again
+    assert script.resolves[number] == 2
+
+
 async def test_brazils_ninth_digit_is_whatever_whatsapp_answers(
     manager: ConnectionManager, sessions: SessionService, script: Script, start_worker: WorkerFactory
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from zapgate.db.manager import ConnectionManager, Transaction
@@ -37,7 +38,7 @@ class Hosted:
     queue: QueueWatch = field(default_factory=QueueWatch)  # when the outbox next looks at its pending sends
     in_flight: bool = False  # a batch is being sent: its receipts may overtake its record
     deferred: list[Receipt] = field(default_factory=list)  # receipts held until the batch in flight is recorded
-    recipients: dict[str, tuple[Recipient, float]] = field(default_factory=dict)  # number → (answer, expiry)
+    recipients: RecipientCache = field(default_factory=lambda: RecipientCache())  # WhatsApp's answers by number
 
     def enter(self, status: SessionStatus) -> None:
         """Record that the session is now in `status`."""
@@ -47,6 +48,42 @@ class Hosted:
 
 
 HostedSessions = dict[SessionRef, Hosted]
+
+RECIPIENTS_KEPT = 10_000  # answers a session keeps in memory (the database keeps them all: `recipients`)
+
+
+class RecipientCache:
+    """WhatsApp's answers about the numbers a session sends to, each trusted until its expiry, least recently used
+    dropped past RECIPIENTS_KEPT.
+
+    An answer expires when it was asked plus the TTL, however often it is used meanwhile: a number sent to every
+    day used to be trusted for ever. And the cache used to keep every number a session ever sent to, for the
+    life of the worker: a session sending to a million numbers held some 300 MB.
+    """
+
+    def __init__(self) -> None:
+        self._answers: OrderedDict[str, tuple[Recipient, float]] = OrderedDict()
+
+    def get(self, number: str, now: float) -> Recipient | None:
+        """The answer about `number` if it has not expired at `now` (monotonic seconds)."""
+        known = self._answers.get(number)
+        if known is None:
+            return None
+        if known[1] <= now:
+            del self._answers[number]
+            return None
+        self._answers.move_to_end(number)
+        return known[0]
+
+    def put(self, number: str, answer: Recipient, expires: float) -> None:
+        """Keep `answer` about `number` until `expires` (monotonic seconds)."""
+        self._answers[number] = (answer, expires)
+        self._answers.move_to_end(number)
+        while len(self._answers) > RECIPIENTS_KEPT:
+            self._answers.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._answers)
 
 
 def named_session(payload: str | None) -> SessionRef | None:

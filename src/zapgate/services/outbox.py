@@ -325,23 +325,17 @@ class Outbox:
         if to.endswith("@" + GROUP_SERVER) or to.endswith("@" + LID_SERVER):
             return to
         number = jid_user(to) if to.endswith("@" + USER_SERVER) else to
-        answer = self._cached(hosted, number, pending)
+        answer = hosted.recipients.get(number, time.monotonic())
         if answer is None:
-            lookup = await self._bounded("resolve", hosted.engine.resolve(ref, number))
-            answer = Recipient(number, lookup.on_whatsapp, lookup.jid, lookup.lid)
-            sent.learned.append(answer)
-        hosted.recipients[number] = (answer, time.monotonic() + self._policy.recipient_ttl)
+            answer = pending.recipient  # from the database (another worker or an earlier run asked)
+            if answer is None:
+                lookup = await self._bounded("resolve", hosted.engine.resolve(ref, number))
+                answer = Recipient(number, lookup.on_whatsapp, lookup.jid, lookup.lid)
+                sent.learned.append(answer)
+            hosted.recipients.put(number, answer, time.monotonic() + self._policy.recipient_ttl)
         if not answer.on_whatsapp:
             raise NotOnWhatsApp("the number is not on WhatsApp (WhatsApp's own lookup said so)")
         return answer.jid or answer.lid or phone_jid(number)
-
-    def _cached(self, hosted: Hosted, number: str, pending: PendingMessage) -> Recipient | None:
-        known = hosted.recipients.get(number)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
-        if pending.recipient is not None:  # from the database (another worker or an earlier run asked)
-            return pending.recipient
-        return None
 
     async def _first_contact_wait(self, hosted: Hosted, to: str, sent: _Round) -> datetime | None:
         """Return until when a message to `to` waits: a first contact past the session's daily cap; else None."""
