@@ -28,7 +28,7 @@ async def test_claims_take_turns_across_clients(manager: ConnectionManager) -> N
 
     async with manager.registry_transaction() as conn:
         first = await placements.claim(conn, "w1", ["sandbox"], 2, 10.0)
-    assert {(p.client_id, p.session_id) for p in first} == {("big", "b1"), ("small", "s1")}
+    assert [(p.client_id, p.session_id) for p in first] == [("big", "b1"), ("small", "s1")]  # in turn order
 
     # big holds one session, small one: small's new session goes before big's older waiting ones
     await _place(manager, "small", "s2")
@@ -38,6 +38,17 @@ async def test_claims_take_turns_across_clients(manager: ConnectionManager) -> N
     async with manager.registry_transaction() as conn:
         third = await placements.claim(conn, "w2", ["sandbox"], 1, 10.0)
     assert [(p.client_id, p.session_id) for p in third] == [("small", "s2")]
+
+
+async def test_a_claim_answers_in_turn_order_so_the_worker_starts_them_so(manager: ConnectionManager) -> None:
+    """An UPDATE returns its rows in no particular order: a worker that took 43 sessions of a dead one started
+    them in that order, several of one client before the first of another."""
+    for client in ("a", "b", "c"):
+        await ClientService(manager).create(client)
+        await _place(manager, client, *(f"{client}{n}" for n in range(1, 4)))
+    async with manager.registry_transaction() as conn:
+        taken = await placements.claim(conn, "w1", ["sandbox"], 9, 10.0)
+    assert [p.session_id for p in taken] == ["a1", "b1", "c1", "a2", "b2", "c2", "a3", "b3", "c3"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, TextClause, and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Row, TextClause, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -178,7 +178,7 @@ async def claim(
     )
     # the turns are computed unlocked (a window cannot be locked); the rows are locked, and checked again, here
     free = (
-        select(placements.c.client_id, placements.c.session_id)
+        select(placements.c.client_id, placements.c.session_id, turns.c.turn)
         .join(
             turns,
             (turns.c.client_id == placements.c.client_id) & (turns.c.session_id == placements.c.session_id),
@@ -187,14 +187,17 @@ async def claim(
         .order_by(turns.c.turn, placements.c.created_at)
         .limit(room)
         .with_for_update(of=placements, skip_locked=True)
+        .subquery("free")
     )
     stmt = (
         update(placements)
-        .where(tuple_(placements.c.client_id, placements.c.session_id).in_(free))
+        .where(placements.c.client_id == free.c.client_id, placements.c.session_id == free.c.session_id)
         .values(worker_id=worker_id, lease_expires_at=func.now() + _seconds(lease_ttl))
-        .returning(*placements.c)
+        .returning(*placements.c, free.c.turn)
     )
-    return [_placement(row) for row in await conn.execute(stmt)]
+    # in turn order (an UPDATE returns its rows in no order): the worker starts them in this order
+    rows = sorted(await conn.execute(stmt), key=lambda row: (row.turn, row.created_at))
+    return [_placement(row) for row in rows]
 
 
 async def fair_share(conn: AsyncConnection, worker_id: str, engines: Sequence[str], within: float) -> int:
