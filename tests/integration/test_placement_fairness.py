@@ -1,5 +1,6 @@
 """Placement is fair across clients: one client's queue of waiting sessions never starves another's new one."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import text
 from tests.support.waiting import eventually
 from zapgate.db import placements
 from zapgate.db.manager import ConnectionManager
+from zapgate.engines.base import SessionRef
 from zapgate.services.clients import ClientService
 from zapgate.services.sessions import SessionService
 from zapgate.services.worker import Worker
@@ -177,3 +179,54 @@ async def test_past_its_share_a_worker_takes_only_the_sessions_the_others_left_w
         await worker.close()
     assert claims[0] == (2, None)  # its share, at once
     assert {waited for _, waited in claims[1:]} == {5.0} and sum(n for n, _ in claims[1:]) == 2  # the rest, late
+
+
+async def test_a_session_claimed_while_a_renewal_runs_is_not_taken_for_gone(
+    manager: ConnectionManager, sessions: SessionService, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 (a fleet run): lease renewals run on a connection of their own. One that read the leases before a
+    claim committed answered without the new session, and the worker took it for gone: it stopped it and let go of
+    its lease while its start went on, another worker claimed it, and the two hosted it at once (the stale one's
+    QR timeout then stopped the other's sending: 23 texts stayed pending). Here a renewal of the lease loop reads,
+    then answers only once the worker has claimed and hosted a new session."""
+    holding, claimed = asyncio.Event(), asyncio.Event()
+    stale: list[bool] = []  # a held renewal answered what it read before the claim
+    released: list[str] = []
+    claim, renew, release = placements.claim, placements.renew, placements.release
+
+    async def claiming(*args: Any, **kwargs: Any) -> list[placements.Placement]:
+        taken = await claim(*args, **kwargs)
+        if taken:
+            claimed.set()
+        return taken
+
+    async def slow_renew(*args: Any, **kwargs: Any) -> list[placements.Placement]:
+        current = await renew(*args, **kwargs)
+        task = asyncio.current_task()
+        if not stale and not claimed.is_set() and task is not None and task.get_name() == "worker.leases":
+            holding.set()
+            await claimed.wait()
+            await asyncio.sleep(0.3)  # the claimed session is hosted meanwhile
+            stale.append(True)
+        return current
+
+    async def counted_release(conn: Any, worker_id: str, client_id: str, session_id: str) -> None:
+        released.append(session_id)
+        await release(conn, worker_id, client_id, session_id)
+
+    monkeypatch.setattr(placements, "claim", claiming)
+    monkeypatch.setattr(placements, "renew", slow_renew)
+    monkeypatch.setattr(placements, "release", counted_release)
+    worker = Worker(manager, database_url, ("sandbox",), capacity=5, lease_ttl=3, qr_timeout=30, poll_interval=0.2)
+    await worker.start()
+    try:
+        await asyncio.wait_for(holding.wait(), 5.0)  # a renewal has read the leases: none yet
+        await sessions.create("big", "b1")
+        await asyncio.wait_for(claimed.wait(), 5.0)
+        await asyncio.sleep(1.5)  # the held renewal answered, and fresh ones after it
+        assert stale == [True]
+        assert released == []
+        assert SessionRef("big", "b1") in worker.hosted
+        assert (await sessions.get("big", "b1")).worker_id == worker.worker_id
+    finally:
+        await worker.close()

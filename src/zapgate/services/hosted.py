@@ -30,6 +30,7 @@ class Hosted:
     engine: Engine
     pacing: Pacing
     status: SessionStatus = SessionStatus.CREATED
+    claimed_at: float = 0.0  # monotonic seconds when its claim committed (a renewal begun before may not know it)
     last_active: float = field(default_factory=time.monotonic)
     status_since: float = field(default_factory=time.monotonic)  # when `status` was last entered
     started_at: float = field(default_factory=time.monotonic)  # when the engine was last told to start it

@@ -282,21 +282,22 @@ class Worker:
         finally:
             if not committed:  # a commit that failed: whatever it claimed is an orphan now, released by renewals
                 self._claiming -= refs
+        claimed_at = time.monotonic()
         for placement in claimed:
-            self._tasks.spawn(self._host_claimed(placement), name="host")
+            self._tasks.spawn(self._host_claimed(placement, claimed_at), name="host")
         for placement in waiting:
             reason = f"no worker has room for it (WHATSAPP_MAX_SESSIONS={self._capacity} each); it starts when one has"
             with contextlib.suppress(Exception):
                 await self._recorder.record_unplaced(SessionRef(placement.client_id, placement.session_id), reason)
         return len(claimed)
 
-    async def _host_claimed(self, placement: Placement) -> None:
+    async def _host_claimed(self, placement: Placement, claimed_at: float) -> None:
         """Host a session claimed, HOST_AT_ONCE at a time; one that fails is left claimed and unhosted: an orphan,
         released by the renewals."""
         ref = SessionRef(placement.client_id, placement.session_id)
         try:
             async with self._hosting:
-                await self._host(placement)
+                await self._host(placement, claimed_at)
         except Exception as exc:
             log.warning("worker.host_failed", session=str(ref), error=repr(exc))
         finally:
@@ -353,7 +354,8 @@ class Worker:
                 log.warning("worker.renew_failed", error=repr(exc))
 
     async def _reconcile_now(self) -> None:
-        self._reconciled_at = time.monotonic()
+        # before the renewal: a claim that commits while it runs may be missing from its answer
+        renewing_since = self._reconciled_at = time.monotonic()
         metrics.HOSTED_SESSIONS.set(len(self._hosted))
         metrics.ABANDONED_CLIENTS.set(self.abandoned)
         # on a connection of its own: a renewal never waits behind the outbox's and recorder's transactions
@@ -368,6 +370,11 @@ class Worker:
         await self._release_orphans(current)
         for ref, hosted in list(self._hosted.items()):
             placement = current.get(ref)
+            if placement is None and hosted.claimed_at >= renewing_since:
+                # claimed while this renewal ran (on its own connection): its answer predates the claim. Taken for
+                # gone, the session was stopped and let go of while its start went on, then claimed by another
+                # worker: two workers hosted it, and one's stale QR timeout ended the other's sending (issue 16)
+                continue
             if placement is None:  # deleted, or our lease was taken over after we stalled
                 await self._unhost(ref, stop=True)
             elif placement.desired == "stopped":
@@ -400,7 +407,7 @@ class Worker:
                 metrics.ORPHANED_LEASES.inc()
                 await self._release(ref)
 
-    async def _host(self, placement: Placement) -> None:
+    async def _host(self, placement: Placement, claimed_at: float) -> None:
         ref = SessionRef(placement.client_id, placement.session_id)
         try:
             db = await self._manager.get_connection(placement.client_id)
@@ -417,6 +424,7 @@ class Worker:
         engine = self._engines[placement.engine]
         # whatever the row says, nothing is connected here until the engine reports it
         hosted = self._hosted[ref] = Hosted(placement, session.id, placement.generation, engine, pacing)
+        hosted.claimed_at = claimed_at
         await self._start_engine(ref, hosted, jid=session.jid)
 
     async def _start_engine(self, ref: SessionRef, hosted: Hosted, jid: str | None = None) -> None:
@@ -449,6 +457,8 @@ class Worker:
         try:
             if self._specs[placement.engine].uses_keystore:
                 await self._provision_keystore(ref.client_id)
+            if self._hosted.get(ref) is not hosted:  # let go of meanwhile: never start what is no longer ours
+                return
             await self._bounded(engine.start(request), "start")
         except EngineError as exc:
             self._fail(ref, exc.code, exc.message)
