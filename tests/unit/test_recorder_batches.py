@@ -135,3 +135,25 @@ async def test_a_sessions_status_goes_ahead_of_other_sessions_backlog_but_never_
         ["bob:status"],
         ["carol:m2"],  # another client's: at the batch's end
     ]
+
+
+async def test_a_status_that_comes_while_a_batch_is_stored_goes_between_its_runs_unless_its_session_is_in_it() -> None:
+    """Issue 16: a busy worker's batch is many transactions, and a status that came meanwhile waited for all of
+    them (sessions taken over from a dead worker were started within 9 s of their claims, their `connecting` stored
+    10 s after that). It is now stored between two runs of the batch, unless its session has events in the batch:
+    then it comes first in the next one, after them."""
+    bob, dave = SessionRef("acme", "bob"), SessionRef("initech", "dave")
+
+    class Arriving(Transactions):
+        async def _store_together(self, events: list[EngineEvent]) -> list[Ack]:
+            if not self.opened:  # while the batch's first run is stored, two sessions report a status
+                self.put(StatusChanged(bob, SessionStatus.CONNECTING))  # nothing of bob in the batch
+                self.put(StatusChanged(CAROL, SessionStatus.CONNECTING))  # carol's message is in it
+            return await super()._store_together(events)
+
+    recorder = Arriving()
+    for event in (text(ALICE, "a1"), text(CAROL, "c1"), text(dave, "d1")):  # three clients: three runs
+        recorder.put(event)
+    await recorder.drain()
+    assert recorder.opened == [["alice:a1"], ["bob:status"], ["carol:c1"], ["dave:d1"], ["carol:status"]]
+    assert recorder.waiting == 0

@@ -116,6 +116,8 @@ class Recorder:
         # backlog (a QR code expires, and a session that moved is not connected until its status is stored)
         self._urgent: deque[EngineEvent] = deque()
         self._behind: Counter[SessionRef] = Counter()  # events of each session waiting in `_queue`
+        self._in_batch: set[SessionRef] = set()  # sessions with events in the batch being stored
+        self._urgent_next: deque[EngineEvent] = deque()  # urgent, of a session in that batch: first of the next
         self._ready = asyncio.Event()
         # (session, whose, chat) → ((presence, last seen) last told, monotonic time it was told)
         self._presences: dict[tuple[SessionRef, str, str | None], tuple[tuple[Any, Any], float]] = {}
@@ -123,7 +125,9 @@ class Recorder:
     def put(self, event: EngineEvent) -> None:
         """Queue an event to be stored (the engines' sink)."""
         if isinstance(event, URGENT) and not self._behind[event.ref]:
-            self._urgent.append(event)  # after the session's other urgent ones, if any: in order
+            # after the session's other urgent ones, if any: in order. Stored between the runs of the batch being
+            # stored, unless the session has events in it: then first in the next batch
+            (self._urgent_next if event.ref in self._in_batch else self._urgent).append(event)
         else:
             self._queue.append(event)
             self._behind[event.ref] += 1
@@ -132,7 +136,7 @@ class Recorder:
     @property
     def waiting(self) -> int:
         """Events put and not taken to be stored yet."""
-        return len(self._urgent) + len(self._queue)
+        return len(self._urgent) + len(self._urgent_next) + len(self._queue)
 
     def _take(self) -> list[EngineEvent]:
         """Up to EVENT_BATCH events, urgent ones first (each session's events stay in their order)."""
@@ -145,6 +149,7 @@ class Recorder:
             self._behind[event.ref] -= 1
             if not self._behind[event.ref]:
                 del self._behind[event.ref]
+        self._in_batch = {event.ref for event in batch}
         return batch
 
     async def consume(self) -> None:
@@ -153,12 +158,32 @@ class Recorder:
             while not self.waiting:
                 self._ready.clear()
                 await self._ready.wait()
-            await self.store_batch(self._take())
+            await self._store_taken()
 
     async def drain(self) -> None:
         """Store whatever is queued now."""
         while self.waiting:
+            await self._store_taken()
+
+    async def _store_taken(self) -> None:
+        try:
             await self.store_batch(self._take())
+        finally:
+            self._in_batch = set()
+            self._urgent.extendleft(reversed(self._urgent_next))
+            self._urgent_next.clear()
+
+    async def _store_urgent(self) -> None:
+        """Store the lifecycle events that came while a batch is being stored, between two of its runs.
+
+        A batch of a busy worker is many transactions; a status that came meanwhile waited for all of them: the
+        sessions a worker took over from a dead one were started within 9 s of their claims, and their
+        `connecting` was stored 10 s after that (issue 16). An urgent event's session has nothing in the batch
+        (`put`), so storing it now keeps each session's events in order.
+        """
+        while self._urgent:
+            event = self._urgent.popleft()
+            await self._with_retries(partial(self._store, event), [event])
 
     async def store_batch(self, batch: list[EngineEvent]) -> None:
         """Store events in their order for each session. A client's receipts and arrived messages in the batch
@@ -177,8 +202,10 @@ class Recorder:
                 del sessions[client]
                 await self._store_run(waiting.pop(client))
             await self._with_retries(partial(self._store, event), [event])
+            await self._store_urgent()
         for run in waiting.values():
             await self._store_run(run)
+            await self._store_urgent()
 
     async def _store_run(self, run: list[EngineEvent]) -> None:
         ready = [
