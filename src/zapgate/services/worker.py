@@ -356,10 +356,11 @@ class Worker:
     async def _reconcile_now(self) -> None:
         # before the renewal: a claim that commits while it runs may be missing from its answer
         renewing_since = self._reconciled_at = time.monotonic()
-        metrics.HOSTED_SESSIONS.set(len(self._hosted))
-        metrics.ABANDONED_CLIENTS.set(self.abandoned)
         # on a connection of its own: a renewal never waits behind the outbox's and recorder's transactions
         async with self._manager.lease_transaction() as conn:
+            # set with no await before the heartbeat takes them: another worker in the process (tests) sets them too
+            metrics.HOSTED_SESSIONS.set(len(self._hosted))
+            metrics.ABANDONED_CLIENTS.set(self.abandoned)
             await placements.heartbeat(
                 conn, self.worker_id, socket.gethostname(), os.getpid(), self._capacity, metrics.process_text()
             )
