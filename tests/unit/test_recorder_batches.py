@@ -3,12 +3,9 @@
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import pytest
-
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineEvent, InboundMessage, Notice, NoticeKind, Receipt, SessionRef, StatusChanged
-from zapgate.services import recorder as recorder_module
 from zapgate.services.receipts import Ack
 from zapgate.services.recorder import Recorder
 
@@ -160,16 +157,3 @@ async def test_a_status_that_comes_while_a_batch_is_stored_goes_between_its_runs
     await recorder.drain()
     assert recorder.opened == [["alice:a1"], ["bob:status"], ["carol:c1"], ["dave:d1"], ["carol:status"]]
     assert recorder.waiting == 0
-
-
-async def test_urgent_events_left_over_from_a_full_batch_never_overtake_their_sessions_events_in_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """More urgent events than a batch holds: one left over is stored between the batch's runs only if its session
-    has nothing in the batch; alice's second status waits for her first ones."""
-    monkeypatch.setattr(recorder_module, "EVENT_BATCH", 3)
-    recorder = Transactions()
-    for ref in (ALICE, BOB, ALICE, ALICE):
-        recorder.put(StatusChanged(ref, SessionStatus.CONNECTING))
-    await recorder.drain()
-    assert recorder.opened == [["alice:status"], ["bob:status"], ["alice:status"], ["alice:status"]]

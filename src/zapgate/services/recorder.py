@@ -178,15 +178,11 @@ class Recorder:
 
         A batch of a busy worker is many transactions; a status that came meanwhile waited for all of them: the
         sessions a worker took over from a dead one were started within 9 s of their claims, and their
-        `connecting` was stored 10 s after that (issue 16). Only events of sessions with nothing in the batch go
-        now; one left over from before it (more urgent events than a batch holds) whose session has events in it
-        goes first in the next batch, after them: each session's events stay in order.
+        `connecting` was stored 10 s after that (issue 16). An urgent event's session has nothing in the batch
+        (`put`), so storing it now keeps each session's events in order.
         """
         while self._urgent:
             event = self._urgent.popleft()
-            if event.ref in self._in_batch:
-                self._urgent_next.append(event)
-                continue
             await self._with_retries(partial(self._store, event), [event])
 
     async def store_batch(self, batch: list[EngineEvent]) -> None:
