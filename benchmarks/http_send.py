@@ -267,22 +267,35 @@ async def connect_sessions(base: str, key: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def servers(url: str, args: argparse.Namespace, folder: Path) -> AsyncIterator[tuple[Server, Server, str]]:
-    """zapgate serve (with its sessions connected) and the floor, both answering; the client's API key."""
+async def servers(
+    url: str, args: argparse.Namespace, folder: Path
+) -> AsyncIterator[tuple[Server, Server, Server | None, str]]:
+    """zapgate serve (with its sessions connected), the floor and (for the bound part) the send floor, all
+    answering; the client's API key."""
     key = await create_client(url)
-    zport, fport = free_port(), free_port()
+    zport, fport, sport = free_port(), free_port(), free_port()
     python = sys.executable
     zapgate = await start("zapgate", [python, "-m", "zapgate", "serve"], zapgate_env(url, args, zport), folder, zport)
-    floor_env = {**os.environ, "FLOOR_DSN": url.replace("postgresql+asyncpg://", "postgresql://"), "PORT": str(fport)}
-    floor = await start("floor", [python, str(HERE / "floor.py")], floor_env, folder, fport)
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    floor = await start(
+        "floor", [python, str(HERE / "floor.py")], {**os.environ, "FLOOR_DSN": dsn, "PORT": str(fport)}, folder, fport
+    )
+    send_floor = None
+    if "bound" in args.parts:
+        env = {**os.environ, "FLOOR_DSN": dsn, "PORT": str(sport)}
+        send_floor = await start("send-floor", [python, str(HERE / "send_floor.py")], env, folder, sport)
     try:
         await zapgate.wait_answering("/health")
         await floor.wait_answering("/empty")
+        if send_floor is not None:
+            await send_floor.wait_answering("/pending")
         await connect_sessions(zapgate.base, key)
-        yield zapgate, floor, key
+        yield zapgate, floor, send_floor, key
     finally:
         await zapgate.stop()
         await floor.stop()
+        if send_floor is not None:
+            await send_floor.stop()
 
 
 # -- 1. throughput --------------------------------------------------------------------------------------------
@@ -317,6 +330,60 @@ async def throughput(
             rounds[name].append(r)
             print(describe(name, r), flush=True)
     return rounds
+
+
+async def bound(
+    zapgate: Server,
+    floor: Server,
+    send_floor: Server,
+    key: str,
+    args: argparse.Namespace,
+    monitor: asyncpg.Connection,
+    postgres: PostgresPids,
+) -> dict[str, list[Round]]:
+    """Alternating rounds of the floor (accepting), the send floor (accepting and sending) and zapgate; each
+    sender's backlog is drained before the next round, so that no round pays for another's sends."""
+    pairs = [
+        ("floor POST /insert", floor, "/insert"),
+        ("send floor POST /send", send_floor, "/send"),
+        ("zapgate POST /send", zapgate, "/whatsapp/send"),
+    ]
+    print(
+        f"\nB. bound: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, alternating rounds, "
+        "backlogs drained between rounds"
+    )
+    for _, server, path in pairs:
+        await wrk(server.base + path, "send.lua", 2, args, key)
+    await drained_all(monitor)
+    rounds: dict[str, list[Round]] = {name: [] for name, *_ in pairs}
+    for n in range(args.rounds):
+        print(f" round {n + 1}", flush=True)
+        for name, server, path in pairs:
+            r = await measured_round(server, path, "send.lua", args, key, postgres)
+            left = await backlog(monitor)
+            began = time.perf_counter()
+            await drained_all(monitor)
+            rounds[name].append(r)
+            drain = f"   backlog at the end {left}, drained in {time.perf_counter() - began:.1f} s" if left else ""
+            print(describe(name, r) + drain, flush=True)
+    return rounds
+
+
+async def backlog(monitor: asyncpg.Connection) -> int:
+    """Messages accepted and not sent yet, by zapgate and by the send floor."""
+    ours = f"SELECT count(*) FROM {SCHEMA}.messages WHERE status = 'pending' AND direction = 'outbound'"
+    theirs = "SELECT count(*) FROM sf_messages WHERE status = 'pending'"
+    has_theirs = await monitor.fetchval("SELECT to_regclass('sf_messages') IS NOT NULL")
+    return int(await monitor.fetchval(ours)) + (int(await monitor.fetchval(theirs)) if has_theirs else 0)
+
+
+async def drained_all(monitor: asyncpg.Connection, within: float = 600.0) -> None:
+    """Wait until neither sender has anything left to send (for at most `within` seconds)."""
+    deadline = time.perf_counter() + within
+    while time.perf_counter() < deadline:
+        if not await backlog(monitor):
+            return
+        await asyncio.sleep(0.2)
 
 
 def mean_rate(rounds: Sequence[Round]) -> float:
@@ -488,7 +555,7 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
     )
     postgres = PostgresPids(monitor, database)
     try:
-        async with servers(url, args, folder) as (zapgate, floor, key):
+        async with servers(url, args, folder) as (zapgate, floor, send_floor, key):
             groups = zapgate.groups()
             serving = sum(1 for pid in groups["api"] if "--multiprocessing-fork" in psutil.Process(pid).cmdline())
             print(
@@ -514,6 +581,19 @@ async def benchmark(url: str, args: argparse.Namespace) -> None:
                 half = mean_rate(send) / 2
             else:
                 half = args.half_rate
+            if "bound" in args.parts:
+                assert send_floor is not None
+                rounds = await bound(zapgate, floor, send_floor, key, args, monitor, postgres)
+                insert, floor_send = rounds["floor POST /insert"], rounds["send floor POST /send"]
+                send = rounds["zapgate POST /send"]
+                for name, ours, theirs in (
+                    ("send floor POST /send vs floor POST /insert", floor_send, insert),
+                    ("zapgate POST /whatsapp/send vs floor POST /insert", send, insert),
+                    ("zapgate POST /whatsapp/send vs send floor POST /send", send, floor_send),
+                ):
+                    ratio = mean_rate(ours) / mean_rate(theirs)
+                    rates = f"{mean_rate(ours):.0f}/s vs {mean_rate(theirs):.0f}/s"
+                    verdicts.append(f"{name}: {rates} = {ratio:.0%} ({ratios(ours, theirs)})")
             if "latency" in args.parts:
                 await drained(monitor)
                 p99 = await latency(zapgate, floor, key, half, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy import exc as sa_exc
 
 from zapgate.errors import (
@@ -27,7 +28,9 @@ _UNAVAILABLE_PREFIXES = ("08", "57P")
 
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
-    for candidate in (orig, getattr(orig, "__cause__", None)):
+    # SQLAlchemy's error holds the adapter's, whose cause is asyncpg's; a statement run on the driver's own
+    # connection (db/driver.py) raises asyncpg's
+    for candidate in (orig, getattr(orig, "__cause__", None), exc):
         state = getattr(candidate, "sqlstate", None)
         if isinstance(state, str):
             return state
@@ -45,6 +48,20 @@ def should_retry_transaction(exc: BaseException) -> bool:
     return False
 
 
+def _refused(state: str | None, detail: str, *, lost: bool) -> ZapgateError:
+    """The zapgate error for a statement PostgreSQL refused with SQLSTATE `state` (None: no answer came)."""
+    if state == _UNIQUE_VIOLATION:
+        return DuplicateRecord("a record with this key already exists", detail=detail)
+    if state in {_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION, _NOT_NULL_VIOLATION}:
+        return InvalidRequest(f"rejected by the database: {detail}", sqlstate=state)
+    if state is not None and state.startswith((_DATA_EXCEPTION, _PROGRAM_LIMIT)):
+        # the database's words stay in the log: they may quote the data
+        return UnstorableData("the database cannot store this value", sqlstate=state)
+    if lost or (state is not None and state.startswith(_UNAVAILABLE_PREFIXES)):
+        return DatabaseUnavailable(f"database unavailable: {detail}")
+    return DatabaseError(f"database error: {detail}", sqlstate=state)
+
+
 def translate(exc: BaseException) -> ZapgateError | None:
     """Return the zapgate error for a database failure, or None if `exc` is not one."""
     if isinstance(exc, ZapgateError):
@@ -52,20 +69,13 @@ def translate(exc: BaseException) -> ZapgateError | None:
     if isinstance(exc, sa_exc.TimeoutError):
         return DatabaseError("database pool exhausted: no connection became free in time")
     if isinstance(exc, sa_exc.DBAPIError):
-        state = _sqlstate(exc)
         detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        if state == _UNIQUE_VIOLATION:
-            return DuplicateRecord("a record with this key already exists", detail=detail)
-        if state in {_FOREIGN_KEY_VIOLATION, _CHECK_VIOLATION, _NOT_NULL_VIOLATION}:
-            return InvalidRequest(f"rejected by the database: {detail}", sqlstate=state)
-        if state is not None and state.startswith((_DATA_EXCEPTION, _PROGRAM_LIMIT)):
-            # the database's words stay in the log: they may quote the data
-            return UnstorableData("the database cannot store this value", sqlstate=state)
-        if exc.connection_invalidated or (state is not None and state.startswith(_UNAVAILABLE_PREFIXES)):
-            return DatabaseUnavailable(f"database unavailable: {detail}")
-        if state is None and isinstance(getattr(exc, "orig", None), OSError | ConnectionError):
-            return DatabaseUnavailable(f"database unavailable: {detail}")
-        return DatabaseError(f"database error: {detail}", sqlstate=state)
+        lost = exc.connection_invalidated or isinstance(getattr(exc, "orig", None), OSError | ConnectionError)
+        return _refused(_sqlstate(exc), detail, lost=lost)
+    if isinstance(exc, asyncpg.PostgresError):
+        return _refused(exc.sqlstate, (str(exc).strip().splitlines() or [type(exc).__name__])[0], lost=False)
+    if isinstance(exc, asyncpg.InterfaceError):  # asyncpg's own: the connection closed or was lost
+        return DatabaseUnavailable(f"database unavailable: {exc}")
     if isinstance(exc, OSError | ConnectionError):
         return DatabaseUnavailable(f"database unavailable: {exc}")
     if isinstance(exc, sa_exc.SQLAlchemyError):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.db import conversation
 from zapgate.db.conversation import Target
+from zapgate.db.driver import driver
 from zapgate.db.tables import messages, sessions
 from zapgate.domain import receipts
 from zapgate.domain.contacts import ContactIds
@@ -106,26 +107,30 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
     is kept), not the messages to others. Such a message waits for its next attempt or for room under the
     first-contact cap (`next_attempt_at`). One statement, one round trip, for both answers.
     """
-    rows = (await conn.execute(_CLAIM, {"row": session_row, "limit": limit})).all()
-    seconds = rows[0].held_for if rows else None  # the statement always answers one row at least
-    rows = [row for row in rows if row.message_id is not None]
-    named = {name for row in rows for name in _named(row.payload, row.context)}
+    rows = await driver(conn).fetch(_CLAIM, session_row, limit)  # the hot path (db/driver.py)
+    seconds = rows[0]["held_for"] if rows else None  # the statement always answers one row at least
+    rows = [row for row in rows if row["message_id"] is not None]
+    named = {name for row in rows for name in _named(row["payload"], row["context"])}
     found = {t.message_id: t for t in await conversation.targets(conn, session_row, message_ids=named)}
     messages = [
         PendingMessage(
-            row.message_id,
-            row.content,
-            row.phone_number,  # the recipient as given (digits or a JID): resolved again if the cache expired
-            row.timestamp,
-            row.attempts,
-            Recipient(row.phone_number, row.on_whatsapp, row.jid, row.lid) if row.on_whatsapp is not None else None,
-            bool(row.is_group),
-            row.type,
-            row.payload,
-            row.context,
-            tuple(row.mentions or ()),
-            {name: found[name] for name in _named(row.payload, row.context) if name in found},
-            ContactIds(row.contact_id, row.contact_jid, row.contact_lid),
+            row["message_id"],
+            row["content"],
+            row["phone_number"],  # the recipient as given (digits or a JID): resolved again if the cache expired
+            row["timestamp"],
+            row["attempts"],
+            (
+                Recipient(row["phone_number"], row["on_whatsapp"], row["jid"], row["lid"])
+                if row["on_whatsapp"] is not None
+                else None
+            ),
+            bool(row["is_group"]),
+            row["type"],
+            row["payload"],
+            row["context"],
+            tuple(row["mentions"] or ()),
+            {name: found[name] for name in _named(row["payload"], row["context"]) if name in found},
+            ContactIds(row["contact_id"], row["contact_jid"], row["contact_lid"]),
         )
         for row in rows
     ]
@@ -144,13 +149,12 @@ def _named(payload: dict[str, Any] | None, context: dict[str, Any] | None) -> li
     return names
 
 
-_CLAIM = text(
-    """
+_CLAIM = """
     WITH due AS (
         SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts, m.type, m.payload, m.context,
                m.mentions
         FROM messages m
-        WHERE m.session_id = :row AND m.status = 'pending' AND m.direction = 'outbound'
+        WHERE m.session_id = $1 AND m.status = 'pending' AND m.direction = 'outbound'
           AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
           AND NOT EXISTS (
               SELECT 1 FROM messages h
@@ -159,13 +163,13 @@ _CLAIM = text(
                 AND (h.timestamp, h.id) < (m.timestamp, m.id)
           )
         ORDER BY m.timestamp, m.id
-        LIMIT :limit
+        LIMIT $2
         FOR UPDATE OF m SKIP LOCKED
     ), held AS (
         -- the first held message (the condition of ix_messages_held, so that the index answers it)
         SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) AS held_for
         FROM messages
-        WHERE session_id = :row AND status = 'pending' AND next_attempt_at IS NOT NULL
+        WHERE session_id = $1 AND status = 'pending' AND next_attempt_at IS NOT NULL
           AND direction = 'outbound' AND next_attempt_at > now()
     ), claimed AS (
         SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
@@ -173,14 +177,13 @@ _CLAIM = text(
                c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
         FROM due d
         JOIN contacts c ON c.id = d.contact_id
-        LEFT JOIN recipients r ON r.session_id = :row AND r.phone_number = c.phone_number AND r.expires_at > now()
+        LEFT JOIN recipients r ON r.session_id = $1 AND r.phone_number = c.phone_number AND r.expires_at > now()
     )
     -- one row at least (held's), with the claimed messages' columns NULL when there are none
     SELECT h.held_for, m.*
     FROM held h LEFT JOIN claimed m ON true
     ORDER BY m.timestamp, m.message_id
     """
-)
 
 
 async def record_sends(
@@ -194,22 +197,20 @@ async def record_sends(
     """
     if not outcomes:
         return {}
-    result = await conn.execute(
+    rows = await driver(conn).fetch(  # the hot path (db/driver.py)
         _RECORD_SENDS,
-        {
-            "row": session_row,
-            "ids": [o.message_id for o in outcomes],
-            "wa_ids": [o.assigned_id for o in outcomes],
-            "statuses": [o.status.value for o in outcomes],
-            "chats": [o.chat_jid for o in outcomes],
-            "sent_at": [o.sent_at for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "codes": [o.error_code for o in outcomes],
-            "retry_at": [o.retry_at for o in outcomes],
-            "attempts": [o.attempts for o in outcomes],
-        },
+        session_row,
+        [o.message_id for o in outcomes],
+        [o.assigned_id for o in outcomes],
+        [o.status.value for o in outcomes],
+        [o.chat_jid for o in outcomes],
+        [o.sent_at for o in outcomes],
+        [o.error for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.retry_at for o in outcomes],
+        [o.attempts for o in outcomes],
     )
-    return {row.requested: ContactIds(row.contact_id, row.contact_jid, row.contact_lid) for row in result}
+    return {row["requested"]: ContactIds(row["contact_id"], row["contact_jid"], row["contact_lid"]) for row in rows}
 
 
 async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, MessageStatus]]) -> list[Advanced]:
@@ -454,13 +455,12 @@ _ADVANCE = text(
     """
 )
 
-_RECORD_SENDS = text(
-    """
+_RECORD_SENDS = """
     WITH input AS (
         SELECT * FROM unnest(
-            CAST(:ids AS text[]), CAST(:wa_ids AS text[]), CAST(:statuses AS text[]), CAST(:chats AS text[]),
-            CAST(:sent_at AS timestamptz[]), CAST(:errors AS text[]), CAST(:codes AS text[]),
-            CAST(:retry_at AS timestamptz[]), CAST(:attempts AS integer[])
+            CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),
+            CAST($6 AS timestamptz[]), CAST($7 AS text[]), CAST($8 AS text[]),
+            CAST($9 AS timestamptz[]), CAST($10 AS integer[])
         ) AS i(message_id, wa_message_id, status, chat_jid, sent_at, error, error_code, retry_at, attempts)
     )
     UPDATE messages m
@@ -468,11 +468,10 @@ _RECORD_SENDS = text(
         chat_jid = COALESCE(i.chat_jid, m.chat_jid), sent_at = i.sent_at, error = i.error,
         error_code = i.error_code, next_attempt_at = i.retry_at, attempts = i.attempts, updated_at = now()
     FROM input i, contacts c
-    WHERE m.session_id = :row AND m.message_id = ANY(CAST(:ids AS text[]))  -- index lookups, not a join scan
+    WHERE m.session_id = $1 AND m.message_id = ANY(CAST($2 AS text[]))  -- index lookups, not a join scan
       AND m.message_id = i.message_id AND m.status = 'pending' AND c.id = m.contact_id
     RETURNING i.message_id AS requested, m.contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     """
-)
 
 
 @dataclass(frozen=True, slots=True)

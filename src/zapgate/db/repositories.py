@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate import metrics
+from zapgate.db.driver import driver
 from zapgate.db.notify import EVENTS
 from zapgate.db.tables import audit_log, contacts, events, messages, sessions
 from zapgate.domain.ids import new_id
@@ -679,19 +680,17 @@ _BEFORE_APPEND = text(
 # event plus one): the rows get their ids in the order of `n`, the order they were given in. The CTE calls
 # volatile functions, so it is evaluated once and before any row reaches the INSERT (no row without it), and
 # so before any id is drawn. The lock is held until commit, so the shorter the transaction the better.
-_APPEND_MANY = text(
-    """
+_APPEND_MANY = """
     WITH locked AS (
-        SELECT pg_advisory_xact_lock(:lock_class, hashtext(current_schema())), pg_notify(:channel, current_schema())
+        SELECT pg_advisory_xact_lock(CAST($1 AS integer), hashtext(current_schema())),
+               pg_notify(CAST($2 AS text), current_schema())
     )
     INSERT INTO events (session_id, type, payload)
     SELECT i.s, i.t, i.p
     FROM locked,
-         unnest(CAST(:sessions AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[])) WITH ORDINALITY
-            AS i(s, t, p, n)
+         unnest(CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS jsonb[])) WITH ORDINALITY AS i(s, t, p, n)
     ORDER BY i.n
     """
-).bindparams(lock_class=_EVENT_LOCK_CLASS, channel=EVENTS)
 
 
 class EventRepository:
@@ -716,14 +715,13 @@ class EventRepository:
         """Append events given as (type, session_id, payload), in this order (ids increase along it)."""
         if not entries:
             return
-        params = {
-            "sessions": [session for _, session, _ in entries],
-            "types": [kind for kind, _, _ in entries],
-            "payloads": [json.dumps(payload) for _, _, payload in entries],
-        }
+        sessions = [session for _, session, _ in entries]
+        types = [kind for kind, _, _ in entries]
+        payloads = [json.dumps(payload) for _, _, payload in entries]
 
         async def run(conn: AsyncConnection) -> None:
-            await conn.execute(_APPEND_MANY, params)
+            # on every send, receipt and arriving message: the hot path (db/driver.py)
+            await driver(conn).execute(_APPEND_MANY, _EVENT_LOCK_CLASS, EVENTS, sessions, types, payloads)
 
         for kind, _, _ in entries:
             metrics.EVENTS_PUBLISHED.labels(kind).inc()

@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from zapgate import metrics
 from zapgate.background import TaskGroup, wait_set
+from zapgate.batching import GroupCommit
 from zapgate.db import contacts, outbound
 from zapgate.db.conversation import Target
 from zapgate.db.manager import ConnectionManager, Transaction
@@ -68,7 +69,11 @@ from zapgate.services.recorder import Recorder
 
 log = get_logger(__name__)
 
+R = TypeVar("R")
+Step = Callable[[Transaction], Awaitable[R]]  # one session's part of a transaction
+
 SEND_BATCH = 200  # pending messages claimed at once per session (1 when its sends are paced)
+SESSIONS_TOGETHER = 50  # claims (records) of a client's sessions run together in one transaction at most
 RETRY_BASE = 2.0  # seconds before the second attempt; doubled for each further one
 RETRY_MAX = 300.0  # seconds: the longest wait between two attempts
 
@@ -120,6 +125,19 @@ class Outbox:
         self._backoff = IdleBackoff(first=poll_interval, cap=max(poll_interval, policy.idle_poll_max))
         self._sleep = sleep
         self._wake = asyncio.Event()  # a session's schedule changed: the loop looks again
+        # the claims, and the records, that a client's sessions ask for at the same time run in one transaction
+        # (group commit): under load that is one BEGIN, search_path, COMMIT and WAL flush for many sessions
+        self._claims: GroupCommit[str, Step[Any], Any] = GroupCommit(
+            self._together, limit=SESSIONS_TOGETHER, name="outbox.claim"
+        )
+        self._records: GroupCommit[str, Step[Any], Any] = GroupCommit(
+            self._together, limit=SESSIONS_TOGETHER, name="outbox.record"
+        )
+
+    async def close(self) -> None:
+        """Wait for the claims and records already running (their senders may be gone: cancelled)."""
+        await self._claims.close()
+        await self._records.close()
 
     def wake(self, ref: SessionRef | None = None) -> None:
         """Look for the pending messages of `ref` now (of every hosted session without one)."""
@@ -168,9 +186,7 @@ class Outbox:
                 limit = 1 if hosted.pacing.paced else SEND_BATCH
                 hosted.queue.looking()
                 metrics.OUTBOX_CLAIMS.inc()
-                batch, held = await self._manager.execute_transaction(
-                    ref.client_id, partial(self._claim_batch, hosted, limit)
-                )
+                batch, held = await self._claims.submit(ref.client_id, partial(self._claim_batch, hosted, limit))
                 held_until = _earliest(held_until, held)
                 if not batch:
                     return
@@ -183,7 +199,7 @@ class Outbox:
                     # batch again, and drop the receipts that came back meanwhile)
                     stored = await while_away(
                         partial(
-                            self._manager.execute_transaction,
+                            self._records.submit,
                             ref.client_id,
                             partial(self._record, ref=ref, hosted=hosted, sent=sent),
                         ),
@@ -217,6 +233,30 @@ class Outbox:
             )
             hosted.sending = False
             self._wake.set()
+
+    async def _together(self, client: str, steps: list[Step[Any]]) -> list[Any]:
+        """Run the steps of several of `client`'s sessions in one transaction; answer each one's result.
+
+        When that transaction fails, each step runs again in a transaction of its own, so that one session's
+        failure (a value the database refuses, say) is its own alone and the others' work is kept. A step may
+        run again: each is written to be (as for a deadlock's rerun).
+        """
+
+        async def all_of(tx: Transaction) -> list[Any]:
+            return [await step(tx) for step in steps]
+
+        try:
+            return await self._manager.execute_transaction(client, all_of)
+        except Exception as exc:
+            if len(steps) == 1:
+                return [exc]
+        results: list[Any] = []
+        for step in steps:
+            try:
+                results.append(await self._manager.execute_transaction(client, step))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def _claim_batch(
         self, hosted: Hosted, limit: int, tx: Transaction

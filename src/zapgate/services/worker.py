@@ -220,6 +220,10 @@ class Worker:
         except TimeoutError:
             log.error("worker.events_not_drained", waiting=self._recorder.waiting)
         await self._tasks.close()
+        try:  # a record of sends already taken into a transaction is finished, not dropped
+            await asyncio.wait_for(self._outbox.close(), DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.error("worker.records_not_finished")
         with contextlib.suppress(Exception):
             async with self._manager.registry_transaction() as conn:
                 await placements.forget_worker(conn, self.worker_id)
