@@ -128,10 +128,10 @@ class Outbox:
         # the claims, and the records, that a client's sessions ask for at the same time run in one transaction
         # (group commit): under load that is one BEGIN, search_path, COMMIT and WAL flush for many sessions
         self._claims: GroupCommit[str, Step[Any], Any] = GroupCommit(
-            self._together, limit=SESSIONS_TOGETHER, name="outbox.claim"
+            partial(self._together, run=_in_turn), limit=SESSIONS_TOGETHER, name="outbox.claim"
         )
         self._records: GroupCommit[str, Step[Any], Any] = GroupCommit(
-            self._together, limit=SESSIONS_TOGETHER, name="outbox.record"
+            partial(self._together, run=_recorded), limit=SESSIONS_TOGETHER, name="outbox.record"
         )
 
     async def close(self) -> None:
@@ -234,26 +234,23 @@ class Outbox:
             hosted.sending = False
             self._wake.set()
 
-    async def _together(self, client: str, steps: list[Step[Any]]) -> list[Any]:
-        """Run the steps of several of `client`'s sessions in one transaction; answer each one's result.
+    async def _together(self, client: str, steps: list[Step[Any]], *, run: Together) -> list[Any]:
+        """Run the steps of several of `client`'s sessions in one transaction (`run(tx, steps)`); answer each
+        one's result.
 
         When that transaction fails, each step runs again in a transaction of its own, so that one session's
         failure (a value the database refuses, say) is its own alone and the others' work is kept. A step may
         run again: each is written to be (as for a deadlock's rerun).
         """
-
-        async def all_of(tx: Transaction) -> list[Any]:
-            return [await step(tx) for step in steps]
-
         try:
-            return await self._manager.execute_transaction(client, all_of)
+            return await self._manager.execute_transaction(client, lambda tx: run(tx, steps))
         except Exception as exc:
             if len(steps) == 1:
                 return [exc]
         results: list[Any] = []
         for step in steps:
             try:
-                results.append(await self._manager.execute_transaction(client, step))
+                results.extend(await self._manager.execute_transaction(client, partial(_alone, run, step)))
             except Exception as exc:
                 results.append(exc)
         return results
@@ -411,8 +408,11 @@ class Outbox:
 
     # -- recording ----------------------------------------------------------------------------------------
 
-    async def _record(self, tx: Transaction, *, ref: SessionRef, hosted: Hosted, sent: _Round) -> list[Receipt]:
-        """Record what happened to each send, then the receipts that overtook them; return those receipts.
+    async def _record(
+        self, tx: Transaction, *, ref: SessionRef, hosted: Hosted, sent: _Round
+    ) -> tuple[list[Receipt], list[EventEntry]]:
+        """Record what happened to each send, then the receipts that overtook them; return those receipts, and
+        the events to append (`_recorded` appends those of the sessions recorded together in one statement).
 
         Receipts often come back while the sends are being recorded (the sandbox's at once). They are
         stored here, after their sends: a message sent and already read is written once, as read, with
@@ -473,11 +473,28 @@ class Outbox:
             others.extend(replace(r, message_ids=(wa_id,)) for r in receipts)
         if others:
             entries.extend(await self._recorder.receipts.advance(tx, ref.client_id, others))
-        await tx.event.append_many(entries)
-        return overtaking
+        return overtaking, entries
 
 
 FIRST_CONTACT_CAP = "first_contact_cap"
+Together = Callable[[Transaction, list[Step[Any]]], Awaitable[list[Any]]]
+
+
+async def _alone(run: Together, step: Step[Any], tx: Transaction) -> list[Any]:
+    return await run(tx, [step])
+
+
+async def _in_turn(tx: Transaction, steps: list[Step[Any]]) -> list[Any]:
+    """Run the steps one after the other in `tx`; answer their results."""
+    return [await step(tx) for step in steps]
+
+
+async def _recorded(tx: Transaction, steps: list[Step[tuple[list[Receipt], list[EventEntry]]]]) -> list[list[Receipt]]:
+    """Run the record steps one after the other in `tx`, then append all their events at once, each session's in
+    its order; answer each step's receipts."""
+    done = [await step(tx) for step in steps]
+    await tx.event.append_many([entry for _, entries in done for entry in entries])
+    return [stored for stored, _ in done]
 
 
 def composed(pending: PendingMessage) -> tuple[Content, Quote | None]:
