@@ -1,7 +1,7 @@
 """Where a worker's outbox looks for pending messages: at the session a notification names, at idle sessions
 rarely, at held messages when they fall due; and a lease renewal that no busy pool can hold up.
 
-Real PostgreSQL, a real worker, sandbox sessions. Claims are counted by wrapping `outbound.claim_pending`.
+Real PostgreSQL, a real worker, sandbox sessions. Claims are counted by wrapping `outbound.claim_pending_many`.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ async def sessions(manager: ConnectionManager) -> SessionService:
 def claims(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every claim of pending messages, counted by session row id."""
     counted: Counter[str] = Counter()
-    claim = outbound.claim_pending
+    claim = outbound.claim_pending_many
 
-    async def counting(conn: Any, session_row: str, limit: int) -> Any:
-        counted[session_row] += 1
-        return await claim(conn, session_row, limit)
+    async def counting(conn: Any, asks: list[tuple[str, int]]) -> Any:
+        counted.update(session_row for session_row, _ in asks)
+        return await claim(conn, asks)
 
-    monkeypatch.setattr(outbound, "claim_pending", counting)
+    monkeypatch.setattr(outbound, "claim_pending_many", counting)
     return counted
 
 

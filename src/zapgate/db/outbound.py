@@ -107,12 +107,34 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
     is kept), not the messages to others. Such a message waits for its next attempt or for room under the
     first-contact cap (`next_attempt_at`). One statement, one round trip, for both answers.
     """
-    rows = await driver(conn).fetch(_CLAIM, session_row, limit)  # the hot path (db/driver.py)
-    seconds = rows[0]["held_for"] if rows else None  # the statement always answers one row at least
-    rows = [row for row in rows if row["message_id"] is not None]
+    return (await claim_pending_many(conn, [(session_row, limit)]))[0]
+
+
+async def claim_pending_many(conn: AsyncConnection, asks: Sequence[tuple[str, int]]) -> list[Claim]:
+    """`claim_pending` of several sessions, given as (session row, limit), in one statement; a Claim for each."""
+    if not asks:
+        return []
+    rows = await driver(conn).fetch(  # the hot path (db/driver.py)
+        _CLAIM, [row for row, _ in asks], [limit for _, limit in asks]
+    )
+    by_ask: list[list[Any]] = [[] for _ in asks]
+    for row in rows:  # one row at least per session (its held_for), with the message's columns NULL when none
+        by_ask[row["n"] - 1].append(row)
+    claims = []
+    for (session_row, _), found_rows in zip(asks, by_ask, strict=True):
+        seconds = found_rows[0]["held_for"] if found_rows else None
+        claimed = [row for row in found_rows if row["message_id"] is not None]
+        claims.append(
+            Claim(await _pending(conn, session_row, claimed), None if seconds is None else max(0.0, float(seconds)))
+        )
+    return claims
+
+
+async def _pending(conn: AsyncConnection, session_row: str, rows: Sequence[Any]) -> list[PendingMessage]:
+    """The claimed rows of a session as PendingMessages, with the messages they name (replies, reactions)."""
     named = {name for row in rows for name in _named(row["payload"], row["context"])}
     found = {t.message_id: t for t in await conversation.targets(conn, session_row, message_ids=named)}
-    messages = [
+    return [
         PendingMessage(
             row["message_id"],
             row["content"],
@@ -134,7 +156,6 @@ async def claim_pending(conn: AsyncConnection, session_row: str, limit: int) -> 
         )
         for row in rows
     ]
-    return Claim(messages, None if seconds is None else max(0.0, float(seconds)))
 
 
 def _named(payload: dict[str, Any] | None, context: dict[str, Any] | None) -> list[str]:
@@ -150,39 +171,45 @@ def _named(payload: dict[str, Any] | None, context: dict[str, Any] | None) -> li
 
 
 _CLAIM = """
-    WITH due AS (
-        SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts, m.type, m.payload, m.context,
-               m.mentions
-        FROM messages m
-        WHERE m.session_id = $1 AND m.status = 'pending' AND m.direction = 'outbound'
-          AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
-          AND NOT EXISTS (
-              SELECT 1 FROM messages h
-              WHERE h.session_id = m.session_id AND h.contact_id = m.contact_id
-                AND h.status = 'pending' AND h.direction = 'outbound' AND h.next_attempt_at > now()
-                AND (h.timestamp, h.id) < (m.timestamp, m.id)
-          )
-        ORDER BY m.timestamp, m.id
-        LIMIT $2
-        FOR UPDATE OF m SKIP LOCKED
-    ), held AS (
-        -- the first held message (the condition of ix_messages_held, so that the index answers it)
-        SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) AS held_for
-        FROM messages
-        WHERE session_id = $1 AND status = 'pending' AND next_attempt_at IS NOT NULL
-          AND direction = 'outbound' AND next_attempt_at > now()
-    ), claimed AS (
-        SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
-               c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
-               c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
-        FROM due d
-        JOIN contacts c ON c.id = d.contact_id
-        LEFT JOIN recipients r ON r.session_id = $1 AND r.phone_number = c.phone_number AND r.expires_at > now()
-    )
-    -- one row at least (held's), with the claimed messages' columns NULL when there are none
-    SELECT h.held_for, m.*
-    FROM held h LEFT JOIN claimed m ON true
-    ORDER BY m.timestamp, m.message_id
+    -- each session asked for (in the order asked: n), the statement of one session, run for it
+    SELECT s.n, x.*
+    FROM unnest(CAST($1 AS text[]), CAST($2 AS integer[])) WITH ORDINALITY AS s(session_row, lim, n)
+    CROSS JOIN LATERAL (
+        WITH due AS (
+            SELECT m.message_id, m.content, m.contact_id, m.timestamp, m.attempts, m.type, m.payload, m.context,
+                   m.mentions
+            FROM messages m
+            WHERE m.session_id = s.session_row AND m.status = 'pending' AND m.direction = 'outbound'
+              AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
+              AND NOT EXISTS (
+                  SELECT 1 FROM messages h
+                  WHERE h.session_id = m.session_id AND h.contact_id = m.contact_id
+                    AND h.status = 'pending' AND h.direction = 'outbound' AND h.next_attempt_at > now()
+                    AND (h.timestamp, h.id) < (m.timestamp, m.id)
+              )
+            ORDER BY m.timestamp, m.id
+            LIMIT s.lim
+            FOR UPDATE OF m SKIP LOCKED
+        ), held AS (
+            -- the first held message (the condition of ix_messages_held, so that the index answers it)
+            SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) AS held_for
+            FROM messages
+            WHERE session_id = s.session_row AND status = 'pending' AND next_attempt_at IS NOT NULL
+              AND direction = 'outbound' AND next_attempt_at > now()
+        ), claimed AS (
+            SELECT d.message_id, d.content, d.timestamp, d.attempts, d.type, d.payload, d.context, d.mentions,
+                   c.phone_number, c.is_group, r.on_whatsapp, r.jid, r.lid,
+                   c.id AS contact_id, c.jid AS contact_jid, c.lid AS contact_lid
+            FROM due d
+            JOIN contacts c ON c.id = d.contact_id
+            LEFT JOIN recipients r
+                ON r.session_id = s.session_row AND r.phone_number = c.phone_number AND r.expires_at > now()
+        )
+        -- one row at least (held's), with the claimed messages' columns NULL when there are none
+        SELECT h.held_for, m.*
+        FROM held h LEFT JOIN claimed m ON true
+    ) x
+    ORDER BY s.n, x.timestamp, x.message_id
     """
 
 

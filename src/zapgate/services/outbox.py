@@ -127,8 +127,8 @@ class Outbox:
         self._wake = asyncio.Event()  # a session's schedule changed: the loop looks again
         # the claims, and the records, that a client's sessions ask for at the same time run in one transaction
         # (group commit): under load that is one BEGIN, search_path, COMMIT and WAL flush for many sessions
-        self._claims: GroupCommit[str, Step[Any], Any] = GroupCommit(
-            partial(self._together, run=_in_turn), limit=SESSIONS_TOGETHER, name="outbox.claim"
+        self._claims: GroupCommit[str, tuple[Hosted, int], Any] = GroupCommit(
+            partial(self._together, run=_claimed), limit=SESSIONS_TOGETHER, name="outbox.claim"
         )
         self._records: GroupCommit[str, Step[Any], Any] = GroupCommit(
             partial(self._together, run=_recorded), limit=SESSIONS_TOGETHER, name="outbox.record"
@@ -186,7 +186,7 @@ class Outbox:
                 limit = 1 if hosted.pacing.paced else SEND_BATCH
                 hosted.queue.looking()
                 metrics.OUTBOX_CLAIMS.inc()
-                batch, held = await self._claims.submit(ref.client_id, partial(self._claim_batch, hosted, limit))
+                batch, held = await self._claims.submit(ref.client_id, (hosted, limit))
                 held_until = _earliest(held_until, held)
                 if not batch:
                     return
@@ -234,7 +234,7 @@ class Outbox:
             hosted.sending = False
             self._wake.set()
 
-    async def _together(self, client: str, steps: list[Step[Any]], *, run: Together) -> list[Any]:
+    async def _together(self, client: str, steps: list[Any], *, run: Together) -> list[Any]:
         """Run the steps of several of `client`'s sessions in one transaction (`run(tx, steps)`); answer each
         one's result.
 
@@ -254,16 +254,6 @@ class Outbox:
             except Exception as exc:
                 results.append(exc)
         return results
-
-    async def _claim_batch(
-        self, hosted: Hosted, limit: int, tx: Transaction
-    ) -> tuple[list[PendingMessage], float | None]:
-        """Lock and return the session's oldest due pending messages; with the last of them, when the first
-        message held back falls due (monotonic seconds, None: none is held)."""
-        claim = await outbound.claim_pending(tx.connection, hosted.session_row_id, limit)
-        if len(claim.messages) == limit:
-            return claim.messages, None  # more may be due: the next claim asks
-        return claim.messages, None if claim.held_for is None else time.monotonic() + claim.held_for
 
     # -- sending ----------------------------------------------------------------------------------------
 
@@ -477,16 +467,25 @@ class Outbox:
 
 
 FIRST_CONTACT_CAP = "first_contact_cap"
-Together = Callable[[Transaction, list[Step[Any]]], Awaitable[list[Any]]]
+Together = Callable[[Transaction, list[Any]], Awaitable[list[Any]]]
 
 
-async def _alone(run: Together, step: Step[Any], tx: Transaction) -> list[Any]:
+async def _alone(run: Together, step: Any, tx: Transaction) -> list[Any]:
     return await run(tx, [step])
 
 
-async def _in_turn(tx: Transaction, steps: list[Step[Any]]) -> list[Any]:
-    """Run the steps one after the other in `tx`; answer their results."""
-    return [await step(tx) for step in steps]
+async def _claimed(tx: Transaction, asks: list[tuple[Hosted, int]]) -> list[tuple[list[PendingMessage], float | None]]:
+    """Lock and return each session's oldest due pending messages (up to its limit), in one statement; with them,
+    when its first message held back falls due (monotonic seconds, None: none is held, or the limit was reached
+    and the next claim asks again)."""
+    claims = await outbound.claim_pending_many(
+        tx.connection, [(hosted.session_row_id, limit) for hosted, limit in asks]
+    )
+    now = time.monotonic()
+    return [
+        (claim.messages, None if len(claim.messages) == limit or claim.held_for is None else now + claim.held_for)
+        for (_, limit), claim in zip(asks, claims, strict=True)
+    ]
 
 
 async def _recorded(tx: Transaction, steps: list[Step[tuple[list[Receipt], list[EventEntry]]]]) -> list[list[Receipt]]:
