@@ -3,12 +3,14 @@
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, text
 from structlog.testing import capture_logs
 
+from tests.support.databases import plain_url
 from tests.unit.test_ids import BAD_CLIENT_IDS
-from zapgate.db import migrate
+from zapgate.db import migrate, notify
 from zapgate.db.manager import ConnectionManager
 from zapgate.domain.ids import SchemaName
 from zapgate.errors import InvalidClientId
@@ -163,3 +165,23 @@ async def test_pool_status(manager: ConnectionManager) -> None:
     async with manager.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
         assert manager.pool_status().checked_out == 1
+
+
+async def test_notify_sends_each_payload_once_in_a_statement_of_its_own(
+    manager: ConnectionManager, database_url: str
+) -> None:
+    listener = await asyncpg.connect(plain_url(database_url))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(notify.OUTBOUND, lambda *args: heard.put_nowait(args[3]))
+    try:
+        await manager.notify(notify.OUTBOUND, ["acme/s2", "acme/s1", "acme/s1"])
+        got = [await asyncio.wait_for(heard.get(), 5), await asyncio.wait_for(heard.get(), 5)]
+        assert sorted(got) == ["acme/s1", "acme/s2"]
+        await asyncio.sleep(0.2)
+        assert heard.empty()  # each once
+        async with manager.engine.connect() as conn:  # no transaction was left open on the pooled connection
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        with pytest.raises(ValueError, match="unknown channel"):
+            await manager.notify("anything", ["x"])
+    finally:
+        await listener.close()

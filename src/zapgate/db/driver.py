@@ -17,6 +17,15 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
+def autocommit(conn: AsyncConnection) -> asyncpg.Connection:
+    """Return the asyncpg connection under `conn`, checked out with no transaction begun: each statement run on
+    it is a transaction of its own (one round trip, no BEGIN or COMMIT)."""
+    raw = None if conn.sync_connection is None else conn.sync_connection.connection.driver_connection
+    if not isinstance(raw, asyncpg.Connection) or raw.is_in_transaction():
+        raise RuntimeError("autocommit(): no asyncpg connection outside of a transaction")
+    return raw
+
+
 def driver(conn: AsyncConnection) -> asyncpg.Connection:
     """Return the asyncpg connection under `conn`, whose transaction has begun (a statement ran on it).
 

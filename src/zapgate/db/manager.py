@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -28,7 +28,7 @@ from sqlalchemy.schema import DropSchema
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
-from zapgate.db import migrate
+from zapgate.db import migrate, notify
 from zapgate.db.errors import should_retry_transaction, translate
 from zapgate.db.repositories import Repositories
 from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
@@ -309,6 +309,16 @@ class ConnectionManager:
         """Open a transaction whose unqualified names resolve in the registry schema."""
         async with self._transaction(REGISTRY_SCHEMA, "registry") as conn:
             yield conn
+
+    async def notify(self, channel: str, payloads: Collection[str]) -> None:
+        """Send notifications on `channel` now, in a statement of their own (no transaction around it)."""
+        started = time.perf_counter()
+        try:
+            async with self._engine.connect() as conn:
+                await notify.notify_now(conn, channel, payloads)
+        except BaseException as exc:
+            self._log_operation("notify", REGISTRY_SCHEMA, started, exc)
+            _reraise(exc)
 
     @asynccontextmanager
     async def lease_transaction(self) -> AsyncIterator[AsyncConnection]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import asyncpg
 from sqlalchemy import text
@@ -17,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from zapgate.background import wait_set
+from zapgate.db.driver import autocommit
 from zapgate.log import get_logger
 
 log = get_logger(__name__)
@@ -42,10 +42,22 @@ async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None
     await conn.execute(_NOTIFY, {"channel": channel, "payload": payload[:7000]})
 
 
-async def notify_many(conn: AsyncConnection, channel: str, payloads: Collection[str]) -> None:
-    """Queue one notification on `channel` per payload (each once), delivered when `conn`'s transaction commits."""
+async def notify_now(conn: AsyncConnection, channel: str, payloads: Collection[str]) -> None:
+    """Send one notification on `channel` per payload (each once) now, in a statement of its own: `conn` is
+    checked out with no transaction begun (one round trip where a transaction would take three)."""
+    _check(channel)
+    if payloads:
+        await autocommit(conn).execute(_NOTIFY_NOW, channel, sorted({p[:7000] for p in payloads}))
+
+
+def _check(channel: str) -> None:
     if channel not in (*CHANNELS, EVENTS, KEYS, WEBHOOKS, CALLS_DONE):
         raise ValueError(f"unknown channel {channel!r}")
+
+
+async def notify_many(conn: AsyncConnection, channel: str, payloads: Collection[str]) -> None:
+    """Queue one notification on `channel` per payload (each once), delivered when `conn`'s transaction commits."""
+    _check(channel)
     if payloads:
         await conn.execute(_NOTIFY_MANY, {"channel": channel, "payloads": sorted({p[:7000] for p in payloads})})
 
@@ -142,12 +154,12 @@ class Coalescer:
 
     def __init__(
         self,
-        engine_connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        send: Callable[[str, Collection[str]], Awaitable[None]],
         channel: str,
         *,
         delay: float = 0.002,
     ) -> None:
-        self._connect = engine_connect
+        self._send = send  # (channel, payloads): ConnectionManager.notify
         self._channel = channel
         self._delay = delay
         self._payloads: set[str] = set()
@@ -171,8 +183,7 @@ class Coalescer:
         while self._payloads:
             payloads, self._payloads = self._payloads, set()
             try:
-                async with self._connect() as conn:
-                    await notify_many(conn, self._channel, payloads)
+                await self._send(self._channel, payloads)
                 self.sent += 1
             except Exception as exc:  # the workers' own polling finds the rows
                 log.warning("db.notify_failed", channel=self._channel, error=repr(exc))
@@ -180,3 +191,4 @@ class Coalescer:
 
 
 _NOTIFY_MANY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+_NOTIFY_NOW = "SELECT pg_notify($1, p) FROM unnest(CAST($2 AS text[])) AS p"

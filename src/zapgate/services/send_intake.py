@@ -144,7 +144,7 @@ class SendIntake:
     ) -> None:
         self._manager = manager
         # a long-running API process wakes workers after commit, many sends per NOTIFY (see Coalescer)
-        self._waker = notify.Coalescer(manager.registry_transaction, notify.OUTBOUND) if coalesce_wakeups else None
+        self._waker = notify.Coalescer(manager.notify, notify.OUTBOUND) if coalesce_wakeups else None
         self._send_rate = send_rate  # sends per second per session; 0: no limit
         self._send_burst = send_burst
         self._accepting = GroupCommit(self._accept_together, limit=ACCEPT_BATCH, name="accept")
