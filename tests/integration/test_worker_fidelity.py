@@ -69,6 +69,7 @@ class Script:
     not_on_whatsapp: set[str] = field(default_factory=set)
     accounts: dict[str, str] = field(default_factory=dict)  # number → the JID WhatsApp answers
     errors: dict[str, list[EngineError]] = field(default_factory=dict)  # number → errors its sends raise, in turn
+    hangs: Counter[str] = field(default_factory=Counter)  # number → how many of its next sends never return
     stop_hangs: set[str] = field(default_factory=set)  # session ids whose stop never returns
     start_hangs: set[str] = field(default_factory=set)  # session ids whose start hangs once the session is made
     resolves: Counter[str] = field(default_factory=Counter)
@@ -99,6 +100,9 @@ class Scripted(SandboxEngine):
         pending = self.script.errors.get(jid_user(to))
         if pending:
             raise pending.pop(0)
+        if self.script.hangs[jid_user(to)] > 0:
+            self.script.hangs[jid_user(to)] -= 1
+            await asyncio.Event().wait()  # WhatsApp never answers this one
         self.script.sent.append((ref.session_id, to, text))
         wa_id = "WA" + message_id  # WhatsApp makes its own id (whatsmeow through neonize 0.5.2 does)
         now = datetime.now(UTC)
@@ -306,6 +310,29 @@ async def test_errors_that_may_pass_are_retried_up_to_the_cap_holding_back_only_
     # the other chat did not wait; the same chat kept its order
     texts = [t for _, _, t in script.sent]
     assert texts == ["to someone else", "second"]
+
+
+async def test_a_send_that_never_returns_is_given_up_after_the_call_timeout_and_tried_again(
+    manager: ConnectionManager,
+    sessions: SessionService,
+    script: Script,
+    start_worker: WorkerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox, "RETRY_BASE", 0.3)
+    script.hangs["5521922222222"] = 1
+    await start_worker(outbox=OutboxPolicy(call_timeout=0.5))
+    await connect(sessions, "alice", PHONE_A)
+    began = time.monotonic()
+    stuck = await sessions.send_text("acme", "alice", "5521922222222", "first")
+    other = await sessions.send_text("acme", "alice", "5521933333333", "to someone else")
+    await eventually(lambda: _has_status(manager, stuck.message_id, "sent"))
+    assert time.monotonic() - began >= 0.5 + 0.3  # the timeout, then the retry's wait
+    sent = await message(manager, stuck.message_id)
+    assert sent.attempts == 1 and sent.error is None  # the second attempt went out
+    # the batch went on once the hung send was given up; the hung one went out on its next attempt
+    assert [t for _, _, t in script.sent] == ["to someone else", "first"]
+    assert (await message(manager, other.message_id)).status in {"sent", "delivered", "read"}
 
 
 async def test_a_restriction_fails_the_message_with_its_reason_and_an_error_event(

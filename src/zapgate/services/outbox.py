@@ -338,7 +338,8 @@ class Outbox:
     async def _bounded(self, call: str, awaitable: Any) -> Any:
         """Await an engine call for at most the policy's timeout (a timeout is an error that may pass)."""
         try:
-            return await asyncio.wait_for(awaitable, self._policy.call_timeout)
+            async with asyncio.timeout(self._policy.call_timeout):  # no task of its own, as wait_for makes
+                return await awaitable
         except TimeoutError as exc:
             metrics.ENGINE_CALL_TIMEOUTS.labels(call).inc()
             raise EngineError(f"the engine did not answer the {call} call in {self._policy.call_timeout:g} s") from exc
