@@ -10,7 +10,7 @@ Method of ../shared/bench/README.md. Everything runs as processes of their own o
 - load: wrk (C, closed loop: -t2 -c32), the same Lua script for both (`wrk/send.lua`, ../shared/bench's).
   Install it with `apt-get install -y wrk`.
 
-Three parts:
+Three parts, and a fourth on request:
 
 1. throughput, alternating rounds (floor, zapgate, floor, zapgate ...): POST /insert vs POST /whatsapp/send,
    GET /empty vs GET /health; requests/s, latency, and the ratio of the means.
@@ -21,6 +21,12 @@ Three parts:
    (accepted, no delivered receipt yet) is exact; the outbound queue (pending) is also sampled every 2 s.
    CPU milliseconds per message for the API process(es), the worker(s), the PostgreSQL backends of the
    benchmark's database, and the load generator.
+
+B. bound (`--parts bound`, or `--parts throughput,bound,latency,e2e`): alternating rounds of the floor's POST
+   /insert, the send floor's POST /send (`send_floor.py`: the same stack storing each message, and a sender
+   process that sends and records it with its three status events, the least any durable outbox does) and
+   zapgate's POST /whatsapp/send, each sender's backlog drained before the next round. It tells how much of
+   the gap to the floor is sending at all, and how much is zapgate.
 
 Targets (issue 13): send >= 60 % of the floor's requests/s with p99 < 50 ms at half that rate; GET /health
 >= 80 % of GET /empty; >= 1,000 messages/s end to end for 60 s with the backlog bounded.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from structlog.testing import capture_logs
 
 from tests.support.waiting import eventually
 from zapgate.db import groups as group_records
@@ -809,3 +810,20 @@ async def test_an_id_too_big_for_an_index_costs_only_its_own_message_and_is_not_
     [error] = await events(manager, "error")
     assert error["code"] == "event_not_storable" and error["details"]["messageId"] == huge
     assert sorted(acked) == sorted(["AFTER", "BEFORE", huge[:10]])  # every one handled: none handed out again
+
+
+async def test_a_worker_warns_when_the_server_runs_no_autovacuum(
+    manager: ConnectionManager, start_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_says = await manager.autovacuum_on()  # the real setting, read from the server
+    async with manager.engine.connect() as conn:
+        shown = (await conn.execute(text("SELECT setting FROM pg_settings WHERE name = 'autovacuum'"))).scalar_one()
+    assert server_says is (shown == "on")
+
+    async def off() -> bool:
+        return False
+
+    monkeypatch.setattr(manager, "autovacuum_on", off)
+    with capture_logs() as logs:
+        await start_worker()
+    assert [e for e in logs if e["event"] == "worker.autovacuum_off"]

@@ -40,6 +40,7 @@ log = get_logger(__name__)
 
 _SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
 _SELECT_ONE = text("SELECT 1")
+_AUTOVACUUM = text("SELECT current_setting('autovacuum')")
 _LOCK_CLIENT = text(f"SELECT 1 FROM {REGISTRY_SCHEMA}.clients WHERE client_id = :client FOR KEY SHARE")  # a constant
 TRANSACTION_ATTEMPTS = 3  # runs of a transaction that lost a deadlock before the error reaches the caller
 RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
@@ -342,6 +343,11 @@ class ConnectionManager:
         cid = ClientId(client)
         self._handles.pop(cid, None)
         self._ready.discard(cid)
+
+    async def autovacuum_on(self) -> bool:
+        """Whether the server runs autovacuum (`SHOW autovacuum`)."""
+        async with self._engine.connect() as conn:
+            return str((await conn.execute(_AUTOVACUUM)).scalar_one()).lower() == "on"
 
     async def check_health(self) -> bool:
         """Run one health check now; update `healthy` and return it."""

@@ -199,6 +199,14 @@ class Worker:
         if "sandbox" in self._engines:
             self._tasks.spawn(self._mail_watch_loop(), name="mail_watch")
         log.info("worker.started", worker_id=self.worker_id, capacity=self._capacity, engines=list(self._engines))
+        with contextlib.suppress(Exception):  # advice only: a server that does not answer is reported elsewhere
+            if not await self._manager.autovacuum_on():
+                # the outbox's claims walk the pending index's dead entries, which only VACUUM removes: each claim
+                # costs more as messages are sent (README, Performance); planner statistics go stale too
+                log.warning(
+                    "worker.autovacuum_off",
+                    advice="turn autovacuum on, or VACUUM ANALYZE the client schemas' messages tables regularly",
+                )
 
     async def close(self) -> None:
         """Stop every hosted session (keys kept), free the leases at once and stop the loops.
