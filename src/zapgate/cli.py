@@ -78,8 +78,7 @@ def _run_with_services(settings: Settings, action: Callable[[Any], Awaitable[T]]
 
 
 def _run_fast(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` on uvloop (as `serve` runs the API), where it exists: it costs the worker a tenth less CPU per
-    message than asyncio's own loop (benchmarks/http_send.py, README "Performance")."""
+    """Run `main` on uvloop, as `serve` runs the API, where uvloop exists (README "Performance")."""
     if sys.platform == "win32":  # uvloop has no Windows build
         return asyncio.run(main)
     import uvloop

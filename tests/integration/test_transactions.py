@@ -2,10 +2,12 @@
 
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import pytest
 
+from zapgate.db.driver import driver
 from zapgate.db.manager import ConnectionManager, Transaction
-from zapgate.errors import DuplicateRecord
+from zapgate.errors import DuplicateRecord, UnstorableData
 
 
 class Boom(Exception):
@@ -92,3 +94,40 @@ async def test_a_deadlock_victim_is_run_again(manager: ConnectionManager) -> Non
     assert sorted(results) == ["one", "two"]
     assert len(runs) == 3  # PostgreSQL broke the deadlock by failing one of them, which ran again
     assert {s.status for s in await db.session.find_many()} == {"connected"}
+
+
+async def test_statements_on_the_driver_run_in_the_transaction_and_fail_as_sqlalchemys_do(
+    manager: ConnectionManager,
+) -> None:
+    async def duplicate(tx: Transaction) -> None:
+        await tx.session.create(session_id="s", client_id="acme")
+        await driver(tx.connection).execute("INSERT INTO sessions SELECT * FROM sessions")
+
+    with pytest.raises(DuplicateRecord):
+        await manager.execute_transaction("acme", duplicate)
+    db = await manager.get_connection("acme")
+    assert await db.session.find_unique("s") is None  # the driver's statement failed the whole transaction
+
+    async def divide(tx: Transaction) -> None:
+        await driver(tx.connection).fetch("SELECT 1 / $1::int", 0)
+
+    with pytest.raises(UnstorableData):  # class 22, as through SQLAlchemy
+        await manager.execute_transaction("acme", divide)
+
+    runs = 0
+
+    async def deadlocked_once(tx: Transaction) -> int:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")  # as a driver's statement raises it
+        return int(await driver(tx.connection).fetchval("SELECT 1"))
+
+    assert await manager.execute_transaction("acme", deadlocked_once) == 1
+    assert runs == 2  # run again, as a deadlock's victim is
+
+    async with manager.engine.connect() as conn:  # no transaction begun: the driver would commit on its own
+        await conn.exec_driver_sql("SELECT 1")
+        await conn.rollback()
+        with pytest.raises(RuntimeError):
+            driver(conn)
