@@ -6,6 +6,7 @@ from typing import Any, cast
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineEvent, InboundMessage, Notice, NoticeKind, Receipt, SessionRef, StatusChanged
+from zapgate.services import recorder as recorder_module
 from zapgate.services.receipts import Ack
 from zapgate.services.recorder import Recorder
 
@@ -156,4 +157,34 @@ async def test_a_status_that_comes_while_a_batch_is_stored_goes_between_its_runs
         recorder.put(event)
     await recorder.drain()
     assert recorder.opened == [["alice:a1"], ["bob:status"], ["carol:c1"], ["dave:d1"], ["carol:status"]]
+    assert recorder.waiting == 0
+
+
+async def test_urgent_events_past_a_full_batch_never_overtake_their_sessions_events_in_it(
+    monkeypatch: Any,
+) -> None:
+    """When more lifecycle events wait than a batch holds (many sessions starting at once, each reporting QR
+    codes), the ones left over were stored between the batch's runs, ahead of their own session's earlier ones
+    still in the batch. Those of a session in the batch now wait for the next batch; the others still go between
+    its runs."""
+    monkeypatch.setattr(recorder_module, "EVENT_BATCH", 3)
+    dave = SessionRef("initech", "dave")
+    recorder = Transactions()
+    for event in (
+        StatusChanged(ALICE, SessionStatus.CONNECTING),
+        StatusChanged(BOB, SessionStatus.CONNECTING),
+        StatusChanged(CAROL, SessionStatus.CONNECTING),  # the batch is full: the next ones are left over
+        StatusChanged(ALICE, SessionStatus.CONNECTED),  # alice's first is in the batch: after the batch
+        StatusChanged(dave, SessionStatus.CONNECTING),  # nothing of dave in it: between its runs
+        StatusChanged(CAROL, SessionStatus.CONNECTED),  # after the batch, after carol's first
+    ):
+        recorder.put(event)
+    await recorder.drain()
+    stored = [names[0] for names in recorder.opened]
+    assert stored.index("alice:status") == 0 and stored.count("alice:status") == 2
+    firsts = {who: stored.index(f"{who}:status") for who in ("alice", "bob", "carol", "dave")}
+    lasts = {who: len(stored) - 1 - stored[::-1].index(f"{who}:status") for who in ("alice", "carol")}
+    batch = [firsts["alice"], firsts["bob"], firsts["carol"]]
+    assert all(lasts[who] > max(batch) for who in ("alice", "carol"))  # never ahead of the batch's own
+    assert firsts["dave"] < max(batch)  # went between the batch's runs
     assert recorder.waiting == 0

@@ -150,6 +150,11 @@ class Recorder:
             if not self._behind[event.ref]:
                 del self._behind[event.ref]
         self._in_batch = {event.ref for event in batch}
+        if self._urgent:  # more urgent events wait than a batch holds: those of a session in it come after it
+            left: deque[EngineEvent] = deque()
+            for event in self._urgent:
+                (self._urgent_next if event.ref in self._in_batch else left).append(event)
+            self._urgent = left
         return batch
 
     async def consume(self) -> None:
@@ -179,7 +184,8 @@ class Recorder:
         A batch of a busy worker is many transactions; a status that came meanwhile waited for all of them: the
         sessions a worker took over from a dead one were started within 9 s of their claims, and their
         `connecting` was stored 10 s after that (issue 16). An urgent event's session has nothing in the batch
-        (`put`), so storing it now keeps each session's events in order.
+        (`put`, and `_take` for those left over from a full batch), so storing it now keeps each session's events
+        in order.
         """
         while self._urgent:
             event = self._urgent.popleft()
