@@ -73,7 +73,9 @@ R = TypeVar("R")
 Step = Callable[[Transaction], Awaitable[R]]  # one session's part of a transaction
 
 SEND_BATCH = 200  # pending messages claimed at once per session (1 when its sends are paced)
-SESSIONS_TOGETHER = 50  # claims (records) of a client's sessions run together in one transaction at most
+# claims (records) of a client's sessions run together in one transaction at most: a backlog's burst makes it
+# up to SESSIONS_TOGETHER * SEND_BATCH messages (and three events each) under the client's event lock
+SESSIONS_TOGETHER = 20
 RETRY_BASE = 2.0  # seconds before the second attempt; doubled for each further one
 RETRY_MAX = 300.0  # seconds: the longest wait between two attempts
 
