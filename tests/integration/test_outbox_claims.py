@@ -1,16 +1,21 @@
 """Claims of several sessions in one statement (`outbound.claim_pending_many`) on a real PostgreSQL: each session
 gets what a claim of its own would have given it, in order, with its own held-back messages and limit, and
-messages another transaction holds are skipped."""
+messages another transaction holds are skipped. And the outbox's shared transactions: one session's failing part
+fails only its own."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from zapgate.db import outbound
+from zapgate.db.driver import driver
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.db.outbound import QueuedText, SendOutcome
 from zapgate.domain.records import MessageStatus
+from zapgate.errors import UnstorableData
+from zapgate.services.outbox import Outbox, OutboxPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALICE, BOB, CAROL = "5511988880001", "5511988880002", "5511988880003"
@@ -82,3 +87,34 @@ async def test_messages_another_transaction_holds_are_skipped(manager: Connectio
         release.set()
         await holder
     assert [ids for ids, _ in claimed] == [["A2", "A3"], ["B0", "B1"]]
+
+
+async def test_one_sessions_failing_part_of_a_shared_transaction_fails_only_its_own(
+    manager: ConnectionManager,
+) -> None:
+    """The outbox runs several sessions' claims or records in one transaction; when one part fails (a value the
+    database refuses), the others run again, each alone, and keep their work."""
+    await manager.get_connection("acme")
+    box = Outbox(manager, cast(Any, {}), cast(Any, None), cast(Any, None), OutboxPolicy())
+    ran: list[str] = []
+
+    def part(name: str, *, fails: bool = False) -> Any:
+        async def step(tx: Transaction) -> str:
+            ran.append(name)
+            await tx.session.create(session_id=name, client_id="acme")
+            if fails:
+                await driver(tx.connection).fetch("SELECT 1 / $1::int", 0)  # refused: class 22
+            return name
+
+        return step
+
+    async def in_turn(tx: Transaction, steps: list[Any]) -> list[Any]:
+        return [await step(tx) for step in steps]
+
+    results = await box._together("acme", [part("s1"), part("s2", fails=True), part("s3")], run=in_turn)
+    assert results[0] == "s1" and results[2] == "s3"
+    assert isinstance(results[1], UnstorableData)
+    assert ran == ["s1", "s2", "s1", "s2", "s3"]  # together (failed at s2), then each alone
+    db = await manager.get_connection("acme")
+    assert await db.session.find_unique("s1") is not None and await db.session.find_unique("s3") is not None
+    assert await db.session.find_unique("s2") is None
