@@ -4,8 +4,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
-from zapgate.db.driver import driver
+from zapgate.db import manager as manager_module
+from zapgate.db.driver import begin, driver
 from zapgate.db.manager import ConnectionManager, Transaction
 from zapgate.errors import DuplicateRecord, UnstorableData
 
@@ -131,3 +133,60 @@ async def test_statements_on_the_driver_run_in_the_transaction_and_fail_as_sqlal
         await conn.rollback()
         with pytest.raises(RuntimeError):
             driver(conn)
+
+
+async def test_a_transaction_begins_with_its_schema_in_one_round_trip_and_sqlalchemy_ends_it(
+    manager: ConnectionManager,
+) -> None:
+    """`driver.begin`: BEGIN and the search_path go in one statement; SQLAlchemy's statements run in that
+    transaction and SQLAlchemy commits it, or rolls it back, as one it began."""
+    await (await manager.get_connection("acme")).session.create(session_id="s", client_id="acme")
+    await (await manager.get_connection("other")).session.create(session_id="o", client_id="other")
+
+    async def look(tx: Transaction) -> tuple[str, int, bool]:
+        raw = driver(tx.connection)  # the transaction is open before any statement of the function's
+        path = str(await raw.fetchval("SELECT current_setting('search_path')"))
+        sessions = int((await tx.connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one())
+        return path, sessions, raw.is_in_transaction()
+
+    assert await manager.execute_transaction("acme", look) == ("client_acme", 1, True)
+    assert await manager.execute_transaction("other", look) == ("client_other", 1, True)
+
+    async def write_then_fail(tx: Transaction) -> None:
+        await tx.connection.execute(text("UPDATE sessions SET status = 'connected'"))  # SQLAlchemy's statement
+        await driver(tx.connection).execute("UPDATE sessions SET phone_number = '5511999990001'")
+        raise Boom
+
+    with pytest.raises(Boom):
+        await manager.execute_transaction("acme", write_then_fail)
+    found = await (await manager.get_connection("acme")).session.find_unique("s")
+    assert found is not None and (found.status, found.phone_number) != ("connected", "5511999990001")
+
+    async with manager.engine.connect() as conn:  # the pool's connection after those: no transaction left open
+        raw = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+        assert isinstance(raw, asyncpg.Connection) and not raw.is_in_transaction()
+        assert await raw.fetchval("SELECT current_setting('search_path')") != "client_acme"  # local to it
+        await conn.rollback()
+
+
+async def test_a_transaction_that_drops_its_cached_plans_begins_as_any_other(
+    manager: ConnectionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_module, "PLANS_KEPT_FOR", 0.0)  # every transaction drops the plans first
+
+    async def look(tx: Transaction) -> tuple[str, bool]:
+        raw = driver(tx.connection)
+        return str(await raw.fetchval("SELECT current_setting('search_path')")), raw.is_in_transaction()
+
+    assert await manager.execute_transaction("acme", look) == ("client_acme", True)
+    assert await manager.execute_transaction("acme", look) == ("client_acme", True)
+
+
+async def test_begin_refuses_a_name_that_is_not_a_schema_and_a_begun_transaction(manager: ConnectionManager) -> None:
+    async with manager.engine.connect() as conn:
+        with pytest.raises(ValueError):
+            await begin(conn, "client_x'; DROP TABLE sessions; --")
+        await begin(conn, "client_acme")
+        with pytest.raises(RuntimeError):  # SQLAlchemy's adapter has a transaction: BEGIN again would nest nothing
+            await begin(conn, "client_acme")
+        await conn.rollback()

@@ -1,13 +1,14 @@
 """How the recorder groups a batch of engine events into transactions (the storing itself: integration tests)."""
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
 from zapgate.engines.base import EngineEvent, InboundMessage, Notice, NoticeKind, Receipt, SessionRef, StatusChanged
 from zapgate.services import recorder as recorder_module
-from zapgate.services.receipts import Ack
+from zapgate.services.receipts import Ack, ReceiptBook
 from zapgate.services.recorder import Recorder
 
 AT = datetime(2026, 12, 1, tzinfo=UTC)
@@ -188,3 +189,25 @@ async def test_urgent_events_past_a_full_batch_never_overtake_their_sessions_eve
     assert all(lasts[who] > max(batch) for who in ("alice", "carol"))  # never ahead of the batch's own
     assert firsts["dave"] < max(batch)  # went between the batch's runs
     assert recorder.waiting == 0
+
+
+def test_a_receipt_of_a_session_whose_sends_are_being_recorded_is_held_for_that_record_at_once() -> None:
+    """A receipt that nothing of its session waits ahead of goes straight to the session's held receipts when its
+    sends are in flight (the record stores it after them), as storing it would have put it, with no trip through
+    the recorder's queue and transactions. Behind its session's queued events it waits its turn, as before."""
+    alice = SimpleNamespace(in_flight=True, deferred=[], last_active=0.0)
+    bob = SimpleNamespace(in_flight=False, deferred=[], last_active=0.0)
+    recorder = Transactions()
+    recorder.receipts = ReceiptBook(cast(Any, {ALICE: alice, BOB: bob}))
+
+    first = receipt(ALICE, "a1")
+    recorder.put(first)
+    assert alice.deferred == [first] and recorder.waiting == 0 and alice.last_active > 0
+
+    recorder.put(receipt(BOB, "b1"))  # not in flight: stored by the recorder
+    assert bob.deferred == [] and recorder.waiting == 1
+
+    recorder.put(text(ALICE, "m1"))
+    behind = receipt(ALICE, "a2")
+    recorder.put(behind)  # after a message of its session still queued: in its place, behind it
+    assert alice.deferred == [first] and recorder.waiting == 3

@@ -28,7 +28,7 @@ from sqlalchemy.schema import DropSchema
 
 from zapgate import metrics
 from zapgate.background import TaskGroup
-from zapgate.db import migrate, notify
+from zapgate.db import driver, migrate, notify
 from zapgate.db.errors import should_retry_transaction, translate
 from zapgate.db.repositories import Repositories
 from zapgate.domain.ids import REGISTRY_SCHEMA, ClientId, SchemaName, client_id, schema_for
@@ -38,7 +38,6 @@ from zapgate.log import get_logger
 T = TypeVar("T")
 log = get_logger(__name__)
 
-_SET_SEARCH_PATH = text("SELECT set_config('search_path', :schema, true)")
 _SELECT_ONE = text("SELECT 1")
 _AUTOVACUUM = text("SELECT current_setting('autovacuum')")
 _LOCK_CLIENT = text(f"SELECT 1 FROM {REGISTRY_SCHEMA}.clients WHERE client_id = :client FOR KEY SHARE")  # a constant
@@ -46,11 +45,11 @@ TRANSACTION_ATTEMPTS = 3  # runs of a transaction that lost a deadlock before th
 RECYCLE_AFTER = 1800  # seconds a pooled connection lives before it is replaced
 # seconds a pooled connection keeps the query plans it cached (see ConnectionManager._transaction)
 PLANS_KEPT_FOR = 30.0
-_DISCARD_PLANS = "DISCARD PLANS"
 
 
-async def _refresh_plans(conn: AsyncConnection) -> None:
-    """Drop the connection's cached query plans once they are PLANS_KEPT_FOR seconds old.
+def _plans_due(conn: AsyncConnection) -> bool:
+    """Whether the connection's cached query plans are PLANS_KEPT_FOR seconds old: its next transaction drops them
+    as it begins (`driver.begin`).
 
     Every statement is a prepared statement, and after five runs PostgreSQL keeps a generic plan for it on that
     connection, planned for the tables as they were then. A plan made while a client's tables were nearly empty
@@ -62,9 +61,10 @@ async def _refresh_plans(conn: AsyncConnection) -> None:
     """
     now = time.monotonic()
     since = conn.info.setdefault("plans_since", now)
-    if now - since >= PLANS_KEPT_FOR:
-        await conn.exec_driver_sql(_DISCARD_PLANS)
-        conn.info["plans_since"] = now
+    if now - since < PLANS_KEPT_FOR:
+        return False
+    conn.info["plans_since"] = now
+    return True
 
 
 def async_url(url: str) -> str:
@@ -407,8 +407,7 @@ class ConnectionManager:
         started = time.perf_counter()
         try:
             async with (engine or self._engine).begin() as conn:
-                await _refresh_plans(conn)
-                await conn.execute(_SET_SEARCH_PATH, {"schema": schema})
+                await driver.begin(conn, schema, discard_plans=_plans_due(conn))
                 yield conn
         except BaseException as exc:
             self._log_operation(op, schema, started, exc)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from zapgate.db import conversation
 from zapgate.db.conversation import Target
 from zapgate.db.driver import driver
-from zapgate.db.tables import messages, sessions
+from zapgate.db.tables import messages
 from zapgate.domain import receipts
 from zapgate.domain.contacts import ContactIds
 from zapgate.domain.ids import new_id
@@ -360,13 +360,15 @@ class QueuedText:
 
 async def sessions_for_send(conn: AsyncConnection, session_ids: Collection[str]) -> dict[str, tuple[str, str]]:
     """Return {session id: (row id, status)} of the sessions that exist, locked against deletion to commit."""
-    stmt = (
-        select(sessions.c.session_id, sessions.c.id, sessions.c.status)
-        .where(sessions.c.session_id.in_(sorted(session_ids)))
-        .order_by(sessions.c.session_id)
-        .with_for_update(key_share=True)
-    )
-    return {row.session_id: (row.id, row.status) for row in await conn.execute(stmt)}
+    rows = await driver(conn).fetch(_SESSIONS_FOR_SEND, sorted(session_ids))  # every send: the hot path (db/driver.py)
+    return {row["session_id"]: (row["id"], row["status"]) for row in rows}
+
+
+_SESSIONS_FOR_SEND = """
+    SELECT session_id, id, status FROM sessions WHERE session_id = ANY(CAST($1 AS text[]))
+    ORDER BY session_id
+    FOR KEY SHARE
+    """
 
 
 async def enqueue_texts(conn: AsyncConnection, texts: Sequence[QueuedText]) -> set[str]:
@@ -377,34 +379,30 @@ async def enqueue_texts(conn: AsyncConnection, texts: Sequence[QueuedText]) -> s
     """
     if not texts:
         return set()
-    result = await conn.execute(
+    rows = await driver(conn).fetch(  # every send: the hot path (db/driver.py)
         _ENQUEUE,
-        {
-            "session_rows": [t.session_row for t in texts],
-            "recipients": [t.recipient for t in texts],
-            "groups": [t.is_group for t in texts],
-            "contents": [t.content for t in texts],
-            "message_ids": [t.message_id for t in texts],
-            "message_rows": [new_id() for _ in texts],
-            "contact_rows": [new_id() for _ in texts],
-            "timestamps": [t.timestamp for t in texts],
-            "kinds": [t.kind for t in texts],
-            "payloads": [None if t.payload is None else json.dumps(t.payload) for t in texts],
-            "contexts": [None if t.context is None else json.dumps(t.context) for t in texts],
-            "mentions": [json.dumps(list(t.mentions)) if t.mentions else None for t in texts],
-        },
+        [t.session_row for t in texts],
+        [t.recipient for t in texts],
+        [t.is_group for t in texts],
+        [t.content for t in texts],
+        [t.message_id for t in texts],
+        [new_id() for _ in texts],
+        [new_id() for _ in texts],
+        [t.timestamp for t in texts],
+        [t.kind for t in texts],
+        [None if t.payload is None else json.dumps(t.payload) for t in texts],
+        [None if t.context is None else json.dumps(t.context) for t in texts],
+        [json.dumps(list(t.mentions)) if t.mentions else None for t in texts],
     )
-    return {row.message_id for row in result}
+    return {row["message_id"] for row in rows}
 
 
-_ENQUEUE = text(
-    """
+_ENQUEUE = """
     WITH input AS (
         SELECT * FROM unnest(
-            CAST(:session_rows AS text[]), CAST(:recipients AS text[]), CAST(:groups AS boolean[]),
-            CAST(:contents AS text[]), CAST(:message_ids AS text[]), CAST(:message_rows AS text[]),
-            CAST(:contact_rows AS text[]), CAST(:timestamps AS timestamptz[]), CAST(:kinds AS text[]),
-            CAST(:payloads AS jsonb[]), CAST(:contexts AS jsonb[]), CAST(:mentions AS jsonb[])
+            CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS boolean[]), CAST($4 AS text[]), CAST($5 AS text[]),
+            CAST($6 AS text[]), CAST($7 AS text[]), CAST($8 AS timestamptz[]), CAST($9 AS text[]),
+            CAST($10 AS jsonb[]), CAST($11 AS jsonb[]), CAST($12 AS jsonb[])
         ) WITH ORDINALITY AS i(session_row, recipient, is_group, content, message_id, message_row, contact_row, ts,
                                kind, payload, context, mentions, n)
     ), wanted AS (
@@ -461,7 +459,6 @@ _ENQUEUE = text(
     ORDER BY i.n
     RETURNING message_id
     """
-)
 
 _ADVANCE = text(
     """

@@ -6,6 +6,7 @@ one, exist with and without the ninth digit, and guessing which one is how other
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import NewType
@@ -87,18 +88,24 @@ def _parse_recipient(raw: object) -> Recipient:
             "invalid phone number: expected 8-15 digits with the country code, e.g. 5511999999999",
             value=value[:64],
         )
+    problem = _impossible(digits)
+    if problem is not None:
+        raise InvalidPhoneNumber(problem, value=value[:64])
+    return Recipient(phone=digits, jid=None)
+
+
+@functools.lru_cache(maxsize=16_384)  # a gateway writes to the same numbers again and again: parse each once
+def _impossible(digits: str) -> str | None:
+    """Why `digits` (with the country code) are not a possible phone number; None when they are."""
     try:
         parsed = phonenumbers.parse("+" + digits)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"invalid phone number: {exc}", value=value[:64]) from exc
+        return f"invalid phone number: {exc}"
     # "possible", not "valid": WhatsApp keeps numbers that numbering plans have since changed (Brazil's
     # eight-digit mobiles), and only WhatsApp's own lookup may say which JID a number has
     if not phonenumbers.is_possible_number(parsed):
-        raise InvalidPhoneNumber(
-            "invalid phone number: not a possible number for its country code (is the country code there?)",
-            value=value[:64],
-        )
-    return Recipient(phone=digits, jid=None)
+        return "invalid phone number: not a possible number for its country code (is the country code there?)"
+    return None
 
 
 def phone_jid(phone: str) -> Jid:

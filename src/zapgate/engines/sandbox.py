@@ -780,6 +780,8 @@ class _Session:
     pictures: dict[str, str | None] = field(default_factory=dict)
     silenced: bool = False  # stopped or abandoned: whatever of it is still under way reports nothing
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # sends to simulated phones whose reads are not reported yet: (WhatsApp id, chat JID), in the order sent
+    phone_reads: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ref(self) -> SessionRef:
@@ -876,8 +878,11 @@ class SandboxEngine:
         now = datetime.now(UTC)
         whatsapp_id = whatsapp_message_id(ref, message_id)
         if account is None or not linked:
-            # no sandbox session has this number (or it is a group): a simulated phone receives and reads it
-            self._spawn(session, self._external_phone_reads(session, whatsapp_id, to))
+            # no sandbox session has this number (or it is a group): a simulated phone receives and reads it, once
+            # the send returned (one task reports the reads of all the sends made meanwhile)
+            if not session.phone_reads:
+                self._spawn(session, self._external_phones_read(session))
+            session.phone_reads.append((whatsapp_id, to))
             return SendResult(message_id=whatsapp_id, timestamp=now)
         if quote is not None:
             quote = replace(quote, key=seen_by(quote.key))
@@ -1837,19 +1842,19 @@ class SandboxEngine:
             session, Notice(ref=session.ref, kind=kind, details=dict(mail.get("details") or {}), timestamp=timestamp)
         )
 
-    async def _external_phone_reads(self, session: _Session, message_id: str, chat_jid: str) -> None:
-        await asyncio.sleep(0)  # after the send has returned
-        for status in (MessageStatus.DELIVERED, MessageStatus.READ):
-            self._emit(
-                session,
-                Receipt(
-                    ref=session.ref,
-                    message_ids=(message_id,),
-                    status=status,
-                    chat_jid=chat_jid,
-                    timestamp=datetime.now(UTC),
-                ),
-            )
+    async def _external_phones_read(self, session: _Session) -> None:
+        """Report the sends to simulated phones as delivered, then read, each in turn (`_Session.phone_reads`)."""
+        try:
+            await asyncio.sleep(0)  # after the send has returned
+        finally:  # cancelled (the session stopped): those reads are never reported, and the next send starts anew
+            reads, session.phone_reads = session.phone_reads, []
+        now = datetime.now(UTC)
+        for message_id, chat_jid in reads:
+            for status in (MessageStatus.DELIVERED, MessageStatus.READ):
+                receipt = Receipt(
+                    ref=session.ref, message_ids=(message_id,), status=status, chat_jid=chat_jid, timestamp=now
+                )
+                self._emit(session, receipt)
 
     # -- pairing ------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class RecipientCache:
         return len(self._answers)
 
 
+@functools.lru_cache(maxsize=4096)  # a busy worker is told of the same few sessions thousands of times a second
 def named_session(payload: str | None) -> SessionRef | None:
     """Return the session a notification's payload names ("client/session"), or None if it names none."""
     client, slash, session = (payload or "").partition("/")

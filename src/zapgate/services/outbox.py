@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from zapgate import metrics
-from zapgate.background import TaskGroup, wait_set
+from zapgate.background import Deadline, TaskGroup, wait_set
 from zapgate.batching import GroupCommit
 from zapgate.db import contacts, outbound
 from zapgate.db.conversation import Target
@@ -101,6 +102,7 @@ class _Round:
     held_chats: set[str] = field(default_factory=set)  # chats whose next message waits: later ones stay pending
     interrupted: bool = False  # the session could not send any more (disconnected)
     acting: dict[str, Content] = field(default_factory=dict)  # by our id: sent reactions, edits, ... to apply
+    calls: Deadline | None = None  # bounds each engine call of the batch (`Outbox._bounded`)
 
 
 class Outbox:
@@ -209,11 +211,7 @@ class Outbox:
                         other_attempts=1,  # any other failure: as a crash, the batch stays pending
                         session=str(ref),
                     )
-                    for outcome in sent.outcomes:
-                        if outcome.status is not MessageStatus.PENDING:
-                            metrics.MESSAGES.labels("outbound", outcome.status.value).inc()
-                        elif outcome.retry_at is not None:
-                            held_until = _earliest(held_until, _monotonic_at(outcome.retry_at))
+                    held_until = _earliest(held_until, _counted(sent.outcomes))
                 finally:
                     hosted.in_flight = False
                     # receipts held while the batch was in flight, and not taken by its record, go to the recorder
@@ -261,7 +259,15 @@ class Outbox:
 
     async def _send_rows(self, ref: SessionRef, hosted: Hosted, batch: list[PendingMessage]) -> _Round:
         """Send in order until the session cannot send any more; return what happened to each."""
-        sent = _Round()
+        sent = _Round(calls=Deadline(self._policy.call_timeout))
+        try:
+            await self._send_each(ref, hosted, batch, sent)
+        finally:
+            assert sent.calls is not None
+            sent.calls.close()
+        return sent
+
+    async def _send_each(self, ref: SessionRef, hosted: Hosted, batch: list[PendingMessage], sent: _Round) -> None:
         for pending in batch:
             if pending.to in sent.held_chats:
                 continue  # an earlier message to this chat waits for its next attempt: keep the order
@@ -289,7 +295,6 @@ class Outbox:
             hosted.last_active = time.monotonic()
             if hosted.pacing.paced and outcome.status is MessageStatus.SENT:
                 await self._sleep(hosted.pacing.pause_seconds())
-        return sent
 
     async def _send_one(
         self, ref: SessionRef, hosted: Hosted, pending: PendingMessage, to: str, sent: _Round
@@ -299,16 +304,16 @@ class Outbox:
         typing = hosted.pacing.typing_seconds(pending.content)
         if typing > 0 and not isinstance(content, ACTING):
             shown = Presence.RECORDING if isinstance(content, Media) and content.voice else Presence.COMPOSING
-            await self._bounded("presence", engine.send_presence(ref, to, shown))
+            await self._bounded("presence", engine.send_presence(ref, to, shown), sent)
             await self._sleep(typing)
         if isinstance(content, Text) and quote is None and not pending.mentions:
-            result = await self._bounded("send", engine.send_text(ref, to, content.body, pending.message_id))
+            result = await self._bounded("send", engine.send_text(ref, to, content.body, pending.message_id), sent)
         else:
             if isinstance(content, Media):
-                result = await self._send_file(ref, hosted, content, quote, pending, to)
+                result = await self._send_file(ref, hosted, content, quote, pending, to, sent)
             else:
                 call = engine.send(ref, to, content, pending.message_id, quote=quote, mentions=pending.mentions)
-                result = await self._bounded("send", call)
+                result = await self._bounded("send", call, sent)
         if isinstance(content, ACTING):
             sent.acting[pending.message_id] = content
         return SendOutcome(
@@ -322,7 +327,14 @@ class Outbox:
         )
 
     async def _send_file(
-        self, ref: SessionRef, hosted: Hosted, media: Media, quote: Quote | None, pending: PendingMessage, to: str
+        self,
+        ref: SessionRef,
+        hosted: Hosted,
+        media: Media,
+        quote: Quote | None,
+        pending: PendingMessage,
+        to: str,
+        sent: _Round,
     ) -> SendResult:
         """Send a media message: its stored file copied to a temporary one for the engine, removed afterwards."""
         if self._media is None:
@@ -330,18 +342,18 @@ class Outbox:
         try:
             async with self._media.materialized(ref.client_id, media) as ready:
                 call = hosted.engine.send(ref, to, ready, pending.message_id, quote=quote, mentions=pending.mentions)
-                result: SendResult = await self._bounded("send", call)
+                result: SendResult = await self._bounded("send", call, sent)
                 return result
         except MediaNotFound as exc:
             raise SendRejected(f"the message's file is gone: {exc.message}") from exc
         except MediaStoreError as exc:
             raise EngineError(f"the message's file could not be read: {exc.message}") from exc
 
-    async def _bounded(self, call: str, awaitable: Any) -> Any:
+    async def _bounded(self, call: str, awaitable: Any, sent: _Round) -> Any:
         """Await an engine call for at most the policy's timeout (a timeout is an error that may pass)."""
+        assert sent.calls is not None
         try:
-            async with asyncio.timeout(self._policy.call_timeout):  # no task of its own, as wait_for makes
-                return await awaitable
+            return await sent.calls.bound(awaitable)  # no task of its own (as wait_for makes), one timer a batch
         except TimeoutError as exc:
             metrics.ENGINE_CALL_TIMEOUTS.labels(call).inc()
             raise EngineError(f"the engine did not answer the {call} call in {self._policy.call_timeout:g} s") from exc
@@ -359,7 +371,7 @@ class Outbox:
         if answer is None:
             answer = pending.recipient  # from the database (another worker or an earlier run asked)
             if answer is None:
-                lookup = await self._bounded("resolve", hosted.engine.resolve(ref, number))
+                lookup = await self._bounded("resolve", hosted.engine.resolve(ref, number), sent)
                 answer = Recipient(number, lookup.on_whatsapp, lookup.jid, lookup.lid)
                 sent.learned.append(answer)
             hosted.recipients.put(number, answer, time.monotonic() + self._policy.recipient_ttl)
@@ -569,6 +581,21 @@ def _held_entry(ref: SessionRef, pending: PendingMessage, until: datetime) -> Ev
         **(pending.contact.fields() if pending.contact is not None else {}),
     }
     return (EventType.MESSAGE_STATUS.value, ref.session_id, payload)
+
+
+def _counted(outcomes: list[SendOutcome]) -> float | None:
+    """Count the messages whose sends ended (sent, failed) by status; return when the first of those to be tried
+    again falls due (monotonic seconds), if any."""
+    ended: Counter[MessageStatus] = Counter()
+    retry: float | None = None
+    for outcome in outcomes:
+        if outcome.status is not MessageStatus.PENDING:
+            ended[outcome.status] += 1
+        elif outcome.retry_at is not None:
+            retry = _earliest(retry, _monotonic_at(outcome.retry_at))
+    for status, count in ended.items():
+        metrics.MESSAGES.labels("outbound", status.value).inc(count)
+    return retry
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:

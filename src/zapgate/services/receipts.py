@@ -39,18 +39,18 @@ class ReceiptBook:
         Receipts name WhatsApp's ids, which the worker learns only as each send returns: while a batch is
         in flight, a receipt of that session may be about one of its messages, and waits for its record.
         """
-        ready = []
-        for receipt in receipts:
-            hosted = self._hosted.get(receipt.ref)
-            if hosted is None:
-                ready.append(receipt)
-                continue
-            hosted.last_active = time.monotonic()
-            if hosted.in_flight:
-                hosted.deferred.append(receipt)  # stored once the batch is recorded: sent, then delivered
-            else:
-                ready.append(receipt)
-        return ready
+        return [receipt for receipt in receipts if not self.held(receipt)]
+
+    def held(self, receipt: Receipt) -> bool:
+        """Hold `receipt` if its session's sends are being recorded (True): stored with their record, after them."""
+        hosted = self._hosted.get(receipt.ref)
+        if hosted is None:
+            return False
+        hosted.last_active = time.monotonic()
+        if not hosted.in_flight:
+            return False
+        hosted.deferred.append(receipt)  # stored once the batch is recorded: sent, then delivered
+        return True
 
     async def advance(self, tx: Transaction, client: str, receipts: list[Receipt]) -> list[EventEntry]:
         """Move messages forward by `receipts` (of `client`); return the message-status events of the steps."""

@@ -124,6 +124,13 @@ class Recorder:
 
     def put(self, event: EngineEvent) -> None:
         """Queue an event to be stored (the engines' sink)."""
+        if (
+            isinstance(event, Receipt)
+            and not self._behind[event.ref]
+            and event.ref not in self._in_batch
+            and self.receipts.held(event)
+        ):
+            return  # nothing of its session waits or is being stored: held now, as storing it would hold it
         if isinstance(event, URGENT) and not self._behind[event.ref]:
             # after the session's other urgent ones, if any: in order. Stored between the runs of the batch being
             # stored, unless the session has events in it: then first in the next batch
