@@ -13,7 +13,7 @@ from zapgate import __version__
 from zapgate.api import console, problems, realtime
 from zapgate.api.connections import Connections
 from zapgate.api.guard import RequestGuard
-from zapgate.api.hotpath import SendHotPath
+from zapgate.api.hotpath import HealthHotPath, SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.api.request_id import RequestIdMiddleware
 from zapgate.api.routes import admin, chats, contacts, groups, health, retention, webhooks, whatsapp
@@ -138,6 +138,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     problems.install(app)
     app.add_middleware(SendHotPath)  # inside the guard: limited and audited like every other call
     app.add_middleware(RequestGuard)
+    app.add_middleware(HealthHotPath)  # liveness probes: answered before the guard and the routes
     app.add_middleware(RequestIdMiddleware)  # outermost: the guard's answers and its audit carry the id too
     app.include_router(health.router)
     app.include_router(admin.router)

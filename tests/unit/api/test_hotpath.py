@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from zapgate.api.hotpath import SendHotPath
+from zapgate.api.hotpath import HealthHotPath, SendHotPath
 from zapgate.api.limits import ApiLimits
 from zapgate.errors import AuthenticationFailed, RateLimited, ZapgateError
 from zapgate.services.sessions import SendAccepted
@@ -144,3 +144,25 @@ async def test_other_paths_go_to_the_app() -> None:
     route = Route()
     status, *_ = await call(SendHotPath(route), json.dumps(BODY).encode(), JSON_HEADERS, Sessions(), path="/whatsapp/x")
     assert status == 299
+
+
+async def test_get_health_is_answered_as_the_route_answers_it_and_everything_else_goes_on() -> None:
+    route = Route()
+    app = HealthHotPath(route)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app({"type": "http", "method": "GET", "path": "/health", "headers": []}, receive, send)
+    start, body = sent
+    assert start["status"] == 200 and dict(start["headers"])[b"content-type"] == b"application/json"
+    assert json.loads(body["body"]) == {"status": "ok"}
+    assert int(dict(start["headers"])[b"content-length"]) == len(body["body"])
+    assert route.bodies == []
+    for method, path in (("PUT", "/health"), ("HEAD", "/health"), ("GET", "/health/ready"), ("GET", "/healthz")):
+        await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)
+    assert len(route.bodies) == 4  # FastAPI answers those (405, its own HEAD rules, readiness, 404)
