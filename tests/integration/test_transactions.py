@@ -182,10 +182,13 @@ async def test_a_transaction_that_drops_its_cached_plans_begins_as_any_other(
     assert await manager.execute_transaction("acme", look) == ("client_acme", True)
 
 
-async def test_begin_refuses_a_name_that_is_not_a_schema_and_a_begun_transaction(manager: ConnectionManager) -> None:
+async def test_begin_takes_the_schema_as_a_value_and_refuses_a_begun_transaction(manager: ConnectionManager) -> None:
     async with manager.engine.connect() as conn:
-        with pytest.raises(ValueError):
-            await begin(conn, "client_x'; DROP TABLE sessions; --")
+        await begin(conn, "client_x'; DROP TABLE sessions; --")  # a value, never SQL: only names nothing
+        raw = driver(conn)
+        assert await raw.fetchval("SELECT current_setting('search_path')") == '"client_x\'; DROP TABLE sessions; --"'
+        await conn.rollback()
+    async with manager.engine.connect() as conn:
         await begin(conn, "client_acme")
         with pytest.raises(RuntimeError):  # SQLAlchemy's adapter has a transaction: BEGIN again would nest nothing
             await begin(conn, "client_acme")
