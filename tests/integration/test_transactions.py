@@ -183,11 +183,12 @@ async def test_a_transaction_that_drops_its_cached_plans_begins_as_any_other(
 
 
 async def test_begin_takes_the_schema_as_a_value_and_refuses_a_begun_transaction(manager: ConnectionManager) -> None:
+    await (await manager.get_connection("acme")).session.create(session_id="s", client_id="acme")
     async with manager.engine.connect() as conn:
-        await begin(conn, "client_x'; DROP TABLE sessions; --")  # a value, never SQL: only names nothing
-        raw = driver(conn)
-        assert await raw.fetchval("SELECT current_setting('search_path')") == '"client_x\'; DROP TABLE sessions; --"'
+        with pytest.raises(asyncpg.exceptions.InvalidParameterValueError):  # a value PostgreSQL refuses, not SQL
+            await begin(conn, "client_acme'; DROP TABLE sessions; --")
         await conn.rollback()
+    assert await (await manager.get_connection("acme")).session.find_unique("s") is not None
     async with manager.engine.connect() as conn:
         await begin(conn, "client_acme")
         with pytest.raises(RuntimeError):  # SQLAlchemy's adapter has a transaction: BEGIN again would nest nothing
