@@ -1,12 +1,12 @@
-"""The hot statements, run on asyncpg's own connection inside the transaction SQLAlchemy opened.
+"""The hot statements, run on asyncpg's own connection inside the transaction of SQLAlchemy's connection.
 
 A statement through SQLAlchemy's `AsyncConnection.execute` pays, on top of asyncpg's work, the compilation of
 its bound parameters, a greenlet switch into the sync API and back, and a result proxy with its metadata. Once
 per request that is nothing; the send path runs its statements for every batch of every session. The
-statements a send runs on every message (claim, record, events) use `driver(conn)` instead: the same pooled
-connection, in the same transaction (the manager's `search_path` statement opened it), with the same type
-codecs (SQLAlchemy set jsonb's up on connect). Measured under wrk (issue 13, README "Performance"), this moved
-the worker's CPU per send by less than the machine's noise: most of the worker's CPU is its own Python.
+statements a send runs on every message (accept, claim, record, events) use `driver(conn)` instead: the same
+pooled connection, in the same transaction, with the same type codecs (SQLAlchemy set jsonb's up on connect).
+Every transaction of the manager begins here too (`begin`: BEGIN and its search_path on the driver, handed to
+SQLAlchemy to end): that took a manager transaction from 547 to 394 us of CPU (`benchmarks/transactions.py`).
 
 Rows are asyncpg's records: read them here, into db's own types, and never hand them out. Errors are asyncpg's:
 `db/errors.py` translates them as it translates SQLAlchemy's, and the manager raises the translation.
