@@ -46,7 +46,7 @@ async def begin(conn: AsyncConnection, schema: str, *, discard_plans: bool = Fal
     `schema`; with `discard_plans`, drop the connection's cached plans first (db/manager.py).
 
     SQLAlchemy would send the same two statements, the second through its own execution (a greenlet, the
-    statement's compilation, a result): measured on this machine, about 200 us of CPU more per transaction than
+    statement's compilation, a result): measured on this machine, about 150 us of CPU more per transaction than
     asyncpg alone (issue 13), and every send runs in one. The schema is a bound parameter, as it always was: no
     SQL is built from a client's id. The transaction is handed to SQLAlchemy's asyncpg adapter as the one it
     began: its statements run in it, and it ends it (commit, or rollback, also when this fails).
