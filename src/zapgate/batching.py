@@ -3,6 +3,11 @@
 No timer: the first request of a key runs at once; the requests that arrive for that key while it runs
 wait for it and then run together (at most `limit` at a time), so a lone request waits for nothing and a
 busy key pays one transaction, one set of round trips and one commit for many requests.
+
+With `concurrency` above 1, up to that many runs of a key are under way at once: a request that arrives while
+fewer run starts one, the others wait for the first run to end. A run spends most of its time waiting for the
+database (round trips, the commit's flush), and a second one meanwhile keeps the process and the server busy.
+Runs of one key then end in any order: only requests that were never under way at the same time keep theirs.
 """
 
 from __future__ import annotations
@@ -24,29 +29,42 @@ class GroupCommit(Generic[K, I, R]):
     taken, the item is run with the others (its result is dropped), as a request whose answer was lost.
     """
 
-    def __init__(self, run: Callable[[K, list[I]], Awaitable[list[R | Exception]]], *, limit: int, name: str) -> None:
+    def __init__(
+        self,
+        run: Callable[[K, list[I]], Awaitable[list[R | Exception]]],
+        *,
+        limit: int,
+        name: str,
+        concurrency: int = 1,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._run = run
         self._limit = limit
         self._name = name
+        self._concurrency = concurrency
         self._waiting: dict[K, list[tuple[I, asyncio.Future[R]]]] = {}
-        self._running: dict[K, asyncio.Task[None]] = {}
+        self._running: dict[K, set[asyncio.Task[None]]] = {}
         self.runs = 0  # how many times `run` was called (for tests and benchmarks)
 
     async def submit(self, key: K, item: I) -> R:
         """Run `item` with the other requests of `key`; return its result or raise its exception."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append((item, future))
-        if key not in self._running:
-            self._running[key] = asyncio.create_task(self._drain(key), name=f"{self._name}.{key}")
+        running = self._running.setdefault(key, set())
+        if len(running) < self._concurrency:
+            running.add(asyncio.create_task(self._drain(key), name=f"{self._name}.{key}"))
         return await future
 
     async def close(self) -> None:
         """Wait for the runs in progress (and the requests waiting for them)."""
         while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            runs = [task for tasks in self._running.values() for task in tasks]
+            await asyncio.gather(*runs, return_exceptions=True)
 
     async def _drain(self, key: K) -> None:
         batch: list[tuple[I, asyncio.Future[R]]] = []
+        running = self._running[key]
         try:
             while waiting := self._waiting.get(key):
                 taken, self._waiting[key] = waiting[: self._limit], waiting[self._limit :]
@@ -67,12 +85,15 @@ class GroupCommit(Generic[K, I, R]):
                         future.set_result(result)
                 batch = []
         except BaseException:  # cancelled (shutdown): nobody is left waiting forever
-            for _, future in [*batch, *self._waiting.get(key, [])]:
+            left = [] if len(running) > 1 else self._waiting.pop(key, [])  # else another run takes them
+            for _, future in [*batch, *left]:
                 if not future.done():
                     future.cancel()
-            self._waiting.pop(key, None)
             raise
         finally:
-            self._running.pop(key, None)
-            if not self._waiting.get(key):
-                self._waiting.pop(key, None)
+            task = asyncio.current_task()
+            running.difference_update([task] if task is not None else [])
+            if not running and self._running.get(key) is running:
+                del self._running[key]
+                if not self._waiting.get(key):
+                    self._waiting.pop(key, None)

@@ -50,7 +50,7 @@ async def test_each_session_gets_what_its_own_claim_would_give_it(manager: Conne
 
     async def hold(tx: Transaction) -> None:
         held = SendOutcome("B0", None, MessageStatus.PENDING, None, None, "try later", "x", retry_at, 1)
-        await outbound.record_sends(tx.connection, second, [held])
+        await outbound.record_sends_many(tx.connection, [(second, [held])])
 
     await manager.execute_transaction("acme", hold)
 

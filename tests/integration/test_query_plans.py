@@ -68,7 +68,7 @@ async def test_a_plan_made_on_empty_tables_is_made_again_once_they_have_grown(
         )
 
         async def run(tx: Transaction) -> None:
-            await outbound.record_sends(tx.connection, session.id, [outcome])
+            await outbound.record_sends_many(tx.connection, [(session.id, [outcome])])
             await tx.connection.execute(text("SELECT pg_stat_force_next_flush()"))  # its index reads, counted now
 
         await manager.execute_transaction("acme", run)
@@ -106,8 +106,8 @@ async def test_a_plan_made_on_empty_tables_is_made_again_once_they_have_grown(
 
         async def index_reads() -> int:
             query = (
-                "SELECT idx_tup_read FROM pg_stat_user_indexes "
-                "WHERE schemaname = 'client_acme' AND indexrelname = 'uq_messages_session_id_message_id'"
+                "SELECT sum(idx_tup_read) FROM pg_stat_user_indexes "
+                "WHERE schemaname = 'client_acme' AND relname = 'messages'"
             )
             return int(await monitor.fetchval(query))
 
@@ -119,6 +119,6 @@ async def test_a_plan_made_on_empty_tables_is_made_again_once_they_have_grown(
             return await index_reads() > before
 
         await eventually(counted, within=10.0)
-        assert await index_reads() - before < 50  # P1's index entries, not the session's 3,000 messages
+        assert await index_reads() - before < 50  # P1's index entries (any index), not the session's 3,000 messages
     finally:
         await monitor.close()

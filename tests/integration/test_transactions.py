@@ -194,3 +194,32 @@ async def test_begin_takes_the_schema_as_a_value_and_refuses_a_begun_transaction
         with pytest.raises(RuntimeError):  # SQLAlchemy's adapter has a transaction: BEGIN again would nest nothing
             await begin(conn, "client_acme")
         await conn.rollback()
+
+
+async def test_a_transaction_on_generic_plans_runs_on_them_alone_and_in_its_schema(manager: ConnectionManager) -> None:
+    """`generic_plans`: PostgreSQL's plan_cache_mode is set for that transaction only (the outbox's claims), so its
+    prepared statements are not planned again for their values at every run; the next transaction is as before."""
+    await (await manager.get_connection("acme")).session.create(session_id="s", client_id="acme")
+
+    async def look(tx: Transaction) -> tuple[str, str, int]:
+        raw = driver(tx.connection)
+        mode = str(await raw.fetchval("SELECT current_setting('plan_cache_mode')"))
+        path = str(await raw.fetchval("SELECT current_setting('search_path')"))
+        return mode, path, int(await raw.fetchval("SELECT count(*) FROM sessions WHERE session_id = $1", "s"))
+
+    assert await manager.execute_transaction("acme", look, generic_plans=True) == (
+        "force_generic_plan",
+        "client_acme",
+        1,
+    )
+    assert await manager.execute_transaction("acme", look) == ("auto", "client_acme", 1)
+
+    async def generic_runs(tx: Transaction) -> int:  # a statement run on the generic plan from its first run
+        raw = driver(tx.connection)
+        statement = "SELECT count(*) FROM sessions WHERE status = $1"
+        await raw.fetchval(statement, "connected")
+        return int(
+            await raw.fetchval("SELECT generic_plans FROM pg_prepared_statements WHERE statement = $1", statement)
+        )
+
+    assert await manager.execute_transaction("acme", generic_runs, generic_plans=True) == 1

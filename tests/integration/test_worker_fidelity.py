@@ -743,23 +743,23 @@ async def test_the_duplicate_window_is_one_batch_sent_but_not_recorded(
     # messages twice. Nothing outside that one batch is sent twice, and nothing is lost.
     from zapgate.db import outbound as queue
 
-    record = queue.record_sends
+    record = queue.record_sends_many
     crashed: list[int] = []
 
-    async def crash_once(conn: Any, row: str, outcomes: Any) -> set[str]:
+    async def crash_once(conn: Any, sends: Any) -> Any:
         if not crashed:
-            crashed.append(len(outcomes))
+            crashed.append(sum(len(outcomes) for _, outcomes in sends))
             raise RuntimeError("the worker died here")  # not the database away: that is waited for
-        return await record(conn, row, outcomes)
+        return await record(conn, sends)
 
     await start_worker()
     await connect(sessions, "alice", PHONE_A)
     first = [await sessions.send_text("acme", "alice", "5521988887777", f"before {i}") for i in range(3)]
     await eventually(lambda: _has_status(manager, first[-1].message_id, "sent"))
-    monkeypatch.setattr(queue, "record_sends", crash_once)
+    monkeypatch.setattr(queue, "record_sends_many", crash_once)
     batch = await asyncio.gather(*(sessions.send_text("acme", "alice", "5521988887777", f"in {i}") for i in range(50)))
     await eventually(lambda: _all_sent(manager, [a.message_id for a in batch]))
-    monkeypatch.setattr(queue, "record_sends", record)
+    monkeypatch.setattr(queue, "record_sends_many", record)
     after = await sessions.send_text("acme", "alice", "5521988887777", "after")
     await eventually(lambda: _has_status(manager, after.message_id, "sent"))
     sends = Counter(t for _, _, t in script.sent)

@@ -85,3 +85,43 @@ async def test_close_waits_for_the_runs_in_progress() -> None:
     await asyncio.sleep(0)
     await group.close()
     assert all(task.done() for task in pending) and [t.result() for t in pending] == [0, 2, 4]
+
+
+async def test_with_concurrency_a_second_run_starts_while_the_first_is_under_way_and_no_more() -> None:
+    run = Recorder(delay=0.05)
+    group: GroupCommit[str, int, int] = GroupCommit(run, limit=100, name="test", concurrency=2)
+    first = asyncio.create_task(group.submit("a", 0))
+    await asyncio.sleep(0.01)  # the first run is under way: the next request starts a second one at once
+    second = asyncio.create_task(group.submit("a", 1))
+    await asyncio.sleep(0.01)
+    assert run.batches == [("a", [0]), ("a", [1])]
+    later = [asyncio.create_task(group.submit("a", n)) for n in range(2, 6)]  # two runs under way: these wait
+    await asyncio.sleep(0.01)
+    assert len(run.batches) == 2
+    assert await asyncio.gather(first, second, *later) == [0, 2, 4, 6, 8, 10]
+    assert run.batches[2:] == [("a", [2, 3, 4, 5])]  # taken together by the first run to end
+    await group.close()
+    assert group.runs == 3
+
+
+async def test_with_concurrency_a_cancelled_run_leaves_the_waiting_requests_to_the_other() -> None:
+    run = Recorder(delay=0.05)
+    group: GroupCommit[str, int, int] = GroupCommit(run, limit=100, name="test", concurrency=2)
+    first = asyncio.create_task(group.submit("a", 0))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(group.submit("a", 1))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(group.submit("a", 2))
+    await asyncio.sleep(0)
+    runs = [task for task in asyncio.all_tasks() if task.get_name() == "test.a"]
+    assert len(runs) == 2
+    runs[0].cancel()  # one of the two runs is cancelled (its own request with it)
+    results = await asyncio.gather(first, second, waiting, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 1
+    assert results[2] == 4  # the other run took it
+    await group.close()
+
+
+def test_concurrency_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(Recorder(), limit=10, name="test", concurrency=0)

@@ -263,8 +263,15 @@ class ConnectionManager:
         handle.touch()
         return handle
 
-    async def execute_transaction(self, client: str, fn: Callable[[Transaction], Awaitable[T]]) -> T:
-        """Run `fn(tx)` in one transaction in `client`'s schema; roll everything back if it raises."""
+    async def execute_transaction(
+        self, client: str, fn: Callable[[Transaction], Awaitable[T]], *, generic_plans: bool = False
+    ) -> T:
+        """Run `fn(tx)` in one transaction in `client`'s schema; roll everything back if it raises.
+
+        `generic_plans`: its statements run on the plans PostgreSQL cached for them on the connection, never
+        planned again for their values (`driver.begin`): for statements that run many times a second, whose best
+        plan does not depend on their values, and that PostgreSQL would otherwise plan at every run.
+        """
         cid = client_id(client)
         await self._ensure_schema(cid)
         if (handle := self._handles.get(cid)) is not None:
@@ -272,7 +279,7 @@ class ConnectionManager:
         schema = schema_for(cid)
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
-                async with self._transaction(schema, "transaction") as conn:
+                async with self._transaction(schema, "transaction", generic_plans=generic_plans) as conn:
                     return await fn(Transaction(self, conn, schema))
             except DatabaseError as exc:
                 # PostgreSQL chose this transaction as a deadlock's victim: nothing of it stayed, run it again
@@ -402,12 +409,12 @@ class ConnectionManager:
 
     @asynccontextmanager
     async def _transaction(
-        self, schema: SchemaName, op: str, engine: AsyncEngine | None = None
+        self, schema: SchemaName, op: str, engine: AsyncEngine | None = None, *, generic_plans: bool = False
     ) -> AsyncIterator[AsyncConnection]:
         started = time.perf_counter()
         try:
             async with (engine or self._engine).begin() as conn:
-                await driver.begin(conn, schema, discard_plans=_plans_due(conn))
+                await driver.begin(conn, schema, discard_plans=_plans_due(conn), generic_plans=generic_plans)
                 yield conn
         except BaseException as exc:
             self._log_operation(op, schema, started, exc)

@@ -213,31 +213,37 @@ _CLAIM = """
     """
 
 
-async def record_sends(
-    conn: AsyncConnection, session_row: str, outcomes: Sequence[SendOutcome]
-) -> dict[str, ContactIds]:
-    """Record the outcome of sends still pending; return the ids (ours) recorded, with their contacts.
+async def record_sends_many(
+    conn: AsyncConnection, sends: Sequence[tuple[str, Sequence[SendOutcome]]]
+) -> list[dict[str, ContactIds]]:
+    """Record the outcome of sends still pending, for each (session row, outcomes), in one statement; answer, per
+    session, the ids (ours) recorded, with their contacts.
 
     An outcome's status is sent or failed, or further along when the message's receipts came first, or
     pending with the time of its next attempt. A message no longer pending was overtaken by its own
     receipt and is left as it is.
     """
+    answers: list[dict[str, ContactIds]] = [{} for _ in sends]
+    outcomes = [(n, o) for n, (_, session_outcomes) in enumerate(sends) for o in session_outcomes]
     if not outcomes:
-        return {}
+        return answers
     rows = await driver(conn).fetch(  # the hot path (db/driver.py)
         _RECORD_SENDS,
-        session_row,
-        [o.message_id for o in outcomes],
-        [o.assigned_id for o in outcomes],
-        [o.status.value for o in outcomes],
-        [o.chat_jid for o in outcomes],
-        [o.sent_at for o in outcomes],
-        [o.error for o in outcomes],
-        [o.error_code for o in outcomes],
-        [o.retry_at for o in outcomes],
-        [o.attempts for o in outcomes],
+        [n for n, _ in outcomes],
+        [sends[n][0] for n, _ in outcomes],
+        [o.message_id for _, o in outcomes],
+        [o.assigned_id for _, o in outcomes],
+        [o.status.value for _, o in outcomes],
+        [o.chat_jid for _, o in outcomes],
+        [o.sent_at for _, o in outcomes],
+        [o.error for _, o in outcomes],
+        [o.error_code for _, o in outcomes],
+        [o.retry_at for _, o in outcomes],
+        [o.attempts for _, o in outcomes],
     )
-    return {row["requested"]: ContactIds(row["contact_id"], row["contact_jid"], row["contact_lid"]) for row in rows}
+    for row in rows:
+        answers[row["n"]][row["requested"]] = ContactIds(row["contact_id"], row["contact_jid"], row["contact_lid"])
+    return answers
 
 
 async def advance(conn: AsyncConnection, targets: Sequence[tuple[str, str, MessageStatus]]) -> list[Advanced]:
@@ -482,19 +488,21 @@ _ADVANCE = text(
 _RECORD_SENDS = """
     WITH input AS (
         SELECT * FROM unnest(
-            CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),
-            CAST($6 AS timestamptz[]), CAST($7 AS text[]), CAST($8 AS text[]),
-            CAST($9 AS timestamptz[]), CAST($10 AS integer[])
-        ) AS i(message_id, wa_message_id, status, chat_jid, sent_at, error, error_code, retry_at, attempts)
+            CAST($1 AS integer[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]),
+            CAST($6 AS text[]), CAST($7 AS timestamptz[]), CAST($8 AS text[]), CAST($9 AS text[]),
+            CAST($10 AS timestamptz[]), CAST($11 AS integer[])
+        ) AS i(n, session_row, message_id, wa_message_id, status, chat_jid, sent_at, error, error_code, retry_at,
+               attempts)
     )
     UPDATE messages m
     SET status = i.status, wa_message_id = COALESCE(i.wa_message_id, m.wa_message_id),
         chat_jid = COALESCE(i.chat_jid, m.chat_jid), sent_at = i.sent_at, error = i.error,
         error_code = i.error_code, next_attempt_at = i.retry_at, attempts = i.attempts, updated_at = now()
     FROM input i, contacts c
-    WHERE m.session_id = $1 AND m.message_id = ANY(CAST($2 AS text[]))  -- index lookups, not a join scan
-      AND m.message_id = i.message_id AND m.status = 'pending' AND c.id = m.contact_id
-    RETURNING i.message_id AS requested, m.contact_id, c.jid AS contact_jid, c.lid AS contact_lid
+    -- index lookups by our ids (ix_messages_message_id), not a join scan, nor the whole of each session's rows
+    WHERE m.message_id = ANY(CAST($3 AS text[])) AND m.message_id = i.message_id AND m.session_id = i.session_row
+      AND m.status = 'pending' AND c.id = m.contact_id
+    RETURNING i.n, i.message_id AS requested, m.contact_id, c.jid AS contact_jid, c.lid AS contact_lid
     """
 
 

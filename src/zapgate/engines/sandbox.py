@@ -1843,18 +1843,23 @@ class SandboxEngine:
         )
 
     async def _external_phones_read(self, session: _Session) -> None:
-        """Report the sends to simulated phones as delivered, then read, each in turn (`_Session.phone_reads`)."""
+        """Report the sends to simulated phones as delivered, then read (`_Session.phone_reads`): per chat, one
+        receipt of each status naming its messages in the order sent, as WhatsApp reports several messages that
+        reached a phone together (a receipt's list of ids)."""
         try:
             await asyncio.sleep(0)  # after the send has returned
         finally:  # cancelled (the session stopped): those reads are never reported, and the next send starts anew
             reads, session.phone_reads = session.phone_reads, []
         now = datetime.now(UTC)
+        chats: dict[str, dict[str, None]] = {}  # a chat's ids, each once (a resend keeps its id)
         for message_id, chat_jid in reads:
+            chats.setdefault(chat_jid, {})[message_id] = None
+        for chat_jid, ids in chats.items():
             for status in (MessageStatus.DELIVERED, MessageStatus.READ):
-                receipt = Receipt(
-                    ref=session.ref, message_ids=(message_id,), status=status, chat_jid=chat_jid, timestamp=now
+                self._emit(
+                    session,
+                    Receipt(ref=session.ref, message_ids=tuple(ids), status=status, chat_jid=chat_jid, timestamp=now),
                 )
-                self._emit(session, receipt)
 
     # -- pairing ------------------------------------------------------------------------------------------
 

@@ -135,13 +135,16 @@ def status_entry(
         "sessionId": session_id,
         "messageId": message_id,
         "whatsappMessageId": wa_message_id,
-        "status": status.value,
+        "status": status._value_,  # `.value` is a property: a Python call (three of these per message sent)
     }
     if timestamp is not None:
         payload["timestamp"] = timestamp
     if contact is not None:
-        payload.update(contact.fields())
-    return (EventType.MESSAGE_STATUS.value, session_id, payload)
+        payload["contactId"], payload["contactJid"], payload["contactLid"] = contact.id, contact.jid, contact.lid
+    return (_MESSAGE_STATUS, session_id, payload)
+
+
+_MESSAGE_STATUS = EventType.MESSAGE_STATUS.value
 
 
 def send_entry(ref: SessionRef, outcome: SendOutcome, contact: ContactIds | None = None) -> EventEntry:

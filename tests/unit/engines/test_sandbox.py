@@ -440,11 +440,30 @@ async def test_sends_go_out_under_whatsapps_own_ids(
     other = await engine.send_text(A, "5521988887777@s.whatsapp.net", "x", "OURS-2")
     assert again.message_id == first.message_id != other.message_id  # a resend keeps its id
     assert whatsapp_message_id(B, "OURS-1") != first.message_id
-    await events.wait_for(lambda e: isinstance(e, Receipt) and e.message_ids == (other.message_id,))
-    assert {r.message_ids for r in events.events if isinstance(r, Receipt)} == {
-        (first.message_id,),
-        (other.message_id,),
-    }
+    await events.wait_for(lambda e: isinstance(e, Receipt) and other.message_id in e.message_ids)
+    reported = [r.message_ids for r in events.events if isinstance(r, Receipt)]
+    assert {i for ids in reported for i in ids} == {first.message_id, other.message_id}
+    assert all(len(set(ids)) == len(ids) for ids in reported)  # a receipt names each message once
+
+
+async def test_a_phone_reports_the_messages_that_reached_it_together_in_one_receipt_of_each_status(
+    engine: SandboxEngine, network: LocalSandboxNetwork, events: Recorder
+) -> None:
+    # WhatsApp lists the messages that reached a phone together in one receipt (whatsmeow's Receipt.MessageIDs),
+    # per chat, in the order they were sent: delivered, then read
+    await pair(engine, network, events, A, PHONE_A)
+    to, elsewhere = "5521988887777@s.whatsapp.net", "5521988886666@s.whatsapp.net"
+    sends = [engine.send_text(A, jid, "x", f"OURS-{n}") for n, jid in enumerate([to, to, elsewhere, to])]
+    ids = [sent.message_id for sent in await asyncio.gather(*sends)]
+    await events.wait_for(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ and e.chat_jid == to)
+    await events.wait_for(lambda e: isinstance(e, Receipt) and e.status is MessageStatus.READ and e.chat_jid != to)
+    reported = [(r.chat_jid, r.status, r.message_ids) for r in events.events if isinstance(r, Receipt)]
+    assert reported == [
+        (to, MessageStatus.DELIVERED, (ids[0], ids[1], ids[3])),
+        (to, MessageStatus.READ, (ids[0], ids[1], ids[3])),
+        (elsewhere, MessageStatus.DELIVERED, (ids[2],)),
+        (elsewhere, MessageStatus.READ, (ids[2],)),
+    ]
 
 
 async def test_restrict_and_transient_faults(
