@@ -29,6 +29,13 @@ def storable_or_none(value: str | None) -> str | None:
 def storable_json(value: Any) -> Any:
     """Return a JSON-ready value with every string in it (keys too) made storable, and every number that JSON
     cannot hold (NaN, infinities: a protobuf double may carry them, jsonb refuses them) made null."""
+    kind = type(value)  # the usual types first: a check against an abstract class costs a Python call
+    if kind is str:
+        return storable(value)
+    if kind is dict:
+        return {storable(str(k)): storable_json(v) for k, v in value.items()}
+    if kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, str):
         return storable(value)
     if isinstance(value, float) and not math.isfinite(value):

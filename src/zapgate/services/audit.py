@@ -141,11 +141,15 @@ class AuditLog:
 
 def _storable(entry: AuditEntry) -> AuditEntry:
     """`entry` with every text from outside made storable (a NUL byte in a path or a session id fails a batch)."""
+    texts = (entry.actor, entry.action, entry.outcome, entry.session_id or "")
+    detail = storable_json(entry.detail)
+    if detail == entry.detail and all(storable(text) is text for text in texts):
+        return entry  # the usual case, at every call: nothing to change, no copy
     return replace(
         entry,
         actor=storable(entry.actor),
         action=storable(entry.action),
         outcome=storable(entry.outcome),
         session_id=storable_or_none(entry.session_id),
-        detail=storable_json(entry.detail),
+        detail=detail,
     )
