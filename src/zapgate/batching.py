@@ -4,9 +4,10 @@ No timer: the first request of a key runs at once; the requests that arrive for 
 wait for it and then run together (at most `limit` at a time), so a lone request waits for nothing and a
 busy key pays one transaction, one set of round trips and one commit for many requests.
 
-With `concurrency` above 1, up to that many runs of a key are under way at once: a request that arrives while
-fewer run starts one, the others wait for the first run to end. A run spends most of its time waiting for the
-database (round trips, the commit's flush), and a second one meanwhile keeps the process and the server busy.
+With `concurrency` above 1, up to that many runs of a key are under way at once: once `more_at` requests wait
+while fewer run, they start one; the others wait for the first run to end. A run spends most of its time waiting
+for the database (round trips, the commit's flush), and another one meanwhile keeps the process and the server
+busy; `more_at` keeps a busy key's runs large (a transaction per few requests would cost more than it saves).
 Runs of one key then end in any order: only requests that were never under way at the same time keep theirs.
 """
 
@@ -36,13 +37,15 @@ class GroupCommit(Generic[K, I, R]):
         limit: int,
         name: str,
         concurrency: int = 1,
+        more_at: int = 1,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if concurrency < 1 or more_at < 1:
+            raise ValueError("concurrency and more_at must be at least 1")
         self._run = run
         self._limit = limit
         self._name = name
         self._concurrency = concurrency
+        self._more_at = more_at
         self._waiting: dict[K, list[tuple[I, asyncio.Future[R]]]] = {}
         self._running: dict[K, set[asyncio.Task[None]]] = {}
         self.runs = 0  # how many times `run` was called (for tests and benchmarks)
@@ -50,9 +53,10 @@ class GroupCommit(Generic[K, I, R]):
     async def submit(self, key: K, item: I) -> R:
         """Run `item` with the other requests of `key`; return its result or raise its exception."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append((item, future))
+        waiting = self._waiting.setdefault(key, [])
+        waiting.append((item, future))
         running = self._running.setdefault(key, set())
-        if len(running) < self._concurrency:
+        if not running or (len(running) < self._concurrency and len(waiting) >= self._more_at):
             running.add(asyncio.create_task(self._drain(key), name=f"{self._name}.{key}"))
         return await future
 

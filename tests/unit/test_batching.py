@@ -122,6 +122,23 @@ async def test_with_concurrency_a_cancelled_run_leaves_the_waiting_requests_to_t
     await group.close()
 
 
-def test_concurrency_is_at_least_one() -> None:
+async def test_with_concurrency_another_run_starts_only_once_enough_requests_wait() -> None:
+    run = Recorder(delay=0.05)
+    group: GroupCommit[str, int, int] = GroupCommit(run, limit=100, name="test", concurrency=2, more_at=3)
+    first = asyncio.create_task(group.submit("a", 0))  # nothing runs: it starts at once, alone
+    await asyncio.sleep(0.01)
+    later = [asyncio.create_task(group.submit("a", n)) for n in (1, 2)]
+    await asyncio.sleep(0.01)
+    assert run.batches == [("a", [0])]  # two wait: fewer than 3, they wait for the run under way
+    later.append(asyncio.create_task(group.submit("a", 3)))
+    await asyncio.sleep(0.01)
+    assert run.batches == [("a", [0]), ("a", [1, 2, 3])]  # the third one starts the second run, for all three
+    assert await asyncio.gather(first, *later) == [0, 2, 4, 6]
+    await group.close()
+
+
+def test_concurrency_and_more_at_are_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(Recorder(), limit=10, name="test", concurrency=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(Recorder(), limit=10, name="test", concurrency=2, more_at=0)

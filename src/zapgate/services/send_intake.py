@@ -56,9 +56,11 @@ from zapgate.services.conversation import ACTING, edited_content
 
 ACCEPT_BATCH = 256  # concurrent sends of a client stored in one transaction, at most
 # a client's transactions storing sends under way at once in one API process (GroupCommit's concurrency): with one,
-# a busy client's sends waited for its transaction's round trips and commit while the cores had time to spare
-# (issue 13, README "Performance"). Only sends made at the same time can be stored in either order
+# a busy client's sends waited for its transaction's round trips and commit while the cores had time to spare; the
+# second starts once ACCEPT_MORE_AT sends wait (issue 13, README "Performance"). Only sends made at the same time
+# can be stored in either order
 ACCEPT_RUNS = 2
+ACCEPT_MORE_AT = 8
 _CAN_QUEUE = frozenset(status.value for status in CAN_QUEUE_SENDS)
 
 
@@ -151,7 +153,9 @@ class SendIntake:
         self._waker = notify.Coalescer(manager.notify, notify.OUTBOUND) if coalesce_wakeups else None
         self._send_rate = send_rate  # sends per second per session; 0: no limit
         self._send_burst = send_burst
-        self._accepting = GroupCommit(self._accept_together, limit=ACCEPT_BATCH, name="accept", concurrency=ACCEPT_RUNS)
+        self._accepting = GroupCommit(
+            self._accept_together, limit=ACCEPT_BATCH, name="accept", concurrency=ACCEPT_RUNS, more_at=ACCEPT_MORE_AT
+        )
         self._last_timestamp = datetime.now(UTC)
 
     async def submit(
