@@ -7,7 +7,7 @@ busy key pays one transaction, one set of round trips and one commit for many re
 With `concurrency` above 1, up to that many runs of a key are under way at once: once `more_at` requests wait
 while fewer run, they start one; the others wait for the first run to end. A run spends most of its time waiting
 for the database (round trips, the commit's flush), and another one meanwhile keeps the process and the server
-busy; `more_at` keeps a busy key's runs large (a transaction per few requests would cost more than it saves).
+busy; `more_at` spares a run for a request or two (a transaction each would cost more than it saves).
 Runs of one key then end in any order: only requests that were never under way at the same time keep theirs.
 """
 

@@ -46,7 +46,7 @@ async def begin(
 ) -> None:
     """Begin the transaction of `conn` (from `engine.begin()`, before any statement) with its search_path set to
     `schema`; with `discard_plans`, drop the connection's cached plans first (db/manager.py); with `generic_plans`,
-    its statements run on their cached generic plans (PostgreSQL's plan_cache_mode: see `GENERIC_PLANS`).
+    its statements run on their cached generic plans (PostgreSQL's plan_cache_mode, for this transaction only).
 
     SQLAlchemy would send the same two statements, the second through its own execution (a greenlet, the
     statement's compilation, a result): measured on this machine, about 150 us of CPU more per transaction than
