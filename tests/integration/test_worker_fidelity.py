@@ -43,6 +43,7 @@ from zapgate.engines.base import (
     PresenceSeen,
     Receipt,
     Restricted,
+    SendRejected,
     SendResult,
     SessionRef,
     StartRequest,
@@ -347,6 +348,22 @@ async def test_a_restriction_fails_the_message_with_its_reason_and_an_error_even
     assert (await message(manager, accepted.message_id)).error_code == "restricted"
     errors = [p for p in await events(manager, "error") if p["code"] == "restricted"]
     assert errors and errors[0]["details"]["messageId"] == accepted.message_id
+
+
+async def test_an_engines_answer_postgresql_would_refuse_is_stored_made_storable_and_holds_nothing_back(
+    manager: ConnectionManager, sessions: SessionService, script: Script, start_worker: WorkerFactory
+) -> None:
+    # what an engine answers comes from outside (whatsmeow's error texts, WhatsApp's ids): a NUL byte or a lone
+    # surrogate in it would fail the statement that records the whole batch, and the batch would be sent again
+    script.errors = {"5521944444444": [SendRejected("refused\x00 by \ud800 WhatsApp")]}
+    await start_worker()
+    await connect(sessions, "alice", PHONE_A)
+    refused = await sessions.send_text("acme", "alice", "5521944444444", "refused")
+    fine = await sessions.send_text("acme", "alice", "5521988887777", "fine")
+    await eventually(lambda: _has_status(manager, refused.message_id, "failed"))
+    await eventually(lambda: _has_status(manager, fine.message_id, "sent"))
+    assert (await message(manager, refused.message_id)).error == "refused by \ufffd WhatsApp"
+    assert [t for _, _, t in script.sent] == ["fine"]  # sent once: its batch was recorded
 
 
 async def test_paced_sends_type_first_and_new_numbers_wait_past_the_daily_cap(

@@ -46,6 +46,7 @@ from zapgate.domain.polling import IdleBackoff
 from zapgate.domain.receipts import further, furthest
 from zapgate.domain.records import MessageStatus
 from zapgate.domain.sessions import SessionStatus
+from zapgate.domain.storable import storable
 from zapgate.engines.base import (
     EngineError,
     NotConnected,
@@ -317,11 +318,11 @@ class Outbox:
                 result = await self._bounded("send", call, sent)
         if isinstance(content, ACTING):
             sent.acting[pending.message_id] = content
-        return SendOutcome(
+        return SendOutcome(  # what the engine answered is from outside: made storable (it is recorded as it is)
             pending.message_id,
-            result.message_id,
+            storable(result.message_id),
             MessageStatus.SENT,
-            result.to or to,
+            storable(result.to or to),
             result.timestamp,
             None,
             attempts=pending.attempts,
@@ -400,17 +401,16 @@ class Outbox:
         """The outcome of a send that failed: for good, or to try again later (up to the attempt cap)."""
         attempts = pending.attempts + 1
         permanent = isinstance(exc, SendRejected) or not exc.retryable
+        message = storable(exc.message)  # an engine's words (whatsmeow's errors): recorded with the message
         if not permanent and attempts < self._policy.max_attempts:
             delay = min(RETRY_MAX, RETRY_BASE * 2 ** (attempts - 1))
-            log.warning("worker.send_retry_later", message_id=pending.message_id, attempts=attempts, error=exc.message)
+            log.warning("worker.send_retry_later", message_id=pending.message_id, attempts=attempts, error=message)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             return SendOutcome(
-                pending.message_id, None, MessageStatus.PENDING, None, None, exc.message, exc.code, retry_at, attempts
+                pending.message_id, None, MessageStatus.PENDING, None, None, message, exc.code, retry_at, attempts
             )
         code = exc.code if permanent else "too_many_attempts"
-        return SendOutcome(
-            pending.message_id, None, MessageStatus.FAILED, None, None, exc.message, code, None, attempts
-        )
+        return SendOutcome(pending.message_id, None, MessageStatus.FAILED, None, None, message, code, None, attempts)
 
     # -- recording ----------------------------------------------------------------------------------------
 
