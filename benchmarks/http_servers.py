@@ -8,6 +8,8 @@ for the floor) and GET /health (GET /empty), wrk -t2 -c32. CPU ms/request is the
 
 - uvicorn-h11:       uvicorn with h11 and the default asyncio loop (what `zapgate serve` ran before issue 13)
 - uvicorn-httptools: uvicorn with httptools and uvloop
+- uvicorn-joined:    the same, with zapgate's protocol (a response's head and body in one write: api/protocol.py),
+                     what `zapgate serve` runs
 - granian:           granian (Rust HTTP server), ASGI interface, uvloop
 
     apt-get install -y wrk
@@ -41,7 +43,7 @@ from support import free_port, run_on
 from zapgate.db.manager import ConnectionManager
 from zapgate.services.sessions import SessionService
 
-CANDIDATES = ("uvicorn-h11", "uvicorn-httptools", "granian")
+CANDIDATES = ("uvicorn-h11", "uvicorn-httptools", "uvicorn-joined", "granian")
 
 
 def app_from_environment() -> object:
@@ -74,7 +76,13 @@ def serve(candidate: str, url: str, port: int) -> None:
         return
     import uvicorn
 
-    loop, http = ("asyncio", "h11") if candidate == "uvicorn-h11" else ("uvloop", "httptools")
+    from zapgate.api.protocol import HttpProtocol
+
+    loop, http = {
+        "uvicorn-h11": ("asyncio", "h11"),
+        "uvicorn-httptools": ("uvloop", "httptools"),
+        "uvicorn-joined": ("uvloop", HttpProtocol),
+    }[candidate]
     app = app_from_environment()
     uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, log_config=None, access_log=False)  # type: ignore[arg-type]
 

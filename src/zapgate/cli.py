@@ -116,6 +116,7 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from zapgate.api.app import create_app
+    from zapgate.api.protocol import HttpProtocol
 
     configure_logging(settings.log_level, settings.log_format)
     # uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit so that the embedded
@@ -128,7 +129,7 @@ def _serve(settings: Settings) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "asyncio" if sys.platform == "win32" else "uvloop",  # uvloop has no Windows build
-        "http": "httptools",
+        "http": HttpProtocol,  # httptools, with a response's head and body written at once (api/protocol.py)
         "log_config": None,
         "access_log": settings.log_level == "debug",
         "timeout_graceful_shutdown": 10,

@@ -24,6 +24,7 @@ import uvicorn
 from tests.acceptance.sse import read_sse
 from tests.support.waiting import eventually
 from zapgate.api.app import create_app
+from zapgate.api.protocol import HttpProtocol
 from zapgate.settings import Settings
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -241,7 +242,9 @@ ServeFactory = Callable[..., ServeProcess]
 async def running_app(settings: Settings, database_url: str) -> AsyncIterator[str]:
     """Serve `create_app(settings, database_url)` with uvicorn on a free loopback port; yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=port, log_config=None)
+    config = uvicorn.Config(
+        create_app(settings, database_url), host="127.0.0.1", port=port, log_config=None, http=HttpProtocol
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from tests.acceptance.support import ADMIN_KEY, free_port
 from zapgate.api.app import create_app
 from zapgate.api.problems import PROBLEM_JSON
+from zapgate.api.protocol import HttpProtocol
 from zapgate.settings import Settings
 
 EXAMPLES = int(os.environ.get("ZAPGATE_FUZZ_EXAMPLES", "250"))
@@ -94,7 +95,12 @@ class ServerThread:
     def __init__(self, settings: Settings, database_url: str) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings, database_url), host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
+            create_app(settings, database_url),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            http=HttpProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
