@@ -68,16 +68,18 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._began = 0.0  # loop time the running await began (0.0: none runs)
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False
 
     async def bound(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` for at most `seconds` (TimeoutError after)."""
-        task = asyncio.current_task()
+        # the loop is asked for once: on Python 3.11 each asking (current_task() without it too) calls getpid()
+        loop = self._loop = self._loop or asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None or self._began:
             raise RuntimeError("Deadline.bound: one await at a time, in a task")
-        loop = asyncio.get_running_loop()
         self._task, self._began, self._expired = task, loop.time(), False
         cancelling = task.cancelling()
         if self._timer is None:
@@ -102,7 +104,8 @@ class Deadline:
         if not self._began or self._task is None:
             return  # between two awaits: the next one sets the timer again
         due = self._began + self._seconds
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         if loop.time() < due:  # set for an await that ended: this one has time left
             self._timer = loop.call_at(due, self._fire)
             return

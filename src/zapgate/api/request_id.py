@@ -8,10 +8,11 @@ Pure ASGI and a module of its own: one middleware, one job.
 from __future__ import annotations
 
 import re
-import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zapgate.domain.ids import random_bytes
 
 HEADER = b"x-request-id"
 STATE_KEY = "request_id"
@@ -36,7 +37,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((value for name, value in scope.get("headers", ()) if name == HEADER), None)
-        request_id = given.decode() if given is not None and _USABLE.fullmatch(given) else uuid.uuid4().hex
+        request_id = given.decode() if given is not None and _USABLE.fullmatch(given) else random_bytes(16).hex()
         state = scope.get("state")
         if not isinstance(state, dict):
             state = scope["state"] = {}
