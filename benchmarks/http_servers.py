@@ -3,8 +3,9 @@
 Each candidate serves `create_app` in a process of its own (all running at once, idle but for the one
 loaded), on the same fresh database, with 10 sandbox sessions that accept sends: with no worker (the
 server's share alone), or with --worker a `zapgate worker` that really sends them while measured, as in
-production. Rounds rotate over the candidates and the floor (`floor.py`): POST /whatsapp/send (POST /insert
-for the floor) and GET /health (GET /empty), wrk -t2 -c32. CPU ms/request is the serving process's own.
+production. Each candidate's pool holds 10 connections, as the floor's. Rounds rotate over the candidates and
+the floor (`floor.py`): POST /whatsapp/send (POST /insert for the floor) and GET /health (GET /empty), wrk -t2
+-c32. CPU ms/request is the serving process's own; a candidate with refused requests is marked INVALID.
 
 - uvicorn-h11:       uvicorn with h11 and the default asyncio loop (what `zapgate serve` ran before issue 13)
 - uvicorn-httptools: uvicorn with httptools and uvloop
@@ -54,7 +55,12 @@ def app_from_environment() -> object:
 
     url = os.environ["BENCH_DATABASE_URL"]
     configure_logging("warning")
-    return create_app(Settings(database_url=url, default_engine="sandbox", send_rate=0), url)
+    # as http_send.py: both rate limits on the path (and counted), refusing nothing. A pool of 10 (the floor's):
+    # four candidates of 20 with a worker and the floor went past PostgreSQL's default 100 connections
+    settings = Settings(
+        database_url=url, default_engine="sandbox", send_rate=0, request_rate=1_000_000_000, db_pool_size=10
+    )
+    return create_app(settings, url)
 
 
 def serve(candidate: str, url: str, port: int) -> None:
@@ -151,7 +157,9 @@ async def rotate(servers: dict[str, Server], args: argparse.Namespace, key: str)
         floor = statistics.fmean(r.rate for r in rates[(kind, "floor")])
         for name in CANDIDATES:
             ours = statistics.fmean(r.rate for r in rates[(kind, name)])
-            print(f"  {kind:<6} {name:<18} {ours:>7.0f} req/s  {ours / floor:5.0%} of the floor's {floor:.0f}")
+            refused = sum(r.summary["non2xx"] + r.summary["socket_errors"] for r in rates[(kind, name)])
+            verdict = f"  INVALID: {refused} requests refused or failed" if refused else ""
+            print(f"  {kind:<6} {name:<18} {ours:>7.0f} req/s  {ours / floor:5.0%} of the floor's {floor:.0f}{verdict}")
 
 
 def main() -> None:
