@@ -287,8 +287,18 @@ async def test_signed_links_cannot_be_forged_reused_late_or_turned_on_another_fi
     assert_problem(await api.get(str(url).replace("/media/acme/", "/media/nobody/")), 401)
 
 
+async def sandbox_files_left(database_url: str, phone: str) -> int:
+    """How many parts of the files sent to `phone` the sandbox's media server still serves."""
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        query = "SELECT count(*) FROM zapgate.sandbox_media WHERE recipient = $1 AND expires_at > now()"
+        return int(await conn.fetchval(query, phone))
+    finally:
+        await conn.close()
+
+
 async def test_an_expired_file_is_asked_again_and_a_lost_one_fails_clearly(
-    api: httpx.AsyncClient, worker: Worker, monkeypatch: pytest.MonkeyPatch
+    api: httpx.AsyncClient, worker: Worker, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     acme = await new_client(api, "acme")
     await linked(api, acme, "alice", ALICE)
@@ -316,8 +326,14 @@ async def test_an_expired_file_is_asked_again_and_a_lost_one_fails_clearly(
             return got.status_code == 200
 
         await eventually(stored, within=20.0)
+        assert await sandbox_files_left(database_url, ALICE) > 0  # the file the fault takes away
         fault_answer = await api.post("/whatsapp/sandbox/sessions/alice/fault", headers=acme, json={"fault": fault})
         assert fault_answer.status_code == 202, fault_answer.text
+
+        async def applied() -> bool:  # a fault is mail to the session (202): its worker applies it later
+            return await sandbox_files_left(database_url, ALICE) == 0
+
+        await eventually(applied, within=20.0)  # else the download may come first, and find the file
         return message_id
 
     expired = await inject("expire_media")
