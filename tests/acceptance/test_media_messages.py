@@ -86,12 +86,16 @@ async def api(clear_zapgate_env: None, database_url: str) -> AsyncIterator[httpx
         yield http
 
 
-async def media_rows(database_url: str, schema: str) -> int:
+async def count(database_url: str, query: str, *args: object) -> int:
     conn = await asyncpg.connect(plain_url(database_url))
     try:
-        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".media'))  # the test's own schema name
+        return int(await conn.fetchval(query, *args))
     finally:
         await conn.close()
+
+
+async def media_rows(database_url: str, schema: str) -> int:
+    return await count(database_url, f'SELECT count(*) FROM "{schema}".media')  # the test's own schema name
 
 
 async def arrived(api: httpx.AsyncClient, headers: dict[str, str], session: str, kind: str) -> dict[str, Any]:
@@ -289,12 +293,8 @@ async def test_signed_links_cannot_be_forged_reused_late_or_turned_on_another_fi
 
 async def sandbox_files_left(database_url: str, phone: str) -> int:
     """How many parts of the files sent to `phone` the sandbox's media server still serves."""
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        query = "SELECT count(*) FROM zapgate.sandbox_media WHERE recipient = $1 AND expires_at > now()"
-        return int(await conn.fetchval(query, phone))
-    finally:
-        await conn.close()
+    query = "SELECT count(*) FROM zapgate.sandbox_media WHERE recipient = $1 AND expires_at > now()"
+    return await count(database_url, query, phone)
 
 
 async def test_an_expired_file_is_asked_again_and_a_lost_one_fails_clearly(
